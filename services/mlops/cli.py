@@ -1,0 +1,153 @@
+"""The ``mlops`` command: one subcommand per stage, each exactly what its Kubernetes Job runs.
+
+Each command only parses options, builds the settings and calls the stage's ``run``.
+Heavy libraries (ludwig, torch, mlflow, evidently) are imported inside the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlops.errors import MlopsError
+
+app = typer.Typer(
+    name="mlops",
+    help="Daily stock prediction and paper trading: data prep, training, inference, "
+    "serving, trading and monitoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AsOf = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Run as of this trading day (YYYY-MM-DD); default: the latest day in the data.",
+    ),
+]
+Output = Annotated[
+    Path | None,
+    typer.Option("--output", help="Also write the stage's result as JSON to this file."),
+]
+
+
+def _stage(name: str, fn: Callable[..., Any], output: Path | None, **kwargs: Any) -> Any:
+    """Build settings and context, record the stage run, call the stage, report its result."""
+    from mlops import log
+    from mlops.context import open_context
+    from mlops.runs import record_stage_run
+    from mlops.settings import load_settings, parse_date
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    as_of: date | None = parse_date(kwargs.pop("as_of", None))
+    ctx = open_context(settings)
+    with record_stage_run(ctx.engine, name, as_of) as run:
+        result = fn(ctx, as_of=as_of, **kwargs)
+        payload = asdict(result) if is_dataclass(result) else result
+        run.details = payload if isinstance(payload, dict) else {"result": payload}
+    text = json.dumps(payload, default=str, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    typer.echo(text)
+    return result
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Create or upgrade the application database schema to the newest version."""
+    from mlops import log
+    from mlops.db import migrate
+    from mlops.db.engine import make_engine, wait_for_database
+    from mlops.settings import load_settings
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    engine = make_engine(settings.db_url)
+    wait_for_database(engine)
+    before = migrate.current_revision(engine)
+    after = migrate.upgrade(engine)
+    typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).")
+
+
+@app.command("data-prep")
+def data_prep_cmd(as_of: AsOf = None, output: Output = None) -> None:
+    """Load daily bars, check them, compute features and publish a versioned dataset."""
+    from mlops.data_prep.stage import run
+
+    _stage("data-prep", run, output, as_of=as_of)
+
+
+@app.command("train")
+def train_cmd(as_of: AsOf = None, output: Output = None) -> None:
+    """Train the Ludwig model, track it in MLflow, register it and promote it if it wins."""
+    from mlops.training.stage import run
+
+    _stage("train", run, output, as_of=as_of)
+
+
+@app.command("batch-infer")
+def batch_infer_cmd(as_of: AsOf = None, output: Output = None) -> None:
+    """Score every symbol's latest prepared day with the champion model."""
+    from mlops.inference.stage import run
+
+    _stage("batch-infer", run, output, as_of=as_of)
+
+
+@app.command("trade")
+def trade_cmd(as_of: AsOf = None, output: Output = None) -> None:
+    """Turn the latest predictions into orders with the threshold strategy."""
+    from mlops.trading.stage import run
+
+    _stage("trade", run, output, as_of=as_of)
+
+
+@app.command("monitor")
+def monitor_cmd(as_of: AsOf = None, output: Output = None) -> None:
+    """Score past predictions against what came true, check drift, flag retraining."""
+    from mlops.monitoring.stage import run
+
+    _stage("monitor", run, output, as_of=as_of)
+
+
+@app.command("demo")
+def demo_cmd(
+    days: Annotated[int, typer.Option(min=1, max=250, help="Trading days to replay.")] = 20,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Override the model config's epochs.")
+    ] = None,
+    home: Annotated[
+        Path, typer.Option(help="Folder for the demo's store, databases and MLflow.")
+    ] = Path("var/demo"),
+    fresh: Annotated[bool, typer.Option(help="Start from an empty demo folder.")] = True,
+) -> None:
+    """Replay the bundled sample as if live: train, then run the daily loop day by day."""
+    from mlops.demo import run
+
+    run(days=days, epochs=epochs, home=home, fresh=fresh)
+
+
+def main() -> None:
+    """Entry point: MlopsError ends the command with one sentence and a non-zero exit."""
+    try:
+        app()
+    except MlopsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data prep: load daily bars, check them, compute features, publish a versioned dataset."""

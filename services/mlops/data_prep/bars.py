@@ -1,0 +1,51 @@
+"""The canonical layout of daily bars that every source produces."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mlops.errors import DataError
+
+BAR_COLUMNS = ["date", "symbol", "open", "high", "low", "close", "volume"]
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+
+# Column names seen in common exports, mapped to the canonical ones (lower-cased keys).
+KNOWN_ALIASES = {
+    "date": "date",
+    "timestamp": "date",
+    "day": "date",
+    "symbol": "symbol",
+    "stock": "symbol",
+    "ticker": "symbol",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "volume": "volume",
+}
+
+
+def canonicalize(
+    frame: pd.DataFrame, *, source: str, mapping: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Rename columns to the canonical layout and coerce their types; fail on a missing column.
+
+    ``mapping`` maps canonical names to the file's own column names.
+    """
+    renames: dict[str, str] = {}
+    if mapping:
+        renames.update({theirs: ours for ours, theirs in mapping.items()})
+    for column in frame.columns:
+        alias = KNOWN_ALIASES.get(str(column).strip().lower())
+        if alias and column not in renames and alias not in renames.values():
+            renames[column] = alias
+    frame = frame.rename(columns=renames)
+    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source} has no column {', '.join(missing)}; expected {BAR_COLUMNS}.")
+    frame = frame[BAR_COLUMNS].copy()
+    frame["date"] = pd.to_datetime(frame["date"], errors="coerce").dt.normalize()
+    frame["symbol"] = frame["symbol"].astype("string").str.strip().str.upper()
+    for column in [*PRICE_COLUMNS, "volume"]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame

@@ -1,0 +1,1 @@
+"""Application database: engine, schema and migrations."""

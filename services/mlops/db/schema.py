@@ -1,0 +1,150 @@
+"""Tables of the application database (SQLAlchemy Core).
+
+The DDL lives in the versioned migrations under ``migrations/versions``; a test checks
+that applying them yields exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+stage_runs = Table(
+    "stage_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, unique=True),
+    Column("stage", String(32), nullable=False, index=True),
+    Column("run_date", Date, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("details", Text, nullable=True),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("as_of", Date, nullable=False, index=True),
+    Column("manifest_key", String(512), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("symbols", Text, nullable=False),
+    Column("first_date", Date, nullable=False),
+    Column("last_date", Date, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("symbol", String(16), nullable=False),
+    Column("prediction_date", Date, nullable=False, index=True),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("predicted_close", Float, nullable=False),
+    Column("last_close", Float, nullable=False),
+    Column("expected_change", Float, nullable=False),
+    Column("dataset_version", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint(
+        "symbol", "prediction_date", "model_name", "model_version", name="uq_predictions_key"
+    ),
+)
+
+trade_decisions = Table(
+    "trade_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_date", Date, nullable=False, index=True),
+    Column("symbol", String(16), nullable=False),
+    Column("action", String(8), nullable=False),
+    Column("quantity", Float, nullable=False),
+    Column("expected_change", Float, nullable=True),
+    Column("predicted_close", Float, nullable=True),
+    Column("last_close", Float, nullable=True),
+    Column("model_version", String(32), nullable=True),
+    Column("broker", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("decision_date", "symbol", "broker", name="uq_trade_decisions_key"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("client_order_id", String(64), nullable=False, unique=True),
+    Column("decision_date", Date, nullable=False, index=True),
+    Column("symbol", String(16), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("quantity", Float, nullable=False),
+    Column("broker", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("broker_order_id", String(64), nullable=True),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("filled_at", DateTime(timezone=True), nullable=True),
+    Column("fill_date", Date, nullable=True),
+    Column("fill_price", Float, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+equity_snapshots = Table(
+    "equity_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("snapshot_date", Date, nullable=False),
+    Column("broker", String(16), nullable=False),
+    Column("cash", Float, nullable=False),
+    Column("positions_value", Float, nullable=False),
+    Column("equity", Float, nullable=False),
+    Column("benchmark_equity", Float, nullable=True),
+    Column("positions", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("snapshot_date", "broker", name="uq_equity_snapshots_key"),
+)
+
+monitoring_metrics = Table(
+    "monitoring_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("metric_date", Date, nullable=False, index=True),
+    Column("model_name", String(128), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("symbol", String(16), nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("window_days", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint(
+        "metric_date", "model_name", "model_version", "symbol", "metric", name="uq_metrics_key"
+    ),
+)
+
+retrain_requests = Table(
+    "retrain_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("requested_date", Date, nullable=False, unique=True),
+    Column("model_version", String(32), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_by", String(64), nullable=True),
+)

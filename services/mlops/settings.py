@@ -1,0 +1,196 @@
+"""One typed settings object, read from the environment.
+
+The variable names are the keys of the ConfigMaps and Secrets in ``config-maps/``.
+Settings are built inside each command (``load_settings``), never at import.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlops.errors import ConfigError
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "replace-me", "your-key-here"}
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline, named as its environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
+    # Where embedded state lives: the object store, SQLite files and MLflow on SQLite.
+    mlops_home: Path = Field(default=Path("var"), alias="MLOPS_HOME")
+
+    # Object store.
+    store_backend: Literal["local", "s3"] = Field(default="local", alias="STORE_BACKEND")
+    store_local_root: Path | None = Field(default=None, alias="STORE_LOCAL_ROOT")
+    s3_bucket: str = Field(default="mlops", alias="S3_BUCKET")
+    s3_endpoint_url: str | None = Field(default=None, alias="S3_ENDPOINT_URL")
+    s3_region: str = Field(default="us-east-1", alias="S3_REGION")
+    aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(default=None, alias="AWS_SECRET_ACCESS_KEY")
+
+    # Database: Postgres (postgresql+psycopg2://...) in the cluster, SQLite by default.
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+
+    # MLflow tracking and registry.
+    mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
+    mlflow_experiment: str = Field(default="stock-close", alias="MLFLOW_EXPERIMENT")
+    model_name: str = Field(default="stock-close", alias="MODEL_NAME")
+    champion_alias: str = Field(default="champion", alias="CHAMPION_ALIAS")
+
+    # Data prep.
+    data_source: Literal["sample", "files", "alphavantage"] = Field(
+        default="sample", alias="DATA_SOURCE"
+    )
+    data_files: str | None = Field(default=None, alias="DATA_FILES")
+    data_column_map: str = Field(default="", alias="DATA_COLUMN_MAP")
+    symbols: str = Field(default="", alias="SYMBOLS")
+    alphavantage_api_key: SecretStr | None = Field(default=None, alias="ALPHAVANTAGE_API_KEY")
+    alphavantage_base_url: str = Field(
+        default="https://www.alphavantage.co/query", alias="ALPHAVANTAGE_BASE_URL"
+    )
+    quality_max_bad_share: float = Field(default=0.01, ge=0, le=1, alias="QUALITY_MAX_BAD_SHARE")
+    stale_after_days: int = Field(default=5, ge=1, alias="STALE_AFTER_DAYS")
+
+    # Training.
+    model_config_path: Path | None = Field(default=None, alias="MODEL_CONFIG_PATH")
+    train_epochs: int | None = Field(default=None, ge=1, alias="TRAIN_EPOCHS")
+    validation_days: int = Field(default=60, ge=5, alias="VALIDATION_DAYS")
+    holdout_days: int = Field(default=60, ge=5, alias="HOLDOUT_DAYS")
+    random_seed: int = Field(default=42, alias="RANDOM_SEED")
+
+    # Trading.
+    broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")
+    trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
+    trade_max_position_value: float = Field(
+        default=10_000.0, gt=0, alias="TRADE_MAX_POSITION_VALUE"
+    )
+    paper_initial_cash: float = Field(default=100_000.0, gt=0, alias="PAPER_INITIAL_CASH")
+    alpaca_api_key: SecretStr | None = Field(default=None, alias="ALPACA_API_KEY")
+    alpaca_secret_key: SecretStr | None = Field(default=None, alias="ALPACA_SECRET_KEY")
+    alpaca_base_url: str | None = Field(default=None, alias="ALPACA_BASE_URL")
+    alpaca_live_trading: bool = Field(default=False, alias="ALPACA_LIVE_TRADING")
+
+    # Monitoring.
+    monitor_window_days: int = Field(default=20, ge=2, alias="MONITOR_WINDOW_DAYS")
+    monitor_mape_threshold: float = Field(default=0.03, gt=0, alias="MONITOR_MAPE_THRESHOLD")
+    monitor_baseline_ratio: float = Field(default=1.25, gt=0, alias="MONITOR_BASELINE_RATIO")
+    monitor_drift_share_threshold: float = Field(
+        default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
+    )
+
+    # Logging.
+    log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="LOG_LEVEL"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.data_source == "files" and not self.data_files:
+            raise ValueError("DATA_FILES must name a file or folder when DATA_SOURCE=files")
+        if self.data_source == "alphavantage" and self.alphavantage_api_key is None:
+            raise ValueError("ALPHAVANTAGE_API_KEY must be set when DATA_SOURCE=alphavantage")
+        if self.broker == "alpaca":
+            for name, secret in (
+                ("ALPACA_API_KEY", self.alpaca_api_key),
+                ("ALPACA_SECRET_KEY", self.alpaca_secret_key),
+            ):
+                if secret is None or not secret.get_secret_value().strip():
+                    raise ValueError(f"{name} must be set when BROKER=alpaca")
+                if secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(f"{name} is still the template's placeholder value")
+        if self.store_backend == "s3" and not self.s3_bucket:
+            raise ValueError("S3_BUCKET must be set when STORE_BACKEND=s3")
+        return self
+
+    # Derived locations of the embedded defaults.
+    @property
+    def store_root(self) -> Path:
+        return self.store_local_root or self.mlops_home / "store"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.mlops_home / 'mlops.db').resolve()}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return (
+            self.mlflow_tracking_uri or f"sqlite:///{(self.mlops_home / 'mlflow.db').resolve()}"
+        )
+
+    @property
+    def mlflow_artifact_root(self) -> str | None:
+        """Artifact folder for the embedded MLflow; a tracking server decides its own."""
+        if self.mlflow_tracking_uri and not self.mlflow_tracking_uri.startswith("sqlite"):
+            return None
+        return (self.mlops_home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """``DATA_COLUMN_MAP`` such as ``date=Date,symbol=Ticker`` as a dict."""
+        pairs = [p.strip() for p in self.data_column_map.split(",") if p.strip()]
+        result = {}
+        for pair in pairs:
+            ours, sep, theirs = pair.partition("=")
+            if not sep or not ours.strip() or not theirs.strip():
+                raise ConfigError(
+                    f"Setting DATA_COLUMN_MAP is invalid: {pair!r} is not canonical=theirs."
+                )
+            result[ours.strip().lower()] = theirs.strip()
+        return result
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return [s.strip().upper() for s in self.symbols.split(",") if s.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment; a bad value raises ``ConfigError``."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_one_sentence(exc)) from None
+
+
+def _one_sentence(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    loc = error.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    alias = _alias_of(field)
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if not alias:
+        return f"Invalid settings: {message}."
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return f"Setting {alias} is invalid: {message}{shown}."
+
+
+def _alias_of(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and info.alias:
+        return info.alias
+    return field.upper() if field else ""
+
+
+def parse_date(text: str | None, name: str = "--as-of") -> date | None:
+    """Parse an ISO date given on the command line."""
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a date like 2017-12-01, got {text!r}.") from None

@@ -1,0 +1,221 @@
+"""Object store: one interface, a local directory or S3 (MinIO), with the same key layout.
+
+Every write is atomic for its key: a reader sees the old object, the new one, or none,
+never half of one. Multi-file artifacts (datasets) are made visible by writing their
+manifest last; readers only read what a manifest names.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlops.errors import ConfigError, MlopsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops.settings import Settings
+
+
+class StoreError(MlopsError):
+    """The object store could not be read or written."""
+
+
+class ObjectStore(Protocol):
+    """Keys are POSIX-style paths such as ``datasets/features/2017-12-01-ab12cd/manifest.json``."""
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = ...) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def uri(self, key: str) -> str: ...
+
+
+class LocalStore:
+    """A directory on disk; the embedded default."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise StoreError(f"Key {key!r} points outside the store.")
+        return path
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"Object {key!r} does not exist in the store.") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root
+        if not base.exists():
+            return []
+        keys = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3Store:
+    """A bucket on S3 or MinIO, through boto3."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+
+    def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise StoreError(f"Object {key!r} does not exist in bucket {self.bucket}.") from None
+            if code == "NoSuchBucket":
+                raise StoreError(f"Bucket {self.bucket!r} does not exist; create it first.") from None
+            raise StoreError(f"S3 {action} of {key!r} failed: {code or exc}.") from None
+        except BotoCoreError as exc:
+            raise StoreError(f"S3 {action} of {key!r} failed: {exc}.") from None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        # A single PUT is atomic on S3: readers see the whole object or none.
+        self._call("write", key, self.client.put_object, Key=key, Body=data, ContentType=content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        response = self._call("read", key, self.client.get_object, Key=key)
+        return response["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head", key, self.client.head_object, Key=key)
+        except StoreError as exc:
+            if "does not exist" in str(exc) and "Bucket" not in str(exc):
+                return False
+            raise
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list", prefix, self.client.list_objects_v2, **kwargs)
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page["NextContinuationToken"]
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self.client.delete_object, Key=key)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The store the settings name."""
+    if settings.store_backend == "local":
+        return LocalStore(settings.store_root)
+    if not settings.s3_bucket:
+        raise ConfigError("Setting S3_BUCKET is required when STORE_BACKEND=s3.")
+    return S3Store(
+        settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=_secret(settings.aws_access_key_id),
+        secret_key=_secret(settings.aws_secret_access_key),
+    )
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+# Helpers shared by the stages.
+
+
+def put_json(store: ObjectStore, key: str, payload: Any) -> None:
+    data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+    store.put_bytes(key, data, "application/json")
+
+
+def get_json(store: ObjectStore, key: str) -> Any:
+    return json.loads(store.get_bytes(key))
+
+
+def put_parquet(store: ObjectStore, key: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    store.put_bytes(key, buffer.getvalue(), "application/vnd.apache.parquet")
+
+
+def get_parquet(store: ObjectStore, key: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(store.get_bytes(key)))
