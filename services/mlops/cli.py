@@ -74,7 +74,7 @@ def migrate_cmd() -> None:
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     engine = make_engine(settings.db_url)
-    wait_for_database(engine)
+    wait_for_database(engine, settings.database_connect_attempts)
     before = migrate.current_revision(engine)
     after = migrate.upgrade(engine)
     typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).")
@@ -130,11 +130,21 @@ def demo_cmd(
         Path, typer.Option(help="Folder for the demo's store, databases and MLflow.")
     ] = Path("var/demo"),
     fresh: Annotated[bool, typer.Option(help="Start from an empty demo folder.")] = True,
+    start: Annotated[
+        str, typer.Option(help="First replayed trading day (YYYY-MM-DD).")
+    ] = "2017-06-01",
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.0001, max=0.5, help="Trading threshold on the expected change."),
+    ] = 0.001,
 ) -> None:
     """Replay the bundled sample as if live: train, then run the daily loop day by day."""
     from mlops.demo import run
+    from mlops.settings import parse_date
 
-    run(days=days, epochs=epochs, home=home, fresh=fresh)
+    first = parse_date(start, "--start")
+    assert first is not None
+    run(days=days, epochs=epochs, home=home, fresh=fresh, start=first, threshold=threshold)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ class Context:
 def open_context(settings: Settings, *, check_schema: bool = True) -> Context:
     """Connect to the database (waiting for it, bounded) and open the store."""
     engine = make_engine(settings.db_url)
-    wait_for_database(engine)
+    wait_for_database(engine, settings.database_connect_attempts)
     if check_schema:
         require_current(engine)
     return Context(settings=settings, engine=engine, store=open_store(settings))

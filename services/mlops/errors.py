@@ -6,6 +6,13 @@ class MlopsError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str) -> None:
+        # Library messages often end with their own period: keep one.
+        message = message.strip()
+        while message.endswith(".."):
+            message = message[:-1]
+        super().__init__(message)
+
 
 class ConfigError(MlopsError):
     """A setting or option is missing or wrong."""

@@ -9,6 +9,7 @@ import contextvars
 import json
 import logging
 import sys
+import warnings
 from datetime import UTC, datetime
 
 _stage: contextvars.ContextVar[str] = contextvars.ContextVar("stage", default="-")
@@ -60,5 +61,8 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Known harmless notices from libraries, printed on every run otherwise.
+    warnings.filterwarnings("ignore", message=r".*R\^2 score is not well-defined.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
 
     # Database: Postgres (postgresql+psycopg2://...) in the cluster, SQLite by default.
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    database_connect_attempts: int = Field(default=10, ge=1, alias="DATABASE_CONNECT_ATTEMPTS")
 
     # MLflow tracking and registry.
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
@@ -57,8 +58,24 @@ class Settings(BaseSettings):
     alphavantage_base_url: str = Field(
         default="https://www.alphavantage.co/query", alias="ALPHAVANTAGE_BASE_URL"
     )
+    alphavantage_timeout_seconds: float = Field(
+        default=30.0, gt=0, alias="ALPHAVANTAGE_TIMEOUT_SECONDS"
+    )
+    alphavantage_max_attempts: int = Field(
+        default=4, ge=1, le=10, alias="ALPHAVANTAGE_MAX_ATTEMPTS"
+    )
+    # First wait before retrying a rate limit or dropped connection; it doubles, capped at 120 s.
+    alphavantage_retry_wait_seconds: float = Field(
+        default=15.0, ge=0, alias="ALPHAVANTAGE_RETRY_WAIT_SECONDS"
+    )
     quality_max_bad_share: float = Field(default=0.01, ge=0, le=1, alias="QUALITY_MAX_BAD_SHARE")
+    # Trading days are weekdays (Mon-Fri) in the two rules below.
     stale_after_days: int = Field(default=5, ge=1, alias="STALE_AFTER_DAYS")
+    quality_max_gap_days: int = Field(default=5, ge=1, alias="QUALITY_MAX_GAP_DAYS")
+    quality_max_jump_factor: float = Field(default=1.8, gt=1, alias="QUALITY_MAX_JUMP_FACTOR")
+    # Kubernetes Indexed Job: DATA_PREP_SHARDS = completions; the index is set by Kubernetes.
+    data_prep_shards: int = Field(default=1, ge=1, le=1000, alias="DATA_PREP_SHARDS")
+    job_completion_index: int = Field(default=0, ge=0, alias="JOB_COMPLETION_INDEX")
 
     # Training.
     model_config_path: Path | None = Field(default=None, alias="MODEL_CONFIG_PATH")
@@ -83,6 +100,7 @@ class Settings(BaseSettings):
     monitor_window_days: int = Field(default=20, ge=2, alias="MONITOR_WINDOW_DAYS")
     monitor_mape_threshold: float = Field(default=0.03, gt=0, alias="MONITOR_MAPE_THRESHOLD")
     monitor_baseline_ratio: float = Field(default=1.25, gt=0, alias="MONITOR_BASELINE_RATIO")
+    monitor_drift_method: str = Field(default="ks", alias="MONITOR_DRIFT_METHOD")
     monitor_drift_share_threshold: float = Field(
         default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
     )
@@ -104,6 +122,13 @@ class Settings(BaseSettings):
             raise ValueError("DATA_FILES must name a file or folder when DATA_SOURCE=files")
         if self.data_source == "alphavantage" and self.alphavantage_api_key is None:
             raise ValueError("ALPHAVANTAGE_API_KEY must be set when DATA_SOURCE=alphavantage")
+        if self.data_source == "alphavantage" and not self.symbol_list:
+            raise ValueError("SYMBOLS must list at least one symbol when DATA_SOURCE=alphavantage")
+        if self.job_completion_index >= self.data_prep_shards:
+            raise ValueError(
+                f"JOB_COMPLETION_INDEX {self.job_completion_index} must be below "
+                f"DATA_PREP_SHARDS ({self.data_prep_shards})"
+            )
         if self.broker == "alpaca":
             for name, secret in (
                 ("ALPACA_API_KEY", self.alpaca_api_key),
@@ -128,9 +153,7 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        return (
-            self.mlflow_tracking_uri or f"sqlite:///{(self.mlops_home / 'mlflow.db').resolve()}"
-        )
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.mlops_home / 'mlflow.db').resolve()}"
 
     @property
     def mlflow_artifact_root(self) -> str | None:

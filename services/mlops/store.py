@@ -50,7 +50,7 @@ class LocalStore:
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if self.root not in path.parents and path != self.root:
+        if self.root not in path.parents:  # the root itself is not an object either
             raise StoreError(f"Key {key!r} points outside the store.")
         return path
 
@@ -134,16 +134,24 @@ class S3Store:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404", "NotFound"}:
-                raise StoreError(f"Object {key!r} does not exist in bucket {self.bucket}.") from None
+                raise StoreError(
+                    f"Object {key!r} does not exist in bucket {self.bucket}."
+                ) from None
             if code == "NoSuchBucket":
-                raise StoreError(f"Bucket {self.bucket!r} does not exist; create it first.") from None
+                raise StoreError(
+                    f"Bucket {self.bucket!r} does not exist; create it first."
+                ) from None
             raise StoreError(f"S3 {action} of {key!r} failed: {code or exc}.") from None
         except BotoCoreError as exc:
             raise StoreError(f"S3 {action} of {key!r} failed: {exc}.") from None
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
         # A single PUT is atomic on S3: readers see the whole object or none.
-        self._call("write", key, self.client.put_object, Key=key, Body=data, ContentType=content_type)
+        self._call(
+            "write", key, self.client.put_object, Key=key, Body=data, ContentType=content_type
+        )
 
     def get_bytes(self, key: str) -> bytes:
         response = self._call("read", key, self.client.get_object, Key=key)

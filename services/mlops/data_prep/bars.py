@@ -44,7 +44,10 @@ def canonicalize(
     if missing:
         raise DataError(f"{source} has no column {', '.join(missing)}; expected {BAR_COLUMNS}.")
     frame = frame[BAR_COLUMNS].copy()
-    frame["date"] = pd.to_datetime(frame["date"], errors="coerce").dt.normalize()
+    dates = pd.to_datetime(frame["date"], errors="coerce")
+    if getattr(dates.dt, "tz", None) is not None:  # a trading day is a calendar date
+        dates = dates.dt.tz_localize(None)
+    frame["date"] = dates.dt.normalize().astype("datetime64[ns]")
     frame["symbol"] = frame["symbol"].astype("string").str.strip().str.upper()
     for column in [*PRICE_COLUMNS, "volume"]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")

@@ -2,6 +2,8 @@
 
 RSI 14 (Wilder), SMA 10, EMA 10 and DEMA 10 on the close come from TA-Lib itself.
 Rows whose indicators are still warming up are marked ``warmup`` and are not trained on.
+Every feature of a row depends only on that row and the rows before it (TA-Lib's
+indicators are causal, the differences look back); only the target looks one day ahead.
 """
 
 from __future__ import annotations
@@ -28,9 +30,25 @@ TARGET_COLUMN = "next_close"
 TARGET_RETURN_COLUMN = "next_return"
 
 
-def symbol_features(bars: pd.DataFrame) -> pd.DataFrame:
-    """Features of one symbol's bars, sorted by date."""
-    bars = bars.sort_values("date").reset_index(drop=True)
+def symbol_features(
+    bars: pd.DataFrame, segment_starts: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Features of one symbol's bars, sorted by date.
+
+    ``segment_starts`` (aligned with ``bars``) marks rows where the series breaks (a long
+    gap or a possible split, see ``quality.series_breaks``): each segment is computed on
+    its own, so indicators warm up again after a break and no target crosses it.
+    """
+    order = np.argsort(bars["date"].to_numpy(), kind="stable")
+    bars = bars.iloc[order].reset_index(drop=True)
+    if segment_starts is None or not np.asarray(segment_starts)[order][1:].any():
+        return _segment_features(bars)
+    segment = np.cumsum(np.asarray(segment_starts, dtype=bool)[order])
+    parts = [_segment_features(part.reset_index(drop=True)) for _, part in bars.groupby(segment)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
     close = bars["close"].to_numpy(dtype="float64")
     out = bars.copy()
     out["rsi_14"] = talib.RSI(close, timeperiod=14)

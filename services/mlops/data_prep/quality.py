@@ -1,17 +1,40 @@
 """The quality gate: rows that break a rule are quarantined with their reason.
 
-A batch whose share of bad rows passes the configured limit is refused whole.
-Missing prices are never filled in.
+Per row (quarantined, with the reason for each row): the date parses, the symbol is set,
+prices are present and positive, volume is present and not negative, high is at least
+max(open, close), low at most min(open, close), and (symbol, date) is not duplicated (every
+copy is quarantined: there is no telling which one is right).
+
+Per symbol, on the rows that passed (trading days are weekdays, counted with
+``numpy.busday_count``; exchange holidays count as missing days, which a limit of a few
+days absorbs):
+
+* a gap of more than ``QUALITY_MAX_GAP_DAYS`` missing trading days between two bars, or a
+  close-to-close move beyond ``QUALITY_MAX_JUMP_FACTOR`` (up or down, e.g. a 2:1 split
+  halves the close), is flagged and *breaks the series*: indicators restart after it (the
+  rows warm up again) and the row before it gets no target, so no feature or target mixes
+  prices across it. The rows themselves are kept; the flags go into the manifest.
+* a symbol whose last bar is more than ``STALE_AFTER_DAYS`` trading days before the
+  as-of day is *stale*: its history stays in the dataset, it has no row on the dataset's
+  latest day, and the manifest lists it in ``stale_symbols``. When every symbol is stale
+  the source itself is stale and nothing is published.
+
+A batch whose share of bad rows passes ``QUALITY_MAX_BAD_SHARE`` is refused whole, and
+nothing is published. Missing prices are never filled in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
 from mlops.errors import DataError
+
+PRICE_COLUMNS = ["open", "high", "low", "close"]
 
 
 @dataclass
@@ -25,13 +48,27 @@ class QualityResult:
         return len(self.quarantined) / total if total else 0.0
 
 
+@dataclass(frozen=True)
+class QualityFlag:
+    """A per-symbol finding that does not quarantine rows: a gap or a jump."""
+
+    symbol: str
+    date: str  # the first bar after the gap or jump
+    rule: str  # "gap" or "jump"
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
 def row_reasons(bars: pd.DataFrame) -> pd.Series:
     """For each row, the rules it breaks joined by '; ' (empty when it passes)."""
+    prices = bars[PRICE_COLUMNS]
     rules: list[tuple[str, pd.Series]] = [
         ("date does not parse", bars["date"].isna()),
         ("symbol is empty", bars["symbol"].isna() | (bars["symbol"].fillna("") == "")),
-        ("a price is missing", bars[["open", "high", "low", "close"]].isna().any(axis=1)),
-        ("a price is not positive", (bars[["open", "high", "low", "close"]] <= 0).any(axis=1)),
+        ("a price is missing", prices.isna().any(axis=1)),
+        ("a price is not positive", (prices <= 0).any(axis=1)),
         ("volume is missing or negative", bars["volume"].isna() | (bars["volume"] < 0)),
         ("high is below open or close", bars["high"] < bars[["open", "close"]].max(axis=1)),
         ("low is above open or close", bars["low"] > bars[["open", "close"]].min(axis=1)),
@@ -47,21 +84,146 @@ def row_reasons(bars: pd.DataFrame) -> pd.Series:
     return pd.Series(reasons, index=bars.index, name="reason")
 
 
+def _days(values: pd.Series | np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype="datetime64[ns]").astype("datetime64[D]")
+
+
+def series_breaks(
+    bars: pd.DataFrame, *, max_gap_days: int, max_jump_factor: float
+) -> tuple[np.ndarray, list[QualityFlag]]:
+    """Where one symbol's valid, date-sorted bars break, and why.
+
+    Returns a boolean array, True on each row that starts a new series segment (the
+    first row is not marked), and the flags explaining each break.
+    """
+    n = len(bars)
+    starts = np.zeros(n, dtype=bool)
+    if n < 2:
+        return starts, []
+    days = _days(bars["date"])
+    missing = np.busday_count(days[:-1] + np.timedelta64(1, "D"), days[1:])
+    close = bars["close"].to_numpy(dtype="float64")
+    ratio = close[1:] / close[:-1]
+    gap = missing > max_gap_days
+    jump = (ratio > max_jump_factor) | (ratio < 1.0 / max_jump_factor)
+    starts[1:] = gap | jump
+    flags: list[QualityFlag] = []
+    symbol = str(bars["symbol"].iloc[0])
+    for i in np.flatnonzero(starts[1:]):
+        after = str(days[i + 1])
+        if gap[i]:
+            flags.append(
+                QualityFlag(
+                    symbol,
+                    after,
+                    "gap",
+                    f"{int(missing[i])} trading days missing after {days[i]} "
+                    f"(limit {max_gap_days}); indicators restart",
+                )
+            )
+        if jump[i]:
+            flags.append(
+                QualityFlag(
+                    symbol,
+                    after,
+                    "jump",
+                    f"close moved x{ratio[i]:.3f} from {close[i]:g} to {close[i + 1]:g}, a "
+                    f"possible split (limit x{max_jump_factor:g}); indicators restart",
+                )
+            )
+    return starts, flags
+
+
+def stale_symbols(last_days: dict[str, date], as_of: date, stale_after_days: int) -> list[str]:
+    """Symbols whose last bar is more than ``stale_after_days`` trading days before as_of."""
+    stale = []
+    end = as_of + timedelta(days=1)
+    for symbol, last in last_days.items():
+        if int(np.busday_count(last + timedelta(days=1), end)) > stale_after_days:
+            stale.append(symbol)
+    return sorted(stale)
+
+
+@dataclass
+class SymbolCheck:
+    good: pd.DataFrame  # sorted by symbol and date, index reset
+    quarantined: pd.DataFrame  # bad rows with a ``reason`` column
+    starts: np.ndarray  # aligned with ``good``: True where a series segment starts
+    flags: list[QualityFlag]
+
+
+@dataclass
+class QualityGate:
+    """Checks bars symbol by symbol and keeps the counts for the whole batch."""
+
+    max_bad_share: float
+    max_gap_days: int = 5
+    max_jump_factor: float = 1.8
+    total_rows: int = 0
+    bad_rows: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def check(self, bars: pd.DataFrame) -> SymbolCheck:
+        """Split bars (usually one symbol's) into good and quarantined rows."""
+        reasons = row_reasons(bars)
+        bad = (reasons != "").to_numpy()
+        good = bars[~bad].sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+        quarantined = bars[bad].assign(reason=reasons[bad]).reset_index(drop=True)
+        self.total_rows += len(bars)
+        self._note(quarantined)
+        starts = np.zeros(len(good), dtype=bool)
+        flags: list[QualityFlag] = []
+        symbols = good["symbol"].to_numpy()
+        edges = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), len(good)]
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            if hi > lo:
+                starts[lo:hi], part_flags = series_breaks(
+                    good.iloc[lo:hi],
+                    max_gap_days=self.max_gap_days,
+                    max_jump_factor=self.max_jump_factor,
+                )
+                flags.extend(part_flags)
+        return SymbolCheck(good=good, quarantined=quarantined, starts=starts, flags=flags)
+
+    def _note(self, quarantined: pd.DataFrame) -> None:
+        self.bad_rows += len(quarantined)
+        if quarantined.empty:
+            return
+        self.reasons.update(quarantined["reason"])
+        for row in quarantined.drop_duplicates("reason").itertuples():
+            if row.reason not in self.examples:
+                when = row.date.date().isoformat() if pd.notna(row.date) else "no date"
+                symbol = row.symbol if isinstance(row.symbol, str) and row.symbol else "no symbol"
+                self.examples[row.reason] = f"{symbol} {when}"
+
+    @property
+    def bad_share(self) -> float:
+        return self.bad_rows / self.total_rows if self.total_rows else 0.0
+
+    def verify(self) -> None:
+        """Refuse the batch when its share of bad rows passes the limit."""
+        if self.bad_share > self.max_bad_share:
+            top = self.reasons.most_common(1)[0][0]
+            raise DataError(
+                f"{self.bad_rows} of {self.total_rows} rows ({self.bad_share:.1%}) failed the "
+                f"quality gate, above the limit of {self.max_bad_share:.1%} (most often: {top}, "
+                f"e.g. {self.examples.get(top, '?')}); nothing was published."
+            )
+
+
 def check_bars(bars: pd.DataFrame, *, max_bad_share: float) -> QualityResult:
     """Split bars into good and quarantined rows; refuse the batch past ``max_bad_share``."""
     if bars.empty:
         raise DataError("The data source returned no bars.")
+    gate = QualityGate(max_bad_share=max_bad_share)
     reasons = row_reasons(bars)
     bad = reasons != ""
     result = QualityResult(
         good=bars[~bad].sort_values(["symbol", "date"]).reset_index(drop=True),
         quarantined=bars[bad].assign(reason=reasons[bad]).reset_index(drop=True),
     )
-    if result.bad_share > max_bad_share:
-        top = result.quarantined["reason"].value_counts().index[0]
-        raise DataError(
-            f"{len(result.quarantined)} of {len(bars)} rows ({result.bad_share:.1%}) failed the "
-            f"quality gate, above the limit of {max_bad_share:.1%} (most often: {top}); "
-            "nothing was published."
-        )
+    gate.total_rows = len(bars)
+    gate._note(result.quarantined)
+    gate.verify()
     return result

@@ -1,21 +1,46 @@
-"""Where daily bars come from: the bundled sample, the user's files, or Alpha Vantage."""
+"""Where daily bars come from: the bundled sample, the user's files, or Alpha Vantage.
+
+``iter_bars`` hands the stage one symbol's whole history at a time, so memory is bounded
+by the largest symbol rather than by the universe:
+
+* one file per symbol (no symbol column; the symbol is the file name up to the first
+  ``_``, so ``AAPL.csv`` and ``AAPL_2016.parquet`` both hold AAPL): only the files of the
+  wanted symbols are read, one symbol at a time;
+* long layout (a symbol column, many symbols per file): the file is read in chunks of
+  ``CHUNK_ROWS`` rows, rows of other shards are dropped at once, and the rest is regrouped
+  by symbol through a few temporary Parquet "bucket" files (``BUCKET_ROWS`` rows each on
+  average) when it is too large to regroup in memory;
+* Alpha Vantage: one request per symbol (see ``alphavantage.py``).
+
+``DATA_COLUMN_MAP`` (``date=Date,symbol=Ticker,...``) maps the canonical names to the
+file's own; common spellings (Date, Ticker, Stock, ...) are recognised without it.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
-from mlops.data_prep.bars import canonicalize
+from mlops.data_prep.bars import BAR_COLUMNS, KNOWN_ALIASES, canonicalize
+from mlops.data_prep.shards import Shard, stable_hash
 from mlops.errors import DataError
 from mlops.settings import Settings
+from mlops.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 SAMPLE_FILE = "daily_ohlcv_5_symbols_2015_2017.csv"
 FILE_SUFFIXES = {".csv", ".parquet", ".pq"}
+SYMBOL_ALIASES = {"symbol", "stock", "ticker"}
+CHUNK_ROWS = 250_000  # rows read at a time from a long-layout file
+BUCKET_ROWS = 500_000  # rows regrouped at a time when long-layout files are split by symbol
+CSV_BYTES_PER_ROW = 40  # a low guess, so a CSV is rather split into too many buckets
 
 
 def sample_path() -> Path:
@@ -28,12 +53,26 @@ def load_sample() -> pd.DataFrame:
     return read_bar_file(sample_path())
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in {".parquet", ".pq"}
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return DataError(f"Data file {path} cannot be read: {first}.")
+
+
+def _file_symbol(path: Path) -> str:
+    return path.stem.split("_")[0].strip().upper()
+
+
 def read_bar_file(path: Path, mapping: dict[str, str] | None = None) -> pd.DataFrame:
     """Read one CSV or Parquet file of bars, long layout or one symbol per file."""
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path)
-        elif path.suffix.lower() in {".parquet", ".pq"}:
+        elif _is_parquet(path):
             frame = pd.read_parquet(path)
         else:
             raise DataError(f"{path} is neither a .csv nor a .parquet file.")
@@ -42,50 +81,270 @@ def read_bar_file(path: Path, mapping: dict[str, str] | None = None) -> pd.DataF
     except FileNotFoundError:
         raise DataError(f"Data file {path} does not exist.") from None
     except Exception as exc:  # pandas and pyarrow raise many kinds for a malformed file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"Data file {path} cannot be read: {first}.") from None
+        raise _unreadable(path, exc) from None
     if frame.empty:
         raise DataError(f"Data file {path} holds no rows.")
-    symbol_col = (mapping or {}).get("symbol")
-    has_symbol = (symbol_col in frame.columns) if symbol_col else any(
-        str(c).strip().lower() in {"symbol", "stock", "ticker"} for c in frame.columns
-    )
-    if not has_symbol:
-        frame = frame.assign(symbol=path.stem.split("_")[0].upper())
+    if not _has_symbol_column(list(frame.columns), mapping):
+        frame = frame.assign(symbol=_file_symbol(path))
         if mapping and "symbol" in mapping:
             mapping = {k: v for k, v in mapping.items() if k != "symbol"}
     return canonicalize(frame, source=str(path), mapping=mapping)
 
 
-def load_files(location: str, mapping: dict[str, str] | None = None) -> pd.DataFrame:
-    """Read a file, or every CSV and Parquet file of a folder."""
+def _has_symbol_column(columns: list, mapping: dict[str, str] | None) -> bool:
+    symbol_col = (mapping or {}).get("symbol")
+    if symbol_col:
+        return symbol_col in columns
+    return any(str(c).strip().lower() in SYMBOL_ALIASES for c in columns)
+
+
+def _file_columns(path: Path) -> list[str]:
+    """Column names of a file, read from its header or Parquet schema only."""
+    try:
+        if path.suffix.lower() == ".csv":
+            return list(pd.read_csv(path, nrows=0).columns)
+        if _is_parquet(path):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+    except FileNotFoundError:
+        raise DataError(f"Data file {path} does not exist.") from None
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+    raise DataError(f"{path} is neither a .csv nor a .parquet file.")
+
+
+def _needed_columns(columns: list[str], mapping: dict[str, str] | None) -> list[str] | None:
+    """The file's columns that become canonical ones (``None``: read all, to report gaps)."""
+    theirs = set((mapping or {}).values())
+    needed = [c for c in columns if c in theirs or str(c).strip().lower() in KNOWN_ALIASES]
+    return needed or None
+
+
+def list_files(location: str) -> list[Path]:
+    """A file, or every CSV and Parquet file of a folder, sorted by name."""
     path = Path(location)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
         if not files:
             raise DataError(f"Folder {path} holds no .csv or .parquet files.")
-    elif path.exists():
-        files = [path]
-    else:
-        raise DataError(f"DATA_FILES points at {path}, which does not exist.")
-    return pd.concat([read_bar_file(p, mapping) for p in files], ignore_index=True)
+        return files
+    if path.exists():
+        return [path]
+    raise DataError(f"DATA_FILES points at {path}, which does not exist.")
 
 
-def load_bars(settings: Settings) -> pd.DataFrame:
-    """Bars from the configured source, limited to ``SYMBOLS`` when set."""
+def load_files(location: str, mapping: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a file, or every CSV and Parquet file of a folder, whole (small data only)."""
+    return pd.concat([read_bar_file(p, mapping) for p in list_files(location)], ignore_index=True)
+
+
+def iter_file_chunks(path: Path, mapping: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
+    """A long-layout file in canonical chunks of at most ``CHUNK_ROWS`` rows."""
+    columns = _needed_columns(_file_columns(path), mapping)
+    rows = 0
+    try:
+        if path.suffix.lower() == ".csv":
+            with pd.read_csv(path, usecols=columns, chunksize=CHUNK_ROWS) as reader:
+                for chunk in reader:
+                    rows += len(chunk)
+                    yield canonicalize(chunk, source=str(path), mapping=mapping)
+        else:
+            import pyarrow.parquet as pq
+
+            with pq.ParquetFile(path) as parquet:
+                for batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+                    rows += batch.num_rows
+                    yield canonicalize(batch.to_pandas(), source=str(path), mapping=mapping)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+    if rows == 0:
+        raise DataError(f"Data file {path} holds no rows.")
+
+
+def _estimated_rows(path: Path) -> int:
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:
+            raise _unreadable(path, exc) from None
+    return path.stat().st_size // CSV_BYTES_PER_ROW + 1
+
+
+class _SymbolBuckets:
+    """Rows regrouped by symbol, in memory or through temporary Parquet bucket files."""
+
+    def __init__(self, count: int, shard_count: int, folder: Path) -> None:
+        self.count = max(1, count)
+        self.shard_count = shard_count
+        self.folder = folder
+        self.memory: list[pd.DataFrame] = []
+        self.writers: dict[int, object] = {}
+        self._bucket_of: dict[str, int] = {}
+
+    def _bucket(self, symbol: str) -> int:
+        bucket = self._bucket_of.get(symbol)
+        if bucket is None:
+            # Divide out the shard part of the hash so one shard's symbols use every bucket.
+            bucket = (stable_hash(symbol) // self.shard_count) % self.count
+            self._bucket_of[symbol] = bucket
+        return bucket
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self.count == 1:
+            self.memory.append(frame)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buckets = {s: self._bucket(s) for s in frame["symbol"].dropna().unique()}
+        ids = frame["symbol"].map(buckets).fillna(0).astype("int64")
+        for bucket, part in frame.groupby(ids.to_numpy(), sort=True):
+            table = pa.Table.from_pandas(part, schema=_bucket_schema(), preserve_index=False)
+            writer = self.writers.get(int(bucket))
+            if writer is None:
+                path = self.folder / f"bucket-{int(bucket):05d}.parquet"
+                writer = pq.ParquetWriter(path, table.schema)
+                self.writers[int(bucket)] = writer
+            writer.write_table(table)  # type: ignore[attr-defined]
+
+    def groups(self) -> Iterator[pd.DataFrame]:
+        """Each symbol's rows (and the rows without a symbol) as one frame."""
+        if self.count == 1:
+            frames = [pd.concat(self.memory, ignore_index=True)] if self.memory else []
+            self.memory = []
+        else:
+            frames = self._bucket_frames()
+        for frame in frames:
+            yield from _by_symbol(frame)
+
+    def _bucket_frames(self) -> Iterator[pd.DataFrame]:
+        import pyarrow.parquet as pq
+
+        for writer in self.writers.values():
+            writer.close()  # type: ignore[attr-defined]
+        for bucket in sorted(self.writers):
+            path = self.folder / f"bucket-{bucket:05d}.parquet"
+            frame = pq.read_table(path).to_pandas()
+            path.unlink()
+            frame["symbol"] = frame["symbol"].astype("string")
+            yield frame
+
+
+def _bucket_schema():  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    fields = [pa.field("date", pa.timestamp("ns")), pa.field("symbol", pa.string())]
+    fields += [pa.field(c, pa.float64()) for c in BAR_COLUMNS[2:]]
+    return pa.schema(fields)
+
+
+def _by_symbol(frame: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    for _, group in frame.groupby("symbol", sort=True, dropna=False):
+        yield group.reset_index(drop=True)
+
+
+def _owned_rows(frame: pd.DataFrame, owned: Callable[[object], bool]) -> pd.DataFrame:
+    symbols = frame["symbol"]
+    keep = [s for s in symbols.dropna().unique() if owned(s)]
+    mask = symbols.isin(keep).fillna(False).to_numpy(dtype=bool)
+    if owned(None):
+        mask |= symbols.isna().to_numpy(dtype=bool)
+    return frame[mask] if not mask.all() else frame
+
+
+def iter_file_bars(
+    location: str,
+    mapping: dict[str, str] | None = None,
+    *,
+    owned: Callable[[object], bool] = lambda _symbol: True,
+    shard_count: int = 1,
+) -> Iterator[pd.DataFrame]:
+    """Bars of the files at ``location``, one symbol per frame, only symbols ``owned``."""
+    per_symbol: dict[str, list[Path]] = {}
+    long_files: list[Path] = []
+    for path in list_files(location):
+        if _has_symbol_column(_file_columns(path), mapping):
+            long_files.append(path)
+        else:
+            per_symbol.setdefault(_file_symbol(path), []).append(path)
+
+    with tempfile.TemporaryDirectory(prefix="mlops-buckets-") as folder:
+        buckets: _SymbolBuckets | None = None
+        seen: set[str] = set()
+        if long_files:
+            estimate = sum(_estimated_rows(p) for p in long_files) / shard_count
+            count = math.ceil(estimate / BUCKET_ROWS)
+            buckets = _SymbolBuckets(count, shard_count, Path(folder))
+            for path in long_files:
+                for chunk in iter_file_chunks(path, mapping):
+                    chunk = _owned_rows(chunk, owned)
+                    if not chunk.empty:
+                        buckets.add(chunk)
+                        seen.update(chunk["symbol"].dropna().unique())
+        for symbol in sorted(per_symbol):
+            if not owned(symbol):
+                continue
+            parts = [read_bar_file(p, mapping) for p in per_symbol[symbol]]
+            frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+            if buckets is not None and symbol in seen:
+                buckets.add(frame)  # the symbol is in a long file too: merge them
+            else:
+                yield frame
+        if buckets is not None:
+            yield from buckets.groups()
+
+
+def iter_bars(
+    settings: Settings,
+    store: ObjectStore | None = None,
+    *,
+    shard: Shard | None = None,
+    as_of: object = None,
+) -> Iterator[pd.DataFrame]:
+    """Bars from the configured source, one symbol per frame, for this shard's symbols.
+
+    Limited to ``SYMBOLS`` when set; rows without a symbol come as a frame of their own
+    (on shard 0) so the quality gate can quarantine them.
+    """
+    shard = shard or Shard()
+    wanted = set(settings.symbol_list)
+
+    def owned(symbol: object) -> bool:
+        if wanted and symbol not in wanted:
+            return False
+        return shard.owns(symbol)
+
     if settings.data_source == "sample":
-        bars = load_sample()
+        frames: Iterable[pd.DataFrame] = _by_symbol(_owned_rows(load_sample(), owned))
     elif settings.data_source == "files":
         assert settings.data_files is not None
-        bars = load_files(settings.data_files, settings.column_map)
+        frames = iter_file_bars(
+            settings.data_files, settings.column_map, owned=owned, shard_count=shard.count
+        )
     else:
-        from mlops.data_prep.alphavantage import load_alphavantage
+        from mlops.data_prep.alphavantage import iter_alphavantage
+        from mlops.store import open_store
 
-        bars = load_alphavantage(settings)
-    wanted = settings.symbol_list
-    if wanted:
-        unknown = sorted(set(wanted) - set(bars["symbol"].dropna().unique()))
-        if unknown:
-            log.warning("No bars for symbols %s; they are skipped.", ", ".join(unknown))
-        bars = bars[bars["symbol"].isin(wanted)]
-    return bars.reset_index(drop=True)
+        symbols = [s for s in settings.symbol_list if shard.owns(s)]
+        frames = iter_alphavantage(settings, store or open_store(settings), symbols, until=as_of)
+
+    found: set[str] = set()
+    for frame in frames:
+        found.update(frame["symbol"].dropna().unique())
+        yield frame
+    missing = sorted(s for s in wanted if shard.owns(s) and s not in found)
+    if missing:
+        log.warning("No bars for symbols %s; they are skipped.", ", ".join(missing))
+
+
+def load_bars(settings: Settings, store: ObjectStore | None = None) -> pd.DataFrame:
+    """All bars from the configured source, limited to ``SYMBOLS`` when set."""
+    frames = list(iter_bars(settings, store))
+    if not frames:
+        return canonicalize(pd.DataFrame(columns=BAR_COLUMNS), source=settings.data_source)
+    return pd.concat(frames, ignore_index=True)

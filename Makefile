@@ -1,0 +1,70 @@
+# Developer and CI entry points. `make test` is what CI runs (see .ci/run).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+EXTRAS := ml,monitor,trade,k8s,dev
+PG_BIN ?= /usr/lib/postgresql/15/bin
+LINT_PATHS := $(wildcard services tests benchmarks)
+PYTEST_ARGS ?=
+
+# Python 3.12 to build the venv with: pyenv's 3.12.1 when pyenv is there, else python3.12.
+ifneq ($(shell command -v pyenv 2>/dev/null),)
+PYTHON ?= PYENV_VERSION=3.12.1 pyenv exec python
+else
+PYTHON ?= python3.12
+endif
+
+# apt needs root; use sudo only when not root already.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help venv postgres test lint demo clean distclean
+
+help:
+	@echo "make venv      create $(VENV) (Python 3.12) with .[$(EXTRAS)]"
+	@echo "make postgres  install the PostgreSQL 15 server the tests start (apt)"
+	@echo "make test      run the test suite (real PostgreSQL and S3 on loopback)"
+	@echo "make lint      ruff check and ruff format --check"
+	@echo "make demo      replay the bundled sample end to end under var/demo"
+	@echo "make clean     remove caches and the demo's state (distclean: also $(VENV))"
+
+venv: $(VENV_STAMP)
+
+# Reinstalls only when pyproject.toml changes; recreates the venv if it is not Python 3.12.
+$(VENV_STAMP): pyproject.toml
+	@if ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' \
+		2>/dev/null; then \
+		echo "Creating $(VENV) with $(PYTHON)"; \
+		rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(VENV)/bin/python -m pip install -e '.[$(EXTRAS)]'
+	@touch $@
+
+postgres:
+	@if [ -x "$(PG_BIN)/initdb" ] && [ -x "$(PG_BIN)/pg_ctl" ]; then \
+		echo "PostgreSQL server binaries found in $(PG_BIN)"; \
+	else \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+	fi
+
+test: venv postgres
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+demo: venv
+	$(VENV)/bin/mlops demo
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist var/demo
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
+	find . -path ./$(VENV) -prune -o -type d -name '*.egg-info' -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

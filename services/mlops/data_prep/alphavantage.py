@@ -1,0 +1,354 @@
+"""Alpha Vantage daily bars: one ``TIME_SERIES_DAILY`` request per symbol, fetched incrementally.
+
+Indicators are computed locally (``features.py``), so a symbol costs one request a day,
+not five: the free tier allows about 25 requests a day.
+
+For each symbol:
+
+1. the bars stored by earlier runs are read from ``raw/alphavantage/<SYMBOL>/bars.parquet``;
+2. when trading days (weekdays) are missing after the last stored day, up to ``until``
+   (the stage's ``--as-of``, or today), one request is sent: ``outputsize=compact`` (the
+   latest 100 bars) when fewer than 100 are missing, ``full`` otherwise or when nothing
+   is stored yet; nothing is requested when the stored bars are already up to date;
+3. every answer is archived exactly as received, *before* it is parsed, under
+   ``raw/alphavantage/<SYMBOL>/responses/<UTC fetch time>-<attempt>.json`` (a key is never
+   written twice);
+4. the answer is parsed and merged into the stored bars (the new answer wins for a day
+   both hold), which are written back in one atomic put.
+
+Alpha Vantage reports errors with HTTP 200 and a one-key body:
+
+* ``{"Error Message": ...}``: unknown symbol. It is logged and skipped; the others go on.
+* ``{"Information": ...}`` or the older ``{"Note": ...}``: rate limit or premium endpoint.
+  Retried with exponential backoff (``ALPHAVANTAGE_RETRY_WAIT_SECONDS``, doubling, at most
+  120 s, ``ALPHAVANTAGE_MAX_ATTEMPTS`` attempts in all), then that symbol fails.
+* any other body without ``"Time Series (Daily)"``: that symbol fails.
+
+Timeouts (``ALPHAVANTAGE_TIMEOUT_SECONDS``), dropped connections, HTTP 429 and 5xx are
+retried the same way. Every symbol is tried; when one failed (other than an unknown
+symbol), the load ends with one ``DataError`` naming them, so nothing is published from
+an incomplete fetch. What was fetched is already stored, so a rerun only asks for the rest.
+All values arrive as strings; one that is not a number becomes a missing value, which the
+quality gate quarantines (never a zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from mlops.data_prep.bars import BAR_COLUMNS, canonicalize
+from mlops.errors import DataError
+from mlops.settings import Settings
+from mlops.store import ObjectStore, get_parquet, put_parquet
+
+log = logging.getLogger(__name__)
+
+FUNCTION = "TIME_SERIES_DAILY"
+SERIES_KEY = "Time Series (Daily)"
+VALUE_KEYS = {
+    "1. open": "open",
+    "2. high": "high",
+    "3. low": "low",
+    "4. close": "close",
+    "5. volume": "volume",
+}
+COMPACT_BARS = 100  # what outputsize=compact returns
+RAW_PREFIX = "raw/alphavantage"
+MAX_WAIT_SECONDS = 120.0
+MESSAGE_CHARS = 160
+
+
+class AlphaVantageError(DataError):
+    """One symbol could not be fetched from Alpha Vantage."""
+
+
+class UnknownSymbol(AlphaVantageError):
+    """Alpha Vantage answered ``{"Error Message": ...}``: it does not know the symbol."""
+
+
+class _Retryable(Exception):
+    """A rate limit, timeout, dropped connection or server error: worth another try."""
+
+
+def _safe(symbol: str) -> str:
+    return re.sub(r"[^A-Z0-9._^=-]", "_", symbol.upper())
+
+
+def bars_key(symbol: str) -> str:
+    return f"{RAW_PREFIX}/{_safe(symbol)}/bars.parquet"
+
+
+def responses_prefix(symbol: str) -> str:
+    return f"{RAW_PREFIX}/{_safe(symbol)}/responses/"
+
+
+def _short(text: object) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+
+
+def parse_daily(payload: object, symbol: str) -> pd.DataFrame:
+    """Bars of one ``TIME_SERIES_DAILY`` answer in the canonical layout."""
+    if not isinstance(payload, dict):
+        raise AlphaVantageError(f"Alpha Vantage answered for {symbol} with JSON that is no object")
+    if "Error Message" in payload:
+        raise UnknownSymbol(
+            f"Alpha Vantage does not know symbol {symbol}: {_short(payload['Error Message'])}"
+        )
+    series = payload.get(SERIES_KEY)
+    if series is None:
+        for key in ("Information", "Note"):
+            if key in payload:
+                raise _Retryable(f"rate limit or premium notice {_short(payload[key])!r}")
+        keys = ", ".join(map(str, payload)) or "none"
+        raise AlphaVantageError(
+            f"Alpha Vantage's answer for {symbol} has no {SERIES_KEY!r} (its keys: {keys})"
+        )
+    if not isinstance(series, dict):
+        raise AlphaVantageError(f"Alpha Vantage's {SERIES_KEY!r} for {symbol} is not an object")
+    records = []
+    for day, values in series.items():
+        values = values if isinstance(values, dict) else {}
+        record = {"date": day, "symbol": symbol}
+        record.update({ours: values.get(theirs) for theirs, ours in VALUE_KEYS.items()})
+        records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=BAR_COLUMNS)
+    return canonicalize(frame, source=f"Alpha Vantage's answer for {symbol}")
+
+
+class AlphaVantageClient:
+    """``TIME_SERIES_DAILY`` over HTTP with bounded retries; archives every answer."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        store: ObjectStore,
+        timeout: float = 30.0,
+        max_attempts: int = 4,
+        retry_wait: float = 15.0,
+        session: requests.Session | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self.store = store
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.retry_wait = retry_wait
+        self.session = session or requests.Session()
+        self.session.headers.setdefault("User-Agent", "mlops-data-prep")
+        self.clock = clock
+        # urllib3 logs each request's URL, API key included, at DEBUG.
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if pool_log.getEffectiveLevel() < logging.INFO:
+            pool_log.setLevel(logging.INFO)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: ObjectStore, session: requests.Session | None = None
+    ) -> AlphaVantageClient:
+        key = settings.alphavantage_api_key
+        if key is None or not key.get_secret_value().strip():
+            raise DataError("ALPHAVANTAGE_API_KEY must be set when DATA_SOURCE=alphavantage.")
+        return cls(
+            base_url=settings.alphavantage_base_url,
+            api_key=key.get_secret_value().strip(),
+            store=store,
+            timeout=settings.alphavantage_timeout_seconds,
+            max_attempts=settings.alphavantage_max_attempts,
+            retry_wait=settings.alphavantage_retry_wait_seconds,
+            session=session,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def daily(self, symbol: str, outputsize: str) -> pd.DataFrame:
+        """All bars of one answer; retries what is worth retrying, then fails clearly."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential(multiplier=self.retry_wait, max=MAX_WAIT_SECONDS),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "Alpha Vantage, %s: %s; attempt %d of %d, retrying in %.1f s",
+                symbol,
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+                self.max_attempts,
+                state.next_action.sleep if state.next_action else 0.0,
+            ),
+        )
+        bars: pd.DataFrame | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    bars = self._once(symbol, outputsize, attempt.retry_state.attempt_number)
+        except _Retryable as exc:
+            raise AlphaVantageError(
+                f"{symbol} still failed after {self.max_attempts} attempts: {exc}"
+            ) from None
+        assert bars is not None
+        return bars
+
+    def _once(self, symbol: str, outputsize: str, attempt: int) -> pd.DataFrame:
+        params = {
+            "function": FUNCTION,
+            "symbol": symbol,
+            "outputsize": outputsize,
+            "datatype": "json",
+            "apikey": self.api_key,
+        }
+        try:
+            response = self.session.get(self.base_url, params=params, timeout=self.timeout)
+        except requests.Timeout:
+            raise _Retryable(f"no answer within {self.timeout:g} s") from None
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise _Retryable(f"the connection failed ({self._scrub(exc)})") from None
+        except requests.RequestException as exc:
+            raise AlphaVantageError(f"the request for {symbol} failed: {self._scrub(exc)}") from None
+        self._archive(symbol, response, attempt)  # before anything is parsed
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise _Retryable(f"HTTP {status}")
+        if status != 200:
+            raise AlphaVantageError(f"Alpha Vantage answered HTTP {status} for {symbol}")
+        try:
+            payload = response.json()
+        except ValueError:
+            raise _Retryable("the answer is not JSON") from None
+        return parse_daily(payload, symbol)
+
+    def _archive(self, symbol: str, response: requests.Response, attempt: int) -> None:
+        stamp = self.clock().astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        ok = response.status_code == 200
+        suffix = ".json" if ok else f"-http{response.status_code}.txt"
+        base = f"{responses_prefix(symbol)}{stamp}-{attempt}"
+        key, n = f"{base}{suffix}", 1
+        while self.store.exists(key):  # immutable: never overwrite an archived answer
+            key, n = f"{base}.{n}{suffix}", n + 1
+        content_type = "application/json" if ok else "text/plain"
+        self.store.put_bytes(key, response.content, content_type)
+
+    def _scrub(self, exc: BaseException) -> str:
+        """The error's cause without the request URL (its query holds the API key)."""
+        text = str(exc)
+        if "Caused by " in text:
+            text = text.split("Caused by ", 1)[1].rstrip(")")
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return _short(text) or type(exc).__name__
+
+
+def missing_trading_days(last: date, until: date) -> int:
+    """Weekdays after ``last`` up to and including ``until``."""
+    return int(np.busday_count(last + timedelta(days=1), until + timedelta(days=1)))
+
+
+def update_symbol(client: AlphaVantageClient, symbol: str, until: date) -> pd.DataFrame:
+    """The symbol's stored bars, brought up to ``until`` with at most one request."""
+    store = client.store
+    key = bars_key(symbol)
+    stored = get_parquet(store, key) if store.exists(key) else None
+    known = stored["date"].dropna() if stored is not None else pd.Series(dtype="datetime64[ns]")
+    if known.empty:
+        outputsize = "full"
+    else:
+        last = known.max().date()
+        missing = missing_trading_days(last, until)
+        if missing <= 0:
+            log.info("Alpha Vantage, %s: stored bars reach %s, nothing to fetch", symbol, last)
+            return stored  # type: ignore[return-value]
+        outputsize = "compact" if missing < COMPACT_BARS else "full"
+    fresh = client.daily(symbol, outputsize)
+    if stored is None or stored.empty:
+        merged = fresh
+    else:
+        merged = pd.concat([stored[~stored["date"].isin(fresh["date"])], fresh], ignore_index=True)
+    merged = merged.sort_values("date", na_position="last").reset_index(drop=True)
+    put_parquet(store, key, merged)
+    log.info(
+        "Alpha Vantage, %s: %d bars received (%s), %d stored", symbol, len(fresh), outputsize,
+        len(merged),
+    )
+    return merged
+
+
+def iter_alphavantage(
+    settings: Settings,
+    store: ObjectStore,
+    symbols: Iterable[str],
+    *,
+    until: object = None,
+    session: requests.Session | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Each symbol's bars, one symbol per frame, fetched incrementally (see the module doc)."""
+    symbols = list(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
+    end = _as_date(until) or datetime.now(UTC).date()
+    client = AlphaVantageClient.from_settings(settings, store, session=session)
+    failures: list[str] = []
+    try:
+        for symbol in symbols:
+            try:
+                bars = update_symbol(client, symbol, end)
+            except UnknownSymbol as exc:
+                log.warning("%s; it is skipped.", exc)
+                continue
+            except AlphaVantageError as exc:
+                log.error("Alpha Vantage, %s: %s", symbol, exc)
+                failures.append(str(exc) if symbol in str(exc) else f"{symbol}: {exc}")
+                continue
+            if not bars.empty:
+                yield bars
+    finally:
+        client.close()
+    if failures:
+        raise DataError(
+            f"Alpha Vantage failed for {len(failures)} of {len(symbols)} symbols "
+            f"({'; '.join(failures)}); what was fetched is stored, nothing was published, "
+            "run it again later."
+        )
+
+
+def load_alphavantage(
+    settings: Settings,
+    store: ObjectStore | None = None,
+    *,
+    until: object = None,
+    session: requests.Session | None = None,
+) -> pd.DataFrame:
+    """Bars of every symbol in ``SYMBOLS`` in the canonical layout (see the module doc)."""
+    if store is None:
+        from mlops.store import open_store
+
+        store = open_store(settings)
+    frames = list(
+        iter_alphavantage(settings, store, settings.symbol_list, until=until, session=session)
+    )
+    if not frames:
+        raise DataError("Alpha Vantage returned no bars for any symbol in SYMBOLS.")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _as_date(value: object) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return pd.Timestamp(value).date()  # type: ignore[arg-type]

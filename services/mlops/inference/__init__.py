@@ -1,0 +1,1 @@
+"""Batch inference: the champion scores every symbol's latest prepared day."""

@@ -1,0 +1,101 @@
+"""``mlops batch-infer``: predict the next close of every symbol from its latest prepared day.
+
+Predictions are upserted by (symbol, prediction date, model, version), so a rerun writes
+nothing new, and the batch is also written to the store as Parquet.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from mlops import tracking
+from mlops.context import Context
+from mlops.data_prep import dataset
+from mlops.db.schema import predictions
+from mlops.db.upsert import insert_new
+from mlops.errors import DataError
+from mlops.runs import utcnow
+from mlops.store import put_parquet
+from mlops.training.predict import predict_close
+
+log = logging.getLogger(__name__)
+
+PREDICTION_KEY = ("symbol", "prediction_date", "model_name", "model_version")
+
+
+@dataclass
+class BatchInferResult:
+    prediction_date: date
+    model_name: str
+    model_version: str
+    dataset_version: str
+    symbols: list[str]
+    skipped_symbols: list[str]
+    new_rows: int
+    store_key: str
+
+
+def latest_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Each symbol's row on the dataset's last day; symbols without a bar that day are skipped."""
+    last_day = frame["date"].max()
+    latest = frame[(frame["date"] == last_day) & ~frame["warmup"]]
+    skipped = sorted(set(frame["symbol"]) - set(latest["symbol"]))
+    return latest.sort_values("symbol").reset_index(drop=True), skipped
+
+
+def run(ctx: Context, as_of: date | None = None) -> BatchInferResult:
+    settings = ctx.settings
+    client = tracking.configure(settings)
+    ref = tracking.require_champion(client, settings)
+    version = dataset.latest_version(ctx.engine, as_of)
+    manifest, frame = dataset.load(ctx.store, version)
+    rows, skipped = latest_rows(frame)
+    if rows.empty:
+        raise DataError(f"Dataset {version} has no scorable rows on its last day.")
+    if skipped:
+        log.info("No bar on %s for %s: not scored.", manifest.last_date, ", ".join(skipped))
+    model = tracking.load_ludwig_model(ref)
+    predicted = predict_close(model, model.config, rows)
+    prediction_date = rows["date"].iloc[0].date()
+    now = utcnow()
+    batch = pd.DataFrame(
+        {
+            "symbol": rows["symbol"].astype(str),
+            "prediction_date": prediction_date,
+            "model_name": ref.name,
+            "model_version": ref.version,
+            "predicted_close": predicted,
+            "last_close": rows["close"].to_numpy(dtype="float64"),
+            "dataset_version": manifest.version,
+            "created_at": now,
+        }
+    )
+    batch["expected_change"] = (batch["predicted_close"] - batch["last_close"]) / batch[
+        "last_close"
+    ]
+    with ctx.engine.begin() as conn:
+        new_rows = insert_new(conn, predictions, batch.to_dict("records"), keys=PREDICTION_KEY)
+    key = f"predictions/{prediction_date.isoformat()}/{ref.name}-v{ref.version}.parquet"
+    put_parquet(ctx.store, key, batch.drop(columns=["created_at"]))
+    log.info(
+        "Scored %d symbols for %s with %s v%s (%d new rows)",
+        len(batch),
+        prediction_date,
+        ref.name,
+        ref.version,
+        new_rows,
+    )
+    return BatchInferResult(
+        prediction_date=prediction_date,
+        model_name=ref.name,
+        model_version=ref.version,
+        dataset_version=manifest.version,
+        symbols=batch["symbol"].tolist(),
+        skipped_symbols=skipped,
+        new_rows=new_rows,
+        store_key=key,
+    )

@@ -1,0 +1,1 @@
+"""Monitoring: prediction quality and drift over time, and the retraining trigger."""

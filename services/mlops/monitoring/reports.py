@@ -1,0 +1,70 @@
+"""Evidently reports: regression quality of realized predictions and feature drift."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+DRIFT_COLUMNS = [
+    "rsi_14",
+    "return_1d",
+    "range_pct",
+    "log_volume",
+    "close_to_sma_10",
+    "close_to_ema_10",
+    "close_to_dema_10",
+]
+
+
+def _html(snapshot: object) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "report.html"
+        snapshot.save_html(str(path))  # type: ignore[attr-defined]
+        return path.read_bytes()
+
+
+def quality_report(joined: pd.DataFrame) -> bytes:
+    """HTML of evidently's regression preset on predicted against actual closes."""
+    from evidently import DataDefinition, Dataset, Regression, Report
+    from evidently.presets import RegressionPreset
+
+    frame = joined[["actual_close", "predicted_close"]].astype("float64").reset_index(drop=True)
+    definition = DataDefinition(
+        numerical_columns=["actual_close", "predicted_close"],
+        regression=[Regression(target="actual_close", prediction="predicted_close")],
+    )
+    snapshot = Report([RegressionPreset()]).run(
+        Dataset.from_pandas(frame, data_definition=definition), None
+    )
+    return _html(snapshot)
+
+
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, method: str = "ks"
+) -> tuple[bytes, float]:
+    """HTML of evidently's drift preset and the share of drifted columns.
+
+    The default two-sample Kolmogorov-Smirnov test suits the small current window
+    (a few symbols times a few weeks); distance measures flag nearly everything there.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = list(reference.columns)
+    definition = DataDefinition(numerical_columns=columns)
+    snapshot = Report([DataDriftPreset(num_method=method)]).run(
+        Dataset.from_pandas(current.reset_index(drop=True), data_definition=definition),
+        Dataset.from_pandas(reference.reset_index(drop=True), data_definition=definition),
+    )
+    share = drifted_share(snapshot.dict())
+    return _html(snapshot), share
+
+
+def drifted_share(payload: dict) -> float:
+    """The share of drifted columns from a drift snapshot's metrics."""
+    for metric in payload.get("metrics", []):
+        if str(metric.get("metric_name", "")).startswith("DriftedColumnsCount"):
+            return float(metric["value"]["share"])
+    raise ValueError("The drift report has no DriftedColumnsCount metric.")

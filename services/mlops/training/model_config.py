@@ -1,0 +1,76 @@
+"""The Ludwig model configuration: read from YAML, checked against Ludwig's schema."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlops.data_prep.features import TARGET_COLUMN, TARGET_RETURN_COLUMN
+from mlops.errors import ConfigError
+from mlops.settings import Settings
+
+TARGETS = {TARGET_COLUMN, TARGET_RETURN_COLUMN}
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("mlops") / "resources" / "model.yaml"))
+
+
+def load_model_config(settings: Settings) -> dict[str, Any]:
+    """The config named by MODEL_CONFIG_PATH (or the packaged default), validated."""
+    path = settings.model_config_path or default_config_path()
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"MODEL_CONFIG_PATH points at {path}, which does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Model config {path} is not valid YAML: {exc}.") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"Model config {path} must be a mapping of Ludwig settings.")
+    config = copy.deepcopy(config)
+    if settings.train_epochs is not None:
+        config.setdefault("trainer", {})["epochs"] = settings.train_epochs
+    validate(config, source=str(path))
+    return config
+
+
+def output_name(config: dict[str, Any]) -> str:
+    return config["output_features"][0]["name"]
+
+
+def input_names(config: dict[str, Any]) -> list[str]:
+    return [feature["name"] for feature in config["input_features"]]
+
+
+def validate(config: dict[str, Any], *, source: str) -> None:
+    """Ludwig's own schema check plus what the pipeline needs of the config."""
+    outputs = config.get("output_features") or []
+    if len(outputs) != 1 or outputs[0].get("name") not in TARGETS:
+        raise ConfigError(
+            f"Model config {source} must have exactly one output feature named "
+            f"{TARGET_COLUMN} or {TARGET_RETURN_COLUMN}."
+        )
+    if not config.get("input_features"):
+        raise ConfigError(f"Model config {source} has no input_features.")
+    from mlops.data_prep.features import FEATURE_COLUMNS
+
+    known = {*FEATURE_COLUMNS, "symbol", "open", "high", "low", "volume"}
+    unknown = [n for n in input_names(config) if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"Model config {source} uses input features the dataset lacks: {', '.join(unknown)}."
+        )
+    from ludwig.config_validation.validation import check_schema
+    from ludwig.error import ConfigValidationError
+    from ludwig.schema.model_types.base import ModelConfig
+
+    try:
+        check_schema(config)
+        ModelConfig.from_dict(config)
+    except (ConfigValidationError, ValueError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"Model config {source} does not validate: {first}") from None
