@@ -81,11 +81,21 @@ def migrate_cmd() -> None:
 
 
 @app.command("data-prep")
-def data_prep_cmd(as_of: AsOf = None, output: Output = None) -> None:
+def data_prep_cmd(
+    as_of: AsOf = None,
+    output: Output = None,
+    finalize: Annotated[
+        bool,
+        typer.Option(
+            "--finalize",
+            help="Combine the parts of all DATA_PREP_SHARDS shards for --as-of into one dataset.",
+        ),
+    ] = False,
+) -> None:
     """Load daily bars, check them, compute features and publish a versioned dataset."""
     from mlops.data_prep.stage import run
 
-    _stage("data-prep", run, output, as_of=as_of)
+    _stage("data-prep", run, output, as_of=as_of, finalize=finalize)
 
 
 @app.command("train")
@@ -145,6 +155,48 @@ def demo_cmd(
     first = parse_date(start, "--start")
     assert first is not None
     run(days=days, epochs=epochs, home=home, fresh=fresh, start=first, threshold=threshold)
+
+
+@app.command("daily")
+def daily_cmd(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Trading day (YYYY-MM-DD); default: today in New York."),
+    ] = None,
+    rerun_failed: Annotated[
+        bool, typer.Option("--rerun-failed", help="Delete and rerun a stage Job that failed.")
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option(envvar="POD_NAMESPACE", help="Namespace; default: the pod's own."),
+    ] = None,
+    templates_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="JOB_TEMPLATES_DIR",
+            help="Folder of the job-<stage>.yaml templates; default: /etc/mlops/jobs.",
+        ),
+    ] = None,
+    poll_seconds: Annotated[
+        float, typer.Option(min=0.01, help="Seconds between Job status checks.")
+    ] = 10.0,
+) -> None:
+    """Run data-prep, batch-infer, trade and monitor as Kubernetes Jobs, in order."""
+    from mlops import log
+    from mlops.orchestration import run_daily
+    from mlops.settings import load_settings, parse_date
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    log.bind(stage="daily")
+    runs = run_daily(
+        parse_date(as_of),
+        namespace=namespace,
+        templates_dir=templates_dir,
+        rerun_failed=rerun_failed,
+        poll_seconds=poll_seconds,
+    )
+    typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 
 
 def main() -> None:

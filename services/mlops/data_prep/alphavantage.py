@@ -220,7 +220,8 @@ class AlphaVantageClient:
         ) as exc:
             raise _Retryable(f"the connection failed ({self._scrub(exc)})") from None
         except requests.RequestException as exc:
-            raise AlphaVantageError(f"the request for {symbol} failed: {self._scrub(exc)}") from None
+            reason = self._scrub(exc)
+            raise AlphaVantageError(f"the request for {symbol} failed: {reason}") from None
         self._archive(symbol, response, attempt)  # before anything is parsed
         status = response.status_code
         if status == 429 or status >= 500:

@@ -25,6 +25,7 @@ nothing is published. Missing prices are never filled in.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -176,7 +177,7 @@ class QualityGate:
         flags: list[QualityFlag] = []
         symbols = good["symbol"].to_numpy()
         edges = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), len(good)]
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        for lo, hi in itertools.pairwise(edges):
             if hi > lo:
                 starts[lo:hi], part_flags = series_breaks(
                     good.iloc[lo:hi],

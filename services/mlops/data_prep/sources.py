@@ -141,11 +141,12 @@ def load_files(location: str, mapping: dict[str, str] | None = None) -> pd.DataF
 
 def iter_file_chunks(path: Path, mapping: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
     """A long-layout file in canonical chunks of at most ``CHUNK_ROWS`` rows."""
-    columns = _needed_columns(_file_columns(path), mapping)
+    columns = _needed_columns(_file_columns(path), mapping)  # Parquet reads only these
     rows = 0
     try:
         if path.suffix.lower() == ".csv":
-            with pd.read_csv(path, usecols=columns, chunksize=CHUNK_ROWS) as reader:
+            # All columns: with ``usecols`` pandas would accept ragged rows silently.
+            with pd.read_csv(path, chunksize=CHUNK_ROWS) as reader:
                 for chunk in reader:
                     rows += len(chunk)
                     yield canonicalize(chunk, source=str(path), mapping=mapping)

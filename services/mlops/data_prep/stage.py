@@ -1,69 +1,303 @@
-"""``mlops data-prep``: bars in, checked features out, as one immutable dataset version."""
+"""``mlops data-prep``: bars in, checked features out, as one immutable dataset version.
+
+Symbol by symbol (memory bounded by the largest symbol and one part, see ``sources`` and
+``dataset.PartWriter``): read, quality gate per row, series breaks (gaps, jumps),
+features, staged part on local disk. After the last symbol the batch-wide checks run
+(share of bad rows, stale symbols); only when they pass do the parts, the quarantine file
+and the manifest reach the store, the manifest last.
+
+Sharded (``DATA_PREP_SHARDS`` > 1, index from ``JOB_COMPLETION_INDEX``): each shard does
+the above for its own symbols and publishes a shard manifest; the shard that completes
+the set (or ``mlops data-prep --finalize --as-of D``) combines them into one dataset.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 
 from mlops.context import Context
 from mlops.data_prep import dataset
-from mlops.data_prep.features import compute_features
-from mlops.data_prep.quality import check_bars
-from mlops.data_prep.sources import load_bars
-from mlops.errors import DataError
+from mlops.data_prep.dataset import MAX_FLAGS, PART_ROWS, Contents, PartWriter, StagedPart
+from mlops.data_prep.features import symbol_features
+from mlops.data_prep.quality import QualityFlag, QualityGate, stale_symbols
+from mlops.data_prep.shards import Shard
+from mlops.data_prep.sources import iter_bars
+from mlops.errors import ConfigError, DataError
+from mlops.settings import Settings
+from mlops.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DataPrepResult:
-    version: str
+    version: str | None  # None: a shard whose siblings have not all published yet
     as_of: date
     rows: int
     symbols: list[str]
     quarantined: int
     new: bool
+    shard: str = "0-of-1"
+    stale_symbols: list[str] = field(default_factory=list)
+    quality_flags: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
-def run(ctx: Context, as_of: date | None = None) -> DataPrepResult:
+@dataclass
+class Prepared:
+    """One shard's checked features and quarantine, staged on local disk."""
+
+    as_of: date
+    parts: list[StagedPart]
+    quarantine: list[StagedPart]
+    rows_read: int
+    quarantined_rows: int
+    stale_symbols: list[str]
+    flags: list[QualityFlag]
+    timings: dict[str, float]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - began
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
+
+
+def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> DataPrepResult:
     """Load, check, featurize and publish the bars known on ``as_of`` (default: all)."""
     settings = ctx.settings
-    bars = load_bars(settings)
-    if as_of is not None:
-        # Replaying history: the stage sees only what was known after that day's close.
-        bars = bars[bars["date"].isna() | (bars["date"] <= pd.Timestamp(as_of))]
-    checked = check_bars(bars, max_bad_share=settings.quality_max_bad_share)
-    good = checked.good
-    if good.empty:
-        raise DataError(f"No valid bars on or before {as_of}.")
-    effective = as_of or good["date"].max().date()
-    features = compute_features(good)
-    manifest, new = dataset.publish(
+    shard = Shard.from_settings(settings)
+    if finalize:
+        return _finalize(ctx, as_of, shard.count)
+    if shard.count > 1 and as_of is None:
+        raise ConfigError(
+            f"With DATA_PREP_SHARDS={shard.count} every shard needs the same --as-of, so "
+            "that their parts form one dataset."
+        )
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlops-data-prep-") as folder:
+        prepared = prepare(settings, ctx.store, shard, as_of, Path(folder))
+        timer = _Timer()
+        with timer("upload"):
+            contents = _upload(ctx.store, prepared)
+    timings = {**prepared.timings, **timer.rounded()}
+    if shard.count == 1:
+        _refuse_all_stale(contents, prepared.as_of, settings)
+        with timer("publish"):
+            manifest, new = dataset.publish_contents(
+                ctx.store, ctx.engine, contents, as_of=prepared.as_of, source=settings.data_source
+            )
+        timings["total"] = round(time.perf_counter() - began, 3)
+        _log_dataset(manifest, new, timings)
+        return _result(manifest, new, shard.name, {**timings, **timer.rounded()})
+
+    dataset.publish_shard(
         ctx.store,
-        ctx.engine,
-        features,
-        as_of=effective,
+        contents,
+        as_of=prepared.as_of,
+        index=shard.index,
+        count=shard.count,
         source=settings.data_source,
-        quarantine=checked.quarantined,
     )
+    timings["total"] = round(time.perf_counter() - began, 3)
     log.info(
-        "Dataset %s: %d rows, %d symbols, %s to %s, %d rows quarantined%s",
+        "Shard %s for %s: %d rows, %d symbols, %d rows quarantined, %d stale",
+        shard.name,
+        prepared.as_of,
+        contents.rows,
+        len(contents.symbols),
+        contents.quarantined_rows,
+        len(contents.stale_symbols),
+    )
+    waiting = dataset.missing_shards(ctx.store, prepared.as_of, shard.count)
+    if not waiting:  # this shard completed the set
+        result = _finalize(ctx, prepared.as_of, shard.count)
+        result.shard, result.timings = shard.name, timings
+        return result
+    log.info("Waiting for shards %s before the dataset is finalized.", waiting)
+    return DataPrepResult(
+        version=None,
+        as_of=prepared.as_of,
+        rows=contents.rows,
+        symbols=contents.symbols,
+        quarantined=contents.quarantined_rows,
+        new=False,
+        shard=shard.name,
+        stale_symbols=contents.stale_symbols,
+        quality_flags=contents.quality_flag_count,
+        timings=timings,
+    )
+
+
+def prepare(
+    settings: Settings, store: ObjectStore, shard: Shard, as_of: date | None, folder: Path
+) -> Prepared:
+    """Read, check and featurize this shard's symbols one at a time into local parts."""
+    gate = QualityGate(
+        max_bad_share=settings.quality_max_bad_share,
+        max_gap_days=settings.quality_max_gap_days,
+        max_jump_factor=settings.quality_max_jump_factor,
+    )
+    parts = PartWriter(folder, PART_ROWS)
+    quarantine = PartWriter(folder, PART_ROWS, name="quarantine")
+    last_days: dict[str, date] = {}
+    flags: list[QualityFlag] = []
+    timer = _Timer()
+    cutoff = pd.Timestamp(as_of) if as_of is not None else None
+    frames = iter_bars(settings, store, shard=shard, as_of=as_of)
+    while True:
+        with timer("read"):
+            bars = next(frames, None)
+            if bars is not None and cutoff is not None:
+                # Replaying history: only what was known after that day's close.
+                bars = bars[bars["date"].isna() | (bars["date"] <= cutoff)]
+        if bars is None:
+            break
+        if bars.empty:
+            continue
+        with timer("validate"):
+            check = gate.check(bars)
+        with timer("write"):
+            quarantine.add(check.quarantined)
+        if check.good.empty:
+            continue
+        flags.extend(check.flags)
+        good = check.good
+        for symbol, rows in good.groupby("symbol", sort=True).indices.items():
+            with timer("features"):
+                features = symbol_features(good.iloc[rows], check.starts[rows])
+            with timer("write"):
+                parts.add(features)
+            last_days[str(symbol)] = good["date"].iloc[rows].max().date()
+
+    when = f" on or before {as_of}" if as_of else ""
+    if gate.total_rows == 0 and shard.count == 1:
+        raise DataError(f"The data source returned no bars{when}.")
+    gate.verify()
+    if not last_days and shard.count == 1:
+        raise DataError(f"No valid bars{when}.")
+    if gate.total_rows == 0:
+        log.warning("Shard %s has no bars%s; it publishes an empty share.", shard.name, when)
+    effective = as_of or max(last_days.values())
+    stale = stale_symbols(last_days, effective, settings.stale_after_days)
+    for symbol in stale:
+        log.warning(
+            "%s is stale: its last bar is %s, more than %d trading days before %s; it has "
+            "no row on the latest day.",
+            symbol,
+            last_days[symbol],
+            settings.stale_after_days,
+            effective,
+        )
+    for flag in flags[:20]:
+        log.warning("Quality flag, %s %s: %s: %s", flag.symbol, flag.date, flag.rule, flag.detail)
+    with timer("write"):
+        staged, staged_quarantine = parts.close(), quarantine.close()
+    return Prepared(
+        as_of=effective,
+        parts=staged,
+        quarantine=staged_quarantine,
+        rows_read=gate.total_rows,
+        quarantined_rows=gate.bad_rows,
+        stale_symbols=stale,
+        flags=flags,
+        timings=timer.rounded(),
+    )
+
+
+def _upload(store: ObjectStore, prepared: Prepared) -> Contents:
+    contents = dataset.upload_parts(store, prepared.as_of, prepared.parts)
+    return replace(
+        contents,
+        quarantined_rows=prepared.quarantined_rows,
+        quarantine_keys=dataset.upload_quarantine(store, prepared.as_of, prepared.quarantine),
+        stale_symbols=prepared.stale_symbols,
+        quality_flags=[f.to_dict() for f in prepared.flags[:MAX_FLAGS]],
+        quality_flag_count=len(prepared.flags),
+    )
+
+
+def _refuse_all_stale(contents: Contents, as_of: date, settings: Settings) -> None:
+    if contents.symbols and set(contents.stale_symbols) >= set(contents.symbols):
+        raise DataError(
+            f"Every symbol's last bar is more than STALE_AFTER_DAYS ({settings.stale_after_days}) "
+            f"trading days before {as_of} (the newest is {contents.last_date}); the source looks "
+            "stale, so nothing was published."
+        )
+
+
+def _finalize(ctx: Context, as_of: date | None, count: int) -> DataPrepResult:
+    """Combine the manifests of all ``count`` shards of ``as_of`` into one dataset."""
+    if as_of is None:
+        raise ConfigError("--finalize needs --as-of: the day whose shards to combine.")
+    if count == 1:
+        raise ConfigError(
+            "--finalize combines shards: set DATA_PREP_SHARDS to the number of shards (it is 1)."
+        )
+    shards = dataset.read_shards(ctx.store, as_of, count)
+    contents = Contents.combine([s.contents for s in shards])
+    if contents.rows == 0:
+        raise DataError(
+            f"None of the {count} shards of {as_of} has any rows; nothing was published."
+        )
+    _refuse_all_stale(contents, as_of, ctx.settings)
+    manifest, new = dataset.publish_contents(
+        ctx.store, ctx.engine, contents, as_of=as_of, source=shards[0].source, shards=count
+    )
+    _log_dataset(manifest, new, {})
+    return _result(manifest, new, f"all-{count}", {})
+
+
+def _log_dataset(manifest: dataset.Manifest, new: bool, timings: dict[str, float]) -> None:
+    log.info(
+        "Dataset %s: %d rows in %d parts, %d symbols (%d stale), %s to %s, %d rows "
+        "quarantined, %d quality flags%s%s",
         manifest.version,
         manifest.rows,
+        len(manifest.part_list),
         len(manifest.symbols),
+        len(manifest.stale_symbols),
         manifest.first_date,
         manifest.last_date,
         manifest.quarantined_rows,
+        manifest.quality_flag_count,
         "" if new else " (already published)",
+        f" in {timings['total']:.1f} s" if "total" in timings else "",
     )
+
+
+def _result(
+    manifest: dataset.Manifest, new: bool, shard: str, timings: dict[str, float]
+) -> DataPrepResult:
     return DataPrepResult(
         version=manifest.version,
-        as_of=effective,
+        as_of=date.fromisoformat(manifest.as_of),
         rows=manifest.rows,
         symbols=manifest.symbols,
         quarantined=manifest.quarantined_rows,
         new=new,
+        shard=shard,
+        stale_symbols=manifest.stale_symbols,
+        quality_flags=manifest.quality_flag_count,
+        timings=timings,
     )

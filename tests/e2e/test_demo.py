@@ -1,0 +1,99 @@
+"""End to end: a short replay of `mlops demo` on embedded defaults, checked in its stores."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, select
+
+from mlops.db.schema import orders, predictions, stage_runs, trade_decisions
+
+pytestmark = pytest.mark.slow
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self.tags.add(tag)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    from mlops.demo import run
+
+    home = tmp_path_factory.mktemp("demo")
+    summary = run(days=4, home=home, quiet=True, threshold=0.0005)
+    return home, summary
+
+
+def test_predictions_are_stored_for_every_scored_symbol_and_day(demo):
+    home, summary = demo
+    engine = create_engine(summary.database_url)
+    with engine.connect() as conn:
+        rows = pd.read_sql(select(predictions), conn)
+    assert len(rows) == summary.predictions > 0
+    # Four replayed days (2017-06-01..06) with five symbols trading each day.
+    assert rows.groupby("prediction_date")["symbol"].nunique().tolist() == [5, 5, 5, 5]
+    assert not rows.duplicated(["symbol", "prediction_date", "model_version"]).any()
+    assert (rows["predicted_close"] > 0).all()
+
+
+def test_champion_alias_points_at_a_registered_version(demo):
+    from mlflow import MlflowClient
+
+    _, summary = demo
+    client = MlflowClient(summary.mlflow_tracking_uri, summary.mlflow_tracking_uri)
+    mv = client.get_model_version_by_alias("stock-close", "champion")
+    assert str(mv.version) == summary.champion_version
+    assert mv.tags["promotion"] == "promoted"
+    assert float(mv.tags["holdout_mape"]) < summary.trainings[0]["baseline_mape"]
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["dataset_version"] == mv.tags["dataset_version"]
+    assert {"train_mape", "validation_mape", "holdout_mape", "baseline_holdout_mape"} <= set(
+        run.data.metrics
+    )
+
+
+def test_monitoring_reports_are_html(demo):
+    _, summary = demo
+    assert summary.reports
+    for uri in summary.reports:
+        path = Path(uri.removeprefix("file://"))
+        parser = _Tags()
+        parser.feed(path.read_text(encoding="utf-8"))
+        assert {"html", "body", "script"} <= parser.tags
+
+
+def test_orders_follow_the_strategy_and_the_predictions(demo):
+    _, summary = demo
+    engine = create_engine(summary.database_url)
+    threshold = summary.threshold
+    with engine.connect() as conn:
+        decisions = pd.read_sql(select(trade_decisions), conn)
+        placed = pd.read_sql(select(orders), conn)
+        runs = pd.read_sql(select(stage_runs), conn)
+    assert set(runs["status"]) == {"succeeded"}
+    assert len(placed) == sum(summary.orders.values()) > 0
+    for _, order in placed.iterrows():
+        decision = decisions[
+            (decisions["decision_date"] == order["decision_date"])
+            & (decisions["symbol"] == order["symbol"])
+        ].iloc[0]
+        assert decision["action"] == order["side"]
+        day = decisions[decisions["decision_date"] == order["decision_date"]]
+        if order["side"] == "buy":
+            assert decision["expected_change"] >= threshold
+            # the best not-held candidate that day
+            others = day[(day["action"] == "hold") & day["expected_change"].notna()]
+            not_held = others[~others["reason"].str.startswith("held")]
+            assert (not_held["expected_change"] <= decision["expected_change"]).all()
+        else:
+            assert decision["expected_change"] < -threshold
+    # Buy days bought exactly one symbol.
+    assert (decisions[decisions["action"] == "buy"].groupby("decision_date").size() == 1).all()
