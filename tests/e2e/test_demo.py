@@ -33,7 +33,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_predictions_are_stored_for_every_scored_symbol_and_day(demo):
-    home, summary = demo
+    _, summary = demo
     engine = create_engine(summary.database_url)
     with engine.connect() as conn:
         rows = pd.read_sql(select(predictions), conn)
