@@ -161,7 +161,11 @@ def demo_cmd(
 def daily_cmd(
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="Trading day (YYYY-MM-DD); default: today in New York."),
+        typer.Option(
+            "--as-of",
+            envvar="DAILY_AS_OF",
+            help="Trading day (YYYY-MM-DD); default: today in New York.",
+        ),
     ] = None,
     rerun_failed: Annotated[
         bool, typer.Option("--rerun-failed", help="Delete and rerun a stage Job that failed.")
@@ -197,6 +201,25 @@ def daily_cmd(
         poll_seconds=poll_seconds,
     )
     typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8050,
+) -> None:
+    """Serve the monitoring dashboard: quality, drift, equity and stage runs over time."""
+    import uvicorn
+
+    from mlops import log
+    from mlops.context import open_context
+    from mlops.dashboard import create_app
+    from mlops.settings import load_settings
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    ctx = open_context(settings)
+    uvicorn.run(create_app(ctx), host=host, port=port, log_config=None, access_log=False)
 
 
 def main() -> None:

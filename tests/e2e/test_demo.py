@@ -97,3 +97,27 @@ def test_orders_follow_the_strategy_and_the_predictions(demo):
             assert decision["expected_change"] < -threshold
     # Buy days bought exactly one symbol.
     assert (decisions[decisions["action"] == "buy"].groupby("decision_date").size() == 1).all()
+
+
+def test_dashboard_shows_the_replay(demo):
+    from fastapi.testclient import TestClient
+
+    from mlops.context import open_context
+    from mlops.dashboard import create_app
+    from mlops.settings import load_settings
+
+    _, summary = demo
+    ctx = open_context(load_settings(MLOPS_HOME=summary.home))
+    client = TestClient(create_app(ctx))
+    assert client.get("/healthz").json() == {"status": "ok"}
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "MAPE of the model against the naive forecast" in page.text
+    assert "<polyline" in page.text
+    metrics = client.get("/api/metrics").json()
+    assert [m["metric_date"] for m in metrics][-1] == summary.end
+    day = summary.end
+    report = client.get(f"/reports/{day}/drift.html")
+    assert report.status_code == 200 and report.text.lstrip().lower().startswith("<!doctype html")
+    assert client.get("/reports/2017-06-01/../../mlops.db").status_code == 404
+    assert client.get("/reports/1999-01-01/drift.html").status_code == 404
