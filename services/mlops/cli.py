@@ -114,6 +114,25 @@ def batch_infer_cmd(as_of: AsOf = None, output: Output = None) -> None:
     _stage("batch-infer", run, output, as_of=as_of)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: SERVE_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: SERVE_PORT).")
+    ] = None,
+) -> None:
+    """Serve the champion model over HTTP, swapping in a new champion when the alias moves."""
+    from mlops import log
+    from mlops.serving.app import serve
+    from mlops.settings import load_settings
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    serve(settings, host=host, port=port)
+
+
 @app.command("trade")
 def trade_cmd(as_of: AsOf = None, output: Output = None) -> None:
     """Turn the latest predictions into orders with the threshold strategy."""
@@ -182,7 +201,10 @@ def daily_cmd(
         ),
     ] = None,
     poll_seconds: Annotated[
-        float, typer.Option(min=0.01, help="Seconds between Job status checks.")
+        float,
+        typer.Option(
+            min=0.01, envvar="DAILY_POLL_SECONDS", help="Seconds between Job status checks."
+        ),
     ] = 10.0,
 ) -> None:
     """Run data-prep, batch-infer, trade and monitor as Kubernetes Jobs, in order."""

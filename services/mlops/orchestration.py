@@ -9,9 +9,9 @@ user applies by hand (``deployments/job-<stage>.yaml``). The cluster gets those 
 the ConfigMap ``mlops-job-templates`` (``config-maps/job-templates.yaml``, kept identical
 to the manifests by a test), mounted into the orchestrator at ``/etc/mlops/jobs``; from a
 laptop, ``--templates-dir deployments`` reads the manifests directly. For each stage the
-template gets a per-day name (``mlops-trade-20240105``), ``--as-of <day>`` after its
-subcommand and labels naming the day; image, resources, security context and settings
-stay exactly as in the manifest.
+template gets a per-day name (``mlops-trade-20240105``), ``--as-of <day>`` (replacing a
+day the manifest names for runs by hand) and labels naming the day; image, resources,
+security context and settings stay exactly as in the manifest.
 
 Idempotent per day: a Job of that name that already succeeded is not recreated, one
 still running is waited for, and one that failed stops the run unless ``rerun_failed``
@@ -63,6 +63,8 @@ REASON_ANNOTATION = "mlops/retrain-reason"
 WAIT_GRACE_SECONDS = 600
 DEFAULT_WAIT_SECONDS = 6 * 3600
 LOG_TAIL_LINES = 30
+# Consecutive failed status reads tolerated while waiting for a Job.
+MAX_READ_ERRORS = 5
 
 
 class OrchestrationError(MlopsError):
@@ -124,8 +126,6 @@ def load_template(templates_dir: Path, stage: str) -> dict[str, Any]:
         raise OrchestrationError(
             f"Job template {path} must run `mlops {stage}` (its args start with {args[:1]})."
         )
-    if "--as-of" in args:
-        raise OrchestrationError(f"Job template {path} must not fix --as-of itself.")
     return job
 
 
@@ -164,8 +164,22 @@ def build_job(
     pod_meta = job["spec"]["template"].setdefault("metadata", {})
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **day_labels}
     container = job["spec"]["template"]["spec"]["containers"][0]
-    container["args"] = [*container["args"], "--as-of", as_of.isoformat()]
+    container["args"] = with_as_of(container["args"], as_of)
     return job
+
+
+def with_as_of(args: Sequence[str], as_of: date) -> list[str]:
+    """``args`` with ``--as-of`` set to ``as_of``: a day the template names is replaced."""
+    result: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--as-of":
+            skip = True
+        elif not arg.startswith("--as-of="):
+            result.append(arg)
+    return [*result, "--as-of", as_of.isoformat()]
 
 
 # Talking to the cluster.
@@ -337,8 +351,19 @@ def _wait(
     jobs: Jobs, name: str, timeout: float, poll: float, sleep: Callable[[float], None]
 ) -> _JobState:
     deadline = time.monotonic() + timeout
+    errors = 0
     while True:
-        job = jobs.get(name)
+        try:
+            job = jobs.get(name)
+        except OrchestrationError as exc:
+            # A long wait outlives API server restarts and network blips: keep polling.
+            errors += 1
+            if errors > MAX_READ_ERRORS or time.monotonic() > deadline:
+                raise
+            log.warning("Reading Job %s failed (%d of %d): %s", name, errors, MAX_READ_ERRORS, exc)
+            sleep(poll)
+            continue
+        errors = 0
         if job is None:
             raise OrchestrationError(f"Job {name} disappeared while it was being waited for.")
         state = job_state(job)

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     holdout_days: int = Field(default=60, ge=5, alias="HOLDOUT_DAYS")
     random_seed: int = Field(default=42, alias="RANDOM_SEED")
 
+    # Serving (`mlops serve`): address, how often to look for a new champion, and an
+    # optional bearer token (from a Secret) required on /predict, /batch_predict, /model
+    # and /metrics.
+    serve_host: str = Field(default="127.0.0.1", alias="SERVE_HOST")
+    serve_port: int = Field(default=8080, ge=1, le=65535, alias="SERVE_PORT")
+    serve_poll_seconds: float = Field(default=30.0, gt=0, alias="SERVE_POLL_SECONDS")
+    serve_api_token: SecretStr | None = Field(default=None, alias="SERVE_API_TOKEN")
+
     # Trading.
     broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
@@ -124,11 +132,6 @@ class Settings(BaseSettings):
             raise ValueError("ALPHAVANTAGE_API_KEY must be set when DATA_SOURCE=alphavantage")
         if self.data_source == "alphavantage" and not self.symbol_list:
             raise ValueError("SYMBOLS must list at least one symbol when DATA_SOURCE=alphavantage")
-        if self.job_completion_index >= self.data_prep_shards:
-            raise ValueError(
-                f"JOB_COMPLETION_INDEX {self.job_completion_index} must be below "
-                f"DATA_PREP_SHARDS ({self.data_prep_shards})"
-            )
         if self.broker == "alpaca":
             for name, secret in (
                 ("ALPACA_API_KEY", self.alpaca_api_key),

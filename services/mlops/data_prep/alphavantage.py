@@ -276,14 +276,16 @@ def update_symbol(client: AlphaVantageClient, symbol: str, until: date) -> pd.Da
             return stored  # type: ignore[return-value]
         outputsize = "compact" if missing < COMPACT_BARS else "full"
     fresh = client.daily(symbol, outputsize)
-    if stored is None or stored.empty:
-        merged = fresh
-    else:
-        merged = pd.concat([stored[~stored["date"].isin(fresh["date"])], fresh], ignore_index=True)
+    # The new answer wins for a day both hold (an empty frame would spoil the dtypes).
+    kept = stored[~stored["date"].isin(fresh["date"])] if stored is not None else fresh.iloc[:0]
+    merged = pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh
     merged = merged.sort_values("date", na_position="last").reset_index(drop=True)
     put_parquet(store, key, merged)
     log.info(
-        "Alpha Vantage, %s: %d bars received (%s), %d stored", symbol, len(fresh), outputsize,
+        "Alpha Vantage, %s: %d bars received (%s), %d stored",
+        symbol,
+        len(fresh),
+        outputsize,
         len(merged),
     )
     return merged

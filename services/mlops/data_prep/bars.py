@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from mlops.errors import DataError
@@ -44,11 +45,21 @@ def canonicalize(
     if missing:
         raise DataError(f"{source} has no column {', '.join(missing)}; expected {BAR_COLUMNS}.")
     frame = frame[BAR_COLUMNS].copy()
-    dates = pd.to_datetime(frame["date"], errors="coerce")
+    dates = frame["date"]
+    if not pd.api.types.is_datetime64_any_dtype(dates):
+        dates = pd.to_datetime(dates, errors="coerce")
     if getattr(dates.dt, "tz", None) is not None:  # a trading day is a calendar date
         dates = dates.dt.tz_localize(None)
     frame["date"] = dates.dt.normalize().astype("datetime64[ns]")
-    frame["symbol"] = frame["symbol"].astype("string").str.strip().str.upper()
+    frame["symbol"] = _clean_symbols(frame["symbol"])
     for column in [*PRICE_COLUMNS, "volume"]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
+
+
+def _clean_symbols(symbols: pd.Series) -> pd.Series:
+    """Stripped, upper-case symbols as a string column; normalises each distinct value once."""
+    codes, uniques = pd.factorize(symbols)
+    names = pd.Series(uniques, dtype=object).astype("string").str.strip().str.upper()
+    values = np.append(names.to_numpy(dtype=object, na_value=pd.NA), pd.NA)
+    return pd.Series(pd.array(values[codes], dtype="string"), index=symbols.index)

@@ -2,25 +2,26 @@
 
 A dataset is one or more Parquet *parts* and a *manifest* naming them, written last:
 
-* parts: ``datasets/features/parts/<as_of>/<content hash>.parquet``, content-addressed
-  (the same rows give the same key, so rewriting one changes nothing), each at most
-  ``PART_ROWS`` rows, sorted by date and symbol;
-* manifest: ``datasets/features/<version>/manifest.json``, with ``version`` =
-  ``<as_of>-<first 12 hex of the dataset hash>``; the dataset hash covers the parts'
-  content hashes and the stale symbols, so the same data gives the same version and
-  republishing it changes nothing.
+* ``datasets/features/<version>/manifest.json``, with ``version`` = ``<as_of>-<first 12
+  hex of the dataset hash>``; the hash covers the parts' content hashes and the stale
+  symbols, so the same data gives the same version and republishing it changes nothing;
+* its parts: ``datasets/features/<version>/data.parquet`` when there is one, else
+  ``part-00000.parquet``, ``part-00001.parquet``, ... (at most ``PART_ROWS`` rows each,
+  written symbol by symbol); a sharded dataset names the shards' parts instead;
+* the quarantined rows with their reasons: ``quarantine/<as_of>/<version>.parquet``.
 
-Readers go through the manifest (``load`` reads every part, in order, and checks the row
-counts) and the ``datasets`` table indexes the manifests for lookup by date. Parts that
-no manifest names are invisible.
+Readers go through the manifest (``load`` reads every part it names, checks the row
+counts and sorts the rows by date, then symbol) and the ``datasets`` table indexes the
+manifests for lookup by date. Files that no manifest names are invisible.
 
-Shards (Kubernetes Indexed Job, ``DATA_PREP_SHARDS`` > 1): each shard writes its parts and
-then a *shard manifest* at ``datasets/features/shards/<as_of>/<index>-of-<count>.json``.
-Once all ``count`` shard manifests of an as-of day exist, ``finalize`` combines them into
-one dataset manifest as above: readers see one version whatever the shard count. The
-shard that completes the set finalizes on its own; ``mlops data-prep --finalize`` does
-the same by hand. A shard rerun replaces its shard manifest; the dataset is the union of
-the newest manifest of every shard.
+Shards (Kubernetes Indexed Job, ``DATA_PREP_SHARDS`` > 1): each shard writes its parts to
+``datasets/features/shards/<as_of>/<index>-of-<count>/<content hash>.parquet``, then its
+*shard manifest* ``.../<index>-of-<count>/manifest.json``. Once all ``count`` shard
+manifests of an as-of day exist, ``read_shards`` + ``publish_contents`` combine them into
+one dataset manifest as above (naming the shards' parts): readers see one version
+whatever the shard count. The shard that completes the set finalizes on its own;
+``mlops data-prep --finalize --as-of D`` does the same by hand. A shard rerun replaces its
+shard manifest; the dataset is the union of the newest manifest of every shard.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
@@ -46,11 +48,11 @@ from mlops.store import ObjectStore, get_json, get_parquet, put_json
 log = logging.getLogger(__name__)
 
 PREFIX = "datasets/features"
-PARTS_PREFIX = f"{PREFIX}/parts"
 SHARDS_PREFIX = f"{PREFIX}/shards"
 QUARANTINE_PREFIX = "quarantine"
 SCHEMA_VERSION = 2
-PART_ROWS = 500_000
+PART_ROWS = 250_000  # rows per part file (a part is read whole on upload)
+GROUP_ROWS = 50_000  # rows per Parquet row group while writing
 MAX_FLAGS = 1000  # quality flags kept in a manifest (the count is always complete)
 
 
@@ -94,11 +96,7 @@ class Contents:
         )
 
     def dataset_hash(self) -> str:
-        payload = {
-            "parts": [p["content_hash"] for p in self.parts],
-            "stale_symbols": self.stale_symbols,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return dataset_hash([p["content_hash"] for p in self.parts], self.stale_symbols)
 
 
 @dataclass(frozen=True)
@@ -154,12 +152,12 @@ def manifest_key(version: str) -> str:
     return f"{PREFIX}/{version}/manifest.json"
 
 
-def part_key(as_of: date, digest: str) -> str:
-    return f"{PARTS_PREFIX}/{as_of.isoformat()}/{digest[:24]}.parquet"
+def shard_folder(as_of: date, index: int, count: int) -> str:
+    return f"{SHARDS_PREFIX}/{as_of.isoformat()}/{index}-of-{count}"
 
 
 def shard_manifest_key(as_of: date, index: int, count: int) -> str:
-    return f"{SHARDS_PREFIX}/{as_of.isoformat()}/{index}-of-{count}.json"
+    return f"{shard_folder(as_of, index, count)}/manifest.json"
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -187,68 +185,114 @@ class StagedPart:
 
 
 class PartWriter:
-    """Collects feature rows symbol by symbol into local part files of bounded size.
+    """Streams feature rows, symbol by symbol, into local Parquet parts of bounded size.
 
-    Nothing reaches the store until ``upload``: a batch refused by the quality gate
-    leaves no trace there.
+    Rows are written in row groups of about ``group_rows`` as they come (memory: one row
+    group plus the largest symbol), in the order they were added; a part is closed once it
+    holds ``max_rows``. Each part's content hash is computed on the way (row hashes, so it
+    equals ``content_hash`` of the whole part). Nothing reaches the store until the
+    parts are published: a batch refused by the quality gate leaves no trace there.
     """
 
-    def __init__(self, folder: Path, max_rows: int = PART_ROWS, name: str = "part") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        max_rows: int = PART_ROWS,
+        name: str = "part",
+        group_rows: int = GROUP_ROWS,
+    ) -> None:
         self.folder = Path(folder)
         self.max_rows = max_rows
         self.name = name
-        self.buffer: list[pd.DataFrame] = []
-        self.buffered = 0
+        self.group_rows = group_rows
         self.parts: list[StagedPart] = []
+        self._pending: list[pd.DataFrame] = []
+        self._pending_rows = 0
+        self._writer: Any = None
+        self._schema: Any = None
+        self._path: Path | None = None
+        self._digest: Any = None
+        self._rows = 0
+        self._symbols: set[str] = set()
+        self._first: pd.Timestamp | None = None
+        self._last: pd.Timestamp | None = None
+        self._columns: list[str] = []
 
     def add(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        self.buffer.append(frame)
-        self.buffered += len(frame)
-        if self.buffered >= self.max_rows:
-            self.flush()
+        if self._rows + self._pending_rows and (
+            self._rows + self._pending_rows + len(frame) > self.max_rows
+        ):
+            self._close_part()
+        self._pending.append(frame)
+        self._pending_rows += len(frame)
+        if self._pending_rows >= self.group_rows:
+            self._write_group()
 
-    def flush(self) -> None:
-        if not self.buffer:
+    def _write_group(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._pending:
             return
-        frames = self.buffer
+        frames = self._pending
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        self.buffer, self.buffered = [], 0
-        if "symbol" in frame.columns and "date" in frame.columns:
-            frame = frame.sort_values(["date", "symbol"], kind="stable").reset_index(drop=True)
-        path = self.folder / f"{self.name}-{len(self.parts):05d}.parquet"
-        frame.to_parquet(path, index=False)
-        dates = frame["date"].dropna() if "date" in frame.columns else pd.Series([], dtype=object)
+        self._pending, self._pending_rows = [], 0
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._path = self.folder / f"{self.name}-{len(self.parts):05d}.parquet"
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._path, self._schema)
+            self._digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+            self._columns = list(map(str, frame.columns))
+        elif not table.schema.equals(self._schema, check_metadata=False):
+            table = table.cast(self._schema)
+        else:
+            table = table.replace_schema_metadata(self._schema.metadata)
+        self._writer.write_table(table)
+        self._digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        self._rows += len(frame)
+        if "symbol" in frame.columns:
+            self._symbols.update(frame["symbol"].dropna().unique().tolist())
+        if "date" in frame.columns and frame["date"].notna().any():
+            first, last = frame["date"].min(), frame["date"].max()
+            self._first = first if self._first is None else min(self._first, first)
+            self._last = last if self._last is None else max(self._last, last)
+
+    def _close_part(self) -> None:
+        self._write_group()
+        if self._writer is None:
+            return
+        self._writer.close()
+        assert self._path is not None
         self.parts.append(
             StagedPart(
-                path=path,
-                rows=len(frame),
-                content_hash=content_hash(frame),
-                symbols=sorted(frame["symbol"].dropna().unique().tolist()),
-                first_date=dates.min().date().isoformat() if len(dates) else "",
-                last_date=dates.max().date().isoformat() if len(dates) else "",
-                columns=list(map(str, frame.columns)),
+                path=self._path,
+                rows=self._rows,
+                content_hash=self._digest.hexdigest(),
+                symbols=sorted(self._symbols),
+                first_date=self._first.date().isoformat() if self._first is not None else "",
+                last_date=self._last.date().isoformat() if self._last is not None else "",
+                columns=self._columns,
             )
         )
+        self._writer = self._schema = self._path = self._digest = None
+        self._rows, self._symbols, self._first, self._last = 0, set(), None, None
 
     def close(self) -> list[StagedPart]:
-        self.flush()
+        self._close_part()
         return self.parts
 
 
-def upload_parts(store: ObjectStore, as_of: date, staged: list[StagedPart]) -> Contents:
-    """Put staged parts in the store (skipping those already there) and describe them."""
-    parts = []
-    for part in staged:
-        key = part_key(as_of, part.content_hash)
-        if not store.exists(key):
-            store.put_bytes(key, part.path.read_bytes(), "application/vnd.apache.parquet")
-        parts.append({"key": key, "rows": part.rows, "content_hash": part.content_hash})
+def _describe(staged: list[StagedPart], keys: list[str]) -> Contents:
     firsts = [p.first_date for p in staged if p.first_date]
     lasts = [p.last_date for p in staged if p.last_date]
     return Contents(
-        parts=parts,
+        parts=[
+            {"key": key, "rows": part.rows, "content_hash": part.content_hash}
+            for part, key in zip(staged, keys, strict=True)
+        ],
         rows=sum(p.rows for p in staged),
         symbols=sorted({s for p in staged for s in p.symbols}),
         first_date=min(firsts) if firsts else None,
@@ -257,15 +301,67 @@ def upload_parts(store: ObjectStore, as_of: date, staged: list[StagedPart]) -> C
     )
 
 
-def upload_quarantine(store: ObjectStore, as_of: date, staged: list[StagedPart]) -> list[str]:
-    """Put the quarantined rows (with their reasons) in the store; returns the keys."""
-    keys = []
-    for part in staged:
-        key = f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/{part.content_hash[:24]}.parquet"
-        if not store.exists(key):
+def _put_files(store: ObjectStore, staged: list[StagedPart], keys: list[str]) -> None:
+    for part, key in zip(staged, keys, strict=True):
+        if not store.exists(key):  # content-addressed keys: same key, same bytes
             store.put_bytes(key, part.path.read_bytes(), "application/vnd.apache.parquet")
-        keys.append(key)
-    return keys
+
+
+def _numbered(base: str, count: int) -> list[str]:
+    """``<base>.parquet`` for one file, ``<base>-00000.parquet``, ... for several."""
+    if count == 1:
+        return [f"{base}.parquet"]
+    return [f"{base}-{i:05d}.parquet" for i in range(count)]
+
+
+def dataset_hash(part_hashes: list[str], stale_symbols: list[str]) -> str:
+    """The hash a dataset version is named after: its parts' contents and stale symbols."""
+    payload = {"parts": list(part_hashes), "stale_symbols": sorted(stale_symbols)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def publish_staged(
+    store: ObjectStore,
+    engine: Engine,
+    staged: list[StagedPart],
+    quarantine: list[StagedPart],
+    *,
+    as_of: date,
+    source: str,
+    quality: Contents | None = None,
+) -> tuple[Manifest, bool]:
+    """Publish locally staged parts as one dataset: parts, quarantine, then the manifest.
+
+    Parts go to ``datasets/features/<version>/data.parquet`` (one part) or
+    ``.../part-00000.parquet``, ``.../part-00001.parquet`` ...; the quarantine to
+    ``quarantine/<as_of>/<version>.parquet``. ``quality`` carries the quarantine count,
+    the stale symbols and the quality flags.
+    """
+    quality = quality or Contents()
+    if not staged or sum(p.rows for p in staged) == 0:
+        raise DataError(f"No rows to publish for {as_of}.")
+    digest = dataset_hash([p.content_hash for p in staged], quality.stale_symbols)
+    version = f"{as_of.isoformat()}-{digest[:12]}"
+    if store.exists(manifest_key(version)):  # the same data again: nothing to write
+        manifest = read_manifest(store, version)
+        _index(engine, manifest)
+        return manifest, False
+    keys = _numbered(f"{PREFIX}/{version}/{'data' if len(staged) == 1 else 'part'}", len(staged))
+    _put_files(store, staged, keys)
+    q_keys = _numbered(f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/{version}", len(quarantine))
+    _put_files(store, quarantine, q_keys)
+    contents = replace(_describe(staged, keys), **_quality_fields(quality, q_keys))
+    return publish_contents(store, engine, contents, as_of=as_of, source=source)
+
+
+def _quality_fields(quality: Contents, quarantine_keys: list[str]) -> dict[str, Any]:
+    return {
+        "quarantined_rows": quality.quarantined_rows,
+        "quarantine_keys": quarantine_keys,
+        "stale_symbols": sorted(quality.stale_symbols),
+        "quality_flags": quality.quality_flags[:MAX_FLAGS],
+        "quality_flag_count": quality.quality_flag_count,
+    }
 
 
 def publish(
@@ -281,20 +377,21 @@ def publish(
     if frame.empty:
         raise DataError(f"No rows to publish for {as_of}.")
     with tempfile.TemporaryDirectory(prefix="mlops-publish-") as folder:
-        writer = PartWriter(Path(folder), max_rows=max(len(frame), 1))
+        writer = PartWriter(Path(folder), max_rows=len(frame))
         writer.add(frame)
-        contents = upload_parts(store, as_of, writer.close())
-        quarantine_keys: list[str] = []
-        if quarantine is not None and not quarantine.empty:
-            q_writer = PartWriter(Path(folder), max_rows=len(quarantine), name="quarantine")
+        q_writer = PartWriter(Path(folder), max_rows=PART_ROWS, name="quarantine")
+        if quarantine is not None:
             q_writer.add(quarantine)
-            quarantine_keys = upload_quarantine(store, as_of, q_writer.close())
-    contents = replace(
-        contents,
-        quarantined_rows=0 if quarantine is None else len(quarantine),
-        quarantine_keys=quarantine_keys,
-    )
-    return publish_contents(store, engine, contents, as_of=as_of, source=source)
+        quality = Contents(quarantined_rows=0 if quarantine is None else len(quarantine))
+        return publish_staged(
+            store,
+            engine,
+            writer.close(),
+            q_writer.close(),
+            as_of=as_of,
+            source=source,
+            quality=quality,
+        )
 
 
 def publish_contents(
@@ -369,16 +466,34 @@ def _index(engine: Engine, manifest: Manifest) -> None:
 
 
 def publish_shard(
-    store: ObjectStore, contents: Contents, *, as_of: date, index: int, count: int, source: str
+    store: ObjectStore,
+    staged: list[StagedPart],
+    quarantine: list[StagedPart],
+    *,
+    as_of: date,
+    index: int,
+    count: int,
+    source: str,
+    quality: Contents | None = None,
 ) -> ShardManifest:
-    """Write one shard's manifest (its parts must be in the store already)."""
+    """Write one shard's parts and quarantine, then its shard manifest (last)."""
+    quality = quality or Contents()
+    folder = shard_folder(as_of, index, count)
+    keys = [f"{folder}/{p.content_hash[:24]}.parquet" for p in staged]
+    _put_files(store, staged, keys)
+    q_keys = [
+        f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/shard-{index}-of-{count}-"
+        f"{p.content_hash[:24]}.parquet"
+        for p in quarantine
+    ]
+    _put_files(store, quarantine, q_keys)
     shard = ShardManifest(
         as_of=as_of.isoformat(),
         index=index,
         count=count,
         source=source,
         created_at=utcnow().isoformat(),
-        contents=contents,
+        contents=replace(_describe(staged, keys), **_quality_fields(quality, q_keys)),
     )
     put_json(store, shard.key, asdict(shard))
     return shard
@@ -428,6 +543,17 @@ def latest_version(engine: Engine, as_of: date | None = None) -> str:
     return version
 
 
+def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by date, then symbol (parts hold them symbol by symbol)."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    codes, _ = pd.factorize(frame["symbol"], sort=True)
+    order = np.lexsort((codes, frame["date"].to_numpy()))  # the last key sorts first
+    if (order == np.arange(len(order))).all():
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
+
+
 def load(store: ObjectStore, version: str) -> tuple[Manifest, pd.DataFrame]:
     """A published dataset and its manifest, all parts in one frame sorted by date, symbol."""
     manifest = read_manifest(store, version)
@@ -440,14 +566,10 @@ def load(store: ObjectStore, version: str) -> tuple[Manifest, pd.DataFrame]:
                 f"manifest says {part['rows']}."
             )
         frames.append(frame)
-    if len(frames) == 1:
-        frame = frames[0]
-    else:
-        frame = pd.concat(frames, ignore_index=True)
-        frame = frame.sort_values(["date", "symbol"], kind="stable").reset_index(drop=True)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame = sort_rows(frame)
     if len(frame) != manifest.rows:
         raise DataError(
             f"Dataset {version} holds {len(frame)} rows but its manifest says {manifest.rows}."
         )
     return manifest, frame
-

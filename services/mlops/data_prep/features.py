@@ -30,9 +30,7 @@ TARGET_COLUMN = "next_close"
 TARGET_RETURN_COLUMN = "next_return"
 
 
-def symbol_features(
-    bars: pd.DataFrame, segment_starts: np.ndarray | None = None
-) -> pd.DataFrame:
+def symbol_features(bars: pd.DataFrame, segment_starts: np.ndarray | None = None) -> pd.DataFrame:
     """Features of one symbol's bars, sorted by date.
 
     ``segment_starts`` (aligned with ``bars``) marks rows where the series breaks (a long
@@ -50,23 +48,33 @@ def symbol_features(
 
 def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
     close = bars["close"].to_numpy(dtype="float64")
-    out = bars.copy()
-    out["rsi_14"] = talib.RSI(close, timeperiod=14)
-    out["sma_10"] = talib.SMA(close, timeperiod=10)
-    out["ema_10"] = talib.EMA(close, timeperiod=10)
-    out["dema_10"] = talib.DEMA(close, timeperiod=10)
-    out["change"] = bars["close"].diff()
-    out["return_1d"] = bars["close"].pct_change()
-    out["range_pct"] = (bars["high"] - bars["low"]) / bars["close"]
-    out["log_volume"] = np.log1p(bars["volume"])
-    for name in ("sma_10", "ema_10", "dema_10"):
-        out[f"close_to_{name}"] = bars["close"] / out[name] - 1.0
-    out["warmup"] = out[FEATURE_COLUMNS].isna().any(axis=1)
-    # The target looks one trading day ahead; the last day of a symbol has none yet.
-    out[TARGET_COLUMN] = bars["close"].shift(-1)
-    out[TARGET_RETURN_COLUMN] = out[TARGET_COLUMN] / bars["close"] - 1.0
-    out["target_date"] = bars["date"].shift(-1)
-    return out
+    high = bars["high"].to_numpy(dtype="float64")
+    low = bars["low"].to_numpy(dtype="float64")
+    volume = bars["volume"].to_numpy(dtype="float64")
+    dates = bars["date"].to_numpy(dtype="datetime64[ns]")
+    previous = np.r_[np.nan, close[:-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        new: dict[str, np.ndarray] = {
+            "rsi_14": talib.RSI(close, timeperiod=14),
+            "sma_10": talib.SMA(close, timeperiod=10),
+            "ema_10": talib.EMA(close, timeperiod=10),
+            "dema_10": talib.DEMA(close, timeperiod=10),
+            "change": close - previous,
+            "return_1d": close / previous - 1.0,
+            "range_pct": (high - low) / close,
+            "log_volume": np.log1p(volume),
+        }
+        for name in ("sma_10", "ema_10", "dema_10"):
+            new[f"close_to_{name}"] = close / new[name] - 1.0
+        features = [close if c == "close" else new[c] for c in FEATURE_COLUMNS]
+        new["warmup"] = np.isnan(np.column_stack(features)).any(axis=1)
+        # The target looks one trading day ahead; the last day of a symbol has none yet.
+        new[TARGET_COLUMN] = np.r_[close[1:], np.nan]
+        new[TARGET_RETURN_COLUMN] = new[TARGET_COLUMN] / close - 1.0
+    new["target_date"] = np.r_[dates[1:], np.datetime64("NaT", "ns")]
+    out = {c: bars[c] for c in bars.columns}
+    out.update({c: pd.Series(v, index=bars.index) for c, v in new.items()})
+    return pd.DataFrame(out, index=bars.index)
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:

@@ -64,25 +64,39 @@ class QualityFlag:
 
 def row_reasons(bars: pd.DataFrame) -> pd.Series:
     """For each row, the rules it breaks joined by '; ' (empty when it passes)."""
-    prices = bars[PRICE_COLUMNS]
-    rules: list[tuple[str, pd.Series]] = [
-        ("date does not parse", bars["date"].isna()),
-        ("symbol is empty", bars["symbol"].isna() | (bars["symbol"].fillna("") == "")),
-        ("a price is missing", prices.isna().any(axis=1)),
-        ("a price is not positive", (prices <= 0).any(axis=1)),
-        ("volume is missing or negative", bars["volume"].isna() | (bars["volume"] < 0)),
-        ("high is below open or close", bars["high"] < bars[["open", "close"]].max(axis=1)),
-        ("low is above open or close", bars["low"] > bars[["open", "close"]].min(axis=1)),
-        (
-            "duplicate (symbol, date)",
-            bars.duplicated(subset=["symbol", "date"], keep=False) & bars["date"].notna(),
-        ),
-    ]
+    prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
+    open_, high, low, close = prices.T
+    volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
+    no_date = bars["date"].isna().to_numpy(dtype=bool)
+    symbol = bars["symbol"]
+    with np.errstate(invalid="ignore"):
+        rules: list[tuple[str, np.ndarray]] = [
+            ("date does not parse", no_date),
+            ("symbol is empty", (symbol.isna() | (symbol.fillna("") == "")).to_numpy(dtype=bool)),
+            ("a price is missing", np.isnan(prices).any(axis=1)),
+            ("a price is not positive", (prices <= 0).any(axis=1)),
+            ("volume is missing or negative", np.isnan(volume) | (volume < 0)),
+            ("high is below open or close", high < np.fmax(open_, close)),
+            ("low is above open or close", low > np.fmin(open_, close)),
+            (
+                "duplicate (symbol, date)",
+                bars.duplicated(subset=["symbol", "date"], keep=False).to_numpy() & ~no_date,
+            ),
+        ]
     reasons = np.full(len(bars), "", dtype=object)
-    for text, mask in rules:
-        hit = mask.fillna(False).to_numpy(dtype=bool)
-        reasons[hit] = np.where(reasons[hit] == "", text, reasons[hit] + "; " + text)
+    for text, hit in rules:
+        if hit.any():
+            reasons[hit] = np.where(reasons[hit] == "", text, reasons[hit] + "; " + text)
     return pd.Series(reasons, index=bars.index, name="reason")
+
+
+def sort_by_symbol_and_date(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by symbol, then date (a no-op, without a copy of the data, when already so)."""
+    codes, _ = pd.factorize(frame["symbol"], sort=True)
+    order = np.lexsort((frame["date"].to_numpy(), codes))  # the last key sorts first
+    if (order == np.arange(len(order))).all():
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
 
 
 def _days(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -169,7 +183,7 @@ class QualityGate:
         """Split bars (usually one symbol's) into good and quarantined rows."""
         reasons = row_reasons(bars)
         bad = (reasons != "").to_numpy()
-        good = bars[~bad].sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
+        good = sort_by_symbol_and_date(bars[~bad] if bad.any() else bars)
         quarantined = bars[bad].assign(reason=reasons[bad]).reset_index(drop=True)
         self.total_rows += len(bars)
         self._note(quarantined)

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mlops.errors import ConfigError
+
 if TYPE_CHECKING:
     from mlops.settings import Settings
 
@@ -31,7 +33,14 @@ class Shard:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Shard:
-        return cls(settings.job_completion_index, settings.data_prep_shards)
+        """This process's shard; checked here, so other stages never trip over the index."""
+        index, count = settings.job_completion_index, settings.data_prep_shards
+        if index >= count:
+            raise ConfigError(
+                f"JOB_COMPLETION_INDEX {index} must be below DATA_PREP_SHARDS ({count}): set "
+                "DATA_PREP_SHARDS to the Indexed Job's completions."
+            )
+        return cls(index, count)
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -95,31 +95,47 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
             "that their parts form one dataset."
         )
     began = time.perf_counter()
+    timer = _Timer()
     with tempfile.TemporaryDirectory(prefix="mlops-data-prep-") as folder:
         prepared = prepare(settings, ctx.store, shard, as_of, Path(folder))
-        timer = _Timer()
-        with timer("upload"):
-            contents = _upload(ctx.store, prepared)
-    timings = {**prepared.timings, **timer.rounded()}
-    if shard.count == 1:
-        _refuse_all_stale(contents, prepared.as_of, settings)
-        with timer("publish"):
-            manifest, new = dataset.publish_contents(
-                ctx.store, ctx.engine, contents, as_of=prepared.as_of, source=settings.data_source
+        quality = _quality(prepared)
+        if shard.count == 1:
+            _refuse_all_stale(
+                {s for p in prepared.parts for s in p.symbols},
+                prepared.stale_symbols,
+                max((p.last_date for p in prepared.parts), default="?"),
+                prepared.as_of,
+                settings,
             )
-        timings["total"] = round(time.perf_counter() - began, 3)
-        _log_dataset(manifest, new, timings)
-        return _result(manifest, new, shard.name, {**timings, **timer.rounded()})
-
-    dataset.publish_shard(
-        ctx.store,
-        contents,
-        as_of=prepared.as_of,
-        index=shard.index,
-        count=shard.count,
-        source=settings.data_source,
-    )
+            with timer("publish"):
+                manifest, new = dataset.publish_staged(
+                    ctx.store,
+                    ctx.engine,
+                    prepared.parts,
+                    prepared.quarantine,
+                    as_of=prepared.as_of,
+                    source=settings.data_source,
+                    quality=quality,
+                )
+        else:
+            with timer("publish"):
+                shard_manifest = dataset.publish_shard(
+                    ctx.store,
+                    prepared.parts,
+                    prepared.quarantine,
+                    as_of=prepared.as_of,
+                    index=shard.index,
+                    count=shard.count,
+                    source=settings.data_source,
+                    quality=quality,
+                )
+    timings = {**prepared.timings, **timer.rounded()}
     timings["total"] = round(time.perf_counter() - began, 3)
+    if shard.count == 1:
+        _log_dataset(manifest, new, timings)
+        return _result(manifest, new, shard.name, timings)
+
+    contents = shard_manifest.contents
     log.info(
         "Shard %s for %s: %d rows, %d symbols, %d rows quarantined, %d stale",
         shard.name,
@@ -225,24 +241,23 @@ def prepare(
     )
 
 
-def _upload(store: ObjectStore, prepared: Prepared) -> Contents:
-    contents = dataset.upload_parts(store, prepared.as_of, prepared.parts)
-    return replace(
-        contents,
+def _quality(prepared: Prepared) -> Contents:
+    return Contents(
         quarantined_rows=prepared.quarantined_rows,
-        quarantine_keys=dataset.upload_quarantine(store, prepared.as_of, prepared.quarantine),
         stale_symbols=prepared.stale_symbols,
         quality_flags=[f.to_dict() for f in prepared.flags[:MAX_FLAGS]],
         quality_flag_count=len(prepared.flags),
     )
 
 
-def _refuse_all_stale(contents: Contents, as_of: date, settings: Settings) -> None:
-    if contents.symbols and set(contents.stale_symbols) >= set(contents.symbols):
+def _refuse_all_stale(
+    symbols: set[str], stale: list[str], newest: str, as_of: date, settings: Settings
+) -> None:
+    if symbols and set(stale) >= symbols:
         raise DataError(
             f"Every symbol's last bar is more than STALE_AFTER_DAYS ({settings.stale_after_days}) "
-            f"trading days before {as_of} (the newest is {contents.last_date}); the source looks "
-            "stale, so nothing was published."
+            f"trading days before {as_of} (the newest is {newest}); the source looks stale, so "
+            "nothing was published."
         )
 
 
@@ -260,7 +275,13 @@ def _finalize(ctx: Context, as_of: date | None, count: int) -> DataPrepResult:
         raise DataError(
             f"None of the {count} shards of {as_of} has any rows; nothing was published."
         )
-    _refuse_all_stale(contents, as_of, ctx.settings)
+    _refuse_all_stale(
+        set(contents.symbols),
+        contents.stale_symbols,
+        contents.last_date or "?",
+        as_of,
+        ctx.settings,
+    )
     manifest, new = dataset.publish_contents(
         ctx.store, ctx.engine, contents, as_of=as_of, source=shards[0].source, shards=count
     )

@@ -1,7 +1,9 @@
 """``mlops batch-infer``: predict the next close of every symbol from its latest prepared day.
 
 Predictions are upserted by (symbol, prediction date, model, version), so a rerun writes
-nothing new, and the batch is also written to the store as Parquet.
+nothing new, and the batch is also written to the store as Parquet. The model is the fast
+predictor of ``mlops.inference.fast`` (Ludwig's own ``predict`` for a config it does not
+reproduce), and the rows are written in bulk.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from mlops import tracking
 from mlops.context import Context
 from mlops.data_prep import dataset
 from mlops.db.schema import predictions
-from mlops.db.upsert import insert_new
+from mlops.db.upsert import insert_new_bulk
 from mlops.errors import DataError
+from mlops.inference.fast import load_registered
 from mlops.runs import utcnow
 from mlops.store import put_parquet
 from mlops.training.predict import predict_close
@@ -58,7 +61,7 @@ def run(ctx: Context, as_of: date | None = None) -> BatchInferResult:
         raise DataError(f"Dataset {version} has no scorable rows on its last day.")
     if skipped:
         log.info("No bar on %s for %s: not scored.", manifest.last_date, ", ".join(skipped))
-    model = tracking.load_ludwig_model(ref)
+    model = load_registered(ref)
     predicted = predict_close(model, model.config, rows)
     prediction_date = rows["date"].iloc[0].date()
     now = utcnow()
@@ -78,7 +81,7 @@ def run(ctx: Context, as_of: date | None = None) -> BatchInferResult:
         "last_close"
     ]
     with ctx.engine.begin() as conn:
-        new_rows = insert_new(conn, predictions, batch.to_dict("records"), keys=PREDICTION_KEY)
+        new_rows = insert_new_bulk(conn, predictions, batch, keys=PREDICTION_KEY)
     key = f"predictions/{prediction_date.isoformat()}/{ref.name}-v{ref.version}.parquet"
     put_parquet(ctx.store, key, batch.drop(columns=["created_at"]))
     log.info(

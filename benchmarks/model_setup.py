@@ -1,0 +1,194 @@
+"""Shared by the serving and batch benchmarks: one trained model, and the data it scores.
+
+``ensure_model(home)`` trains the packaged model config on the bundled sample up to
+2017-05-31 with ``mlops`` itself (migrate, data-prep, train; ``TRAIN_EPOCHS`` epochs)
+unless ``home`` already has a ``champion``. Training may not beat the naive forecast and
+then leaves no champion: the alias is set on the new version here, since the benchmarks
+measure speed, not skill. The registered version is downloaded once to
+``home/bench-model-v<version>`` (an MLflow model folder; its ``model/`` subfolder is the
+saved Ludwig model that ``ludwig serve`` takes).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+AS_OF = "2017-05-31"
+VENV_BIN = Path(sys.executable).parent
+LEAKY_PREFIXES = ("MLOPS_", "MLFLOW_", "STORE_", "S3_", "DATABASE_", "MODEL_", "SERVE_")
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    home: Path
+    name: str
+    version: str
+    mlflow_dir: Path  # MLflow model folder (MLmodel, model/)
+    ludwig_dir: Path  # the saved Ludwig model inside it
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """This environment without pipeline settings, rooted at ``home`` (embedded defaults)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(LEAKY_PREFIXES)}
+    env.update(MLOPS_HOME=str(home), LOG_LEVEL="WARNING", NO_PROXY="127.0.0.1,localhost")
+    # mlflow models serve starts `uvicorn` from PATH.
+    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    env.update(extra)
+    return env
+
+
+def _mlops(home: Path, *args: str, **extra: str) -> None:
+    subprocess.run(
+        [str(VENV_BIN / "mlops"), *args],
+        env=clean_env(home, **extra),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def ensure_model(home: Path, epochs: int = 2) -> BenchModel:
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["MLOPS_HOME"] = str(home)
+    for key in [
+        k for k in os.environ if k.upper().startswith(LEAKY_PREFIXES) and k != "MLOPS_HOME"
+    ]:
+        del os.environ[key]
+    from mlops import tracking
+    from mlops.settings import load_settings
+
+    settings = load_settings()
+    client = tracking.configure(settings)
+    ref = tracking.champion(client, settings)
+    if ref is None:
+        print(f"Training a model in {home} (mlops migrate, data-prep, train) ...", flush=True)
+        _mlops(home, "migrate")
+        _mlops(home, "data-prep", "--as-of", AS_OF)
+        _mlops(home, "train", "--as-of", AS_OF, TRAIN_EPOCHS=str(epochs))
+        ref = tracking.champion(client, settings)
+        if ref is None:  # not better than naive: make it the champion anyway
+            latest = max(
+                client.search_model_versions(f"name='{settings.model_name}'"),
+                key=lambda mv: int(mv.version),
+            )
+            client.set_registered_model_alias(
+                settings.model_name, settings.champion_alias, latest.version
+            )
+            ref = tracking.champion(client, settings)
+    assert ref is not None
+    target = home / f"bench-model-v{ref.version}"
+    if not (target / "MLmodel").exists():
+        import mlflow
+
+        mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(target))
+    return BenchModel(home, ref.name, ref.version, target, target / "model")
+
+
+def features(home: Path):  # -> pd.DataFrame
+    """The scorable rows (no indicator warm-up) of the newest dataset in ``home``."""
+    from mlops.context import open_context
+    from mlops.data_prep import dataset
+    from mlops.settings import load_settings
+
+    ctx = open_context(load_settings(MLOPS_HOME=str(home)))
+    _, frame = dataset.load(ctx.store, dataset.latest_version(ctx.engine, None))
+    ctx.engine.dispose()
+    return frame[~frame["warmup"]].reset_index(drop=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 180.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"The server exited with {process.returncode} before {url} answered."
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout} s.")
+        time.sleep(0.25)
+
+
+class Postgres:
+    """A throwaway PostgreSQL on 127.0.0.1 (initdb in a temporary folder), or None."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        candidates = [Path("/usr/lib/postgresql/15/bin")]
+        if shutil.which("initdb"):
+            candidates.append(Path(shutil.which("initdb")).resolve().parent)  # type: ignore[arg-type]
+        bin_dir = next((c for c in candidates if (c / "initdb").exists()), None)
+        if bin_dir is None:
+            raise RuntimeError(
+                "PostgreSQL server binaries (initdb) not found; pass --database-url."
+            )
+        self.prefix: list[str] = []
+        self.base = Path(tempfile.mkdtemp(prefix="mlops-bench-pg-"))
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            import pwd
+
+            user = "postgres" if _has_user("postgres") else "nobody"
+            self.prefix = ["runuser", "-u", user, "--"]
+            entry = pwd.getpwnam(user)
+            os.chown(self.base, entry.pw_uid, entry.pw_gid)
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        data = self.base / "data"
+        run = lambda *a: subprocess.run(  # noqa: E731
+            [*self.prefix, *map(str, a)], check=True, capture_output=True, cwd="/"
+        )
+        run(bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+        options = (
+            f"-k {self.base} -p {self.port} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        run(bin_dir / "pg_ctl", "-D", data, "-l", self.base / "log", "-o", options, "-w", "start")
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        import shutil
+
+        subprocess.run(
+            [
+                *self.prefix,
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.base / "data"),
+                "-m",
+                "fast",
+                "stop",
+            ],
+            capture_output=True,
+            cwd="/",
+        )
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

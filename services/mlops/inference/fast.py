@@ -1,0 +1,657 @@
+"""Fast predictions from a trained Ludwig model, equal to ``LudwigModel.predict``.
+
+``LudwigModel.predict`` rebuilds a pandas preprocessing pipeline on every call (about
+33 ms for one row). The models this project trains are small ECD networks, so the same
+numbers come out of a few array operations:
+
+* inputs are preprocessed in NumPy exactly as Ludwig's pandas path does it: missing
+  values filled with the training-set fill value, numbers cast to float32 and
+  normalised with the training-set statistics (``(x - mean) / std`` for zscore, in
+  float32), categories looked up in the training vocabulary (after ``str.strip``;
+  unknown values fall back to ``<UNK>`` when the vocabulary has it, else to the most
+  frequent training value, as Ludwig does);
+* the network runs on the model's own weights with ``torch.nn.functional`` (the kernels
+  Ludwig's modules call, so results are bit-for-bit those of Ludwig's batch
+  predictions): passthrough number encoders, embedding lookups for categories, the
+  concat combiner's fully connected stack, the output feature's fully connected stack
+  and its regressor, the ``clip`` of the prediction module;
+* the output is denormalised in float64, as Ludwig's postprocessing does.
+
+The weights and the training-set metadata are read from a ``LudwigModel`` or from a saved
+model folder (``model_hyperparameters.json``, ``training_set_metadata.json``,
+``model_weights.safetensors``, the files ``log_model`` stores in MLflow), so loading a
+registered version needs neither Ludwig nor its 13 s import. A configuration outside
+what is mirrored here (another combiner, encoder, normalisation, outlier handling, ...)
+raises :class:`UnsupportedModelError`; :func:`as_predictor` and :func:`load_dir` then
+fall back to ``LudwigModel.predict`` with a logged warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlops.tracking import ModelRef
+
+log = logging.getLogger(__name__)
+
+HYPERPARAMETERS_FILE = "model_hyperparameters.json"
+METADATA_FILE = "training_set_metadata.json"
+WEIGHTS_FILE = "model_weights.safetensors"
+LEGACY_WEIGHTS_FILE = "model_weights"
+UNKNOWN_SYMBOL = "<UNK>"
+
+# Missing-value strategies whose fill value is known from the training set, so each row
+# is preprocessed on its own (bfill, ffill and drop_row depend on the other rows).
+_ROW_WISE_FILL = {"fill_with_const", "fill_with_mean", "fill_with_mode", "fill_with_false"}
+_NORMALIZATIONS = {None, "zscore", "minmax", "iq"}
+_OUTPUT_NORMALIZATIONS = {None, "zscore", "minmax", "iq", "log1p"}
+_ACTIVATIONS = {
+    "relu",
+    "tanh",
+    "sigmoid",
+    "elu",
+    "leakyRelu",
+    "gelu",
+    "silu",
+    "swish",
+    "relu6",
+    "selu",
+    "mish",
+    "logSigmoid",
+    "hardswish",
+}
+# A list of this many rows or fewer is preprocessed in plain Python (no pandas objects).
+_SMALL = 64
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses something the fast path does not reproduce exactly."""
+
+
+class Predictor(Protocol):
+    """What serving and batch inference need of a model."""
+
+    kind: str  # "fast" or "ludwig"
+    config: dict[str, Any]
+    target: str
+    input_features: dict[str, str]  # name -> Ludwig type ("number", "category")
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+    def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray: ...
+
+
+# Preprocessing specifications, read from the training-set metadata.
+
+
+@dataclass(frozen=True)
+class _Affine:
+    """``(x - shift) / scale`` forward, ``x * scale + shift`` back; identity when None."""
+
+    kind: str | None
+    shift: float = 0.0
+    scale: float = 1.0
+
+    @classmethod
+    def from_metadata(cls, kind: str | None, meta: Mapping[str, Any], name: str) -> _Affine:
+        if kind is None:
+            return cls(None)
+        if kind == "zscore":
+            std = float(meta["std"])
+            # Ludwig's ZScoreTransformer divides by 1 for a constant training column.
+            return cls(kind, float(meta["mean"]), std if std != 0 else 1.0)
+        if kind == "minmax":
+            return cls(kind, float(meta["min"]), float(meta["max"]) - float(meta["min"]))
+        if kind == "iq":
+            return cls(kind, float(meta["q2"]), float(meta["q3"]) - float(meta["q1"]))
+        if kind == "log1p":
+            return cls(kind)
+        raise UnsupportedModelError(f"normalization {kind!r} of {name!r} is not supported")
+
+    def forward32(self, x: np.ndarray) -> np.ndarray:
+        """Ludwig's ``transform`` on a float32 array (NumPy keeps float32 with float scalars)."""
+        if self.kind is None:
+            return x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (x - self.shift) / self.scale
+
+    def inverse64(self, z: np.ndarray) -> np.ndarray:
+        """Ludwig's ``inverse_transform`` of the float predictions, in float64."""
+        z = z.astype(np.float64)
+        if self.kind is None:
+            return z
+        if self.kind == "log1p":
+            return np.expm1(z)
+        return z * self.scale + self.shift
+
+
+@dataclass(frozen=True)
+class _NumberInput:
+    name: str
+    fill: float | None
+    norm: _Affine
+
+    def column(self, values: Any) -> np.ndarray:
+        """Ludwig's number preprocessing: fill, cast to float32, normalise."""
+        x = _as_float64(values, self.fill)
+        if self.fill is not None:
+            nan = np.isnan(x)
+            if nan.any():
+                x = np.where(nan, self.fill, x)
+        return self.norm.forward32(x.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class _CategoryInput:
+    name: str
+    fill: str
+    str2idx: dict[str, int]
+    vocab: pd.Index
+    fallback: int
+    stripped_vocab: bool  # every vocabulary entry equals its own strip()
+    table: np.ndarray | None  # embedding rows (float32), None for the passthrough encoder
+
+    @property
+    def width(self) -> int:
+        return 1 if self.table is None else int(self.table.shape[1])
+
+    def codes(self, values: Any) -> np.ndarray:
+        """Ludwig's category preprocessing: fill, ``str``, ``strip``, look up or fall back."""
+        if not isinstance(values, pd.Series) and len(values) <= _SMALL:
+            get, fallback, fill = self.str2idx.get, self.fallback, self.fill
+            out = []
+            for value in values:
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    value = fill
+                text = value if type(value) is str else str(value)
+                index = get(text) if self.stripped_vocab else None
+                if index is None:
+                    index = get(text.strip(), fallback)
+                out.append(index)
+            return np.asarray(out, dtype=np.int64)
+        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+        if series.dtype != object:
+            series = series.astype(object)
+        if series.isna().any():
+            series = series.fillna(self.fill)
+        series = series.astype(str)
+        if self.stripped_vocab:
+            # An exact hit is what strip() would have found; only misses are stripped.
+            codes = self.vocab.get_indexer(series.to_numpy())
+            missing = codes < 0
+            if missing.any():
+                codes[missing] = self.vocab.get_indexer(series[missing].str.strip().to_numpy())
+        else:
+            codes = self.vocab.get_indexer(series.str.strip().to_numpy())
+        codes = codes.astype(np.int64, copy=False)
+        codes[codes < 0] = self.fallback
+        return codes
+
+    def encode(self, values: Any) -> np.ndarray:
+        codes = self.codes(values)
+        if self.table is None:  # passthrough encoder: the index as a float
+            return codes.astype(np.float32)[:, None]
+        return self.table[codes]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activation: str | None
+    residual: bool = False
+
+
+def _as_float64(values: Any, fill: float | None) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        if values.dtype == object:
+            if fill is not None:
+                values = values.fillna(fill)
+            values = pd.to_numeric(values, errors="coerce")
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(np.float64)
+    try:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        series = pd.Series(list(values), dtype=object)
+        if fill is not None:
+            series = series.fillna(fill)
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+# The fast predictor.
+
+
+class FastPredictor:
+    """An ECD regression model evaluated without Ludwig's per-call pipeline.
+
+    Thread-safe: it holds no mutable state after construction.
+    """
+
+    kind = "fast"
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        metadata: Mapping[str, Any],
+        weights: Mapping[str, Any],
+    ) -> None:
+        import torch
+
+        self.config = config
+        if config.get("model_type", "ecd") != "ecd":
+            raise UnsupportedModelError(f"model_type {config.get('model_type')!r}")
+        outputs = config.get("output_features") or []
+        if len(outputs) != 1:
+            raise UnsupportedModelError("exactly one output feature is supported")
+        output = outputs[0]
+        self.target: str = output["name"]
+        self.input_features: dict[str, str] = {}
+        self._inputs: list[_NumberInput | _CategoryInput] = []
+        tensors = {k: _tensor(v) for k, v in weights.items()}
+        for feature in config.get("input_features") or []:
+            self._inputs.append(_input_spec(feature, metadata, tensors))
+            self.input_features[feature["name"]] = feature["type"]
+        if not self._inputs:
+            raise UnsupportedModelError("no input features")
+        self.width = sum(1 if isinstance(s, _NumberInput) else s.width for s in self._inputs)
+
+        combiner = config.get("combiner") or {}
+        if combiner.get("type", "concat") != "concat":
+            raise UnsupportedModelError(f"combiner {combiner.get('type')!r}")
+        if combiner.get("batch_ensemble"):
+            raise UnsupportedModelError("the concat combiner's batch_ensemble")
+        self._combiner = _fc_stack(
+            tensors,
+            "combiner.fc_stack",
+            layers=combiner.get("fc_layers"),
+            num_layers=combiner.get("num_fc_layers", 0),
+            norm=combiner.get("norm"),
+            activation=combiner.get("activation", "relu"),
+            residual=bool(combiner.get("residual", False)),
+            input_size=self.width,
+        )
+
+        if output.get("type") != "number":
+            raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
+        if output.get("dependencies"):
+            raise UnsupportedModelError("output feature dependencies")
+        decoder = output.get("decoder") or {}
+        if decoder.get("type", "regressor") != "regressor":
+            raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
+        prefix = f"output_features.module_dict.{self.target}__ludwig"
+        self._output_fc = _fc_stack(
+            tensors,
+            f"{prefix}.fc_stack",
+            layers=decoder.get("fc_layers"),
+            num_layers=decoder.get("num_fc_layers", 0),
+            norm=decoder.get("fc_norm"),
+            activation=decoder.get("fc_activation", "relu"),
+            residual=False,
+            input_size=None,
+        )
+        self._decoder = _Layer(
+            _require(tensors, f"{prefix}.decoder_obj.dense.dense.weight"),
+            tensors.get(f"{prefix}.decoder_obj.dense.dense.bias"),
+            None,
+        )
+        clip = output.get("clip")
+        if clip is not None and not (isinstance(clip, (list, tuple)) and len(clip) == 2):
+            raise UnsupportedModelError(f"clip {clip!r}")
+        self._clip = None if clip is None else (float(clip[0]), float(clip[1]))
+        out_meta = metadata.get(self.target, {})
+        out_norm = (out_meta.get("preprocessing") or output.get("preprocessing") or {}).get(
+            "normalization"
+        )
+        if out_norm not in _OUTPUT_NORMALIZATIONS:
+            raise UnsupportedModelError(f"output normalization {out_norm!r}")
+        self._output_norm = _Affine.from_metadata(out_norm, out_meta, self.target)
+        self._torch = torch
+        # Check the shapes once, on a row of fill values, so a mismatch fails at load time.
+        try:
+            self.predict_columns({name: [None] for name in self.input_features})
+        except (RuntimeError, IndexError) as exc:
+            raise UnsupportedModelError(f"the weights do not fit the config: {exc}") from None
+
+    # Construction.
+
+    @classmethod
+    def from_ludwig(cls, model: Any) -> FastPredictor:
+        """From a ``LudwigModel`` (trained in this process or loaded)."""
+        config_obj = getattr(model, "config_obj", None)
+        config = config_obj.to_dict() if config_obj is not None else dict(model.config)
+        metadata = getattr(model, "training_set_metadata", None)
+        if metadata is None or getattr(model, "model", None) is None:
+            raise UnsupportedModelError("the Ludwig model is not trained")
+        state = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}
+        return cls(config, metadata, state)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> FastPredictor:
+        """From a saved Ludwig model folder, or an MLflow model folder logged by Ludwig."""
+        folder = ludwig_model_dir(path)
+        config = json.loads((folder / HYPERPARAMETERS_FILE).read_text())
+        metadata = json.loads((folder / METADATA_FILE).read_text())
+        if (folder / WEIGHTS_FILE).exists():
+            from safetensors.torch import load_file
+
+            weights: Mapping[str, Any] = load_file(str(folder / WEIGHTS_FILE), device="cpu")
+        elif (folder / LEGACY_WEIGHTS_FILE).exists():
+            import torch
+
+            weights = torch.load(
+                folder / LEGACY_WEIGHTS_FILE, map_location="cpu", weights_only=True
+            )
+        else:
+            raise UnsupportedModelError(f"no weights file in {folder}")
+        return cls(config, metadata, weights)
+
+    # Prediction.
+
+    def describe(self) -> dict[str, Any]:
+        return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's output (``<target>_predictions``) for each row, as float64."""
+        missing = [name for name in self.input_features if name not in frame.columns]
+        if missing:
+            raise KeyError(f"missing input columns: {', '.join(missing)}")
+        return self.predict_columns({name: frame[name] for name in self.input_features})
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self.predict_columns(
+            {name: [record.get(name) for record in records] for name in self.input_features}
+        )
+
+    def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+        """Columns of raw values (lists, arrays or Series), one per input feature."""
+        torch = self._torch
+        first = columns[self._inputs[0].name]
+        rows = len(first)
+        if rows == 0:
+            return np.empty(0, dtype=np.float64)
+        # Allocated by torch, like the concatenation in Ludwig's combiner (same alignment).
+        x = torch.empty((rows, self.width), dtype=torch.float32)
+        hidden = x.numpy()
+        at = 0
+        for spec in self._inputs:
+            values = columns[spec.name]
+            if len(values) != rows:
+                raise ValueError(f"column {spec.name!r} has {len(values)} values, not {rows}")
+            if isinstance(spec, _NumberInput):
+                hidden[:, at] = spec.column(values)
+                at += 1
+            else:
+                block = spec.encode(values)
+                hidden[:, at : at + block.shape[1]] = block
+                at += block.shape[1]
+        x = _run(torch, self._combiner, x)
+        x = _run(torch, self._output_fc, x)
+        logits = torch.nn.functional.linear(x, self._decoder.weight, self._decoder.bias)
+        if self._clip is not None:
+            logits = torch.clamp(logits, self._clip[0], self._clip[1])
+        return self._output_norm.inverse64(logits.reshape(-1).numpy())
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    import torch
+
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    # A copy in torch's own (aligned) memory: a tensor mapped from a safetensors file may sit
+    # at an offset where the matmul kernels take another path and round differently.
+    return value.detach().to(dtype=torch.float32).clone(memory_format=torch.contiguous_format)
+
+
+def _require(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    try:
+        return tensors[key]
+    except KeyError:
+        raise UnsupportedModelError(f"weight {key} not found") from None
+
+
+def _input_spec(
+    feature: Mapping[str, Any], metadata: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+) -> _NumberInput | _CategoryInput:
+    name = feature["name"]
+    kind = feature.get("type")
+    if feature.get("tied"):
+        raise UnsupportedModelError(f"tied input feature {name!r}")
+    if feature.get("column", name) != name:
+        raise UnsupportedModelError(f"input feature {name!r} reads another column")
+    meta = metadata.get(name)
+    if meta is None:
+        raise UnsupportedModelError(f"no training-set metadata for {name!r}")
+    pre = meta.get("preprocessing") or feature.get("preprocessing") or {}
+    encoder = (feature.get("encoder") or {}).get("type")
+    strategy = pre.get("missing_value_strategy", "fill_with_const")
+    if strategy not in _ROW_WISE_FILL:
+        raise UnsupportedModelError(f"missing_value_strategy {strategy!r} of {name!r}")
+    if kind == "number":
+        if encoder != "passthrough":
+            raise UnsupportedModelError(f"number encoder {encoder!r} of {name!r}")
+        if pre.get("outlier_strategy") is not None:
+            raise UnsupportedModelError(f"outlier_strategy of {name!r}")
+        if pre.get("normalization") not in _NORMALIZATIONS:
+            raise UnsupportedModelError(f"normalization {pre.get('normalization')!r} of {name!r}")
+        fill = pre.get("computed_fill_value")
+        return _NumberInput(
+            name=name,
+            fill=None if fill is None else float(fill),
+            norm=_Affine.from_metadata(pre.get("normalization"), meta, name),
+        )
+    if kind == "category":
+        if encoder not in {"dense", "sparse", "passthrough"}:
+            raise UnsupportedModelError(f"category encoder {encoder!r} of {name!r}")
+        idx2str = [str(s) for s in meta["idx2str"]]
+        str2idx = {str(k): int(v) for k, v in meta["str2idx"].items()}
+        if UNKNOWN_SYMBOL in str2idx:
+            fallback = str2idx[UNKNOWN_SYMBOL]
+        else:
+            # Ludwig's choice for a value outside the vocabulary: the most frequent one.
+            freq = meta.get("str2freq") or {}
+            fallback = str2idx[max(freq, key=freq.get)] if freq else 0
+        table = None
+        if encoder != "passthrough":
+            key = f"input_features.module_dict.{name}__ludwig.encoder_obj.embed.embeddings.weight"
+            table = _require(tensors, key).numpy()
+            if table.shape[0] != len(idx2str):
+                raise UnsupportedModelError(f"embedding of {name!r} does not match its vocabulary")
+        fill = pre.get("computed_fill_value", pre.get("fill_value", UNKNOWN_SYMBOL))
+        return _CategoryInput(
+            name=name,
+            fill=str(fill) if fill is not None else UNKNOWN_SYMBOL,
+            str2idx=str2idx,
+            vocab=pd.Index(idx2str, dtype=object),
+            fallback=fallback,
+            stripped_vocab=all(s == s.strip() for s in idx2str),
+            table=table,
+        )
+    raise UnsupportedModelError(f"input feature type {kind!r} of {name!r}")
+
+
+def _fc_stack(
+    tensors: Mapping[str, torch.Tensor],
+    prefix: str,
+    *,
+    layers: list[dict[str, Any]] | None,
+    num_layers: int,
+    norm: str | None,
+    activation: str | None,
+    residual: bool,
+    input_size: int | None,
+) -> list[_Layer]:
+    """Ludwig's ``FCStack`` in eval mode: Linear, activation (dropout is a no-op)."""
+    if norm is not None:
+        raise UnsupportedModelError(f"norm {norm!r} in {prefix}")
+    specs = [dict(layer) for layer in layers] if layers is not None else [{}] * num_layers
+    out: list[_Layer] = []
+    previous = input_size
+    for i, spec in enumerate(specs):
+        if spec.get("norm") is not None:
+            raise UnsupportedModelError(f"norm {spec['norm']!r} in {prefix}")
+        act = spec.get("activation", activation)
+        if act is not None and act not in _ACTIVATIONS:
+            raise UnsupportedModelError(f"activation {act!r} in {prefix}")
+        weight = _require(tensors, f"{prefix}.stack.{i}.layers.0.weight")
+        bias = tensors.get(f"{prefix}.stack.{i}.layers.0.bias")
+        size = int(weight.shape[0])
+        # FCStack adds the input back when a layer keeps the width of the previous one.
+        out.append(_Layer(weight, bias, act, residual and previous == size))
+        previous = size
+    return out
+
+
+def _activate(torch: Any, name: str | None, x: torch.Tensor) -> torch.Tensor:
+    f = torch.nn.functional
+    if name is None:
+        return x
+    return {
+        "relu": f.relu,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "elu": f.elu,
+        "leakyRelu": f.leaky_relu,
+        "gelu": f.gelu,
+        "silu": f.silu,
+        "swish": f.silu,
+        "relu6": f.relu6,
+        "selu": f.selu,
+        "mish": f.mish,
+        "logSigmoid": f.logsigmoid,
+        "hardswish": f.hardswish,
+    }[name](x)
+
+
+def _run(torch: Any, layers: list[_Layer], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        out = _activate(
+            torch, layer.activation, torch.nn.functional.linear(x, layer.weight, layer.bias)
+        )
+        x = x + out if layer.residual else out
+    return x
+
+
+# The fallback: Ludwig itself.
+
+
+class LudwigPredictor:
+    """``LudwigModel.predict`` behind the same interface (for configs the fast path lacks)."""
+
+    kind = "ludwig"
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.config = dict(model.config)
+        self.target = self.config["output_features"][0]["name"]
+        self.input_features = {f["name"]: f["type"] for f in self.config["input_features"]}
+
+    def describe(self) -> dict[str, Any]:
+        return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        if frame.empty:
+            return np.empty(0, dtype=np.float64)
+        inputs = frame[list(self.input_features)].reset_index(drop=True)
+        predictions, _ = self.model.predict(inputs)
+        return predictions[f"{self.target}_predictions"].to_numpy(dtype="float64")
+
+    def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+        frame = pd.DataFrame({name: list(columns[name]) for name in self.input_features})
+        return self.predict_frame(frame)
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self.predict_columns(
+            {name: [record.get(name) for record in records] for name in self.input_features}
+        )
+
+
+_warned: set[str] = set()
+
+
+def _warn_fallback(what: str, reason: str) -> None:
+    message = f"{what}: the fast predictor does not support {reason}; using LudwigModel.predict."
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def as_predictor(model: Any) -> Predictor:
+    """A predictor for ``model``: itself if it is one, else the fast path or Ludwig's."""
+    if isinstance(model, (FastPredictor, LudwigPredictor)):
+        return model
+    try:
+        return FastPredictor.from_ludwig(model)
+    except UnsupportedModelError as exc:
+        _warn_fallback("Ludwig model", str(exc))
+        return LudwigPredictor(model)
+
+
+def ludwig_model_dir(path: str | Path) -> Path:
+    """The folder with the Ludwig files, given it or an MLflow model folder around it."""
+    folder = Path(path)
+    if (folder / HYPERPARAMETERS_FILE).exists():
+        return folder
+    mlmodel = folder / "MLmodel"
+    if mlmodel.exists():
+        import yaml
+
+        flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {})
+        data = (flavors.get("ludwig") or {}).get("data", "model")
+        if (folder / data / HYPERPARAMETERS_FILE).exists():
+            return folder / data
+    if (folder / "model" / HYPERPARAMETERS_FILE).exists():
+        return folder / "model"
+    raise FileNotFoundError(f"{path} holds no saved Ludwig model ({HYPERPARAMETERS_FILE}).")
+
+
+def load_dir(path: str | Path) -> Predictor:
+    """A predictor for a saved model folder; Ludwig itself when the fast path cannot."""
+    try:
+        return FastPredictor.from_dir(path)
+    except UnsupportedModelError as exc:
+        _warn_fallback(f"Model {path}", str(exc))
+    from ludwig.api import LudwigModel
+
+    return LudwigPredictor(
+        LudwigModel.load(str(ludwig_model_dir(path)), backend="local", logging_level=logging.ERROR)
+    )
+
+
+def load_registered(ref: ModelRef) -> Predictor:
+    """Download a registered version from MLflow and load it (cached per process).
+
+    The tracking and registry URIs must be configured (``tracking.configure``).
+    """
+    import mlflow
+
+    return _load_registered_cached(mlflow.get_tracking_uri(), ref.uri, ref.name, ref.version)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_registered_cached(tracking_uri: str, uri: str, name: str, version: str) -> Predictor:
+    import mlflow
+
+    from mlops.errors import ModelError
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            return load_dir(local)
+    except Exception as exc:
+        raise ModelError(f"Model {name} version {version} cannot be loaded: {exc}") from None

@@ -1,0 +1,330 @@
+"""The model the server answers with, and its hot reload from the MLflow registry.
+
+A background thread asks the registry which version the ``champion`` alias points at.
+When it moves, the thread downloads and loads the new version while requests keep being
+answered by the old one, then swaps the reference in one assignment: a request reads
+``holder.current`` once and uses that model to the end, so none fails or waits during a
+swap. When the registry cannot be read, the loaded model keeps serving and the failure
+is reported (``/readyz`` details, metrics) until the registry answers again.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops.inference.fast import Predictor
+from mlops.settings import Settings
+from mlops.tracking import ModelRef
+
+log = logging.getLogger(__name__)
+
+# While no model is loaded, look again at least this often.
+NOT_READY_POLL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registered version, loaded and ready to answer."""
+
+    ref: ModelRef
+    predictor: Predictor
+    info: dict[str, Any]
+    loaded_at: datetime
+    load_seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def version(self) -> str:
+        return self.ref.version
+
+
+@dataclass
+class RegistryStatus:
+    """What the last looks at the registry found."""
+
+    reachable: bool | None = None  # None: not asked yet
+    champion_version: str | None = None
+    last_checked_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    failures_total: int = 0
+    checks_total: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reachable": self.reachable,
+            "champion_version": self.champion_version,
+            "last_checked_at": _iso(self.last_checked_at),
+            "last_success_at": _iso(self.last_success_at),
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+        }
+
+
+@dataclass
+class ReloadStatus:
+    loading_version: str | None = None
+    last_error: str | None = None
+    failed_version: str | None = None
+    reloads_total: int = 0
+    failures_total: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loading_version": self.loading_version,
+            "failed_version": self.failed_version,
+            "last_error": self.last_error,
+            "reloads": self.reloads_total,
+            "history": self.history[-10:],
+        }
+
+
+Lookup = Callable[[], ModelRef | None]
+Loader = Callable[[ModelRef], LoadedModel]
+
+
+class ModelHolder:
+    """Holds the current model; ``start`` polls the registry in a daemon thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        poll_seconds: float | None = None,
+        lookup: Lookup | None = None,
+        loader: Loader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.poll_seconds = float(poll_seconds or settings.serve_poll_seconds)
+        self._client: Any = None
+        self._lookup = lookup or self._registry_lookup
+        self._loader = loader or self._registry_load
+        self._current: LoadedModel | None = None
+        self._previous: LoadedModel | None = None  # kept for an instant rollback
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.registry = RegistryStatus()
+        self.reload = ReloadStatus()
+        self.started_at = datetime.now(UTC)
+
+    # What requests read.
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    # The poller.
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # never let the poller die
+                log.exception("Model poll failed unexpectedly")
+            wait = (
+                self.poll_seconds if self.ready else min(self.poll_seconds, NOT_READY_POLL_SECONDS)
+            )
+            self._stop.wait(wait)
+
+    def poll_once(self) -> bool:
+        """Look at the registry once; load and swap in a new champion. True when swapped."""
+        with self._poll_lock:
+            now = datetime.now(UTC)
+            self.registry.last_checked_at = now
+            self.registry.checks_total += 1
+            try:
+                ref = self._lookup()
+            except Exception as exc:
+                self._registry_failed(exc)
+                return False
+            if not self.registry.reachable and self.registry.reachable is not None:
+                log.info("The model registry answers again.")
+            self.registry.reachable = True
+            self.registry.last_success_at = now
+            self.registry.last_error = None
+            self.registry.consecutive_failures = 0
+            self.registry.champion_version = ref.version if ref else None
+            if ref is None:
+                if self._current is not None:
+                    log.warning(
+                        "Model %s has no %r version any more; still serving version %s.",
+                        self.settings.model_name,
+                        self.settings.champion_alias,
+                        self._current.version,
+                    )
+                return False
+            current = self._current
+            if current is not None and (current.name, current.version) == (ref.name, ref.version):
+                return False
+            previous = self._previous
+            if previous is not None and (previous.name, previous.version) == (
+                ref.name,
+                ref.version,
+            ):
+                loaded = previous  # rolled back: no need to load it again
+            else:
+                loaded = self._load(ref)
+                if loaded is None:
+                    return False
+            self._previous, self._current = current, loaded  # the swap: one assignment each
+            # Move what is alive now (libraries, the model) out of the garbage collector's
+            # reach, so its full collections stay short and do not stall requests. (No
+            # gc.collect() first: that would be the stall.)
+            gc.freeze()
+            self.reload.reloads_total += 1
+            self.reload.history.append(
+                {
+                    "version": loaded.version,
+                    "at": _iso(datetime.now(UTC)),
+                    "from": current.version if current else None,
+                }
+            )
+            log.info(
+                "Serving %s version %s (%s predictor)%s.",
+                loaded.name,
+                loaded.version,
+                loaded.predictor.kind,
+                f", was version {current.version}" if current else "",
+            )
+            return True
+
+    def _load(self, ref: ModelRef) -> LoadedModel | None:
+        self.reload.loading_version = ref.version
+        try:
+            loaded = self._loader(ref)
+        except Exception as exc:
+            self.reload.failures_total += 1
+            self.reload.last_error = f"version {ref.version}: {exc}"
+            if self.reload.failed_version != ref.version:
+                log.error("Model %s version %s cannot be loaded: %s", ref.name, ref.version, exc)
+            self.reload.failed_version = ref.version
+            return None
+        finally:
+            self.reload.loading_version = None
+        self.reload.last_error = None
+        self.reload.failed_version = None
+        return loaded
+
+    def _registry_failed(self, exc: Exception) -> None:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if self.registry.reachable is not False:
+            log.warning(
+                "The model registry cannot be read (%s); still serving %s.",
+                message,
+                f"version {self._current.version}" if self._current else "nothing",
+            )
+        self.registry.reachable = False
+        self.registry.last_error = message
+        self.registry.consecutive_failures += 1
+        self.registry.failures_total += 1
+
+    # The registry (MLflow).
+
+    def _mlflow(self) -> Any:
+        if self._client is None:
+            from mlops import tracking
+
+            self._client = tracking.configure(self.settings)
+        return self._client
+
+    def _registry_lookup(self) -> ModelRef | None:
+        from mlops import tracking
+
+        return tracking.champion(self._mlflow(), self.settings)
+
+    def _registry_load(self, ref: ModelRef) -> LoadedModel:
+        from mlops.inference.fast import load_registered
+
+        client = self._mlflow()
+        began = time.perf_counter()
+        predictor = load_registered(ref)
+        return LoadedModel(
+            ref=ref,
+            predictor=predictor,
+            info=describe_version(client, ref),
+            loaded_at=datetime.now(UTC),
+            load_seconds=round(time.perf_counter() - began, 3),
+        )
+
+
+def describe_version(client: Any, ref: ModelRef) -> dict[str, Any]:
+    """Run id, training date and holdout metrics of a version, from its MLflow run."""
+    info: dict[str, Any] = {
+        "run_id": ref.run_id,
+        "dataset_version": ref.tags.get("dataset_version"),
+        "promotion": ref.tags.get("promotion"),
+        "promotion_reason": ref.tags.get("promotion_reason"),
+        "trained_at": None,
+        "as_of": None,
+        "holdout_metrics": {},
+        "baseline_holdout_metrics": {},
+    }
+    try:
+        run = client.get_run(ref.run_id)
+    except Exception as exc:  # the model still serves; its description is partial
+        log.warning("Run %s of version %s cannot be read: %s", ref.run_id, ref.version, exc)
+        info["holdout_metrics"] = {
+            k.removeprefix("holdout_"): float(v)
+            for k, v in ref.tags.items()
+            if k.startswith("holdout_") and _is_float(v)
+        }
+        return info
+    started = run.info.start_time
+    info["trained_at"] = (
+        _iso(datetime.fromtimestamp(started / 1000, UTC)) if started is not None else None
+    )
+    info["as_of"] = run.data.tags.get("as_of")
+    metrics = run.data.metrics
+    info["holdout_metrics"] = {
+        k.removeprefix("holdout_"): v
+        for k, v in sorted(metrics.items())
+        if k.startswith("holdout_")
+    }
+    info["baseline_holdout_metrics"] = {
+        k.removeprefix("baseline_holdout_"): v
+        for k, v in sorted(metrics.items())
+        if k.startswith("baseline_holdout_")
+    }
+    return info
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None

@@ -1,0 +1,224 @@
+"""The fast predictor gives LudwigModel.predict's numbers, without Ludwig's pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.trained_model import INPUTS, Trained
+from mlops.inference.fast import (
+    FastPredictor,
+    LudwigPredictor,
+    UnsupportedModelError,
+    as_predictor,
+    load_dir,
+    load_registered,
+)
+from mlops.training.predict import predict_close
+
+pytestmark = pytest.mark.slow
+
+RTOL = 1e-5
+
+
+def _ludwig(trained: Trained, version: str | None = None):
+    from ludwig.api import LudwigModel
+
+    folder = trained.model_dirs[version or trained.versions[0]] / "model"
+    return LudwigModel.load(str(folder), backend="local", logging_level=logging.ERROR)
+
+
+def _ludwig_predict(model, frame: pd.DataFrame) -> np.ndarray:
+    predictions, _ = model.predict(frame[INPUTS].reset_index(drop=True))
+    return predictions["next_return_predictions"].to_numpy(dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def ludwig_model(trained: Trained):
+    return _ludwig(trained)
+
+
+@pytest.fixture(scope="module")
+def fast(trained: Trained) -> FastPredictor:
+    return FastPredictor.from_dir(trained.model_dirs[trained.versions[0]])
+
+
+def test_equal_to_ludwig_over_the_bundled_sample(trained, ludwig_model, fast) -> None:
+    # Every row of the dataset built from the bundled sample, warm-up rows included
+    # (their missing indicators take Ludwig's fill value).
+    frame = trained.frame
+    assert frame[INPUTS].isna().any(axis=None)
+    expected = _ludwig_predict(ludwig_model, frame)
+    got = fast.predict_frame(frame)
+    assert got.dtype == np.float64 and got.shape == (len(frame),)
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=0)
+    # On this machine they are bit-for-bit equal: the same float32 preprocessing and torch
+    # kernels, then float64 denormalisation.
+    assert np.array_equal(got, expected)
+
+
+def test_equal_for_both_registered_versions_and_from_a_ludwig_model(trained) -> None:
+    for version in trained.versions:
+        model = _ludwig(trained, version)
+        expected = _ludwig_predict(model, trained.scorable)
+        from_dir = FastPredictor.from_dir(trained.model_dirs[version])
+        from_model = FastPredictor.from_ludwig(model)
+        np.testing.assert_allclose(from_dir.predict_frame(trained.scorable), expected, rtol=RTOL)
+        np.testing.assert_allclose(from_model.predict_frame(trained.scorable), expected, rtol=RTOL)
+    first, second = (FastPredictor.from_dir(trained.model_dirs[v]) for v in trained.versions)
+    assert not np.allclose(first.predict_frame(trained.scorable), second.predict_frame(trained.scorable))
+
+
+def test_predict_close_is_unchanged(trained, ludwig_model, fast) -> None:
+    rows = trained.scorable
+    expected = rows["close"].to_numpy() * (1 + _ludwig_predict(ludwig_model, rows))
+    for model in (fast, ludwig_model):  # a LudwigModel takes the fast path as well
+        got = predict_close(model, ludwig_model.config, rows)
+        np.testing.assert_allclose(got, expected, rtol=RTOL)
+
+
+def test_records_columns_and_single_rows_match(trained, ludwig_model, fast) -> None:
+    rows = trained.scorable.head(40)
+    expected = _ludwig_predict(ludwig_model, rows)
+    records = rows[INPUTS].to_dict("records")
+    np.testing.assert_allclose(fast.predict_records(records), expected, rtol=RTOL)
+    columns = {name: rows[name].tolist() for name in INPUTS}
+    np.testing.assert_allclose(fast.predict_columns(columns), expected, rtol=RTOL)
+    # One row at a time, against Ludwig's own one-row predictions (what `ludwig serve` does).
+    for record in records[:10]:
+        one = _ludwig_predict(ludwig_model, pd.DataFrame([record]))
+        np.testing.assert_allclose(fast.predict_records([record]), one, rtol=RTOL)
+
+
+def test_odd_values_are_preprocessed_like_ludwig(trained, ludwig_model, fast) -> None:
+    rows = trained.scorable.head(8)[INPUTS].copy()
+    rows["symbol"] = rows["symbol"].astype(object)
+    # Unknown, padded, lower-case and missing symbols; missing and text numbers.
+    rows["symbol"] = ["ZZZZ", " AAPL ", None, "GOOGL", "aapl", np.nan, "TSLA\t", ""]
+    rows.loc[rows.index[1], "rsi_14"] = np.nan
+    rows["return_1d"] = rows["return_1d"].astype(object)
+    rows.loc[rows.index[2], "return_1d"] = "0.01"
+    rows.loc[rows.index[3], "return_1d"] = None
+    expected = _ludwig_predict(ludwig_model, rows)
+    np.testing.assert_allclose(fast.predict_frame(rows), expected, rtol=RTOL)
+    # The same through the small-list path (plain Python lookups).
+    columns = {name: rows[name].tolist() for name in INPUTS}
+    np.testing.assert_allclose(fast.predict_columns(columns), expected, rtol=RTOL)
+
+
+def test_large_batches_match(trained, ludwig_model, fast) -> None:
+    big = pd.concat([trained.scorable] * 8, ignore_index=True)
+    np.testing.assert_allclose(
+        fast.predict_frame(big), _ludwig_predict(ludwig_model, big), rtol=RTOL
+    )
+
+
+def test_empty_frame_and_missing_column(trained, fast) -> None:
+    assert fast.predict_frame(trained.scorable.head(0)).shape == (0,)
+    with pytest.raises(KeyError, match="rsi_14"):
+        fast.predict_frame(trained.scorable.drop(columns=["rsi_14"]))
+
+
+def test_load_dir_and_load_registered(trained) -> None:
+    from mlops import tracking
+    from mlops.errors import ModelError
+    from mlops.tracking import ModelRef
+
+    assert isinstance(load_dir(trained.model_dirs[trained.versions[1]]), FastPredictor)
+    assert isinstance(load_dir(trained.model_dirs[trained.versions[1]] / "model"), FastPredictor)
+    settings = trained.settings()
+    client = tracking.configure(settings)
+    ref = tracking.require_champion(client, settings)
+    predictor = load_registered(ref)
+    assert isinstance(predictor, FastPredictor)
+    assert load_registered(ref) is predictor  # registered versions are immutable: cached
+    with pytest.raises(ModelError, match="version 99"):
+        load_registered(ModelRef(settings.model_name, "99", "none", {}))
+    with pytest.raises(FileNotFoundError):
+        load_dir(trained.home)
+
+
+# Other configurations: fully connected layers are reproduced, the rest falls back.
+
+
+def _train_variant(trained: Trained, tmp_path: Path, config_patch: dict):
+    from ludwig.api import LudwigModel
+
+    from mlops.settings import load_settings
+    from mlops.training.model_config import load_model_config
+
+    config = load_model_config(load_settings(MLOPS_HOME=str(tmp_path), TRAIN_EPOCHS=1))
+    for key, value in config_patch.items():
+        if key == "input_features":
+            for feature in config["input_features"]:
+                feature.update(value.get(feature["name"], {}))
+        elif key == "output":
+            config["output_features"][0].update(value)
+        else:
+            config[key] = {**config.get(key, {}), **value}
+    data = trained.scorable[[*INPUTS, "next_return"]]
+    model = LudwigModel(config, logging_level=logging.ERROR)
+    model.train(
+        training_set=data,
+        output_directory=str(tmp_path / "out"),
+        skip_save_processed_input=True,
+        skip_save_log=True,
+        skip_save_progress=True,
+        skip_save_training_description=True,
+        random_seed=3,
+    )
+    model.save(str(tmp_path / "saved"))
+    return model
+
+
+def test_fully_connected_layers_clip_and_other_normalizations(trained, tmp_path) -> None:
+    model = _train_variant(
+        trained,
+        tmp_path,
+        {
+            "combiner": {
+                "num_fc_layers": 2,
+                "output_size": 12,
+                "residual": True,
+                "activation": "tanh",
+            },
+            "output": {
+                "decoder": {"num_fc_layers": 1, "fc_output_size": 6, "fc_activation": "relu"},
+                "clip": [-3.0, 3.0],
+            },
+            "input_features": {
+                "rsi_14": {"preprocessing": {"normalization": "minmax"}},
+                "log_volume": {"preprocessing": {"normalization": "iq"}},
+                "range_pct": {"preprocessing": {"normalization": None}},
+            },
+        },
+    )
+    fast = as_predictor(model)
+    assert isinstance(fast, FastPredictor)
+    frame = trained.frame
+    expected = _ludwig_predict(model, frame)
+    np.testing.assert_allclose(fast.predict_frame(frame), expected, rtol=RTOL)
+    saved = FastPredictor.from_dir(tmp_path / "saved")
+    np.testing.assert_allclose(saved.predict_frame(frame), expected, rtol=RTOL)
+
+
+def test_unsupported_config_falls_back_to_ludwig_with_a_warning(trained, tmp_path, caplog) -> None:
+    model = _train_variant(
+        trained,
+        tmp_path,
+        {"input_features": {"rsi_14": {"preprocessing": {"outlier_strategy": "fill_with_mean"}}}},
+    )
+    with pytest.raises(UnsupportedModelError, match="outlier_strategy"):
+        FastPredictor.from_ludwig(model)
+    with caplog.at_level(logging.WARNING, logger="mlops.inference.fast"):
+        predictor = as_predictor(model)
+    assert isinstance(predictor, LudwigPredictor)
+    assert "does not support outlier_strategy" in caplog.text
+    rows = trained.scorable
+    expected = rows["close"].to_numpy() * (1 + _ludwig_predict(model, rows))
+    np.testing.assert_allclose(predict_close(model, model.config, rows), expected, rtol=RTOL)
+    assert isinstance(load_dir(tmp_path / "saved"), LudwigPredictor)

@@ -1,0 +1,121 @@
+"""A tiny trained model, registered twice, shared by tests/inference and tests/serving.
+
+Trained once per test process (whichever folder asks first): the packaged model config on
+the bundled sample up to 2017-05-31, two epochs, in an embedded home (SQLite database and
+MLflow, local store). Version 1 uses the default seed, version 2 another seed, so their
+answers differ. Two epochs rarely beat the naive forecast, and then training leaves the
+``champion`` alias unset; the tests need a champion, so the alias is set here on version
+1 whatever the promotion decided.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+import pytest
+
+AS_OF = date(2017, 5, 31)
+INPUTS = [
+    "rsi_14",
+    "return_1d",
+    "range_pct",
+    "log_volume",
+    "close_to_sma_10",
+    "close_to_ema_10",
+    "close_to_dema_10",
+    "symbol",
+]
+
+# Settings pinned to the embedded defaults, whatever the outer environment holds.
+PINNED = {
+    "DATABASE_URL": None,
+    "MLFLOW_TRACKING_URI": None,
+    "STORE_BACKEND": "local",
+    "STORE_LOCAL_ROOT": None,
+    "DATA_SOURCE": "sample",
+    "MODEL_CONFIG_PATH": None,
+    "DATA_PREP_SHARDS": 1,
+    "JOB_COMPLETION_INDEX": 0,
+    "SERVE_API_TOKEN": None,
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass(frozen=True)
+class Trained:
+    home: Path
+    model_name: str
+    versions: tuple[str, str]
+    model_dirs: dict[str, Path]  # version -> local MLflow model folder
+    frame: pd.DataFrame  # the whole published dataset (warm-up rows included)
+
+    @property
+    def scorable(self) -> pd.DataFrame:
+        return self.frame[~self.frame["warmup"]].reset_index(drop=True)
+
+    def settings(self, **env: object):  # -> Settings
+        from mlops.settings import load_settings
+
+        return load_settings(**{"MLOPS_HOME": str(self.home), "TRAIN_EPOCHS": 2, **PINNED, **env})
+
+    def set_champion(self, version: str) -> None:
+        from mlops import tracking
+
+        settings = self.settings()
+        client = tracking.configure(settings)
+        client.set_registered_model_alias(settings.model_name, settings.champion_alias, version)
+
+
+_trained: dict[str, Trained] = {}
+
+
+def train_once(base: Path) -> Trained:
+    if "model" not in _trained:
+        with pytest.MonkeyPatch.context() as mp:
+            for key in list(os.environ):
+                if key.upper().startswith(("MLOPS_", "MLFLOW_", "SERVE_")) or key.upper() in PINNED:
+                    mp.delenv(key, raising=False)
+            _trained["model"] = _train(base / "trained-model")
+    return _trained["model"]
+
+
+def _train(home: Path) -> Trained:
+    from mlops import tracking
+    from mlops.context import Context, open_context
+    from mlops.data_prep import dataset
+    from mlops.data_prep import stage as data_prep
+    from mlops.db import migrate
+    from mlops.db.engine import make_engine
+    from mlops.settings import load_settings
+    from mlops.training import stage as train
+
+    settings = load_settings(MLOPS_HOME=str(home), TRAIN_EPOCHS=2, **PINNED)
+    migrate.upgrade(make_engine(settings.db_url))
+    ctx = open_context(settings)
+    data_prep.run(ctx, as_of=AS_OF)
+    first = train.run(ctx, as_of=AS_OF)
+    other_seed = load_settings(MLOPS_HOME=str(home), TRAIN_EPOCHS=2, RANDOM_SEED=7, **PINNED)
+    second = train.run(Context(other_seed, ctx.engine, ctx.store), as_of=AS_OF)
+    client = tracking.configure(settings)
+    # Training may not beat the naive forecast and then sets no champion: set it here.
+    client.set_registered_model_alias(
+        settings.model_name, settings.champion_alias, first.model_version
+    )
+    dirs = {}
+    for version in (first.model_version, second.model_version):
+        source = client.get_model_version(settings.model_name, version).source
+        dirs[version] = Path(unquote(urlparse(source).path))
+    _, frame = dataset.load(ctx.store, dataset.latest_version(ctx.engine, AS_OF))
+    ctx.engine.dispose()
+    return Trained(
+        home=home,
+        model_name=settings.model_name,
+        versions=(first.model_version, second.model_version),
+        model_dirs=dirs,
+        frame=frame,
+    )

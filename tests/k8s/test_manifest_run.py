@@ -1,0 +1,426 @@
+"""A manifest-driven local run: the manifests' own commands, as processes, in schedule order.
+
+Every Job, CronJob and Deployment container below is run from what ``deployments/`` and
+``config-maps/`` say: its args after the image's ENTRYPOINT, its environment (the
+Dockerfile's ENV, ``envFrom`` the pipeline ConfigMap, ``env`` values, ConfigMap and Secret
+key references, the pod namespace), its ConfigMap volumes as files and its emptyDirs as
+folders. Only the endpoints are pointed at servers on loopback - the session's PostgreSQL,
+moto's S3 over HTTP and an MLflow server started from ``deployments/mlflow.yaml`` - and
+ports at free ones. The Postgres init script of the ConfigMap creates the databases; the
+bucket Job's ``mc`` image cannot run here, so its buckets are made with boto3 from its env.
+
+Order: migrate, data prep (the Indexed Job's pods in parallel), train, batch-infer, trade,
+monitor (by hand, as docs/kubernetes.md does), then serving and the dashboard until their
+probes pass, then the daily CronJob's ``mlops daily`` against a fake Kubernetes API that
+runs each Job it creates from its manifest the same way. Manifests and code cannot drift
+apart without this test failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from .fake_kube import FakeKube
+from .manifests import (
+    PIPELINE_CONFIG,
+    config_maps,
+    containers,
+    doc,
+    dockerfile_stages,
+    job_spec,
+    pod_template,
+    secret_template_keys,
+)
+
+pytestmark = pytest.mark.slow
+
+VENV_BIN = Path(sys.executable).parent
+NAMESPACE = "mlops"
+LOOPBACK = "127.0.0.1"
+FIRST_DAY = "2017-05-31"  # the by-hand Jobs' day (job-data-prep.yaml)
+DAILY_DAY = "2017-06-01"  # the day the CronJob replays
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _secret() -> dict[str, str]:
+    """The Secret as a user would fill in the template's required keys (none optional)."""
+    required, _ = secret_template_keys()
+    values = {key: f"test-{key.lower().replace('_', '-')}" for key in required}
+    values.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    return values
+
+
+def _image_env() -> dict[str, str]:
+    """The ENV every image inherits from the Dockerfile's python stage."""
+    env: dict[str, str] = {}
+    for line in dockerfile_stages()["python"].instruction("ENV"):
+        for pair in shlex.split(line.split(maxsplit=1)[1]):
+            key, _, value = pair.partition("=")
+            env[key] = value
+    return env
+
+
+class LocalPod:
+    """One pod of a pod template, run as local processes."""
+
+    def __init__(self, cluster: LocalCluster, template: dict[str, Any], name: str) -> None:
+        self.cluster = cluster
+        self.spec = template["spec"]
+        self.root = cluster.root / name
+        self.mounts: list[tuple[str, Path]] = []
+        volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
+        (self.container,) = self.spec["containers"]
+        for mount in self.container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            local = self.root / "volumes" / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            if "configMap" in volume:
+                data = config_maps()[volume["configMap"]["name"]]
+                items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    (local / item["path"]).write_text(data[item["key"]])
+            else:
+                assert "emptyDir" in volume, f"{name}: volume {mount['name']} cannot run here"
+            self.mounts.append((mount["mountPath"], local))
+        self.mounts.sort(key=lambda m: len(m[0]), reverse=True)
+
+    def _local(self, value: str) -> str:
+        for mount_path, local in self.mounts:
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return str(local) + value[len(mount_path) :]
+        for name, address in self.cluster.hosts.items():
+            value = value.replace(name, address)
+        return value
+
+    def env(self, **extra: str) -> dict[str, str]:
+        c = self.container
+        env = dict(_image_env())
+        for source in c.get("envFrom", []):
+            env.update(config_maps()[source["configMapRef"]["name"]])
+        for item in c.get("env", []):
+            if "value" in item:
+                assert "$(" not in item["value"], "no $(VAR) expansion here"
+                env[item["name"]] = item["value"]
+                continue
+            ref = item["valueFrom"]
+            if "configMapKeyRef" in ref:
+                key = ref["configMapKeyRef"]
+                env[item["name"]] = config_maps()[key["name"]][key["key"]]
+            elif "secretKeyRef" in ref:
+                key = ref["secretKeyRef"]["key"]
+                if key in self.cluster.secret:
+                    env[item["name"]] = self.cluster.secret[key]
+                else:
+                    assert ref["secretKeyRef"].get("optional"), f"Secret has no {key}"
+            elif "fieldRef" in ref:
+                assert ref["fieldRef"]["fieldPath"] == "metadata.namespace"
+                env[item["name"]] = NAMESPACE
+            else:
+                pytest.fail(f"unsupported env source {ref}")
+        env = {key: self._local(str(value)) for key, value in env.items()}
+        tmp = self._local("/tmp")
+        return {**self.cluster.base_env, **env, "TMPDIR": tmp, **extra}
+
+    def argv(self, ports: dict[int, int] | None = None) -> list[str]:
+        image = self.container["image"].split(":")[0]
+        entrypoint = "mlflow" if image == "mlops-mlflow" else "mlops"
+        args = list(self.container.get("args") or [])
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg.startswith("--host=") or (i and args[i - 1] == "--host"):
+                arg = "--host=" + LOOPBACK if arg.startswith("--host=") else LOOPBACK
+            elif ports and (arg.startswith("--port=") or (i and args[i - 1] == "--port")):
+                number = int(arg.split("=", 1)[-1])
+                arg = f"--port={ports[number]}" if arg.startswith("--port=") else str(ports[number])
+            out.append(self._local(arg))
+        return [str(VENV_BIN / entrypoint), *out]
+
+    def run(self, timeout: float = 900, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.argv(),
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
+
+    def start(self, ports: dict[int, int], log: Path) -> subprocess.Popen:
+        with log.open("w") as out:
+            return subprocess.Popen(
+                self.argv(ports),
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+            )
+
+
+class LocalCluster:
+    def __init__(self, root: Path, base_env: dict[str, str], hosts: dict[str, str]) -> None:
+        self.root = root
+        self.base_env = base_env
+        self.hosts = hosts
+        self.secret = _secret()
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def pod(self, template: dict[str, Any], name: str) -> LocalPod:
+        with self.lock:
+            self.count += 1
+            return LocalPod(self, template, f"{self.count:02d}-{name}")
+
+    def run_job(self, job: dict[str, Any], name: str) -> tuple[int, str]:
+        """All pods of a Job (an Indexed one: one per index, ``parallelism`` at a time)."""
+        spec = job["spec"] if "template" in job["spec"] else job["spec"]["jobTemplate"]["spec"]
+        indexed = spec.get("completionMode") == "Indexed"
+        completions = spec.get("completions", 1)
+
+        def one(index: int) -> subprocess.CompletedProcess:
+            pod = self.pod(spec["template"], f"{name}-{index}")
+            extra = {"JOB_COMPLETION_INDEX": str(index)} if indexed else {}
+            return pod.run(**extra)
+
+        with ThreadPoolExecutor(max_workers=spec.get("parallelism", 1)) as pool:
+            results = list(pool.map(one, range(completions)))
+        code = max(r.returncode for r in results)
+        log = "".join(f"[{name}-{i}] {r.stdout}{r.stderr}" for i, r in enumerate(results))
+        return code, log
+
+
+def _result(stdout: str) -> Any:
+    """The stage's result: the last JSON document on stdout, after its JSON log lines."""
+    start = stdout.rfind("\n{\n")
+    if start < 0:
+        start = stdout.rfind("\n[\n")
+    return json.loads(stdout[start + 1 :] if start >= 0 else stdout)
+
+
+def _ok(result: subprocess.CompletedProcess, what: str) -> str:
+    assert result.returncode == 0, (
+        f"{what} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url}: the process exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer 200 within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _init_postgres(postgres_server, cluster: LocalCluster) -> None:
+    """Run the ConfigMap's init script as the postgres image would, on a clean slate."""
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in ("mlops", "mlflow"):
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+    admin.dispose()
+    statefulset = doc("StatefulSet", "mlops-postgres")
+    (c,) = containers(statefulset)
+    env = {e["name"]: e for e in c["env"]}
+    script = doc("ConfigMap", "mlops-postgres-init").body["data"]["10-create-databases.sh"]
+    path = cluster.root / "10-create-databases.sh"
+    path.write_text(script)
+    result = subprocess.run(
+        ["sh", str(path)],
+        env={
+            **cluster.base_env,
+            "PATH": f"{postgres_server.bin_dir}:{cluster.base_env['PATH']}",
+            "PGHOST": postgres_server.host,
+            "PGPORT": str(postgres_server.port),
+            "POSTGRES_USER": env["POSTGRES_USER"]["value"],
+            "POSTGRES_MLOPS_PASSWORD": cluster.secret["POSTGRES_MLOPS_PASSWORD"],
+            "POSTGRES_MLFLOW_PASSWORD": cluster.secret["POSTGRES_MLFLOW_PASSWORD"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    _ok(result, "the Postgres init script")
+
+
+def _create_buckets(s3_endpoint: str, cluster: LocalCluster) -> list[str]:
+    import boto3
+
+    job = doc("Job", "mlops-minio-buckets")
+    pod = cluster.pod(pod_template(job), "buckets")
+    env = pod.env()
+    buckets = [env["S3_BUCKET"], env["MLFLOW_BUCKET"]]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in buckets:
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    return buckets
+
+
+def _kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": {"server": url}}],
+                "users": [{"name": "orchestrator", "user": {"token": "local"}}],
+                "contexts": [
+                    {"name": "local", "context": {"cluster": "local", "user": "orchestrator"}}
+                ],
+                "current-context": "local",
+            }
+        )
+    )
+    return path
+
+
+def test_the_manifests_run_the_pipeline_in_schedule_order(
+    postgres_server, s3_endpoint, subprocess_env, tmp_path
+) -> None:
+    mlflow_port = _free_port()
+    s3_address = s3_endpoint.removeprefix("http://")
+    hosts = {
+        "mlops-postgres:5432": f"{postgres_server.host}:{postgres_server.port}",
+        "mlops-minio:9000": s3_address,
+        "mlops-mlflow:5000": f"{LOOPBACK}:{mlflow_port}",
+    }
+    base_env = subprocess_env()
+    base_env["PATH"] = f"{VENV_BIN}:{base_env.get('PATH', '/usr/bin:/bin')}"
+    cluster = LocalCluster(tmp_path, base_env, hosts)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    # Platform: databases by the init script, buckets, the MLflow server of mlflow.yaml.
+    _init_postgres(postgres_server, cluster)
+    buckets = _create_buckets(s3_endpoint, cluster)
+    assert buckets == [config_maps()[PIPELINE_CONFIG]["S3_BUCKET"], "mlflow"]
+    mlflow_doc = doc("Deployment", "mlops-mlflow")
+    mlflow_pod = cluster.pod(pod_template(mlflow_doc), "mlflow")
+    (mlflow_container,) = containers(mlflow_doc)
+    probe = mlflow_container["readinessProbe"]["httpGet"]["path"]
+    mlflow = mlflow_pod.start({5000: mlflow_port}, logs / "mlflow.log")
+    servers: list[subprocess.Popen] = [mlflow]
+    try:
+        _wait_http(f"http://{LOOPBACK}:{mlflow_port}{probe}", mlflow, logs / "mlflow.log")
+
+        # Migrations, then each stage by hand, as docs/kubernetes.md does.
+        migrate = doc("Job", "mlops-migrate")
+        out = _ok(cluster.pod(pod_template(migrate), "migrate").run(), "job-migrate")
+        assert "Database schema at revision" in out
+
+        code, log = cluster.run_job(doc("Job", "mlops-data-prep").body, "data-prep")
+        assert code == 0, log
+        assert f"Dataset {FIRST_DAY}-" in log, "the shard completing the set publishes"
+
+        trained = _ok(cluster.pod(pod_template(doc("Job", "mlops-train")), "train").run(), "train")
+        assert _result(trained)["promoted"], trained[-2000:]
+
+        for stage in ("batch-infer", "trade", "monitor"):
+            pod = cluster.pod(pod_template(doc("Job", f"mlops-{stage}")), stage)
+            result = _result(_ok(pod.run(), f"job-{stage}"))
+            if stage == "batch-infer":
+                assert result["new_rows"] == 5
+
+        # Serving and the dashboard until their probes pass.
+        for name in ("serve", "dashboard"):
+            deployment = doc("Deployment", f"mlops-{name}")
+            (c,) = containers(deployment)
+            container_port = c["ports"][0]["containerPort"]
+            port = _free_port()
+            log_path = logs / f"{name}.log"
+            proc = cluster.pod(pod_template(deployment), name).start(
+                {container_port: port}, log_path
+            )
+            servers.append(proc)
+            for kind in ("readinessProbe", "livenessProbe"):
+                path = c[kind]["httpGet"]["path"]
+                _wait_http(f"http://{LOOPBACK}:{port}{path}", proc, log_path)
+            _stop(proc)
+
+        # The daily CronJob: `mlops daily` creates the day's Jobs from the templates it
+        # mounts; the fake API runs each Job from its manifest like the ones above.
+        kube = FakeKube(executor=lambda job: cluster.run_job(job, job["metadata"]["name"])).start()
+        try:
+            daily = doc("CronJob", "mlops-daily")
+            pod = cluster.pod(job_spec(daily)["template"], "daily")
+            result = pod.run(
+                DAILY_AS_OF=DAILY_DAY,
+                DAILY_POLL_SECONDS="0.2",
+                KUBECONFIG=str(_kubeconfig(tmp_path / "kubeconfig", kube.url)),
+            )
+            assert result.returncode == 0, (
+                f"mlops daily failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
+                + "\n".join(kube.logs.values())[-4000:]
+            )
+            runs = _result(result.stdout)
+        finally:
+            kube.stop()
+        stamp = DAILY_DAY.replace("-", "")
+        assert [r["job"] for r in runs] == [
+            f"mlops-{s}-{stamp}" for s in ("data-prep", "batch-infer", "trade", "monitor")
+        ]
+        assert all(r["outcome"] == "succeeded" for r in runs)
+        assert kube.created() == [r["job"] for r in runs]
+    finally:
+        for proc in servers:
+            _stop(proc)
+
+    engine = create_engine(postgres_server.url("mlops"))
+    with engine.connect() as conn:
+        statuses = conn.execute(text("SELECT DISTINCT status FROM stage_runs")).scalars().all()
+        daily_stages = conn.execute(
+            text("SELECT DISTINCT stage FROM stage_runs WHERE run_date = :day"), {"day": DAILY_DAY}
+        ).scalars()
+        daily_stages = set(daily_stages)
+        predicted = conn.execute(text("SELECT count(*) FROM predictions")).scalar_one()
+    engine.dispose()
+    assert statuses == ["succeeded"]
+    assert daily_stages == {"data-prep", "batch-infer", "trade", "monitor"}
+    assert predicted == 10, "5 symbols scored by hand on the first day, 5 by the daily run"
+    assert not os.environ.get("KUBERNETES_SERVICE_HOST"), "ran against the fake API only"

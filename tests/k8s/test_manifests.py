@@ -1,0 +1,314 @@
+"""The manifests in deployments/ and config-maps/: schema-valid, labelled, locked down."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from . import sync_configmaps
+from .manifests import (
+    DEPLOYMENTS,
+    MODEL_YAML,
+    NAMESPACE,
+    UID,
+    Doc,
+    all_docs,
+    containers,
+    doc,
+    docs,
+    job_spec,
+    manifest_files,
+    pod_template,
+    workloads,
+)
+
+RECOMMENDED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
+
+
+def _ids(items: list[Doc]) -> list[str]:
+    return [d.rel for d in items]
+
+
+def test_manifests_exist() -> None:
+    names = {p.name for p in manifest_files()}
+    for expected in (
+        "namespace.yaml",
+        "minio.yaml",
+        "postgres.yaml",
+        "mlflow.yaml",
+        "rbac.yaml",
+        "network-policies.yaml",
+        "job-migrate.yaml",
+        "job-data-prep.yaml",
+        "job-train.yaml",
+        "job-batch-infer.yaml",
+        "job-trade.yaml",
+        "job-monitor.yaml",
+        "cronjob-daily.yaml",
+        "cronjob-train-weekly.yaml",
+        "serve.yaml",
+        "dashboard.yaml",
+        "pipeline-config.yaml",
+        "model-config.yaml",
+        "job-templates.yaml",
+    ):
+        assert expected in names
+
+
+# Schema validation.
+
+
+def _kubernetes_version() -> str:
+    from kubernetes_validate.utils import latest_version
+
+    return latest_version()
+
+
+def test_schemas_are_of_a_current_release() -> None:
+    major, minor = (int(p) for p in _kubernetes_version().split(".")[:2])
+    assert (major, minor) >= (1, 33), "update kubernetes-validate: its schemas are old"
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_manifest_validates_strictly(path) -> None:
+    import kubernetes_validate
+
+    version = _kubernetes_version()
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert documents, f"{path.name} holds no object"
+    for body in documents:
+        try:
+            kubernetes_validate.validate(body, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.path)
+            pytest.fail(
+                f"{path.name}: {body['kind']}/{body['metadata'].get('name')} is invalid for "
+                f"Kubernetes {version} at {where or '(root)'}: {exc.message}"
+            )
+
+
+@pytest.mark.parametrize("item", all_docs(), ids=_ids(all_docs()))
+def test_labels_and_namespace(item: Doc) -> None:
+    meta = item.body["metadata"]
+    labels = meta.get("labels") or {}
+    missing = [label for label in RECOMMENDED_LABELS if label not in labels]
+    assert not missing, f"{item}: missing labels {missing}"
+    assert labels["app.kubernetes.io/part-of"] == "mlops"
+    assert labels["app.kubernetes.io/instance"] == "mlops"
+    if item.kind not in CLUSTER_SCOPED:
+        assert meta.get("namespace") == NAMESPACE, f"{item}: namespace must be {NAMESPACE}"
+    if item.kind in {"Deployment", "StatefulSet", "Job", "CronJob"}:
+        pod_labels = pod_template(item)["metadata"]["labels"]
+        for label in ("app.kubernetes.io/name", "app.kubernetes.io/instance"):
+            assert pod_labels.get(label) == labels[label], f"{item}: pod label {label}"
+
+
+def test_namespace_enforces_restricted_pod_security() -> None:
+    labels = doc("Namespace", NAMESPACE).body["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# Every pod: resources and a locked-down security context.
+
+
+@pytest.mark.parametrize("item", workloads(), ids=_ids(workloads()))
+def test_pod_security(item: Doc) -> None:
+    spec = pod_template(item)["spec"]
+    pod = spec.get("securityContext") or {}
+    assert pod.get("runAsNonRoot") is True, f"{item}: runAsNonRoot"
+    assert pod.get("runAsUser") == UID, f"{item}: runAsUser {UID}"
+    assert pod.get("runAsGroup") == UID, f"{item}: runAsGroup {UID}"
+    assert pod.get("fsGroup") == UID, f"{item}: fsGroup {UID}"
+    assert (pod.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{item}: seccomp"
+    assert "automountServiceAccountToken" in spec, f"{item}: say whether a token is mounted"
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for c in containers(item):
+        where = f"{item} container {c['name']}"
+        sc = c.get("securityContext") or {}
+        assert sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation"
+        assert sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem"
+        assert sc.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+        assert sc.get("privileged", False) is False, f"{where}: privileged"
+        assert (sc.get("capabilities") or {}).get("drop") == ["ALL"], f"{where}: drop ALL"
+        assert not (sc.get("capabilities") or {}).get("add"), f"{where}: adds capabilities"
+        resources = c.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                assert resource in (resources.get(kind) or {}), f"{where}: {kind}.{resource}"
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        assert "/tmp" in mounts, f"{where}: needs a writable /tmp (emptyDir)"
+        assert "emptyDir" in volumes[mounts["/tmp"]], f"{where}: /tmp must be an emptyDir"
+        for volume in volumes.values():
+            if "emptyDir" in volume:
+                assert volume["emptyDir"].get("sizeLimit"), f"{item}: emptyDir sizeLimit"
+        assert "command" not in c or not c["image"].startswith("mlops-"), (
+            f"{where}: mlops images keep their ENTRYPOINT; set args only"
+        )
+
+
+@pytest.mark.parametrize("item", workloads(), ids=_ids(workloads()))
+def test_mlops_images_get_a_writable_home(item: Doc) -> None:
+    for c in containers(item):
+        if not c["image"].startswith("mlops-"):
+            continue
+        mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+        assert "/home/mlops" in mounts, f"{item}: HOME (/home/mlops) must be an emptyDir"
+
+
+# Jobs and CronJobs.
+
+
+def _job_like() -> list[Doc]:
+    return docs("Job") + docs("CronJob")
+
+
+@pytest.mark.parametrize("item", _job_like(), ids=_ids(_job_like()))
+def test_jobs_are_bounded(item: Doc) -> None:
+    spec = job_spec(item)
+    for key in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+        assert isinstance(spec.get(key), int), f"{item}: {key} must be set"
+    assert spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
+    assert pod_template(item)["spec"]["restartPolicy"] in ("Never", "OnFailure")
+
+
+@pytest.mark.parametrize("item", docs("CronJob"), ids=_ids(docs("CronJob")))
+def test_cronjobs_never_overlap(item: Doc) -> None:
+    spec = item.body["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert isinstance(spec.get("startingDeadlineSeconds"), int)
+    assert isinstance(spec.get("successfulJobsHistoryLimit"), int)
+    assert isinstance(spec.get("failedJobsHistoryLimit"), int)
+    assert spec.get("timeZone") == "America/New_York", "schedules follow New York's clock"
+    assert len(spec["schedule"].split()) == 5
+
+
+def test_daily_cronjob_runs_the_orchestrator_after_the_close_on_weekdays() -> None:
+    daily = doc("CronJob", "mlops-daily")
+    minute, hour, dom, month, dow = daily.body["spec"]["schedule"].split()
+    assert (dom, month, dow) == ("*", "*", "1-5")
+    assert (int(hour), int(minute)) >= (16, 15), "after the 16:00 close in New York"
+    (c,) = containers(daily)
+    assert c["args"] == ["daily"]
+    assert c["image"].startswith("mlops-orchestrator:")
+    labels = pod_template(daily)["metadata"]["labels"]
+    assert not any(k.endswith("-client") for k in labels), "the orchestrator needs no data"
+
+
+def test_weekly_training_cronjob_runs_the_train_job_template() -> None:
+    weekly = doc("CronJob", "mlops-train-weekly")
+    dow = weekly.body["spec"]["schedule"].split()[4]
+    assert dow in {"0", "6", "SAT", "SUN"}, "training on the weekend"
+    train = doc("Job", "mlops-train")
+    assert job_spec(weekly)["template"] == train.body["spec"]["template"]
+    for key in ("backoffLimit", "activeDeadlineSeconds"):
+        assert job_spec(weekly)[key] == train.body["spec"][key]
+
+
+def test_data_prep_is_an_indexed_job_with_matching_shards() -> None:
+    spec = doc("Job", "mlops-data-prep").body["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] >= 1 and 1 <= spec["parallelism"] <= spec["completions"]
+    (c,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["DATA_PREP_SHARDS"] == str(spec["completions"]), (
+        "DATA_PREP_SHARDS must equal completions: each index is one shard"
+    )
+    assert "JOB_COMPLETION_INDEX" not in env, "Kubernetes sets JOB_COMPLETION_INDEX itself"
+    if spec["completions"] > 1:
+        assert "--as-of" in c["args"], "with several shards every shard needs the same --as-of"
+
+
+def test_stage_jobs_are_one_per_stage() -> None:
+    for stage in ("migrate", "data-prep", "train", "batch-infer", "trade", "monitor"):
+        job = doc("Job", f"mlops-{stage}")
+        assert job.path == DEPLOYMENTS / f"job-{stage}.yaml"
+        (c,) = containers(job)
+        assert c["args"][0] == stage
+        assert c["image"].startswith(f"mlops-{stage}:")
+
+
+# Deployments and StatefulSets: probes and persistence.
+
+
+def _servers() -> list[Doc]:
+    return docs("Deployment") + docs("StatefulSet")
+
+
+@pytest.mark.parametrize("item", _servers(), ids=_ids(_servers()))
+def test_servers_have_probes(item: Doc) -> None:
+    for c in containers(item):
+        assert c.get("readinessProbe"), f"{item}: readinessProbe"
+        assert c.get("livenessProbe"), f"{item}: livenessProbe"
+
+
+def test_serving_and_dashboard_probe_their_health_endpoints() -> None:
+    (serve,) = containers(doc("Deployment", "mlops-serve"))
+    assert serve["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert serve["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert serve["ports"][0]["containerPort"] == 8080
+    (dash,) = containers(doc("Deployment", "mlops-dashboard"))
+    assert dash["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert dash["ports"][0]["containerPort"] == 8050
+
+
+def test_state_is_persistent() -> None:
+    postgres = doc("StatefulSet", "mlops-postgres").body["spec"]
+    (claim,) = postgres["volumeClaimTemplates"]
+    (c,) = postgres["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data"
+    pgdata = {e["name"]: e.get("value") for e in c["env"]}["PGDATA"]
+    assert pgdata.startswith("/var/lib/postgresql/data/"), "PGDATA in a subfolder of the volume"
+    minio = doc("Deployment", "mlops-minio").body["spec"]["template"]["spec"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in minio["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["mlops-minio-data"]
+    doc("PersistentVolumeClaim", "mlops-minio-data")
+
+
+def test_postgres_init_creates_both_databases() -> None:
+    script = doc("ConfigMap", "mlops-postgres-init").body["data"]["10-create-databases.sh"]
+    for database in ("mlops", "mlflow"):
+        assert re.search(rf"CREATE DATABASE {database} OWNER {database};", script)
+    assert "PASSWORD :'" in script, "passwords as psql variables, never inline"
+
+
+# ConfigMaps that copy repository files.
+
+
+def test_model_config_map_is_identical_to_the_packaged_model_yaml() -> None:
+    data = doc("ConfigMap", "mlops-model-config").body["data"]
+    assert data["model.yaml"] == MODEL_YAML.read_text(), (
+        "config-maps/model-config.yaml differs from services/mlops/resources/model.yaml; "
+        "run: python tests/k8s/sync_configmaps.py"
+    )
+
+
+def test_job_templates_config_map_is_identical_to_the_stage_jobs() -> None:
+    data = doc("ConfigMap", "mlops-job-templates").body["data"]
+    assert set(data) == {f"job-{s}.yaml" for s in sync_configmaps.TEMPLATE_STAGES}
+    for key, text in data.items():
+        assert text == (DEPLOYMENTS / key).read_text(), (
+            f"config-maps/job-templates.yaml: {key} differs from deployments/{key}; "
+            "run: python tests/k8s/sync_configmaps.py"
+        )
+
+
+def test_generated_config_maps_are_exactly_what_the_script_writes() -> None:
+    for path, text in sync_configmaps.render().items():
+        assert path.read_text() == text, (
+            f"{path.name} is stale: run python tests/k8s/sync_configmaps.py"
+        )

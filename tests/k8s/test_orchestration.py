@@ -1,0 +1,351 @@
+"""``mlops daily`` and the retraining trigger against a fake Kubernetes API on loopback.
+
+The real ``kubernetes`` client talks HTTP to ``fake_kube.FakeKube``; the Job templates
+are the real manifests in deployments/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops import orchestration
+from mlops.orchestration import (
+    DAILY_STAGES,
+    OrchestrationError,
+    build_job,
+    load_template,
+    market_today,
+    run_daily,
+    trigger_retraining,
+    with_as_of,
+)
+
+from .fake_kube import FakeKube
+from .manifests import DEPLOYMENTS, ROOT
+
+DAY = date(2024, 1, 5)
+NS = "mlops"
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    fake = FakeKube(polls_to_finish=2).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+    assert not fake.unexpected, f"calls the fake API does not implement: {fake.unexpected}"
+
+
+def _daily(kube: FakeKube, **kwargs):
+    kwargs.setdefault("templates_dir", DEPLOYMENTS)
+    return run_daily(
+        DAY,
+        api_client=kube.api_client(),
+        namespace=NS,
+        poll_seconds=0.01,
+        **kwargs,
+    )
+
+
+def _name(stage: str) -> str:
+    return f"mlops-{stage}-20240105"
+
+
+def _job(stage: str) -> dict:
+    return build_job(load_template(DEPLOYMENTS, stage), stage, DAY, NS)
+
+
+def test_runs_the_daily_stages_in_order_each_after_the_last_completed(kube: FakeKube) -> None:
+    runs = _daily(kube)
+    assert [r.stage for r in runs] == list(DAILY_STAGES)
+    assert all(r.action == "created" and r.outcome == "succeeded" for r in runs)
+    expected = []
+    for stage in DAILY_STAGES:
+        expected += [("create", _name(stage)), ("complete", _name(stage))]
+    assert kube.events == expected
+    assert kube.authorization == {"Bearer test-token"}
+
+
+def test_each_job_is_its_manifest_named_and_dated_for_the_day(kube: FakeKube) -> None:
+    _daily(kube)
+    for stage in DAILY_STAGES:
+        template = yaml.safe_load((DEPLOYMENTS / f"job-{stage}.yaml").read_text())
+        job = kube.jobs[(NS, _name(stage))]
+        meta = job["metadata"]
+        assert meta["namespace"] == NS
+        assert meta["labels"]["mlops/run-date"] == "2024-01-05"
+        assert meta["labels"]["mlops/stage"] == stage
+        assert meta["labels"]["mlops/triggered-by"] == "daily"
+        assert job["spec"]["template"]["metadata"]["labels"]["mlops/run-date"] == "2024-01-05"
+        for key, value in template["metadata"]["labels"].items():
+            assert meta["labels"][key] == value
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [stage, "--as-of", "2024-01-05"]
+        (original,) = template["spec"]["template"]["spec"]["containers"]
+        for key in ("image", "env", "envFrom", "resources", "securityContext", "volumeMounts"):
+            assert container.get(key) == original.get(key), f"{stage}: {key} changed"
+        spec = {k: v for k, v in job["spec"].items() if k != "template"}
+        assert spec == {k: v for k, v in template["spec"].items() if k != "template"}
+    data_prep = kube.jobs[(NS, _name("data-prep"))]["spec"]
+    assert data_prep["completionMode"] == "Indexed"
+
+
+def test_stops_at_the_first_failure_with_a_clear_error(
+    kube: FakeKube, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube.outcomes["batch-infer"] = "Failed"
+    with (
+        caplog.at_level(logging.INFO, logger="mlops.orchestration"),
+        pytest.raises(OrchestrationError) as raised,
+    ):
+        _daily(kube)
+    message = str(raised.value)
+    assert "Stage batch-infer failed for 2024-01-05" in message
+    assert _name("batch-infer") in message and "BackoffLimitExceeded" in message
+    assert "Stages not started: trade, monitor" in message
+    assert f"kubectl -n {NS} logs job/{_name('batch-infer')}" in message
+    assert kube.created() == [_name("data-prep"), _name("batch-infer")]
+    assert "error: stage failed in mlops-batch-infer-20240105-x7k2p" in caplog.text
+
+
+def test_a_rerun_of_the_day_skips_the_stages_that_succeeded(kube: FakeKube) -> None:
+    kube.add_job(_job("data-prep"), "Complete")
+    kube.add_job(_job("batch-infer"), "Complete")
+    runs = _daily(kube)
+    assert [r.action for r in runs] == [
+        "already-succeeded",
+        "already-succeeded",
+        "created",
+        "created",
+    ]
+    assert kube.created() == [_name("trade"), _name("monitor")]
+
+
+def test_a_running_job_of_the_day_is_waited_for_not_recreated(kube: FakeKube) -> None:
+    kube.add_job(_job("data-prep"))  # no status yet: still running
+    runs = _daily(kube)
+    assert runs[0].action == "waited-for-running"
+    assert _name("data-prep") not in kube.created()
+    assert ("complete", _name("data-prep")) in kube.events
+
+
+def test_a_failed_job_of_the_day_stops_the_run_unless_asked_to_rerun(kube: FakeKube) -> None:
+    kube.add_job(_job("data-prep"), "Failed")
+    with pytest.raises(OrchestrationError, match="already failed for this day"):
+        _daily(kube)
+    assert kube.created() == []
+    runs = _daily(kube, rerun_failed=True)
+    assert runs[0].action == "recreated"
+    assert kube.events[:3] == [
+        ("delete", _name("data-prep")),
+        ("create", _name("data-prep")),
+        ("complete", _name("data-prep")),
+    ]
+    assert len(kube.created()) == 4
+
+
+def test_a_job_that_never_finishes_times_out(kube: FakeKube, monkeypatch) -> None:
+    kube.outcomes["data-prep"] = "Running"
+    monkeypatch.setattr(orchestration, "_wait_seconds", lambda body: 0.3)
+    with pytest.raises(OrchestrationError, match="did not finish within"):
+        _daily(kube)
+    assert kube.created() == [_name("data-prep")]
+
+
+def test_a_few_failed_status_reads_while_waiting_are_retried(kube: FakeKube, monkeypatch) -> None:
+    real_create = orchestration.Jobs.create
+
+    def create_then_blip(self, body):
+        created = real_create(self, body)
+        kube.failing_reads = orchestration.MAX_READ_ERRORS
+        return created
+
+    monkeypatch.setattr(orchestration.Jobs, "create", create_then_blip)
+    runs = _daily(kube)
+    assert [r.outcome for r in runs] == ["succeeded"] * 4
+
+    kube2 = FakeKube().start()
+    try:
+        monkeypatch.setattr(
+            orchestration.Jobs,
+            "create",
+            lambda self, body: (real_create(self, body), setattr(kube2, "failing_reads", 99))[0],
+        )
+        with pytest.raises(OrchestrationError, match="HTTP 500"):
+            _daily(kube2)
+        assert kube2.created() == [_name("data-prep")]
+    finally:
+        kube2.stop()
+
+
+def test_every_template_is_checked_before_any_job_is_created(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    for stage in ("data-prep", "batch-infer", "trade"):
+        (tmp_path / f"job-{stage}.yaml").write_text((DEPLOYMENTS / f"job-{stage}.yaml").read_text())
+    with pytest.raises(OrchestrationError, match="No Job template for stage 'monitor'"):
+        _daily(kube, templates_dir=tmp_path)
+    assert kube.requests == []
+
+
+def test_a_template_must_run_its_own_stage(tmp_path: Path) -> None:
+    text = (
+        (DEPLOYMENTS / "job-trade.yaml").read_text().replace('args: ["trade"]', 'args: ["monitor"]')
+    )
+    (tmp_path / "job-trade.yaml").write_text(text)
+    with pytest.raises(OrchestrationError, match="must run `mlops trade`"):
+        load_template(tmp_path, "trade")
+
+
+def test_an_unreachable_api_is_one_sentence(closed_port: int) -> None:
+    from kubernetes import client
+
+    configuration = client.Configuration(host=f"http://127.0.0.1:{closed_port}")
+    configuration.retries = False
+    with pytest.raises(OrchestrationError, match="Kubernetes API call failed while reading Job"):
+        run_daily(
+            DAY,
+            api_client=client.ApiClient(configuration),
+            namespace=NS,
+            templates_dir=DEPLOYMENTS,
+            poll_seconds=0.01,
+        )
+
+
+def test_retraining_trigger_creates_one_train_job_a_day(kube: FakeKube) -> None:
+    first = trigger_retraining(
+        DAY,
+        "MAPE 3.4% above 3.0%",
+        api_client=kube.api_client(),
+        namespace=NS,
+        templates_dir=DEPLOYMENTS,
+    )
+    assert first.created and first.job == "mlops-train-retrain-20240105"
+    job = kube.jobs[(NS, first.job)]
+    assert job["metadata"]["labels"]["mlops/triggered-by"] == "retrain"
+    assert job["metadata"]["annotations"]["mlops/retrain-reason"] == "MAPE 3.4% above 3.0%"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["train", "--as-of", "2024-01-05"]
+    assert container["image"].startswith("mlops-train:")
+    second = trigger_retraining(
+        DAY, "again", api_client=kube.api_client(), namespace=NS, templates_dir=DEPLOYMENTS
+    )
+    assert not second.created and second.job == first.job
+    assert kube.created() == [first.job]
+
+
+def test_job_names_are_valid_and_unique_per_day() -> None:
+    names = [_name(stage) for stage in DAILY_STAGES] + ["mlops-train-retrain-20240105"]
+    built = [build_job(load_template(DEPLOYMENTS, s), s, DAY, NS) for s in DAILY_STAGES]
+    built.append(build_job(load_template(DEPLOYMENTS, "train"), "train", DAY, NS, infix="retrain"))
+    assert [job["metadata"]["name"] for job in built] == names
+    for name in names:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
+    assert len(set(names)) == len(names)
+
+
+def test_as_of_replaces_a_day_the_template_names() -> None:
+    assert with_as_of(["data-prep", "--as-of", "2017-12-29"], DAY) == [
+        "data-prep",
+        "--as-of",
+        "2024-01-05",
+    ]
+    assert with_as_of(["trade", "--as-of=2017-12-29", "--output", "x"], DAY) == [
+        "trade",
+        "--output",
+        "x",
+        "--as-of",
+        "2024-01-05",
+    ]
+
+
+def test_the_day_is_new_yorks() -> None:
+    assert market_today(datetime(2024, 1, 5, 22, 30, tzinfo=UTC)) == date(2024, 1, 5)
+    assert market_today(datetime(2024, 1, 6, 2, 0, tzinfo=UTC)) == date(2024, 1, 5)
+    assert market_today(datetime(2024, 7, 5, 21, 30, tzinfo=UTC)) == date(2024, 7, 5)
+
+
+def test_namespace_comes_from_the_pod(monkeypatch) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "elsewhere")
+    assert orchestration.resolve_namespace() == "elsewhere"
+    assert orchestration.resolve_namespace("given") == "given"
+
+
+# The CLI, as the CronJob runs it (kubeconfig instead of the in-cluster service account).
+
+
+def _kubeconfig(tmp_path: Path, kube: FakeKube) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+                "users": [{"name": "fake", "user": {"token": "cli-token"}}],
+                "contexts": [
+                    {
+                        "name": "fake",
+                        "context": {"cluster": "fake", "user": "fake", "namespace": NS},
+                    }
+                ],
+                "current-context": "fake",
+            }
+        )
+    )
+    return path
+
+
+def _cli(tmp_path: Path, kube: FakeKube, subprocess_env, *args: str) -> subprocess.CompletedProcess:
+    env = subprocess_env(KUBECONFIG=str(_kubeconfig(tmp_path, kube)), LOG_FORMAT="json")
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env.pop("POD_NAMESPACE", None)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops.cli",
+            "daily",
+            "--templates-dir",
+            str(DEPLOYMENTS),
+            "--poll-seconds",
+            "0.01",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def test_cli_runs_the_day_and_prints_what_it_did(tmp_path, kube, subprocess_env) -> None:
+    result = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout[result.stdout.index("[") :])
+    assert [r["job"] for r in runs] == [_name(s) for s in DAILY_STAGES]
+    assert kube.authorization == {"Bearer cli-token"}
+    # Rerunning the day creates nothing.
+    again = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    assert again.returncode == 0, again.stderr
+    assert len(kube.created()) == 4
+
+
+def test_cli_failure_exits_non_zero_with_one_sentence(tmp_path, kube, subprocess_env) -> None:
+    kube.outcomes["trade"] = "Failed"
+    result = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    assert result.returncode == 1
+    assert "error: Stage trade failed for 2024-01-05" in result.stderr
+    assert kube.created() == [_name("data-prep"), _name("batch-infer"), _name("trade")]

@@ -1,0 +1,268 @@
+"""build_docker_images.sh and forward_ports.sh, run for real against fake docker,
+minikube and kubectl commands on the PATH (they record their arguments)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .manifests import BUILD_SCRIPT, FORWARD_SCRIPT, ROOT, build_script_images
+
+
+def _fake(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/usr/bin/env bash\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> dict[str, Path]:
+    """A bin folder with fake docker and minikube; calls are logged one per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    _fake(
+        bin_dir,
+        "docker",
+        f"""
+        echo "docker DOCKER_HOST=${{DOCKER_HOST:-}} BUILDKIT=${{DOCKER_BUILDKIT:-}} $*" >> {log}
+        if [[ "$1" == build && " $* " == *" --target ${{FAIL_TARGET:-none}} "* ]]; then
+            echo "boom" >&2; exit 17
+        fi
+        if [[ "$1" == image ]]; then echo 123456; fi
+        """,
+    )
+    _fake(
+        bin_dir,
+        "minikube",
+        f"""
+        echo "minikube $*" >> {log}
+        if [[ "$*" == *docker-env* ]]; then echo 'export DOCKER_HOST="tcp://minikube:2376"'; fi
+        """,
+    )
+    return {"bin": bin_dir, "log": log}
+
+
+def _build(fakes: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"TAG", "BASE_IMAGE", "TORCH_INDEX_URL", "MINIKUBE"}
+    }
+    base["PATH"] = f"{fakes['bin']}:{base['PATH']}"
+    base.update(env)
+    return subprocess.run(
+        ["bash", str(BUILD_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def _calls(fakes: dict[str, Path]) -> list[str]:
+    return fakes["log"].read_text().splitlines() if fakes["log"].exists() else []
+
+
+def _builds(fakes: dict[str, Path]) -> list[str]:
+    return [c for c in _calls(fakes) if " build " in c]
+
+
+def test_builds_every_image_into_minikube_with_one_tag(fakes) -> None:
+    result = _build(fakes, TAG="v9.9")
+    assert result.returncode == 0, result.stderr
+    builds = _builds(fakes)
+    assert len(builds) == len(build_script_images())
+    for name, call in zip(build_script_images(), builds, strict=True):
+        assert "DOCKER_HOST=tcp://minikube:2376" in call, "built in minikube's Docker"
+        assert "BUILDKIT=1" in call
+        assert f"--target {name} " in call
+        assert f"--tag mlops-{name}:v9.9 " in call and f"--tag mlops-{name}:latest " in call
+        assert f"--file {ROOT}/services/Dockerfile" in call and call.endswith(str(ROOT))
+        assert "--build-arg" not in call, "Dockerfile defaults unless asked"
+    assert "minikube -p minikube docker-env --shell bash" in _calls(fakes)
+    for name in build_script_images():
+        assert f"mlops-{name}:v9.9" in result.stdout, "prints what it built"
+
+
+def test_builds_only_the_named_images_with_build_args(fakes) -> None:
+    result = _build(
+        fakes,
+        "train",
+        "mlflow",
+        "--tag",
+        "t1",
+        BASE_IMAGE="local/python:3.12",
+        TORCH_INDEX_URL="http://127.0.0.1:9/simple",
+    )
+    assert result.returncode == 0, result.stderr
+    builds = _builds(fakes)
+    assert [b.split("--target ")[1].split()[0] for b in builds] == ["train", "mlflow"]
+    for call in builds:
+        assert "--build-arg BASE_IMAGE=local/python:3.12" in call
+        assert "--build-arg TORCH_INDEX_URL=http://127.0.0.1:9/simple" in call
+
+
+def test_load_mode_builds_locally_then_loads_into_minikube(fakes) -> None:
+    result = _build(fakes, "--load", "migrate", TAG="t2")
+    assert result.returncode == 0, result.stderr
+    calls = _calls(fakes)
+    assert not any("docker-env" in c for c in calls)
+    assert "DOCKER_HOST= " in _builds(fakes)[0]
+    assert "minikube -p minikube image load mlops-migrate:t2" in calls
+    assert "minikube -p minikube image load mlops-migrate:latest" in calls
+
+
+def test_without_minikube_builds_locally(fakes) -> None:
+    result = _build(fakes, "trade", TAG="t3", MINIKUBE="0")
+    assert result.returncode == 0, result.stderr
+    assert not any(c.startswith("minikube") for c in _calls(fakes))
+
+
+def test_default_tag_is_git_describe(fakes) -> None:
+    described = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--tags", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    if described.returncode != 0:
+        pytest.fail(f"git describe fails in this checkout: {described.stderr}")
+    result = _build(fakes, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert f"--tag mlops-migrate:{described.stdout.strip()} " in _builds(fakes)[0]
+
+
+def test_stops_loudly_at_the_first_failing_build(fakes) -> None:
+    result = _build(fakes, TAG="t4", FAIL_TARGET="train")
+    assert result.returncode != 0
+    assert "building mlops-train failed" in result.stderr
+    built = [b.split("--target ")[1].split()[0] for b in _builds(fakes)]
+    assert built == build_script_images()[: build_script_images().index("train") + 1]
+
+
+def test_rejects_unknown_images_and_bad_tags(fakes) -> None:
+    result = _build(fakes, "nope", TAG="t5")
+    assert result.returncode != 0 and "unknown image 'nope'" in result.stderr
+    result = _build(fakes, "train", TAG="bad tag")
+    assert result.returncode != 0 and "invalid image tag" in result.stderr
+    assert not _builds(fakes)
+
+
+# forward_ports.sh
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path: Path) -> dict[str, Path]:
+    bin_dir = tmp_path / "kbin"
+    bin_dir.mkdir()
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    _fake(
+        bin_dir,
+        "kubectl",
+        f"""
+        echo "$*" > {pids}/$$.args
+        if [[ " $* " == *" svc/${{FAIL_SERVICE:-none}} "* ]]; then
+            echo "error: unable to forward" >&2; exit 1
+        fi
+        sleep 120 &
+        child=$!
+        trap 'kill "$child"; exit 0' TERM INT
+        wait "$child"
+        """,
+    )
+    return {"bin": bin_dir, "pids": pids}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _forward(fake_kubectl: dict[str, Path], **env: str) -> subprocess.Popen:
+    full = dict(os.environ)
+    full.update(
+        PATH=f"{fake_kubectl['bin']}:{full['PATH']}",
+        FORWARD_SETTLE_SECONDS="0.5",
+        **env,
+    )
+    return subprocess.Popen(
+        ["bash", str(FORWARD_SCRIPT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
+        cwd=ROOT,
+    )
+
+
+def _kubectl_pids(fake_kubectl: dict[str, Path]) -> dict[int, str]:
+    return {int(p.stem): p.read_text().strip() for p in fake_kubectl["pids"].glob("*.args")}
+
+
+def test_forwards_print_urls_and_ctrl_c_stops_them_all(fake_kubectl) -> None:
+    proc = _forward(fake_kubectl, MLFLOW_PORT="15000")
+    try:
+        deadline = time.monotonic() + 20
+        while len(_kubectl_pids(fake_kubectl)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # past the settle time: the URLs are printed
+        forwards = _kubectl_pids(fake_kubectl)
+        assert len(forwards) == 4
+        args = sorted(forwards.values())
+        for service, ports in (
+            ("mlops-minio", "9001:9001"),
+            ("mlops-mlflow", "15000:5000"),
+            ("mlops-dashboard", "8050:8050"),
+            ("mlops-serve", "8080:8080"),
+        ):
+            expected = f"-n mlops port-forward --address 127.0.0.1 svc/{service} {ports}"
+            assert expected in args
+        assert all(_alive(pid) for pid in forwards)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    for url in (
+        "http://localhost:9001/",
+        "http://localhost:15000/",
+        "http://localhost:8050/",
+        "http://localhost:8080/healthz",
+    ):
+        assert url in out
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in forwards) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in forwards), "every port-forward is stopped"
+
+
+def test_a_failing_forward_stops_the_others(fake_kubectl) -> None:
+    proc = _forward(fake_kubectl, FAIL_SERVICE="mlops-serve")
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "Serving API (svc/mlops-serve) failed" in err and "unable to forward" in err
+    forwards = _kubectl_pids(fake_kubectl)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in forwards) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in forwards)
