@@ -20,7 +20,10 @@ endif
 # apt needs root; use sudo only when not root already.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv postgres test lint demo clean distclean
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+.PHONY: help venv postgres checkov test lint demo clean distclean
 
 help:
 	@echo "make venv      create $(VENV) (Python 3.12) with .[$(EXTRAS)]"
@@ -43,6 +46,14 @@ $(VENV_STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -e '.[$(EXTRAS)]'
 	@touch $@
 
+# checkov pins libraries that clash with ours (packaging, boto3, networkx): its own venv.
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP): $(VENV_STAMP)
+	$(VENV)/bin/python -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install 'checkov==3.3.*'
+	@touch $@
+
 postgres:
 	@if [ -x "$(PG_BIN)/initdb" ] && [ -x "$(PG_BIN)/pg_ctl" ]; then \
 		echo "PostgreSQL server binaries found in $(PG_BIN)"; \
@@ -51,7 +62,7 @@ postgres:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	fi
 
-test: venv postgres
+test: venv postgres checkov
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 lint: venv
