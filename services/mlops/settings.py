@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     monitor_mape_threshold: float = Field(default=0.03, gt=0, alias="MONITOR_MAPE_THRESHOLD")
     monitor_baseline_ratio: float = Field(default=1.25, gt=0, alias="MONITOR_BASELINE_RATIO")
     monitor_drift_method: str = Field(default="ks", alias="MONITOR_DRIFT_METHOD")
+    # "kubernetes": a flagged retrain also creates the day's train Job through the API.
+    retrain_trigger: Literal["none", "kubernetes"] = Field(default="none", alias="RETRAIN_TRIGGER")
     monitor_drift_share_threshold: float = Field(
         default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
     )

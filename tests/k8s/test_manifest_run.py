@@ -335,6 +335,18 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
     cluster = LocalCluster(tmp_path, base_env, hosts)
     logs = tmp_path / "logs"
     logs.mkdir()
+    # The Kubernetes API for every pod: `mlops daily` creates the day's Jobs and the fake
+    # runs each from its manifest; the monitor stage (RETRAIN_TRIGGER=kubernetes) may ask
+    # for a retraining Job, which is recorded here but not run (training is covered above).
+
+    def execute(job: dict) -> tuple[int, str]:
+        name = job["metadata"]["name"]
+        if "-retrain-" in name:
+            return 0, "retraining Job recorded"
+        return cluster.run_job(job, name)
+
+    kube = FakeKube(executor=execute).start()
+    base_env["KUBECONFIG"] = str(_kubeconfig(tmp_path / "kubeconfig", kube.url))
 
     # Platform: databases by the init script, buckets, the MLflow server of mlflow.yaml.
     _init_postgres(postgres_server, cluster)
@@ -385,29 +397,24 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
 
         # The daily CronJob: `mlops daily` creates the day's Jobs from the templates it
         # mounts; the fake API runs each Job from its manifest like the ones above.
-        kube = FakeKube(executor=lambda job: cluster.run_job(job, job["metadata"]["name"])).start()
-        try:
-            daily = doc("CronJob", "mlops-daily")
-            pod = cluster.pod(job_spec(daily)["template"], "daily")
-            result = pod.run(
-                DAILY_AS_OF=DAILY_DAY,
-                DAILY_POLL_SECONDS="0.2",
-                KUBECONFIG=str(_kubeconfig(tmp_path / "kubeconfig", kube.url)),
-            )
-            assert result.returncode == 0, (
-                f"mlops daily failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
-                + "\n".join(kube.logs.values())[-4000:]
-            )
-            runs = _result(result.stdout)
-        finally:
-            kube.stop()
+        daily = doc("CronJob", "mlops-daily")
+        pod = cluster.pod(job_spec(daily)["template"], "daily")
+        result = pod.run(DAILY_AS_OF=DAILY_DAY, DAILY_POLL_SECONDS="0.2")
+        assert result.returncode == 0, (
+            f"mlops daily failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
+            + "\n".join(kube.logs.values())[-4000:]
+        )
+        runs = _result(result.stdout)
         stamp = DAILY_DAY.replace("-", "")
         assert [r["job"] for r in runs] == [
             f"mlops-{s}-{stamp}" for s in ("data-prep", "batch-infer", "trade", "monitor")
         ]
         assert all(r["outcome"] == "succeeded" for r in runs)
-        assert kube.created() == [r["job"] for r in runs]
+        created = kube.created()
+        assert [n for n in created if "-retrain-" not in n] == [r["job"] for r in runs]
+        retrain_jobs = [n for n in created if "-retrain-" in n]
     finally:
+        kube.stop()
         for proc in servers:
             _stop(proc)
 
@@ -419,7 +426,11 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         ).scalars()
         daily_stages = set(daily_stages)
         predicted = conn.execute(text("SELECT count(*) FROM predictions")).scalar_one()
+        requested = conn.execute(text("SELECT requested_date FROM retrain_requests")).scalars()
+        requested = {d.strftime("%Y%m%d") for d in requested}
     engine.dispose()
+    # Every retraining Job the monitor created answers a retrain request of its day.
+    assert {n.rsplit("-", 1)[-1] for n in retrain_jobs} == requested
     assert statuses == ["succeeded"]
     assert daily_stages == {"data-prep", "batch-infer", "trade", "monitor"}
     assert predicted == 10, "5 symbols scored by hand on the first day, 5 by the daily run"

@@ -207,7 +207,14 @@ def _forward(fake_kubectl: dict[str, Path], **env: str) -> subprocess.Popen:
         text=True,
         env=full,
         cwd=ROOT,
+        # As at a terminal: a shell started with SIGINT ignored (a background job, nohup,
+        # some CI runners) cannot trap it, so give the script the default disposition.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _kubectl_pids(fake_kubectl: dict[str, Path]) -> dict[int, str]:

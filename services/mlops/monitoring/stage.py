@@ -39,6 +39,7 @@ class MonitorResult:
     retrain: bool
     reasons: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
+    retrain_job: str | None = None
 
 
 def realized(preds: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
@@ -147,6 +148,10 @@ def run(ctx: Context, as_of: date | None = None) -> MonitorResult:
                 ],
                 keys=["requested_date"],
             )
+    if result.retrain and settings.retrain_trigger == "kubernetes":
+        from mlops.orchestration import trigger_retraining
+
+        result.retrain_job = trigger_retraining(day, "; ".join(result.reasons)).job
     put_json(ctx.store, f"{prefix}/summary.json", _summary(result))
     log.info(
         "Monitored %s: %d predictions scored, MAPE %s, drift share %s%s",
