@@ -8,7 +8,8 @@ class MlopsError(Exception):
 
     def __init__(self, message: str) -> None:
         # Library messages often end with their own period: keep one.
-        message = message.strip()
+        # One sentence on one line, whatever a library put into it.
+        message = " ".join(str(message).split())
         while message.endswith(".."):
             message = message[:-1]
         super().__init__(message)

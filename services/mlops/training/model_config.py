@@ -28,7 +28,10 @@ def load_model_config(settings: Settings) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"MODEL_CONFIG_PATH points at {path}, which does not exist.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Model config {path} is not valid YAML: {exc}.") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "it does not parse"
+        raise ConfigError(f"Model config {path} is not valid YAML{where}: {problem}.") from None
     if not isinstance(config, dict):
         raise ConfigError(f"Model config {path} must be a mapping of Ludwig settings.")
     config = copy.deepcopy(config)
