@@ -26,6 +26,17 @@ FEATURE_COLUMNS = [
     "close_to_ema_10",
     "close_to_dema_10",
 ]
+# Features that do not depend on a symbol's price level: comparable across symbols and
+# over time, so they are the ones monitored for drift.
+SCALE_FREE_FEATURES = [
+    "rsi_14",
+    "return_1d",
+    "range_pct",
+    "log_volume",
+    "close_to_sma_10",
+    "close_to_ema_10",
+    "close_to_dema_10",
+]
 TARGET_COLUMN = "next_close"
 TARGET_RETURN_COLUMN = "next_return"
 

@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-DRIFT_COLUMNS = [
-    "rsi_14",
-    "return_1d",
-    "range_pct",
-    "log_volume",
-    "close_to_sma_10",
-    "close_to_ema_10",
-    "close_to_dema_10",
-]
+from mlops.data_prep.features import SCALE_FREE_FEATURES
+
+DRIFT_COLUMNS = SCALE_FREE_FEATURES
 
 
 def _html(snapshot: object) -> bytes:
