@@ -77,15 +77,27 @@ def _svg_chart(x: list[str], series: dict[str, list[float]], title: str) -> str:
     )
 
 
-def _table(frame: pd.DataFrame, columns: list[str]) -> str:
+def _table(frame: pd.DataFrame, columns: list[str], links: Any = None) -> str:
+    """An HTML table; ``links(row)`` adds a last column of ready-made HTML."""
     if frame.empty:
         return "<p>None yet.</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head += "<th>reports</th>" if links else ""
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns)
+        + (f"<td>{links(row)}</td>" if links else "")
+        + "</tr>"
         for row in frame.to_dict("records")
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _report_links(day: Any) -> str:
+    day = html.escape(str(day))
+    return " ".join(
+        f'<a href="/reports/{day}/{name}.html">{name}</a>' for name in ("quality", "drift")
+    )
 
 
 def _cell(value: Any) -> str:
@@ -100,18 +112,28 @@ def render_page(figures: dict[str, pd.DataFrame]) -> str:
     metrics, equity = figures["metrics"], figures["equity"]
     parts = ["<h1>MLOps stock pipeline</h1>"]
     if not metrics.empty:
-        days = metrics["metric_date"].astype(str).tolist()
-        quality = {
-            name: metrics[name].tolist() for name in ("mape", "naive_mape") if name in metrics
-        }
-        parts.append(_svg_chart(days, quality, "MAPE of the model against the naive forecast"))
-        if "drift_share" in metrics:
-            parts.append(
-                _svg_chart(days, {"drift share": metrics["drift_share"].tolist()}, "Feature drift")
-            )
-        links = metrics.assign(
-            reports=[f"/reports/{d}/quality.html /reports/{d}/drift.html" for d in days]
+        days = sorted(metrics["metric_date"].astype(str).unique())
+        by_day = metrics.assign(day=metrics["metric_date"].astype(str))
+        quality: dict[str, list[float]] = {}
+        for version, rows in by_day.groupby("model_version"):
+            if "mape" in rows:
+                series = rows.set_index("day")["mape"]
+                quality[f"model v{version}"] = [float(series.get(d, float("nan"))) for d in days]
+        if "naive_mape" in by_day:
+            naive = by_day.dropna(subset=["naive_mape"]).groupby("day")["naive_mape"].last()
+            quality["naive"] = [float(naive.get(d, float("nan"))) for d in days]
+        parts.append(
+            _svg_chart(days, quality, "MAPE of each model version and of the naive forecast")
         )
+        if "drift_share" in by_day:
+            drift = by_day.dropna(subset=["drift_share"]).groupby("day")["drift_share"].last()
+            parts.append(
+                _svg_chart(
+                    days,
+                    {"drift share": [float(drift.get(d, float("nan"))) for d in days]},
+                    "Share of drifted features (champion's training window against the last weeks)",
+                )
+            )
         cols = [
             c
             for c in (
@@ -123,9 +145,12 @@ def render_page(figures: dict[str, pd.DataFrame]) -> str:
                 "drift_share",
                 "n",
             )
-            if c in links
+            if c in metrics
         ]
-        parts.append("<h2>Monitoring</h2>" + _table(links.iloc[::-1], [*cols, "reports"]))
+        parts.append(
+            "<h2>Monitoring</h2>"
+            + _table(metrics.iloc[::-1], cols, links=lambda row: _report_links(row["metric_date"]))
+        )
     else:
         parts.append("<p>No monitoring metrics yet: run <code>mlops monitor</code>.</p>")
     if not equity.empty:

@@ -112,7 +112,7 @@ def test_dashboard_shows_the_replay(demo):
     assert client.get("/healthz").json() == {"status": "ok"}
     page = client.get("/")
     assert page.status_code == 200
-    assert "MAPE of the model against the naive forecast" in page.text
+    assert "MAPE of each model version and of the naive forecast" in page.text
     assert "<polyline" in page.text
     metrics = client.get("/api/metrics").json()
     assert [m["metric_date"] for m in metrics][-1] == summary.end
