@@ -16,9 +16,11 @@
 #   --load   into the local Docker engine, then copied with `minikube image load`
 # With MINIKUBE=0, or without minikube, they stay in the local Docker engine.
 #
-# Build arguments passed through when set: BASE_IMAGE (default python:3.12-slim) and
-# TORCH_INDEX_URL (default https://download.pytorch.org/whl/cpu; train, batch-infer and
-# serve only). Other settings: DOCKER (default docker), MINIKUBE_PROFILE (default minikube).
+# Build arguments passed through when set: BASE_IMAGE (default python:3.12-slim),
+# TORCH_INDEX_URL (default https://download.pytorch.org/whl/cpu) and TORCH_REQUIREMENT
+# (default torch, e.g. torch==2.14.1; these two: train, batch-infer, serve only).
+# Other settings: DOCKER (default docker), MINIKUBE_PROFILE (default minikube),
+# BUILD_NETWORK (e.g. host: the network of the RUN steps, `docker build --network`).
 # The first failing build stops the script with a non-zero exit.
 set -euo pipefail
 
@@ -32,7 +34,7 @@ MINIKUBE_PROFILE="${MINIKUBE_PROFILE:-minikube}"
 LOAD=0
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     echo "Images: ${ALL_IMAGES[*]}"
 }
 
@@ -96,6 +98,9 @@ fi
 build_args=()
 [[ -n "${BASE_IMAGE:-}" ]] && build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 [[ -n "${TORCH_INDEX_URL:-}" ]] && build_args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
+[[ -n "${TORCH_REQUIREMENT:-}" ]] \
+    && build_args+=(--build-arg "TORCH_REQUIREMENT=$TORCH_REQUIREMENT")
+[[ -n "${BUILD_NETWORK:-}" ]] && build_args+=(--network "$BUILD_NETWORK")
 
 export DOCKER_BUILDKIT=1
 built=()

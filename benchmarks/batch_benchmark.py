@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -105,7 +106,11 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="mlops-batch-bench-"))
     model = ensure_model(home)
     sample = features(model.home)
-    print(f"Model {model.name} v{model.version}; {len(sample):,} scorable sample rows", flush=True)
+    print(
+        f"Model {model.name} v{model.version}; {len(sample):,} scorable sample rows; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     fast, load_times = timed(lambda: FastPredictor.from_dir(model.mlflow_dir))
     inputs = list(fast.input_features)

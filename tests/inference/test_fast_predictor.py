@@ -70,7 +70,9 @@ def test_equal_for_both_registered_versions_and_from_a_ludwig_model(trained) -> 
         np.testing.assert_allclose(from_dir.predict_frame(trained.scorable), expected, rtol=RTOL)
         np.testing.assert_allclose(from_model.predict_frame(trained.scorable), expected, rtol=RTOL)
     first, second = (FastPredictor.from_dir(trained.model_dirs[v]) for v in trained.versions)
-    assert not np.allclose(first.predict_frame(trained.scorable), second.predict_frame(trained.scorable))
+    assert not np.allclose(
+        first.predict_frame(trained.scorable), second.predict_frame(trained.scorable)
+    )
 
 
 def test_predict_close_is_unchanged(trained, ludwig_model, fast) -> None:

@@ -135,7 +135,8 @@ def test_missing_close_is_named(client, records) -> None:
         ("rsi_14", True, "rsi_14 must be a number"),
         ("rsi_14", None, "rsi_14 must not be null"),
         ("rsi_14", [1], "rsi_14 must be a number"),
-        ("log_volume", 1e400, "log_volume must be a finite number"),
+        ("log_volume", 10**400, "log_volume must be a finite number"),
+        ("log_volume", "1e400", "log_volume must be a number"),
         ("symbol", 3, "symbol must be a string"),
         ("symbol", "  ", "symbol must not be empty"),
         ("symbol", "X" * 65, "symbol must be at most 64"),
@@ -154,6 +155,11 @@ def test_errors_in_a_list_name_the_record(client, records) -> None:
     body = _error(client.post("/predict", json=batch), 422)
     assert body["error"] == "record 1: return_1d must be a number"
     assert body["detail"][0]["loc"] == ["body", 1, "return_1d"]
+    # Listed record by record, then in field order.
+    second = {k: v for k, v in records[1].items() if k != "rsi_14"}
+    batch = [records[0], {**second, "symbol": ""}, {**records[2], "close": "1"}]
+    locs = [d["loc"] for d in _error(client.post("/predict", json=batch), 422)["detail"]]
+    assert locs == [["body", 1, "rsi_14"], ["body", 1, "symbol"], ["body", 2, "close"]]
 
 
 @pytest.mark.parametrize(
@@ -167,6 +173,7 @@ def test_errors_in_a_list_name_the_record(client, records) -> None:
         (b'"text"', {"content-type": "application/json"}, 422, "must be a JSON object"),
         (b"[1, 2]", {"content-type": "application/json"}, 422, "record 0 is not a JSON object"),
         (b'{"rsi_14": NaN}', {"content-type": "application/json"}, 422, "finite"),
+        (b'{"rsi_14": 1e400}', {"content-type": "application/json"}, 422, "finite"),
         (b"rsi_14=1", {"content-type": "text/plain"}, 415, "text/plain"),
         (b"", {"content-type": "application/x-www-form-urlencoded"}, 422, "form is empty"),
     ],
@@ -186,7 +193,7 @@ def test_form_errors_name_the_field(client, records) -> None:
 
 
 def test_inputs_far_out_of_range_give_422_not_500(client, records) -> None:
-    record = {**records[0], "log_volume": 3e38, "rsi_14": -3e38}
+    record = {**records[0], "log_volume": 1e300, "rsi_14": -1e300}  # inf in float32
     body = _error(client.post("/predict", json=record), 422)
     assert "not a finite number" in body["error"]
 
@@ -218,9 +225,10 @@ def test_batch_value_error_names_row_and_column(client, records) -> None:
     assert body["detail"][0]["loc"] == ["body", "data", 2, column]
     form = client.post("/batch_predict", data={"dataset": "{oops"})
     assert "dataset is not valid JSON" in _error(form, 422)["error"]
-    assert "dataset is required" in _error(client.post("/batch_predict", data={"x": "1"}), 422)[
-        "error"
-    ]
+    assert (
+        "dataset is required"
+        in _error(client.post("/batch_predict", data={"x": "1"}), 422)["error"]
+    )
 
 
 def test_wrong_method_and_path(client) -> None:

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,10 @@ class Predictor(Protocol):
 
     def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray: ...
 
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
 
 # Preprocessing specifications, read from the training-set metadata.
 
@@ -126,7 +131,7 @@ class _Affine:
         """Ludwig's ``transform`` on a float32 array (NumPy keeps float32 with float scalars)."""
         if self.kind is None:
             return x
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return (x - self.shift) / self.scale
 
     def inverse64(self, z: np.ndarray) -> np.ndarray:
@@ -134,9 +139,10 @@ class _Affine:
         z = z.astype(np.float64)
         if self.kind is None:
             return z
-        if self.kind == "log1p":
-            return np.expm1(z)
-        return z * self.scale + self.shift
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.kind == "log1p":
+                return np.expm1(z)
+            return z * self.scale + self.shift
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,9 @@ class _NumberInput:
             nan = np.isnan(x)
             if nan.any():
                 x = np.where(nan, self.fill, x)
-        return self.norm.forward32(x.astype(np.float32))
+        # Values beyond float32 become infinite, as in Ludwig's own cast; no warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.norm.forward32(x.astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -557,6 +565,8 @@ class LudwigPredictor:
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        # LudwigModel.predict is not documented as thread-safe: one call at a time.
+        self._lock = threading.Lock()
         self.config = dict(model.config)
         self.target = self.config["output_features"][0]["name"]
         self.input_features = {f["name"]: f["type"] for f in self.config["input_features"]}
@@ -568,7 +578,8 @@ class LudwigPredictor:
         if frame.empty:
             return np.empty(0, dtype=np.float64)
         inputs = frame[list(self.input_features)].reset_index(drop=True)
-        predictions, _ = self.model.predict(inputs)
+        with self._lock:
+            predictions, _ = self.model.predict(inputs)
         return predictions[f"{self.target}_predictions"].to_numpy(dtype="float64")
 
     def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
 
@@ -188,44 +188,47 @@ def validate_columns(
     *,
     from_text: bool,
 ) -> dict[str, list[Any]]:
-    """Checked and converted columns; raises ApiError(422) naming every bad field."""
-    errors: list[dict[str, Any]] = []
+    """Checked and converted columns; raises ApiError(422) naming the bad fields.
+
+    The errors are listed record by record (then in field order), at most MAX_ERRORS.
+    """
+    found: list[tuple[int, int, dict[str, Any]]] = []
     out: dict[str, list[Any]] = {}
-    for f in fields:
+    for position, f in enumerate(fields):
+        bad = 0
+
+        def note(i: int, message: str, kind: str, f: Field = f, position: int = position) -> None:
+            found.append((i, position, _error(loc(i, f.name), f"{f.name} {message}", kind)))
+
         values = columns[f.name]
-        if f.kind == "number":
-            converted: list[Any] = []
-            for i, value in enumerate(values):
-                if value is _MISSING:
-                    errors.append(_error(loc(i, f.name), f"{f.name} is required", "missing"))
-                    continue
+        converted: list[Any] = []
+        for i, value in enumerate(values):
+            if bad >= MAX_ERRORS:
+                break
+            if value is _MISSING:
+                note(i, "is required", "missing")
+            elif f.kind == "number":
                 x = _number(value, from_text=from_text)
                 if isinstance(x, str):
-                    errors.append(_error(loc(i, f.name), f"{f.name} {x}", "type_error"))
+                    note(i, x, "type_error")
                 elif f.positive and x <= 0:
-                    errors.append(
-                        _error(loc(i, f.name), f"{f.name} must be greater than 0", "value_error")
-                    )
+                    note(i, "must be greater than 0", "value_error")
                 else:
                     converted.append(x)
-                if len(errors) >= MAX_ERRORS:
-                    break
-            out[f.name] = converted
-        else:
-            for i, value in enumerate(values):
-                if value is _MISSING:
-                    errors.append(_error(loc(i, f.name), f"{f.name} is required", "missing"))
+                    continue
+            else:
+                reason = _category(value)
+                if reason:
+                    note(i, reason, "type_error")
                 else:
-                    reason = _category(value)
-                    if reason:
-                        errors.append(_error(loc(i, f.name), f"{f.name} {reason}", "type_error"))
-                if len(errors) >= MAX_ERRORS:
-                    break
-            out[f.name] = list(values)
-        if len(errors) >= MAX_ERRORS:
-            break
-    if errors:
-        raise ApiError(422, _where(errors[0]), errors[:MAX_ERRORS])
+                    converted.append(value)
+                    continue
+            bad += 1
+        out[f.name] = converted
+    if found:
+        found.sort(key=lambda item: (item[0], item[1]))
+        errors = [error for _, _, error in found[:MAX_ERRORS]]
+        raise ApiError(422, _where(errors[0]), errors)
     return out
 
 
@@ -308,11 +311,12 @@ class Answer:
 def _answer(schema: Schema, raw: np.ndarray, closes: list[float] | None) -> Answer:
     close = np.asarray(closes, dtype=np.float64) if closes is not None else None
     predicted: np.ndarray | None = None
-    if schema.target == TARGET_RETURN_COLUMN and close is not None:
-        predicted = close * (1.0 + raw)
-    elif schema.target == TARGET_COLUMN:
-        predicted = raw
-    change = predicted / close - 1.0 if predicted is not None and close is not None else None
+    with np.errstate(all="ignore"):  # non-finite results are refused below
+        if schema.target == TARGET_RETURN_COLUMN and close is not None:
+            predicted = close * (1.0 + raw)
+        elif schema.target == TARGET_COLUMN:
+            predicted = raw
+        change = predicted / close - 1.0 if predicted is not None and close is not None else None
     bad = ~np.isfinite(raw)
     for extra in (predicted, change):
         if extra is not None:
@@ -736,7 +740,12 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     @app.get(
         "/readyz",
         summary="Readiness: a model is loaded (503 until then); registry and reload details",
-        responses={503: {"description": "No model is loaded yet"}},
+        responses={
+            503: {
+                "description": "No model is loaded yet (same body)",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
     )
     async def readyz() -> Response:
         current = holder.current
@@ -761,10 +770,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         "/model",
         dependencies=[Depends(authorize)],
         summary="The model answering: name, version, run id, training date, holdout metrics",
-        responses={
-            401: {"description": "Missing or wrong bearer token"},
-            503: {"description": "No model"},
-        },
+        responses={k: v for k, v in _responses().items() if k in (401, 503)},
     )
     async def model_info() -> Response:
         loaded, schema = model_or_503()
@@ -785,7 +791,8 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
         "/metrics",
         dependencies=[Depends(authorize)],
         summary="Prometheus metrics",
-        responses={401: {"description": "Missing or wrong bearer token"}},
+        response_class=PlainTextResponse,
+        responses={401: _responses()[401]},
     )
     async def prometheus() -> Response:
         payload, media_type = metrics.render()

@@ -1,0 +1,627 @@
+"""The images, built for real and run as the manifests run them (opt-in, needs Docker).
+
+Skipped unless ``MLOPS_DOCKER_TESTS=1``; then a missing Docker engine fails the test. Run:
+
+    MLOPS_DOCKER_TESTS=1 .venv/bin/python -m pytest tests/docker -m docker -v -s
+
+1. Build: every image with ``build_docker_images.sh`` (``MINIKUBE=0``: the local Docker
+   engine; ``BUILD_NETWORK=host``), from ``BASE_IMAGE`` (default
+   ``mlops-base-python:3.12``, made by ``scripts/make_base_image.sh`` when missing: no
+   registry is needed) with ``TORCH_INDEX_URL`` (default PyPI here). Sizes are printed.
+   ``MLOPS_DOCKER_BUILD=0`` skips the build and uses the images already tagged
+   ``MLOPS_IMAGE_TAG`` (default ``check``). From PyPI, torch is pinned
+   (``TORCH_REQUIREMENT``) to the release installed here, the one the tests ran with.
+2. ``--help`` in every image, as uid 10001 with a read-only root filesystem.
+3. The pipeline, each container built from its manifest the way a kubelet would: the
+   image (at the tag just built), args, ``envFrom``/``env`` (ConfigMaps, a dummy Secret,
+   the pod namespace), ConfigMap volumes as read-only bind mounts, emptyDirs as tmpfs,
+   ``runAsUser``/``runAsGroup``/``fsGroup``, ``readOnlyRootFilesystem`` (``--read-only``),
+   ``capabilities.drop: [ALL]``, ``allowPrivilegeEscalation: false``
+   (``no-new-privileges``) and the resource limits (``--memory``, ``--cpus``). Every
+   container uses the host network (``--network host``), never Docker's bridge; the
+   servers it talks to listen on 127.0.0.1 only: the session's throwaway PostgreSQL
+   (databases made by the ConfigMap's init script), moto's S3 server, the MLflow server
+   of ``deployments/mlflow.yaml`` run from the mlflow image, and a fake Kubernetes API.
+   Only the endpoints (``mlops-postgres:5432`` ...) and listening ports are rewritten.
+   Order: migrate, data prep for 2017-05-31 (the Indexed Job's two pods), train (the
+   model is promoted), batch-infer, trade, monitor, serving and the dashboard until their
+   probes pass, then the daily CronJob's ``mlops daily`` for 2017-06-01 in the
+   orchestrator image against the fake API, which runs each Job it creates (data-prep,
+   batch-infer, trade, monitor for that day) as containers the same way; a retraining Job
+   the monitor stage asks for (``RETRAIN_TRIGGER=kubernetes``) is recorded, not run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, text
+
+from k8s.fake_kube import FakeKube
+from k8s.manifests import (
+    BUILD_SCRIPT,
+    ROOT,
+    build_script_images,
+    config_maps,
+    containers,
+    doc,
+    image_name,
+    job_spec,
+    pod_template,
+    secret_template_keys,
+)
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        os.environ.get("MLOPS_DOCKER_TESTS") != "1",
+        reason="builds and runs the Docker images: set MLOPS_DOCKER_TESTS=1",
+    ),
+]
+
+BASE_SCRIPT = ROOT / "scripts" / "make_base_image.sh"
+DEFAULT_BASE = "mlops-base-python:3.12"
+NAMESPACE = "mlops"
+LOOPBACK = "127.0.0.1"
+FIRST_DAY = "2017-05-31"
+DAILY_DAY = "2017-06-01"
+KUBECONFIG_PATH = "/etc/mlops/kube/config"
+PYPI = "https://pypi.org/simple"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _run(argv: list[str], timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def _docker_cli() -> str:
+    """A docker CLI that builds with BuildKit: $DOCKER, else one with buildx, else a
+    pre-23 client (those speak BuildKit themselves, e.g. Debian's docker.io 20.10)."""
+    if os.environ.get("DOCKER"):
+        return os.environ["DOCKER"]
+    seen = []
+    for candidate in ("docker", "/usr/bin/docker"):
+        path = shutil.which(candidate)
+        if not path or path in seen:
+            continue
+        seen.append(path)
+        if _run([path, "buildx", "version"]).returncode == 0:
+            return path
+        version = _run([path, "version", "--format", "{{.Client.Version}}"]).stdout.strip()
+        if version and int(version.split(".")[0]) < 23:
+            return path
+    pytest.fail(
+        "No docker CLI that can build with BuildKit (buildx plugin, or a client older "
+        f"than 23) among {seen or ['docker']}: apt-get install -y docker.io, or set DOCKER.",
+        pytrace=False,
+    )
+
+
+def _torch_requirement(index: str) -> str:
+    """From PyPI (CUDA builds), the torch release the tests ran with; else any."""
+    if index.rstrip("/") != PYPI:
+        return "torch"
+    from importlib.metadata import version
+
+    return f"torch=={version('torch').split('+')[0]}"
+
+
+class Images:
+    def __init__(self, docker: str, tag: str, log_dir: Path) -> None:
+        self.docker = docker
+        self.tag = tag
+        self.log_dir = log_dir
+        self.sizes: dict[str, int] = {}
+
+    def ref(self, image: str) -> str:
+        return f"{image_name(image)}:{self.tag}"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    docker = _docker_cli()
+    info = _run([docker, "info", "--format", "{{.ServerVersion}}"])
+    if info.returncode != 0:
+        pytest.fail(
+            f"The Docker engine does not answer ({info.stderr.strip()}): start it, e.g. "
+            "`dockerd > /tmp/dockerd.log 2>&1 &`.",
+            pytrace=False,
+        )
+    log_dir = tmp_path_factory.mktemp("docker-images")
+    built = Images(docker, os.environ.get("MLOPS_IMAGE_TAG", "check"), log_dir)
+    env = {**os.environ, "DOCKER": docker}
+    if os.environ.get("MLOPS_DOCKER_BUILD", "1") != "0":
+        base = os.environ.get("BASE_IMAGE", DEFAULT_BASE)
+        if base == DEFAULT_BASE and _run([docker, "image", "inspect", base]).returncode != 0:
+            made = _run(["bash", str(BASE_SCRIPT)], timeout=1800, env=env)
+            assert made.returncode == 0, f"make_base_image.sh:\n{made.stdout}\n{made.stderr}"
+        torch_index = os.environ.get("TORCH_INDEX_URL", PYPI)
+        env.update(
+            BASE_IMAGE=base,
+            TORCH_INDEX_URL=torch_index,
+            TORCH_REQUIREMENT=os.environ.get("TORCH_REQUIREMENT", _torch_requirement(torch_index)),
+            BUILD_NETWORK="host",
+            MINIKUBE="0",
+            TAG=built.tag,
+        )
+        log = log_dir / "build.log"
+        with log.open("w") as out:
+            result = subprocess.run(
+                ["bash", str(BUILD_SCRIPT)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                timeout=4 * 3600,
+            )
+        assert result.returncode == 0, f"build_docker_images.sh failed:\n{log.read_text()[-5000:]}"
+    lines = []
+    for name in build_script_images():
+        ref = f"mlops-{name}:{built.tag}"
+        size = _run([docker, "image", "inspect", "--format", "{{.Size}}", ref])
+        assert size.returncode == 0, f"{ref} is not there: {size.stderr}"
+        built.sizes[name] = int(size.stdout)
+        lines.append(f"  {ref:<34} {int(size.stdout) / 1e6:8.0f} MB")
+    summary = "Images:\n" + "\n".join(lines)
+    (log_dir / "sizes.txt").write_text(summary + "\n")
+    print("\n" + summary)
+    return built
+
+
+@pytest.mark.parametrize("name", build_script_images())
+def test_every_image_runs_help_as_10001_read_only(images: Images, name: str) -> None:
+    ref = f"mlops-{name}:{images.tag}"
+    user = _run([images.docker, "image", "inspect", "--format", "{{.Config.User}}", ref])
+    assert user.stdout.strip() == "10001:10001"
+    result = _run(
+        [
+            images.docker, "run", "--rm", "--network", "host", "--read-only",
+            "--tmpfs", "/tmp:rw,exec,mode=1777", "--tmpfs", "/home/mlops:rw,exec,mode=1777",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            ref, "--help",
+        ],
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{ref} --help:\n{result.stdout}\n{result.stderr}"
+    assert "Usage:" in result.stdout
+    if name != "mlflow":
+        for command in ("migrate", "data-prep", "train", "serve", "daily", "dashboard"):
+            assert command in result.stdout
+
+
+# The pipeline.
+
+
+def _secret() -> dict[str, str]:
+    required, _ = secret_template_keys()
+    values = {key: f"test-{key.lower().replace('_', '-')}" for key in required}
+    values.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    return values
+
+
+def _quantity(value: str) -> float:
+    """A Kubernetes quantity (2, 500m, 4Gi, 512Mi) as a number (cores or bytes)."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in sorted(units.items(), key=lambda u: -len(u[0])):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+class Cluster:
+    """What a kubelet would give the pods: ConfigMaps, the Secret, endpoints on loopback."""
+
+    def __init__(self, images: Images, root: Path, hosts: dict[str, str]) -> None:
+        self.images = images
+        self.root = root
+        self.hosts = hosts
+        self.secret = _secret()
+        self.extra_env: dict[str, str] = {}
+        self.extra_mounts: list[str] = []
+        self.count = 0
+        self.lock = threading.Lock()
+        self.started: list[str] = []
+
+    def pod(self, template: dict[str, Any], name: str) -> DockerPod:
+        with self.lock:
+            self.count += 1
+            return DockerPod(self, template, f"{self.count:02d}-{name}")
+
+    def run_job(self, job: dict[str, Any], name: str) -> tuple[int, str]:
+        """All pods of a Job (an Indexed one: one per index, ``parallelism`` at a time)."""
+        spec = job["spec"] if "template" in job["spec"] else job["spec"]["jobTemplate"]["spec"]
+        indexed = spec.get("completionMode") == "Indexed"
+        completions = spec.get("completions", 1)
+
+        def one(index: int) -> subprocess.CompletedProcess:
+            pod = self.pod(spec["template"], f"{name}-{index}")
+            extra = {"JOB_COMPLETION_INDEX": str(index)} if indexed else {}
+            return pod.run(**extra)
+
+        with ThreadPoolExecutor(max_workers=spec.get("parallelism", 1)) as pool:
+            results = list(pool.map(one, range(completions)))
+        code = max(r.returncode for r in results)
+        log = "".join(f"[{name}-{i}] {r.stdout}{r.stderr}" for i, r in enumerate(results))
+        return code, log
+
+    def check_servers(self) -> None:
+        """Fail if a server container started earlier is no longer running."""
+        for name in self.started:
+            state = _run(
+                [
+                    self.images.docker, "inspect", "--format",
+                    "{{.State.Running}} exit={{.State.ExitCode}} oom={{.State.OOMKilled}}", name,
+                ]
+            )  # fmt: skip
+            if state.returncode == 0 and not state.stdout.startswith("true"):
+                logs = _run([self.images.docker, "logs", "--tail", "40", name])
+                pytest.fail(f"{name} stopped ({state.stdout.strip()}):\n{logs.stderr[-3000:]}")
+
+    def remove_started(self) -> None:
+        for name in self.started:
+            _run([self.images.docker, "rm", "-f", name])
+
+
+class DockerPod:
+    """One pod of a pod template, as one `docker run` of its one container."""
+
+    def __init__(self, cluster: Cluster, template: dict[str, Any], name: str) -> None:
+        self.cluster = cluster
+        self.spec = template["spec"]
+        self.name = f"mlops-check-{name}-{uuid.uuid4().hex[:6]}"
+        (self.container,) = self.spec["containers"]
+        self.volume_options: list[str] = []
+        volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
+        for mount in self.container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            path = mount["mountPath"]
+            if "configMap" in volume:
+                local = cluster.root / self.name / mount["name"]
+                local.mkdir(parents=True)
+                local.chmod(0o755)
+                data = config_maps()[volume["configMap"]["name"]]
+                items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    (local / item["path"]).write_text(data[item["key"]])
+                    (local / item["path"]).chmod(0o644)
+                self.volume_options += ["-v", f"{local}:{path}:ro"]
+            else:
+                assert "emptyDir" in volume, f"{name}: volume {mount['name']} cannot run here"
+                self.volume_options += ["--tmpfs", f"{path}:rw,exec,mode=1777"]
+
+    def _endpoints(self, value: str) -> str:
+        for name, address in self.cluster.hosts.items():
+            value = value.replace(name, address)
+        return value
+
+    def env(self, **extra: str) -> dict[str, str]:
+        c = self.container
+        env: dict[str, str] = {}
+        for source in c.get("envFrom", []):
+            env.update(config_maps()[source["configMapRef"]["name"]])
+        for item in c.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+                continue
+            ref = item["valueFrom"]
+            if "configMapKeyRef" in ref:
+                key = ref["configMapKeyRef"]
+                env[item["name"]] = config_maps()[key["name"]][key["key"]]
+            elif "secretKeyRef" in ref:
+                key = ref["secretKeyRef"]["key"]
+                if key in self.cluster.secret:
+                    env[item["name"]] = self.cluster.secret[key]
+                else:
+                    assert ref["secretKeyRef"].get("optional"), f"Secret has no {key}"
+            elif "fieldRef" in ref:
+                assert ref["fieldRef"]["fieldPath"] == "metadata.namespace"
+                env[item["name"]] = NAMESPACE
+            else:
+                pytest.fail(f"unsupported env source {ref}")
+        env = {key: self._endpoints(str(value)) for key, value in env.items()}
+        return {**env, **self.cluster.extra_env, **extra}
+
+    def args(self, ports: dict[int, int] | None = None) -> list[str]:
+        args = list(self.container.get("args") or [])
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg.startswith("--host=") or (i and args[i - 1] == "--host"):
+                arg = "--host=" + LOOPBACK if arg.startswith("--host=") else LOOPBACK
+            elif ports and (arg.startswith("--port=") or (i and args[i - 1] == "--port")):
+                number = int(arg.split("=", 1)[-1])
+                arg = f"--port={ports[number]}" if arg.startswith("--port=") else str(ports[number])
+            out.append(self._endpoints(arg))
+        return out
+
+    def docker_argv(self, *options: str, ports: dict[int, int] | None = None, **extra: str):
+        pod_sc = self.spec.get("securityContext", {})
+        sc = self.container.get("securityContext", {})
+        user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        group = sc.get("runAsGroup", pod_sc.get("runAsGroup", user))
+        argv = [self.cluster.images.docker, "run", "--name", self.name, "--network", "host"]
+        argv += [*options, *self.volume_options, *self.cluster.extra_mounts]
+        if user is not None:
+            argv += ["--user", f"{user}:{group}"]
+        if "fsGroup" in pod_sc:
+            argv += ["--group-add", str(pod_sc["fsGroup"])]
+        if sc.get("readOnlyRootFilesystem"):
+            argv.append("--read-only")
+        if "ALL" in sc.get("capabilities", {}).get("drop", []):
+            argv += ["--cap-drop", "ALL"]
+        if sc.get("allowPrivilegeEscalation") is False:
+            argv += ["--security-opt", "no-new-privileges"]
+        limits = self.container.get("resources", {}).get("limits", {})
+        if "memory" in limits:
+            argv += ["--memory", str(int(_quantity(limits["memory"])))]
+        if "cpu" in limits:
+            argv += ["--cpus", str(min(_quantity(limits["cpu"]), float(os.cpu_count() or 1)))]
+        for key, value in self.env(**extra).items():
+            argv += ["-e", f"{key}={value}"]
+        argv.append(self.cluster.images.ref(self.container["image"]))
+        return [*argv, *self.args(ports)]
+
+    def run(self, timeout: float = 1800, **extra: str) -> subprocess.CompletedProcess:
+        try:
+            return _run(self.docker_argv("--rm", **extra), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _run([self.cluster.images.docker, "rm", "-f", self.name])
+            raise
+
+    def start(self, ports: dict[int, int]) -> str:
+        result = _run(self.docker_argv("--detach", ports=ports))
+        assert result.returncode == 0, f"docker run {self.name}: {result.stderr}"
+        self.cluster.started.append(self.name)
+        return self.name
+
+    def stop(self) -> None:
+        _run([self.cluster.images.docker, "rm", "-f", self.name])
+        self.cluster.started.remove(self.name)
+
+    def logs(self) -> str:
+        result = _run([self.cluster.images.docker, "logs", "--tail", "80", self.name])
+        return result.stdout + result.stderr
+
+    def running(self) -> bool:
+        state = _run(
+            [self.cluster.images.docker, "inspect", "--format", "{{.State.Running}}", self.name]
+        )
+        return state.stdout.strip() == "true"
+
+
+def _result(stdout: str) -> Any:
+    """The stage's result: the last JSON document on stdout, after any JSON log lines."""
+    start = stdout.rfind("\n{\n")
+    if start < 0:
+        start = stdout.rfind("\n[\n")
+    return json.loads(stdout[start + 1 :] if start >= 0 else stdout)
+
+
+def _ok(result: subprocess.CompletedProcess, what: str) -> str:
+    killed = " (killed: out of memory?)" if result.returncode == 137 else ""
+    assert result.returncode == 0, (
+        f"{what} failed{killed}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    print(f"  {what}: {_last_message(result.stdout + result.stderr)}")
+    return result.stdout
+
+
+def _last_message(output: str, prefix: str = "") -> str:
+    """The last JSON log message (starting with ``prefix``), else the last line; for -s."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        start = line.find('{"ts"')  # after a progress bar's or a pod's prefix
+        if start < 0:
+            continue
+        try:
+            message = str(json.loads(line[start:])["msg"])
+        except (ValueError, KeyError):
+            continue
+        if message.startswith(prefix):
+            return message
+    last = lines[-1].strip() if lines else ""
+    return "(no log message; result on stdout)" if last in ("", "}", "]") else last
+
+
+def _wait_http(url: str, pod: DockerPod, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if not pod.running():
+            pytest.fail(f"{url}: container {pod.name} exited:\n{pod.logs()}")
+        time.sleep(1)
+    pytest.fail(f"{url} did not answer 200 within {timeout}s:\n{pod.logs()}")
+
+
+def _init_postgres(postgres_server, cluster: Cluster) -> None:
+    """Run the ConfigMap's init script as the postgres image would, on a clean slate."""
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in ("mlops", "mlflow"):
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+    admin.dispose()
+    (c,) = containers(doc("StatefulSet", "mlops-postgres"))
+    env = {e["name"]: e for e in c["env"]}
+    script = cluster.root / "10-create-databases.sh"
+    script.write_text(doc("ConfigMap", "mlops-postgres-init").body["data"][script.name])
+    result = _run(
+        ["sh", str(script)],
+        env={
+            "PATH": f"{postgres_server.bin_dir}:/usr/bin:/bin",
+            "PGHOST": postgres_server.host,
+            "PGPORT": str(postgres_server.port),
+            "POSTGRES_USER": env["POSTGRES_USER"]["value"],
+            "POSTGRES_MLOPS_PASSWORD": cluster.secret["POSTGRES_MLOPS_PASSWORD"],
+            "POSTGRES_MLFLOW_PASSWORD": cluster.secret["POSTGRES_MLFLOW_PASSWORD"],
+        },
+    )
+    assert result.returncode == 0, f"the Postgres init script:\n{result.stdout}\n{result.stderr}"
+
+
+def _create_buckets(s3_endpoint: str) -> None:
+    import boto3
+
+    (c,) = containers(doc("Job", "mlops-minio-buckets"))
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (config_maps()["mlops-pipeline-config"]["S3_BUCKET"], env["MLFLOW_BUCKET"]):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+
+
+def _kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "local", "cluster": {"server": url}}],
+                "users": [{"name": "orchestrator", "user": {"token": "local"}}],
+                "contexts": [
+                    {"name": "local", "context": {"cluster": "local", "user": "orchestrator"}}
+                ],
+                "current-context": "local",
+            }
+        )
+    )
+    path.chmod(0o644)
+    return path
+
+
+def test_the_images_run_the_pipeline_on_the_host_network(
+    images: Images, postgres_server, s3_endpoint, tmp_path: Path
+) -> None:
+    tmp_path.chmod(0o755)
+    mlflow_port = _free_port()
+    hosts = {
+        "mlops-postgres:5432": f"{postgres_server.host}:{postgres_server.port}",
+        "mlops-minio:9000": s3_endpoint.removeprefix("http://"),
+        "mlops-mlflow:5000": f"{LOOPBACK}:{mlflow_port}",
+    }
+    cluster = Cluster(images, tmp_path, hosts)
+
+    def execute(job: dict) -> tuple[int, str]:
+        name = job["metadata"]["name"]
+        if "-retrain-" in name:
+            return 0, "retraining Job recorded"
+        return cluster.run_job(job, name)
+
+    kube = FakeKube(executor=execute).start()
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", kube.url)
+    cluster.extra_env["KUBECONFIG"] = KUBECONFIG_PATH
+    cluster.extra_mounts += ["-v", f"{kubeconfig}:{KUBECONFIG_PATH}:ro"]
+    try:
+        _init_postgres(postgres_server, cluster)
+        _create_buckets(s3_endpoint)
+
+        # MLflow from the mlflow image, as deployments/mlflow.yaml runs it.
+        mlflow_doc = doc("Deployment", "mlops-mlflow")
+        (mlflow_container,) = containers(mlflow_doc)
+        mlflow = cluster.pod(pod_template(mlflow_doc), "mlflow")
+        mlflow.start({5000: mlflow_port})
+        probe = mlflow_container["readinessProbe"]["httpGet"]["path"]
+        _wait_http(f"http://{LOOPBACK}:{mlflow_port}{probe}", mlflow)
+        print(f"\n  mlflow: {probe} answers 200")
+
+        migrate = cluster.pod(pod_template(doc("Job", "mlops-migrate")), "migrate")
+        out = _ok(migrate.run(), "migrate")
+        assert "Database schema at revision" in out
+        cluster.check_servers()
+
+        code, log = cluster.run_job(doc("Job", "mlops-data-prep").body, "data-prep")
+        assert code == 0, log[-5000:]
+        print(f"  data-prep: {_last_message(log, 'Dataset')}")
+        assert f"Dataset {FIRST_DAY}-" in log, "the shard completing the set publishes"
+        cluster.check_servers()
+
+        train = cluster.pod(pod_template(doc("Job", "mlops-train")), "train").run()
+        cluster.check_servers()
+        trained = _ok(train, "train")
+        assert _result(trained)["promoted"], trained[-3000:]
+
+        for stage in ("batch-infer", "trade", "monitor"):
+            pod = cluster.pod(pod_template(doc("Job", f"mlops-{stage}")), stage)
+            ran = pod.run()
+            cluster.check_servers()
+            result = _result(_ok(ran, stage))
+            if stage == "batch-infer":
+                assert result["new_rows"] == 5
+            if stage == "trade":
+                print(f"    orders {result.get('orders_placed')}, equity {result.get('equity')}")
+
+        for name in ("serve", "dashboard"):
+            deployment = doc("Deployment", f"mlops-{name}")
+            (c,) = containers(deployment)
+            port = _free_port()
+            pod = cluster.pod(pod_template(deployment), name)
+            pod.start({c["ports"][0]["containerPort"]: port})
+            for kind in ("readinessProbe", "livenessProbe"):
+                _wait_http(f"http://{LOOPBACK}:{port}{c[kind]['httpGet']['path']}", pod)
+            paths = sorted({c[k]["httpGet"]["path"] for k in ("readinessProbe", "livenessProbe")})
+            print(f"  {name}: {' and '.join(paths)} answer 200")
+            cluster.check_servers()
+            pod.stop()
+
+        # The daily CronJob in the orchestrator image; the fake API runs its Jobs.
+        daily = cluster.pod(job_spec(doc("CronJob", "mlops-daily"))["template"], "daily")
+        result = daily.run(DAILY_AS_OF=DAILY_DAY, DAILY_POLL_SECONDS="1")
+        cluster.check_servers()
+        assert result.returncode == 0, (
+            f"mlops daily failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
+            + "\n".join(kube.logs.values())[-5000:]
+        )
+        runs = _result(result.stdout)
+        stamp = DAILY_DAY.replace("-", "")
+        assert [r["job"] for r in runs] == [
+            f"mlops-{s}-{stamp}" for s in ("data-prep", "batch-infer", "trade", "monitor")
+        ]
+        assert all(r["outcome"] == "succeeded" for r in runs)
+        print(f"  daily {DAILY_DAY}: " + ", ".join(f"{r['job']} {r['outcome']}" for r in runs))
+        for job, log in kube.logs.items():
+            print(f"    {job}: {_last_message(log, 'Dataset' if 'data-prep' in job else '')}")
+    finally:
+        kube.stop()
+        cluster.remove_started()
+
+    engine = create_engine(postgres_server.url("mlops"))
+    with engine.connect() as conn:
+        stages = set(
+            conn.execute(
+                text("SELECT DISTINCT stage FROM stage_runs WHERE run_date = :day"),
+                {"day": DAILY_DAY},
+            ).scalars()
+        )
+    engine.dispose()
+    assert {"data-prep", "batch-infer", "trade", "monitor"} <= stages
