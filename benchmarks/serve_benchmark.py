@@ -46,6 +46,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_setup import (
@@ -57,6 +59,8 @@ from model_setup import (
     free_port,
     wait_http,
 )
+
+from mlops.training.model_config import default_config_path, input_names
 
 HOST = "127.0.0.1"
 SAMPLE_ROWS = 500
@@ -419,17 +423,8 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="mlops-serve-bench-"))
     model = ensure_model(home)
     frame = features(model.home)
-    inputs = [
-        "rsi_14",
-        "return_1d",
-        "range_pct",
-        "log_volume",
-        "close_to_sma_10",
-        "close_to_ema_10",
-        "close_to_dema_10",
-        "symbol",
-        "close",
-    ]
+    # The default model's inputs, plus the close that turns a return into a price.
+    inputs = [*input_names(yaml.safe_load(default_config_path().read_text())), "close"]
     sample = frame.sample(n=min(SAMPLE_ROWS, len(frame)), random_state=0)
     records = [
         {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}

@@ -18,18 +18,13 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
+import yaml
+
+from mlops.training.model_config import default_config_path, input_names
 
 AS_OF = date(2017, 5, 31)
-INPUTS = [
-    "rsi_14",
-    "return_1d",
-    "range_pct",
-    "log_volume",
-    "close_to_sma_10",
-    "close_to_ema_10",
-    "close_to_dema_10",
-    "symbol",
-]
+# The input features of the default model config.
+INPUTS = input_names(yaml.safe_load(default_config_path().read_text()))
 
 # Settings pinned to the embedded defaults, whatever the outer environment holds.
 PINNED = {

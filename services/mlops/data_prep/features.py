@@ -28,15 +28,8 @@ FEATURE_COLUMNS = [
 ]
 # Features that do not depend on a symbol's price level: comparable across symbols and
 # over time, so they are the ones monitored for drift.
-SCALE_FREE_FEATURES = [
-    "rsi_14",
-    "return_1d",
-    "range_pct",
-    "log_volume",
-    "close_to_sma_10",
-    "close_to_ema_10",
-    "close_to_dema_10",
-]
+PRICE_LEVEL_FEATURES = {"close", "sma_10", "ema_10", "dema_10", "change"}
+SCALE_FREE_FEATURES = [c for c in FEATURE_COLUMNS if c not in PRICE_LEVEL_FEATURES]
 TARGET_COLUMN = "next_close"
 TARGET_RETURN_COLUMN = "next_return"
 
