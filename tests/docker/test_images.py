@@ -42,12 +42,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import create_engine, text
 
 from k8s.fake_kube import FakeKube
@@ -61,7 +59,14 @@ from k8s.manifests import (
     image_name,
     job_spec,
     pod_template,
-    secret_template_keys,
+)
+from k8s.pods import (
+    container_env,
+    create_buckets,
+    filled_secret,
+    init_postgres,
+    run_job_pods,
+    write_kubeconfig,
 )
 
 pytestmark = [
@@ -74,7 +79,6 @@ pytestmark = [
 
 BASE_SCRIPT = ROOT / "scripts" / "make_base_image.sh"
 DEFAULT_BASE = "mlops-base-python:3.12"
-NAMESPACE = "mlops"
 LOOPBACK = "127.0.0.1"
 FIRST_DAY = "2017-05-31"
 DAILY_DAY = "2017-06-01"
@@ -212,13 +216,6 @@ def test_every_image_runs_help_as_10001_read_only(images: Images, name: str) -> 
 # The pipeline.
 
 
-def _secret() -> dict[str, str]:
-    required, _ = secret_template_keys()
-    values = {key: f"test-{key.lower().replace('_', '-')}" for key in required}
-    values.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    return values
-
-
 def _quantity(value: str) -> float:
     """A Kubernetes quantity (2, 500m, 4Gi, 512Mi) as a number (cores or bytes)."""
     units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
@@ -235,7 +232,7 @@ class Cluster:
         self.images = images
         self.root = root
         self.hosts = hosts
-        self.secret = _secret()
+        self.secret = filled_secret()
         self.extra_env: dict[str, str] = {}
         self.extra_mounts: list[str] = []
         self.count = 0
@@ -248,21 +245,10 @@ class Cluster:
             return DockerPod(self, template, f"{self.count:02d}-{name}")
 
     def run_job(self, job: dict[str, Any], name: str) -> tuple[int, str]:
-        """All pods of a Job (an Indexed one: one per index, ``parallelism`` at a time)."""
-        spec = job["spec"] if "template" in job["spec"] else job["spec"]["jobTemplate"]["spec"]
-        indexed = spec.get("completionMode") == "Indexed"
-        completions = spec.get("completions", 1)
-
-        def one(index: int) -> subprocess.CompletedProcess:
-            pod = self.pod(spec["template"], f"{name}-{index}")
-            extra = {"JOB_COMPLETION_INDEX": str(index)} if indexed else {}
-            return pod.run(**extra)
-
-        with ThreadPoolExecutor(max_workers=spec.get("parallelism", 1)) as pool:
-            results = list(pool.map(one, range(completions)))
-        code = max(r.returncode for r in results)
-        log = "".join(f"[{name}-{i}] {r.stdout}{r.stderr}" for i, r in enumerate(results))
-        return code, log
+        """All pods of a Job, as containers."""
+        return run_job_pods(
+            job, name, lambda template, pod, extra: self.pod(template, pod).run(**extra)
+        )
 
     def check_servers(self) -> None:
         """Fail if a server container started earlier is no longer running."""
@@ -315,29 +301,7 @@ class DockerPod:
         return value
 
     def env(self, **extra: str) -> dict[str, str]:
-        c = self.container
-        env: dict[str, str] = {}
-        for source in c.get("envFrom", []):
-            env.update(config_maps()[source["configMapRef"]["name"]])
-        for item in c.get("env", []):
-            if "value" in item:
-                env[item["name"]] = item["value"]
-                continue
-            ref = item["valueFrom"]
-            if "configMapKeyRef" in ref:
-                key = ref["configMapKeyRef"]
-                env[item["name"]] = config_maps()[key["name"]][key["key"]]
-            elif "secretKeyRef" in ref:
-                key = ref["secretKeyRef"]["key"]
-                if key in self.cluster.secret:
-                    env[item["name"]] = self.cluster.secret[key]
-                else:
-                    assert ref["secretKeyRef"].get("optional"), f"Secret has no {key}"
-            elif "fieldRef" in ref:
-                assert ref["fieldRef"]["fieldPath"] == "metadata.namespace"
-                env[item["name"]] = NAMESPACE
-            else:
-                pytest.fail(f"unsupported env source {ref}")
+        env = container_env(self.container, self.cluster.secret)
         env = {key: self._endpoints(str(value)) for key, value in env.items()}
         return {**env, **self.cluster.extra_env, **extra}
 
@@ -457,69 +421,6 @@ def _wait_http(url: str, pod: DockerPod, timeout: float = 300) -> None:
     pytest.fail(f"{url} did not answer 200 within {timeout}s:\n{pod.logs()}")
 
 
-def _init_postgres(postgres_server, cluster: Cluster) -> None:
-    """Run the ConfigMap's init script as the postgres image would, on a clean slate."""
-    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in ("mlops", "mlflow"):
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
-    admin.dispose()
-    (c,) = containers(doc("StatefulSet", "mlops-postgres"))
-    env = {e["name"]: e for e in c["env"]}
-    script = cluster.root / "10-create-databases.sh"
-    script.write_text(doc("ConfigMap", "mlops-postgres-init").body["data"][script.name])
-    result = _run(
-        ["sh", str(script)],
-        env={
-            "PATH": f"{postgres_server.bin_dir}:/usr/bin:/bin",
-            "PGHOST": postgres_server.host,
-            "PGPORT": str(postgres_server.port),
-            "POSTGRES_USER": env["POSTGRES_USER"]["value"],
-            "POSTGRES_MLOPS_PASSWORD": cluster.secret["POSTGRES_MLOPS_PASSWORD"],
-            "POSTGRES_MLFLOW_PASSWORD": cluster.secret["POSTGRES_MLFLOW_PASSWORD"],
-        },
-    )
-    assert result.returncode == 0, f"the Postgres init script:\n{result.stdout}\n{result.stderr}"
-
-
-def _create_buckets(s3_endpoint: str) -> None:
-    import boto3
-
-    (c,) = containers(doc("Job", "mlops-minio-buckets"))
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in (config_maps()["mlops-pipeline-config"]["S3_BUCKET"], env["MLFLOW_BUCKET"]):
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket)
-
-
-def _kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "local", "cluster": {"server": url}}],
-                "users": [{"name": "orchestrator", "user": {"token": "local"}}],
-                "contexts": [
-                    {"name": "local", "context": {"cluster": "local", "user": "orchestrator"}}
-                ],
-                "current-context": "local",
-            }
-        )
-    )
-    path.chmod(0o644)
-    return path
-
-
 def test_the_images_run_the_pipeline_on_the_host_network(
     images: Images, postgres_server, s3_endpoint, tmp_path: Path
 ) -> None:
@@ -539,12 +440,19 @@ def test_the_images_run_the_pipeline_on_the_host_network(
         return cluster.run_job(job, name)
 
     kube = FakeKube(executor=execute).start()
-    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", kube.url)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     cluster.extra_env["KUBECONFIG"] = KUBECONFIG_PATH
     cluster.extra_mounts += ["-v", f"{kubeconfig}:{KUBECONFIG_PATH}:ro"]
     try:
-        _init_postgres(postgres_server, cluster)
-        _create_buckets(s3_endpoint)
+        init = init_postgres(
+            postgres_server, cluster.secret, cluster.root, {"PATH": "/usr/bin:/bin"}
+        )
+        assert init.returncode == 0, f"the Postgres init script:\n{init.stdout}\n{init.stderr}"
+        (bucket_job,) = containers(doc("Job", "mlops-minio-buckets"))
+        mlflow_bucket = {e["name"]: e.get("value") for e in bucket_job["env"]}["MLFLOW_BUCKET"]
+        create_buckets(
+            s3_endpoint, [config_maps()["mlops-pipeline-config"]["S3_BUCKET"], mlflow_bucket]
+        )
 
         # MLflow from the mlflow image, as deployments/mlflow.yaml runs it.
         mlflow_doc = doc("Deployment", "mlops-mlflow")

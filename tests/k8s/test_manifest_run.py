@@ -28,12 +28,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import create_engine, text
 
 from .fake_kube import FakeKube
@@ -45,13 +43,19 @@ from .manifests import (
     dockerfile_stages,
     job_spec,
     pod_template,
-    secret_template_keys,
+)
+from .pods import (
+    container_env,
+    create_buckets,
+    filled_secret,
+    init_postgres,
+    run_job_pods,
+    write_kubeconfig,
 )
 
 pytestmark = pytest.mark.slow
 
 VENV_BIN = Path(sys.executable).parent
-NAMESPACE = "mlops"
 LOOPBACK = "127.0.0.1"
 FIRST_DAY = "2017-05-31"  # the by-hand Jobs' day (job-data-prep.yaml)
 DAILY_DAY = "2017-06-01"  # the day the CronJob replays
@@ -61,14 +65,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
-
-
-def _secret() -> dict[str, str]:
-    """The Secret as a user would fill in the template's required keys (none optional)."""
-    required, _ = secret_template_keys()
-    values = {key: f"test-{key.lower().replace('_', '-')}" for key in required}
-    values.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    return values
 
 
 def _image_env() -> dict[str, str]:
@@ -114,30 +110,7 @@ class LocalPod:
         return value
 
     def env(self, **extra: str) -> dict[str, str]:
-        c = self.container
-        env = dict(_image_env())
-        for source in c.get("envFrom", []):
-            env.update(config_maps()[source["configMapRef"]["name"]])
-        for item in c.get("env", []):
-            if "value" in item:
-                assert "$(" not in item["value"], "no $(VAR) expansion here"
-                env[item["name"]] = item["value"]
-                continue
-            ref = item["valueFrom"]
-            if "configMapKeyRef" in ref:
-                key = ref["configMapKeyRef"]
-                env[item["name"]] = config_maps()[key["name"]][key["key"]]
-            elif "secretKeyRef" in ref:
-                key = ref["secretKeyRef"]["key"]
-                if key in self.cluster.secret:
-                    env[item["name"]] = self.cluster.secret[key]
-                else:
-                    assert ref["secretKeyRef"].get("optional"), f"Secret has no {key}"
-            elif "fieldRef" in ref:
-                assert ref["fieldRef"]["fieldPath"] == "metadata.namespace"
-                env[item["name"]] = NAMESPACE
-            else:
-                pytest.fail(f"unsupported env source {ref}")
+        env = {**_image_env(), **container_env(self.container, self.cluster.secret)}
         env = {key: self._local(str(value)) for key, value in env.items()}
         tmp = self._local("/tmp")
         return {**self.cluster.base_env, **env, "TMPDIR": tmp, **extra}
@@ -182,7 +155,7 @@ class LocalCluster:
         self.root = root
         self.base_env = base_env
         self.hosts = hosts
-        self.secret = _secret()
+        self.secret = filled_secret()
         self.count = 0
         self.lock = threading.Lock()
 
@@ -192,21 +165,10 @@ class LocalCluster:
             return LocalPod(self, template, f"{self.count:02d}-{name}")
 
     def run_job(self, job: dict[str, Any], name: str) -> tuple[int, str]:
-        """All pods of a Job (an Indexed one: one per index, ``parallelism`` at a time)."""
-        spec = job["spec"] if "template" in job["spec"] else job["spec"]["jobTemplate"]["spec"]
-        indexed = spec.get("completionMode") == "Indexed"
-        completions = spec.get("completions", 1)
-
-        def one(index: int) -> subprocess.CompletedProcess:
-            pod = self.pod(spec["template"], f"{name}-{index}")
-            extra = {"JOB_COMPLETION_INDEX": str(index)} if indexed else {}
-            return pod.run(**extra)
-
-        with ThreadPoolExecutor(max_workers=spec.get("parallelism", 1)) as pool:
-            results = list(pool.map(one, range(completions)))
-        code = max(r.returncode for r in results)
-        log = "".join(f"[{name}-{i}] {r.stdout}{r.stderr}" for i, r in enumerate(results))
-        return code, log
+        """All pods of a Job, as local processes."""
+        return run_job_pods(
+            job, name, lambda template, pod, extra: self.pod(template, pod).run(**extra)
+        )
 
 
 def _result(stdout: str) -> Any:
@@ -249,77 +211,6 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def _init_postgres(postgres_server, cluster: LocalCluster) -> None:
-    """Run the ConfigMap's init script as the postgres image would, on a clean slate."""
-    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for name in ("mlops", "mlflow"):
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
-    admin.dispose()
-    statefulset = doc("StatefulSet", "mlops-postgres")
-    (c,) = containers(statefulset)
-    env = {e["name"]: e for e in c["env"]}
-    script = doc("ConfigMap", "mlops-postgres-init").body["data"]["10-create-databases.sh"]
-    path = cluster.root / "10-create-databases.sh"
-    path.write_text(script)
-    result = subprocess.run(
-        ["sh", str(path)],
-        env={
-            **cluster.base_env,
-            "PATH": f"{postgres_server.bin_dir}:{cluster.base_env['PATH']}",
-            "PGHOST": postgres_server.host,
-            "PGPORT": str(postgres_server.port),
-            "POSTGRES_USER": env["POSTGRES_USER"]["value"],
-            "POSTGRES_MLOPS_PASSWORD": cluster.secret["POSTGRES_MLOPS_PASSWORD"],
-            "POSTGRES_MLFLOW_PASSWORD": cluster.secret["POSTGRES_MLFLOW_PASSWORD"],
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    _ok(result, "the Postgres init script")
-
-
-def _create_buckets(s3_endpoint: str, cluster: LocalCluster) -> list[str]:
-    import boto3
-
-    job = doc("Job", "mlops-minio-buckets")
-    pod = cluster.pod(pod_template(job), "buckets")
-    env = pod.env()
-    buckets = [env["S3_BUCKET"], env["MLFLOW_BUCKET"]]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in buckets:
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket)
-    return buckets
-
-
-def _kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "local", "cluster": {"server": url}}],
-                "users": [{"name": "orchestrator", "user": {"token": "local"}}],
-                "contexts": [
-                    {"name": "local", "context": {"cluster": "local", "user": "orchestrator"}}
-                ],
-                "current-context": "local",
-            }
-        )
-    )
-    return path
-
-
 def test_the_manifests_run_the_pipeline_in_schedule_order(
     postgres_server, s3_endpoint, subprocess_env, tmp_path
 ) -> None:
@@ -346,11 +237,13 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         return cluster.run_job(job, name)
 
     kube = FakeKube(executor=execute).start()
-    base_env["KUBECONFIG"] = str(_kubeconfig(tmp_path / "kubeconfig", kube.url))
+    base_env["KUBECONFIG"] = str(write_kubeconfig(tmp_path / "kubeconfig", kube.url))
 
     # Platform: databases by the init script, buckets, the MLflow server of mlflow.yaml.
-    _init_postgres(postgres_server, cluster)
-    buckets = _create_buckets(s3_endpoint, cluster)
+    _ok(init_postgres(postgres_server, cluster.secret, tmp_path, base_env), "Postgres init")
+    bucket_env = cluster.pod(pod_template(doc("Job", "mlops-minio-buckets")), "buckets").env()
+    buckets = [bucket_env["S3_BUCKET"], bucket_env["MLFLOW_BUCKET"]]
+    create_buckets(s3_endpoint, buckets)
     assert buckets == [config_maps()[PIPELINE_CONFIG]["S3_BUCKET"], "mlflow"]
     mlflow_doc = doc("Deployment", "mlops-mlflow")
     mlflow_pod = cluster.pod(pod_template(mlflow_doc), "mlflow")
