@@ -44,17 +44,15 @@ def _stage(name: str, fn: Callable[..., Any], output: Path | None, **kwargs: Any
     """Build settings and context, record the stage run, call the stage, report its result."""
     from mlops import log
     from mlops.context import open_context
-    from mlops.runs import record_stage_run
+    from mlops.runs import run_stage
     from mlops.settings import load_settings, parse_date
 
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     as_of: date | None = parse_date(kwargs.pop("as_of", None))
     ctx = open_context(settings)
-    with record_stage_run(ctx.engine, name, as_of) as run:
-        result = fn(ctx, as_of=as_of, **kwargs)
-        payload = asdict(result) if is_dataclass(result) else result
-        run.details = payload if isinstance(payload, dict) else {"result": payload}
+    result = run_stage(ctx, name, fn, as_of, **kwargs)
+    payload = asdict(result) if is_dataclass(result) else result
     text = json.dumps(payload, default=str, indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from mlops.db import migrate
 from mlops.db.engine import make_engine
 from mlops.db.schema import equity_snapshots, orders, predictions, retrain_requests
 from mlops.errors import ConfigError, ModelError
-from mlops.runs import record_stage_run
+from mlops.runs import run_stage
 from mlops.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,7 @@ def run(
     last_drift: float | None = None
 
     def stage(name: str, fn: Callable[..., Any], day: date) -> Any:
-        with record_stage_run(ctx.engine, name, day) as record:
-            result = fn(ctx, as_of=day)
-            record.details = asdict(result) if is_dataclass(result) else {}
-        return result
+        return run_stage(ctx, name, fn, day)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, update
 
 from mlops import log as mlops_log
 from mlops.db.schema import stage_runs
+
+if TYPE_CHECKING:
+    from mlops.context import Context
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,17 @@ def record_stage_run(engine: Engine, stage: str, run_date: date | None) -> Itera
         raise
     else:
         _finish(engine, run, "succeeded", None)
+
+
+def run_stage(
+    ctx: Context, name: str, fn: Callable[..., Any], as_of: date | None, **kwargs: Any
+) -> Any:
+    """Call a stage's ``run(ctx, as_of=...)`` inside its stage-run record, result as details."""
+    with record_stage_run(ctx.engine, name, as_of) as run:
+        result = fn(ctx, as_of=as_of, **kwargs)
+        payload = asdict(result) if is_dataclass(result) else result
+        run.details = payload if isinstance(payload, dict) else {"result": payload}
+    return result
 
 
 def _finish(engine: Engine, run: StageRun, status: str, error: str | None) -> None:

@@ -22,7 +22,7 @@ from mlops.db.upsert import insert_new, upsert
 from mlops.errors import DataError
 from mlops.runs import utcnow
 from mlops.trading import strategy
-from mlops.trading.broker import Broker, PendingOrder, make_broker
+from mlops.trading.broker import Account, Broker, PendingOrder, make_broker
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +200,12 @@ def _submit_new(engine: Engine, broker: Broker, day: date) -> list[str]:
 
 
 def _snapshot(
-    ctx: Context, broker: str, day: date, bars: pd.DataFrame, account: object
+    ctx: Context, broker: str, day: date, bars: pd.DataFrame, account: Account
 ) -> tuple[float, float | None]:
     """Equity at the day's closes, against buy-and-hold of the same symbols."""
     closes = last_closes(bars, day)
-    positions = account.positions  # type: ignore[attr-defined]
-    cash = float(account.cash)  # type: ignore[attr-defined]
+    positions = account.positions
+    cash = float(account.cash)
     value = sum(q * closes.get(s, 0.0) for s, q in positions.items())
     with ctx.engine.connect() as conn:
         start = conn.execute(
