@@ -40,8 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_setup import Postgres, ensure_model, features
 
-PREDICTION_KEY = ("symbol", "prediction_date", "model_name", "model_version")
-
 
 def tile(frame, rows: int):  # -> pd.DataFrame
     import pandas as pd
@@ -97,11 +95,12 @@ def main() -> None:
     import pandas as pd
     from sqlalchemy import create_engine, delete, func, select
 
+    from mlops.contracts.models import predict_close
+    from mlops.contracts.predictions import PREDICTION_KEY
+    from mlops.contracts.predictor import FastPredictor
     from mlops.db import migrate
     from mlops.db.schema import predictions
     from mlops.db.upsert import insert_new, insert_new_bulk
-    from mlops.inference.fast import FastPredictor
-    from mlops.training.predict import predict_close
 
     home = args.home or Path(tempfile.mkdtemp(prefix="mlops-batch-bench-"))
     model = ensure_model(home)
@@ -159,7 +158,7 @@ def main() -> None:
         began = time.perf_counter()
         frame = pd.read_parquet(e2e_path)
         t_read = time.perf_counter() - began
-        predicted = predict_close(fast, fast.config, frame)
+        predicted = predict_close(fast, frame)
         t_predict = time.perf_counter() - began - t_read
         batch = batch_rows(frame, predicted, model.name, model.version)
         with engine.begin() as conn:

@@ -75,6 +75,7 @@ def worker() -> None:
 
     from mlops import log
     from mlops.context import open_context
+    from mlops.contracts import keys
     from mlops.data_prep.stage import run
     from mlops.settings import load_settings
 
@@ -87,10 +88,9 @@ def worker() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rows = result.rows
     if settings.data_prep_shards > 1:  # this shard's own rows, not the finalized dataset's
-        from mlops.data_prep import dataset
         from mlops.store import get_json
 
-        key = dataset.shard_manifest_key(
+        key = keys.shard_manifest_key(
             date.fromisoformat(AS_OF), settings.job_completion_index, settings.data_prep_shards
         )
         rows = get_json(ctx.store, key)["contents"]["rows"]

@@ -62,17 +62,18 @@ def ensure_model(home: Path, epochs: int = 2) -> BenchModel:
     ]:
         del os.environ[key]
     from mlops import tracking
+    from mlops.contracts.models import champion
     from mlops.settings import load_settings
 
     settings = load_settings()
-    client = tracking.configure(settings)
-    ref = tracking.champion(client, settings)
+    client = tracking.connect(settings)
+    ref = champion(client, settings.model_name, settings.champion_alias)
     if ref is None:
         print(f"Training a model in {home} (mlops migrate, data-prep, train) ...", flush=True)
         _mlops(home, "migrate")
         _mlops(home, "data-prep", "--as-of", AS_OF)
         _mlops(home, "train", "--as-of", AS_OF, TRAIN_EPOCHS=str(epochs))
-        ref = tracking.champion(client, settings)
+        ref = champion(client, settings.model_name, settings.champion_alias)
         if ref is None:  # not better than naive: make it the champion anyway
             latest = max(
                 client.search_model_versions(f"name='{settings.model_name}'"),
@@ -81,24 +82,27 @@ def ensure_model(home: Path, epochs: int = 2) -> BenchModel:
             client.set_registered_model_alias(
                 settings.model_name, settings.champion_alias, latest.version
             )
-            ref = tracking.champion(client, settings)
+            ref = champion(client, settings.model_name, settings.champion_alias)
     assert ref is not None
     target = home / f"bench-model-v{ref.version}"
     if not (target / "MLmodel").exists():
         import mlflow
 
-        mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(target))
+        source = client.get_model_version_download_uri(ref.name, ref.version)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(target), tracking_uri=settings.tracking_uri
+        )
     return BenchModel(home, ref.name, ref.version, target, target / "model")
 
 
 def features(home: Path):  # -> pd.DataFrame
     """The scorable rows (no indicator warm-up) of the newest dataset in ``home``."""
     from mlops.context import open_context
-    from mlops.data_prep import dataset
+    from mlops.contracts import datasets
     from mlops.settings import load_settings
 
     ctx = open_context(load_settings(MLOPS_HOME=str(home)))
-    _, frame = dataset.load(ctx.store, dataset.latest_version(ctx.engine, None))
+    _, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, None))
     ctx.engine.dispose()
     return frame[~frame["warmup"]].reset_index(drop=True)
 

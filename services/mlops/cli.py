@@ -52,7 +52,7 @@ def _stage(name: str, fn: Callable[..., Any], output: Path | None, **kwargs: Any
     as_of: date | None = parse_date(kwargs.pop("as_of", None))
     ctx = open_context(settings)
     result = run_stage(ctx, name, fn, as_of, **kwargs)
-    payload = asdict(result) if is_dataclass(result) else result
+    payload = asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
     text = json.dumps(payload, default=str, indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -205,20 +205,27 @@ def daily_cmd(
         ),
     ] = 10.0,
 ) -> None:
-    """Run data-prep, batch-infer, trade and monitor as Kubernetes Jobs, in order."""
+    """Run the day's stages as Kubernetes Jobs in order, then train if the retrain rule says so."""
     from mlops import log
+    from mlops.db.engine import make_engine, wait_for_database
+    from mlops.db.migrate import require_current
     from mlops.orchestration import run_daily
+    from mlops.pipeline import plan_retraining
     from mlops.settings import load_settings, parse_date
 
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     log.bind(stage="daily")
+    engine = make_engine(settings.db_url)
+    wait_for_database(engine, settings.database_connect_attempts)
+    require_current(engine)
     runs = run_daily(
         parse_date(as_of),
         namespace=namespace,
         templates_dir=templates_dir,
         rerun_failed=rerun_failed,
         poll_seconds=poll_seconds,
+        retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
     )
     typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 

@@ -1,8 +1,9 @@
-"""What every stage works with: its settings, the database and the object store."""
+"""What every stage works with: its settings, the database, the object store and MLflow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -11,12 +12,25 @@ from mlops.db.migrate import require_current
 from mlops.settings import Settings
 from mlops.store import ObjectStore, open_store
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 
 @dataclass
 class Context:
     settings: Settings
     engine: Engine
     store: ObjectStore
+    _mlflow: MlflowClient | None = field(default=None, repr=False)
+
+    @property
+    def mlflow(self) -> MlflowClient:
+        """The MLflow client of the configured tracking server, made on first use."""
+        if self._mlflow is None:
+            from mlops import tracking
+
+            self._mlflow = tracking.connect(self.settings)
+        return self._mlflow
 
 
 def open_context(settings: Settings, *, check_schema: bool = True) -> Context:

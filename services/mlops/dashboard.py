@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from mlops.context import Context
+from mlops.contracts import keys
 from mlops.db.schema import equity_snapshots, monitoring_metrics, retrain_requests, stage_runs
 from mlops.store import StoreError
 
@@ -214,7 +215,7 @@ def create_app(ctx: Context) -> Any:
         if not REPORT_NAME.match(f"{day}/{name}"):
             raise HTTPException(404, "Reports are named like 2017-06-01/drift.html.")
         try:
-            data = ctx.store.get_bytes(f"reports/monitoring/{day}/{name}")
+            data = ctx.store.get_bytes(keys.monitoring_report_key(day, name))
         except StoreError:
             raise HTTPException(404, f"No report {name} for {day}.") from None
         return Response(content=data, media_type="text/html")

@@ -1,8 +1,9 @@
 """``mlops demo``: replay the bundled sample as if live, on embedded defaults.
 
 Train on the data up to the day before the replay, then for each replayed trading day run
-data prep, batch inference, trading and monitoring as that day, retraining when the
-monitor asks for it. Every stage is the same function its Kubernetes Job runs.
+the daily pipeline of ``mlops.pipeline`` as that day (its stages in order, then a
+training when the retrain rule says so). Every stage is the same function its Kubernetes
+Job runs; the stages are called in process instead of as Jobs.
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ from sqlalchemy import func, select
 
 from mlops import log as mlops_log
 from mlops.context import Context, open_context
+from mlops.contracts import keys
 from mlops.data_prep.sources import load_sample
 from mlops.db import migrate
 from mlops.db.engine import make_engine
 from mlops.db.schema import equity_snapshots, orders, predictions, retrain_requests
 from mlops.errors import ConfigError, ModelError
+from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, plan_retraining
 from mlops.runs import run_stage
 from mlops.settings import load_settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_START = date(2017, 6, 1)  # YHOO stops trading on 2017-06-16, inside the replay
-RETRAIN_COOLDOWN_DAYS = 5
 # The default model's forecasts are cautious (daily moves of a few tenths of a percent),
 # so the demo trades at 0.1 %; the pipeline's default stays the original project's 0.5 %.
 DEMO_THRESHOLD = 0.001
@@ -112,19 +114,14 @@ def run(
     migrate.upgrade(make_engine(settings.db_url))
     ctx = open_context(settings)
 
-    from mlops.data_prep.stage import run as data_prep
-    from mlops.inference.stage import run as batch_infer
-    from mlops.monitoring.stage import run as monitor
-    from mlops.trading.stage import run as trade
-    from mlops.training.stage import run as train
-
+    stages = stage_functions()
     began = time.monotonic()
     trainings: list[dict[str, Any]] = []
     reports: list[str] = []
     last_drift: float | None = None
 
-    def stage(name: str, fn: Callable[..., Any], day: date) -> Any:
-        return run_stage(ctx, name, fn, day)
+    def stage(name: str, day: date) -> Any:
+        return run_stage(ctx, name, stages[name], day)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -137,34 +134,46 @@ def run(
         transient=False,
     ) as progress:
         task = progress.add_task(f"training on data to {cutoff}", total=len(replay))
-        stage("data-prep", data_prep, cutoff)
-        first = stage("train", train, cutoff)
+        stage("data-prep", cutoff)
+        first = stage(TRAIN_STAGE, cutoff)
         trainings.append(_training_row(cutoff, first))
         if not first.promoted:
             raise ModelError(
                 f"The first model did not become champion ({first.reason}); "
                 "try another --start or model config."
             )
-        last_train = 0
-        for index, day in enumerate(replay):
+        for day in replay:
             progress.update(task, description=f"replaying {day}")
-            stage("data-prep", data_prep, day)
-            stage("batch-infer", batch_infer, day)
-            stage("trade", trade, day)
-            watched = stage("monitor", monitor, day)
+            results = {name: stage(name, day) for name in DAILY_STAGES}
+            watched = results["monitor"]
             last_drift = watched.drift_share if watched.drift_share is not None else last_drift
             reports.extend(watched.reports.values())
-            if watched.retrain and index - last_train >= RETRAIN_COOLDOWN_DAYS:
+            if plan_retraining(ctx.engine, day, settings.retrain_cooldown_days).retrain:
                 progress.update(task, description=f"retraining on {day}")
-                retrained = stage("train", train, day)
-                trainings.append(_training_row(day, retrained))
-                last_train = index
+                trainings.append(_training_row(day, stage(TRAIN_STAGE, day)))
             progress.advance(task)
 
     summary = _summarize(ctx, settings, cutoff, replay, began, trainings, reports, last_drift)
     (home / "summary.json").write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     print_summary(console, summary)
     return summary
+
+
+def stage_functions() -> dict[str, Callable[..., Any]]:
+    """Each stage's ``run(ctx, as_of=...)``, by its name in ``mlops.pipeline``."""
+    from mlops.data_prep.stage import run as data_prep
+    from mlops.inference.stage import run as batch_infer
+    from mlops.monitoring.stage import run as monitor
+    from mlops.trading.stage import run as trade
+    from mlops.training.stage import run as train
+
+    return {
+        "data-prep": data_prep,
+        "batch-infer": batch_infer,
+        "trade": trade,
+        "monitor": monitor,
+        TRAIN_STAGE: train,
+    }
 
 
 def _training_row(day: date, result: Any) -> dict[str, Any]:
@@ -189,17 +198,20 @@ def _summarize(
     reports: list[str],
     last_drift: float | None,
 ) -> DemoSummary:
-    from mlops import tracking
-    from mlops.data_prep import dataset
+    from mlops.contracts import datasets
+    from mlops.contracts.models import champion
+    from mlops.contracts.predictions import realized
     from mlops.metrics import regression_metrics
-    from mlops.monitoring.stage import realized
 
-    _, bars = dataset.load(ctx.store, dataset.latest_version(ctx.engine, replay[-1]))
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, replay[-1]))
     with ctx.engine.connect() as conn:
         preds = pd.read_sql(select(predictions), conn)
-        order_counts = dict(
-            conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status)).all()
-        )
+        order_counts: dict[str, int] = {
+            str(status): int(count)
+            for status, count in conn.execute(
+                select(orders.c.status, func.count()).group_by(orders.c.status)
+            ).all()
+        }
         last = conn.execute(
             select(equity_snapshots.c.equity, equity_snapshots.c.benchmark_equity)
             .order_by(equity_snapshots.c.snapshot_date.desc())
@@ -218,13 +230,13 @@ def _summarize(
             "naive_mape": naive["mape"],
             "scored": float(len(joined)),
         }
-    champion = tracking.champion(tracking.configure(settings), settings)
+    current = champion(ctx.mlflow, settings.model_name, settings.champion_alias)
     return DemoSummary(
         start=replay[0].isoformat(),
         end=replay[-1].isoformat(),
         days=len(replay),
         seconds=round(time.monotonic() - began, 1),
-        champion_version=champion.version if champion else None,
+        champion_version=current.version if current else None,
         trainings=trainings,
         replay_metrics=replay_metrics,
         predictions=len(preds),
@@ -287,7 +299,8 @@ def print_summary(console: Any, s: DemoSummary) -> None:
             f"{s.retrain_requests} retrain requests",
         )
     console.print(table)
-    console.print(f"Reports: {len(s.reports)} HTML files under {s.home}/store/reports/monitoring/")
+    folder = f"{s.home}/store/{keys.MONITORING_REPORTS_PREFIX}/"
+    console.print(f"Reports: {len(s.reports)} HTML files under {folder}")
     if s.reports:
         console.print(f"  latest: {s.reports[-1]}")
     console.print(f"Database: {s.database_url}")

@@ -1,8 +1,10 @@
-"""The daily loop on Kubernetes: stage Jobs created in order, one day at a time.
+"""The daily pipeline on Kubernetes: stage Jobs created in order, one day at a time.
 
-``mlops daily`` (the orchestrator CronJob) runs data-prep, batch-infer, trade and monitor
-as Kubernetes Jobs, one after the other, and stops at the first one that fails, so no
-stage ever runs on a half-finished day. ``trigger_retraining`` creates a train Job.
+``mlops daily`` (the orchestrator CronJob) runs the stages of ``mlops.pipeline`` as
+Kubernetes Jobs, one after the other, and stops at the first one that fails, so no stage
+ever runs on a half-finished day. Then it applies the pipeline's retrain rule to the
+database (open retrain requests, the last training) and, when it says so, creates the
+day's train Job (``trigger_retraining``) and waits for it.
 
 Where the Jobs come from: each stage Job is built from its template, the very manifest a
 user applies by hand (``deployments/job-<stage>.yaml``). The cluster gets those files as
@@ -35,14 +37,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlops.errors import MlopsError
+from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, RetrainPlan
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
-
-DAILY_STAGES: tuple[str, ...] = ("data-prep", "batch-infer", "trade", "monitor")
-TRAIN_STAGE = "train"
 
 # Environment of the orchestrator pod (not pipeline settings: the stage Jobs get those
 # from the ConfigMap themselves).
@@ -396,12 +396,14 @@ def run_daily(
     rerun_failed: bool = False,
     poll_seconds: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
+    retrain: Callable[[date], RetrainPlan] | None = None,
 ) -> list[StageRun]:
     """Run ``stages`` for ``as_of`` (default: today in New York) as Jobs, in order.
 
     Each stage's Job is created only after the previous one completed; the first failure
     (or time-out) raises ``OrchestrationError`` and nothing after it is created. Every
-    template is loaded and checked before the first Job is created.
+    template is loaded and checked before the first Job is created. Then ``retrain``
+    (the pipeline's rule on the database) decides whether the day's train Job runs too.
     """
     day = as_of or market_today()
     jobs, folder = _open(api_client, namespace, templates_dir)
@@ -412,28 +414,65 @@ def run_daily(
     log.info("Daily run for %s in namespace %s: %s", day, jobs.namespace, " -> ".join(stages))
     results: list[StageRun] = []
     for index, (stage, body) in enumerate(bodies):
-        name = body["metadata"]["name"]
-        action = _start(jobs, body, rerun_failed, poll_seconds, sleep)
-        if action == "already-succeeded":
-            log.info("Stage %s: Job %s already succeeded for %s; not rerun.", stage, name, day)
-            results.append(StageRun(stage, name, action, "succeeded"))
-            continue
-        log.info("Stage %s: waiting for Job %s (%s).", stage, name, action)
-        state = _wait(jobs, name, _wait_seconds(body), poll_seconds, sleep)
-        if state.phase == "failed":
-            tail = jobs.log_tail(name)
-            if tail:
-                log.error("Last log lines of Job %s:\n%s", name, tail.rstrip())
-            skipped = ", ".join(stages[index + 1 :]) or "none"
-            why = ": ".join(p for p in (state.reason, state.message) if p) or "failed"
-            raise OrchestrationError(
-                f"Stage {stage} failed for {day}: Job {name} {why}. Stages not started: "
-                f"{skipped}. See `kubectl -n {jobs.namespace} logs job/{name}`; rerun the day "
-                "with `mlops daily --rerun-failed`."
-            )
-        log.info("Stage %s: Job %s succeeded.", stage, name)
-        results.append(StageRun(stage, name, action, "succeeded"))
+        later = ", ".join(stages[index + 1 :]) or "none"
+        results.append(_run_job(jobs, stage, body, day, later, rerun_failed, poll_seconds, sleep))
+    if retrain is None:
+        return results
+    plan = retrain(day)
+    if not plan.retrain:
+        log.info("No training for %s: %s.", day, plan.reason)
+        return results
+    body = _train_job(jobs, folder, day, plan.reason)
+    results.append(
+        _run_job(jobs, TRAIN_STAGE, body, day, "none", rerun_failed, poll_seconds, sleep)
+    )
     return results
+
+
+def _run_job(
+    jobs: Jobs,
+    stage: str,
+    body: dict[str, Any],
+    day: date,
+    later: str,
+    rerun_failed: bool,
+    poll_seconds: float,
+    sleep: Callable[[float], None],
+) -> StageRun:
+    """Start the stage's Job for the day (unless it already succeeded) and wait for it."""
+    name = body["metadata"]["name"]
+    action = _start(jobs, body, rerun_failed, poll_seconds, sleep)
+    if action == "already-succeeded":
+        log.info("Stage %s: Job %s already succeeded for %s; not rerun.", stage, name, day)
+        return StageRun(stage, name, action, "succeeded")
+    log.info("Stage %s: waiting for Job %s (%s).", stage, name, action)
+    state = _wait(jobs, name, _wait_seconds(body), poll_seconds, sleep)
+    if state.phase == "failed":
+        tail = jobs.log_tail(name)
+        if tail:
+            log.error("Last log lines of Job %s:\n%s", name, tail.rstrip())
+        why = ": ".join(p for p in (state.reason, state.message) if p) or "failed"
+        raise OrchestrationError(
+            f"Stage {stage} failed for {day}: Job {name} {why}. Stages not started: "
+            f"{later}. See `kubectl -n {jobs.namespace} logs job/{name}`; rerun the day "
+            "with `mlops daily --rerun-failed`."
+        )
+    log.info("Stage %s: Job %s succeeded.", stage, name)
+    return StageRun(stage, name, action, "succeeded")
+
+
+def _train_job(jobs: Jobs, folder: Path, day: date, reason: str) -> dict[str, Any]:
+    """The day's retraining Job, ``mlops-train-retrain-<yyyymmdd>``, from ``job-train.yaml``."""
+    annotations = {REASON_ANNOTATION: reason[:1000]} if reason else None
+    return build_job(
+        load_template(folder, TRAIN_STAGE),
+        TRAIN_STAGE,
+        day,
+        jobs.namespace,
+        trigger="retrain",
+        infix="retrain",
+        annotations=annotations,
+    )
 
 
 def _start(
@@ -478,31 +517,13 @@ def trigger_retraining(
     namespace: str | None = None,
     templates_dir: Path | str | None = None,
 ) -> RetrainTrigger:
-    """Create the train Job for ``as_of`` (at most one a day) and return without waiting.
-
-    Called by the monitor stage when it flags retraining; the Job is
-    ``mlops-train-retrain-<yyyymmdd>``, built from ``job-train.yaml`` like the daily Jobs.
-    """
+    """Create the train Job for ``as_of`` (at most one a day) and return without waiting."""
     day = as_of or market_today()
     jobs, folder = _open(api_client, namespace, templates_dir)
-    annotations = {REASON_ANNOTATION: reason[:1000]} if reason else None
-    body = build_job(
-        load_template(folder, TRAIN_STAGE),
-        TRAIN_STAGE,
-        day,
-        jobs.namespace,
-        trigger="retrain",
-        infix="retrain",
-        annotations=annotations,
-    )
+    body = _train_job(jobs, folder, day, reason)
     name = body["metadata"]["name"]
     if jobs.get(name) is not None or not jobs.create(body):
         log.info("Retraining for %s already requested: Job %s exists.", day, name)
         return RetrainTrigger(name, created=False)
     log.info("Retraining requested for %s: created Job %s (%s).", day, name, reason or "-")
     return RetrainTrigger(name, created=True)
-
-
-def running_in_cluster() -> bool:
-    """True inside a pod that has a service account token (where triggers can work)."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and SERVICE_ACCOUNT_NAMESPACE.exists()

@@ -67,7 +67,9 @@ def run_stage(
     """Call a stage's ``run(ctx, as_of=...)`` inside its stage-run record, result as details."""
     with record_stage_run(ctx.engine, name, as_of) as run:
         result = fn(ctx, as_of=as_of, **kwargs)
-        payload = asdict(result) if is_dataclass(result) else result
+        payload = (
+            asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
+        )
         run.details = payload if isinstance(payload, dict) else {"result": payload}
     return result
 

@@ -109,8 +109,9 @@ class Settings(BaseSettings):
     monitor_mape_threshold: float = Field(default=0.03, gt=0, alias="MONITOR_MAPE_THRESHOLD")
     monitor_baseline_ratio: float = Field(default=1.25, gt=0, alias="MONITOR_BASELINE_RATIO")
     monitor_drift_method: str = Field(default="ks", alias="MONITOR_DRIFT_METHOD")
-    # "kubernetes": a flagged retrain also creates the day's train Job through the API.
-    retrain_trigger: Literal["none", "kubernetes"] = Field(default="none", alias="RETRAIN_TRIGGER")
+    # Whoever runs the day (mlops daily, mlops demo) trains when a retrain request is open
+    # and at least this many weekdays passed since the last training.
+    retrain_cooldown_days: int = Field(default=5, ge=0, alias="RETRAIN_COOLDOWN_DAYS")
     monitor_drift_share_threshold: float = Field(
         default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
     )

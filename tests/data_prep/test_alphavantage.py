@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.data_prep import dataset
+from mlops.contracts import datasets
 from mlops.data_prep.alphavantage import bars_key, load_alphavantage, responses_prefix
 from mlops.data_prep.sources import load_sample
 from mlops.data_prep.stage import run
@@ -228,7 +228,7 @@ def test_values_that_are_not_numbers_are_quarantined_never_zero(
     alphavantage.script("AAPL", Answer("json", payload))
     ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL"}))
     result = run(ctx, as_of=LAST)
-    manifest, frame = dataset.load(ctx.store, result.version)
+    manifest, frame = datasets.load(ctx.store, result.version)
     assert pd.Timestamp(day) not in set(frame["date"])
     assert (frame["close"] > 0).all()
     quarantine = get_parquet(ctx.store, manifest.quarantine_key)
@@ -242,10 +242,10 @@ def test_stage_on_alphavantage_gives_the_same_features_as_the_sample(
 ) -> None:
     ctx = make_ctx(**av_env)
     result = run(ctx, as_of=LAST)
-    _, frame = dataset.load(ctx.store, result.version)
+    _, frame = datasets.load(ctx.store, result.version)
     assert result.symbols == ["AAPL", "GOOGL"]
     reference = make_ctx(home=tmp_path / "sample", SYMBOLS="AAPL,GOOGL")
-    expected = dataset.load(reference.store, run(reference, as_of=LAST).version)[1]
+    expected = datasets.load(reference.store, run(reference, as_of=LAST).version)[1]
     pd.testing.assert_frame_equal(frame, expected)
     # A second run the same day asks nothing and publishes the same version.
     again = run(ctx, as_of=LAST)

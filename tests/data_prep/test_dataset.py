@@ -10,6 +10,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from mlops.contracts import datasets, keys
 from mlops.data_prep import dataset, stage
 from mlops.data_prep.features import compute_features
 from mlops.data_prep.quality import check_bars
@@ -24,7 +25,7 @@ LAST = date(2017, 12, 29)
 def test_one_part_dataset_layout_and_same_version_twice(make_ctx) -> None:
     ctx = make_ctx()
     first = run(ctx)
-    manifest = dataset.read_manifest(ctx.store, first.version)
+    manifest = datasets.read_manifest(ctx.store, first.version)
     assert manifest.data_key == f"datasets/features/{first.version}/data.parquet"
     assert [p["key"] for p in manifest.parts] == [manifest.data_key]
     assert manifest.quarantine_key is None and manifest.quarantine_keys == []
@@ -36,18 +37,18 @@ def test_one_part_dataset_layout_and_same_version_twice(make_ctx) -> None:
 
 def test_the_stage_gives_what_the_plain_functions_give(make_ctx) -> None:
     ctx = make_ctx()
-    _, frame = dataset.load(ctx.store, run(ctx).version)
+    _, frame = datasets.load(ctx.store, run(ctx).version)
     expected = compute_features(check_bars(load_sample(), max_bad_share=0.01).good)
     pd.testing.assert_frame_equal(frame, expected)
 
 
 def test_many_parts_load_as_one_frame(make_ctx, tmp_path, monkeypatch) -> None:
     single = make_ctx(home=tmp_path / "single")
-    _, expected = dataset.load(single.store, run(single).version)
+    _, expected = datasets.load(single.store, run(single).version)
 
     monkeypatch.setattr(stage, "PART_ROWS", 1600)
     ctx = make_ctx(home=tmp_path / "parts")
-    manifest, frame = dataset.load(ctx.store, run(ctx).version)
+    manifest, frame = datasets.load(ctx.store, run(ctx).version)
     # About 754 rows a symbol: two symbols fit in 1600 rows, a symbol is never split.
     assert [p["rows"] for p in manifest.parts] == [753 + 754, 754 + 754, 619]
     assert manifest.data_key == ""
@@ -63,11 +64,11 @@ def test_many_parts_load_as_one_frame(make_ctx, tmp_path, monkeypatch) -> None:
 def test_a_part_that_does_not_match_its_manifest_is_refused(make_ctx) -> None:
     ctx = make_ctx()
     version = run(ctx).version
-    manifest = dataset.read_manifest(ctx.store, version)
+    manifest = datasets.read_manifest(ctx.store, version)
     frame = pd.read_parquet(io.BytesIO(ctx.store.get_bytes(manifest.data_key)))
     put_parquet(ctx.store, manifest.data_key, frame.iloc[:-1])
     with pytest.raises(DataError, match=r"holds 3633 rows but its manifest says 3634"):
-        dataset.load(ctx.store, version)
+        datasets.load(ctx.store, version)
 
 
 def test_schema_1_manifests_still_load(make_ctx) -> None:
@@ -92,8 +93,8 @@ def test_schema_1_manifests_still_load(make_ctx) -> None:
         "quarantined_rows": 0,
         "quarantine_key": None,
     }
-    put_json(ctx.store, dataset.manifest_key(old["version"]), old)
-    manifest, loaded = dataset.load(ctx.store, old["version"])
+    put_json(ctx.store, keys.manifest_key(old["version"]), old)
+    manifest, loaded = datasets.load(ctx.store, old["version"])
     assert manifest.schema_version == 1 and manifest.stale_symbols == []
     pd.testing.assert_frame_equal(loaded, frame)
 
@@ -107,10 +108,10 @@ def test_publish_of_a_frame_still_works(make_ctx) -> None:
     )
     assert new and manifest.quarantined_rows == 2
     assert manifest.quarantine_key == f"quarantine/2017-12-29/{manifest.version}.parquet"
-    assert dataset.latest_version(ctx.engine, LAST) == manifest.version
+    assert datasets.latest_version(ctx.engine, LAST) == manifest.version
     again, new_again = dataset.publish(ctx.store, ctx.engine, frame, as_of=LAST, source="test")
     assert (again.version, new_again) == (manifest.version, False)
-    pd.testing.assert_frame_equal(dataset.load(ctx.store, manifest.version)[1], frame)
+    pd.testing.assert_frame_equal(datasets.load(ctx.store, manifest.version)[1], frame)
     assert json.loads(ctx.store.get_bytes(manifest.key)) == asdict(manifest)
     with pytest.raises(DataError, match="No rows to publish"):
         dataset.publish(ctx.store, ctx.engine, frame.iloc[:0], as_of=LAST, source="test")
@@ -128,6 +129,6 @@ def test_data_prep_on_s3(make_ctx, s3_endpoint, s3_bucket) -> None:
     }
     results = [run(make_ctx(**env, JOB_COMPLETION_INDEX=i), as_of=LAST) for i in (0, 1)]
     ctx = make_ctx(**env)
-    manifest, frame = dataset.load(ctx.store, results[1].version)
+    manifest, frame = datasets.load(ctx.store, results[1].version)
     assert len(frame) == 3634 and manifest.shards == 2
     assert ctx.store.uri(manifest.key).startswith(f"s3://{s3_bucket}/datasets/features/")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import talib
 
-from mlops.data_prep import dataset
+from mlops.contracts import datasets
 from mlops.data_prep.features import FEATURE_COLUMNS, TARGET_COLUMN, symbol_features
 from mlops.data_prep.sources import sample_path
 from mlops.data_prep.stage import run
@@ -35,7 +35,7 @@ def _raw_sample() -> pd.DataFrame:
 def published(make_ctx) -> pd.DataFrame:
     ctx = make_ctx()
     result = run(ctx)
-    return dataset.load(ctx.store, result.version)[1]
+    return datasets.load(ctx.store, result.version)[1]
 
 
 def test_indicators_equal_talib_per_symbol_on_the_sample(published: pd.DataFrame) -> None:
@@ -170,7 +170,7 @@ def test_changing_the_future_leaves_past_features_unchanged(
         path = tmp_path / f"{name}.csv"
         data.to_csv(path, index=False)
         ctx = make_ctx(home=tmp_path / name, DATA_SOURCE="files", DATA_FILES=str(path))
-        frames[name] = dataset.load(ctx.store, run(ctx).version)[1]
+        frames[name] = datasets.load(ctx.store, run(ctx).version)[1]
 
     columns = ["date", "symbol", *FEATURE_COLUMNS, "warmup"]
     past = {name: f[f["date"] <= CUT].reset_index(drop=True) for name, f in frames.items()}

@@ -11,11 +11,11 @@ import pytest
 import talib
 from sqlalchemy import select
 
-from mlops.data_prep import dataset
+from mlops.contracts import datasets
 from mlops.data_prep.quality import QualityGate, row_reasons, series_breaks, stale_symbols
 from mlops.data_prep.sources import load_sample
 from mlops.data_prep.stage import run
-from mlops.db.schema import datasets
+from mlops.db.schema import datasets as datasets_table
 from mlops.errors import DataError
 from mlops.store import get_parquet
 
@@ -78,7 +78,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_never_filled(make_ctx, tmp_pa
     ctx = make_ctx(DATA_SOURCE="files", DATA_FILES=path)
 
     result = run(ctx)
-    manifest, frame = dataset.load(ctx.store, result.version)
+    manifest, frame = datasets.load(ctx.store, result.version)
     assert result.quarantined == manifest.quarantined_rows == 2
     assert manifest.quarantine_key == f"quarantine/2017-12-29/{manifest.version}.parquet"
     quarantine = get_parquet(ctx.store, manifest.quarantine_key)
@@ -107,7 +107,7 @@ def test_a_bad_batch_is_refused_whole_and_nothing_is_published(make_ctx, tmp_pat
     assert "\n" not in message
     assert ctx.store.list("") == []  # no dataset, no part, no quarantine file
     with ctx.engine.connect() as conn:
-        assert conn.execute(select(datasets)).all() == []
+        assert conn.execute(select(datasets_table)).all() == []
     # The same batch passes under a looser limit.
     loose = make_ctx(DATA_SOURCE="files", DATA_FILES=path, QUALITY_MAX_BAD_SHARE=0.06)
     assert run(loose).quarantined == 182
@@ -147,7 +147,7 @@ def test_a_split_and_a_gap_restart_the_indicators(make_ctx, tmp_path) -> None:
     path = _write(bars, tmp_path / "bars.csv")
     ctx = make_ctx(DATA_SOURCE="files", DATA_FILES=path)
 
-    manifest, frame = dataset.load(ctx.store, run(ctx).version)
+    manifest, frame = datasets.load(ctx.store, run(ctx).version)
     flags = {(f["symbol"], f["date"], f["rule"]) for f in manifest.quality_flags}
     assert flags == {("AAPL", "2016-06-01", "jump"), ("COKE", "2016-09-21", "gap")}
     assert manifest.quality_flag_count == 2
@@ -173,7 +173,7 @@ def test_a_split_and_a_gap_restart_the_indicators(make_ctx, tmp_path) -> None:
 def test_stale_symbol_keeps_its_history_but_not_the_latest_day(make_ctx) -> None:
     ctx = make_ctx()
     result = run(ctx)
-    manifest, frame = dataset.load(ctx.store, result.version)
+    manifest, frame = datasets.load(ctx.store, result.version)
     assert result.stale_symbols == manifest.stale_symbols == ["YHOO"]
     yhoo = frame[frame["symbol"] == "YHOO"]
     assert len(yhoo) == 619 and yhoo["date"].max() == pd.Timestamp("2017-06-16")

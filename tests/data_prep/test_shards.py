@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.data_prep import dataset
+from mlops.contracts import datasets, keys
 from mlops.data_prep.shards import Shard, stable_hash
 from mlops.data_prep.stage import run
 from mlops.errors import ConfigError, DataError
@@ -58,7 +58,7 @@ def test_shards_publish_one_dataset_equal_to_the_unsharded_one(
     make_ctx, tmp_path: Path, count: int
 ) -> None:
     single = make_ctx(home=tmp_path / "single")
-    expected_manifest, expected = dataset.load(single.store, run(single, as_of=LAST).version)
+    expected_manifest, expected = datasets.load(single.store, run(single, as_of=LAST).version)
 
     home = tmp_path / "sharded"
     results = []
@@ -71,16 +71,16 @@ def test_shards_publish_one_dataset_equal_to_the_unsharded_one(
     final = results[-1]
     assert final.new and final.symbols == SYMBOLS
 
-    manifest, frame = dataset.load(ctx.store, final.version)
+    manifest, frame = datasets.load(ctx.store, final.version)
     pd.testing.assert_frame_equal(frame, expected)
     assert manifest.shards == count
     assert manifest.stale_symbols == expected_manifest.stale_symbols == ["YHOO"]
     assert manifest.data_key == ""
     assert all(p["key"].startswith("datasets/features/shards/2017-12-29/") for p in manifest.parts)
-    assert dataset.latest_version(ctx.engine) == final.version
+    assert datasets.latest_version(ctx.engine) == final.version
     # Each shard holds only its own symbols.
     for index in range(count):
-        part = json.loads(ctx.store.get_bytes(dataset.shard_manifest_key(LAST, index, count)))[
+        part = json.loads(ctx.store.get_bytes(keys.shard_manifest_key(LAST, index, count)))[
             "contents"
         ]
         assert all(Shard(index, count).owns(s) for s in part["symbols"])
@@ -92,7 +92,7 @@ def test_an_empty_shard_still_reports(make_ctx, tmp_path: Path) -> None:
     ctx = make_ctx(DATA_PREP_SHARDS=4, JOB_COMPLETION_INDEX=2)
     result = run(ctx, as_of=LAST)
     assert (result.version, result.rows, result.symbols) == (None, 0, [])
-    assert ctx.store.exists(dataset.shard_manifest_key(LAST, 2, 4))
+    assert ctx.store.exists(keys.shard_manifest_key(LAST, 2, 4))
 
 
 def test_sharded_run_needs_an_as_of(make_ctx) -> None:

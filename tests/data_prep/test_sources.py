@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.data_prep import dataset, sources
+from mlops.contracts import datasets
+from mlops.data_prep import sources
 from mlops.data_prep.shards import Shard
 from mlops.data_prep.sources import iter_bars, load_bars, load_sample
 from mlops.data_prep.stage import run
@@ -140,7 +141,7 @@ def test_rows_without_symbol_are_quarantined_not_dropped(make_ctx, tmp_path: Pat
     path = tmp_path / "bars.csv"
     sample.to_csv(path, index=False)
     ctx = make_ctx(DATA_SOURCE="files", DATA_FILES=str(path))
-    manifest = dataset.read_manifest(ctx.store, run(ctx).version)
+    manifest = datasets.read_manifest(ctx.store, run(ctx).version)
     assert manifest.quarantined_rows == 3
 
 

@@ -28,7 +28,7 @@ Skipped unless ``MLOPS_DOCKER_TESTS=1``; then a missing Docker engine fails the 
    probes pass, then the daily CronJob's ``mlops daily`` for 2017-06-01 in the
    orchestrator image against the fake API, which runs each Job it creates (data-prep,
    batch-infer, trade, monitor for that day) as containers the same way; a retraining Job
-   the monitor stage asks for (``RETRAIN_TRIGGER=kubernetes``) is recorded, not run.
+   ``mlops daily`` creates when a retrain request is open is recorded, not run.
 """
 
 from __future__ import annotations

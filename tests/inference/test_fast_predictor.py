@@ -10,15 +10,14 @@ import pandas as pd
 import pytest
 
 from inference.trained_model import INPUTS, Trained
-from mlops.inference.fast import (
+from mlops.contracts.models import load_registered, predict_close
+from mlops.contracts.predictor import (
     FastPredictor,
     LudwigPredictor,
     UnsupportedModelError,
     as_predictor,
     load_dir,
-    load_registered,
 )
-from mlops.training.predict import predict_close
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +78,7 @@ def test_predict_close_is_unchanged(trained, ludwig_model, fast) -> None:
     rows = trained.scorable
     expected = rows["close"].to_numpy() * (1 + _ludwig_predict(ludwig_model, rows))
     for model in (fast, ludwig_model):  # a LudwigModel takes the fast path as well
-        got = predict_close(model, ludwig_model.config, rows)
+        got = predict_close(model, rows)
         np.testing.assert_allclose(got, expected, rtol=RTOL)
 
 
@@ -127,19 +126,20 @@ def test_empty_frame_and_missing_column(trained, fast) -> None:
 
 def test_load_dir_and_load_registered(trained) -> None:
     from mlops import tracking
+    from mlops.contracts.models import ModelRef, require_champion
     from mlops.errors import ModelError
-    from mlops.tracking import ModelRef
 
     assert isinstance(load_dir(trained.model_dirs[trained.versions[1]]), FastPredictor)
     assert isinstance(load_dir(trained.model_dirs[trained.versions[1]] / "model"), FastPredictor)
     settings = trained.settings()
-    client = tracking.configure(settings)
-    ref = tracking.require_champion(client, settings)
-    predictor = load_registered(ref)
+    client = tracking.connect(settings)
+    ref = require_champion(client, settings.model_name, settings.champion_alias)
+    predictor = load_registered(client, ref)
     assert isinstance(predictor, FastPredictor)
-    assert load_registered(ref) is predictor  # registered versions are immutable: cached
+    # Registered versions are immutable: one cache per process, whichever client asks.
+    assert load_registered(tracking.connect(settings), ref) is predictor
     with pytest.raises(ModelError, match="version 99"):
-        load_registered(ModelRef(settings.model_name, "99", "none", {}))
+        load_registered(client, ModelRef(settings.model_name, "99", "none", {}))
     with pytest.raises(FileNotFoundError):
         load_dir(trained.home)
 
@@ -216,11 +216,11 @@ def test_unsupported_config_falls_back_to_ludwig_with_a_warning(trained, tmp_pat
     )
     with pytest.raises(UnsupportedModelError, match="outlier_strategy"):
         FastPredictor.from_ludwig(model)
-    with caplog.at_level(logging.WARNING, logger="mlops.inference.fast"):
+    with caplog.at_level(logging.WARNING, logger="mlops.contracts.predictor"):
         predictor = as_predictor(model)
     assert isinstance(predictor, LudwigPredictor)
     assert "does not support outlier_strategy" in caplog.text
     rows = trained.scorable
     expected = rows["close"].to_numpy() * (1 + _ludwig_predict(model, rows))
-    np.testing.assert_allclose(predict_close(model, model.config, rows), expected, rtol=RTOL)
+    np.testing.assert_allclose(predict_close(model, rows), expected, rtol=RTOL)
     assert isinstance(load_dir(tmp_path / "saved"), LudwigPredictor)

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlops.contracts import datasets
 from mlops.training.model_config import default_config_path, input_names
 
 AS_OF = date(2017, 5, 31)
@@ -62,7 +63,7 @@ class Trained:
         from mlops import tracking
 
         settings = self.settings()
-        client = tracking.configure(settings)
+        client = tracking.connect(settings)
         client.set_registered_model_alias(settings.model_name, settings.champion_alias, version)
 
 
@@ -82,7 +83,6 @@ def train_once(base: Path) -> Trained:
 def _train(home: Path) -> Trained:
     from mlops import tracking
     from mlops.context import Context, open_context
-    from mlops.data_prep import dataset
     from mlops.data_prep import stage as data_prep
     from mlops.db import migrate
     from mlops.db.engine import make_engine
@@ -96,7 +96,7 @@ def _train(home: Path) -> Trained:
     first = train.run(ctx, as_of=AS_OF)
     other_seed = load_settings(MLOPS_HOME=str(home), TRAIN_EPOCHS=2, RANDOM_SEED=7, **PINNED)
     second = train.run(Context(other_seed, ctx.engine, ctx.store), as_of=AS_OF)
-    client = tracking.configure(settings)
+    client = tracking.connect(settings)
     # Training may not beat the naive forecast and then sets no champion: set it here.
     client.set_registered_model_alias(
         settings.model_name, settings.champion_alias, first.model_version
@@ -105,7 +105,7 @@ def _train(home: Path) -> Trained:
     for version in (first.model_version, second.model_version):
         source = client.get_model_version(settings.model_name, version).source
         dirs[version] = Path(unquote(urlparse(source).path))
-    _, frame = dataset.load(ctx.store, dataset.latest_version(ctx.engine, AS_OF))
+    _, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, AS_OF))
     ctx.engine.dispose()
     return Trained(
         home=home,

@@ -20,7 +20,6 @@ import yaml
 
 from mlops import orchestration
 from mlops.orchestration import (
-    DAILY_STAGES,
     OrchestrationError,
     build_job,
     load_template,
@@ -29,6 +28,7 @@ from mlops.orchestration import (
     trigger_retraining,
     with_as_of,
 )
+from mlops.pipeline import DAILY_STAGES, RetrainPlan
 
 from .fake_kube import FakeKube
 from .manifests import DEPLOYMENTS, ROOT
@@ -307,8 +307,25 @@ def _kubeconfig(tmp_path: Path, kube: FakeKube) -> Path:
     return path
 
 
+def _migrated_home(tmp_path: Path) -> Path:
+    """An embedded home with a current schema: `mlops daily` reads retrain requests there."""
+    from mlops.db import migrate
+    from mlops.db.engine import make_engine
+    from mlops.settings import load_settings
+
+    home = tmp_path / "home"
+    engine = make_engine(load_settings(MLOPS_HOME=str(home)).db_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return home
+
+
 def _cli(tmp_path: Path, kube: FakeKube, subprocess_env, *args: str) -> subprocess.CompletedProcess:
-    env = subprocess_env(KUBECONFIG=str(_kubeconfig(tmp_path, kube)), LOG_FORMAT="json")
+    env = subprocess_env(
+        KUBECONFIG=str(_kubeconfig(tmp_path, kube)),
+        LOG_FORMAT="json",
+        MLOPS_HOME=str(_migrated_home(tmp_path)),
+    )
     env.pop("KUBERNETES_SERVICE_HOST", None)
     env.pop("POD_NAMESPACE", None)
     return subprocess.run(
@@ -349,3 +366,66 @@ def test_cli_failure_exits_non_zero_with_one_sentence(tmp_path, kube, subprocess
     assert result.returncode == 1
     assert "error: Stage trade failed for 2024-01-05" in result.stderr
     assert kube.created() == [_name("data-prep"), _name("batch-infer"), _name("trade")]
+
+
+def test_after_the_stages_the_retrain_rule_decides_the_training_job(kube: FakeKube) -> None:
+    asked: list[date] = []
+
+    def retrain(day: date) -> RetrainPlan:
+        asked.append(day)
+        return RetrainPlan(True, "drift share 0.9 above 0.6", 1, None)
+
+    runs = _daily(kube, retrain=retrain)
+    assert asked == [DAY]
+    assert [r.stage for r in runs] == [*DAILY_STAGES, "train"]
+    assert runs[-1].job == "mlops-train-retrain-20240105"
+    assert kube.events[-2:] == [
+        ("create", "mlops-train-retrain-20240105"),
+        ("complete", "mlops-train-retrain-20240105"),
+    ]
+    job = kube.jobs[(NS, "mlops-train-retrain-20240105")]
+    annotations = job["metadata"]["annotations"]
+    assert annotations[orchestration.REASON_ANNOTATION] == "drift share 0.9 above 0.6"
+
+
+def test_no_training_job_when_the_rule_says_no(kube: FakeKube) -> None:
+    runs = _daily(kube, retrain=lambda day: RetrainPlan(False, "no open retrain request", 0, None))
+    assert [r.stage for r in runs] == list(DAILY_STAGES)
+    assert kube.created() == [_name(s) for s in DAILY_STAGES]
+
+
+def test_a_failed_stage_skips_the_retrain_rule(kube: FakeKube) -> None:
+    kube.outcomes["monitor"] = "Failed"
+    asked: list[date] = []
+    with pytest.raises(orchestration.OrchestrationError, match="Stage monitor failed"):
+        _daily(kube, retrain=lambda day: asked.append(day) or RetrainPlan(True, "x", 1, None))
+    assert asked == []
+
+
+def test_cli_trains_when_a_retrain_request_is_open(tmp_path, kube, subprocess_env) -> None:
+    from sqlalchemy import insert
+
+    from mlops.db.engine import make_engine
+    from mlops.db.schema import retrain_requests
+    from mlops.settings import load_settings
+
+    home = _migrated_home(tmp_path)
+    engine = make_engine(load_settings(MLOPS_HOME=str(home)).db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(retrain_requests).values(
+                requested_date=date(2024, 1, 4),
+                model_version="1",
+                reason="MAPE 0.05 above 0.03",
+                status="open",
+                created_at=datetime.now(UTC),
+            )
+        )
+    engine.dispose()
+    result = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout[result.stdout.index("[") :])
+    assert [r["job"] for r in runs] == [
+        *(_name(s) for s in DAILY_STAGES),
+        "mlops-train-retrain-20240105",
+    ]

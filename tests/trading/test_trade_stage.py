@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mlops.context import Context, open_context
+from mlops.contracts import datasets
 from mlops.data_prep import stage as data_prep
 from mlops.db import migrate
 from mlops.db.engine import make_engine
@@ -31,9 +32,8 @@ def make_ctx(make_settings, tmp_path, **env) -> Context:
 def predict(ctx: Context, day: date, changes: dict[str, float], version: str = "1") -> None:
     """Write predictions as batch-infer would, with chosen expected changes."""
     data_prep.run(ctx, as_of=day)
-    from mlops.data_prep import dataset
 
-    _, frame = dataset.load(ctx.store, dataset.latest_version(ctx.engine, day))
+    _, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, day))
     closes = frame[frame["date"] == pd.Timestamp(day)].set_index("symbol")["close"]
     rows = [
         {

@@ -35,7 +35,6 @@ quality gate quarantines (never a zero).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -44,6 +43,7 @@ import pandas as pd
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from mlops.contracts import keys
 from mlops.data_prep.bars import BAR_COLUMNS, canonicalize
 from mlops.errors import DataError
 from mlops.settings import Settings
@@ -61,7 +61,6 @@ VALUE_KEYS = {
     "5. volume": "volume",
 }
 COMPACT_BARS = 100  # what outputsize=compact returns
-RAW_PREFIX = "raw/alphavantage"
 MAX_WAIT_SECONDS = 120.0
 MESSAGE_CHARS = 160
 
@@ -78,16 +77,8 @@ class _Retryable(Exception):
     """A rate limit, timeout, dropped connection or server error: worth another try."""
 
 
-def _safe(symbol: str) -> str:
-    return re.sub(r"[^A-Z0-9._^=-]", "_", symbol.upper())
-
-
-def bars_key(symbol: str) -> str:
-    return f"{RAW_PREFIX}/{_safe(symbol)}/bars.parquet"
-
-
-def responses_prefix(symbol: str) -> str:
-    return f"{RAW_PREFIX}/{_safe(symbol)}/responses/"
+bars_key = keys.raw_bars_key
+responses_prefix = keys.raw_responses_prefix
 
 
 def _short(text: object) -> str:
@@ -273,7 +264,7 @@ def update_symbol(client: AlphaVantageClient, symbol: str, until: date) -> pd.Da
         missing = missing_trading_days(last, until)
         if missing <= 0:
             log.info("Alpha Vantage, %s: stored bars reach %s, nothing to fetch", symbol, last)
-            return stored  # type: ignore[return-value]
+            return stored
         outputsize = "compact" if missing < COMPACT_BARS else "full"
     fresh = client.daily(symbol, outputsize)
     # The new answer wins for a day both hold (an empty frame would spoil the dtypes).
@@ -354,4 +345,4 @@ def _as_date(value: object) -> date | None:
         return value.date()
     if isinstance(value, date):
         return value
-    return pd.Timestamp(value).date()  # type: ignore[arg-type]
+    return pd.Timestamp(value).date()

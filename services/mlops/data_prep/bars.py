@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlops.contracts.columns import BAR_COLUMNS
 from mlops.errors import DataError
 
-BAR_COLUMNS = ["date", "symbol", "open", "high", "low", "close", "volume"]
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 
 # Column names seen in common exports, mapped to the canonical ones (lower-cased keys).

@@ -35,22 +35,19 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
+from mlops.contracts import keys
+from mlops.contracts.datasets import Manifest, read_manifest
 from mlops.db.schema import datasets
 from mlops.db.upsert import insert_new
 from mlops.errors import DataError
 from mlops.runs import utcnow
-from mlops.store import ObjectStore, get_json, get_parquet, put_json
+from mlops.store import ObjectStore, get_json, put_json
 
 log = logging.getLogger(__name__)
 
-PREFIX = "datasets/features"
-SHARDS_PREFIX = f"{PREFIX}/shards"
-QUARANTINE_PREFIX = "quarantine"
-SCHEMA_VERSION = 2
 PART_ROWS = 250_000  # rows per part file (a part is read whole on upload)
 GROUP_ROWS = 50_000  # rows per Parquet row group while writing
 MAX_FLAGS = 1000  # quality flags kept in a manifest (the count is always complete)
@@ -100,41 +97,6 @@ class Contents:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    version: str
-    as_of: str
-    content_hash: str
-    rows: int
-    symbols: list[str]
-    first_date: str
-    last_date: str
-    data_key: str  # the only part of a one-part dataset; "" when there are several
-    columns: list[str]
-    source: str
-    created_at: str
-    schema_version: int = SCHEMA_VERSION
-    quarantined_rows: int = 0
-    quarantine_key: str | None = None  # the only quarantine file, when there is one
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    quarantine_keys: list[str] = field(default_factory=list)
-    stale_symbols: list[str] = field(default_factory=list)
-    quality_flags: list[dict[str, str]] = field(default_factory=list)
-    quality_flag_count: int = 0
-    shards: int = 1
-
-    @property
-    def key(self) -> str:
-        return manifest_key(self.version)
-
-    @property
-    def part_list(self) -> list[dict[str, Any]]:
-        """Every part (manifests of schema 1 name one ``data_key``)."""
-        if self.parts:
-            return self.parts
-        return [{"key": self.data_key, "rows": self.rows, "content_hash": self.content_hash}]
-
-
-@dataclass(frozen=True)
 class ShardManifest:
     as_of: str
     index: int
@@ -145,19 +107,7 @@ class ShardManifest:
 
     @property
     def key(self) -> str:
-        return shard_manifest_key(date.fromisoformat(self.as_of), self.index, self.count)
-
-
-def manifest_key(version: str) -> str:
-    return f"{PREFIX}/{version}/manifest.json"
-
-
-def shard_folder(as_of: date, index: int, count: int) -> str:
-    return f"{SHARDS_PREFIX}/{as_of.isoformat()}/{index}-of-{count}"
-
-
-def shard_manifest_key(as_of: date, index: int, count: int) -> str:
-    return f"{shard_folder(as_of, index, count)}/manifest.json"
+        return keys.shard_manifest_key(date.fromisoformat(self.as_of), self.index, self.count)
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -285,13 +235,13 @@ class PartWriter:
         return self.parts
 
 
-def _describe(staged: list[StagedPart], keys: list[str]) -> Contents:
+def _describe(staged: list[StagedPart], part_keys: list[str]) -> Contents:
     firsts = [p.first_date for p in staged if p.first_date]
     lasts = [p.last_date for p in staged if p.last_date]
     return Contents(
         parts=[
             {"key": key, "rows": part.rows, "content_hash": part.content_hash}
-            for part, key in zip(staged, keys, strict=True)
+            for part, key in zip(staged, part_keys, strict=True)
         ],
         rows=sum(p.rows for p in staged),
         symbols=sorted({s for p in staged for s in p.symbols}),
@@ -301,17 +251,10 @@ def _describe(staged: list[StagedPart], keys: list[str]) -> Contents:
     )
 
 
-def _put_files(store: ObjectStore, staged: list[StagedPart], keys: list[str]) -> None:
-    for part, key in zip(staged, keys, strict=True):
+def _put_files(store: ObjectStore, staged: list[StagedPart], part_keys: list[str]) -> None:
+    for part, key in zip(staged, part_keys, strict=True):
         if not store.exists(key):  # content-addressed keys: same key, same bytes
             store.put_bytes(key, part.path.read_bytes(), "application/vnd.apache.parquet")
-
-
-def _numbered(base: str, count: int) -> list[str]:
-    """``<base>.parquet`` for one file, ``<base>-00000.parquet``, ... for several."""
-    if count == 1:
-        return [f"{base}.parquet"]
-    return [f"{base}-{i:05d}.parquet" for i in range(count)]
 
 
 def dataset_hash(part_hashes: list[str], stale_symbols: list[str]) -> str:
@@ -342,15 +285,15 @@ def publish_staged(
         raise DataError(f"No rows to publish for {as_of}.")
     digest = dataset_hash([p.content_hash for p in staged], quality.stale_symbols)
     version = f"{as_of.isoformat()}-{digest[:12]}"
-    if store.exists(manifest_key(version)):  # the same data again: nothing to write
+    if store.exists(keys.manifest_key(version)):  # the same data again: nothing to write
         manifest = read_manifest(store, version)
         _index(engine, manifest)
         return manifest, False
-    keys = _numbered(f"{PREFIX}/{version}/{'data' if len(staged) == 1 else 'part'}", len(staged))
-    _put_files(store, staged, keys)
-    q_keys = _numbered(f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/{version}", len(quarantine))
+    part_keys = keys.dataset_part_keys(version, len(staged))
+    _put_files(store, staged, part_keys)
+    q_keys = keys.quarantine_keys(as_of, version, len(quarantine))
     _put_files(store, quarantine, q_keys)
-    contents = replace(_describe(staged, keys), **_quality_fields(quality, q_keys))
+    contents = replace(_describe(staged, part_keys), **_quality_fields(quality, q_keys))
     return publish_contents(store, engine, contents, as_of=as_of, source=source)
 
 
@@ -408,7 +351,7 @@ def publish_contents(
         raise DataError(f"No rows to publish for {as_of}.")
     digest = contents.dataset_hash()
     version = f"{as_of.isoformat()}-{digest[:12]}"
-    key = manifest_key(version)
+    key = keys.manifest_key(version)
     if store.exists(key):
         manifest = read_manifest(store, version)
         _index(engine, manifest)
@@ -478,14 +421,9 @@ def publish_shard(
 ) -> ShardManifest:
     """Write one shard's parts and quarantine, then its shard manifest (last)."""
     quality = quality or Contents()
-    folder = shard_folder(as_of, index, count)
-    keys = [f"{folder}/{p.content_hash[:24]}.parquet" for p in staged]
-    _put_files(store, staged, keys)
-    q_keys = [
-        f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/shard-{index}-of-{count}-"
-        f"{p.content_hash[:24]}.parquet"
-        for p in quarantine
-    ]
+    part_keys = [keys.shard_part_key(as_of, index, count, p.content_hash) for p in staged]
+    _put_files(store, staged, part_keys)
+    q_keys = [keys.shard_quarantine_key(as_of, index, count, p.content_hash) for p in quarantine]
     _put_files(store, quarantine, q_keys)
     shard = ShardManifest(
         as_of=as_of.isoformat(),
@@ -493,14 +431,14 @@ def publish_shard(
         count=count,
         source=source,
         created_at=utcnow().isoformat(),
-        contents=replace(_describe(staged, keys), **_quality_fields(quality, q_keys)),
+        contents=replace(_describe(staged, part_keys), **_quality_fields(quality, q_keys)),
     )
     put_json(store, shard.key, asdict(shard))
     return shard
 
 
 def missing_shards(store: ObjectStore, as_of: date, count: int) -> list[int]:
-    return [i for i in range(count) if not store.exists(shard_manifest_key(as_of, i, count))]
+    return [i for i in range(count) if not store.exists(keys.shard_manifest_key(as_of, i, count))]
 
 
 def read_shards(store: ObjectStore, as_of: date, count: int) -> list[ShardManifest]:
@@ -514,62 +452,7 @@ def read_shards(store: ObjectStore, as_of: date, count: int) -> list[ShardManife
         )
     out = []
     for i in range(count):
-        payload = get_json(store, shard_manifest_key(as_of, i, count))
+        payload = get_json(store, keys.shard_manifest_key(as_of, i, count))
         payload["contents"] = Contents(**payload["contents"])
         out.append(ShardManifest(**payload))
     return out
-
-
-# Reading.
-
-
-def read_manifest(store: ObjectStore, version: str) -> Manifest:
-    payload = get_json(store, manifest_key(version))
-    return Manifest(**payload)
-
-
-def latest_version(engine: Engine, as_of: date | None = None) -> str:
-    """The newest dataset published for ``as_of`` or before (newest overall without it)."""
-    query = select(datasets.c.version).order_by(
-        datasets.c.as_of.desc(), datasets.c.created_at.desc()
-    )
-    if as_of is not None:
-        query = query.where(datasets.c.as_of <= as_of)
-    with engine.connect() as conn:
-        version = conn.execute(query.limit(1)).scalar()
-    if version is None:
-        when = f" for {as_of} or earlier" if as_of else ""
-        raise DataError(f"No dataset has been published{when}: run `mlops data-prep` first.")
-    return version
-
-
-def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows by date, then symbol (parts hold them symbol by symbol)."""
-    if frame.empty:
-        return frame.reset_index(drop=True)
-    codes, _ = pd.factorize(frame["symbol"], sort=True)
-    order = np.lexsort((codes, frame["date"].to_numpy()))  # the last key sorts first
-    if (order == np.arange(len(order))).all():
-        return frame.reset_index(drop=True)
-    return frame.take(order).reset_index(drop=True)
-
-
-def load(store: ObjectStore, version: str) -> tuple[Manifest, pd.DataFrame]:
-    """A published dataset and its manifest, all parts in one frame sorted by date, symbol."""
-    manifest = read_manifest(store, version)
-    frames = []
-    for part in manifest.part_list:
-        frame = get_parquet(store, part["key"])
-        if len(frame) != part["rows"]:
-            raise DataError(
-                f"Part {part['key']} of dataset {version} holds {len(frame)} rows but its "
-                f"manifest says {part['rows']}."
-            )
-        frames.append(frame)
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    frame = sort_rows(frame)
-    if len(frame) != manifest.rows:
-        raise DataError(
-            f"Dataset {version} holds {len(frame)} rows but its manifest says {manifest.rows}."
-        )
-    return manifest, frame

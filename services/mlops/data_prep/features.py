@@ -12,26 +12,13 @@ import numpy as np
 import pandas as pd
 import talib
 
-FEATURE_COLUMNS = [
-    "close",
-    "rsi_14",
-    "sma_10",
-    "ema_10",
-    "dema_10",
-    "change",
-    "return_1d",
-    "range_pct",
-    "log_volume",
-    "close_to_sma_10",
-    "close_to_ema_10",
-    "close_to_dema_10",
-]
-# Features that do not depend on a symbol's price level: comparable across symbols and
-# over time, so they are the ones monitored for drift.
-PRICE_LEVEL_FEATURES = {"close", "sma_10", "ema_10", "dema_10", "change"}
-SCALE_FREE_FEATURES = [c for c in FEATURE_COLUMNS if c not in PRICE_LEVEL_FEATURES]
-TARGET_COLUMN = "next_close"
-TARGET_RETURN_COLUMN = "next_return"
+from mlops.contracts.columns import (
+    FEATURE_COLUMNS,
+    TARGET_COLUMN,
+    TARGET_DATE_COLUMN,
+    TARGET_RETURN_COLUMN,
+    WARMUP_COLUMN,
+)
 
 
 def symbol_features(bars: pd.DataFrame, segment_starts: np.ndarray | None = None) -> pd.DataFrame:
@@ -71,11 +58,11 @@ def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
         for name in ("sma_10", "ema_10", "dema_10"):
             new[f"close_to_{name}"] = close / new[name] - 1.0
         features = [close if c == "close" else new[c] for c in FEATURE_COLUMNS]
-        new["warmup"] = np.isnan(np.column_stack(features)).any(axis=1)
+        new[WARMUP_COLUMN] = np.isnan(np.column_stack(features)).any(axis=1)
         # The target looks one trading day ahead; the last day of a symbol has none yet.
         new[TARGET_COLUMN] = np.r_[close[1:], np.nan]
         new[TARGET_RETURN_COLUMN] = new[TARGET_COLUMN] / close - 1.0
-    new["target_date"] = np.r_[dates[1:], np.datetime64("NaT", "ns")]
+    new[TARGET_DATE_COLUMN] = np.r_[dates[1:], np.datetime64("NaT", "ns")]
     out = {c: bars[c] for c in bars.columns}
     out.update({c: pd.Series(v, index=bars.index) for c, v in new.items()})
     return pd.DataFrame(out, index=bars.index)

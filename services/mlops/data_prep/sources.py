@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -184,7 +185,7 @@ class _SymbolBuckets:
         self.shard_count = shard_count
         self.folder = folder
         self.memory: list[pd.DataFrame] = []
-        self.writers: dict[int, object] = {}
+        self.writers: dict[int, Any] = {}
         self._bucket_of: dict[str, int] = {}
 
     def _bucket(self, symbol: str) -> int:
@@ -211,10 +212,11 @@ class _SymbolBuckets:
                 path = self.folder / f"bucket-{int(bucket):05d}.parquet"
                 writer = pq.ParquetWriter(path, table.schema)
                 self.writers[int(bucket)] = writer
-            writer.write_table(table)  # type: ignore[attr-defined]
+            writer.write_table(table)
 
     def groups(self) -> Iterator[pd.DataFrame]:
         """Each symbol's rows (and the rows without a symbol) as one frame."""
+        frames: Iterator[pd.DataFrame] | list[pd.DataFrame]
         if self.count == 1:
             frames = [pd.concat(self.memory, ignore_index=True)] if self.memory else []
             self.memory = []
@@ -227,7 +229,7 @@ class _SymbolBuckets:
         import pyarrow.parquet as pq
 
         for writer in self.writers.values():
-            writer.close()  # type: ignore[attr-defined]
+            writer.close()
         for bucket in sorted(self.writers):
             path = self.folder / f"bucket-{bucket:05d}.parquet"
             frame = pq.read_table(path).to_pandas()
@@ -236,7 +238,7 @@ class _SymbolBuckets:
             yield frame
 
 
-def _bucket_schema():  # type: ignore[no-untyped-def]
+def _bucket_schema() -> Any:
     import pyarrow as pa
 
     fields = [pa.field("date", pa.timestamp("ns")), pa.field("symbol", pa.string())]

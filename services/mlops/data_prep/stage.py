@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops.context import Context
+from mlops.contracts.datasets import Manifest
 from mlops.data_prep import dataset
 from mlops.data_prep.dataset import MAX_FLAGS, PART_ROWS, Contents, PartWriter, StagedPart
 from mlops.data_prep.features import symbol_features
@@ -98,25 +99,8 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
     timer = _Timer()
     with tempfile.TemporaryDirectory(prefix="mlops-data-prep-") as folder:
         prepared = prepare(settings, ctx.store, shard, as_of, Path(folder))
-        quality = _quality(prepared)
         if shard.count == 1:
-            _refuse_all_stale(
-                {s for p in prepared.parts for s in p.symbols},
-                prepared.stale_symbols,
-                max((p.last_date for p in prepared.parts), default="?"),
-                prepared.as_of,
-                settings,
-            )
-            with timer("publish"):
-                manifest, new = dataset.publish_staged(
-                    ctx.store,
-                    ctx.engine,
-                    prepared.parts,
-                    prepared.quarantine,
-                    as_of=prepared.as_of,
-                    source=settings.data_source,
-                    quality=quality,
-                )
+            manifest, new = _publish_dataset(ctx, prepared, timer)
         else:
             with timer("publish"):
                 shard_manifest = dataset.publish_shard(
@@ -127,33 +111,64 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
                     index=shard.index,
                     count=shard.count,
                     source=settings.data_source,
-                    quality=quality,
+                    quality=_quality(prepared),
                 )
     timings = {**prepared.timings, **timer.rounded()}
     timings["total"] = round(time.perf_counter() - began, 3)
     if shard.count == 1:
         _log_dataset(manifest, new, timings)
         return _result(manifest, new, shard.name, timings)
+    return _shard_published(ctx, shard, prepared.as_of, shard_manifest, timings)
 
+
+def _publish_dataset(ctx: Context, prepared: Prepared, timer: _Timer) -> tuple[Manifest, bool]:
+    """Publish an unsharded run's parts as one dataset, unless every symbol is stale."""
+    _refuse_all_stale(
+        {s for p in prepared.parts for s in p.symbols},
+        prepared.stale_symbols,
+        max((p.last_date for p in prepared.parts), default="?"),
+        prepared.as_of,
+        ctx.settings,
+    )
+    with timer("publish"):
+        return dataset.publish_staged(
+            ctx.store,
+            ctx.engine,
+            prepared.parts,
+            prepared.quarantine,
+            as_of=prepared.as_of,
+            source=ctx.settings.data_source,
+            quality=_quality(prepared),
+        )
+
+
+def _shard_published(
+    ctx: Context,
+    shard: Shard,
+    as_of: date,
+    shard_manifest: dataset.ShardManifest,
+    timings: dict[str, float],
+) -> DataPrepResult:
+    """After one shard published: finalize when it completed the set, else report it."""
     contents = shard_manifest.contents
     log.info(
         "Shard %s for %s: %d rows, %d symbols, %d rows quarantined, %d stale",
         shard.name,
-        prepared.as_of,
+        as_of,
         contents.rows,
         len(contents.symbols),
         contents.quarantined_rows,
         len(contents.stale_symbols),
     )
-    waiting = dataset.missing_shards(ctx.store, prepared.as_of, shard.count)
+    waiting = dataset.missing_shards(ctx.store, as_of, shard.count)
     if not waiting:  # this shard completed the set
-        result = _finalize(ctx, prepared.as_of, shard.count)
+        result = _finalize(ctx, as_of, shard.count)
         result.shard, result.timings = shard.name, timings
         return result
     log.info("Waiting for shards %s before the dataset is finalized.", waiting)
     return DataPrepResult(
         version=None,
-        as_of=prepared.as_of,
+        as_of=as_of,
         rows=contents.rows,
         symbols=contents.symbols,
         quarantined=contents.quarantined_rows,
@@ -165,6 +180,16 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
     )
 
 
+@dataclass
+class _Staging:
+    """Local part writers and what the loop over the source has learnt so far."""
+
+    parts: PartWriter
+    quarantine: PartWriter
+    last_days: dict[str, date] = field(default_factory=dict)
+    flags: list[QualityFlag] = field(default_factory=list)
+
+
 def prepare(
     settings: Settings, store: ObjectStore, shard: Shard, as_of: date | None, folder: Path
 ) -> Prepared:
@@ -174,10 +199,7 @@ def prepare(
         max_gap_days=settings.quality_max_gap_days,
         max_jump_factor=settings.quality_max_jump_factor,
     )
-    parts = PartWriter(folder, PART_ROWS)
-    quarantine = PartWriter(folder, PART_ROWS, name="quarantine")
-    last_days: dict[str, date] = {}
-    flags: list[QualityFlag] = []
+    staging = _Staging(PartWriter(folder, PART_ROWS), PartWriter(folder, PART_ROWS, "quarantine"))
     timer = _Timer()
     cutoff = pd.Timestamp(as_of) if as_of is not None else None
     frames = iter_bars(settings, store, shard=shard, as_of=as_of)
@@ -189,23 +211,47 @@ def prepare(
                 bars = bars[bars["date"].isna() | (bars["date"] <= cutoff)]
         if bars is None:
             break
-        if bars.empty:
-            continue
-        with timer("validate"):
-            check = gate.check(bars)
-        with timer("write"):
-            quarantine.add(check.quarantined)
-        if check.good.empty:
-            continue
-        flags.extend(check.flags)
-        good = check.good
-        for symbol, rows in good.groupby("symbol", sort=True).indices.items():
-            with timer("features"):
-                features = symbol_features(good.iloc[rows], check.starts[rows])
-            with timer("write"):
-                parts.add(features)
-            last_days[str(symbol)] = good["date"].iloc[rows].max().date()
+        if not bars.empty:
+            _stage_batch(gate, bars, staging, timer)
+    effective = _check_totals(gate, staging.last_days, shard, as_of)
+    stale = stale_symbols(staging.last_days, effective, settings.stale_after_days)
+    _warn(stale, staging, effective, settings.stale_after_days)
+    with timer("write"):
+        staged, staged_quarantine = staging.parts.close(), staging.quarantine.close()
+    return Prepared(
+        as_of=effective,
+        parts=staged,
+        quarantine=staged_quarantine,
+        rows_read=gate.total_rows,
+        quarantined_rows=gate.bad_rows,
+        stale_symbols=stale,
+        flags=staging.flags,
+        timings=timer.rounded(),
+    )
 
+
+def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer: _Timer) -> None:
+    """Check one batch of bars, quarantine the bad rows, featurize the good ones by symbol."""
+    with timer("validate"):
+        check = gate.check(bars)
+    with timer("write"):
+        staging.quarantine.add(check.quarantined)
+    if check.good.empty:
+        return
+    staging.flags.extend(check.flags)
+    good = check.good
+    for symbol, rows in good.groupby("symbol", sort=True).indices.items():
+        with timer("features"):
+            features = symbol_features(good.iloc[rows], check.starts[rows])
+        with timer("write"):
+            staging.parts.add(features)
+        staging.last_days[str(symbol)] = good["date"].iloc[rows].max().date()
+
+
+def _check_totals(
+    gate: QualityGate, last_days: dict[str, date], shard: Shard, as_of: date | None
+) -> date:
+    """Fail on no (valid) bars or too many bad ones; the day the dataset is as of."""
     when = f" on or before {as_of}" if as_of else ""
     if gate.total_rows == 0 and shard.count == 1:
         raise DataError(f"The data source returned no bars{when}.")
@@ -214,31 +260,21 @@ def prepare(
         raise DataError(f"No valid bars{when}.")
     if gate.total_rows == 0:
         log.warning("Shard %s has no bars%s; it publishes an empty share.", shard.name, when)
-    effective = as_of or max(last_days.values())
-    stale = stale_symbols(last_days, effective, settings.stale_after_days)
+    return as_of or max(last_days.values())
+
+
+def _warn(stale: list[str], staging: _Staging, effective: date, stale_after_days: int) -> None:
     for symbol in stale:
         log.warning(
             "%s is stale: its last bar is %s, more than %d trading days before %s; it has "
             "no row on the latest day.",
             symbol,
-            last_days[symbol],
-            settings.stale_after_days,
+            staging.last_days[symbol],
+            stale_after_days,
             effective,
         )
-    for flag in flags[:20]:
+    for flag in staging.flags[:20]:
         log.warning("Quality flag, %s %s: %s: %s", flag.symbol, flag.date, flag.rule, flag.detail)
-    with timer("write"):
-        staged, staged_quarantine = parts.close(), quarantine.close()
-    return Prepared(
-        as_of=effective,
-        parts=staged,
-        quarantine=staged_quarantine,
-        rows_read=gate.total_rows,
-        quarantined_rows=gate.bad_rows,
-        stale_symbols=stale,
-        flags=flags,
-        timings=timer.rounded(),
-    )
 
 
 def _quality(prepared: Prepared) -> Contents:
@@ -289,7 +325,7 @@ def _finalize(ctx: Context, as_of: date | None, count: int) -> DataPrepResult:
     return _result(manifest, new, f"all-{count}", {})
 
 
-def _log_dataset(manifest: dataset.Manifest, new: bool, timings: dict[str, float]) -> None:
+def _log_dataset(manifest: Manifest, new: bool, timings: dict[str, float]) -> None:
     log.info(
         "Dataset %s: %d rows in %d parts, %d symbols (%d stale), %s to %s, %d rows "
         "quarantined, %d quality flags%s%s",
@@ -307,9 +343,7 @@ def _log_dataset(manifest: dataset.Manifest, new: bool, timings: dict[str, float
     )
 
 
-def _result(
-    manifest: dataset.Manifest, new: bool, shard: str, timings: dict[str, float]
-) -> DataPrepResult:
+def _result(manifest: Manifest, new: bool, shard: str, timings: dict[str, float]) -> DataPrepResult:
     return DataPrepResult(
         version=manifest.version,
         as_of=date.fromisoformat(manifest.as_of),

@@ -85,7 +85,7 @@ def insert_new_bulk(
             f"INSERT INTO {_table_name(conn, table)} ({_column_list(conn, columns)}) VALUES %s "
             f"ON CONFLICT ({_column_list(conn, keys)}) DO NOTHING RETURNING 1"
         )
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = _driver(conn).cursor()
         try:
             returned = execute_values(cursor, sql, values, page_size=page_size, fetch=True)
         finally:
@@ -107,7 +107,7 @@ def insert_new_bulk(
             f"VALUES ({', '.join('?' * len(columns))}) "
             f"ON CONFLICT ({_column_list(conn, keys)}) DO NOTHING"
         )
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = _driver(conn).cursor()
         try:
             cursor.executemany(sql, list(converted))
             return cursor.rowcount
@@ -134,7 +134,7 @@ def _copy_new(
 
     staging = f"mlops_staging_{uuid.uuid4().hex[:16]}"
     cols = _column_list(conn, columns)
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = _driver(conn).cursor()
     try:
         cursor.execute(
             f"CREATE TEMPORARY TABLE {staging} AS SELECT {cols} FROM {_table_name(conn, table)} "
@@ -191,3 +191,11 @@ def _native(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _driver(conn: Connection) -> Any:
+    """The DB-API connection under SQLAlchemy's (psycopg2's, on Postgres)."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("The database connection has been closed.")
+    return driver

@@ -14,20 +14,18 @@ from datetime import date
 
 import pandas as pd
 
-from mlops import tracking
 from mlops.context import Context
-from mlops.data_prep import dataset
+from mlops.contracts import datasets, keys
+from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.models import load_registered, predict_close, require_champion
+from mlops.contracts.predictions import PREDICTION_KEY
 from mlops.db.schema import predictions
 from mlops.db.upsert import insert_new_bulk
 from mlops.errors import DataError
-from mlops.inference.fast import load_registered
 from mlops.runs import utcnow
 from mlops.store import put_parquet
-from mlops.training.predict import predict_close
 
 log = logging.getLogger(__name__)
-
-PREDICTION_KEY = ("symbol", "prediction_date", "model_name", "model_version")
 
 
 @dataclass
@@ -45,24 +43,23 @@ class BatchInferResult:
 def latest_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Each symbol's row on the dataset's last day; symbols without a bar that day are skipped."""
     last_day = frame["date"].max()
-    latest = frame[(frame["date"] == last_day) & ~frame["warmup"]]
+    latest = frame[(frame["date"] == last_day) & ~frame[WARMUP_COLUMN]]
     skipped = sorted(set(frame["symbol"]) - set(latest["symbol"]))
     return latest.sort_values("symbol").reset_index(drop=True), skipped
 
 
 def run(ctx: Context, as_of: date | None = None) -> BatchInferResult:
     settings = ctx.settings
-    client = tracking.configure(settings)
-    ref = tracking.require_champion(client, settings)
-    version = dataset.latest_version(ctx.engine, as_of)
-    manifest, frame = dataset.load(ctx.store, version)
+    ref = require_champion(ctx.mlflow, settings.model_name, settings.champion_alias)
+    version = datasets.latest_version(ctx.engine, as_of)
+    manifest, frame = datasets.load(ctx.store, version)
     rows, skipped = latest_rows(frame)
     if rows.empty:
         raise DataError(f"Dataset {version} has no scorable rows on its last day.")
     if skipped:
         log.info("No bar on %s for %s: not scored.", manifest.last_date, ", ".join(skipped))
-    model = load_registered(ref)
-    predicted = predict_close(model, model.config, rows)
+    model = load_registered(ctx.mlflow, ref)
+    predicted = predict_close(model, rows)
     prediction_date = rows["date"].iloc[0].date()
     now = utcnow()
     batch = pd.DataFrame(
@@ -82,7 +79,7 @@ def run(ctx: Context, as_of: date | None = None) -> BatchInferResult:
     ]
     with ctx.engine.begin() as conn:
         new_rows = insert_new_bulk(conn, predictions, batch, keys=PREDICTION_KEY)
-    key = f"predictions/{prediction_date.isoformat()}/{ref.name}-v{ref.version}.parquet"
+    key = keys.predictions_key(prediction_date, ref.name, ref.version)
     put_parquet(ctx.store, key, batch.drop(columns=["created_at"]))
     log.info(
         "Scored %d symbols for %s with %s v%s (%d new rows)",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlops.data_prep.features import SCALE_FREE_FEATURES
+from mlops.contracts.columns import DRIFT_FEATURES
 
-DRIFT_COLUMNS = SCALE_FREE_FEATURES
+DRIFT_COLUMNS = DRIFT_FEATURES
 
 
 def _html(snapshot: object) -> bytes:

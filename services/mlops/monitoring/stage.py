@@ -8,13 +8,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 
-from mlops import tracking
 from mlops.context import Context
-from mlops.data_prep import dataset
+from mlops.contracts import datasets, keys
+from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.models import ModelRef, champion
+from mlops.contracts.predictions import realized
 from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 from mlops.db.upsert import insert_new, upsert
 from mlops.metrics import regression_metrics
@@ -34,43 +37,44 @@ class MonitorResult:
     day: date
     model_version: str | None
     evaluated: int
-    metrics: dict[str, float | None]
+    metrics: dict[str, float]
     drift_share: float | None
     retrain: bool
     reasons: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
-    retrain_job: str | None = None
 
 
-def realized(preds: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
-    """Predictions joined with the close of the next trading day, where it is known."""
-    truth = bars[["symbol", "date", "next_close", "target_date"]].dropna(subset=["next_close"])
-    truth = truth.rename(columns={"date": "prediction_date", "next_close": "actual_close"})
-    preds = preds.assign(prediction_date=pd.to_datetime(preds["prediction_date"]))
-    return preds.merge(truth, on=["symbol", "prediction_date"], how="inner")
+class _MetricRows:
+    """Rows for ``monitoring_metrics``: one per (model version, symbol, metric) of a day."""
+
+    def __init__(self, settings: Settings, day: date) -> None:
+        self.settings, self.day, self.now = settings, day, utcnow()
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, model_version: str, symbol: str, values: dict[str, float]) -> None:
+        for metric, value in values.items():
+            self.rows.append(
+                {
+                    "metric_date": self.day,
+                    "model_name": self.settings.model_name,
+                    "model_version": model_version,
+                    "symbol": symbol,
+                    "metric": metric,
+                    "value": value,
+                    "window_days": self.settings.monitor_window_days,
+                    "created_at": self.now,
+                }
+            )
 
 
 def run(ctx: Context, as_of: date | None = None) -> MonitorResult:
     settings = ctx.settings
-    version = dataset.latest_version(ctx.engine, as_of)
-    _, bars = dataset.load(ctx.store, version)
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
     day = bars["date"].max().date()
     days = sorted(bars["date"].unique())
-    window = days[-settings.monitor_window_days :]
-    window_start = pd.Timestamp(window[0]).date()
-
-    client = tracking.configure(settings)
-    ref = tracking.champion(client, settings)
-    with ctx.engine.connect() as conn:
-        preds = pd.read_sql(
-            select(predictions).where(
-                predictions.c.prediction_date >= window_start,
-                predictions.c.prediction_date < day,
-                predictions.c.model_name == settings.model_name,
-            ),
-            conn,
-        )
-    joined = realized(preds, bars) if not preds.empty else pd.DataFrame()
+    window_start = pd.Timestamp(days[-settings.monitor_window_days :][0]).date()
+    ref = champion(ctx.mlflow, settings.model_name, settings.champion_alias)
+    joined = _realized(ctx, bars, window_start, day)
     result = MonitorResult(
         day=day,
         model_version=ref.version if ref else None,
@@ -79,79 +83,16 @@ def run(ctx: Context, as_of: date | None = None) -> MonitorResult:
         drift_share=None,
         retrain=False,
     )
-    rows: list[dict] = []
-    now = utcnow()
-
-    def add(model_version: str, symbol: str, values: dict[str, float]) -> None:
-        for metric, value in values.items():
-            rows.append(
-                {
-                    "metric_date": day,
-                    "model_name": settings.model_name,
-                    "model_version": model_version,
-                    "symbol": symbol,
-                    "metric": metric,
-                    "value": value,
-                    "window_days": settings.monitor_window_days,
-                    "created_at": now,
-                }
-            )
-
-    prefix = f"reports/monitoring/{day.isoformat()}"
+    rows = _MetricRows(settings, day)
+    prefix = keys.monitoring_reports_prefix(day)
     if not joined.empty:
-        for model_version, group in joined.groupby("model_version"):
-            add(str(model_version), ALL, _scores(group))
-            for symbol, part in group.groupby("symbol"):
-                add(str(model_version), str(symbol), _scores(part))
-        current = joined[joined["model_version"] == (ref.version if ref else None)]
-        if current.empty:
-            current = joined
-        result.metrics = _scores(current)
-        ctx.store.put_bytes(
-            f"{prefix}/quality.html", quality_report(current), "text/html; charset=utf-8"
-        )
-        result.reports["quality"] = ctx.store.uri(f"{prefix}/quality.html")
-
+        _score(ctx, joined, ref, result, rows, prefix)
     if ref is not None:
-        reference = _training_window(ctx, ref)
-        if reference is not None:
-            recent = bars[bars["date"] >= pd.Timestamp(window_start)]
-            html, share = drift_report(
-                reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS], settings.monitor_drift_method
-            )
-            ctx.store.put_bytes(f"{prefix}/drift.html", html, "text/html; charset=utf-8")
-            result.reports["drift"] = ctx.store.uri(f"{prefix}/drift.html")
-            result.drift_share = share
-            add(ref.version, ALL, {"drift_share": share})
-
+        recent = bars[bars["date"] >= pd.Timestamp(window_start)]
+        _check_drift(ctx, ref, recent, result, rows, prefix)
     result.reasons = _retrain_reasons(result, settings)
     result.retrain = bool(result.reasons)
-    with ctx.engine.begin() as conn:
-        upsert(
-            conn,
-            monitoring_metrics,
-            rows,
-            keys=["metric_date", "model_name", "model_version", "symbol", "metric"],
-        )
-        if result.retrain:
-            insert_new(
-                conn,
-                retrain_requests,
-                [
-                    {
-                        "requested_date": day,
-                        "model_version": result.model_version,
-                        "reason": "; ".join(result.reasons),
-                        "status": "open",
-                        "created_at": now,
-                    }
-                ],
-                keys=["requested_date"],
-            )
-    if result.retrain and settings.retrain_trigger == "kubernetes":
-        from mlops.orchestration import trigger_retraining
-
-        result.retrain_job = trigger_retraining(day, "; ".join(result.reasons)).job
+    _record(ctx, result, rows)
     put_json(ctx.store, f"{prefix}/summary.json", _summary(result))
     log.info(
         "Monitored %s: %d predictions scored, MAPE %s, drift share %s%s",
@@ -162,6 +103,90 @@ def run(ctx: Context, as_of: date | None = None) -> MonitorResult:
         f"; retrain requested ({'; '.join(result.reasons)})" if result.retrain else "",
     )
     return result
+
+
+def _realized(ctx: Context, bars: pd.DataFrame, start: date, day: date) -> pd.DataFrame:
+    """The model's predictions made in the window before ``day``, with what came true."""
+    with ctx.engine.connect() as conn:
+        preds = pd.read_sql(
+            select(predictions).where(
+                predictions.c.prediction_date >= start,
+                predictions.c.prediction_date < day,
+                predictions.c.model_name == ctx.settings.model_name,
+            ),
+            conn,
+        )
+    return realized(preds, bars) if not preds.empty else pd.DataFrame()
+
+
+def _score(
+    ctx: Context,
+    joined: pd.DataFrame,
+    ref: ModelRef | None,
+    result: MonitorResult,
+    rows: _MetricRows,
+    prefix: str,
+) -> None:
+    """Metrics per version and symbol; the champion's (else all) in the quality report."""
+    for model_version, group in joined.groupby("model_version"):
+        rows.add(str(model_version), ALL, _scores(group))
+        for symbol, part in group.groupby("symbol"):
+            rows.add(str(model_version), str(symbol), _scores(part))
+    current = joined[joined["model_version"] == (ref.version if ref else None)]
+    if current.empty:
+        current = joined
+    result.metrics = _scores(current)
+    ctx.store.put_bytes(
+        f"{prefix}/quality.html", quality_report(current), "text/html; charset=utf-8"
+    )
+    result.reports["quality"] = ctx.store.uri(f"{prefix}/quality.html")
+
+
+def _check_drift(
+    ctx: Context,
+    ref: ModelRef,
+    recent: pd.DataFrame,
+    result: MonitorResult,
+    rows: _MetricRows,
+    prefix: str,
+) -> None:
+    """Drift of the recent window against the champion's training window."""
+    reference = _training_window(ctx, ref)
+    if reference is None:
+        return
+    html, share = drift_report(
+        reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS], ctx.settings.monitor_drift_method
+    )
+    ctx.store.put_bytes(f"{prefix}/drift.html", html, "text/html; charset=utf-8")
+    result.reports["drift"] = ctx.store.uri(f"{prefix}/drift.html")
+    result.drift_share = share
+    rows.add(ref.version, ALL, {"drift_share": share})
+
+
+def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> None:
+    """The day's metrics and, when flagged, its retrain request, in one transaction."""
+    with ctx.engine.begin() as conn:
+        upsert(
+            conn,
+            monitoring_metrics,
+            rows.rows,
+            keys=["metric_date", "model_name", "model_version", "symbol", "metric"],
+        )
+        if result.retrain:
+            insert_new(
+                conn,
+                retrain_requests,
+                [
+                    {
+                        "requested_date": result.day,
+                        "model_version": result.model_version,
+                        "reason": "; ".join(result.reasons),
+                        "status": "open",
+                        "created_at": rows.now,
+                    }
+                ],
+                keys=["requested_date"],
+            )
 
 
 def _scores(frame: pd.DataFrame) -> dict[str, float]:
@@ -175,7 +200,7 @@ def _retrain_reasons(result: MonitorResult, settings: Settings) -> list[str]:
     reasons = []
     mape = result.metrics.get("mape")
     naive = result.metrics.get("naive_mape")
-    enough = result.metrics.get("n", 0) >= MIN_SCORED
+    enough = (result.metrics.get("n") or 0) >= MIN_SCORED
     if mape is not None and enough and mape > settings.monitor_mape_threshold:
         reasons.append(f"MAPE {mape:.4f} above {settings.monitor_mape_threshold}")
     ratio = settings.monitor_baseline_ratio
@@ -187,19 +212,16 @@ def _retrain_reasons(result: MonitorResult, settings: Settings) -> list[str]:
     return reasons
 
 
-def _training_window(ctx: Context, ref: tracking.ModelRef) -> pd.DataFrame | None:
-    """Rows the champion was trained on, from its dataset's lineage in the registry."""
-    import mlflow
-
-    dataset_version = ref.tags.get("dataset_version")
-    if not dataset_version:
+def _training_window(ctx: Context, ref: ModelRef) -> pd.DataFrame | None:
+    """Rows the champion was trained on, from its lineage tags in the registry."""
+    lineage = ref.lineage
+    if lineage is None:
         return None
-    run = mlflow.get_run(ref.run_id)
-    start, end = run.data.params.get("train_start"), run.data.params.get("train_end")
-    _, frame = dataset.load(ctx.store, dataset_version)
+    _, frame = datasets.load(ctx.store, lineage.dataset_version)
+    start, end = lineage.train_start, lineage.train_end
     if start and end:
         frame = frame[(frame["date"] >= pd.Timestamp(start)) & (frame["date"] <= pd.Timestamp(end))]
-    return frame[~frame["warmup"]]
+    return frame[~frame[WARMUP_COLUMN]]
 
 
 def _summary(result: MonitorResult) -> dict:

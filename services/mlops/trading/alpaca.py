@@ -10,10 +10,16 @@ from sqlalchemy import Engine, select, update
 from mlops.db.schema import orders
 from mlops.errors import BrokerError, ConfigError
 from mlops.settings import Settings
-from mlops.trading.broker import Account, OrderUpdate, PendingOrder
+from mlops.trading.broker import (
+    TERMINAL_STATUSES,
+    Account,
+    OrderStatus,
+    OrderUpdate,
+    PendingOrder,
+    Side,
+)
 
 NAME = "alpaca"
-TERMINAL = {"filled", "canceled", "expired", "rejected", "done_for_day", "replaced"}
 LIVE_HOST = "api.alpaca.markets"
 
 
@@ -57,7 +63,7 @@ class AlpacaBroker:
         request = MarketOrderRequest(
             symbol=order.symbol,
             qty=order.quantity,
-            side=OrderSide.BUY if order.side == "buy" else OrderSide.SELL,
+            side=OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL,
             time_in_force=TimeInForce.DAY,
             client_order_id=order.client_order_id,
         )
@@ -67,7 +73,7 @@ class AlpacaBroker:
             existing = self._by_client_id(order.client_order_id)
             if existing is not None:  # submitted before (a rerun): don't place it twice
                 return existing
-            return OrderUpdate(status="rejected", error=_message(exc))
+            return OrderUpdate(status=OrderStatus.REJECTED, error=_message(exc))
         except Exception as exc:
             raise BrokerError(
                 f"Alpaca order {order.client_order_id} failed: {_message(exc)}."
@@ -84,7 +90,7 @@ class AlpacaBroker:
     def sync(self, bars: pd.DataFrame, day: date) -> int:
         """Refresh orders not yet final from Alpaca; fills are recorded with their price."""
         query = select(orders).where(
-            orders.c.broker == NAME, orders.c.status.not_in(TERMINAL | {"new"})
+            orders.c.broker == NAME, orders.c.status.not_in([*TERMINAL_STATUSES, OrderStatus.NEW])
         )
         with self.engine.connect() as conn:
             open_orders = list(conn.execute(query).mappings())

@@ -1,14 +1,46 @@
-"""What a broker offers the trading stage, and which broker the settings choose."""
+"""What a broker offers the trading stage: its account, submitting and syncing orders."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from typing import Protocol
 
 import pandas as pd
 
-from mlops.context import Context
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderStatus(StrEnum):
+    """An order's status in the ``orders`` table."""
+
+    NEW = "new"  # recorded by the stage, not sent to the broker yet
+    ACCEPTED = "accepted"
+    PENDING_NEW = "pending_new"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    DONE_FOR_DAY = "done_for_day"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    REPLACED = "replaced"
+    PENDING_CANCEL = "pending_cancel"
+    REJECTED = "rejected"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.EXPIRED,
+        OrderStatus.REJECTED,
+        OrderStatus.DONE_FOR_DAY,
+        OrderStatus.REPLACED,
+    }
+)
 
 
 @dataclass
@@ -21,13 +53,13 @@ class Account:
 class PendingOrder:
     client_order_id: str
     symbol: str
-    side: str
+    side: Side
     quantity: float
 
 
 @dataclass(frozen=True)
 class OrderUpdate:
-    status: str
+    status: OrderStatus | str
     broker_order_id: str | None = None
     error: str | None = None
 
@@ -40,14 +72,3 @@ class Broker(Protocol):
     def submit(self, order: PendingOrder) -> OrderUpdate: ...
 
     def sync(self, bars: pd.DataFrame, day: date) -> int: ...
-
-
-def make_broker(ctx: Context) -> Broker:
-    settings = ctx.settings
-    if settings.broker == "alpaca":
-        from mlops.trading.alpaca import AlpacaBroker
-
-        return AlpacaBroker(ctx.engine, settings)
-    from mlops.trading.paper import PaperBroker
-
-    return PaperBroker(ctx.engine, settings.paper_initial_cash)

@@ -8,14 +8,16 @@ day (a delisted symbol, for example). Cash and positions are derived from the fi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, select, update
 
 from mlops.db.schema import orders
 from mlops.runs import utcnow
-from mlops.trading.broker import Account, OrderUpdate, PendingOrder
+from mlops.trading.broker import Account, OrderStatus, OrderUpdate, PendingOrder, Side
 
 NAME = "paper"
 
@@ -30,25 +32,25 @@ class PaperBroker:
     def account(self) -> Account:
         query = select(
             orders.c.symbol, orders.c.side, orders.c.quantity, orders.c.fill_price
-        ).where(orders.c.broker == NAME, orders.c.status == "filled")
+        ).where(orders.c.broker == NAME, orders.c.status == OrderStatus.FILLED)
         cash = self.initial_cash
         positions: dict[str, float] = {}
         with self.engine.connect() as conn:
             for symbol, side, quantity, price in conn.execute(query):
-                sign = 1.0 if side == "buy" else -1.0
+                sign = 1.0 if side == Side.BUY else -1.0
                 cash -= sign * quantity * price
                 positions[symbol] = positions.get(symbol, 0.0) + sign * quantity
         return Account(cash=cash, positions={s: q for s, q in positions.items() if q > 0})
 
     def submit(self, order: PendingOrder) -> OrderUpdate:
         # Accepted now; filled by ``sync`` once the next trading day's bar is known.
-        return OrderUpdate(status="accepted", broker_order_id=order.client_order_id)
+        return OrderUpdate(status=OrderStatus.ACCEPTED, broker_order_id=order.client_order_id)
 
     def sync(self, bars: pd.DataFrame, day: date) -> int:
         """Fill or expire accepted orders decided before ``day``; returns how many changed."""
         query = (
             select(orders)
-            .where(orders.c.broker == NAME, orders.c.status == "accepted")
+            .where(orders.c.broker == NAME, orders.c.status == OrderStatus.ACCEPTED)
             .where(orders.c.decision_date < day)
             .order_by(orders.c.decision_date, orders.c.side.desc(), orders.c.id)  # sells first
         )
@@ -67,7 +69,7 @@ class PaperBroker:
             if bar.empty:
                 self._update(
                     row["id"],
-                    status="expired",
+                    status=OrderStatus.EXPIRED,
                     error=f"no {row['symbol']} bar on {next_day.date()}: day order expired",
                 )
             else:
@@ -75,23 +77,25 @@ class PaperBroker:
             changed += 1
         return changed
 
-    def _fill(self, row: dict, price: float, fill_date: date) -> None:
+    def _fill(self, row: Mapping[Any, Any], price: float, fill_date: date) -> None:
         quantity = float(row["quantity"])
-        if row["side"] == "buy":
+        if row["side"] == Side.BUY:
             affordable = math.floor(max(self.account().cash, 0.0) / price)
             if affordable < 1:
-                self._update(row["id"], status="rejected", error="insufficient cash at the open")
+                self._update(
+                    row["id"], status=OrderStatus.REJECTED, error="insufficient cash at the open"
+                )
                 return
             quantity = min(quantity, float(affordable))
         else:
             held = self.account().positions.get(row["symbol"], 0.0)
             quantity = min(quantity, held)
             if quantity <= 0:
-                self._update(row["id"], status="rejected", error="no position to sell")
+                self._update(row["id"], status=OrderStatus.REJECTED, error="no position to sell")
                 return
         self._update(
             row["id"],
-            status="filled",
+            status=OrderStatus.FILLED,
             quantity=quantity,
             fill_price=price,
             fill_date=fill_date,

@@ -16,13 +16,14 @@ import pandas as pd
 from sqlalchemy import Engine, func, select, update
 
 from mlops.context import Context
-from mlops.data_prep import dataset
+from mlops.contracts import datasets
 from mlops.db.schema import equity_snapshots, orders, predictions, trade_decisions
 from mlops.db.upsert import insert_new, upsert
 from mlops.errors import DataError
 from mlops.runs import utcnow
 from mlops.trading import strategy
-from mlops.trading.broker import Account, Broker, PendingOrder, make_broker
+from mlops.trading.broker import Account, Broker, OrderStatus, PendingOrder, Side
+from mlops.trading.brokers import make_broker
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,10 @@ def latest_signals(engine: Engine, day: date) -> tuple[list[strategy.Signal], st
 
 def run(ctx: Context, as_of: date | None = None) -> TradeResult:
     settings = ctx.settings
-    version = dataset.latest_version(ctx.engine, as_of)
-    _, bars = dataset.load(ctx.store, version)
+    version = datasets.latest_version(ctx.engine, as_of)
+    _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
-    broker = make_broker(ctx)
+    broker = make_broker(settings, ctx.engine)
     settled = broker.sync(bars, day)
 
     with ctx.engine.connect() as conn:
@@ -104,7 +105,7 @@ def run(ctx: Context, as_of: date | None = None) -> TradeResult:
     account = broker.account()
     equity, benchmark = _snapshot(ctx, broker.name, day, bars, account)
     for symbol, action in rows:
-        if action != "hold":
+        if action != strategy.Action.HOLD:
             log.info("%s %s on %s", action.upper(), symbol, day)
     return TradeResult(
         day=day,
@@ -149,7 +150,7 @@ def _record(
                 "created_at": now,
             }
         )
-        if d.action in {"buy", "sell"}:
+        if d.action in (strategy.Action.BUY, strategy.Action.SELL):
             order_rows.append(
                 {
                     "client_order_id": client_order_id(day, d.symbol, d.action),
@@ -158,7 +159,7 @@ def _record(
                     "side": d.action,
                     "quantity": d.quantity,
                     "broker": broker,
-                    "status": "new",
+                    "status": OrderStatus.NEW,
                     "submitted_at": now,
                 }
             )
@@ -175,14 +176,14 @@ def _submit_new(engine: Engine, broker: Broker, day: date) -> list[str]:
                 select(orders).where(
                     orders.c.broker == broker.name,
                     orders.c.decision_date == day,
-                    orders.c.status == "new",
+                    orders.c.status == OrderStatus.NEW,
                 )
             ).mappings()
         )
     placed = []
     for row in pending:
         result = broker.submit(
-            PendingOrder(row["client_order_id"], row["symbol"], row["side"], row["quantity"])
+            PendingOrder(row["client_order_id"], row["symbol"], Side(row["side"]), row["quantity"])
         )
         with engine.begin() as conn:
             conn.execute(

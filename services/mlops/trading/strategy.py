@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,7 @@ class Signal:
 @dataclass(frozen=True)
 class TradeDecision:
     symbol: str
-    action: str  # "buy", "sell" or "hold"
+    action: Action
     quantity: float
     expected_change: float | None
     reason: str
@@ -41,72 +48,61 @@ def decide(
     max_position_value: float,
 ) -> list[TradeDecision]:
     """One decision per symbol with a signal, plus one per held symbol without a signal."""
-    decisions: list[TradeDecision] = []
     by_symbol = {s.symbol: s for s in signals}
     held = {sym for sym, qty in positions.items() if qty > 0}
-
-    for symbol in sorted(held - set(by_symbol)):
-        decisions.append(
-            TradeDecision(symbol, "hold", 0.0, None, "held, but no prediction today: kept")
-        )
-
+    decisions = [
+        TradeDecision(symbol, Action.HOLD, 0.0, None, "held, but no prediction today: kept")
+        for symbol in sorted(held - set(by_symbol))
+    ]
     gains = sorted(
         (s for s in signals if s.symbol not in held and s.expected_change >= threshold),
         key=lambda s: (-s.expected_change, s.symbol),
     )
     best = gains[0] if gains else None
-
     for signal in sorted(signals, key=lambda s: s.symbol):
-        change = signal.expected_change
-        pct = f"{change:+.3%}"
         if signal.symbol in held:
-            if change < -threshold:
-                decisions.append(
-                    TradeDecision(
-                        signal.symbol,
-                        "sell",
-                        positions[signal.symbol],
-                        change,
-                        f"held and predicted loss {pct} is below -{threshold:.3%}: sell all",
-                    )
-                )
-            else:
-                decisions.append(
-                    TradeDecision(
-                        signal.symbol, "hold", 0.0, change, f"held; predicted {pct}: keep"
-                    )
-                )
-            continue
-        if signal is best:
-            budget = min(cash, max_position_value)
-            quantity = math.floor(budget / signal.last_close)
-            if quantity >= 1:
-                decisions.append(
-                    TradeDecision(
-                        signal.symbol,
-                        "buy",
-                        float(quantity),
-                        change,
-                        f"highest predicted gain {pct} (>= +{threshold:.3%}): "
-                        f"buy {quantity} at about {signal.last_close:.2f}",
-                    )
-                )
-            else:
-                decisions.append(
-                    TradeDecision(
-                        signal.symbol,
-                        "hold",
-                        0.0,
-                        change,
-                        f"highest predicted gain {pct}, but cash {cash:.2f} buys no share",
-                    )
-                )
-            continue
-        if change >= threshold:
-            reason = f"predicted gain {pct}, but {best.symbol if best else '-'} is higher"
-        elif change < -threshold:
-            reason = f"predicted loss {pct}; not held"
+            decisions.append(_held(signal, positions[signal.symbol], threshold))
+        elif signal is best:
+            decisions.append(_buy_best(signal, cash, threshold, max_position_value))
         else:
-            reason = f"predicted {pct} is within ±{threshold:.3%}"
-        decisions.append(TradeDecision(signal.symbol, "hold", 0.0, change, reason))
+            decisions.append(_not_bought(signal, best, threshold))
     return decisions
+
+
+def _held(signal: Signal, quantity: float, threshold: float) -> TradeDecision:
+    """A held position: sold whole on a predicted loss past the threshold, else kept."""
+    change = signal.expected_change
+    pct = f"{change:+.3%}"
+    if change < -threshold:
+        reason = f"held and predicted loss {pct} is below -{threshold:.3%}: sell all"
+        return TradeDecision(signal.symbol, Action.SELL, quantity, change, reason)
+    return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, f"held; predicted {pct}: keep")
+
+
+def _buy_best(
+    signal: Signal, cash: float, threshold: float, max_position_value: float
+) -> TradeDecision:
+    """The highest predicted gain: bought in whole shares with up to the position budget."""
+    change = signal.expected_change
+    pct = f"{change:+.3%}"
+    quantity = math.floor(min(cash, max_position_value) / signal.last_close)
+    if quantity < 1:
+        reason = f"highest predicted gain {pct}, but cash {cash:.2f} buys no share"
+        return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, reason)
+    reason = (
+        f"highest predicted gain {pct} (>= +{threshold:.3%}): "
+        f"buy {quantity} at about {signal.last_close:.2f}"
+    )
+    return TradeDecision(signal.symbol, Action.BUY, float(quantity), change, reason)
+
+
+def _not_bought(signal: Signal, best: Signal | None, threshold: float) -> TradeDecision:
+    change = signal.expected_change
+    pct = f"{change:+.3%}"
+    if change >= threshold:
+        reason = f"predicted gain {pct}, but {best.symbol if best else '-'} is higher"
+    elif change < -threshold:
+        reason = f"predicted loss {pct}; not held"
+    else:
+        reason = f"predicted {pct} is within ±{threshold:.3%}"
+    return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, reason)

@@ -9,11 +9,14 @@ from typing import Any
 
 import yaml
 
-from mlops.data_prep.features import TARGET_COLUMN, TARGET_RETURN_COLUMN
+from mlops.contracts.columns import (
+    MODEL_INPUT_COLUMNS,
+    TARGET_COLUMN,
+    TARGET_RETURN_COLUMN,
+    TARGETS,
+)
 from mlops.errors import ConfigError
 from mlops.settings import Settings
-
-TARGETS = {TARGET_COLUMN, TARGET_RETURN_COLUMN}
 
 
 def default_config_path() -> Path:
@@ -59,10 +62,7 @@ def validate(config: dict[str, Any], *, source: str) -> None:
         )
     if not config.get("input_features"):
         raise ConfigError(f"Model config {source} has no input_features.")
-    from mlops.data_prep.features import FEATURE_COLUMNS
-
-    known = {*FEATURE_COLUMNS, "symbol", "open", "high", "low", "volume"}
-    unknown = [n for n in input_names(config) if n not in known]
+    unknown = [n for n in input_names(config) if n not in MODEL_INPUT_COLUMNS]
     if unknown:
         raise ConfigError(
             f"Model config {source} uses input features the dataset lacks: {', '.join(unknown)}."

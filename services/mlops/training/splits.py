@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mlops.data_prep.features import TARGET_COLUMN
+from mlops.contracts.columns import TARGET_COLUMN
 from mlops.errors import DataError
 
 

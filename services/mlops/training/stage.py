@@ -11,7 +11,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,17 +19,31 @@ from sqlalchemy import update
 
 from mlops import tracking
 from mlops.context import Context
-from mlops.data_prep import dataset
+from mlops.contracts import datasets
+from mlops.contracts.columns import TARGET_COLUMN
+from mlops.contracts.datasets import Manifest
+from mlops.contracts.models import (
+    MODEL_ARTIFACT_PATH,
+    Lineage,
+    ModelRef,
+    champion,
+    load_registered,
+    predict_close,
+)
 from mlops.db.schema import retrain_requests
 from mlops.errors import ModelError
 from mlops.metrics import regression_metrics
 from mlops.runs import utcnow
 from mlops.training.model_config import load_model_config
-from mlops.training.predict import predict_close
 from mlops.training.promotion import Decision, decide
 from mlops.training.splits import Splits, split_by_date
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "holdout")
 
 
 @dataclass
@@ -46,87 +60,56 @@ class TrainResult:
     champion_holdout: dict[str, float] | None
 
 
+@dataclass
+class _Evaluation:
+    """A trained model's metrics on every split, the naive forecast's and the champion's."""
+
+    per_split: dict[str, dict[str, float]]
+    baseline: dict[str, float]
+    champion_holdout: dict[str, float] | None
+    decision: Decision
+
+
 def naive_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """The naive baseline: tomorrow's close is today's close."""
-    return regression_metrics(frame["next_close"], frame["close"])
+    return regression_metrics(frame[TARGET_COLUMN], frame["close"])
 
 
 def run(ctx: Context, as_of: date | None = None) -> TrainResult:
     """Train on the newest dataset published on or before ``as_of``."""
     settings = ctx.settings
     config = load_model_config(settings)  # fails before anything is written
-    version = dataset.latest_version(ctx.engine, as_of)
-    manifest, frame = dataset.load(ctx.store, version)
+    manifest, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
     splits = split_by_date(
         frame, validation_days=settings.validation_days, holdout_days=settings.holdout_days
     )
-    client = tracking.configure(settings)
+    client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, settings)
-    current = tracking.champion(client, settings)
-
-    import mlflow
-
-    with mlflow.start_run(experiment_id=experiment_id) as active:
-        run_id = active.info.run_id
-        mlflow.set_tags(
-            {
-                "stage": "train",
-                "dataset_version": manifest.version,
-                "dataset_hash": manifest.content_hash,
-                "as_of": manifest.as_of,
-            }
-        )
-        mlflow.log_params(_params(config, manifest, splits, settings.random_seed))
-        mlflow.log_dict(config, "ludwig_config.yaml")
+    current = champion(client, settings.model_name, settings.champion_alias)
+    lineage = _lineage(manifest, splits)
+    run_id = client.create_run(
+        experiment_id, tags={"stage": "train", **lineage.to_tags()}
+    ).info.run_id
+    try:
+        client.log_batch(run_id, params=_params(config, manifest, splits, settings.random_seed))
+        client.log_dict(run_id, config, "ludwig_config.yaml")
         model, stats = _fit(config, splits, settings.random_seed)
-        mlflow.log_dict(stats, "training_statistics.json")
-
-        per_split = {
-            name: regression_metrics(part["next_close"], predict_close(model, config, part))
-            for name, part in (
-                ("train", splits.train),
-                ("validation", splits.validation),
-                ("holdout", splits.holdout),
+        client.log_dict(run_id, stats, "training_statistics.json")
+        evaluation = _evaluate(client, model, splits, current)
+        _log_evaluation(client, run_id, evaluation, current)
+        _log_model(client, run_id, model)
+        registered = _register(client, settings.model_name, run_id, lineage, evaluation)
+        if evaluation.decision.promote:
+            client.set_registered_model_alias(
+                settings.model_name, settings.champion_alias, registered
             )
-        }
-        baseline = naive_metrics(splits.holdout)
-        champion_holdout = None
-        if current is not None:
-            champion_model = tracking.load_ludwig_model(current)
-            champion_holdout = regression_metrics(
-                splits.holdout["next_close"],
-                predict_close(champion_model, champion_model.config, splits.holdout),
-            )
-        decision = decide(per_split["holdout"], baseline, champion_holdout)
-
-        for split_name, values in per_split.items():
-            mlflow.log_metrics({f"{split_name}_{k}": v for k, v in values.items()})
-        mlflow.log_metrics({f"baseline_holdout_{k}": v for k, v in baseline.items()})
-        if champion_holdout is not None:
-            mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in champion_holdout.items()})
-        mlflow.log_dict(
-            {
-                **asdict(decision),
-                "champion_version": current.version if current else None,
-                "holdout": per_split["holdout"],
-                "baseline": baseline,
-                "champion_holdout": champion_holdout,
-            },
-            "promotion.json",
-        )
-        mlflow.set_tag("promotion", "promoted" if decision.promote else "rejected")
-        mlflow.set_tag("promotion_reason", decision.reason)
-
-        from ludwig.contribs.mlflow.model import log_model
-
-        log_model(model, "model")
-
-    registered = _register(
-        client, settings.model_name, run_id, manifest.version, per_split, decision
-    )
-    if decision.promote:
-        client.set_registered_model_alias(settings.model_name, settings.champion_alias, registered)
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
+        _end_run(client, run_id, status)
+        raise
+    _end_run(client, run_id, "FINISHED")
     _resolve_retrain_requests(ctx, run_id, as_of)
+    decision = evaluation.decision
     log.info(
         "Model %s version %s: %s (%s)",
         settings.model_name,
@@ -142,10 +125,91 @@ def run(ctx: Context, as_of: date | None = None) -> TrainResult:
         promoted=decision.promote,
         reason=decision.reason,
         champion_version=registered if decision.promote else (current.version if current else None),
-        holdout=per_split["holdout"],
-        baseline=baseline,
-        champion_holdout=champion_holdout,
+        holdout=evaluation.per_split["holdout"],
+        baseline=evaluation.baseline,
+        champion_holdout=evaluation.champion_holdout,
     )
+
+
+def _lineage(manifest: Manifest, splits: Splits) -> Lineage:
+    ranges = splits.ranges()
+    return Lineage(
+        dataset_version=manifest.version,
+        dataset_hash=manifest.content_hash,
+        as_of=manifest.as_of,
+        **{f"{name}_{end}": ranges[f"{name}_{end}"] for name in SPLITS for end in ("start", "end")},
+    )
+
+
+def _evaluate(
+    client: MlflowClient, model: Any, splits: Splits, current: ModelRef | None
+) -> _Evaluation:
+    per_split = {
+        name: regression_metrics(part[TARGET_COLUMN], predict_close(model, part))
+        for name, part in ((n, getattr(splits, n)) for n in SPLITS)
+    }
+    baseline = naive_metrics(splits.holdout)
+    champion_holdout = None
+    if current is not None:
+        champion_model = load_registered(client, current)
+        champion_holdout = regression_metrics(
+            splits.holdout[TARGET_COLUMN], predict_close(champion_model, splits.holdout)
+        )
+    decision = decide(per_split["holdout"], baseline, champion_holdout)
+    return _Evaluation(per_split, baseline, champion_holdout, decision)
+
+
+def _log_evaluation(
+    client: MlflowClient, run_id: str, evaluation: _Evaluation, current: ModelRef | None
+) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    now = int(utcnow().timestamp() * 1000)
+    values = {
+        f"{split}_{k}": v
+        for split, metrics in evaluation.per_split.items()
+        for k, v in metrics.items()
+    }
+    values.update({f"baseline_holdout_{k}": v for k, v in evaluation.baseline.items()})
+    if evaluation.champion_holdout is not None:
+        values.update({f"champion_holdout_{k}": v for k, v in evaluation.champion_holdout.items()})
+    decision = evaluation.decision
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+        tags=[
+            RunTag("promotion", "promoted" if decision.promote else "rejected"),
+            RunTag("promotion_reason", decision.reason[:5000]),
+        ],
+    )
+    client.log_dict(
+        run_id,
+        {
+            **asdict(decision),
+            "champion_version": current.version if current else None,
+            "holdout": evaluation.per_split["holdout"],
+            "baseline": evaluation.baseline,
+            "champion_holdout": evaluation.champion_holdout,
+        },
+        "promotion.json",
+    )
+
+
+def _log_model(client: MlflowClient, run_id: str, model: Any) -> None:
+    """The Ludwig model as an MLflow model (``ludwig`` flavour) under the run's ``model``."""
+    from ludwig.contribs.mlflow.model import save_model
+
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+        folder = Path(tmp) / MODEL_ARTIFACT_PATH
+        save_model(model, str(folder))
+        client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT_PATH)
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
+    try:
+        client.set_terminated(run_id, status)
+    except Exception as exc:  # the training's own outcome matters more
+        log.warning("MLflow run %s could not be marked %s: %s", run_id, status, exc)
 
 
 def _resolve_retrain_requests(ctx: Context, run_id: str, as_of: date | None) -> None:
@@ -196,7 +260,9 @@ def _to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _params(config: dict[str, Any], manifest: Any, splits: Splits, seed: int) -> dict[str, Any]:
+def _params(config: dict[str, Any], manifest: Manifest, splits: Splits, seed: int) -> list[Any]:
+    from mlflow.entities import Param
+
     trainer = config.get("trainer", {})
     combiner = config.get("combiner", {})
     params: dict[str, Any] = {
@@ -210,33 +276,32 @@ def _params(config: dict[str, Any], manifest: Any, splits: Splits, seed: int) ->
         **{f"combiner.{k}": v for k, v in combiner.items()},
         **splits.ranges(),
     }
-    return {k: str(v)[:500] for k, v in params.items()}
+    return [Param(k, str(v)[:500]) for k, v in params.items()]
 
 
 def _register(
-    client: Any,
-    name: str,
-    run_id: str,
-    dataset_version: str,
-    per_split: dict[str, dict[str, float]],
-    decision: Decision,
+    client: MlflowClient, name: str, run_id: str, lineage: Lineage, evaluation: _Evaluation
 ) -> str:
+    """A new version of ``name`` from the run's model, its lineage and holdout figures as tags."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
         client.create_registered_model(
             name, description="Next-day close of daily US equities, from a Ludwig model."
         )
+    holdout, decision = evaluation.per_split["holdout"], evaluation.decision
     mv = client.create_model_version(
         name,
-        source=f"{client.get_run(run_id).info.artifact_uri}/model",
+        source=f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
         run_id=run_id,
         tags={
-            "dataset_version": dataset_version,
-            "holdout_mae": f"{per_split['holdout']['mae']:.6f}",
-            "holdout_mape": f"{per_split['holdout']['mape']:.6f}",
+            **lineage.to_tags(),
+            "holdout_mae": f"{holdout['mae']:.6f}",
+            "holdout_mape": f"{holdout['mape']:.6f}",
             "promotion": "promoted" if decision.promote else "rejected",
             "promotion_reason": decision.reason,
         },

@@ -28,11 +28,9 @@ fall back to ``LudwigModel.predict`` with a logged warning.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,8 +42,6 @@ import pandas as pd
 
 if TYPE_CHECKING:
     import torch
-
-    from mlops.tracking import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +469,7 @@ def _input_spec(
         else:
             # Ludwig's choice for a value outside the vocabulary: the most frequent one.
             freq = meta.get("str2freq") or {}
-            fallback = str2idx[max(freq, key=freq.get)] if freq else 0
+            fallback = str2idx[max(freq, key=lambda value: freq[value])] if freq else 0
         table = None
         if encoder != "passthrough":
             key = f"input_features.module_dict.{name}__ludwig.encoder_obj.embed.embeddings.weight"
@@ -642,27 +638,3 @@ def load_dir(path: str | Path) -> Predictor:
     return LudwigPredictor(
         LudwigModel.load(str(ludwig_model_dir(path)), backend="local", logging_level=logging.ERROR)
     )
-
-
-def load_registered(ref: ModelRef) -> Predictor:
-    """Download a registered version from MLflow and load it (cached per process).
-
-    The tracking and registry URIs must be configured (``tracking.configure``).
-    """
-    import mlflow
-
-    return _load_registered_cached(mlflow.get_tracking_uri(), ref.uri, ref.name, ref.version)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_registered_cached(tracking_uri: str, uri: str, name: str, version: str) -> Predictor:
-    import mlflow
-
-    from mlops.errors import ModelError
-
-    try:
-        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-            return load_dir(local)
-    except Exception as exc:
-        raise ModelError(f"Model {name} version {version} cannot be loaded: {exc}") from None

@@ -1,0 +1,111 @@
+"""The reader half of a published feature dataset: its manifest, lookup by day, loading.
+
+A dataset is one or more Parquet parts and a manifest naming them, written last (see
+:mod:`mlops.contracts.keys` for where they live); files that no manifest names are
+invisible. The ``datasets`` table indexes the manifests for lookup by date. Data prep
+writes datasets (``mlops.data_prep.dataset``); every other stage reads them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from mlops.contracts.keys import manifest_key
+from mlops.db.schema import datasets
+from mlops.errors import DataError
+from mlops.store import ObjectStore, get_json, get_parquet
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    as_of: str
+    content_hash: str
+    rows: int
+    symbols: list[str]
+    first_date: str
+    last_date: str
+    data_key: str  # the only part of a one-part dataset; "" when there are several
+    columns: list[str]
+    source: str
+    created_at: str
+    schema_version: int = SCHEMA_VERSION
+    quarantined_rows: int = 0
+    quarantine_key: str | None = None  # the only quarantine file, when there is one
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_keys: list[str] = field(default_factory=list)
+    stale_symbols: list[str] = field(default_factory=list)
+    quality_flags: list[dict[str, str]] = field(default_factory=list)
+    quality_flag_count: int = 0
+    shards: int = 1
+
+    @property
+    def key(self) -> str:
+        return manifest_key(self.version)
+
+    @property
+    def part_list(self) -> list[dict[str, Any]]:
+        """Every part (manifests of schema 1 name one ``data_key``)."""
+        if self.parts:
+            return self.parts
+        return [{"key": self.data_key, "rows": self.rows, "content_hash": self.content_hash}]
+
+
+def read_manifest(store: ObjectStore, version: str) -> Manifest:
+    payload = get_json(store, manifest_key(version))
+    return Manifest(**payload)
+
+
+def latest_version(engine: Engine, as_of: date | None = None) -> str:
+    """The newest dataset published for ``as_of`` or before (newest overall without it)."""
+    query = select(datasets.c.version).order_by(
+        datasets.c.as_of.desc(), datasets.c.created_at.desc()
+    )
+    if as_of is not None:
+        query = query.where(datasets.c.as_of <= as_of)
+    with engine.connect() as conn:
+        version = conn.execute(query.limit(1)).scalar()
+    if version is None:
+        when = f" for {as_of} or earlier" if as_of else ""
+        raise DataError(f"No dataset has been published{when}: run `mlops data-prep` first.")
+    return version
+
+
+def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by date, then symbol (parts hold them symbol by symbol)."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    codes, _ = pd.factorize(frame["symbol"], sort=True)
+    order = np.lexsort((codes, frame["date"].to_numpy()))  # the last key sorts first
+    if (order == np.arange(len(order))).all():
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
+
+
+def load(store: ObjectStore, version: str) -> tuple[Manifest, pd.DataFrame]:
+    """A published dataset and its manifest, all parts in one frame sorted by date, symbol."""
+    manifest = read_manifest(store, version)
+    frames = []
+    for part in manifest.part_list:
+        frame = get_parquet(store, part["key"])
+        if len(frame) != part["rows"]:
+            raise DataError(
+                f"Part {part['key']} of dataset {version} holds {len(frame)} rows but its "
+                f"manifest says {part['rows']}."
+            )
+        frames.append(frame)
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame = sort_rows(frame)
+    if len(frame) != manifest.rows:
+        raise DataError(
+            f"Dataset {version} holds {len(frame)} rows but its manifest says {manifest.rows}."
+        )
+    return manifest, frame

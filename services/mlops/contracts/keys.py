@@ -1,0 +1,94 @@
+"""The object store's key layout, in one place.
+
+::
+
+    datasets/features/<version>/manifest.json         a dataset's manifest (written last)
+    datasets/features/<version>/data.parquet          its one part, or part-00000.parquet ...
+    datasets/features/shards/<as_of>/<i>-of-<n>/      one shard's parts and manifest
+    quarantine/<as_of>/<version>.parquet              rows the quality gate refused
+    raw/alphavantage/<symbol>/bars.parquet            stored history per symbol
+    raw/alphavantage/<symbol>/responses/              every API answer, before parsing
+    predictions/<day>/<model>-v<version>.parquet      one batch of predictions
+    reports/monitoring/<day>/{quality,drift}.html     evidently reports, summary.json
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+DATASETS_PREFIX = "datasets/features"
+SHARDS_PREFIX = f"{DATASETS_PREFIX}/shards"
+QUARANTINE_PREFIX = "quarantine"
+RAW_ALPHAVANTAGE_PREFIX = "raw/alphavantage"
+PREDICTIONS_PREFIX = "predictions"
+MONITORING_REPORTS_PREFIX = "reports/monitoring"
+REPORT_NAMES = ("quality", "drift")
+
+
+def dataset_folder(version: str) -> str:
+    return f"{DATASETS_PREFIX}/{version}"
+
+
+def manifest_key(version: str) -> str:
+    return f"{dataset_folder(version)}/manifest.json"
+
+
+def numbered(base: str, count: int) -> list[str]:
+    """``<base>.parquet`` for one file, ``<base>-00000.parquet``, ... for several."""
+    if count == 1:
+        return [f"{base}.parquet"]
+    return [f"{base}-{i:05d}.parquet" for i in range(count)]
+
+
+def dataset_part_keys(version: str, count: int) -> list[str]:
+    return numbered(f"{dataset_folder(version)}/{'data' if count == 1 else 'part'}", count)
+
+
+def quarantine_keys(as_of: date, version: str, count: int) -> list[str]:
+    return numbered(f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/{version}", count)
+
+
+def shard_folder(as_of: date, index: int, count: int) -> str:
+    return f"{SHARDS_PREFIX}/{as_of.isoformat()}/{index}-of-{count}"
+
+
+def shard_manifest_key(as_of: date, index: int, count: int) -> str:
+    return f"{shard_folder(as_of, index, count)}/manifest.json"
+
+
+def shard_part_key(as_of: date, index: int, count: int, content_hash: str) -> str:
+    return f"{shard_folder(as_of, index, count)}/{content_hash[:24]}.parquet"
+
+
+def shard_quarantine_key(as_of: date, index: int, count: int, content_hash: str) -> str:
+    return (
+        f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/shard-{index}-of-{count}-"
+        f"{content_hash[:24]}.parquet"
+    )
+
+
+def _safe(symbol: str) -> str:
+    return re.sub(r"[^A-Z0-9._^=-]", "_", symbol.upper())
+
+
+def raw_bars_key(symbol: str) -> str:
+    return f"{RAW_ALPHAVANTAGE_PREFIX}/{_safe(symbol)}/bars.parquet"
+
+
+def raw_responses_prefix(symbol: str) -> str:
+    return f"{RAW_ALPHAVANTAGE_PREFIX}/{_safe(symbol)}/responses/"
+
+
+def predictions_key(day: date, model_name: str, model_version: str) -> str:
+    return f"{PREDICTIONS_PREFIX}/{day.isoformat()}/{model_name}-v{model_version}.parquet"
+
+
+def monitoring_reports_prefix(day: date | str) -> str:
+    text = day if isinstance(day, str) else day.isoformat()
+    return f"{MONITORING_REPORTS_PREFIX}/{text}"
+
+
+def monitoring_report_key(day: date | str, name: str) -> str:
+    """``reports/monitoring/<day>/<name>``; ``name`` is a file name (``quality.html``)."""
+    return f"{monitoring_reports_prefix(day)}/{name}"

@@ -1,0 +1,159 @@
+"""The model interface between training and the stages that use its models.
+
+Training registers each model as a version in the MLflow registry, with its lineage as
+version tags (:class:`Lineage`: dataset version and hash, as-of day, train, validation and
+holdout windows) and the ``champion`` alias on the version that won. Batch inference,
+serving and monitoring find the champion (:func:`champion`), read its lineage from the
+tags, and load it as a :class:`~mlops.contracts.predictor.Predictor`
+(:func:`load_registered`, one cache per process). :func:`predict_close` turns a model's
+output into a predicted next close, whichever target it was trained on.
+
+The MLflow client is always passed in (``mlops.tracking.connect``); nothing here reads
+MLflow's global tracking URI.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlops.contracts.columns import TARGET_RETURN_COLUMN
+from mlops.errors import ModelError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops.contracts.predictor import Predictor
+
+# Error codes with which the registry says "no such model or alias" (not an outage).
+MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+# The artifact path of the model inside its training run.
+MODEL_ARTIFACT_PATH = "model"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model version came from, stored as registry tags of the version."""
+
+    dataset_version: str
+    dataset_hash: str = ""
+    as_of: str = ""
+    train_start: str = ""
+    train_end: str = ""
+    validation_start: str = ""
+    validation_end: str = ""
+    holdout_start: str = ""
+    holdout_end: str = ""
+
+    def to_tags(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if v}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> Lineage | None:
+        """The lineage in ``tags``; None for a version registered without one."""
+        if not tags.get("dataset_version"):
+            return None
+        return cls(**{f.name: tags.get(f.name, "") for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered model version."""
+
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def lineage(self) -> Lineage | None:
+        return Lineage.from_tags(self.tags)
+
+
+def champion(client: MlflowClient, model_name: str, alias: str) -> ModelRef | None:
+    """The version ``alias`` points at, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in MISSING_CODES:
+            return None
+        raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
+    return ModelRef(name=model_name, version=str(mv.version), run_id=mv.run_id, tags=dict(mv.tags))
+
+
+def require_champion(client: MlflowClient, model_name: str, alias: str) -> ModelRef:
+    ref = champion(client, model_name, alias)
+    if ref is None:
+        raise ModelError(
+            f"Model {model_name!r} has no {alias!r} version yet: "
+            "run `mlops train` until a model beats the naive baseline."
+        )
+    return ref
+
+
+def load_registered(client: MlflowClient, ref: ModelRef) -> Predictor:
+    """Download a registered version and load it as a predictor.
+
+    Registered versions never change, so a process keeps the last few it loaded (one
+    cache, whoever asks: batch inference, training's comparison with the champion, serving).
+    """
+    key = (client.tracking_uri, ref.name, ref.version)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    predictor = _download_and_load(client, ref.name, ref.version)
+    with _cache_lock:
+        _cache[key] = predictor
+        while len(_cache) > CACHED_MODELS:
+            _cache.popitem(last=False)
+    return predictor
+
+
+CACHED_MODELS = 4
+_cache: OrderedDict[tuple[str, str, str], Predictor] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _download_and_load(client: MlflowClient, name: str, version: str) -> Predictor:
+    import mlflow
+
+    from mlops.contracts.predictor import load_dir
+
+    try:
+        source = client.get_model_version_download_uri(name, version)
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=tmp, tracking_uri=client.tracking_uri
+            )
+            return load_dir(local)
+    except Exception as exc:
+        raise ModelError(f"Model {name} version {version} cannot be loaded: {exc}") from None
+
+
+def predict_close(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Predicted next close for each row of ``frame`` (a features frame).
+
+    ``model`` is a predictor or a ``LudwigModel`` (turned into the fast predictor, which
+    computes what ``LudwigModel.predict`` would, or Ludwig's own for a config it does not
+    reproduce).
+    """
+    from mlops.contracts.predictor import as_predictor
+
+    predictor = as_predictor(model)
+    values = predictor.predict_frame(frame.reset_index(drop=True))
+    if predictor.target == TARGET_RETURN_COLUMN:
+        return frame["close"].to_numpy(dtype="float64") * (1.0 + values)
+    return values

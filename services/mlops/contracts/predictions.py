@@ -1,0 +1,24 @@
+"""Predictions: what batch inference hands to trading and monitoring (table ``predictions``).
+
+One row per (symbol, prediction date, model name, model version): the predicted next
+close, the close it was made from and the expected change. Monitoring joins them with the
+close that came true (:func:`realized`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mlops.contracts.columns import TARGET_COLUMN, TARGET_DATE_COLUMN
+
+PREDICTION_KEY = ("symbol", "prediction_date", "model_name", "model_version")
+
+
+def realized(preds: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
+    """Predictions joined with the close of the next trading day, where it is known."""
+    truth = bars[["symbol", "date", TARGET_COLUMN, TARGET_DATE_COLUMN]].dropna(
+        subset=[TARGET_COLUMN]
+    )
+    truth = truth.rename(columns={"date": "prediction_date", TARGET_COLUMN: "actual_close"})
+    preds = preds.assign(prediction_date=pd.to_datetime(preds["prediction_date"]))
+    return preds.merge(truth, on=["symbol", "prediction_date"], how="inner")

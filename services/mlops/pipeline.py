@@ -1,0 +1,83 @@
+"""The daily pipeline, defined once: the day's stages in order, and when to retrain.
+
+Whoever runs the day uses this: ``mlops daily`` in the cluster (each stage a Kubernetes
+Job, ``mlops.orchestration``) and ``mlops demo`` on one machine (each stage a function
+call, ``mlops.demo``). The monitor stage only *records* retrain requests (table
+``retrain_requests``); after the day's stages, the runner asks :func:`plan_retraining`
+whether to train, and training answers the requests it covered.
+
+The retrain rule: train when a retrain request is open for the day or earlier and at
+least ``RETRAIN_COOLDOWN_DAYS`` weekdays have passed since the day of the last successful
+training (so a noisy alarm cannot retrain every day).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from mlops.db.schema import retrain_requests, stage_runs
+
+DAILY_STAGES: tuple[str, ...] = ("data-prep", "batch-infer", "trade", "monitor")
+TRAIN_STAGE = "train"
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """Whether the day ends with a training, and why (or why not)."""
+
+    retrain: bool
+    reason: str
+    open_requests: int
+    last_training: date | None
+
+
+def weekdays_between(start: date, end: date) -> int:
+    """Weekdays from ``start`` (included) to ``end`` (excluded)."""
+    return int(np.busday_count(start, end))
+
+
+def retrain_rule(
+    open_reasons: list[str], last_training: date | None, day: date, cooldown_days: int
+) -> RetrainPlan:
+    """The rule itself, on plain values (see the module's docstring)."""
+    if not open_reasons:
+        return RetrainPlan(False, "no open retrain request", 0, last_training)
+    count = len(open_reasons)
+    if last_training is not None:
+        waited = weekdays_between(last_training, day)
+        if waited < cooldown_days:
+            return RetrainPlan(
+                False,
+                f"{count} open retrain request(s), but the last training was {waited} "
+                f"weekday(s) ago, under the cool-down of {cooldown_days}",
+                count,
+                last_training,
+            )
+    return RetrainPlan(True, open_reasons[-1], count, last_training)
+
+
+def plan_retraining(engine: Engine, day: date, cooldown_days: int) -> RetrainPlan:
+    """The rule applied to what the database says: open requests and the last training."""
+    with engine.connect() as conn:
+        reasons = list(
+            conn.execute(
+                select(retrain_requests.c.reason)
+                .where(
+                    retrain_requests.c.status == "open",
+                    retrain_requests.c.requested_date <= day,
+                )
+                .order_by(retrain_requests.c.requested_date)
+            ).scalars()
+        )
+        runs = conn.execute(
+            select(stage_runs.c.run_date, stage_runs.c.started_at).where(
+                stage_runs.c.stage == TRAIN_STAGE, stage_runs.c.status == "succeeded"
+            )
+        ).all()
+    trained = [run_date or started_at.date() for run_date, started_at in runs]
+    last = max((d for d in trained if d <= day), default=None)
+    return retrain_rule(reasons, last, day, cooldown_days)

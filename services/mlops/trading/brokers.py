@@ -1,0 +1,18 @@
+"""The broker the settings choose (``BROKER``): the built-in paper broker or Alpaca."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from mlops.settings import Settings
+from mlops.trading.broker import Broker
+
+
+def make_broker(settings: Settings, engine: Engine) -> Broker:
+    if settings.broker == "alpaca":
+        from mlops.trading.alpaca import AlpacaBroker
+
+        return AlpacaBroker(engine, settings)
+    from mlops.trading.paper import PaperBroker
+
+    return PaperBroker(engine, settings.paper_initial_cash)
