@@ -29,7 +29,7 @@ help:
 	@echo "make venv      create $(VENV) (Python 3.12) with .[$(EXTRAS)]"
 	@echo "make postgres  install the PostgreSQL 15 server the tests start (apt)"
 	@echo "make test      run the test suite (real PostgreSQL and S3 on loopback)"
-	@echo "make lint      ruff check and ruff format --check"
+	@echo "make lint      ruff check, ruff format --check, mypy, the import contracts"
 	@echo "make demo      replay the bundled sample end to end under var/demo"
 	@echo "make clean     remove caches and the demo's state (distclean: also $(VENV))"
 
@@ -62,18 +62,21 @@ postgres:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	fi
 
-test: venv postgres checkov
+test: venv postgres checkov lint
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
+# The import contracts (stages never import each other; layers) are in pyproject.toml.
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 demo: venv
 	$(VENV)/bin/mlops demo
 
 clean:
-	rm -rf .pytest_cache .ruff_cache build dist var/demo
+	rm -rf .pytest_cache .ruff_cache .mypy_cache .import_linter_cache build dist var/demo
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
 	find . -path ./$(VENV) -prune -o -type d -name '*.egg-info' -print0 | xargs -0 rm -rf
 

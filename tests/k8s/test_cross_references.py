@@ -398,7 +398,7 @@ def test_pods_using_a_data_service_carry_its_client_label() -> None:
                 assert labels.get("mlops/postgres-client") != "true", f"{item}: needless label"
 
 
-# RBAC: only what the orchestration and the retraining trigger need.
+# RBAC: only what the orchestration needs.
 
 
 def test_roles_grant_only_what_orchestration_needs() -> None:
@@ -419,11 +419,6 @@ def test_roles_grant_only_what_orchestration_needs() -> None:
         ("", "pods", "list"),
         ("", "pods/log", "get"),
     }
-    assert rules("mlops-retrain-trigger") == {
-        ("batch", "jobs", "create"),
-        ("batch", "jobs", "get"),
-        ("batch", "jobs/status", "get"),
-    }
     assert not docs("ClusterRole") and not docs("ClusterRoleBinding")
     for binding in docs("RoleBinding"):
         (subject,) = binding.body["subjects"]
@@ -439,27 +434,23 @@ def test_tokens_are_mounted_only_where_the_api_is_used() -> None:
         assert spec["serviceAccountName"] in accounts, f"{item}: unknown service account"
         if spec["automountServiceAccountToken"]:
             with_token.add((item.name, spec["serviceAccountName"]))
-    assert with_token == {
-        ("mlops-daily", "mlops-orchestrator"),
-        ("mlops-monitor", "mlops-retrain-trigger"),
-    }
+    assert with_token == {("mlops-daily", "mlops-orchestrator")}
 
 
-def test_orchestrator_and_monitor_see_the_job_templates() -> None:
-    for item, keys in (
-        (doc("CronJob", "mlops-daily"), None),
-        (doc("Job", "mlops-monitor"), ["job-train.yaml"]),
-    ):
-        spec = pod_template(item)["spec"]
-        (c,) = spec["containers"]
-        env = {e["name"]: e for e in c["env"]}
-        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-        folder = env["JOB_TEMPLATES_DIR"]["value"]
-        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        volume = next(v for v in spec["volumes"] if v["name"] == mounts[folder])
-        assert volume["configMap"]["name"] == "mlops-job-templates"
-        if keys:
-            assert [i["key"] for i in volume["configMap"]["items"]] == keys
+def test_only_the_orchestrator_sees_the_job_templates() -> None:
+    spec = pod_template(doc("CronJob", "mlops-daily"))["spec"]
+    (c,) = spec["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    folder = env["JOB_TEMPLATES_DIR"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[folder])
+    assert volume["configMap"]["name"] == "mlops-job-templates"
+    for item in workloads():
+        if item.name != "mlops-daily":
+            volumes = pod_template(item)["spec"].get("volumes") or []
+            names = [(v.get("configMap") or {}).get("name") for v in volumes]
+            assert "mlops-job-templates" not in names, item.name
 
 
 # Every container command is a real mlops subcommand.

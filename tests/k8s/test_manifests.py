@@ -201,7 +201,9 @@ def test_daily_cronjob_runs_the_orchestrator_after_the_close_on_weekdays() -> No
     assert c["args"] == ["daily"]
     assert c["image"].startswith("mlops-orchestrator:")
     labels = pod_template(daily)["metadata"]["labels"]
-    assert not any(k.endswith("-client") for k in labels), "the orchestrator needs no data"
+    # It reads the retrain requests from Postgres; it needs neither the store nor MLflow.
+    clients = {k for k in labels if k.endswith("-client")}
+    assert clients == {"mlops/postgres-client"}
 
 
 def test_weekly_training_cronjob_runs_the_train_job_template() -> None:
