@@ -1,5 +1,7 @@
-"""Immutable, versioned feature datasets in the object store.
+"""Writing immutable, versioned feature datasets to the object store.
 
+The reader half (the manifest, ``latest_version``, ``load``) and the key layout are
+contracts every stage shares: ``mlops.contracts.datasets`` and ``mlops.contracts.keys``.
 A dataset is one or more Parquet *parts* and a *manifest* naming them, written last:
 
 * ``datasets/features/<version>/manifest.json``, with ``version`` = ``<as_of>-<first 12
@@ -10,9 +12,9 @@ A dataset is one or more Parquet *parts* and a *manifest* naming them, written l
   written symbol by symbol); a sharded dataset names the shards' parts instead;
 * the quarantined rows with their reasons: ``quarantine/<as_of>/<version>.parquet``.
 
-Readers go through the manifest (``load`` reads every part it names, checks the row
-counts and sorts the rows by date, then symbol) and the ``datasets`` table indexes the
-manifests for lookup by date. Files that no manifest names are invisible.
+Readers go through the manifest (``contracts.datasets.load`` reads every part it names,
+checks the row counts and sorts the rows by date, then symbol) and the ``datasets`` table
+indexes the manifests for lookup by date. Files that no manifest names are invisible.
 
 Shards (Kubernetes Indexed Job, ``DATA_PREP_SHARDS`` > 1): each shard writes its parts to
 ``datasets/features/shards/<as_of>/<index>-of-<count>/<content hash>.parquet``, then its
