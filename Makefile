@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
-EXTRAS := ml,monitor,trade,k8s,dev
+EXTRAS := ml,infer,serve,monitor,trade,k8s,dev
 PG_BIN ?= /usr/lib/postgresql/15/bin
 LINT_PATHS := $(wildcard services tests benchmarks)
 PYTEST_ARGS ?=

@@ -21,7 +21,7 @@ KEY = ["symbol", "prediction_date", "model_name", "model_version"]
 
 
 @pytest.mark.slow
-def test_batch_infer_scores_with_the_fast_predictor_and_writes_once(trained: Trained) -> None:
+def test_batch_infer_scores_with_the_portable_export_and_writes_once(trained: Trained) -> None:
     from ludwig.api import LudwigModel
 
     from mlops.context import open_context
@@ -54,7 +54,9 @@ def test_batch_infer_scores_with_the_fast_predictor_and_writes_once(trained: Tra
     expected = rows["close"].to_numpy() * (1 + ludwig["next_return_predictions"].to_numpy())
     stored = stored.sort_values("symbol").reset_index(drop=True)
     assert stored["symbol"].tolist() == rows["symbol"].tolist()
-    np.testing.assert_allclose(stored["predicted_close"], expected, rtol=1e-12)
+    # Scored by the portable export (NumPy float32): Ludwig's numbers to float32 rounding of
+    # the predicted return (about 1e-10; training refuses an export off by 1e-6).
+    np.testing.assert_allclose(stored["predicted_close"], expected, rtol=1e-8)
 
 
 # insert_new_bulk on SQLite and on PostgreSQL.

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inference.trained_model import INPUTS, Trained
+from inference.trained_model import INPUTS, PINNED, Trained
 from mlops.contracts.models import load_registered, predict_close
+from mlops.contracts.portable import PortablePredictor, encode, save
 from mlops.contracts.predictor import (
     FastPredictor,
     LudwigPredictor,
@@ -18,10 +19,14 @@ from mlops.contracts.predictor import (
     as_predictor,
     load_dir,
 )
+from mlops.errors import ModelError
+from mlops.training.stage import export_portable
 
 pytestmark = pytest.mark.slow
 
 RTOL = 1e-5
+# The portable export equals LudwigModel.predict within this (as training checks it).
+PORTABLE_ATOL = 1e-6
 
 
 def _ludwig(trained: Trained, version: str | None = None):
@@ -131,13 +136,15 @@ def test_load_dir_and_load_registered(trained) -> None:
     from mlops.contracts.models import ModelRef, require_champion
     from mlops.errors import ModelError
 
-    assert isinstance(load_dir(trained.model_dirs[trained.versions[1]]), FastPredictor)
+    # A registered model folder holds the portable export: loaded with NumPy alone; the
+    # Ludwig folder inside it has only the weights: the torch fast path.
+    assert isinstance(load_dir(trained.model_dirs[trained.versions[1]]), PortablePredictor)
     assert isinstance(load_dir(trained.model_dirs[trained.versions[1]] / "model"), FastPredictor)
     settings = trained.settings()
     client = tracking.connect(settings)
     ref = require_champion(client, settings.model_name, settings.champion_alias)
     predictor = load_registered(client, ref)
-    assert isinstance(predictor, FastPredictor)
+    assert isinstance(predictor, PortablePredictor)
     # Registered versions are immutable: one cache per process, whichever client asks.
     assert load_registered(tracking.connect(settings), ref) is predictor
     with pytest.raises(ModelError, match="version 99"):
@@ -208,6 +215,12 @@ def test_fully_connected_layers_clip_and_other_normalizations(trained, tmp_path)
     np.testing.assert_allclose(fast.predict_frame(frame), expected, rtol=RTOL)
     saved = FastPredictor.from_dir(tmp_path / "saved")
     np.testing.assert_allclose(saved.predict_frame(frame), expected, rtol=RTOL)
+    # The portable export of these layers (tanh, residual, a decoder stack, clip, minmax and
+    # iq normalisations) through its files, with NumPy alone.
+    portable = fast.portable()
+    save(tmp_path / "portable", *encode(portable.config, portable.inputs, portable.network))
+    loaded = PortablePredictor.from_dir(tmp_path / "portable")
+    np.testing.assert_allclose(loaded.predict_frame(frame), expected, rtol=0, atol=PORTABLE_ATOL)
 
 
 def test_unsupported_config_falls_back_to_ludwig_with_a_warning(trained, tmp_path, caplog) -> None:
@@ -226,3 +239,59 @@ def test_unsupported_config_falls_back_to_ludwig_with_a_warning(trained, tmp_pat
     expected = rows["close"].to_numpy() * (1 + _ludwig_predict(model, rows))
     np.testing.assert_allclose(predict_close(model, rows), expected, rtol=RTOL)
     assert isinstance(load_dir(tmp_path / "saved"), LudwigPredictor)
+    # Such a model is refused at registration: the torch-free images could not load it.
+    with pytest.raises(ModelError, match="cannot be exported to the portable form"):
+        export_portable(model, rows, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+# The portable export: what the torch-free serve and batch-infer images load.
+
+
+def test_registered_versions_carry_a_portable_export_equal_to_ludwig(trained) -> None:
+    frame = trained.frame  # warm-up rows included: their missing values take the fill
+    for version in trained.versions:
+        folder = trained.model_dirs[version] / "portable"
+        assert sorted(p.name for p in folder.iterdir()) == ["portable.json", "portable.npz"]
+        expected = _ludwig_predict(_ludwig(trained, version), frame)
+        got = PortablePredictor.from_dir(folder).predict_frame(frame)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=PORTABLE_ATOL)
+
+
+def test_a_registered_version_loads_and_predicts_without_torch_or_ludwig(trained) -> None:
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+from mlops import tracking
+from mlops.contracts.models import load_registered, require_champion
+from mlops.settings import load_settings
+settings = load_settings(MLOPS_HOME={str(trained.home)!r}, **{PINNED!r})
+client = tracking.connect(settings)
+ref = require_champion(client, settings.model_name, settings.champion_alias)
+predictor = load_registered(client, ref)
+records = json.loads(sys.stdin.read())
+print(json.dumps({{
+    "kind": predictor.kind,
+    "values": predictor.predict_records(records).tolist(),
+    "heavy": sorted(m for m in ("torch", "ludwig") if m in sys.modules),
+}}))
+"""
+    rows = trained.scorable.head(20)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=rows[INPUTS].to_json(orient="records"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["kind"] == "portable"
+    assert out["heavy"] == []
+    champion = trained.versions[0]  # train_once makes the first version the champion
+    expected = _ludwig_predict(_ludwig(trained, champion), rows)
+    np.testing.assert_allclose(out["values"], expected, rtol=0, atol=PORTABLE_ATOL)

@@ -128,15 +128,27 @@ _cache_lock = threading.Lock()
 
 
 def _download_and_load(client: MlflowClient, name: str, version: str) -> Predictor:
+    """The version's portable export when it has one (NumPy alone), else its whole model."""
     import mlflow
 
+    from mlops.contracts.portable import PORTABLE_FOLDER, PortablePredictor, has_portable
     from mlops.contracts.predictor import load_dir
 
     try:
         source = client.get_model_version_download_uri(name, version)
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            try:
+                portable = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{source.rstrip('/')}/{PORTABLE_FOLDER}",
+                    dst_path=f"{tmp}/portable",
+                    tracking_uri=client.tracking_uri,
+                )
+            except Exception:  # an older version without one: the whole model below
+                portable = None
+            if portable is not None and has_portable(portable):
+                return PortablePredictor.from_dir(portable)
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=client.tracking_uri
+                artifact_uri=source, dst_path=f"{tmp}/model", tracking_uri=client.tracking_uri
             )
             return load_dir(local)
     except Exception as exc:

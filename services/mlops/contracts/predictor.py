@@ -30,18 +30,40 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from mlops.contracts.portable import (
+    UNKNOWN_SYMBOL,
+    Affine,
+    CategoryInput,
+    DenseLayer,
+    Network,
+    NumberInput,
+    PortablePredictor,
+    Predictor,
+    UnsupportedModelError,
+    has_portable,
+)
+
 if TYPE_CHECKING:
     import torch
+
+__all__ = [
+    "FastPredictor",
+    "LudwigPredictor",
+    "PortablePredictor",
+    "Predictor",
+    "UnsupportedModelError",
+    "as_predictor",
+    "load_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +71,6 @@ HYPERPARAMETERS_FILE = "model_hyperparameters.json"
 METADATA_FILE = "training_set_metadata.json"
 WEIGHTS_FILE = "model_weights.safetensors"
 LEGACY_WEIGHTS_FILE = "model_weights"
-UNKNOWN_SYMBOL = "<UNK>"
 
 # Missing-value strategies whose fill value is known from the training set, so each row
 # is preprocessed on its own (bfill, ffill and drop_row depend on the other rows).
@@ -71,145 +92,9 @@ _ACTIVATIONS = {
     "logSigmoid",
     "hardswish",
 }
-# A list of this many rows or fewer is preprocessed in plain Python (no pandas objects).
-_SMALL = 64
-
-
-class UnsupportedModelError(ValueError):
-    """The model uses something the fast path does not reproduce exactly."""
-
-
-class Predictor(Protocol):
-    """What serving and batch inference need of a model."""
-
-    kind: str  # "fast" or "ludwig"
-    config: dict[str, Any]
-    target: str
-    input_features: dict[str, str]  # name -> Ludwig type ("number", "category")
-
-    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray: ...
-
-    def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray: ...
-
-    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 # Preprocessing specifications, read from the training-set metadata.
-
-
-@dataclass(frozen=True)
-class _Affine:
-    """``(x - shift) / scale`` forward, ``x * scale + shift`` back; identity when None."""
-
-    kind: str | None
-    shift: float = 0.0
-    scale: float = 1.0
-
-    @classmethod
-    def from_metadata(cls, kind: str | None, meta: Mapping[str, Any], name: str) -> _Affine:
-        if kind is None:
-            return cls(None)
-        if kind == "zscore":
-            std = float(meta["std"])
-            # Ludwig's ZScoreTransformer divides by 1 for a constant training column.
-            return cls(kind, float(meta["mean"]), std if std != 0 else 1.0)
-        if kind == "minmax":
-            return cls(kind, float(meta["min"]), float(meta["max"]) - float(meta["min"]))
-        if kind == "iq":
-            return cls(kind, float(meta["q2"]), float(meta["q3"]) - float(meta["q1"]))
-        if kind == "log1p":
-            return cls(kind)
-        raise UnsupportedModelError(f"normalization {kind!r} of {name!r} is not supported")
-
-    def forward32(self, x: np.ndarray) -> np.ndarray:
-        """Ludwig's ``transform`` on a float32 array (NumPy keeps float32 with float scalars)."""
-        if self.kind is None:
-            return x
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return (x - self.shift) / self.scale
-
-    def inverse64(self, z: np.ndarray) -> np.ndarray:
-        """Ludwig's ``inverse_transform`` of the float predictions, in float64."""
-        z = z.astype(np.float64)
-        if self.kind is None:
-            return z
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.kind == "log1p":
-                return np.expm1(z)
-            return z * self.scale + self.shift
-
-
-@dataclass(frozen=True)
-class _NumberInput:
-    name: str
-    fill: float | None
-    norm: _Affine
-
-    def column(self, values: Any) -> np.ndarray:
-        """Ludwig's number preprocessing: fill, cast to float32, normalise."""
-        x = _as_float64(values, self.fill)
-        if self.fill is not None:
-            nan = np.isnan(x)
-            if nan.any():
-                x = np.where(nan, self.fill, x)
-        # Values beyond float32 become infinite, as in Ludwig's own cast; no warning.
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self.norm.forward32(x.astype(np.float32))
-
-
-@dataclass(frozen=True)
-class _CategoryInput:
-    name: str
-    fill: str
-    str2idx: dict[str, int]
-    vocab: pd.Index
-    fallback: int
-    stripped_vocab: bool  # every vocabulary entry equals its own strip()
-    table: np.ndarray | None  # embedding rows (float32), None for the passthrough encoder
-
-    @property
-    def width(self) -> int:
-        return 1 if self.table is None else int(self.table.shape[1])
-
-    def codes(self, values: Any) -> np.ndarray:
-        """Ludwig's category preprocessing: fill, ``str``, ``strip``, look up or fall back."""
-        if not isinstance(values, pd.Series) and len(values) <= _SMALL:
-            get, fallback, fill = self.str2idx.get, self.fallback, self.fill
-            out = []
-            for value in values:
-                if value is None or (isinstance(value, float) and math.isnan(value)):
-                    value = fill
-                text = value if type(value) is str else str(value)
-                index = get(text) if self.stripped_vocab else None
-                if index is None:
-                    index = get(text.strip(), fallback)
-                out.append(index)
-            return np.asarray(out, dtype=np.int64)
-        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-        if series.dtype != object:
-            series = series.astype(object)
-        if series.isna().any():
-            series = series.fillna(self.fill)
-        series = series.astype(str)
-        if self.stripped_vocab:
-            # An exact hit is what strip() would have found; only misses are stripped.
-            codes = self.vocab.get_indexer(series.to_numpy())
-            missing = codes < 0
-            if missing.any():
-                codes[missing] = self.vocab.get_indexer(series[missing].str.strip().to_numpy())
-        else:
-            codes = self.vocab.get_indexer(series.str.strip().to_numpy())
-        codes = codes.astype(np.int64, copy=False)
-        codes[codes < 0] = self.fallback
-        return codes
-
-    def encode(self, values: Any) -> np.ndarray:
-        codes = self.codes(values)
-        if self.table is None:  # passthrough encoder: the index as a float
-            return codes.astype(np.float32)[:, None]
-        return self.table[codes]
 
 
 @dataclass(frozen=True)
@@ -218,24 +103,6 @@ class _Layer:
     bias: torch.Tensor | None
     activation: str | None
     residual: bool = False
-
-
-def _as_float64(values: Any, fill: float | None) -> np.ndarray:
-    if isinstance(values, pd.Series):
-        if values.dtype == object:
-            if fill is not None:
-                values = values.fillna(fill)
-            values = pd.to_numeric(values, errors="coerce")
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
-        return values.astype(np.float64)
-    try:
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        series = pd.Series(list(values), dtype=object)
-        if fill is not None:
-            series = series.fillna(fill)
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 # The fast predictor.
@@ -266,14 +133,14 @@ class FastPredictor:
         output = outputs[0]
         self.target: str = output["name"]
         self.input_features: dict[str, str] = {}
-        self._inputs: list[_NumberInput | _CategoryInput] = []
+        self._inputs: list[NumberInput | CategoryInput] = []
         tensors = {k: _tensor(v) for k, v in weights.items()}
         for feature in config.get("input_features") or []:
             self._inputs.append(_input_spec(feature, metadata, tensors))
             self.input_features[feature["name"]] = feature["type"]
         if not self._inputs:
             raise UnsupportedModelError("no input features")
-        self.width = sum(1 if isinstance(s, _NumberInput) else s.width for s in self._inputs)
+        self.width = sum(1 if isinstance(s, NumberInput) else s.width for s in self._inputs)
 
         combiner = config.get("combiner") or {}
         if combiner.get("type", "concat") != "concat":
@@ -324,7 +191,7 @@ class FastPredictor:
         )
         if out_norm not in _OUTPUT_NORMALIZATIONS:
             raise UnsupportedModelError(f"output normalization {out_norm!r}")
-        self._output_norm = _Affine.from_metadata(out_norm, out_meta, self.target)
+        self._output_norm = Affine.from_metadata(out_norm, out_meta, self.target)
         self._torch = torch
         # Check the shapes once, on a row of fill values, so a mismatch fails at load time.
         try:
@@ -365,6 +232,22 @@ class FastPredictor:
             raise UnsupportedModelError(f"no weights file in {folder}")
         return cls(config, metadata, weights)
 
+    def portable(self) -> PortablePredictor:
+        """The same model as plain arrays, evaluated with NumPy alone."""
+
+        def dense(layer: _Layer) -> DenseLayer:
+            bias = None if layer.bias is None else layer.bias.numpy().copy()
+            return DenseLayer(layer.weight.numpy().copy(), bias, layer.activation, layer.residual)
+
+        network = Network(
+            combiner=[dense(layer) for layer in self._combiner],
+            output_fc=[dense(layer) for layer in self._output_fc],
+            decoder=dense(self._decoder),
+            clip=self._clip,
+            output_norm=self._output_norm,
+        )
+        return PortablePredictor(self.config, list(self._inputs), network)
+
     # Prediction.
 
     def describe(self) -> dict[str, Any]:
@@ -397,7 +280,7 @@ class FastPredictor:
             values = columns[spec.name]
             if len(values) != rows:
                 raise ValueError(f"column {spec.name!r} has {len(values)} values, not {rows}")
-            if isinstance(spec, _NumberInput):
+            if isinstance(spec, NumberInput):
                 hidden[:, at] = spec.column(values)
                 at += 1
             else:
@@ -431,7 +314,7 @@ def _require(tensors: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
 
 def _input_spec(
     feature: Mapping[str, Any], metadata: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
-) -> _NumberInput | _CategoryInput:
+) -> NumberInput | CategoryInput:
     name = feature["name"]
     kind = feature.get("type")
     if feature.get("tied"):
@@ -454,10 +337,10 @@ def _input_spec(
         if pre.get("normalization") not in _NORMALIZATIONS:
             raise UnsupportedModelError(f"normalization {pre.get('normalization')!r} of {name!r}")
         fill = pre.get("computed_fill_value")
-        return _NumberInput(
+        return NumberInput(
             name=name,
             fill=None if fill is None else float(fill),
-            norm=_Affine.from_metadata(pre.get("normalization"), meta, name),
+            norm=Affine.from_metadata(pre.get("normalization"), meta, name),
         )
     if kind == "category":
         if encoder not in {"dense", "sparse", "passthrough"}:
@@ -477,7 +360,7 @@ def _input_spec(
             if table.shape[0] != len(idx2str):
                 raise UnsupportedModelError(f"embedding of {name!r} does not match its vocabulary")
         fill = pre.get("computed_fill_value", pre.get("fill_value", UNKNOWN_SYMBOL))
-        return _CategoryInput(
+        return CategoryInput(
             name=name,
             fill=str(fill) if fill is not None else UNKNOWN_SYMBOL,
             str2idx=str2idx,
@@ -600,7 +483,7 @@ def _warn_fallback(what: str, reason: str) -> None:
 
 def as_predictor(model: Any) -> Predictor:
     """A predictor for ``model``: itself if it is one, else the fast path or Ludwig's."""
-    if isinstance(model, (FastPredictor, LudwigPredictor)):
+    if isinstance(model, FastPredictor | LudwigPredictor | PortablePredictor):
         return model
     try:
         return FastPredictor.from_ludwig(model)
@@ -628,7 +511,18 @@ def ludwig_model_dir(path: str | Path) -> Path:
 
 
 def load_dir(path: str | Path) -> Predictor:
-    """A predictor for a saved model folder; Ludwig itself when the fast path cannot."""
+    """A predictor for a saved model folder: its portable form when it has one (NumPy
+    alone), else the fast path on its weights (torch), else Ludwig itself.
+    """
+    if has_portable(path):
+        return PortablePredictor.from_dir(path)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UnsupportedModelError(
+            f"{path} holds no portable model and torch is not installed here (a version "
+            "registered before portable exports: retrain it, or load it where torch is)"
+        ) from None
     try:
         return FastPredictor.from_dir(path)
     except UnsupportedModelError as exc:

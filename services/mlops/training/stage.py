@@ -30,6 +30,7 @@ from mlops.contracts.models import (
     load_registered,
     predict_close,
 )
+from mlops.contracts.portable import PORTABLE_FOLDER
 from mlops.db.schema import retrain_requests
 from mlops.errors import ModelError
 from mlops.metrics import regression_metrics
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "holdout")
+# Largest difference allowed between the portable export and LudwigModel.predict.
+PORTABLE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -97,7 +100,7 @@ def run(ctx: Context, as_of: date | None = None) -> TrainResult:
         client.log_dict(run_id, stats, "training_statistics.json")
         evaluation = _evaluate(client, model, splits, current)
         _log_evaluation(client, run_id, evaluation, current)
-        _log_model(client, run_id, model)
+        _log_model(client, run_id, model, splits.holdout)
         registered = _register(client, settings.model_name, run_id, lineage, evaluation)
         if evaluation.decision.promote:
             client.set_registered_model_alias(
@@ -195,14 +198,42 @@ def _log_evaluation(
     )
 
 
-def _log_model(client: MlflowClient, run_id: str, model: Any) -> None:
-    """The Ludwig model as an MLflow model (``ludwig`` flavour) under the run's ``model``."""
+def _log_model(client: MlflowClient, run_id: str, model: Any, holdout: pd.DataFrame) -> None:
+    """The Ludwig model as an MLflow model (``ludwig`` flavour) under the run's ``model``,
+    with its portable export (``model/portable``) checked against ``LudwigModel.predict``.
+    """
     from ludwig.contribs.mlflow.model import save_model
 
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         folder = Path(tmp) / MODEL_ARTIFACT_PATH
         save_model(model, str(folder))
+        export_portable(model, holdout, folder / PORTABLE_FOLDER)
         client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT_PATH)
+
+
+def export_portable(model: Any, holdout: pd.DataFrame, folder: Path) -> None:
+    """Write the portable form, refusing a model it does not reproduce within 1e-6."""
+    from mlops.contracts.portable import encode, save
+    from mlops.contracts.predictor import FastPredictor, UnsupportedModelError
+
+    try:
+        portable = FastPredictor.from_ludwig(model).portable()
+    except UnsupportedModelError as exc:
+        raise ModelError(
+            f"The model cannot be exported to the portable form the serve and batch-infer "
+            f"images load ({exc}); it was not registered. Use a config the fast predictor "
+            "supports (docs/serving.md)."
+        ) from None
+    inputs = holdout[list(portable.input_features)].reset_index(drop=True)
+    expected, _ = model.predict(inputs)
+    expected = expected[f"{portable.target}_predictions"].to_numpy(dtype="float64")
+    difference = float(np.max(np.abs(portable.predict_frame(inputs) - expected), initial=0.0))
+    if not difference <= PORTABLE_TOLERANCE:
+        raise ModelError(
+            f"The portable export differs from LudwigModel.predict by {difference:.3g} on "
+            f"the holdout (more than {PORTABLE_TOLERANCE:g}); the model was not registered."
+        )
+    save(folder, *encode(portable.config, portable.inputs, portable.network))
 
 
 def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
