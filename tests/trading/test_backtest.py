@@ -6,6 +6,7 @@ hand so each property is checked on its own, then `mlops backtest` runs end to e
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import subprocess
@@ -126,8 +127,8 @@ def test_costs_lower_returns_monotonically(sample):
     ]
     returns = [f["total_return"] for f in finals]
     costs = [f["costs"] for f in finals]
-    assert all(a > b for a, b in zip(returns, returns[1:], strict=False)), returns
-    assert costs[0] == 0 and all(a < b for a, b in zip(costs, costs[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(returns)), returns
+    assert costs[0] == 0 and all(a < b for a, b in itertools.pairwise(costs))
     assert all(f["trades"] == finals[0]["trades"] for f in finals)
 
 
@@ -195,7 +196,6 @@ def test_champion_backtest_logs_its_table_and_chart_to_the_models_run(
 ):
     """The registry's champion predicts each session from that session's features."""
     from inference.trained_model import train_once
-
     from mlops.data_prep import stage as data_prep
     from mlops.trading import backtest
 
