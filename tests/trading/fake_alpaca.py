@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ class FakeAlpaca:
         self.clock_now: datetime | None = None  # None: the real time
         self.faults: dict[tuple[str, str], deque[Any]] = defaultdict(deque)
         self.fail_account = False
+        self.slow_seconds = 2.0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -68,7 +70,8 @@ class FakeAlpaca:
         """Answer the next requests to ``method path`` with these faults, in order.
 
         A fault is an ``int`` status (message "internal server error"), a ``(status,
-        message)`` pair, ``"drop"`` or ``"lost"`` (POST /v2/orders only).
+        message)`` pair, ``"drop"``, or for POST /v2/orders ``"lost"`` (taken, no reply)
+        or ``"slow"`` (taken, the reply only after ``slow_seconds``: the client times out).
         """
         self.faults[(method, path)].extend(faults)
 
@@ -188,11 +191,14 @@ class FakeAlpaca:
 
             def _send(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
 
             def _drop(self) -> None:
                 self.close_connection = True
@@ -215,7 +221,7 @@ class FakeAlpaca:
                 if fault == "drop":
                     self._drop()
                     return True
-                if fault == "lost":
+                if fault in ("lost", "slow"):
                     return False
                 status, message = fault if isinstance(fault, tuple) else (fault, "")
                 self._send(status, {"code": status * 100000, "message": message or "internal"})
@@ -272,6 +278,8 @@ class FakeAlpaca:
                 if fault == "lost":
                     self._drop()
                     return
+                if fault == "slow":
+                    time.sleep(fake.slow_seconds)
                 self._send(200, order)
 
         return Handler

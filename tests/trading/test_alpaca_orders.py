@@ -186,6 +186,17 @@ def test_p5_lost_reply_is_looked_up_by_client_order_id(make_settings, tmp_path, 
     assert order_row(ctx)["status"] == "accepted"
 
 
+def test_p2_a_timeout_is_a_lost_reply_resolved_by_look_up(make_settings, tmp_path, fake):
+    """Alpaca takes the order but answers after the client's timeout: no second order."""
+    ctx = alpaca_ctx(make_settings, tmp_path, fake, ALPACA_TIMEOUT_SECONDS="0.3")
+    predict(ctx, DAY1, BUY_GOOGL)
+    fake.fail("POST", "/v2/orders", "slow")
+    result = trade.run(ctx, as_of=DAY1)
+    assert fake.posts == 1 and len(fake.orders) == 1
+    assert result.orders_placed == list(fake.orders)
+    assert order_row(ctx)["status"] == "accepted"
+
+
 def test_p5_a_422_duplicate_records_what_the_broker_has(make_settings, tmp_path, fake):
     """The broker filled an order our database lost track of: 422, look-up, filled."""
     ctx = alpaca_ctx(make_settings, tmp_path, fake)
