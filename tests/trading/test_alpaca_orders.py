@@ -294,3 +294,17 @@ def test_every_alpaca_status_is_mapped():
     assert {s.value for s in OrderStatus} == set(BROKER_STATUSES)
     assert from_broker("new") == OrderState.NEW != OrderState.PLANNED
     assert from_broker("FILLED") == OrderState.FILLED
+
+
+def test_an_account_alpaca_cannot_read_is_one_sentence_and_records_nothing(
+    make_settings, tmp_path, fake
+):
+    from mlops.errors import BrokerError
+
+    fake.fail_account = True
+    ctx = alpaca_ctx(make_settings, tmp_path, fake, ALPACA_MAX_ATTEMPTS="3")
+    predict(ctx, DAY1, BUY_GOOGL)
+    with pytest.raises(BrokerError, match="Alpaca failed reading the account after 3 attempts"):
+        trade.run(ctx, as_of=DAY1)
+    assert count(ctx, orders) == 0 and count(ctx, trade_decisions) == 0
+    assert fake.requests.count(("GET", "/v2/account")) == 3
