@@ -116,6 +116,7 @@ def test_p2_retries_exhausted_exit_6_and_the_rerun_places_it(make_settings, tmp_
     again = trade.run(ctx, as_of=DAY1)
     assert again.orders_placed == pending.orders_pending
     assert order_row(ctx)["status"] == "accepted" and len(fake.orders) == 1
+    assert order_row(ctx)["error"] is None  # the old failure no longer describes it
 
 
 def test_p3_refused_order_is_reported_and_exits_6(make_settings, tmp_path, fake, caplog):

@@ -96,7 +96,9 @@ def apply(engine: Engine, row: Row, found: OrderUpdate) -> bool:
     """Record what the broker said about an order; False when nothing changed."""
     if is_terminal(row["status"]):
         return False
-    values: dict[str, Any] = {"status": found.status}
+    # The error always follows the latest answer: an order confirmed after a failed try
+    # loses the old message.
+    values: dict[str, Any] = {"status": found.status, "error": found.error}
     for column, value in (
         ("broker_order_id", found.broker_order_id),
         ("broker_status", found.broker_status),
@@ -104,7 +106,6 @@ def apply(engine: Engine, row: Row, found: OrderUpdate) -> bool:
         ("fill_price", found.fill_price),
         ("filled_at", found.filled_at),
         ("fill_date", found.fill_date),
-        ("error", found.error),
     ):
         if value is not None:
             values[column] = value

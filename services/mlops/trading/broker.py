@@ -10,16 +10,11 @@ from typing import Protocol
 import pandas as pd
 
 from mlops.errors import MlopsError
-from mlops.trading.lifecycle import OrderState
 
 
 class Side(StrEnum):
     BUY = "buy"
     SELL = "sell"
-
-
-# Kept for readers of the old name: the lifecycle states are the order statuses.
-OrderStatus = OrderState
 
 
 class OrdersNotPlacedError(MlopsError):
