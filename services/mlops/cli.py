@@ -51,14 +51,25 @@ def _stage(name: str, fn: Callable[..., Any], output: Path | None, **kwargs: Any
     log.configure(settings.log_format, settings.log_level)
     as_of: date | None = parse_date(kwargs.pop("as_of", None))
     ctx = open_context(settings)
-    result = run_stage(ctx, name, fn, as_of, **kwargs)
+    try:
+        result = run_stage(ctx, name, fn, as_of, **kwargs)
+    except MlopsError as exc:
+        # A stage that failed after doing its work (trade: orders not placed) attaches its
+        # result: it is still printed, then the error ends the command.
+        if getattr(exc, "result", None) is not None:
+            _report(exc.result, output)  # type: ignore[attr-defined]
+        raise
+    _report(result, output)
+    return result
+
+
+def _report(result: Any, output: Path | None) -> None:
     payload = asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
     text = json.dumps(payload, default=str, indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     typer.echo(text)
-    return result
 
 
 @app.command("migrate")
@@ -137,6 +148,76 @@ def trade_cmd(as_of: AsOf = None, output: Output = None) -> None:
     from mlops.trading.stage import run
 
     _stage("trade", run, output, as_of=as_of)
+
+
+trading_app = typer.Typer(
+    help="The kill switch: halt or resume trading (checked by `mlops trade` before any order).",
+    no_args_is_help=True,
+)
+app.add_typer(trading_app, name="trading")
+
+
+@trading_app.command("halt")
+def trading_halt_cmd(
+    reason: Annotated[str, typer.Option("--reason", help="Why; shown by every halted run.")] = "",
+) -> None:
+    """Halt trading: `mlops trade` decides and sends nothing until `mlops trading resume`."""
+    from mlops.trading.switch import set_halted
+
+    typer.echo(json.dumps(set_halted(_context(), True, reason), indent=2))
+
+
+@trading_app.command("resume")
+def trading_resume_cmd(
+    reason: Annotated[str, typer.Option("--reason", help="Why trading may go on.")] = "",
+) -> None:
+    """Resume trading after `mlops trading halt` (TRADING_HALTED=true still halts)."""
+    from mlops.trading.switch import set_halted
+
+    typer.echo(json.dumps(set_halted(_context(), False, reason), indent=2))
+
+
+@trading_app.command("status")
+def trading_status_cmd() -> None:
+    """Whether trading is halted, and why."""
+    from mlops.trading.switch import status
+
+    typer.echo(json.dumps(status(_context()), indent=2))
+
+
+def _context() -> Any:
+    from mlops import log
+    from mlops.context import open_context
+    from mlops.settings import load_settings
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    return open_context(settings)
+
+
+@app.command("backtest")
+def backtest_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="champion, a registered version number, or naive (tomorrow = today)."
+        ),
+    ] = "champion",
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="First decision day (YYYY-MM-DD); default: a year back."),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD); default: the latest.")
+    ] = None,
+    output: Output = None,
+) -> None:
+    """Walk the strategy forward over the prepared history, with costs, against benchmarks."""
+    from mlops.settings import parse_date
+    from mlops.trading.backtest import run
+
+    first, last = parse_date(start, "--from"), parse_date(end, "--to")
+    _stage("backtest", run, output, model=model, start=first, end=last)
 
 
 @app.command("monitor")

@@ -7,6 +7,7 @@ and tables, the evidently reports served from the store, and the same figures as
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Any
 
@@ -15,20 +16,30 @@ from sqlalchemy import select
 
 from mlops.context import Context
 from mlops.contracts import keys
-from mlops.db.schema import equity_snapshots, monitoring_metrics, retrain_requests, stage_runs
+from mlops.db.schema import (
+    backtest_runs,
+    equity_snapshots,
+    monitoring_metrics,
+    retrain_requests,
+    stage_runs,
+)
 from mlops.store import StoreError
 
 REPORT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})/(quality|drift)\.html$")
 
 
-def load_figures(ctx: Context) -> dict[str, pd.DataFrame]:
-    """Everything the page shows, read fresh from the database."""
+def load_figures(ctx: Context, broker: str | None = None) -> dict[str, pd.DataFrame]:
+    """Everything the page shows, read fresh from the database (equity of one broker)."""
+    equity_query = select(equity_snapshots).order_by(equity_snapshots.c.snapshot_date)
+    if broker:
+        equity_query = equity_query.where(equity_snapshots.c.broker == broker)
     with ctx.engine.connect() as conn:
         metrics = pd.read_sql(
             select(monitoring_metrics).where(monitoring_metrics.c.symbol == "ALL"), conn
         )
-        equity = pd.read_sql(
-            select(equity_snapshots).order_by(equity_snapshots.c.snapshot_date), conn
+        equity = pd.read_sql(equity_query, conn)
+        backtests = pd.read_sql(
+            select(backtest_runs).order_by(backtest_runs.c.id.desc()).limit(10), conn
         )
         runs = pd.read_sql(
             select(stage_runs).order_by(stage_runs.c.started_at.desc()).limit(30), conn
@@ -42,7 +53,13 @@ def load_figures(ctx: Context) -> dict[str, pd.DataFrame]:
             index=["metric_date", "model_version"], columns="metric", values="value"
         ).reset_index()
         metrics = metrics.sort_values("metric_date")
-    return {"metrics": metrics, "equity": equity, "runs": runs, "retrains": retrains}
+    return {
+        "metrics": metrics,
+        "equity": equity,
+        "runs": runs,
+        "retrains": retrains,
+        "backtests": backtests,
+    }
 
 
 def _svg_chart(x: list[str], series: dict[str, list[float]], title: str) -> str:
@@ -154,17 +171,8 @@ def render_page(figures: dict[str, pd.DataFrame]) -> str:
         )
     else:
         parts.append("<p>No monitoring metrics yet: run <code>mlops monitor</code>.</p>")
-    if not equity.empty:
-        parts.append(
-            _svg_chart(
-                equity["snapshot_date"].astype(str).tolist(),
-                {
-                    "strategy": equity["equity"].tolist(),
-                    "buy and hold": equity["benchmark_equity"].tolist(),
-                },
-                "Equity against buy-and-hold",
-            )
-        )
+    parts.extend(_equity_charts(equity))
+    parts.append(_backtests(figures.get("backtests", pd.DataFrame())))
     parts.append(
         "<h2>Retrain requests</h2>"
         + _table(figures["retrains"], ["requested_date", "model_version", "status", "reason"])
@@ -186,6 +194,44 @@ def render_page(figures: dict[str, pd.DataFrame]) -> str:
     )
 
 
+def _equity_charts(equity: pd.DataFrame) -> list[str]:
+    """One equity line per broker account: brokers are never mixed in one line."""
+    if equity.empty:
+        return []
+    charts = []
+    for (broker, account), rows in equity.groupby(["broker", "account"], sort=True):
+        label = f"{broker} {account}" if account and account != broker else str(broker)
+        charts.append(
+            _svg_chart(
+                rows["snapshot_date"].astype(str).tolist(),
+                {
+                    "strategy": rows["equity"].tolist(),
+                    "buy and hold": rows["benchmark_equity"].tolist(),
+                },
+                f"Equity against buy-and-hold: {label}",
+            )
+        )
+    return charts
+
+
+def _backtests(runs: pd.DataFrame) -> str:
+    """The latest backtests: their figures side by side and a link to the equity chart."""
+    if runs.empty:
+        return "<h2>Backtests</h2><p>None yet: run <code>mlops backtest</code>.</p>"
+    parts = ["<h2>Backtests</h2>"]
+    for run in runs.to_dict("records"):
+        summary = json.loads(run["summary"])
+        table = pd.DataFrame(summary["table"])
+        key = html.escape(str(run["run_key"]))
+        parts.append(
+            f"<h3>{html.escape(str(run['model']))} {html.escape(str(run['start_date']))} to "
+            f"{html.escape(str(run['end_date']))} ({int(run['symbols'])} symbols) "
+            f'<a href="/backtests/{key}/chart">equity chart</a></h3>'
+            + _table(table, list(table.columns))
+        )
+    return "".join(parts)
+
+
 def create_app(ctx: Context) -> Any:
     """The FastAPI app of the dashboard."""
     from fastapi import FastAPI, HTTPException
@@ -198,8 +244,8 @@ def create_app(ctx: Context) -> Any:
         return {"status": "ok"}
 
     @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return render_page(load_figures(ctx))
+    def index(broker: str | None = None) -> str:
+        return render_page(load_figures(ctx, broker))
 
     @app.get("/api/metrics")
     def api_metrics() -> list[dict[str, Any]]:
@@ -209,6 +255,25 @@ def create_app(ctx: Context) -> Any:
             if frame.empty
             else frame.astype(object).where(frame.notna(), None).to_dict("records")
         )
+
+    @app.get("/api/equity")
+    def api_equity(broker: str | None = None) -> list[dict[str, Any]]:
+        frame = load_figures(ctx, broker)["equity"]
+        return [] if frame.empty else json.loads(frame.to_json(orient="records", date_format="iso"))
+
+    @app.get("/backtests/{run_key}/chart")
+    def backtest_chart(run_key: str) -> Response:
+        with ctx.engine.connect() as conn:
+            key = conn.execute(
+                select(backtest_runs.c.chart_key).where(backtest_runs.c.run_key == run_key)
+            ).scalar()
+        if key is None:
+            raise HTTPException(404, f"No backtest {run_key}.")
+        try:
+            data = ctx.store.get_bytes(key)
+        except StoreError:
+            raise HTTPException(404, f"The chart of backtest {run_key} is missing.") from None
+        return Response(content=data, media_type="text/html")
 
     @app.get("/reports/{day}/{name}")
     def report(day: str, name: str) -> Response:

@@ -209,14 +209,12 @@ def _summarize(
         order_counts: dict[str, int] = {
             str(status): int(count)
             for status, count in conn.execute(
-                select(orders.c.status, func.count()).group_by(orders.c.status)
+                select(orders.c.status, func.count())
+                .where(orders.c.broker == settings.broker)
+                .group_by(orders.c.status)
             ).all()
         }
-        last = conn.execute(
-            select(equity_snapshots.c.equity, equity_snapshots.c.benchmark_equity)
-            .order_by(equity_snapshots.c.snapshot_date.desc())
-            .limit(1)
-        ).first()
+        last = latest_equity(conn, settings.broker)
         requests = conn.execute(select(func.count()).select_from(retrain_requests)).scalar_one()
     joined = realized(preds, bars)
     replay_metrics: dict[str, float] = {}
@@ -252,6 +250,16 @@ def _summarize(
         database_url=settings.db_url,
         mlflow_tracking_uri=settings.tracking_uri,
     )
+
+
+def latest_equity(conn: Any, broker: str) -> Any:
+    """The newest equity snapshot of one broker: (equity, benchmark), or None."""
+    return conn.execute(
+        select(equity_snapshots.c.equity, equity_snapshots.c.benchmark_equity)
+        .where(equity_snapshots.c.broker == broker)
+        .order_by(equity_snapshots.c.snapshot_date.desc())
+        .limit(1)
+    ).first()
 
 
 def print_summary(console: Any, s: DemoSummary) -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mlops import market_calendar
 from mlops.errors import MlopsError
 from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, RetrainPlan
 
@@ -406,6 +407,9 @@ def run_daily(
     (the pipeline's rule on the database) decides whether the day's train Job runs too.
     """
     day = as_of or market_today()
+    if closed := market_calendar.closed_reason(day):
+        log.info("%s: no stage Job is created for it.", closed)
+        return []
     jobs, folder = _open(api_client, namespace, templates_dir)
     bodies = [
         (stage, build_job(load_template(folder, stage), stage, day, jobs.namespace))

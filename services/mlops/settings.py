@@ -103,6 +103,29 @@ class Settings(BaseSettings):
     alpaca_secret_key: SecretStr | None = Field(default=None, alias="ALPACA_SECRET_KEY")
     alpaca_base_url: str | None = Field(default=None, alias="ALPACA_BASE_URL")
     alpaca_live_trading: bool = Field(default=False, alias="ALPACA_LIVE_TRADING")
+    # Alpaca calls: transient failures (5xx, 429, dropped connections, timeouts) are retried
+    # this many times in all, waiting ALPACA_RETRY_WAIT_SECONDS, doubling, at most 30 s.
+    alpaca_max_attempts: int = Field(default=4, ge=1, le=10, alias="ALPACA_MAX_ATTEMPTS")
+    alpaca_retry_wait_seconds: float = Field(default=1.0, ge=0, alias="ALPACA_RETRY_WAIT_SECONDS")
+    alpaca_timeout_seconds: float = Field(default=10.0, gt=0, alias="ALPACA_TIMEOUT_SECONDS")
+    # Kill switch (also `mlops trading halt`): no decision and no order while true.
+    trading_halted: bool = Field(default=False, alias="TRADING_HALTED")
+    # Positions the strategy did not open (bought by hand on the same account) are left
+    # alone unless this is true.
+    trade_manage_all_positions: bool = Field(default=False, alias="TRADE_MANAGE_ALL_POSITIONS")
+    # Risk controls, checked on every buy (docs/trading.md).
+    risk_max_open_positions: int = Field(default=10, ge=1, alias="RISK_MAX_OPEN_POSITIONS")
+    risk_max_gross_exposure: float = Field(default=1.0, gt=0, le=4, alias="RISK_MAX_GROSS_EXPOSURE")
+    risk_max_order_value: float = Field(default=20_000.0, gt=0, alias="RISK_MAX_ORDER_VALUE")
+    risk_price_buffer: float = Field(default=0.01, ge=0, lt=1, alias="RISK_PRICE_BUFFER")
+    risk_daily_loss_limit: float = Field(default=0.05, gt=0, le=1, alias="RISK_DAILY_LOSS_LIMIT")
+
+    # Backtest (`mlops backtest`): fills at the next session's open, moved against the
+    # order by the slippage, plus a commission per share.
+    backtest_slippage_bps: float = Field(default=1.0, ge=0, le=1000, alias="BACKTEST_SLIPPAGE_BPS")
+    backtest_commission_per_share: float = Field(
+        default=0.0, ge=0, alias="BACKTEST_COMMISSION_PER_SHARE"
+    )
 
     # Monitoring.
     monitor_window_days: int = Field(default=20, ge=2, alias="MONITOR_WINDOW_DAYS")

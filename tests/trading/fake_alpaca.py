@@ -1,29 +1,53 @@
-"""A local HTTP server answering like Alpaca's trading API, for the real alpaca-py client."""
+"""A local HTTP server answering like Alpaca's trading API, for the real alpaca-py client.
+
+Routes alpaca-py 0.44 calls: ``GET /v2/account``, ``GET /v2/positions``, ``GET
+/v2/clock``, ``POST /v2/orders``, ``GET /v2/orders:by_client_order_id``. Orders start in
+``initial_status`` (``accepted``, or ``new`` as Alpaca answers outside market hours) and
+are filled later by :meth:`FakeAlpaca.fill` (partially or whole) or :meth:`fill_all`.
+Faults are injected per route (:meth:`FakeAlpaca.fail`): an HTTP status with a message,
+``"drop"`` (the connection closes before any reply) or ``"lost"`` (the order is taken,
+then the connection closes: a lost reply).
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
-from datetime import UTC, datetime
+from collections import defaultdict, deque
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from mlops import market_calendar
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
 
 
 class FakeAlpaca:
-    """Keeps orders in memory; ``fill_all(price)`` fills every accepted order."""
+    """Keeps orders, cash and positions in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, account_number: str = "PA0000TEST") -> None:
         self.orders: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
         self.posts = 0
         self.cash = 100_000.0
         self.positions: dict[str, float] = {}
+        self.marks: dict[str, float] = {}  # last prices, for equity and market values
+        self.account_number = account_number
+        self.initial_status = "accepted"
+        self.clock_now: datetime | None = None  # None: the real time
+        self.faults: dict[tuple[str, str], deque[Any]] = defaultdict(deque)
         self.fail_account = False
+        self.slow_seconds = 2.0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -40,33 +64,81 @@ class FakeAlpaca:
         self.server.shutdown()
         self.server.server_close()
 
-    def fill_all(self, price: float) -> None:
+    # Test controls.
+
+    def fail(self, method: str, path: str, *faults: Any) -> None:
+        """Answer the next requests to ``method path`` with these faults, in order.
+
+        A fault is an ``int`` status (message "internal server error"), a ``(status,
+        message)`` pair, ``"drop"``, or for POST /v2/orders ``"lost"`` (taken, no reply)
+        or ``"slow"`` (taken, the reply only after ``slow_seconds``: the client times out).
+        """
+        self.faults[(method, path)].extend(faults)
+
+    def after_close_of(self, day: Any) -> None:
+        """Set the clock to 30 minutes after the close of ``day``'s session."""
+        self.clock_now = market_calendar.session_close(day) + timedelta(minutes=30)
+
+    def fill(self, client_order_id: str, qty: float, price: float) -> None:
+        """Fill ``qty`` more of an order at ``price`` (partially unless it completes it)."""
         with self.lock:
-            for order in self.orders.values():
-                if order["status"] == "accepted":
-                    qty = float(order["qty"])
-                    sign = 1 if order["side"] == "buy" else -1
-                    self.cash -= sign * qty * price
-                    self.positions[order["symbol"]] = (
-                        self.positions.get(order["symbol"], 0) + sign * qty
-                    )
-                    order.update(
-                        status="filled",
-                        filled_qty=order["qty"],
-                        filled_avg_price=str(price),
-                        filled_at=_now(),
-                        updated_at=_now(),
-                    )
+            order = self.orders[client_order_id]
+            done = float(order["filled_qty"])
+            total = float(order["qty"])
+            qty = min(qty, total - done)
+            old_price = float(order["filled_avg_price"] or 0.0)
+            average = (old_price * done + price * qty) / (done + qty)
+            sign = 1 if order["side"] == "buy" else -1
+            self.cash -= sign * qty * price
+            symbol = order["symbol"]
+            self.positions[symbol] = self.positions.get(symbol, 0.0) + sign * qty
+            self.marks[symbol] = price
+            order.update(
+                status="filled" if done + qty >= total else "partially_filled",
+                filled_qty=f"{done + qty:g}",
+                filled_avg_price=f"{average:.6f}",
+                filled_at=_now(),
+                updated_at=_now(),
+            )
+
+    def fill_all(self, price: float) -> None:
+        for cid, order in list(self.orders.items()):
+            if order["status"] in ("new", "accepted", "partially_filled"):
+                self.fill(cid, float(order["qty"]), price)
+
+    def set_status(self, client_order_id: str, status: str) -> None:
+        with self.lock:
+            self.orders[client_order_id].update(status=status, updated_at=_now())
+
+    # Answers.
+
+    def _clock(self) -> dict[str, Any]:
+        now = self.clock_now or datetime.now(UTC)
+        today = now.date()
+        is_open = market_calendar.is_session(today) and (
+            market_calendar.session_open(today) <= now < market_calendar.session_close(today)
+        )
+        nxt = today if now < market_calendar.session_open(today) else today + timedelta(days=1)
+        while not market_calendar.is_session(nxt):
+            nxt += timedelta(days=1)
+        return {
+            "timestamp": _iso(now),
+            "is_open": is_open,
+            "next_open": _iso(market_calendar.session_open(nxt)),
+            "next_close": _iso(market_calendar.session_close(nxt)),
+        }
 
     def _account(self) -> dict[str, Any]:
+        value = sum(q * self.marks.get(s, 100.0) for s, q in self.positions.items())
         return {
-            "id": str(uuid.uuid4()),
-            "account_number": "PA0000TEST",
+            "id": "5c7a0d6e-0000-4000-8000-000000000000",
+            "account_number": self.account_number,
             "status": "ACTIVE",
             "currency": "USD",
             "cash": f"{self.cash:.2f}",
             "buying_power": f"{self.cash:.2f}",
-            "equity": f"{self.cash:.2f}",
+            "equity": f"{self.cash + value:.2f}",
+            "long_market_value": f"{value:.2f}",
         }
 
     def _positions(self) -> list[dict[str, Any]]:
@@ -77,9 +149,11 @@ class FakeAlpaca:
                 "exchange": "NASDAQ",
                 "asset_class": "us_equity",
                 "avg_entry_price": "100.0",
-                "qty": str(qty),
+                "qty": f"{qty:g}",
                 "side": "long",
                 "cost_basis": str(qty * 100.0),
+                "market_value": f"{qty * self.marks.get(sym, 100.0):.2f}",
+                "current_price": f"{self.marks.get(sym, 100.0):.2f}",
             }
             for sym, qty in self.positions.items()
             if qty > 0
@@ -104,7 +178,7 @@ class FakeAlpaca:
             "type": "market",
             "side": body["side"],
             "time_in_force": body["time_in_force"],
-            "status": "accepted",
+            "status": self.initial_status,
             "extended_hours": False,
         }
 
@@ -117,11 +191,18 @@ class FakeAlpaca:
 
             def _send(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a timeout test)
+
+            def _drop(self) -> None:
+                self.close_connection = True
+                self.connection.close()
 
             def _authorized(self) -> bool:
                 if self.headers.get("APCA-API-KEY-ID") and self.headers.get("APCA-API-SECRET-KEY"):
@@ -129,10 +210,30 @@ class FakeAlpaca:
                 self._send(401, {"code": 40110000, "message": "request is not authorized"})
                 return False
 
+            def _fault(self, method: str, path: str) -> Any:
+                with fake.lock:
+                    fake.requests.append((method, path))
+                    queue = fake.faults.get((method, path))
+                    return queue.popleft() if queue else None
+
+            def _answer_fault(self, fault: Any) -> bool:
+                """Answer an injected fault; False for "lost" (the caller goes on)."""
+                if fault == "drop":
+                    self._drop()
+                    return True
+                if fault in ("lost", "slow"):
+                    return False
+                status, message = fault if isinstance(fault, tuple) else (fault, "")
+                self._send(status, {"code": status * 100000, "message": message or "internal"})
+                return True
+
             def do_GET(self) -> None:
                 if not self._authorized():
                     return
                 url = urlparse(self.path)
+                fault = self._fault("GET", url.path)
+                if fault is not None and self._answer_fault(fault):
+                    return
                 with fake.lock:
                     if url.path == "/v2/account":
                         if fake.fail_account:
@@ -141,6 +242,8 @@ class FakeAlpaca:
                             self._send(200, fake._account())
                     elif url.path == "/v2/positions":
                         self._send(200, fake._positions())
+                    elif url.path == "/v2/clock":
+                        self._send(200, fake._clock())
                     elif url.path == "/v2/orders:by_client_order_id":
                         cid = parse_qs(url.query).get("client_order_id", [""])[0]
                         if cid in fake.orders:
@@ -155,11 +258,16 @@ class FakeAlpaca:
                     return
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if urlparse(self.path).path != "/v2/orders":
+                path = urlparse(self.path).path
+                if path != "/v2/orders":
                     self._send(404, {"code": 40410000, "message": "not found"})
                     return
+                fault = self._fault("POST", path)
                 with fake.lock:
                     fake.posts += 1
+                if fault is not None and self._answer_fault(fault):
+                    return
+                with fake.lock:
                     if body.get("client_order_id") in fake.orders:
                         self._send(
                             422, {"code": 40010001, "message": "client_order_id must be unique"}
@@ -167,6 +275,11 @@ class FakeAlpaca:
                         return
                     order = fake._new_order(body)
                     fake.orders[order["client_order_id"]] = order
-                    self._send(200, order)
+                if fault == "lost":
+                    self._drop()
+                    return
+                if fault == "slow":
+                    time.sleep(fake.slow_seconds)
+                self._send(200, order)
 
         return Handler

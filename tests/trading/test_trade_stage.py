@@ -1,4 +1,4 @@
-"""The trade stage on the paper broker and on Alpaca's API (a local server, the real client)."""
+"""The trade stage on the paper broker: strategy, fills at the next open, reruns, kill switch."""
 
 from __future__ import annotations
 
@@ -6,56 +6,16 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
 
-from mlops.context import Context, open_context
-from mlops.contracts import datasets
 from mlops.data_prep import stage as data_prep
-from mlops.db import migrate
-from mlops.db.engine import make_engine
-from mlops.db.schema import equity_snapshots, orders, predictions, trade_decisions
-from mlops.errors import ConfigError, DataError
-from mlops.runs import utcnow
+from mlops.db.schema import equity_snapshots, orders, trade_decisions
+from mlops.errors import DataError
 from mlops.trading import stage as trade
+from mlops.trading.switch import set_halted, status
 
-from .fake_alpaca import FakeAlpaca
+from .helpers import DAY1, DAY2, count, make_ctx, predict, rows
 
-DAY1, DAY2 = date(2017, 6, 1), date(2017, 6, 2)
-
-
-def make_ctx(make_settings, tmp_path, **env) -> Context:
-    settings = make_settings(tmp_path, **env)
-    migrate.upgrade(make_engine(settings.db_url))
-    return open_context(settings)
-
-
-def predict(ctx: Context, day: date, changes: dict[str, float], version: str = "1") -> None:
-    """Write predictions as batch-infer would, with chosen expected changes."""
-    data_prep.run(ctx, as_of=day)
-
-    _, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, day))
-    closes = frame[frame["date"] == pd.Timestamp(day)].set_index("symbol")["close"]
-    rows = [
-        {
-            "symbol": symbol,
-            "prediction_date": day,
-            "model_name": "stock-close",
-            "model_version": version,
-            "predicted_close": float(closes[symbol]) * (1 + change),
-            "last_close": float(closes[symbol]),
-            "expected_change": change,
-            "dataset_version": "test",
-            "created_at": utcnow(),
-        }
-        for symbol, change in changes.items()
-    ]
-    with ctx.engine.begin() as conn:
-        conn.execute(predictions.insert(), rows)
-
-
-def count(ctx: Context, table) -> int:
-    with ctx.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+FLAT = {"AAPL": 0.0, "GOOGL": 0.0, "TSLA": 0.0, "COKE": 0.0, "YHOO": 0.0}
 
 
 def test_paper_trade_buys_best_fills_next_open_and_reruns_place_nothing(make_settings, tmp_path):
@@ -70,34 +30,34 @@ def test_paper_trade_buys_best_fills_next_open_and_reruns_place_nothing(make_set
         "YHOO": "hold",
     }
     assert len(first.orders_placed) == 1
+    assert first.orders_rejected == first.orders_pending == []
     again = trade.run(ctx, as_of=DAY1)
     assert again.rerun and again.orders_placed == []
     assert count(ctx, orders) == 1 and count(ctx, trade_decisions) == 5
 
     # The next day the order fills at that day's open, for whole shares under the cap.
-    predict(ctx, DAY2, {"AAPL": -0.01, "GOOGL": 0.0, "TSLA": 0.0, "COKE": 0.0, "YHOO": 0.0})
+    predict(ctx, DAY2, {**FLAT, "AAPL": -0.01})
     second = trade.run(ctx, as_of=DAY2)
-    with ctx.engine.connect() as conn:
-        filled = conn.execute(select(orders).where(orders.c.side == "buy")).mappings().one()
+    (filled,) = rows(ctx, orders, orders.c.side == "buy")
     from mlops.data_prep.sources import load_sample
 
     bars = load_sample()
     aapl = bars[(bars["symbol"] == "AAPL")]
     day1_close = aapl[aapl["date"] == pd.Timestamp(DAY1)]["close"].item()
     day2 = aapl[aapl["date"] == pd.Timestamp(DAY2)]
-    assert filled["status"] == "filled"
+    assert filled["status"] == "filled" and filled["broker_status"] == "filled"
     assert filled["fill_date"] == DAY2
     assert filled["fill_price"] == pytest.approx(day2["open"].item())
-    assert filled["quantity"] == int(10_000 // day1_close)
+    assert filled["quantity"] == filled["filled_quantity"] == int(10_000 // day1_close)
     # AAPL is held and predicted to fall 1 %: sell it all.
     assert second.decisions["AAPL"] == "sell"
-    cash = 100_000 - filled["quantity"] * filled["fill_price"]
-    equity = cash + filled["quantity"] * day2["close"].item()
+    cash = 100_000 - filled["filled_quantity"] * filled["fill_price"]
+    equity = cash + filled["filled_quantity"] * day2["close"].item()
     assert second.cash == pytest.approx(cash, abs=0.01)
     assert second.equity == pytest.approx(equity, abs=0.01)
-    with ctx.engine.connect() as conn:
-        snaps = conn.execute(select(equity_snapshots).order_by("snapshot_date")).mappings().all()
+    snaps = rows(ctx, equity_snapshots)
     assert [s["snapshot_date"] for s in snaps] == [DAY1, DAY2]
+    assert {s["account"] for s in snaps} == {"paper"}
     assert snaps[0]["benchmark_equity"] == pytest.approx(100_000)
 
 
@@ -109,8 +69,7 @@ def test_order_for_a_symbol_without_next_bar_expires(make_settings, tmp_path):
     assert trade.run(ctx, as_of=last).decisions["YHOO"] == "buy"
     predict(ctx, date(2017, 6, 19), {"AAPL": 0.0})
     trade.run(ctx, as_of=date(2017, 6, 19))
-    with ctx.engine.connect() as conn:
-        row = conn.execute(select(orders)).mappings().one()
+    (row,) = rows(ctx, orders)
     assert row["status"] == "expired"
     assert "no YHOO bar on 2017-06-19" in row["error"]
 
@@ -123,70 +82,34 @@ def test_trade_without_predictions_fails_clearly(make_settings, tmp_path):
     assert count(ctx, trade_decisions) == 0
 
 
-def test_alpaca_orders_go_over_http_once_and_fills_are_synced(make_settings, tmp_path):
-    with FakeAlpaca() as fake:
-        ctx = make_ctx(
-            make_settings,
-            tmp_path,
-            BROKER="alpaca",
-            ALPACA_API_KEY="test-key",
-            ALPACA_SECRET_KEY="test-secret",
-            ALPACA_BASE_URL=fake.url,
-        )
-        predict(ctx, DAY1, {"AAPL": 0.0, "GOOGL": 0.02})
-        result = trade.run(ctx, as_of=DAY1)
-        assert result.broker == "alpaca"
-        assert result.decisions == {"AAPL": "hold", "GOOGL": "buy"}
-        assert fake.posts == 1
-        (sent,) = fake.orders.values()
-        assert sent["symbol"] == "GOOGL" and sent["side"] == "buy"
-        assert sent["client_order_id"] == result.orders_placed[0]
-
-        # A crash between recording and sending leaves the order "new": the rerun sends it
-        # again with the same client order id, Alpaca refuses the duplicate, nothing doubles.
-        with ctx.engine.begin() as conn:
-            conn.execute(orders.update().values(status="new"))
-        trade.run(ctx, as_of=DAY1)
-        assert fake.posts == 2 and len(fake.orders) == 1
-        with ctx.engine.connect() as conn:
-            assert conn.execute(select(orders.c.status)).scalar_one() == "accepted"
-
-        fake.fill_all(price=975.5)
-        predict(ctx, DAY2, {"AAPL": 0.0, "GOOGL": 0.0})
-        trade.run(ctx, as_of=DAY2)
-        with ctx.engine.connect() as conn:
-            row = conn.execute(select(orders)).mappings().one()
-        assert row["status"] == "filled" and row["fill_price"] == pytest.approx(975.5)
+def test_kill_switch_stops_every_order_until_resumed(make_settings, tmp_path):
+    ctx = make_ctx(make_settings, tmp_path)
+    predict(ctx, DAY1, {**FLAT, "AAPL": 0.02})
+    set_halted(ctx, True, "broker outage")
+    assert status(ctx)["halted"] and status(ctx)["reason"] == "broker outage"
+    halted = trade.run(ctx, as_of=DAY1)
+    assert halted.halted and "broker outage" in halted.halted
+    assert halted.decisions == {} and count(ctx, orders) == 0
+    set_halted(ctx, False, "back")
+    resumed = trade.run(ctx, as_of=DAY1)
+    assert resumed.halted is None and resumed.decisions["AAPL"] == "buy"
+    assert len(resumed.orders_placed) == 1
 
 
-def test_alpaca_api_error_is_one_sentence(make_settings, tmp_path):
-    from mlops.errors import BrokerError
-
-    with FakeAlpaca() as fake:
-        fake.fail_account = True
-        ctx = make_ctx(
-            make_settings,
-            tmp_path,
-            BROKER="alpaca",
-            ALPACA_API_KEY="k",
-            ALPACA_SECRET_KEY="s",
-            ALPACA_BASE_URL=fake.url,
-        )
-        predict(ctx, DAY1, {"AAPL": 0.02})
-        with pytest.raises(BrokerError, match="Alpaca account could not be read"):
-            trade.run(ctx, as_of=DAY1)
-        assert count(ctx, orders) == 0
+def test_kill_switch_setting_halts_too(make_settings, tmp_path):
+    ctx = make_ctx(make_settings, tmp_path, TRADING_HALTED="true")
+    predict(ctx, DAY1, {**FLAT, "AAPL": 0.02})
+    result = trade.run(ctx, as_of=DAY1)
+    assert result.halted == "TRADING_HALTED is true" and count(ctx, orders) == 0
 
 
-def test_live_endpoint_needs_live_trading_turned_on(make_settings, tmp_path):
-    ctx = make_ctx(
-        make_settings,
-        tmp_path,
-        BROKER="alpaca",
-        ALPACA_API_KEY="k",
-        ALPACA_SECRET_KEY="s",
-        ALPACA_BASE_URL="https://api.alpaca.markets",
-    )
-    predict(ctx, DAY1, {"AAPL": 0.02})
-    with pytest.raises(ConfigError, match="ALPACA_LIVE_TRADING"):
-        trade.run(ctx, as_of=DAY1)
+def test_risk_limits_apply_in_the_stage(make_settings, tmp_path):
+    """A per-order cap of 1,000 with a 1 % buffer: AAPL at ~153 buys 6 shares, not 65."""
+    ctx = make_ctx(make_settings, tmp_path, RISK_MAX_ORDER_VALUE="1000")
+    predict(ctx, DAY1, {**FLAT, "AAPL": 0.02})
+    trade.run(ctx, as_of=DAY1)
+    (decision,) = rows(ctx, trade_decisions, trade_decisions.c.action == "buy")
+    (order,) = rows(ctx, orders)
+    close = decision["last_close"]
+    assert order["quantity"] == decision["quantity"] == int(1000 // (close * 1.01))
+    assert "order value cap" in decision["reason"]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts.datasets import Manifest
 from mlops.data_prep import dataset
@@ -52,6 +53,7 @@ class DataPrepResult:
     stale_symbols: list[str] = field(default_factory=list)
     quality_flags: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    market_closed: str | None = None  # why nothing was published: not a trading session
 
 
 @dataclass
@@ -86,6 +88,9 @@ class _Timer:
 
 def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> DataPrepResult:
     """Load, check, featurize and publish the bars known on ``as_of`` (default: all)."""
+    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
+        log.info("%s: no dataset is published for it.", closed)
+        return DataPrepResult(None, as_of, 0, [], 0, False, market_closed=closed)
     settings = ctx.settings
     shard = Shard.from_settings(settings)
     if finalize:

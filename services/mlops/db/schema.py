@@ -7,6 +7,7 @@ that applying them yields exactly these tables.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -82,7 +83,9 @@ trade_decisions = Table(
     Column("broker", String(16), nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("decision_date", "symbol", "broker", name="uq_trade_decisions_key"),
+    # The broker's account (Alpaca's account number; "paper" for the built-in broker).
+    Column("account", String(64), nullable=False, server_default=""),
+    UniqueConstraint("decision_date", "symbol", "broker", "account", name="uq_trade_decisions_key"),
 )
 
 orders = Table(
@@ -95,13 +98,23 @@ orders = Table(
     Column("side", String(4), nullable=False),
     Column("quantity", Float, nullable=False),
     Column("broker", String(16), nullable=False),
-    Column("status", String(16), nullable=False),
+    # The lifecycle state (mlops.trading.lifecycle): "planned" until the broker has it,
+    # then the broker's own status; "unplaced" when it could not be placed.
+    Column("status", String(32), nullable=False),
     Column("broker_order_id", String(64), nullable=True),
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("filled_at", DateTime(timezone=True), nullable=True),
     Column("fill_date", Date, nullable=True),
+    # Average fill price of the filled quantity (partial fills included).
     Column("fill_price", Float, nullable=True),
     Column("error", Text, nullable=True),
+    Column("account", String(64), nullable=False, server_default=""),
+    # The status word the broker last answered, verbatim.
+    Column("broker_status", String(32), nullable=True),
+    Column("filled_quantity", Float, nullable=True),
+    # Submissions tried; a planned order with attempts > 0 is looked up before a resend.
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=True),
 )
 
 equity_snapshots = Table(
@@ -116,7 +129,38 @@ equity_snapshots = Table(
     Column("benchmark_equity", Float, nullable=True),
     Column("positions", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("snapshot_date", "broker", name="uq_equity_snapshots_key"),
+    Column("account", String(64), nullable=False, server_default=""),
+    # Where the figures come from: "broker" (the broker's account) or "closes" (the data).
+    Column("source", String(16), nullable=False, server_default="closes"),
+    UniqueConstraint("snapshot_date", "broker", "account", name="uq_equity_snapshots_key"),
+)
+
+# The kill switch: `mlops trading halt` / `resume` add a row; the newest row is in force.
+trading_halts = Table(
+    "trading_halts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("halted", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# `mlops backtest` runs: their figures, and where the table and the chart are stored.
+backtest_runs = Table(
+    "backtest_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_key", String(64), nullable=False, unique=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(32), nullable=True),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("symbols", Integer, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("table_key", String(512), nullable=False),
+    Column("chart_key", String(512), nullable=False),
+    Column("mlflow_run_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 monitoring_metrics = Table(

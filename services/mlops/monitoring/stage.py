@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
+from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
@@ -42,6 +43,7 @@ class MonitorResult:
     retrain: bool
     reasons: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
+    market_closed: str | None = None  # why nothing was monitored: not a trading session
 
 
 class _MetricRows:
@@ -68,6 +70,9 @@ class _MetricRows:
 
 
 def run(ctx: Context, as_of: date | None = None) -> MonitorResult:
+    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
+        log.info("%s: nothing to monitor.", closed)
+        return MonitorResult(as_of, None, 0, {}, None, False, market_closed=closed)
     settings = ctx.settings
     _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
     day = bars["date"].max().date()

@@ -1,124 +1,283 @@
-"""Alpaca through alpaca-py: paper trading unless live trading is turned on on purpose."""
+"""Alpaca through alpaca-py: paper trading unless live trading is turned on on purpose.
+
+Every call goes through :meth:`AlpacaBroker._call`: transient failures (HTTP 5xx, 429,
+a dropped connection, a timeout) are retried with a bounded, doubling wait
+(``ALPACA_MAX_ATTEMPTS``, ``ALPACA_RETRY_WAIT_SECONDS``, each request bounded by
+``ALPACA_TIMEOUT_SECONDS``); alpaca-py's own retry is turned off so there is one policy.
+An order is always resent with the SAME client order id, and after a lost reply or a
+422 the order is looked up by that id (``GET /v2/orders:by_client_order_id``) and what
+the broker says is recorded.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import date
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine
 
-from mlops.db.schema import orders
 from mlops.errors import BrokerError, ConfigError
 from mlops.settings import Settings
-from mlops.trading.broker import (
-    TERMINAL_STATUSES,
-    Account,
-    OrderStatus,
-    OrderUpdate,
-    PendingOrder,
-    Side,
-)
+from mlops.trading import book
+from mlops.trading.broker import Account, BrokerClock, OrderUpdate, PendingOrder, Side
+from mlops.trading.lifecycle import OrderState, from_broker
+
+log = logging.getLogger(__name__)
 
 NAME = "alpaca"
 LIVE_HOST = "api.alpaca.markets"
+TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_WAIT_SECONDS = 30.0
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """A call still failing transiently after every attempt."""
+
+
+def is_live_url(url: str | None) -> bool:
+    """True when ``url``'s host is Alpaca's live trading API (parsed, lower-cased)."""
+    if not url:
+        return False
+    host = (urlsplit(url.strip()).hostname or "").rstrip(".").lower()
+    return host == LIVE_HOST
+
+
+def check_endpoint(settings: Settings) -> None:
+    """Refuse the live API unless ``ALPACA_LIVE_TRADING`` is true."""
+    if is_live_url(settings.alpaca_base_url) and not settings.alpaca_live_trading:
+        raise ConfigError(
+            f"ALPACA_BASE_URL points at the live API ({LIVE_HOST}) but ALPACA_LIVE_TRADING "
+            "is not true; trading stays on paper unless it is turned on on purpose."
+        )
 
 
 class AlpacaBroker:
     name = NAME
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        from alpaca.trading.client import TradingClient
-
-        live = settings.alpaca_live_trading
-        url = settings.alpaca_base_url
-        if not live and url and LIVE_HOST in url and "paper" not in url:
-            raise ConfigError(
-                "ALPACA_BASE_URL points at the live API but ALPACA_LIVE_TRADING is not true."
-            )
+    def __init__(
+        self, engine: Engine, settings: Settings, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        check_endpoint(settings)
         assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
         self.engine = engine
-        self.client = TradingClient(
-            api_key=settings.alpaca_api_key.get_secret_value(),
-            secret_key=settings.alpaca_secret_key.get_secret_value(),
-            paper=not live,
-            url_override=url,
-        )
+        self.settings = settings
+        self.sleep = sleep
+        self.client = _make_client(settings)
+        self._account_id: str | None = None
 
-    def account(self) -> Account:
-        try:
-            account = self.client.get_account()
-            positions = self.client.get_all_positions()
-        except Exception as exc:
-            raise BrokerError(f"Alpaca account could not be read: {_message(exc)}.") from None
+    # Reading the account and the clock.
+
+    def account_id(self) -> str:
+        if self._account_id is None:
+            found = self._call("reading the account", self.client.get_account)
+            self._account_id = str(found.account_number or found.id)
+        return self._account_id
+
+    def account(self, day: date | None = None) -> Account:
+        """Cash, equity and positions as the broker reports them now."""
+        found = self._call("reading the account", self.client.get_account)
+        positions = self._call("reading the positions", self.client.get_all_positions)
+        self._account_id = str(found.account_number or found.id)
+        held = [p for p in positions if float(p.qty) > 0]
         return Account(
-            cash=float(account.cash),
-            positions={p.symbol: float(p.qty) for p in positions if float(p.qty) > 0},
+            cash=float(found.cash),
+            positions={p.symbol: float(p.qty) for p in held},
+            account_id=self._account_id,
+            equity=float(found.equity) if found.equity is not None else None,
+            position_values={
+                p.symbol: float(p.market_value) for p in held if p.market_value is not None
+            },
         )
 
-    def submit(self, order: PendingOrder) -> OrderUpdate:
+    def clock(self) -> BrokerClock:
+        found = self._call("reading the market clock", self.client.get_clock)
+        return BrokerClock(
+            timestamp=found.timestamp,
+            is_open=bool(found.is_open),
+            next_open=found.next_open,
+            next_close=found.next_close,
+        )
+
+    # Orders.
+
+    def submit(self, order: PendingOrder, *, sent_before: bool = False) -> OrderUpdate:
+        """Place ``order`` once: a lost reply or a 422 is resolved by asking for its id."""
         from alpaca.common.exceptions import APIError
-        from alpaca.trading.enums import OrderSide, TimeInForce
-        from alpaca.trading.requests import MarketOrderRequest
 
-        request = MarketOrderRequest(
-            symbol=order.symbol,
-            qty=order.quantity,
-            side=OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL,
-            time_in_force=TimeInForce.DAY,
-            client_order_id=order.client_order_id,
+        if sent_before:
+            known = self._lookup_quietly(order.client_order_id)
+            if known is not None:
+                return known
+        attempts = self.settings.alpaca_max_attempts
+        last = "no attempt made"
+        for attempt in range(1, attempts + 1):
+            try:
+                return _update(self.client.submit_order(_request(order)))
+            except APIError as exc:
+                status = exc.status_code
+                last = _message(exc)
+                if status == 401:
+                    raise BrokerError(f"Alpaca refused the API keys: {last}.") from None
+                if status not in TRANSIENT_CODES:
+                    return self._refused(order, status, last)
+            except Exception as exc:
+                if not _is_connection_problem(exc):
+                    raise
+                last = _message(exc)
+            # The reply may be lost after the broker took the order: ask before resending.
+            known = self._lookup_quietly(order.client_order_id)
+            if known is not None:
+                return known
+            if attempt < attempts:
+                self._wait(attempt, f"submitting {order.client_order_id}", last)
+        return OrderUpdate(
+            status=OrderState.PLANNED,
+            error=f"not confirmed after {attempts} attempts ({last}); the next run retries",
         )
-        try:
-            placed = self.client.submit_order(request)
-        except APIError as exc:
-            existing = self._by_client_id(order.client_order_id)
-            if existing is not None:  # submitted before (a rerun): don't place it twice
-                return existing
-            return OrderUpdate(status=OrderStatus.REJECTED, error=_message(exc))
-        except Exception as exc:
-            raise BrokerError(
-                f"Alpaca order {order.client_order_id} failed: {_message(exc)}."
-            ) from None
-        return OrderUpdate(status=str(placed.status.value), broker_order_id=str(placed.id))
 
-    def _by_client_id(self, client_order_id: str) -> OrderUpdate | None:
+    def _refused(self, order: PendingOrder, status: int | None, message: str) -> OrderUpdate:
+        """A final 4xx: a 422 may be our own earlier order (a duplicate id), so look first."""
+        if status == 422:
+            known = self._lookup_quietly(order.client_order_id)
+            if known is not None:
+                return known
+        return OrderUpdate(status=OrderState.UNPLACED, error=f"HTTP {status}: {message}")
+
+    def lookup(self, client_order_id: str) -> OrderUpdate | None:
+        """The broker's record of the order, or None when it has none (404)."""
+        from alpaca.common.exceptions import APIError
+
         try:
-            found = self.client.get_order_by_client_id(client_order_id)
-        except Exception:
+            found = self._call(
+                f"reading order {client_order_id}",
+                lambda: self.client.get_order_by_client_id(client_order_id),
+            )
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise BrokerError(
+                f"Alpaca order {client_order_id} could not be read: {_message(exc)}."
+            ) from None
+        return _update(found)
+
+    def _lookup_quietly(self, client_order_id: str) -> OrderUpdate | None:
+        """``lookup``, but a broker that cannot answer yet means "unknown" (None)."""
+        try:
+            return self.lookup(client_order_id)
+        except BrokerError as exc:
+            log.warning("%s", exc)
             return None
-        return OrderUpdate(status=str(found.status.value), broker_order_id=str(found.id))
 
     def sync(self, bars: pd.DataFrame, day: date) -> int:
-        """Refresh orders not yet final from Alpaca; fills are recorded with their price."""
-        query = select(orders).where(
-            orders.c.broker == NAME, orders.c.status.not_in([*TERMINAL_STATUSES, OrderStatus.NEW])
-        )
-        with self.engine.connect() as conn:
-            open_orders = list(conn.execute(query).mappings())
+        """Ask the broker about every order it has that is not final; record what changed."""
         changed = 0
-        for row in open_orders:
-            try:
-                found = self.client.get_order_by_client_id(row["client_order_id"])
-            except Exception as exc:
-                raise BrokerError(
-                    f"Alpaca order {row['client_order_id']} could not be read: {_message(exc)}."
-                ) from None
-            status = str(found.status.value)
-            if status == row["status"]:
+        for row in book.open_orders(self.engine, NAME, self.account_id()):
+            found = self.lookup(row["client_order_id"])
+            if found is None:
+                log.warning("Alpaca has no order %s any more.", row["client_order_id"])
                 continue
-            values: dict[str, object] = {"status": status}
-            if found.filled_avg_price is not None:
-                values["fill_price"] = float(found.filled_avg_price)
-            if found.filled_at is not None:
-                values["filled_at"] = found.filled_at
-                values["fill_date"] = found.filled_at.date()
-            if found.filled_qty is not None and float(found.filled_qty) > 0:
-                values["quantity"] = float(found.filled_qty)
-            with self.engine.begin() as conn:
-                conn.execute(update(orders).where(orders.c.id == row["id"]).values(**values))
-            changed += 1
+            if book.apply(self.engine, row, found):
+                changed += 1
         return changed
+
+    # Retries.
+
+    def _call(self, doing: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with transient failures retried; a final one is one sentence."""
+        from alpaca.common.exceptions import APIError
+
+        attempts = self.settings.alpaca_max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except APIError as exc:
+                if exc.status_code not in TRANSIENT_CODES:
+                    if exc.status_code == 404:
+                        raise
+                    raise BrokerError(f"Alpaca failed {doing}: {_message(exc)}.") from None
+                last = _message(exc)
+            except Exception as exc:
+                if not _is_connection_problem(exc):
+                    raise
+                last = _message(exc)
+            if attempt < attempts:
+                self._wait(attempt, doing, last)
+        raise BrokerError(f"Alpaca failed {doing} after {attempts} attempts: {last}.")
+
+    def _wait(self, attempt: int, doing: str, why: str) -> None:
+        first = self.settings.alpaca_retry_wait_seconds
+        seconds = min(first * 2 ** (attempt - 1), MAX_WAIT_SECONDS)
+        log.warning("Alpaca: %s failed (%s); retry %d in %.1f s.", doing, why, attempt, seconds)
+        self.sleep(seconds)
+
+
+def _make_client(settings: Settings) -> Any:
+    import requests
+    from alpaca.trading.client import TradingClient
+
+    assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
+    client = TradingClient(
+        api_key=settings.alpaca_api_key.get_secret_value(),
+        secret_key=settings.alpaca_secret_key.get_secret_value(),
+        paper=not settings.alpaca_live_trading,
+        url_override=settings.alpaca_base_url,
+    )
+    client._retry = 0  # one retry policy: ours (alpaca-py would sleep 3 s on 429/504)
+    timeout = settings.alpaca_timeout_seconds
+
+    class _Session(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout)
+            return super().request(*args, **kwargs)
+
+    client._session = _Session()
+    return client
+
+
+def _request(order: PendingOrder) -> Any:
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import MarketOrderRequest
+
+    return MarketOrderRequest(
+        symbol=order.symbol,
+        qty=order.quantity,
+        side=OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL,
+        time_in_force=TimeInForce.DAY,
+        client_order_id=order.client_order_id,
+    )
+
+
+def _update(found: Any) -> OrderUpdate:
+    """An alpaca-py ``Order`` as an :class:`OrderUpdate`."""
+    word = str(getattr(found.status, "value", found.status))
+    filled = float(found.filled_qty) if found.filled_qty is not None else None
+    price = float(found.filled_avg_price) if found.filled_avg_price is not None else None
+    return OrderUpdate(
+        status=from_broker(word),
+        broker_order_id=str(found.id),
+        broker_status=word,
+        filled_quantity=filled,
+        fill_price=price if filled else None,
+        filled_at=found.filled_at,
+    )
+
+
+def _is_connection_problem(exc: Exception) -> bool:
+    import requests
+
+    return isinstance(exc, requests.ConnectionError | requests.Timeout)
 
 
 def _message(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
+    try:
+        text = getattr(exc, "message", None) or str(exc)
+    except Exception:  # APIError.message parses JSON: a proxy's HTML page is not
+        text = str(exc)
+    text = str(text).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,13 +1,15 @@
-"""What a broker offers the trading stage: its account, submitting and syncing orders."""
+"""What a broker offers the trading stage: its account, its clock, placing and syncing orders."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
 import pandas as pd
+
+from mlops.errors import MlopsError
 
 
 class Side(StrEnum):
@@ -15,38 +17,35 @@ class Side(StrEnum):
     SELL = "sell"
 
 
-class OrderStatus(StrEnum):
-    """An order's status in the ``orders`` table."""
+class OrdersNotPlacedError(MlopsError):
+    """Orders the strategy decided could not be placed (refused, or retries exhausted)."""
 
-    NEW = "new"  # recorded by the stage, not sent to the broker yet
-    ACCEPTED = "accepted"
-    PENDING_NEW = "pending_new"
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    DONE_FOR_DAY = "done_for_day"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-    REPLACED = "replaced"
-    PENDING_CANCEL = "pending_cancel"
-    REJECTED = "rejected"
+    exit_code = 6
 
-
-TERMINAL_STATUSES = frozenset(
-    {
-        OrderStatus.FILLED,
-        OrderStatus.CANCELED,
-        OrderStatus.EXPIRED,
-        OrderStatus.REJECTED,
-        OrderStatus.DONE_FOR_DAY,
-        OrderStatus.REPLACED,
-    }
-)
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result  # the stage's result, printed as JSON before the error
 
 
 @dataclass
 class Account:
+    """Cash and positions; ``equity`` and ``position_values`` when the broker reports them."""
+
     cash: float
     positions: dict[str, float] = field(default_factory=dict)
+    account_id: str = ""
+    equity: float | None = None  # None: value the positions at the data's closes
+    position_values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BrokerClock:
+    """The broker's market clock (``GET /v2/clock``)."""
+
+    timestamp: datetime
+    is_open: bool
+    next_open: datetime | None = None
+    next_close: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,32 @@ class PendingOrder:
 
 @dataclass(frozen=True)
 class OrderUpdate:
-    status: OrderStatus | str
+    """What the broker says about one order; ``status`` is a lifecycle state."""
+
+    status: str
     broker_order_id: str | None = None
     error: str | None = None
+    broker_status: str | None = None
+    filled_quantity: float | None = None
+    fill_price: float | None = None
+    filled_at: datetime | None = None
+
+    @property
+    def fill_date(self) -> date | None:
+        return self.filled_at.date() if self.filled_at is not None else None
 
 
 class Broker(Protocol):
     name: str
 
-    def account(self) -> Account: ...
+    def account(self, day: date | None = None) -> Account: ...
 
-    def submit(self, order: PendingOrder) -> OrderUpdate: ...
+    def account_id(self) -> str: ...
+
+    def clock(self) -> BrokerClock | None: ...
+
+    def submit(self, order: PendingOrder, *, sent_before: bool = False) -> OrderUpdate: ...
+
+    def lookup(self, client_order_id: str) -> OrderUpdate | None: ...
 
     def sync(self, bars: pd.DataFrame, day: date) -> int: ...

@@ -2,7 +2,9 @@
 
 Orders are market orders good for one day: an order decided after day D's close fills at
 the open of the next trading day in the data, or expires when its symbol has no bar that
-day (a delisted symbol, for example). Cash and positions are derived from the fills.
+day (a delisted symbol, for example). Cash and positions are derived from the fills, as
+of any day (so a past day's snapshot shows that day's holdings). It has one account,
+``paper``, and no clock of its own: the day being replayed is its "now".
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
+from mlops import market_calendar
 from mlops.db.schema import orders
-from mlops.runs import utcnow
-from mlops.trading.broker import Account, OrderStatus, OrderUpdate, PendingOrder, Side
+from mlops.trading import book
+from mlops.trading.broker import Account, BrokerClock, OrderUpdate, PendingOrder, Side
+from mlops.trading.lifecycle import OrderState
 
 NAME = "paper"
+ACCOUNT = "paper"
 
 
 class PaperBroker:
@@ -29,10 +34,23 @@ class PaperBroker:
         self.engine = engine
         self.initial_cash = initial_cash
 
-    def account(self) -> Account:
+    def account_id(self) -> str:
+        return ACCOUNT
+
+    def clock(self) -> BrokerClock | None:
+        return None
+
+    def account(self, day: date | None = None) -> Account:
+        """Cash and positions from the fills (up to ``day`` when given)."""
         query = select(
-            orders.c.symbol, orders.c.side, orders.c.quantity, orders.c.fill_price
-        ).where(orders.c.broker == NAME, orders.c.status == OrderStatus.FILLED)
+            orders.c.symbol, orders.c.side, orders.c.filled_quantity, orders.c.fill_price
+        ).where(
+            orders.c.broker == NAME,
+            orders.c.account == ACCOUNT,
+            orders.c.status == OrderState.FILLED,
+        )
+        if day is not None:
+            query = query.where(orders.c.fill_date <= day)
         cash = self.initial_cash
         positions: dict[str, float] = {}
         with self.engine.connect() as conn:
@@ -40,22 +58,30 @@ class PaperBroker:
                 sign = 1.0 if side == Side.BUY else -1.0
                 cash -= sign * quantity * price
                 positions[symbol] = positions.get(symbol, 0.0) + sign * quantity
-        return Account(cash=cash, positions={s: q for s, q in positions.items() if q > 0})
+        return Account(
+            cash=cash,
+            positions={s: q for s, q in positions.items() if q > 0},
+            account_id=ACCOUNT,
+        )
 
-    def submit(self, order: PendingOrder) -> OrderUpdate:
+    def submit(self, order: PendingOrder, *, sent_before: bool = False) -> OrderUpdate:
         # Accepted now; filled by ``sync`` once the next trading day's bar is known.
-        return OrderUpdate(status=OrderStatus.ACCEPTED, broker_order_id=order.client_order_id)
+        return OrderUpdate(
+            status=OrderState.ACCEPTED,
+            broker_order_id=order.client_order_id,
+            broker_status="accepted",
+        )
+
+    def lookup(self, client_order_id: str) -> OrderUpdate | None:
+        return None  # no book elsewhere: an order not accepted here was never placed
 
     def sync(self, bars: pd.DataFrame, day: date) -> int:
         """Fill or expire accepted orders decided before ``day``; returns how many changed."""
-        query = (
-            select(orders)
-            .where(orders.c.broker == NAME, orders.c.status == OrderStatus.ACCEPTED)
-            .where(orders.c.decision_date < day)
-            .order_by(orders.c.decision_date, orders.c.side.desc(), orders.c.id)  # sells first
-        )
-        with self.engine.connect() as conn:
-            pending = list(conn.execute(query).mappings())
+        pending = [
+            row
+            for row in book.open_orders(self.engine, NAME, ACCOUNT)
+            if row["decision_date"] < day
+        ]
         if not pending:
             return 0
         days = pd.DatetimeIndex(sorted(bars["date"].unique()))
@@ -67,41 +93,36 @@ class PaperBroker:
             next_day = later[0]
             bar = bars[(bars["symbol"] == row["symbol"]) & (bars["date"] == next_day)]
             if bar.empty:
-                self._update(
-                    row["id"],
-                    status=OrderStatus.EXPIRED,
+                update = OrderUpdate(
+                    status=OrderState.EXPIRED,
+                    broker_status="expired",
                     error=f"no {row['symbol']} bar on {next_day.date()}: day order expired",
                 )
             else:
-                self._fill(row, float(bar["open"].iloc[0]), next_day.date())
+                update = self._fill(row, float(bar["open"].iloc[0]), next_day.date())
+            book.apply(self.engine, row, update)
             changed += 1
         return changed
 
-    def _fill(self, row: Mapping[Any, Any], price: float, fill_date: date) -> None:
+    def _fill(self, row: Mapping[Any, Any], price: float, fill_date: date) -> OrderUpdate:
         quantity = float(row["quantity"])
         if row["side"] == Side.BUY:
             affordable = math.floor(max(self.account().cash, 0.0) / price)
             if affordable < 1:
-                self._update(
-                    row["id"], status=OrderStatus.REJECTED, error="insufficient cash at the open"
-                )
-                return
+                return _rejected("insufficient cash at the open")
             quantity = min(quantity, float(affordable))
         else:
-            held = self.account().positions.get(row["symbol"], 0.0)
-            quantity = min(quantity, held)
+            quantity = min(quantity, self.account().positions.get(row["symbol"], 0.0))
             if quantity <= 0:
-                self._update(row["id"], status=OrderStatus.REJECTED, error="no position to sell")
-                return
-        self._update(
-            row["id"],
-            status=OrderStatus.FILLED,
-            quantity=quantity,
+                return _rejected("no position to sell")
+        return OrderUpdate(
+            status=OrderState.FILLED,
+            broker_status="filled",
+            filled_quantity=quantity,
             fill_price=price,
-            fill_date=fill_date,
-            filled_at=utcnow(),
+            filled_at=market_calendar.session_open(fill_date),
         )
 
-    def _update(self, order_id: int, **values: object) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(orders).where(orders.c.id == order_id).values(**values))
+
+def _rejected(why: str) -> OrderUpdate:
+    return OrderUpdate(status=OrderState.REJECTED, broker_status="rejected", error=why)

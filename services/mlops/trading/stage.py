@@ -1,31 +1,63 @@
 """``mlops trade``: settle earlier orders, decide with the threshold strategy, place orders.
 
-Reruns are safe: decisions are unique per (day, symbol, broker) and orders carry a
-deterministic client order id, so the same day twice places no second order.
+In order: the exchange calendar (a day without a session is closed: nothing happens);
+the broker's clock (with a broker that has one: predictions that are not for the latest
+completed session are stale and send nothing); sync every order the broker has that is
+not final; the kill switch; the strategy and the risk limits (once per day and broker
+account); placing the day's planned orders (see :mod:`mlops.trading.lifecycle`); the
+day's equity snapshot, kept once and never rewritten.
+
+Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
+a client order id unique to the broker account, so the same day twice places nothing
+twice. When an order the strategy decided could not be placed (refused, or not confirmed
+after the retries) the stage says so per order and ends with exit code 6
+(:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording everything.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select
 
+from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets
-from mlops.db.schema import equity_snapshots, orders, predictions, trade_decisions
-from mlops.db.upsert import insert_new, upsert
+from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
-from mlops.trading import strategy
-from mlops.trading.broker import Account, Broker, OrderStatus, PendingOrder, Side
+from mlops.trading import book, strategy
+from mlops.trading.broker import (
+    Account,
+    Broker,
+    OrdersNotPlacedError,
+    OrderUpdate,
+    PendingOrder,
+    Side,
+)
 from mlops.trading.brokers import make_broker
+from mlops.trading.lifecycle import NOT_PLACED, OrderState, client_order_id
+from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class OrderOutcome:
+    """One of the day's orders as it stands after the run."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: float
+    status: str
+    broker_status: str | None = None
+    filled_quantity: float | None = None
+    fill_price: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -34,18 +66,21 @@ class TradeResult:
     broker: str
     model_version: str | None
     decisions: dict[str, str]
+    account: str = ""
+    # Sent by this run and taken by the broker; the day's orders the broker refused or
+    # that could not be placed; those not confirmed yet (the next run retries them).
     orders_placed: list[str] = field(default_factory=list)
+    orders_rejected: list[str] = field(default_factory=list)
+    orders_pending: list[str] = field(default_factory=list)
+    orders: list[OrderOutcome] = field(default_factory=list)
     orders_settled: int = 0
-    cash: float = 0.0
-    equity: float = 0.0
+    cash: float | None = None
+    equity: float | None = None
     benchmark_equity: float | None = None
+    snapshot: str = ""  # new | kept (the day had one) | skipped (why)
     rerun: bool = False
-
-
-def client_order_id(day: date, symbol: str, side: str) -> str:
-    """The same decision always gets the same id, so a broker refuses a duplicate."""
-    digest = hashlib.sha256(f"{day.isoformat()}|{symbol}|{side}".encode()).hexdigest()[:12]
-    return f"mlops-{day:%Y%m%d}-{symbol}-{side}-{digest}"[:48]
+    market_closed: str | None = None
+    halted: str | None = None
 
 
 def latest_signals(engine: Engine, day: date) -> tuple[list[strategy.Signal], str | None]:
@@ -68,68 +103,139 @@ def latest_signals(engine: Engine, day: date) -> tuple[list[strategy.Signal], st
 
 
 def run(ctx: Context, as_of: date | None = None) -> TradeResult:
-    settings = ctx.settings
-    version = datasets.latest_version(ctx.engine, as_of)
-    _, bars = datasets.load(ctx.store, version)
+    """Trade the day ``as_of`` (default: the latest day in the data); see the module."""
+    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
+        log.info("%s: nothing to trade.", closed)
+        return TradeResult(
+            day=as_of,
+            broker=ctx.settings.broker,
+            model_version=None,
+            decisions={},
+            market_closed=closed,
+        )
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
     day = bars["date"].max().date()
-    broker = make_broker(settings, ctx.engine)
-    settled = broker.sync(bars, day)
-
-    with ctx.engine.connect() as conn:
-        already = conn.execute(
-            select(func.count())
-            .select_from(trade_decisions)
-            .where(trade_decisions.c.decision_date == day, trade_decisions.c.broker == broker.name)
-        ).scalar_one()
+    broker = make_broker(ctx.settings, ctx.engine)
+    account_id = broker.account_id()
+    already = book.decided(ctx.engine, day, broker.name, account_id)
+    stale = _stale(broker, day)
+    planned = [
+        r
+        for r in book.day_orders(ctx.engine, day, broker.name, account_id)
+        if r["status"] == OrderState.PLANNED
+    ]
+    if stale and (not already or planned):
+        raise DataError(f"{stale}: no order was sent.")
+    settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
+    halted = _halted(ctx)
     signals, model_version = latest_signals(ctx.engine, day)
-    if not already:
+    if not already and not halted:
         if not signals:
             raise DataError(f"No predictions for {day}: run `mlops batch-infer` first.")
-        account = broker.account()
-        decisions = strategy.decide(
-            signals,
-            account.positions,
-            account.cash,
-            threshold=settings.trade_threshold,
-            max_position_value=settings.trade_max_position_value,
-        )
-        _record(ctx.engine, day, broker.name, model_version, signals, decisions)
-    placed = _submit_new(ctx.engine, broker, day)
-
-    with ctx.engine.connect() as conn:
-        rows = conn.execute(
-            select(trade_decisions.c.symbol, trade_decisions.c.action).where(
-                trade_decisions.c.decision_date == day, trade_decisions.c.broker == broker.name
-            )
-        ).all()
-    account = broker.account()
-    equity, benchmark = _snapshot(ctx, broker.name, day, bars, account)
-    for symbol, action in rows:
-        if action != strategy.Action.HOLD:
-            log.info("%s %s on %s", action.upper(), symbol, day)
-    return TradeResult(
+        _decide(ctx, broker, account_id, day, bars, signals, model_version)
+    placed = [] if halted or stale else _submit_planned(ctx.engine, broker, account_id, day)
+    result = TradeResult(
         day=day,
         broker=broker.name,
+        account=account_id,
         model_version=model_version,
-        decisions={s: a for s, a in rows},
+        decisions=book.decided(ctx.engine, day, broker.name, account_id),
         orders_placed=placed,
         orders_settled=settled,
-        cash=round(account.cash, 2),
-        equity=round(equity, 2),
-        benchmark_equity=None if benchmark is None else round(benchmark, 2),
         rerun=bool(already),
+        halted=halted,
     )
+    _outcomes(ctx.engine, result)
+    _snapshot(ctx, broker, result, bars, stale)
+    if result.orders_rejected or result.orders_pending:
+        raise OrdersNotPlacedError(_not_placed_sentence(result), result=result)
+    return result
+
+
+def _stale(broker: Broker, day: date) -> str | None:
+    """Why predictions for ``day`` are stale by the broker's clock; None when they are not."""
+    clock = broker.clock()
+    if clock is None:  # the paper broker: the replayed day is "now"
+        return None
+    latest = market_calendar.latest_completed_session(clock.timestamp)
+    if latest == day:
+        return None
+    return (
+        f"The predictions are for {day}, but by {broker.name}'s clock "
+        f"({clock.timestamp:%Y-%m-%d %H:%M %Z}) the latest completed session is {latest}; "
+        "orders from stale predictions would be sized on old closes"
+    )
+
+
+def _halted(ctx: Context) -> str | None:
+    if ctx.settings.trading_halted:
+        why = "TRADING_HALTED is true"
+    else:
+        halted, reason = book.halt_state(ctx.engine)
+        if not halted:
+            return None
+        why = f"`mlops trading halt`: {reason}" if reason else "`mlops trading halt`"
+    log.warning("Trading is halted (%s): no decision and no order.", why)
+    return why
+
+
+def _decide(
+    ctx: Context,
+    broker: Broker,
+    account_id: str,
+    day: date,
+    bars: pd.DataFrame,
+    signals: list[strategy.Signal],
+    model_version: str | None,
+) -> None:
+    """The strategy on the positions it opened, then the risk limits; recorded at once."""
+    settings = ctx.settings
+    account = broker.account(day)
+    owned = book.owned_positions(ctx.engine, broker.name, account_id)
+    if settings.trade_manage_all_positions:
+        positions = dict(account.positions)
+    else:
+        positions = {s: min(q, owned.get(s, 0.0)) for s, q in account.positions.items()}
+        positions = {s: q for s, q in positions.items() if q > 0}
+        for symbol in sorted(set(account.positions) - set(positions)):
+            log.info("%s is held but was not bought by mlops: left alone.", symbol)
+    decisions = strategy.decide(
+        signals,
+        positions,
+        account.cash,
+        threshold=settings.trade_threshold,
+        max_position_value=settings.trade_max_position_value,
+    )
+    prices = {s.symbol: s.last_close for s in signals}
+    closes = last_closes(bars, day)
+    held = _held_value(account, closes)
+    previous = book.previous_snapshot(ctx.engine, day, broker.name, account_id)
+    portfolio = Portfolio(
+        cash=account.cash,
+        equity=account.equity if account.equity is not None else account.cash + held,
+        held_value=held,
+        open_positions=len(account.positions),
+        previous_equity=None if previous is None else float(previous["equity"]),
+    )
+    decisions = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
+    _record(ctx.engine, day, broker.name, account_id, model_version, signals, decisions)
+
+
+def _held_value(account: Account, closes: dict[str, float]) -> float:
+    if account.position_values:
+        return float(sum(account.position_values.values()))
+    return float(sum(q * closes.get(s, 0.0) for s, q in account.positions.items()))
 
 
 def _record(
     engine: Engine,
     day: date,
     broker: str,
+    account: str,
     model_version: str | None,
     signals: list[strategy.Signal],
     decisions: list[strategy.TradeDecision],
 ) -> None:
-    """Decisions and their orders in one transaction: all of them or none."""
     by_symbol = {s.symbol: s for s in signals}
     now = utcnow()
     decision_rows, order_rows = [], []
@@ -146,6 +252,7 @@ def _record(
                 "last_close": signal.last_close if signal else None,
                 "model_version": model_version,
                 "broker": broker,
+                "account": account,
                 "reason": d.reason,
                 "created_at": now,
             }
@@ -153,88 +260,132 @@ def _record(
         if d.action in (strategy.Action.BUY, strategy.Action.SELL):
             order_rows.append(
                 {
-                    "client_order_id": client_order_id(day, d.symbol, d.action),
+                    "client_order_id": client_order_id(broker, account, day, d.symbol, d.action),
                     "decision_date": day,
                     "symbol": d.symbol,
                     "side": d.action,
                     "quantity": d.quantity,
                     "broker": broker,
-                    "status": OrderStatus.NEW,
+                    "account": account,
+                    "status": OrderState.PLANNED,
+                    "attempts": 0,
                     "submitted_at": now,
                 }
             )
-    with engine.begin() as conn:
-        insert_new(conn, trade_decisions, decision_rows, keys=["decision_date", "symbol", "broker"])
-        insert_new(conn, orders, order_rows, keys=["client_order_id"])
+    book.record(engine, decision_rows, order_rows)
 
 
-def _submit_new(engine: Engine, broker: Broker, day: date) -> list[str]:
-    """Send the day's orders not sent yet (all of them, or those a crash left behind)."""
-    with engine.connect() as conn:
-        pending = list(
-            conn.execute(
-                select(orders).where(
-                    orders.c.broker == broker.name,
-                    orders.c.decision_date == day,
-                    orders.c.status == OrderStatus.NEW,
-                )
-            ).mappings()
-        )
+def _submit_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> list[str]:
+    """Send the day's orders the broker has not confirmed; the ids it took now."""
     placed = []
-    for row in pending:
-        result = broker.submit(
-            PendingOrder(row["client_order_id"], row["symbol"], Side(row["side"]), row["quantity"])
+    for row in book.day_orders(engine, day, broker.name, account_id):
+        if row["status"] != OrderState.PLANNED:
+            continue
+        book.mark_attempt(engine, row["id"])
+        order = PendingOrder(
+            row["client_order_id"], row["symbol"], Side(row["side"]), row["quantity"]
         )
-        with engine.begin() as conn:
-            conn.execute(
-                update(orders)
-                .where(orders.c.id == row["id"])
-                .values(
-                    status=result.status,
-                    broker_order_id=result.broker_order_id,
-                    error=result.error,
-                    submitted_at=utcnow(),
-                )
-            )
-        placed.append(row["client_order_id"])
+        update = broker.submit(order, sent_before=row["attempts"] > 0)
+        book.apply(engine, row, update)
+        if update.status not in (OrderState.PLANNED, *NOT_PLACED):
+            placed.append(row["client_order_id"])
     return placed
 
 
-def _snapshot(
-    ctx: Context, broker: str, day: date, bars: pd.DataFrame, account: Account
-) -> tuple[float, float | None]:
-    """Equity at the day's closes, against buy-and-hold of the same symbols."""
-    closes = last_closes(bars, day)
-    positions = account.positions
-    cash = float(account.cash)
-    value = sum(q * closes.get(s, 0.0) for s, q in positions.items())
-    with ctx.engine.connect() as conn:
-        start = conn.execute(
-            select(func.min(equity_snapshots.c.snapshot_date)).where(
-                equity_snapshots.c.broker == broker
+def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> int:
+    """Earlier days' orders never confirmed: what the broker has, else ``unplaced``."""
+    closed = 0
+    for row in book.planned_before(engine, day, broker.name, account_id):
+        found = broker.lookup(row["client_order_id"]) if row["attempts"] > 0 else None
+        if found is None:
+            found = OrderUpdate(
+                status=OrderState.UNPLACED,
+                error=f"not sent before its session passed (decided {row['decision_date']})",
             )
-        ).scalar()
-    start_day = min(start, day) if start else day
-    benchmark = buy_and_hold(bars, start_day, day, ctx.settings.paper_initial_cash)
-    with ctx.engine.begin() as conn:
-        upsert(
-            conn,
-            equity_snapshots,
-            [
-                {
-                    "snapshot_date": day,
-                    "broker": broker,
-                    "cash": cash,
-                    "positions_value": value,
-                    "equity": cash + value,
-                    "benchmark_equity": benchmark,
-                    "positions": json.dumps(positions, sort_keys=True),
-                    "created_at": utcnow(),
-                }
-            ],
-            keys=["snapshot_date", "broker"],
+        closed += book.apply(engine, row, found)
+    return closed
+
+
+def _outcomes(engine: Engine, result: TradeResult) -> None:
+    """The day's orders as they stand, one log line each, sorted into the result's lists."""
+    for row in book.day_orders(engine, result.day, result.broker, result.account):
+        outcome = OrderOutcome(
+            client_order_id=row["client_order_id"],
+            symbol=row["symbol"],
+            side=row["side"],
+            quantity=float(row["quantity"]),
+            status=row["status"],
+            broker_status=row["broker_status"],
+            filled_quantity=row["filled_quantity"],
+            fill_price=row["fill_price"],
+            error=row["error"],
         )
-    return cash + value, benchmark
+        result.orders.append(outcome)
+        what = f"{outcome.side.upper()} {outcome.quantity:g} {outcome.symbol} ({result.day})"
+        if outcome.status in NOT_PLACED:
+            result.orders_rejected.append(outcome.client_order_id)
+            log.error("%s was NOT placed on %s: %s.", what, result.broker, outcome.error)
+        elif outcome.status == OrderState.PLANNED:
+            result.orders_pending.append(outcome.client_order_id)
+            log.error("%s is not confirmed by %s: %s.", what, result.broker, outcome.error)
+        else:
+            fill = ""
+            if outcome.filled_quantity:
+                fill = f", {outcome.filled_quantity:g} filled at {outcome.fill_price:.4f}"
+            log.info("%s: %s at %s%s.", what, outcome.status, result.broker, fill)
+
+
+def _not_placed_sentence(result: TradeResult) -> str:
+    not_placed = {*result.orders_rejected, *result.orders_pending}
+    bad = [o for o in result.orders if o.client_order_id in not_placed]
+    parts = "; ".join(f"{o.side} {o.quantity:g} {o.symbol}: {o.error or o.status}" for o in bad)
+    return (
+        f"{len(bad)} of {len(result.orders)} orders decided for {result.day} on "
+        f"{result.broker} were not placed ({parts}); rejected ones are recorded as such, "
+        "unconfirmed ones are retried by the next run"
+    )
+
+
+def _snapshot(
+    ctx: Context, broker: Broker, result: TradeResult, bars: pd.DataFrame, stale: str | None
+) -> None:
+    """The day's equity against buy-and-hold, kept once per (day, broker account)."""
+    day, account_id = result.day, result.account
+    kept = book.snapshot(ctx.engine, day, broker.name, account_id)
+    if kept is None and stale:
+        result.snapshot = "skipped: the broker's account is not as of this day"
+        return
+    if kept is None:
+        account = broker.account(day)
+        closes = last_closes(bars, day)
+        held = _held_value(account, closes)
+        equity = account.equity if account.equity is not None else account.cash + held
+        first = book.first_snapshot(ctx.engine, broker.name, account_id)
+        start, start_equity = day, equity
+        if first is not None and first["snapshot_date"] < day:
+            start, start_equity = first["snapshot_date"], float(first["equity"])
+        row = {
+            "snapshot_date": day,
+            "broker": broker.name,
+            "account": account_id,
+            "cash": float(account.cash),
+            "positions_value": equity - float(account.cash),
+            "equity": equity,
+            "benchmark_equity": buy_and_hold(bars, start, day, start_equity),
+            "positions": account.positions,
+            "source": "broker" if account.equity is not None else "closes",
+            "created_at": utcnow(),
+        }
+        book.keep_snapshot(ctx.engine, row)
+        kept = book.snapshot(ctx.engine, day, broker.name, account_id)
+        result.snapshot = "new"
+    else:
+        result.snapshot = "kept"
+    assert kept is not None
+    result.cash = round(float(kept["cash"]), 2)
+    result.equity = round(float(kept["equity"]), 2)
+    bench = kept["benchmark_equity"]
+    result.benchmark_equity = None if bench is None else round(float(bench), 2)
 
 
 def last_closes(bars: pd.DataFrame, day: date) -> dict[str, float]:

@@ -1,0 +1,231 @@
+"""The walk-forward simulation behind ``mlops backtest``, on plain frames (no I/O).
+
+Each session D, in order: the orders decided on the previous session fill at D's open
+(sells first, then buys, as the paper broker fills them; a symbol without a bar on D
+expires the order; a buy is cut to what the cash pays), equity is valued at D's close,
+then the strategy (:func:`mlops.trading.strategy.decide`) and the risk limits
+(:func:`mlops.trading.risk.apply_limits`) - the very functions live trading calls -
+decide on D's predictions. Nothing of D+1 is read before D's decisions are made, so
+truncating the history after D changes no trade decided before D.
+
+Costs: fills move against the order by ``slippage_bps`` (a buy pays open x (1 + s), a
+sell gets open x (1 - s)) and pay ``commission_per_share``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from mlops.trading import strategy
+from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
+
+SESSIONS_PER_YEAR = 252
+
+
+@dataclass(frozen=True)
+class Costs:
+    slippage_bps: float = 1.0
+    commission_per_share: float = 0.0
+
+    def buy_price(self, open_: float) -> float:
+        return open_ * (1 + self.slippage_bps / 10_000)
+
+    def sell_price(self, open_: float) -> float:
+        return open_ * (1 - self.slippage_bps / 10_000)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What live trading reads from its settings, for the simulation."""
+
+    threshold: float
+    max_position_value: float
+    limits: RiskLimits
+    initial_cash: float
+    costs: Costs
+
+
+@dataclass(frozen=True)
+class Fill:
+    decided: date
+    day: date
+    symbol: str
+    side: str
+    quantity: float
+    price: float
+    cost: float  # slippage against the open plus commission
+
+
+@dataclass
+class Simulation:
+    days: list[date]
+    equity: np.ndarray
+    invested: np.ndarray  # positions value at each close
+    fills: list[Fill] = field(default_factory=list)
+    decisions: int = 0
+    round_trips: list[float] = field(default_factory=list)  # profit of each closed position
+
+
+@dataclass
+class _Book:
+    cash: float
+    positions: dict[str, float] = field(default_factory=dict)
+    cost_basis: dict[str, float] = field(default_factory=dict)
+    round_trips: list[float] = field(default_factory=list)  # profit of each closed position
+
+
+@dataclass(frozen=True)
+class Market:
+    """Bars pivoted to (session x symbol) arrays; NaN where a symbol has no bar."""
+
+    days: list[date]
+    symbols: list[str]
+    open: np.ndarray
+    close: np.ndarray
+    last_close: np.ndarray  # forward-filled: a delisted symbol keeps its last close
+    predicted: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, predicted: pd.Series) -> Market:
+        """``frame``: date, symbol, open, close rows; ``predicted``: aligned to its index."""
+        data = frame[["date", "symbol", "open", "close"]].assign(predicted=predicted.to_numpy())
+        wide = data.pivot(index="date", columns="symbol", values=["open", "close", "predicted"])
+        wide = wide.sort_index()
+        symbols = sorted(data["symbol"].unique())
+        close = wide["close"].reindex(columns=symbols).to_numpy(dtype="float64")
+        return cls(
+            days=[d.date() for d in pd.DatetimeIndex(wide.index)],
+            symbols=symbols,
+            open=wide["open"].reindex(columns=symbols).to_numpy(dtype="float64"),
+            close=close,
+            last_close=pd.DataFrame(close).ffill().to_numpy(),
+            predicted=wide["predicted"].reindex(columns=symbols).to_numpy(dtype="float64"),
+        )
+
+
+def simulate(market: Market, rules: Rules) -> Simulation:
+    """Walk forward over every session of ``market`` (see the module)."""
+    n = len(market.days)
+    book = _Book(cash=rules.initial_cash)
+    sim = Simulation(days=market.days, equity=np.zeros(n), invested=np.zeros(n))
+    index = {s: j for j, s in enumerate(market.symbols)}
+    pending: list[strategy.TradeDecision] = []
+    for i in range(n):
+        if pending:
+            _fill(market, rules.costs, book, pending, i, index, sim.fills)
+        held = sum(q * market.last_close[i, index[s]] for s, q in book.positions.items())
+        sim.invested[i] = held
+        sim.equity[i] = book.cash + held
+        if i == n - 1:
+            break
+        previous = float(sim.equity[i - 1]) if i else None
+        pending = _decide(market, rules, book, i, held, previous)
+        sim.decisions += len(pending)
+    sim.round_trips = book.round_trips
+    return sim
+
+
+def _decide(
+    market: Market, rules: Rules, book: _Book, i: int, held: float, previous: float | None
+) -> list[strategy.TradeDecision]:
+    """The strategy and the risk limits on session ``i``'s predictions; buys and sells."""
+    close, predicted = market.close[i], market.predicted[i]
+    live = np.flatnonzero(~np.isnan(close) & ~np.isnan(predicted))
+    signals = [
+        strategy.Signal(market.symbols[j], float(predicted[j]), float(close[j])) for j in live
+    ]
+    if not signals and not book.positions:
+        return []
+    decisions = strategy.decide(
+        signals,
+        book.positions,
+        book.cash,
+        threshold=rules.threshold,
+        max_position_value=rules.max_position_value,
+    )
+    orders = [d for d in decisions if d.action != strategy.Action.HOLD]
+    if not orders:
+        return []
+    portfolio = Portfolio(
+        cash=book.cash,
+        equity=book.cash + held,
+        held_value=held,
+        open_positions=len(book.positions),
+        previous_equity=previous,
+    )
+    prices = {s.symbol: s.last_close for s in signals}
+    checked = apply_limits(orders, prices, portfolio, rules.limits)
+    return [d for d in checked if d.action != strategy.Action.HOLD]
+
+
+def _fill(
+    market: Market,
+    costs: Costs,
+    book: _Book,
+    orders: list[strategy.TradeDecision],
+    i: int,
+    index: dict[str, int],
+    fills: list[Fill],
+) -> None:
+    """Fill the previous session's orders at session ``i``'s open: sells first."""
+    decided, day = market.days[i - 1], market.days[i]
+    for d in sorted(orders, key=lambda o: (o.action != strategy.Action.SELL, o.symbol)):
+        open_ = market.open[i, index[d.symbol]]
+        if math.isnan(open_):
+            continue  # no bar: the day order expires
+        per_share = costs.commission_per_share
+        if d.action == strategy.Action.SELL:
+            quantity = min(d.quantity, book.positions.get(d.symbol, 0.0))
+            if quantity <= 0:
+                continue
+            price = costs.sell_price(open_)
+            book.cash += quantity * (price - per_share)
+            _close_position(book, d.symbol, quantity, quantity * (price - per_share))
+            cost = quantity * (open_ - price + per_share)
+        else:
+            price = costs.buy_price(open_)
+            quantity = min(d.quantity, math.floor(max(book.cash, 0.0) / (price + per_share)))
+            if quantity < 1:
+                continue  # insufficient cash at the open
+            paid = quantity * (price + per_share)
+            book.cash -= paid
+            book.positions[d.symbol] = book.positions.get(d.symbol, 0.0) + quantity
+            book.cost_basis[d.symbol] = book.cost_basis.get(d.symbol, 0.0) + paid
+            cost = quantity * (price - open_ + per_share)
+        fills.append(Fill(decided, day, d.symbol, str(d.action), quantity, price, cost))
+
+
+def _close_position(book: _Book, symbol: str, quantity: float, proceeds: float) -> None:
+    held = book.positions[symbol]
+    basis = book.cost_basis.get(symbol, 0.0) * quantity / held
+    book.round_trips.append(proceeds - basis)
+    book.cost_basis[symbol] = book.cost_basis.get(symbol, 0.0) - basis
+    if quantity >= held - 1e-9:
+        del book.positions[symbol]
+        book.cost_basis.pop(symbol, None)
+    else:
+        book.positions[symbol] = held - quantity
+
+
+def buy_and_hold(market: Market, initial_cash: float, costs: Costs) -> Simulation:
+    """Equal amounts of every symbol trading on the first session, bought at its close."""
+    first = np.flatnonzero(~np.isnan(market.close[0]))
+    budget = initial_cash / max(len(first), 1)
+    shares = np.zeros(len(market.symbols))
+    cash, fills = initial_cash, []
+    for j in first:
+        close = float(market.close[0, j])
+        price = costs.buy_price(close)
+        quantity = budget / (price + costs.commission_per_share)
+        shares[j] = quantity
+        cash -= quantity * (price + costs.commission_per_share)
+        cost = quantity * (price - close + costs.commission_per_share)
+        day = market.days[0]
+        fills.append(Fill(day, day, market.symbols[j], "buy", quantity, price, cost))
+    invested = np.nan_to_num(market.last_close) @ shares
+    return Simulation(days=market.days, equity=cash + invested, invested=invested, fills=fills)
