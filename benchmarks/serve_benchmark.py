@@ -24,6 +24,7 @@ Before measuring, each server's answers for 200 rows are compared with ``mlops s
 
     .venv/bin/python benchmarks/serve_benchmark.py                 # the full table
     .venv/bin/python benchmarks/serve_benchmark.py --seconds 5 --servers mlops,ludwig
+    .venv/bin/python benchmarks/serve_benchmark.py --servers mlops,mlops-form  # mlops only
 
 Goal: at least 10x ``ludwig serve``'s throughput at concurrency 8, and p99 under 20 ms at
 200 requests/s on 2 cores.
@@ -131,74 +132,52 @@ def _parse_any(body: bytes) -> float:
     return float(data["next_return_predictions"])
 
 
+SERVER_KEYS = ("mlops", "mlops-form", "ludwig", "mlflow")
+
+
 def servers(model: BenchModel, wanted: list[str]) -> list[Server]:
     env = clean_env(model.home, MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     made = []
     for key in wanted:
         port = free_port()
         if key in {"mlops", "mlops-form"}:
-            server = Server(
-                key,
-                "mlops serve" + (" (ludwig form)" if key == "mlops-form" else " (JSON)"),
-                [str(VENV_BIN / "mlops"), "serve", "--host", HOST, "--port", str(port)],
-                "/readyz",
-                "/predict",
-                env,
-                _form if key == "mlops-form" else _json_record,
-                _parse_any,
-            )
+            server = _mlops_server(key, port, env)
         elif key == "ludwig":
-            server = Server(
-                key,
-                "ludwig serve",
-                [
-                    str(VENV_BIN / "ludwig"),
-                    "serve",
-                    "-m",
-                    str(model.ludwig_dir),
-                    "-H",
-                    HOST,
-                    "-p",
-                    str(port),
-                    "-l",
-                    "warning",
-                ],
-                "/",
-                "/predict",
-                env,
-                _form,
-                _parse_any,
-            )
+            server = _ludwig_server(model, port, env)
         elif key == "mlflow":
-            server = Server(
-                key,
-                "mlflow models serve",
-                [
-                    str(VENV_BIN / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    str(model.mlflow_dir),
-                    "-h",
-                    HOST,
-                    "-p",
-                    str(port),
-                    "--env-manager",
-                    "local",
-                    "-w",
-                    "1",
-                ],
-                "/ping",
-                "/invocations",
-                env,
-                _mlflow,
-                _parse_any,
-            )
+            server = _mlflow_server(model, port, env)
         else:
-            raise SystemExit(f"unknown server {key!r}: mlops, mlops-form, ludwig, mlflow")
+            raise SystemExit(f"unknown server {key!r}: {', '.join(SERVER_KEYS)}")
         server.port = port
         made.append(server)
     return made
+
+
+def _mlops_server(key: str, port: int, env: dict[str, str]) -> Server:
+    return Server(
+        key,
+        "mlops serve" + (" (ludwig form)" if key == "mlops-form" else " (JSON)"),
+        [str(VENV_BIN / "mlops"), "serve", "--host", HOST, "--port", str(port)],
+        "/readyz",
+        "/predict",
+        env,
+        _form if key == "mlops-form" else _json_record,
+        _parse_any,
+    )
+
+
+def _ludwig_server(model: BenchModel, port: int, env: dict[str, str]) -> Server:
+    command = [str(VENV_BIN / "ludwig"), "serve", "-m", str(model.ludwig_dir)]
+    command += ["-H", HOST, "-p", str(port), "-l", "warning"]
+    return Server("ludwig", "ludwig serve", command, "/", "/predict", env, _form, _parse_any)
+
+
+def _mlflow_server(model: BenchModel, port: int, env: dict[str, str]) -> Server:
+    command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model.mlflow_dir)]
+    command += ["-h", HOST, "-p", str(port), "--env-manager", "local", "-w", "1"]
+    return Server(
+        "mlflow", "mlflow models serve", command, "/ping", "/invocations", env, _mlflow, _parse_any
+    )
 
 
 # The client.
@@ -400,19 +379,38 @@ def measure(coroutine):  # -> Result
         gc.enable()
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--home", type=Path, default=None, help="MLOPS_HOME with (or for) the model"
     )
-    parser.add_argument("--servers", default="mlops,mlops-form,ludwig,mlflow")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVER_KEYS),
+        help="comma-separated, from: %(default)s; `--servers mlops,mlops-form` skips the "
+        "slow ludwig and mlflow servers",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per cell")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s")
     parser.add_argument("--rate-seconds", type=float, default=10.0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _records(model: BenchModel) -> list[dict]:
+    """Real rows of the sample: the default model's inputs, and the close."""
+    frame = features(model.home)
+    inputs = [*input_names(yaml.safe_load(default_config_path().read_text())), "close"]
+    sample = frame.sample(n=min(SAMPLE_ROWS, len(frame)), random_state=0)
+    return [
+        {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
+        for row in sample[inputs].to_dict("records")
+    ]
+
+
+def main() -> None:
+    args = _arguments()
     try:
         import uvloop
 
@@ -422,14 +420,7 @@ def main() -> None:
 
     home = args.home or Path(tempfile.mkdtemp(prefix="mlops-serve-bench-"))
     model = ensure_model(home)
-    frame = features(model.home)
-    # The default model's inputs, plus the close that turns a return into a price.
-    inputs = [*input_names(yaml.safe_load(default_config_path().read_text())), "close"]
-    sample = frame.sample(n=min(SAMPLE_ROWS, len(frame)), random_state=0)
-    records = [
-        {k: (v if isinstance(v, str) else float(v)) for k, v in row.items()}
-        for row in sample[inputs].to_dict("records")
-    ]
+    records = _records(model)
     logs = Path(tempfile.mkdtemp(prefix="mlops-serve-bench-logs-"))
     print(
         f"Model {model.name} v{model.version} from {model.home}; {os.cpu_count()} CPUs, "
@@ -437,7 +428,6 @@ def main() -> None:
         f"{args.seconds:g} s per cell after {args.warmup:g} s warm-up; server logs in {logs}",
         flush=True,
     )
-
     rows: list[dict] = []
     reference: list[float] | None = None
     for server in servers(model, args.servers.split(",")):
@@ -447,35 +437,44 @@ def main() -> None:
             got = asyncio.run(answers(server.port, raws[:200], server.parse))
             if reference is None:
                 reference = got
-            worst = max(
-                abs(a - b) / max(abs(b), 1e-12) for a, b in zip(got, reference, strict=True)
-            )
-            row = {"server": server.label, "startup_s": startup, "max_rel_diff": worst}
-            for c in args.concurrency:
-                r = measure(closed_loop(server.port, raws, c, args.warmup, args.seconds))
-                row[c] = r
-                print(
-                    f"  {server.label:28s} c={c:<3d} {r.rps:9.1f} req/s  "
-                    f"p50 {r.percentile(0.5):8.2f} ms  p99 {r.percentile(0.99):8.2f} ms  "
-                    f"errors {r.errors}",
-                    flush=True,
-                )
-            r = measure(open_loop(server.port, raws, args.rate, args.rate_seconds))
-            row["rate"] = r
-            sent = int(args.rate * args.rate_seconds)
-            print(
-                f"  {server.label:28s} {args.rate:g} req/s fixed: "
-                f"p50 {r.percentile(0.5):8.2f} ms  p99 {r.percentile(0.99):8.2f} ms  "
-                f"answered {r.completed}/{sent} errors {r.errors} timeouts {r.timeouts}",
-                flush=True,
-            )
-            rows.append(row)
+            rows.append(_measure(server, raws, args, startup, got, reference))
         finally:
             server.stop()
-
     print()
     print(f"Load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     print(table(rows, args))
+
+
+def _measure(
+    server: Server,
+    raws: list[bytes],
+    args: argparse.Namespace,
+    startup: float,
+    got: list[float],
+    reference: list[float],
+) -> dict:
+    """One server's row of the table: closed loops, then the fixed rate."""
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(got, reference, strict=True))
+    row: dict = {"server": server.label, "startup_s": startup, "max_rel_diff": worst}
+    for c in args.concurrency:
+        r = measure(closed_loop(server.port, raws, c, args.warmup, args.seconds))
+        row[c] = r
+        print(
+            f"  {server.label:28s} c={c:<3d} {r.rps:9.1f} req/s  "
+            f"p50 {r.percentile(0.5):8.2f} ms  p99 {r.percentile(0.99):8.2f} ms  "
+            f"errors {r.errors}",
+            flush=True,
+        )
+    r = measure(open_loop(server.port, raws, args.rate, args.rate_seconds))
+    row["rate"] = r
+    sent = int(args.rate * args.rate_seconds)
+    print(
+        f"  {server.label:28s} {args.rate:g} req/s fixed: "
+        f"p50 {r.percentile(0.5):8.2f} ms  p99 {r.percentile(0.99):8.2f} ms  "
+        f"answered {r.completed}/{sent} errors {r.errors} timeouts {r.timeouts}",
+        flush=True,
+    )
+    return row
 
 
 def _ms(value: float) -> str:

@@ -233,12 +233,14 @@ class DenseLayer:
     residual: bool = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = x @ self.weight.T
-        if self.bias is not None:
-            out += self.bias
-        if self.activation is not None:
-            out = ACTIVATIONS[self.activation](out).astype(np.float32, copy=False)
-        return x + out if self.residual else out
+        # Infinite or NaN inputs give infinite or NaN outputs, as in torch: no warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = x @ self.weight.T
+            if self.bias is not None:
+                out += self.bias
+            if self.activation is not None:
+                out = ACTIVATIONS[self.activation](out).astype(np.float32, copy=False)
+            return x + out if self.residual else out
 
 
 @dataclass(frozen=True)

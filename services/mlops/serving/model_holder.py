@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops.inference.fast import Predictor
+from mlops.contracts.models import ModelRef
+from mlops.contracts.predictor import Predictor
 from mlops.settings import Settings
-from mlops.tracking import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +167,7 @@ class ModelHolder:
             except Exception as exc:
                 self._registry_failed(exc)
                 return False
-            if not self.registry.reachable and self.registry.reachable is not None:
-                log.info("The model registry answers again.")
-            self.registry.reachable = True
-            self.registry.last_success_at = now
-            self.registry.last_error = None
-            self.registry.consecutive_failures = 0
-            self.registry.champion_version = ref.version if ref else None
+            self._registry_answered(now, ref)
             if ref is None:
                 if self._current is not None:
                     log.warning(
@@ -183,40 +177,40 @@ class ModelHolder:
                         self._current.version,
                     )
                 return False
-            current = self._current
-            if current is not None and (current.name, current.version) == (ref.name, ref.version):
+            if _same(self._current, ref):
                 return False
-            previous = self._previous
-            if previous is not None and (previous.name, previous.version) == (
-                ref.name,
-                ref.version,
-            ):
-                loaded = previous  # rolled back: no need to load it again
-            else:
-                loaded = self._load(ref)
-                if loaded is None:
-                    return False
-            self._previous, self._current = current, loaded  # the swap: one assignment each
-            # Move what is alive now (libraries, the model) out of the garbage collector's
-            # reach, so its full collections stay short and do not stall requests. (No
-            # gc.collect() first: that would be the stall.)
-            gc.freeze()
-            self.reload.reloads_total += 1
-            self.reload.history.append(
-                {
-                    "version": loaded.version,
-                    "at": _iso(datetime.now(UTC)),
-                    "from": current.version if current else None,
-                }
-            )
-            log.info(
-                "Serving %s version %s (%s predictor)%s.",
-                loaded.name,
-                loaded.version,
-                loaded.predictor.kind,
-                f", was version {current.version}" if current else "",
-            )
-            return True
+            return self._swap_in(ref)
+
+    def _swap_in(self, ref: ModelRef) -> bool:
+        """Load ``ref`` (or take back the previous model) and make it the current one."""
+        current, previous = self._current, self._previous
+        if previous is not None and _same(previous, ref):
+            loaded: LoadedModel | None = previous  # rolled back: no need to load it again
+        else:
+            loaded = self._load(ref)
+        if loaded is None:
+            return False
+        self._previous, self._current = current, loaded  # the swap: one assignment each
+        # Move what is alive now (libraries, the model) out of the garbage collector's
+        # reach, so its full collections stay short and do not stall requests. (No
+        # gc.collect() first: that would be the stall.)
+        gc.freeze()
+        self.reload.reloads_total += 1
+        self.reload.history.append(
+            {
+                "version": loaded.version,
+                "at": _iso(datetime.now(UTC)),
+                "from": current.version if current else None,
+            }
+        )
+        log.info(
+            "Serving %s version %s (%s predictor)%s.",
+            loaded.name,
+            loaded.version,
+            loaded.predictor.kind,
+            f", was version {current.version}" if current else "",
+        )
+        return True
 
     def _load(self, ref: ModelRef) -> LoadedModel | None:
         self.reload.loading_version = ref.version
@@ -234,6 +228,15 @@ class ModelHolder:
         self.reload.last_error = None
         self.reload.failed_version = None
         return loaded
+
+    def _registry_answered(self, now: datetime, ref: ModelRef | None) -> None:
+        if not self.registry.reachable and self.registry.reachable is not None:
+            log.info("The model registry answers again.")
+        self.registry.reachable = True
+        self.registry.last_success_at = now
+        self.registry.last_error = None
+        self.registry.consecutive_failures = 0
+        self.registry.champion_version = ref.version if ref else None
 
     def _registry_failed(self, exc: Exception) -> None:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -254,20 +257,20 @@ class ModelHolder:
         if self._client is None:
             from mlops import tracking
 
-            self._client = tracking.configure(self.settings)
+            self._client = tracking.connect(self.settings)
         return self._client
 
     def _registry_lookup(self) -> ModelRef | None:
-        from mlops import tracking
+        from mlops.contracts.models import champion
 
-        return tracking.champion(self._mlflow(), self.settings)
+        return champion(self._mlflow(), self.settings.model_name, self.settings.champion_alias)
 
     def _registry_load(self, ref: ModelRef) -> LoadedModel:
-        from mlops.inference.fast import load_registered
+        from mlops.contracts.models import load_registered
 
         client = self._mlflow()
         began = time.perf_counter()
-        predictor = load_registered(ref)
+        predictor = load_registered(client, ref)
         return LoadedModel(
             ref=ref,
             predictor=predictor,
@@ -316,6 +319,10 @@ def describe_version(client: Any, ref: ModelRef) -> dict[str, Any]:
         if k.startswith("baseline_holdout_")
     }
     return info
+
+
+def _same(loaded: LoadedModel | None, ref: ModelRef) -> bool:
+    return loaded is not None and (loaded.name, loaded.version) == (ref.name, ref.version)
 
 
 def _is_float(text: str) -> bool:

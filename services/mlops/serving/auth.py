@@ -1,0 +1,45 @@
+"""The bearer token: with ``SERVE_API_TOKEN`` set, the guarded endpoints want
+``Authorization: Bearer <token>`` (``/predict``, ``/batch_predict``, ``/model``,
+``/metrics``); the probes stay open for the kubelet."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mlops.errors import ConfigError
+from mlops.serving.api_errors import ApiError
+from mlops.settings import PLACEHOLDER_SECRETS, Settings
+
+
+def api_token(settings: Settings) -> str | None:
+    """The token the API wants, None when there is none (unset or blank).
+
+    Raises ConfigError for the template's placeholder value.
+    """
+    secret = settings.serve_api_token
+    value = secret.get_secret_value().strip() if secret is not None else ""
+    if not value:
+        return None
+    if value.lower() in PLACEHOLDER_SECRETS:
+        raise ConfigError("Setting SERVE_API_TOKEN is still the template's placeholder value.")
+    return value
+
+
+def bearer_guard(token: str | None) -> Callable[..., None]:
+    """A FastAPI dependency refusing (401) a request without ``token``; none when None."""
+    bearer = HTTPBearer(auto_error=False, description="SERVE_API_TOKEN, when it is set.")
+    expected = token.encode() if token is not None else b""
+
+    # (The dependency is a default: an annotation naming ``bearer`` could not be resolved.)
+    def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if token is None:
+            return
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if credentials is None or not secrets.compare_digest(given, expected):
+            raise ApiError(401, "a valid bearer token is required")
+
+    return authorize

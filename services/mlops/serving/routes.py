@@ -1,0 +1,230 @@
+"""The endpoints: one handler each, taking what it needs as arguments.
+
+The handlers (``handle_predict``, ``handle_batch_predict``, ``readiness``,
+``describe_model``, ``metrics_text``) are plain functions of a request and a
+:class:`Serving` (or of the holder, or of the metrics), so each can be called alone;
+:func:`make_router` puts them behind their paths with their OpenAPI descriptions and
+the bearer-token guard. A request reads the loaded model once (``Serving.model``) and
+uses it, and its request models, to the end, so a hot swap never mixes two versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.responses import Response
+
+from mlops.serving import bodies
+from mlops.serving.api_errors import ApiError, error_item, error_responses
+from mlops.serving.metrics import ServeMetrics
+from mlops.serving.model_holder import LoadedModel, ModelHolder
+from mlops.serving.predictions import (
+    answer,
+    form_body,
+    records_body,
+    run_model,
+    table_body,
+)
+from mlops.serving.request_models import CLOSE, RequestModelCache, RequestModels
+
+
+@dataclass
+class Serving:
+    """What the prediction handlers use: the holder, the metrics, the request models."""
+
+    holder: ModelHolder
+    metrics: ServeMetrics
+    request_models: RequestModelCache = field(default_factory=RequestModelCache)
+
+    def model(self) -> tuple[LoadedModel, RequestModels]:
+        """The model answering now and its request models; ApiError(503) when none."""
+        loaded = self.holder.current
+        if loaded is None:
+            raise ApiError(503, "no model is loaded yet; see /readyz")
+        key = (loaded.name, loaded.version)
+        return loaded, self.request_models.get(key, loaded.predictor)
+
+    def current_request_models(self) -> tuple[str, RequestModels | None]:
+        """A key naming the loaded version ("" for none) and its request models."""
+        loaded = self.holder.current
+        if loaded is None:
+            return "", None
+        models = self.request_models.get((loaded.name, loaded.version), loaded.predictor)
+        return f"{loaded.name}:{loaded.version}", models
+
+
+def _identity(loaded: LoadedModel) -> dict[str, str]:
+    return {"model_name": loaded.name, "model_version": loaded.version}
+
+
+# POST /predict
+
+
+async def handle_predict(request: Request, serving: Serving) -> Response:
+    """One JSON record or a list of them; or ``ludwig serve``'s form, answered in its format."""
+    loaded, models = serving.model()
+    kind = bodies.content_type(request)
+    if bodies.is_form(kind):
+        return await _predict_form(await bodies.read_form(request), loaded, models, serving)
+    if not bodies.is_json(kind):
+        raise bodies.unsupported(kind)
+    records, single = bodies.record_list(await bodies.read_json(request))
+    columns = models.check(records, _record_locator(single), form=False)
+    raw = await run_model(loaded.predictor, columns, len(records))
+    result = answer(models.target, raw, columns[CLOSE])
+    serving.metrics.count_predictions("/predict", loaded.version, len(records))
+    return JSONResponse({**_identity(loaded), **records_body(result)})
+
+
+def _record_locator(single: bool) -> Callable[[int, str], list[Any]]:
+    if single:
+        return lambda i, name: ["body", name]
+    return lambda i, name: ["body", i, name]
+
+
+async def _predict_form(
+    fields: dict[str, Any], loaded: LoadedModel, models: RequestModels, serving: Serving
+) -> Response:
+    if not fields:
+        raise ApiError(422, "the form is empty", [error_item(["body"], "empty form", "missing")])
+    columns = models.check([fields], lambda i, name: ["body", name], form=True)
+    raw = await run_model(loaded.predictor, columns, 1)
+    result = answer(models.target, raw, columns.get(CLOSE))
+    serving.metrics.count_predictions("/predict", loaded.version, 1)
+    return JSONResponse({**form_body(result), **_identity(loaded)})
+
+
+# POST /batch_predict
+
+
+async def handle_batch_predict(request: Request, serving: Serving) -> Response:
+    """A pandas 'split' table, as JSON or as ``ludwig serve``'s ``dataset`` form field."""
+    loaded, models = serving.model()
+    table, from_form = await bodies.read_table(request)
+    names, data, index = bodies.split_table(table)
+    columns, closes = models.check_table(names, data, form=from_form)
+    raw = await run_model(loaded.predictor, columns, len(data))
+    result = answer(models.target, raw, closes)
+    serving.metrics.count_predictions("/batch_predict", loaded.version, len(data))
+    return JSONResponse({**_identity(loaded), **table_body(result, index)})
+
+
+# The probes, the model, the metrics.
+
+
+def readiness(holder: ModelHolder) -> Response:
+    """200 once a model is loaded, 503 before; the model, registry and reload details."""
+    current = holder.current
+    model = None
+    if current is not None:
+        model = {
+            "name": current.name,
+            "version": current.version,
+            "predictor": current.predictor.kind,
+            "loaded_at": current.loaded_at.isoformat(),
+        }
+    body = {
+        "ready": current is not None,
+        "model": model,
+        "registry": holder.registry.as_dict(),
+        "reload": holder.reload.as_dict(),
+    }
+    return JSONResponse(body, status_code=200 if current is not None else 503)
+
+
+def describe_model(serving: Serving) -> Response:
+    """Name, version, run, training date, holdout metrics, predictor, inputs, load time."""
+    loaded, models = serving.model()
+    return JSONResponse(
+        {
+            "name": loaded.name,
+            "version": loaded.version,
+            **loaded.info,
+            "predictor": loaded.predictor.kind,
+            "target": models.target,
+            "input_features": dict(loaded.predictor.input_features),
+            "loaded_at": loaded.loaded_at.isoformat(),
+            "load_seconds": loaded.load_seconds,
+        }
+    )
+
+
+def metrics_text(metrics: ServeMetrics) -> Response:
+    payload, media_type = metrics.render()
+    return Response(payload, media_type=media_type)
+
+
+# The paths.
+
+_READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "No model is loaded yet (same body)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+def make_router(serving: Serving, authorize: Callable[..., None]) -> APIRouter:
+    """The API's paths; ``authorize`` guards all but the probes."""
+    router = APIRouter()
+    guarded = [Depends(authorize)]
+    _prediction_routes(router, serving, guarded)
+    _status_routes(router, serving, guarded)
+    return router
+
+
+def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> None:
+    @router.post(
+        "/predict",
+        dependencies=guarded,
+        summary="Predict the next close of one record or a list of records",
+        responses=error_responses(),
+    )
+    async def predict(request: Request) -> Response:
+        return await handle_predict(request, serving)
+
+    @router.post(
+        "/batch_predict",
+        dependencies=guarded,
+        summary="Predict a table in pandas 'split' layout (columns, data, index)",
+        responses=error_responses(),
+    )
+    async def batch_predict(request: Request) -> Response:
+        return await handle_batch_predict(request, serving)
+
+
+def _status_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> None:
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: a model is loaded (503 until then); registry and reload details",
+        responses=_READYZ_RESPONSES,
+    )
+    async def readyz() -> Response:
+        return readiness(serving.holder)
+
+    @router.get(
+        "/model",
+        dependencies=guarded,
+        summary="The model answering: name, version, run id, training date, holdout metrics",
+        responses=error_responses(401, 503),
+    )
+    async def model_info() -> Response:
+        return describe_model(serving)
+
+    @router.get(
+        "/metrics",
+        dependencies=guarded,
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses=error_responses(401),
+    )
+    async def prometheus() -> Response:
+        return metrics_text(serving.metrics)
