@@ -99,7 +99,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 _DESCRIPTIONS = {
     400: "The body cannot be read",
     401: "Missing or wrong bearer token",
-    413: "Too many rows",
+    413: "Too many rows, or a body over the size limit",
     415: "Unsupported content type",
     422: "A field is missing or has a wrong value (named in detail)",
     503: "No model is loaded yet",
