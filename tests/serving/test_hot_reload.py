@@ -298,3 +298,41 @@ def test_holder_thread_polls_until_stopped(trained, champion_holder) -> None:
     checks = holder.registry.checks_total
     time.sleep(0.2)
     assert holder.registry.checks_total == checks  # stopped
+
+
+@pytest.mark.slow
+def test_a_failed_version_is_forgotten_when_the_alias_moves_back(trained, champion_holder) -> None:
+    from fastapi.testclient import TestClient
+
+    from mlops.serving.app import create_app
+
+    refs: dict = {"champion": _ref("1")}
+    holder = _holder(trained, champion_holder, refs, [], {"3"})
+    assert holder.poll_once()
+    refs["champion"] = _ref("2")
+    assert holder.poll_once()  # serving 2, with 1 kept for a rollback
+    with TestClient(create_app(trained.settings(), holder)) as api:
+        refs["champion"] = _ref("3")  # cannot be loaded: keep serving 2
+        assert not holder.poll_once()
+        failed = api.get("/readyz").json()["reload"]
+        assert failed["failed_version"] == "3"
+        assert failed["last_error"] == "version 3 cannot be loaded; the server log says why"
+        refs["champion"] = _ref("2")  # back to the loaded version: no load, failure gone
+        assert not holder.poll_once()
+        ready = api.get("/readyz").json()
+        assert ready["model"]["version"] == "2"
+        assert ready["reload"]["failed_version"] is None
+        assert ready["reload"]["last_error"] is None
+        refs["champion"] = _ref("3")
+        assert not holder.poll_once()
+        refs["champion"] = _ref("1")  # to the kept previous version: rolled back, cleared
+        assert holder.poll_once()
+        ready = api.get("/readyz").json()
+        assert ready["model"]["version"] == "1"
+        assert (ready["reload"]["failed_version"], ready["reload"]["last_error"]) == (None, None)
+        refs["champion"] = _ref("3")
+        assert not holder.poll_once()
+        refs["champion"] = None  # the alias removed: nothing fails to load any more
+        assert not holder.poll_once()
+        assert api.get("/readyz").json()["reload"]["failed_version"] is None
+    assert holder.reload.failures_total == 3  # each failure was counted

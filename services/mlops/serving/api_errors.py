@@ -8,11 +8,15 @@ fault (``["body", <field>]``, ``["body", <record>, <field>]``,
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
+
+log = logging.getLogger(__name__)
 
 MAX_ERRORS = 20  # listed in one answer
 
@@ -48,9 +52,39 @@ def _sentence(error: dict[str, Any]) -> str:
 async def api_error_response(request: Request, exc: Exception) -> Response:
     """The exception handler for :class:`ApiError`."""
     assert isinstance(exc, ApiError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif exc.status == 413:  # the rest of the body is not read: do not reuse the connection
+        headers = {"Connection": "close"}
     return JSONResponse(
         {"error": exc.message, "detail": exc.detail}, status_code=exc.status, headers=headers
+    )
+
+
+async def http_error_response(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 and 405 (and any other HTTPException) in the API's error format."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"there is no endpoint {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}" + (
+            f"; use {allowed}" if allowed else ""
+        )
+    else:
+        message = "the request cannot be answered"
+    return JSONResponse(
+        {"error": message, "detail": []}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def internal_error_response(request: Request, exc: Exception) -> Response:
+    """A bug: a generic sentence for the client, the traceback in the log."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": "the server failed to answer; the server log says why", "detail": []},
+        status_code=500,
     )
 
 
@@ -65,7 +99,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 _DESCRIPTIONS = {
     400: "The body cannot be read",
     401: "Missing or wrong bearer token",
-    413: "Too many rows",
+    413: "Too many rows, or a body over the size limit",
     415: "Unsupported content type",
     422: "A field is missing or has a wrong value (named in detail)",
     503: "No model is loaded yet",

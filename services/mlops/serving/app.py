@@ -15,7 +15,9 @@ Endpoints:
   run id, training date, holdout metrics).
 
 Invalid input gets a 4xx naming the field (422 for values, 400 for unreadable bodies,
-415 for another content type, 413 for too many rows), never a 500. With
+415 for another content type, 413 for too many rows or a body over 64 MiB, counted as
+it streams in), never a 500. Public answers carry no exception text or server paths (the
+log has them; ``/readyz`` shows them to a request with the token). With
 ``SERVE_API_TOKEN`` set, ``/predict``, ``/batch_predict``, ``/model`` and ``/metrics``
 need ``Authorization: Bearer <token>`` (the probes stay open). The OpenAPI description at
 ``/openapi.json`` lists the loaded model's features.
@@ -37,10 +39,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 
 from mlops.serving import openapi
-from mlops.serving.api_errors import ApiError, api_error_response
-from mlops.serving.auth import api_token, bearer_guard
+from mlops.serving.api_errors import (
+    ApiError,
+    api_error_response,
+    http_error_response,
+    internal_error_response,
+)
+from mlops.serving.auth import api_token, bearer_guard, token_check
+from mlops.serving.limits import MAX_BODY_BYTES, BodyLimitMiddleware
 from mlops.serving.metrics import MetricsMiddleware, ServeMetrics
 from mlops.serving.model_holder import ModelHolder
 from mlops.serving.routes import Serving, make_router
@@ -49,9 +58,15 @@ from mlops.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    holder: ModelHolder | None = None,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
     """The API. Without ``holder``, one is made that polls the registry while the app runs;
-    a given holder is used as it is (not started or stopped by the app)."""
+    a given holder is used as it is (not started or stopped by the app). A request body
+    over ``max_body_bytes`` is refused (413) as soon as that many bytes have arrived."""
     token = api_token(settings)
     own_holder = holder is None
     holder = holder if holder is not None else ModelHolder(settings)
@@ -66,9 +81,12 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> FastAPI
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.serving = serving
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # the outer one: counts the 413s
     app.add_exception_handler(ApiError, api_error_response)
-    app.include_router(make_router(serving, bearer_guard(token)))
+    app.add_exception_handler(HTTPException, http_error_response)
+    app.add_exception_handler(Exception, internal_error_response)
+    app.include_router(make_router(serving, bearer_guard(token), token_check(token)))
     openapi.install(app, serving.current_request_models)
     return app
 

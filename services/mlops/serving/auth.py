@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mlops.errors import ConfigError
@@ -43,3 +43,17 @@ def bearer_guard(token: str | None) -> Callable[..., None]:
             raise ApiError(401, "a valid bearer token is required")
 
     return authorize
+
+
+def token_check(token: str | None) -> Callable[[Request], bool]:
+    """Whether a request carries ``token`` (never, when there is none): such a request
+    may see error details that public answers leave out."""
+    expected = f"Bearer {token}".encode() if token is not None else b""
+
+    def carries_token(request: Request) -> bool:
+        if token is None:
+            return False
+        given = request.headers.get("authorization", "").strip().encode()
+        return secrets.compare_digest(given, expected)
+
+    return carries_token

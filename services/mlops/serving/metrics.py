@@ -3,6 +3,9 @@
 * ``mlops_serve_requests_total`` (endpoint, method, status) and
   ``mlops_serve_request_duration_seconds`` (endpoint), counted by
   :class:`MetricsMiddleware` for every HTTP request (unknown paths as ``other``);
+* ``mlops_serve_client_disconnects_total`` (endpoint): requests whose client went away
+  before its body was read (they are not in ``mlops_serve_requests_total``: no answer was
+  given, and the fault is neither the request's, a 4xx, nor the server's, a 5xx);
 * ``mlops_serve_predictions_total`` (endpoint, model_version): rows predicted;
 * the model and registry state, read from the holder at scrape time
   (:class:`HolderCollector`).
@@ -13,6 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from starlette.requests import ClientDisconnect
 
 from mlops.serving.model_holder import ModelHolder
 
@@ -66,12 +71,21 @@ class ServeMetrics:
             ["endpoint", "model_version"],
             registry=self.registry,
         )
+        self.disconnects = Counter(
+            "mlops_serve_client_disconnects",
+            "Requests whose client went away before they were answered, by endpoint.",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.registry.register(HolderCollector(holder))
         self._latency_children = {e: self.latency.labels(e) for e in (*ENDPOINTS, "other")}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
         self._latency_children[endpoint].observe(seconds)
+
+    def count_disconnect(self, endpoint: str) -> None:
+        self.disconnects.labels(endpoint).inc()
 
     def count_predictions(self, endpoint: str, model_version: str, rows: int) -> None:
         self.predictions.labels(endpoint, model_version).inc(rows)
@@ -185,11 +199,20 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
         try:
             await self.app(scope, receive, send_and_note)
-        finally:
-            path = scope.get("path", "")
-            endpoint = path if path in ENDPOINTS else "other"
-            self.metrics.observe(
-                endpoint, scope.get("method", ""), status, time.perf_counter() - began
-            )
+        except ClientDisconnect:
+            # Nobody to answer: counted apart, and not raised on (uvicorn would log it as
+            # a failure of the app).
+            self.metrics.count_disconnect(endpoint)
+            return
+        except BaseException:
+            self._observe(endpoint, scope, status, began)
+            raise
+        self._observe(endpoint, scope, status, began)
+
+    def _observe(self, endpoint: str, scope: dict[str, Any], status: int, began: float) -> None:
+        seconds = time.perf_counter() - began
+        self.metrics.observe(endpoint, scope.get("method", ""), status, seconds)

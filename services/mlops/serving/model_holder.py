@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # While no model is loaded, look again at least this often.
 NOT_READY_POLL_SECONDS = 5.0
+# What public answers say of a registry failure (its text, which may name hosts or
+# paths, goes to the log).
+REGISTRY_ERROR = "the model registry cannot be read; the server log says why"
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,17 @@ class RegistryStatus:
     failures_total: int = 0
     checks_total: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The status; the error's own text only with ``details`` (the log has it)."""
+        error = self.last_error
+        if error is not None and not details:
+            error = REGISTRY_ERROR
         return {
             "reachable": self.reachable,
             "champion_version": self.champion_version,
             "last_checked_at": _iso(self.last_checked_at),
             "last_success_at": _iso(self.last_success_at),
-            "last_error": self.last_error,
+            "last_error": error,
             "consecutive_failures": self.consecutive_failures,
         }
 
@@ -81,11 +88,15 @@ class ReloadStatus:
     failures_total: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The status; the error's own text only with ``details`` (the log has it)."""
+        error = self.last_error
+        if error is not None and not details:
+            error = f"version {self.failed_version} cannot be loaded; the server log says why"
         return {
             "loading_version": self.loading_version,
             "failed_version": self.failed_version,
-            "last_error": self.last_error,
+            "last_error": error,
             "reloads": self.reloads_total,
             "history": self.history[-10:],
         }
@@ -168,6 +179,7 @@ class ModelHolder:
                 self._registry_failed(exc)
                 return False
             self._registry_answered(now, ref)
+            self._forget_stale_failure(ref)
             if ref is None:
                 if self._current is not None:
                     log.warning(
@@ -211,6 +223,20 @@ class ModelHolder:
             f", was version {current.version}" if current else "",
         )
         return True
+
+    def _forget_stale_failure(self, ref: ModelRef | None) -> None:
+        """A load failure is reported while its version is the champion; once the alias
+        points elsewhere (back to the loaded version, say), it is history."""
+        failed = self.reload.failed_version
+        if failed is None or (ref is not None and ref.version == failed):
+            return
+        log.info(
+            "Version %s, which could not be loaded, is no longer the %r version.",
+            failed,
+            self.settings.champion_alias,
+        )
+        self.reload.failed_version = None
+        self.reload.last_error = None
 
     def _load(self, ref: ModelRef) -> LoadedModel | None:
         self.reload.loading_version = ref.version

@@ -31,6 +31,10 @@ from mlops.serving.predictions import (
 )
 from mlops.serving.request_models import CLOSE, RequestModelCache, RequestModels
 
+# Above this many records or rows, checking them and shaping the answer run in the
+# thread pool, off the event loop.
+CHECK_INLINE_ROWS = 2_000
+
 
 @dataclass
 class Serving:
@@ -72,12 +76,23 @@ async def handle_predict(request: Request, serving: Serving) -> Response:
         return await _predict_form(await bodies.read_form(request), loaded, models, serving)
     if not bodies.is_json(kind):
         raise bodies.unsupported(kind)
-    records, single = bodies.record_list(await bodies.read_json(request))
-    columns = models.check(records, _record_locator(single), form=False)
+    body = await bodies.read_json(request)
+    heavy = isinstance(body, list) and len(body) > CHECK_INLINE_ROWS
+    records, columns = await bodies.off_loop(heavy, lambda: _checked_records(body, models))
     raw = await run_model(loaded.predictor, columns, len(records))
-    result = answer(models.target, raw, columns[CLOSE])
+
+    def respond() -> Response:
+        result = answer(models.target, raw, columns[CLOSE])
+        return JSONResponse({**_identity(loaded), **records_body(result)})
+
+    response = await bodies.off_loop(heavy, respond)
     serving.metrics.count_predictions("/predict", loaded.version, len(records))
-    return JSONResponse({**_identity(loaded), **records_body(result)})
+    return response
+
+
+def _checked_records(body: Any, models: RequestModels) -> tuple[list[Any], dict[str, list[Any]]]:
+    records, single = bodies.record_list(body)
+    return records, models.check(records, _record_locator(single), form=False)
 
 
 def _record_locator(single: bool) -> Callable[[int, str], list[Any]]:
@@ -105,19 +120,33 @@ async def handle_batch_predict(request: Request, serving: Serving) -> Response:
     """A pandas 'split' table, as JSON or as ``ludwig serve``'s ``dataset`` form field."""
     loaded, models = serving.model()
     table, from_form = await bodies.read_table(request)
-    names, data, index = bodies.split_table(table)
-    columns, closes = models.check_table(names, data, form=from_form)
+    rows = table.get("data") if isinstance(table, dict) else None
+    heavy = isinstance(rows, list) and len(rows) > CHECK_INLINE_ROWS
+
+    def check() -> tuple[Any, ...]:
+        names, data, index = bodies.split_table(table)
+        return data, index, *models.check_table(names, data, form=from_form)
+
+    data, index, columns, closes = await bodies.off_loop(heavy, check)
     raw = await run_model(loaded.predictor, columns, len(data))
-    result = answer(models.target, raw, closes)
+
+    def respond() -> Response:
+        result = answer(models.target, raw, closes)
+        return JSONResponse({**_identity(loaded), **table_body(result, index)})
+
+    response = await bodies.off_loop(heavy, respond)
     serving.metrics.count_predictions("/batch_predict", loaded.version, len(data))
-    return JSONResponse({**_identity(loaded), **table_body(result, index)})
+    return response
 
 
 # The probes, the model, the metrics.
 
 
-def readiness(holder: ModelHolder) -> Response:
-    """200 once a model is loaded, 503 before; the model, registry and reload details."""
+def readiness(holder: ModelHolder, *, details: bool = False) -> Response:
+    """200 once a model is loaded, 503 before; the model, registry and reload details.
+
+    Errors are given as a sentence; their own text (which may name hosts or paths) only
+    with ``details`` (a request with the valid token): it is in the log anyway."""
     current = holder.current
     model = None
     if current is not None:
@@ -130,8 +159,8 @@ def readiness(holder: ModelHolder) -> Response:
     body = {
         "ready": current is not None,
         "model": model,
-        "registry": holder.registry.as_dict(),
-        "reload": holder.reload.as_dict(),
+        "registry": holder.registry.as_dict(details=details),
+        "reload": holder.reload.as_dict(details=details),
     }
     return JSONResponse(body, status_code=200 if current is not None else 503)
 
@@ -168,12 +197,17 @@ _READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def make_router(serving: Serving, authorize: Callable[..., None]) -> APIRouter:
-    """The API's paths; ``authorize`` guards all but the probes."""
+def make_router(
+    serving: Serving,
+    authorize: Callable[..., None],
+    trusted: Callable[[Request], bool] = lambda request: False,
+) -> APIRouter:
+    """The API's paths; ``authorize`` guards all but the probes; ``trusted`` tells a
+    request with the valid token (shown error details on ``/readyz``)."""
     router = APIRouter()
     guarded = [Depends(authorize)]
     _prediction_routes(router, serving, guarded)
-    _status_routes(router, serving, guarded)
+    _status_routes(router, serving, guarded, trusted)
     return router
 
 
@@ -197,7 +231,12 @@ def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) 
         return await handle_batch_predict(request, serving)
 
 
-def _status_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> None:
+def _status_routes(
+    router: APIRouter,
+    serving: Serving,
+    guarded: list[Any],
+    trusted: Callable[[Request], bool],
+) -> None:
     @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -207,8 +246,8 @@ def _status_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> N
         summary="Readiness: a model is loaded (503 until then); registry and reload details",
         responses=_READYZ_RESPONSES,
     )
-    async def readyz() -> Response:
-        return readiness(serving.holder)
+    async def readyz(request: Request) -> Response:
+        return readiness(serving.holder, details=trusted(request))
 
     @router.get(
         "/model",
