@@ -7,7 +7,8 @@ Time limits: MLflow's HTTP calls read ``MLFLOW_HTTP_REQUEST_TIMEOUT``,
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and its backoff variables from the environment at each
 request; :func:`connect` sets them from ``MLFLOW_TIMEOUT_SECONDS`` and
 ``MLFLOW_MAX_RETRIES`` (MLflow's own defaults, 120 s and 7 retries with a doubling
-backoff, add up to minutes of silence when the server is down). Before the client is
+backoff, add up to minutes of silence when the server is down), and stops MLflow printing
+run links to stdout (the command's JSON result goes there alone). Before the client is
 handed out, a tracking server is asked whether it is up (``/health``), up to
 ``MLFLOW_CONNECT_ATTEMPTS`` times, each failure logged, then one ``TrackingError``.
 """
@@ -36,6 +37,8 @@ def configure_http(settings: Settings) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_max_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0.5"
+    # MLflow writes "View run ... at: <url>" to stdout when a run ends: stdout is ours.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def is_server(uri: str) -> bool:

@@ -291,7 +291,30 @@ def _copy_bucket(s3: Any, source: str, target: str) -> None:
 
 
 @pytest.fixture
-def world(template, postgres_server, s3_endpoint, mlflow_server, tmp_path) -> Iterator[World]:
+def make_world(
+    template, postgres_server, s3_endpoint, mlflow_server, tmp_path
+) -> Iterator[Callable[[], World]]:
+    """``make_world()``: a fresh copy of the template with its own proxies (several per test)."""
+    made: list[World] = []
+
+    def build() -> World:
+        built = _build_world(
+            template, postgres_server, s3_endpoint, mlflow_server, tmp_path / f"w{len(made)}"
+        )
+        made.append(built)
+        return built
+
+    yield build
+    for built in made:
+        built.close()
+
+
+@pytest.fixture
+def world(make_world) -> World:
+    return make_world()
+
+
+def _build_world(template, postgres_server, s3_endpoint, mlflow_server, folder: Path) -> World:
     name = f"w_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server.url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -307,8 +330,8 @@ def world(template, postgres_server, s3_endpoint, mlflow_server, tmp_path) -> It
     pg = Proxy("127.0.0.1", postgres_server.port)
     s3_proxy = Proxy("127.0.0.1", s3_port)
     mlflow = Proxy("127.0.0.1", mlflow_port)
-    home = tmp_path / "home"
-    home.mkdir()
+    home = folder / "home"
+    home.mkdir(parents=True)
     built = World(
         database=name,
         bucket=bucket,
@@ -334,13 +357,10 @@ def world(template, postgres_server, s3_endpoint, mlflow_server, tmp_path) -> It
         "TRAIN_EPOCHS": "1",
         "TRADE_THRESHOLD": "0.0005",
         "LOG_LEVEL": "INFO",
-        "ERROR_LOG_DIR": str(tmp_path / "errors"),
+        "ERROR_LOG_DIR": str(folder / "errors"),
         **LIMITS,
     }
-    try:
-        yield built
-    finally:
-        built.close()
+    return built
 
 
 # Running commands.
@@ -417,9 +437,7 @@ class Spawned:
     def wait(self, timeout: float = DEADLINE) -> Outcome:
         began = time.monotonic()
         code = self.process.wait(timeout=timeout)
-        return Outcome(
-            code, self.out.read_text(), self.err.read_text(), time.monotonic() - began
-        )
+        return Outcome(code, self.out.read_text(), self.err.read_text(), time.monotonic() - began)
 
 
 @pytest.fixture
@@ -480,7 +498,10 @@ def assert_fails(outcome: Outcome, code: int, *fragments: str) -> str:
 def assert_ok(outcome: Outcome) -> Any:
     """Exit 0 and stdout is the JSON result alone."""
     assert outcome.code == 0, str(outcome)
-    return outcome.json()
+    try:
+        return outcome.json()
+    except ValueError:
+        pytest.fail(f"stdout is not the JSON result alone:\n{outcome}")
 
 
 def assert_no_run_left_running(world: World) -> None:

@@ -51,6 +51,7 @@ class Proxy:
         self.stopped = threading.Event()
         self.listener: socket.socket | None = None
         self.port = 0
+        self.requests: list[bytes] = []  # the first line of each chunk sent (HTTP: requests)
         self._listen()
         self.thread = threading.Thread(target=self._accept_loop, daemon=True, name="proxy")
         self.thread.start()
@@ -151,9 +152,7 @@ class Proxy:
                 upstream.close()
                 return
             self.sockets.add(upstream)
-        threading.Thread(
-            target=self._pump, args=(upstream, client, False), daemon=True
-        ).start()
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
         self._pump(client, upstream, True)
 
     def _pump(self, source: socket.socket, sink: socket.socket, upward: bool) -> None:
@@ -169,6 +168,7 @@ class Proxy:
                         sock.shutdown(socket.SHUT_RDWR)
                 return
             if upward:
+                self.requests.append(data.split(b"\r\n", 1)[0][:200])
                 window = tail + data
                 tail = window[-256:]
                 if self._fire(window):

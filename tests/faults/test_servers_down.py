@@ -51,7 +51,9 @@ def test_postgres_down_before(world, cli, stage) -> None:
     world.pg.kill()
     outcome = cli(world.env, *COMMANDS[stage])
     assert_fails(outcome, 6, "Database at", "did not answer after 2 attempts")
-    assert any("Database not answering" in l and "attempt 1 of 2" in l for l in outcome.lines)
+    assert any(
+        "Database not answering" in line and "attempt 1 of 2" in line for line in outcome.lines
+    )
     world.pg.restore()
     assert world.runs() == []  # nothing was recorded: the database was never reached
 
@@ -63,14 +65,16 @@ def test_object_store_down_before(world, cli, stage, request) -> None:
     env = _train_env(world, request) if stage == "train" else world.env
     outcome = cli(env, *COMMANDS[stage])
     assert_fails(outcome, 7, "object store", "is not answering")
-    assert any("Object store at" in l and "attempt 1 of 2" in l for l in outcome.lines)
+    assert any("Object store at" in line and "attempt 1 of 2" in line for line in outcome.lines)
     assert _written(world, stage) == before
     (run,) = world.runs(stage)
     assert run.status == "failed" and "is not answering" in run.error
     if stage == "train":  # the dataset is read before any MLflow run is made
         client = world.mlflow_client()
         experiment = client.get_experiment_by_name("faults")
-        found = client.search_runs([experiment.experiment_id], f"tags.mlops_stage_run = '{run.run_id}'")
+        found = client.search_runs(
+            [experiment.experiment_id], f"tags.mlops_stage_run = '{run.run_id}'"
+        )
         assert found == []
     world.s3.restore()
     if stage != "train":  # training converges in test_killed_during; it costs a fit
@@ -85,7 +89,7 @@ def test_tracking_server_down_before(world, cli, stage, request) -> None:
     env = _train_env(world, request) if stage == "train" else world.env
     outcome = cli(env, *COMMANDS[stage])
     assert_fails(outcome, 8, "MLflow tracking server", "is not answering", "after 2 attempts")
-    assert any("attempt 1 of 2" in l for l in outcome.lines)
+    assert any("attempt 1 of 2" in line for line in outcome.lines)
     assert outcome.seconds < 60
     assert _written(world, stage) == before
     (run,) = world.runs(stage)

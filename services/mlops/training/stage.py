@@ -7,7 +7,7 @@ Reruns converge, whatever stopped the previous run:
   and Ctrl-C; a run left ``RUNNING`` by a process that could not end it (kill -9, the
   tracking server gone) is closed by the next ``mlops train`` once its stage run is
   recorded as failed or abandoned (tag ``mlops_stage_run``);
-* a run is keyed by its dataset version, model config, seed and split sizes (tag
+* a run is keyed by its dataset version, model name and config, seed and split sizes (tag
   ``mlops_training_key``): when a run with the same key already registered its version
   (tag ``mlops_registration=done``) the rerun trains nothing and answers with it; when
   one logged its model but did not finish registering (``pending``: the registry failed
@@ -422,8 +422,9 @@ def _register(
 
 
 def training_key(config: dict[str, Any], manifest: Manifest, settings: Settings) -> str:
-    """What makes two trainings the same: dataset version, config, seed, split sizes."""
+    """What makes two trainings the same: dataset, model name, config, seed, split sizes."""
     payload = {
+        "model_name": settings.model_name,
         "config": config,
         "seed": settings.random_seed,
         "validation_days": settings.validation_days,
