@@ -188,6 +188,8 @@ class S3Store:
             return fn(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            if code == "403":  # a HEAD answer has no body: ask once more to learn why
+                code = self._refusal_code() or code
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise StoreError(
                     f"Object {key!r} does not exist in bucket {self.bucket}."
@@ -213,6 +215,18 @@ class S3Store:
                 f"answering ({_short(exc)}) after {self.max_attempts} attempt"
                 f"{'s' if self.max_attempts > 1 else ''}."
             ) from None
+
+    def _refusal_code(self) -> str:
+        """The error code of a listing, to tell refused keys from refused permissions."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except ClientError as exc:
+            return str(exc.response.get("Error", {}).get("Code", ""))
+        except BotoCoreError:
+            return ""
+        return ""
 
     def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
