@@ -306,9 +306,10 @@ def _report(exc: BaseException, command: str) -> int:
     if isinstance(exc, NoArgsIsHelpError):
         return exc.exit_code  # the help was printed
     if isinstance(exc, ClickException):
-        where = f"mlops {command} --help" if command else "mlops --help"
+        context = getattr(exc, "ctx", None)
+        where = getattr(context, "command_path", "") or "mlops"
         message = exc.format_message().rstrip(".")
-        typer.echo(f"error: {message} (see `{where}`).", err=True)
+        typer.echo(f"error: {message} (see `{where} --help`).", err=True)
         return exc.exit_code
     if isinstance(exc, Terminated):
         typer.echo(
