@@ -120,16 +120,25 @@ def mlflow_server(postgres_server, s3_endpoint, tmp_path_factory) -> Iterator[Ml
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers with it: one group to stop
         )
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", server, log)
         yield MlflowServer(f"http://127.0.0.1:{port}")
     finally:
-        server.terminate()
+        _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's own process group, SIGKILL if it lingers."""
+    for signum, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 30)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
         try:
-            server.wait(timeout=30)
+            process.wait(timeout=grace)
+            return
         except subprocess.TimeoutExpired:
-            server.kill()
+            continue
 
 
 def _boto_credentials() -> dict[str, str]:

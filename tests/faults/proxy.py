@@ -33,9 +33,15 @@ class _Trigger:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a crashed peer would."""
+    """Drop the connection as a crashed peer would: now, even while a thread reads it.
+
+    ``shutdown`` wakes a ``recv`` blocked in another thread (a plain ``close`` would not,
+    and the connection would linger open); SO_LINGER 0 turns the close into a reset.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -69,6 +75,8 @@ class Proxy:
             listener, self.listener = self.listener, None
             sockets, self.sockets = list(self.sockets), set()
         if listener is not None:
+            with contextlib.suppress(OSError):  # stop listening now, even mid-select
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for sock in sockets:
             _reset(sock)
@@ -135,6 +143,9 @@ class Proxy:
             with self.lock:
                 mode = self.mode
                 self.sockets.add(client)
+            if mode == "down":
+                _reset(client)
+                continue
             if mode == "blackhole":
                 continue  # accepted, never answered
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()

@@ -91,21 +91,34 @@ def test_sigterm_and_kill9_during_the_write(make_world, cli, spawn, stage) -> No
     assert _written(term) == _written(kill)  # both converged to the same state
 
 
-def test_sigterm_and_kill9_of_training(world, cli, spawn) -> None:
-    """Two trainings in one world (two days, two leases): one SIGTERM, one kill -9."""
-    env = world.with_env(MODEL_NAME="m-signals")
-    holds = [world.mlflow.hold_when(b"runs/log-batch"), world.mlflow.hold_when(b"runs/log-batch")]
-    term = spawn(env, "train", "--as-of", DAYS[1].isoformat())
-    kill = spawn(env, "train", "--as-of", DAYS[0].isoformat())
-    wait_until(lambda: all(h.is_set() for h in holds), "both trainings' first MLflow call")
-    term.signal(signal.SIGTERM)
-    kill.signal(signal.SIGKILL)
-    kill.process.wait(timeout=60)
+def test_sigterm_and_kill9_of_training_as_it_registers(world, cli, spawn) -> None:
+    """Two trainings side by side (two models), each stopped after its fit, as it asks the
+    registry for its model: one by SIGTERM, one by kill -9. The reruns register the models
+    already trained (no second fit) and leave no run open and no version twice."""
+    models = {"term": "m-term", "kill": "m-kill"}
+    holds = {
+        k: world.mlflow.hold_when(f"registered-models/get?name={m}".encode())
+        for k, m in models.items()
+    }
+    envs = {k: world.with_env(MODEL_NAME=m) for k, m in models.items()}
+    days = {"term": DAYS[1].isoformat(), "kill": DAYS[0].isoformat()}  # two leases
+    spawned = {k: spawn(envs[k], "train", "--as-of", days[k]) for k in models}
+    wait_until(
+        lambda: (
+            all(h.is_set() for h in holds.values())
+            or any(p.process.poll() is not None for p in spawned.values())
+        ),
+        "both trainings to reach the registry",
+    )
+    assert all(p.process.poll() is None for p in spawned.values())
+    spawned["term"].signal(signal.SIGTERM)
+    spawned["kill"].signal(signal.SIGKILL)
+    spawned["kill"].process.wait(timeout=60)
     world.mlflow.release()
-    outcome = term.wait()
+    outcome = spawned["term"].wait()
     assert outcome.code == 143, str(outcome)
     assert outcome.sentence.startswith("error: mlops train was terminated by SIGTERM")
-    assert kill.wait().code == -signal.SIGKILL
+    assert spawned["kill"].wait().code == -signal.SIGKILL
 
     client = world.mlflow_client()
     experiment = client.get_experiment_by_name("faults").experiment_id
@@ -115,20 +128,26 @@ def test_sigterm_and_kill9_of_training(world, cli, spawn) -> None:
         return found
 
     by_pid = {r.pid: r for r in world.runs("train")}
-    assert by_pid[term.pid].error == "terminated by SIGTERM"
-    assert mlflow_run(by_pid[term.pid].run_id).info.status == "KILLED"
-    assert mlflow_run(by_pid[kill.pid].run_id).info.status == "RUNNING"  # nobody could end it
+    term_run = by_pid[spawned["term"].pid]
+    kill_run = by_pid[spawned["kill"].pid]
+    assert (term_run.status, term_run.error) == ("failed", "terminated by SIGTERM")
+    assert mlflow_run(term_run.run_id).info.status == "KILLED"
+    assert kill_run.status == "running"  # nobody could record its end...
+    assert mlflow_run(kill_run.run_id).info.status == "RUNNING"  # ...nor end its MLflow run
+    for run in (term_run, kill_run):
+        assert mlflow_run(run.run_id).data.tags["mlops_registration"] == "pending"
 
-    result = assert_ok(cli(env, "train", "--as-of", DAYS[0].isoformat()))
-    assert world.runs("train")[0].status in {"abandoned", "failed"}
-    assert by_pid[kill.pid].run_id in {
-        r.run_id for r in world.runs("train") if r.status == "abandoned"
-    }
-    orphan = mlflow_run(by_pid[kill.pid].run_id)
-    assert orphan.info.status == "KILLED"
-    assert orphan.data.tags["mlops_end_reason"].endswith("abandoned")
-    versions = client.search_model_versions("name = 'm-signals'")
-    assert [v.version for v in versions] == [result["model_version"]]
-    again = assert_ok(cli(env, "train", "--as-of", DAYS[0].isoformat()))
-    assert again["already_trained"] and again["model_version"] == result["model_version"]
+    for key in ("kill", "term"):
+        result = assert_ok(cli(envs[key], "train", "--as-of", days[key]))
+        earlier = term_run if key == "term" else kill_run
+        assert result["run_id"] == mlflow_run(earlier.run_id).info.run_id  # no second fit
+        assert not result["already_trained"]
+        finished = client.get_run(result["run_id"])
+        assert finished.info.status == "FINISHED"
+        versions = client.search_model_versions(f"name = '{models[key]}'")
+        assert [v.version for v in versions] == [result["model_version"]]
+        again = assert_ok(cli(envs[key], "train", "--as-of", days[key]))
+        assert again["already_trained"] and again["model_version"] == result["model_version"]
+    statuses = {r.run_id: r.status for r in world.runs("train")}
+    assert statuses[kill_run.run_id] == "abandoned"
     assert_no_run_left_running(world)
