@@ -225,13 +225,14 @@ def _store(exc: BaseException) -> MlopsError | None:
 def _tracking(exc: BaseException) -> MlopsError | None:
     if "mlflow.exceptions.MlflowException" not in _names(exc):
         return None
-    text = _first_line(exc)
-    unreachable = (
-        "API request to" in text
-        and ("failed with exception" in text or "failed with timeout" in text)
-    ) or "TEMPORARILY_UNAVAILABLE" in str(getattr(exc, "error_code", ""))
-    if unreachable:
-        return TrackingError(f"The MLflow tracking server is not answering: {text}.")
+    text = " ".join(str(exc).split())  # a download lists every file's failure
+    start = text.find("API request to")
+    unreachable = start >= 0 and (
+        "failed with exception" in text or "failed with timeout" in text
+    )
+    if unreachable or "TEMPORARILY_UNAVAILABLE" in str(getattr(exc, "error_code", "")):
+        detail = text[start : start + 300] if start >= 0 else _first_line(exc)
+        return TrackingError(f"The MLflow tracking server is not answering: {detail}.")
     return None
 
 

@@ -39,6 +39,7 @@ def configure_http(settings: Settings) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0.5"
     # MLflow writes "View run ... at: <url>" to stdout when a run ends: stdout is ours.
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bars in the logs
 
 
 def is_server(uri: str) -> bool:
