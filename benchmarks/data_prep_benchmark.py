@@ -99,7 +99,7 @@ def worker() -> None:
             {
                 "wall": wall,
                 "rows": rows,
-                "finalized": result.version is not None,
+                "finalized": result.version is not None and result.new,  # published it
                 "version": result.version,
                 "timings": result.timings,
                 "self_maxrss_kib": usage.ru_maxrss,

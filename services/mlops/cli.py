@@ -40,8 +40,27 @@ Output = Annotated[
 ]
 
 
-def _stage(name: str, fn: Callable[..., Any], output: Path | None, **kwargs: Any) -> Any:
-    """Build settings and context, record the stage run, call the stage, report its result."""
+AllowOlder = Annotated[
+    bool,
+    typer.Option(
+        "--allow-older-dataset",
+        help="With --as-of: use the newest dataset before that day when the day has none "
+        "(default: fail, naming the day found).",
+    ),
+]
+
+
+def _stage(
+    name: str,
+    fn: Callable[..., Any],
+    output: Path | None,
+    lease: Callable[[Any], str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Build settings and context, record the stage run, call the stage, report its result.
+
+    The result goes to stdout as JSON, alone (logs go to stderr).
+    """
     from mlops import log
     from mlops.context import open_context
     from mlops.runs import run_stage
@@ -49,21 +68,22 @@ def _stage(name: str, fn: Callable[..., Any], output: Path | None, **kwargs: Any
 
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
+    log.bind(stage=name)
     as_of: date | None = parse_date(kwargs.pop("as_of", None))
     ctx = open_context(settings)
     try:
-        result = run_stage(ctx, name, fn, as_of, **kwargs)
+        result = run_stage(ctx, name, fn, as_of, lease=lease(settings) if lease else "", **kwargs)
     except MlopsError as exc:
         # A stage that failed after doing its work (trade: orders not placed) attaches its
         # result: it is still printed, then the error ends the command.
         if getattr(exc, "result", None) is not None:
-            _report(exc.result, output)  # type: ignore[attr-defined]
+            _print_result(exc.result, output)  # type: ignore[attr-defined]
         raise
-    _report(result, output)
+    _print_result(result, output)
     return result
 
 
-def _report(result: Any, output: Path | None) -> None:
+def _print_result(result: Any, output: Path | None) -> None:
     payload = asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
     text = json.dumps(payload, default=str, indent=2)
     if output is not None:
@@ -76,16 +96,15 @@ def _report(result: Any, output: Path | None) -> None:
 def migrate_cmd() -> None:
     """Create or upgrade the application database schema to the newest version."""
     from mlops import log
+    from mlops.context import database_engine
     from mlops.db import migrate
-    from mlops.db.engine import make_engine, wait_for_database
     from mlops.settings import load_settings
 
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
-    engine = make_engine(settings.db_url)
-    wait_for_database(engine, settings.database_connect_attempts)
-    before = migrate.current_revision(engine)
-    after = migrate.upgrade(engine)
+    log.bind(stage="migrate")
+    engine = database_engine(settings)
+    before, after = migrate.upgrade_reporting(engine)
     typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).")
 
 
@@ -104,23 +123,32 @@ def data_prep_cmd(
     """Load daily bars, check them, compute features and publish a versioned dataset."""
     from mlops.data_prep.stage import run
 
-    _stage("data-prep", run, output, as_of=as_of, finalize=finalize)
+    def lease(settings: Any) -> str:  # shards of one day run side by side, each its own lease
+        return (
+            "finalize"
+            if finalize
+            else f"{settings.job_completion_index}-of-" + str(settings.data_prep_shards)
+        )
+
+    _stage("data-prep", run, output, lease=lease, as_of=as_of, finalize=finalize)
 
 
 @app.command("train")
-def train_cmd(as_of: AsOf = None, output: Output = None) -> None:
+def train_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
     """Train the Ludwig model, track it in MLflow, register it and promote it if it wins."""
     from mlops.training.stage import run
 
-    _stage("train", run, output, as_of=as_of)
+    _stage("train", run, output, as_of=as_of, allow_older_dataset=allow_older)
 
 
 @app.command("batch-infer")
-def batch_infer_cmd(as_of: AsOf = None, output: Output = None) -> None:
+def batch_infer_cmd(
+    as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False
+) -> None:
     """Score every symbol's latest prepared day with the champion model."""
     from mlops.inference.stage import run
 
-    _stage("batch-infer", run, output, as_of=as_of)
+    _stage("batch-infer", run, output, as_of=as_of, allow_older_dataset=allow_older)
 
 
 @app.command("serve")
@@ -221,11 +249,11 @@ def backtest_cmd(
 
 
 @app.command("monitor")
-def monitor_cmd(as_of: AsOf = None, output: Output = None) -> None:
+def monitor_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
     """Score past predictions against what came true, check drift, flag retraining."""
     from mlops.monitoring.stage import run
 
-    _stage("monitor", run, output, as_of=as_of)
+    _stage("monitor", run, output, as_of=as_of, allow_older_dataset=allow_older)
 
 
 @app.command("demo")
@@ -288,7 +316,7 @@ def daily_cmd(
 ) -> None:
     """Run the day's stages as Kubernetes Jobs in order, then train if the retrain rule says so."""
     from mlops import log
-    from mlops.db.engine import make_engine, wait_for_database
+    from mlops.context import database_engine
     from mlops.db.migrate import require_current
     from mlops.orchestration import run_daily
     from mlops.pipeline import plan_retraining
@@ -297,8 +325,7 @@ def daily_cmd(
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     log.bind(stage="daily")
-    engine = make_engine(settings.db_url)
-    wait_for_database(engine, settings.database_connect_attempts)
+    engine = database_engine(settings)
     require_current(engine)
     runs = run_daily(
         parse_date(as_of),
@@ -330,16 +357,65 @@ def dashboard_cmd(
     uvicorn.run(create_app(ctx), host=host, port=port, log_config=None, access_log=False)
 
 
-def main() -> None:
-    """Entry point: MlopsError ends the command with one sentence and a non-zero exit."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every failure ends with one sentence on stderr and its exit code.
+
+    ``MlopsError`` carries its sentence and exit code (see ``mlops.errors``); raw library
+    errors are classified (database, object store, tracking server, disk full, permission
+    denied); anything else is "unexpected" (exit 1) with its traceback saved to a file
+    whose path the sentence gives. SIGTERM exits 143, Ctrl-C 130. Nothing prints a bare
+    traceback on the terminal.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), "")
     try:
-        app()
-    except MlopsError as exc:
+        code = app(args, prog_name="mlops", standalone_mode=False)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # the one place that turns any failure into a sentence
+        code = _report(exc, command)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(exc: BaseException, command: str) -> int:
+    """Print the failure's sentence on stderr; its exit code."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    from mlops.errors import Terminated, classify
+    from mlops.log import save_traceback
+
+    if isinstance(exc, NoArgsIsHelpError):
+        return exc.exit_code  # the help was printed
+    if isinstance(exc, ClickException):
+        context = getattr(exc, "ctx", None)
+        where = getattr(context, "command_path", "") or "mlops"
+        message = exc.format_message().rstrip(".")
+        typer.echo(f"error: {message} (see `{where} --help`).", err=True)
+        return exc.exit_code
+    if isinstance(exc, Terminated):
+        typer.echo(
+            f"error: mlops {command} was {exc}; the run is recorded as failed, rerun it.",
+            err=True,
+        )
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt | typer.Abort):
+        typer.echo(f"error: mlops {command} was interrupted (SIGINT).", err=True)
+        return 130
+    error = classify(exc)
+    if isinstance(exc, MlopsError) and error is exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        return exc.exit_code
+    saved = save_traceback(exc, command)
+    where = f"the traceback is in {saved}" if saved else "the traceback could not be saved"
+    if error is not None:
+        typer.echo(f"error: {str(error).rstrip('.')}; {where}.", err=True)
+        return error.exit_code
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    typer.echo(
+        f"error: mlops {command} failed unexpectedly ({type(exc).__name__}: {first}); {where}.",
+        err=True,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -33,10 +33,21 @@ class Context:
         return self._mlflow
 
 
+def database_engine(settings: Settings, *, wait: bool = True) -> Engine:
+    """The database engine with the settings' time limits, once the database answers."""
+    engine = make_engine(
+        settings.db_url,
+        connect_timeout=settings.database_connect_timeout_seconds,
+        statement_timeout=settings.database_statement_timeout_seconds,
+    )
+    if wait:
+        wait_for_database(engine, settings.database_connect_attempts)
+    return engine
+
+
 def open_context(settings: Settings, *, check_schema: bool = True) -> Context:
     """Connect to the database (waiting for it, bounded) and open the store."""
-    engine = make_engine(settings.db_url)
-    wait_for_database(engine, settings.database_connect_attempts)
+    engine = database_engine(settings)
     if check_schema:
         require_current(engine)
     return Context(settings=settings, engine=engine, store=open_store(settings))

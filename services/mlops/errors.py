@@ -1,4 +1,34 @@
-"""Errors that end a command with one clear sentence and a non-zero exit."""
+"""Errors that end a command with one clear sentence and a non-zero exit.
+
+Every failure has a class and each class its exit code, so an operator (or a Kubernetes
+Job's status) can tell "fix a setting" from "the database is down" without reading logs:
+
+====  =====================  =====================================================
+exit  class                  meaning
+====  =====================  =====================================================
+1     (unexpected)           a bug or an unforeseen failure; the traceback is saved
+2     ConfigError            a setting, option or credential is missing or wrong
+3     DataError              input data is unreadable, malformed, missing or stale
+4     ModelError             a model cannot be trained, found, registered or loaded
+5     BrokerError            the broker refused or failed an order
+6     DatabaseError          the database is unreachable, not answering or not ready
+7     StoreError             the object store is unreachable or failed
+8     TrackingError          the MLflow tracking server is unreachable or failed
+9     DiskFullError          no space left on a device
+10    PermissionDeniedError  permission denied, or a read-only file system
+11    AlreadyRunning         another run of the same stage and day holds the lease
+130   Terminated (SIGINT)    interrupted with Ctrl-C
+143   Terminated (SIGTERM)   terminated (Kubernetes deadline, eviction, ``kill``)
+====  =====================  =====================================================
+
+:func:`classify` turns the raw exceptions of the libraries underneath (SQLAlchemy,
+botocore, MLflow, ``OSError``) into these classes; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
 
 
 class MlopsError(Exception):
@@ -37,3 +67,194 @@ class BrokerError(MlopsError):
     """The broker refused or failed an order."""
 
     exit_code = 5
+
+
+class InfrastructureError(MlopsError):
+    """Something the command depends on is unreachable or failing (not the input)."""
+
+    exit_code = 6
+
+
+class DatabaseError(InfrastructureError):
+    """The database cannot be reached, stopped answering or is not ready."""
+
+    exit_code = 6
+
+
+class StoreError(InfrastructureError):
+    """The object store could not be read or written."""
+
+    exit_code = 7
+
+
+class TrackingError(InfrastructureError):
+    """The MLflow tracking server cannot be reached or failed."""
+
+    exit_code = 8
+
+
+class DiskFullError(InfrastructureError):
+    """No space left on a device."""
+
+    exit_code = 9
+
+
+class PermissionDeniedError(InfrastructureError):
+    """Permission denied, or a read-only file system."""
+
+    exit_code = 10
+
+
+class AlreadyRunning(MlopsError):
+    """Another run of the same stage and day holds the lease."""
+
+    exit_code = 11
+
+
+class Terminated(BaseException):
+    """The process was asked to stop by a signal (SIGTERM, SIGINT).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: ``except Exception`` blocks let it
+    through, so the stage unwinds, records ``failed: terminated`` and closes its MLflow run.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"terminated by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# Raised by the trading stage (mlops.trading.broker.OrdersNotPlacedError).
+ORDERS_NOT_PLACED_EXIT_CODE = 12
+
+EXIT_CODES: dict[int, str] = {
+    1: "unexpected failure (a bug); the traceback is saved to a file",
+    ConfigError.exit_code: "configuration: a setting, option or credential",
+    DataError.exit_code: "data: input missing, malformed, stale or refused by the quality gate",
+    ModelError.exit_code: "model or registry: cannot train, find, register or load a model",
+    BrokerError.exit_code: "broker: an order was refused or failed",
+    DatabaseError.exit_code: "database unreachable, not answering or schema not current",
+    StoreError.exit_code: "object store unreachable or failing",
+    TrackingError.exit_code: "MLflow tracking server unreachable or failing",
+    DiskFullError.exit_code: "disk full",
+    PermissionDeniedError.exit_code: "permission denied or read-only file system",
+    AlreadyRunning.exit_code: "the same stage and day is already running elsewhere",
+    ORDERS_NOT_PLACED_EXIT_CODE: "trade: an order the strategy decided could not be placed",
+    130: "interrupted (SIGINT, Ctrl-C)",
+    143: "terminated (SIGTERM)",
+}
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _names(exc: BaseException) -> set[str]:
+    """Fully qualified names of the exception's classes (no import needed to test them)."""
+    return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line[:300]
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception, then its causes and contexts (``raise ... from None`` keeps context)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 20:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _os_error(exc: BaseException) -> MlopsError | None:
+    if not isinstance(exc, OSError):
+        return None
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno in _DISK_FULL or "No space left on device" in str(exc):
+        return DiskFullError(f"No space left on device{where}: free some space, then rerun.")
+    if exc.errno in _NO_PERMISSION:
+        what = "Read-only file system" if exc.errno == errno.EROFS else "Permission denied"
+        return PermissionDeniedError(
+            f"{what}{where}: the command cannot write there; check the folder's owner, "
+            "mode and mount."
+        )
+    return None
+
+
+def _database(exc: BaseException) -> MlopsError | None:
+    names = _names(exc)
+    text = _first_line(exc)
+    if "database or disk is full" in text:
+        return DiskFullError(f"The database could not write: {text}; free some space, then rerun.")
+    if "attempt to write a readonly database" in text:
+        return PermissionDeniedError(f"The database file is read-only: {text}.")
+    if "psycopg2.errors.QueryCanceled" in names or "canceling statement due to statement" in text:
+        return DatabaseError(
+            f"A database query ran past DATABASE_STATEMENT_TIMEOUT_SECONDS and was cancelled: "
+            f"{text}."
+        )
+    connection = {
+        "sqlalchemy.exc.OperationalError",
+        "sqlalchemy.exc.InterfaceError",
+        "sqlalchemy.exc.TimeoutError",
+        "psycopg2.OperationalError",
+        "psycopg2.InterfaceError",
+        "sqlite3.OperationalError",
+    }
+    if names & connection or getattr(exc, "connection_invalidated", False):
+        return DatabaseError(f"The database stopped answering: {text}.")
+    return None
+
+
+def _store(exc: BaseException) -> MlopsError | None:
+    names = _names(exc)
+    if any(n.startswith("botocore.exceptions.") for n in names) and names & {
+        "botocore.exceptions.EndpointConnectionError",
+        "botocore.exceptions.ConnectTimeoutError",
+        "botocore.exceptions.ReadTimeoutError",
+        "botocore.exceptions.ConnectionClosedError",
+        "botocore.exceptions.HTTPClientError",
+    }:
+        return StoreError(f"The object store is not answering: {_first_line(exc)}.")
+    return None
+
+
+def _tracking(exc: BaseException) -> MlopsError | None:
+    if "mlflow.exceptions.MlflowException" not in _names(exc):
+        return None
+    text = " ".join(str(exc).split())  # a download lists every file's failure
+    start = text.find("API request to")
+    unreachable = start >= 0 and ("failed with exception" in text or "failed with timeout" in text)
+    if unreachable or "TEMPORARILY_UNAVAILABLE" in str(getattr(exc, "error_code", "")):
+        detail = text[start : start + 300] if start >= 0 else _first_line(exc)
+        return TrackingError(f"The MLflow tracking server is not answering: {detail}.")
+    return None
+
+
+def classify(exc: BaseException) -> MlopsError | None:
+    """The failure class of ``exc`` as an :class:`MlopsError`, or None when unknown.
+
+    An infrastructure failure anywhere in the chain of a ``ModelError`` or ``DataError``
+    wins over the stage's reading of it (``ModelError("registry could not be read")``
+    raised while handling a refused connection is the tracking server being down, not a
+    model problem). Other ``MlopsError`` classes are kept as they are.
+    """
+    if isinstance(exc, MlopsError) and not isinstance(exc, ModelError | DataError):
+        return exc  # already a sentence of the right class (a refused login: ConfigError)
+    for item in _chain(exc):
+        if isinstance(item, InfrastructureError):
+            return item
+        for check in (_os_error, _database, _store, _tracking):
+            found = check(item)
+            if found is not None:
+                return found
+    if isinstance(exc, MlopsError):
+        return exc
+    return None

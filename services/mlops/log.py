@@ -1,6 +1,10 @@
-"""Logging to stdout: readable lines at a terminal, one JSON object per line in the cluster.
+"""Logging to stderr: readable lines at a terminal, one JSON object per line in the cluster.
 
-Every record carries the stage and the run id of the command that wrote it.
+Stdout is left to the command's result alone, so ``mlops data-prep > result.json`` is
+valid JSON. Every record carries the stage and the run id of the command that wrote it.
+An unexpected failure's traceback goes to a file (:func:`save_traceback`, folder
+``ERROR_LOG_DIR``, default ``<temp dir>/mlops-errors``), and in JSON format also into one
+log record, never as a bare traceback on the terminal.
 """
 
 from __future__ import annotations
@@ -8,9 +12,13 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
+import tempfile
+import traceback
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 
 _stage: contextvars.ContextVar[str] = contextvars.ContextVar("stage", default="-")
 _run_id: contextvars.ContextVar[str] = contextvars.ContextVar("run_id", default="-")
@@ -48,9 +56,13 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+_format: list[str] = ["text"]
+
+
 def configure(fmt: str = "text", level: str = "INFO") -> None:
-    """Send all logs to stdout in the chosen format."""
-    handler = logging.StreamHandler(sys.stdout)
+    """Send all logs to stderr in the chosen format."""
+    _format[0] = fmt
+    handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ContextFilter())
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -66,3 +78,39 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def current_run_id() -> str:
+    """The (short) run id bound to the records of this command, "-" when none."""
+    return _run_id.get()
+
+
+def error_log_dir() -> Path:
+    """Where tracebacks of unexpected failures go: ``ERROR_LOG_DIR`` or the temp folder."""
+    configured = os.environ.get("ERROR_LOG_DIR", "").strip()
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / "mlops-errors"
+
+
+def save_traceback(exc: BaseException, command: str) -> Path | None:
+    """Write the traceback of ``exc`` to a new file; its path, or None if it cannot be written.
+
+    In JSON format the traceback also goes into one log record (a pod's files vanish
+    with it); at a terminal only the file's path is shown.
+    """
+    text = "".join(traceback.format_exception(exc))
+    if _format[0] == "json":
+        logging.getLogger("mlops").error("%s failed", command, exc_info=exc)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = error_log_dir()
+    path = folder / f"mlops-{command or 'command'}-{stamp}-{os.getpid()}.log"
+    header = (
+        f"command: mlops {' '.join(sys.argv[1:])}\n"
+        f"time: {datetime.now(UTC).isoformat()}\npid: {os.getpid()}\n"
+        f"stage: {_stage.get()}\nrun: {_run_id.get()}\n\n"
+    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + text)
+    except OSError:
+        return None
+    return path

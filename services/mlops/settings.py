@@ -36,16 +36,41 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1", alias="S3_REGION")
     aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(default=None, alias="AWS_SECRET_ACCESS_KEY")
+    # Time limits on every S3 call: connecting, waiting for an answer, attempts in all.
+    s3_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=600, alias="S3_CONNECT_TIMEOUT_SECONDS"
+    )
+    s3_read_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, alias="S3_READ_TIMEOUT_SECONDS"
+    )
+    s3_max_attempts: int = Field(default=4, ge=1, le=20, alias="S3_MAX_ATTEMPTS")
 
     # Database: Postgres (postgresql+psycopg2://...) in the cluster, SQLite by default.
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
-    database_connect_attempts: int = Field(default=10, ge=1, alias="DATABASE_CONNECT_ATTEMPTS")
+    database_connect_attempts: int = Field(
+        default=10, ge=1, le=100, alias="DATABASE_CONNECT_ATTEMPTS"
+    )
+    # A server that accepts the connection but never answers fails after this (libpq
+    # connect_timeout, whole seconds); a query running longer than the statement limit is
+    # cancelled by Postgres (0: no limit). SQLite waits this long for a locked database.
+    database_connect_timeout_seconds: int = Field(
+        default=5, ge=1, le=600, alias="DATABASE_CONNECT_TIMEOUT_SECONDS"
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=300.0, ge=0, le=86_400, alias="DATABASE_STATEMENT_TIMEOUT_SECONDS"
+    )
 
     # MLflow tracking and registry.
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
     mlflow_experiment: str = Field(default="stock-close", alias="MLFLOW_EXPERIMENT")
     model_name: str = Field(default="stock-close", alias="MODEL_NAME")
     champion_alias: str = Field(default="champion", alias="CHAMPION_ALIAS")
+    # Time limits on MLflow's HTTP calls (set as MLflow's own MLFLOW_HTTP_REQUEST_TIMEOUT
+    # and MLFLOW_HTTP_REQUEST_MAX_RETRIES before the client is made), and how often the
+    # tracking server is asked whether it is up before a command gives up on it.
+    mlflow_timeout_seconds: int = Field(default=60, ge=1, le=3600, alias="MLFLOW_TIMEOUT_SECONDS")
+    mlflow_max_retries: int = Field(default=2, ge=0, le=10, alias="MLFLOW_MAX_RETRIES")
+    mlflow_connect_attempts: int = Field(default=5, ge=1, le=100, alias="MLFLOW_CONNECT_ATTEMPTS")
 
     # Data prep.
     data_source: Literal["sample", "files", "alphavantage"] = Field(
@@ -60,6 +85,9 @@ class Settings(BaseSettings):
     )
     alphavantage_timeout_seconds: float = Field(
         default=30.0, gt=0, alias="ALPHAVANTAGE_TIMEOUT_SECONDS"
+    )
+    alphavantage_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, alias="ALPHAVANTAGE_CONNECT_TIMEOUT_SECONDS"
     )
     alphavantage_max_attempts: int = Field(
         default=4, ge=1, le=10, alias="ALPHAVANTAGE_MAX_ATTEMPTS"
@@ -139,11 +167,20 @@ class Settings(BaseSettings):
         default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
     )
 
+    # Stage runs are leases: a running stage writes a heartbeat this often, and the next
+    # command marks a run whose heartbeat is older than STAGE_LEASE_SECONDS "abandoned".
+    stage_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=3600, alias="STAGE_HEARTBEAT_SECONDS"
+    )
+    stage_lease_seconds: float = Field(default=120.0, gt=0, le=86_400, alias="STAGE_LEASE_SECONDS")
+
     # Logging.
     log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="LOG_LEVEL"
     )
+    # Where the traceback of an unexpected failure is saved (default: <temp>/mlops-errors).
+    error_log_dir: Path | None = Field(default=None, alias="ERROR_LOG_DIR")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -169,6 +206,12 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name} is still the template's placeholder value")
         if self.store_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET must be set when STORE_BACKEND=s3")
+        if self.stage_lease_seconds < 2 * self.stage_heartbeat_seconds:
+            raise ValueError(
+                f"STAGE_LEASE_SECONDS ({self.stage_lease_seconds:g}) must be at least twice "
+                f"STAGE_HEARTBEAT_SECONDS ({self.stage_heartbeat_seconds:g}), or a live run "
+                "could be taken for abandoned"
+            )
         return self
 
     # Derived locations of the embedded defaults.

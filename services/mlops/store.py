@@ -3,27 +3,42 @@
 Every write is atomic for its key: a reader sees the old object, the new one, or none,
 never half of one. Multi-file artifacts (datasets) are made visible by writing their
 manifest last; readers only read what a manifest names.
+
+Failures are one sentence of their class (``mlops.errors``): an unreachable or failing
+store is a ``StoreError``, a full disk a ``DiskFullError``, a read-only folder or a
+refused S3 write a ``PermissionDeniedError``, rejected S3 credentials a ``ConfigError``.
+S3 calls have connect and read time limits and a bounded number of attempts
+(``S3_CONNECT_TIMEOUT_SECONDS``, ``S3_READ_TIMEOUT_SECONDS``, ``S3_MAX_ATTEMPTS``); each
+failed attempt is logged.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mlops.errors import ConfigError, MlopsError
+from mlops.errors import (
+    ConfigError,
+    DiskFullError,
+    MlopsError,
+    PermissionDeniedError,
+    StoreError,
+    classify,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mlops.settings import Settings
 
+__all__ = ["LocalStore", "ObjectStore", "S3Store", "StoreError", "open_store"]
 
-class StoreError(MlopsError):
-    """The object store could not be read or written."""
+log = logging.getLogger(__name__)
 
 
 class ObjectStore(Protocol):
@@ -56,23 +71,43 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise self._failure("write", key, exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise self._failure("write", key, exc) from exc
             raise
+
+    def _failure(self, action: str, key: str, exc: OSError) -> MlopsError:
+        """One sentence for a failed file operation: disk full, read-only, or other."""
+        error = classify(exc)
+        what = f"The store at {self.root} cannot {action} {key!r}"
+        detail = os.strerror(exc.errno) if exc.errno else str(exc)
+        if isinstance(error, DiskFullError):
+            return DiskFullError(f"{what}: {detail}; free some space, then rerun.")
+        if isinstance(error, PermissionDeniedError):
+            return PermissionDeniedError(
+                f"{what}: {detail}; check the folder's owner, mode and mount."
+            )
+        return StoreError(f"{what}: {detail}.")
 
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise StoreError(f"Object {key!r} does not exist in the store.") from None
+        except OSError as exc:
+            raise self._failure("read", key, exc) from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -90,7 +125,10 @@ class LocalStore:
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._failure("delete", key, exc) from exc
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -107,11 +145,16 @@ class S3Store:
         region: str = "us-east-1",
         access_key: str | None = None,
         secret_key: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 4,
     ) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
+        self.endpoint = endpoint_url or "AWS S3"
+        self.max_attempts = max_attempts
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -119,12 +162,24 @@ class S3Store:
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path"},
-                connect_timeout=5,
-                read_timeout=60,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
             ),
         )
+        self.client.meta.events.register("needs-retry.s3", self._log_retry)
+
+    def _log_retry(self, attempts: int = 0, caught_exception: Any = None, **_: Any) -> None:
+        """Say so when an S3 call failed and botocore is about to try again."""
+        if caught_exception is not None and attempts < self.max_attempts:
+            log.warning(
+                "Object store at %s not answering (%s), attempt %d of %d",
+                self.endpoint,
+                _short(caught_exception),
+                attempts,
+                self.max_attempts,
+            )
 
     def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -133,6 +188,8 @@ class S3Store:
             return fn(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            if code == "403":  # a HEAD answer has no body: ask once more to learn why
+                code = self._refusal_code() or code
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise StoreError(
                     f"Object {key!r} does not exist in bucket {self.bucket}."
@@ -141,9 +198,35 @@ class S3Store:
                 raise StoreError(
                     f"Bucket {self.bucket!r} does not exist; create it first."
                 ) from None
+            if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}:
+                raise ConfigError(
+                    f"The object store at {self.endpoint} rejected the credentials ({code}): "
+                    "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+                ) from None
+            if code in {"AccessDenied", "403", "AllAccessDisabled"}:
+                raise PermissionDeniedError(
+                    f"The object store at {self.endpoint} refused the {action} of {key!r} "
+                    f"in bucket {self.bucket} ({code}): check the credentials' permissions."
+                ) from None
             raise StoreError(f"S3 {action} of {key!r} failed: {code or exc}.") from None
         except BotoCoreError as exc:
-            raise StoreError(f"S3 {action} of {key!r} failed: {exc}.") from None
+            raise StoreError(
+                f"S3 {action} of {key!r} failed: the object store at {self.endpoint} is not "
+                f"answering ({_short(exc)}) after {self.max_attempts} attempt"
+                f"{'s' if self.max_attempts > 1 else ''}."
+            ) from None
+
+    def _refusal_code(self) -> str:
+        """The error code of a listing, to tell refused keys from refused permissions."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except ClientError as exc:
+            return str(exc.response.get("Error", {}).get("Code", ""))
+        except BotoCoreError:
+            return ""
+        return ""
 
     def put_bytes(
         self, key: str, data: bytes, content_type: str = "application/octet-stream"
@@ -198,11 +281,19 @@ def open_store(settings: Settings) -> ObjectStore:
         region=settings.s3_region,
         access_key=_secret(settings.aws_access_key_id),
         secret_key=_secret(settings.aws_secret_access_key),
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        read_timeout=settings.s3_read_timeout_seconds,
+        max_attempts=settings.s3_max_attempts,
     )
 
 
 def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def _short(exc: object) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # Helpers shared by the stages.

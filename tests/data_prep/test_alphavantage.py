@@ -131,9 +131,7 @@ def test_rate_limit_is_retried_with_backoff(make_ctx, av_env, alphavantage, noti
 
 
 @pytest.mark.parametrize(
-    "notice",
-    [RATE_LIMIT_INFORMATION, RATE_LIMIT_NOTE, PREMIUM_INFORMATION],
-    ids=["information", "note", "premium"],
+    "notice", [RATE_LIMIT_INFORMATION, RATE_LIMIT_NOTE], ids=["information", "note"]
 )
 def test_persistent_rate_limit_fails_that_symbol_clearly(
     make_ctx, av_env, alphavantage, notice
@@ -145,13 +143,89 @@ def test_persistent_rate_limit_fails_that_symbol_clearly(
     message = str(caught.value)
     assert "Alpha Vantage failed for 1 of 2 symbols" in message
     assert "AAPL still failed after 3 attempts" in message
-    assert "rate limit or premium notice" in message
+    assert "rate limit notice" in message
     assert "nothing was published" in message
     assert "\n" not in message
     assert len(alphavantage.requests_for("AAPL")) == 3  # bounded
     # The other symbol was still fetched and stored for the next run.
     assert ctx.store.exists(bars_key("GOOGL"))
     assert not ctx.store.exists(bars_key("AAPL"))
+
+
+def test_premium_only_answer_is_not_retried_and_named(make_ctx, av_env, alphavantage) -> None:
+    ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL,GOOGL"}))
+    # The full history is premium; so is the compact answer asked instead.
+    alphavantage.script("AAPL", *[Answer("json", PREMIUM_INFORMATION)] * 5)
+    with pytest.raises(DataError) as caught:
+        load_alphavantage(ctx.settings, ctx.store, until=LAST)
+    message = str(caught.value)
+    assert "AAPL only on a premium plan" in message and "rate limit" not in message
+    assert [r["outputsize"] for r in alphavantage.requests_for("AAPL")] == ["full", "compact"]
+    assert ctx.store.exists(bars_key("GOOGL"))
+
+
+def test_premium_full_history_falls_back_to_the_latest_100_bars(
+    make_ctx, av_env, alphavantage, caplog
+) -> None:
+    ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL"}))
+    premium_full = {
+        "Information": "Thank you for using Alpha Vantage! The **outputsize=full** parameter "
+        "value is a premium feature for the TIME_SERIES_DAILY endpoint. You may subscribe to "
+        "any of the premium plans at https://www.alphavantage.co/premium/ to instantly unlock "
+        "all premium features"
+    }
+    alphavantage.script("AAPL", Answer("json", premium_full))
+    with caplog.at_level(logging.WARNING):
+        bars = load_alphavantage(ctx.settings, ctx.store, until=LAST)
+    assert [r["outputsize"] for r in alphavantage.requests_for("AAPL")] == ["full", "compact"]
+    assert len(bars) == 100
+    assert any("latest 100 bars" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {
+            "Error Message": "the parameter apikey is invalid or missing. Please claim your "
+            "free API key on (https://www.alphavantage.co/support/#api-key). It should take "
+            "less than 20 seconds."
+        },
+        {
+            "Information": "The **demo** API key is for demo purposes only. Please claim your "
+            "free API key at (https://www.alphavantage.co/support/#api-key) to explore our "
+            "full API offerings. It takes fewer than 20 seconds."
+        },
+    ],
+    ids=["invalid", "demo"],
+)
+def test_refused_api_key_stops_the_run_and_publishes_nothing(
+    make_ctx, av_env, alphavantage, answer
+) -> None:
+    ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL,GOOGL,MSFT"}))
+    for symbol in ("AAPL", "GOOGL", "MSFT"):
+        alphavantage.script(symbol, *[Answer("json", answer)] * 3)
+    with pytest.raises(ConfigError) as caught:
+        run(ctx, as_of=LAST)
+    message = str(caught.value)
+    assert "Alpha Vantage refused ALPHAVANTAGE_API_KEY" in message
+    assert "nothing was published" in message and API_KEY not in message
+    assert len(alphavantage.requests) == 1  # the first refusal stops the run, no retry
+    assert ctx.store.list("datasets/") == []
+
+
+def test_unknown_symbol_keeps_its_stored_history(make_ctx, av_env, alphavantage, caplog) -> None:
+    ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL,GOOGL"}))
+    alphavantage.until = pd.Timestamp("2017-10-31")
+    load_alphavantage(ctx.settings, ctx.store, until=date(2017, 10, 31))
+    alphavantage.until = None
+    # Later the API stops knowing GOOGL (renamed, delisted, a bad day): its history stays.
+    alphavantage.script("GOOGL", Answer("json", ERROR_MESSAGE))
+    with caplog.at_level(logging.WARNING):
+        result = run(ctx, as_of=LAST)
+    assert result.symbols == ["AAPL", "GOOGL"]
+    assert result.stale_symbols == ["GOOGL"]
+    assert any("stored bars" in r.getMessage() for r in caplog.records)
+    assert get_parquet(ctx.store, bars_key("GOOGL"))["date"].max() == pd.Timestamp("2017-10-31")
 
 
 @pytest.mark.parametrize(

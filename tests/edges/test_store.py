@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlops.errors import DiskFullError
 from mlops.store import (
     LocalStore,
     S3Store,
@@ -182,7 +183,7 @@ def test_local_failed_write_keeps_old_object(tmp_path: Path, monkeypatch) -> Non
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=r"cannot write 'f/obj\.bin': No space left on device;"):
         store.put_bytes("f/obj.bin", b"new contents that never fully land")
     monkeypatch.undo()
 
@@ -199,7 +200,7 @@ def test_local_failed_write_of_new_key_leaves_nothing(tmp_path: Path, monkeypatc
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match=r"cannot write 'g/new\.bin': Input/output error"):
         store.put_bytes("g/new.bin", b"data")
     monkeypatch.undo()
     assert not store.exists("g/new.bin")

@@ -101,13 +101,13 @@ def test_p2_transient_errors_are_retried_with_the_same_id(make_settings, tmp_pat
     assert order_row(ctx)["status"] == "accepted"
 
 
-def test_p2_retries_exhausted_exit_6_and_the_rerun_places_it(make_settings, tmp_path, fake):
+def test_p2_retries_exhausted_exit_12_and_the_rerun_places_it(make_settings, tmp_path, fake):
     ctx = alpaca_ctx(make_settings, tmp_path, fake, ALPACA_MAX_ATTEMPTS="2")
     predict(ctx, DAY1, BUY_GOOGL)
     fake.fail("POST", "/v2/orders", 500, 500)
     with pytest.raises(OrdersNotPlacedError, match="not confirmed after 2 attempts") as caught:
         trade.run(ctx, as_of=DAY1)
-    assert caught.value.exit_code == 6
+    assert caught.value.exit_code == 12
     pending = caught.value.result
     assert pending.orders_pending and not pending.orders_placed
     row = order_row(ctx)

@@ -22,7 +22,7 @@ def last_json(stdout: str):
     return json.loads(stdout[start + 1 :] if start >= 0 else stdout)
 
 
-def test_an_order_alpaca_refuses_ends_trade_with_exit_6(make_settings, tmp_path, subprocess_env):
+def test_an_order_alpaca_refuses_ends_trade_with_exit_12(make_settings, tmp_path, subprocess_env):
     with FakeAlpaca() as fake:
         fake.after_close_of(DAY1)
         env = alpaca_env(fake)
@@ -32,7 +32,7 @@ def test_an_order_alpaca_refuses_ends_trade_with_exit_6(make_settings, tmp_path,
         done = mlops(
             subprocess_env(MLOPS_HOME=str(tmp_path), **env), "trade", "--as-of", "2017-06-01"
         )
-    assert done.returncode == 6, done.stderr
+    assert done.returncode == 12, done.stderr
     result = last_json(done.stdout)
     assert result["orders_placed"] == [] and len(result["orders_rejected"]) == 1
     assert result["orders"][0]["status"] == "unplaced"

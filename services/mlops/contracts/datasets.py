@@ -8,6 +8,7 @@ writes datasets (``mlops.data_prep.dataset``); every other stage reads them from
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -22,6 +23,8 @@ from mlops.errors import DataError
 from mlops.store import ObjectStore, get_json, get_parquet
 
 SCHEMA_VERSION = 2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,44 @@ def latest_version(engine: Engine, as_of: date | None = None) -> str:
     if version is None:
         when = f" for {as_of} or earlier" if as_of else ""
         raise DataError(f"No dataset has been published{when}: run `mlops data-prep` first.")
+    return version
+
+
+def version_for_day(engine: Engine, as_of: date | None, *, allow_older: bool = False) -> str:
+    """The dataset a stage run for ``as_of`` must use: the one published *for* that day.
+
+    Without ``as_of``: the newest. With it, an older dataset (data prep failed or did not
+    run that day) is refused with a sentence naming the day found, unless ``allow_older``
+    (the ``--allow-older-dataset`` flag), then it is used with a warning. Every stage that
+    takes ``--as-of`` (batch-infer, train, monitor, trade) reads its dataset through this.
+    """
+    if as_of is None:
+        return latest_version(engine)
+    query = (
+        select(datasets.c.version, datasets.c.as_of)
+        .where(datasets.c.as_of <= as_of)
+        .order_by(datasets.c.as_of.desc(), datasets.c.created_at.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).first()
+    if found is None:
+        raise DataError(
+            f"No dataset has been published for {as_of} or earlier: run "
+            f"`mlops data-prep --as-of {as_of}` first."
+        )
+    version, day = found
+    if day == as_of:
+        return version
+    if not allow_older:
+        raise DataError(
+            f"No dataset was published for {as_of}; the newest before it is {version} (as of "
+            f"{day}): run `mlops data-prep --as-of {as_of}` first, or pass "
+            "--allow-older-dataset to use it."
+        )
+    log.warning(
+        "No dataset for %s: using %s (as of %s), as --allow-older-dataset asks", as_of, version, day
+    )
     return version
 
 

@@ -16,18 +16,27 @@ For each symbol:
 4. the answer is parsed and merged into the stored bars (the new answer wins for a day
    both hold), which are written back in one atomic put.
 
-Alpha Vantage reports errors with HTTP 200 and a one-key body:
+Alpha Vantage reports errors with HTTP 200 and a one-key body, told apart by their text:
 
-* ``{"Error Message": ...}``: unknown symbol. It is logged and skipped; the others go on.
-* ``{"Information": ...}`` or the older ``{"Note": ...}``: rate limit or premium endpoint.
-  Retried with exponential backoff (``ALPHAVANTAGE_RETRY_WAIT_SECONDS``, doubling, at most
-  120 s, ``ALPHAVANTAGE_MAX_ATTEMPTS`` attempts in all), then that symbol fails.
+* an invalid, missing or demo API key (``{"Error Message": "the parameter apikey is
+  invalid or missing..."}`` or an ``Information`` about the key): the run stops at once
+  with a ``ConfigError`` (exit 2) naming ``ALPHAVANTAGE_API_KEY``; nothing is published;
+* ``{"Error Message": ...}`` otherwise: unknown symbol. It is logged and skipped; its
+  stored history, if any, is kept in the dataset (it turns stale), the others go on;
+* a rate limit (``{"Information"|"Note": "...rate limit..."}``, per minute or per day):
+  retried with exponential backoff (``ALPHAVANTAGE_RETRY_WAIT_SECONDS``, doubling, at most
+  120 s, ``ALPHAVANTAGE_MAX_ATTEMPTS`` attempts in all), then that symbol fails;
+* a premium-only answer (``outputsize=full`` or the endpoint needs a paid plan): not
+  retried; when the full history was asked, the latest 100 bars (``compact``) are asked
+  instead, with a warning; otherwise that symbol fails;
 * any other body without ``"Time Series (Daily)"``: that symbol fails.
 
-Timeouts (``ALPHAVANTAGE_TIMEOUT_SECONDS``), dropped connections, HTTP 429 and 5xx are
-retried the same way. Every symbol is tried; when one failed (other than an unknown
+Timeouts (``ALPHAVANTAGE_CONNECT_TIMEOUT_SECONDS`` to connect,
+``ALPHAVANTAGE_TIMEOUT_SECONDS`` for the answer), dropped connections, HTTP 429 and 5xx
+are retried the same way. Every symbol is tried; when one failed (other than an unknown
 symbol), the load ends with one ``DataError`` naming them, so nothing is published from
-an incomplete fetch. What was fetched is already stored, so a rerun only asks for the rest.
+an incomplete fetch. What was fetched is already stored, so a rerun only asks for the
+rest, and stored history is never dropped because a fetch failed.
 All values arrive as strings; one that is not a number becomes a missing value, which the
 quality gate quarantines (never a zero).
 """
@@ -45,7 +54,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from mlops.contracts import keys
 from mlops.data_prep.bars import BAR_COLUMNS, canonicalize
-from mlops.errors import DataError
+from mlops.errors import ConfigError, DataError
 from mlops.settings import Settings
 from mlops.store import ObjectStore, get_parquet, put_parquet
 
@@ -73,8 +82,37 @@ class UnknownSymbol(AlphaVantageError):
     """Alpha Vantage answered ``{"Error Message": ...}``: it does not know the symbol."""
 
 
+class PremiumOnly(AlphaVantageError):
+    """Alpha Vantage answered that the request needs a premium plan."""
+
+
+class InvalidApiKey(ConfigError):
+    """Alpha Vantage refused the API key: every request would fail, so the run stops."""
+
+
 class _Retryable(Exception):
     """A rate limit, timeout, dropped connection or server error: worth another try."""
+
+
+def _about_key(text: str) -> bool:
+    lowered = text.lower()
+    names_key = "apikey" in lowered or "api key" in lowered
+    return names_key and any(w in lowered for w in ("invalid", "missing", "demo", "claim"))
+
+
+def _rate_limit(text: str) -> bool:
+    lowered = text.lower()
+    return any(
+        w in lowered
+        for w in ("rate limit", "call frequency", "per minute", "per day", "burst", "requests per")
+    )
+
+
+def _refused_key(symbol: str, text: object) -> InvalidApiKey:
+    return InvalidApiKey(
+        f"Alpha Vantage refused ALPHAVANTAGE_API_KEY (asked for {symbol}: {_short(text)}): set "
+        "a valid key (https://www.alphavantage.co/support/#api-key); nothing was published."
+    )
 
 
 bars_key = keys.raw_bars_key
@@ -86,19 +124,31 @@ def _short(text: object) -> str:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
+def _raise_notice(symbol: str, text: str) -> None:
+    """An ``Information`` or ``Note`` body: a refused key, a rate limit or a premium-only answer."""
+    if _about_key(text):
+        raise _refused_key(symbol, text)
+    if _rate_limit(text):
+        raise _Retryable(f"rate limit notice {_short(text)!r}")
+    if "premium" in text.lower():
+        raise PremiumOnly(f"Alpha Vantage answers {symbol} only on a premium plan: {_short(text)}")
+    raise _Retryable(f"notice {_short(text)!r}")
+
+
 def parse_daily(payload: object, symbol: str) -> pd.DataFrame:
     """Bars of one ``TIME_SERIES_DAILY`` answer in the canonical layout."""
     if not isinstance(payload, dict):
         raise AlphaVantageError(f"Alpha Vantage answered for {symbol} with JSON that is no object")
     if "Error Message" in payload:
-        raise UnknownSymbol(
-            f"Alpha Vantage does not know symbol {symbol}: {_short(payload['Error Message'])}"
-        )
+        message = str(payload["Error Message"])
+        if _about_key(message):
+            raise _refused_key(symbol, message)
+        raise UnknownSymbol(f"Alpha Vantage does not know symbol {symbol}: {_short(message)}")
     series = payload.get(SERIES_KEY)
     if series is None:
         for key in ("Information", "Note"):
             if key in payload:
-                raise _Retryable(f"rate limit or premium notice {_short(payload[key])!r}")
+                _raise_notice(symbol, str(payload[key]))
         keys = ", ".join(map(str, payload)) or "none"
         raise AlphaVantageError(
             f"Alpha Vantage's answer for {symbol} has no {SERIES_KEY!r} (its keys: {keys})"
@@ -125,6 +175,7 @@ class AlphaVantageClient:
         api_key: str,
         store: ObjectStore,
         timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         max_attempts: int = 4,
         retry_wait: float = 15.0,
         session: requests.Session | None = None,
@@ -134,6 +185,7 @@ class AlphaVantageClient:
         self.api_key = api_key
         self.store = store
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
         self.retry_wait = retry_wait
         self.session = session or requests.Session()
@@ -156,6 +208,7 @@ class AlphaVantageClient:
             api_key=key.get_secret_value().strip(),
             store=store,
             timeout=settings.alphavantage_timeout_seconds,
+            connect_timeout=settings.alphavantage_connect_timeout_seconds,
             max_attempts=settings.alphavantage_max_attempts,
             retry_wait=settings.alphavantage_retry_wait_seconds,
             session=session,
@@ -201,7 +254,9 @@ class AlphaVantageClient:
             "apikey": self.api_key,
         }
         try:
-            response = self.session.get(self.base_url, params=params, timeout=self.timeout)
+            response = self.session.get(
+                self.base_url, params=params, timeout=(self.connect_timeout, self.timeout)
+            )
         except requests.Timeout:
             raise _Retryable(f"no answer within {self.timeout:g} s") from None
         except (
@@ -266,7 +321,14 @@ def update_symbol(client: AlphaVantageClient, symbol: str, until: date) -> pd.Da
             log.info("Alpha Vantage, %s: stored bars reach %s, nothing to fetch", symbol, last)
             return stored
         outputsize = "compact" if missing < COMPACT_BARS else "full"
-    fresh = client.daily(symbol, outputsize)
+    try:
+        fresh = client.daily(symbol, outputsize)
+    except PremiumOnly as exc:
+        if outputsize != "full":
+            raise
+        log.warning("%s; asking for the latest %d bars (compact) instead", exc, COMPACT_BARS)
+        outputsize = "compact"
+        fresh = client.daily(symbol, outputsize)
     # The new answer wins for a day both hold (an empty frame would spoil the dtypes).
     kept = stored[~stored["date"].isin(fresh["date"])] if stored is not None else fresh.iloc[:0]
     merged = pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh
@@ -300,8 +362,16 @@ def iter_alphavantage(
             try:
                 bars = update_symbol(client, symbol, end)
             except UnknownSymbol as exc:
-                log.warning("%s; it is skipped.", exc)
-                continue
+                bars = _stored(store, symbol)
+                if bars.empty:
+                    log.warning("%s; it is skipped.", exc)
+                    continue
+                log.warning(
+                    "%s; its %d stored bars (to %s) are kept, it will turn stale.",
+                    exc,
+                    len(bars),
+                    bars["date"].max().date(),
+                )
             except AlphaVantageError as exc:
                 log.error("Alpha Vantage, %s: %s", symbol, exc)
                 failures.append(str(exc) if symbol in str(exc) else f"{symbol}: {exc}")
@@ -316,6 +386,14 @@ def iter_alphavantage(
             f"({'; '.join(failures)}); what was fetched is stored, nothing was published, "
             "run it again later."
         )
+
+
+def _stored(store: ObjectStore, symbol: str) -> pd.DataFrame:
+    """The bars stored for ``symbol`` by earlier runs (empty when none)."""
+    key = bars_key(symbol)
+    if not store.exists(key):
+        return pd.DataFrame(columns=BAR_COLUMNS)
+    return get_parquet(store, key)
 
 
 def load_alphavantage(

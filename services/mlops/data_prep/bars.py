@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.contracts.columns import BAR_COLUMNS
-from mlops.errors import DataError
+from mlops.errors import ConfigError, DataError
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 
@@ -26,25 +26,65 @@ KNOWN_ALIASES = {
 }
 
 
+def shown_columns(columns: list) -> str:
+    """A file's column names for an error message."""
+    names = [str(c) for c in columns]
+    return ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+
+
+def column_sources(columns: list, mapping: dict[str, str] | None, source: str) -> dict[str, object]:
+    """For each canonical column, the file's column that holds it.
+
+    The map's entries first (matched exactly, else ignoring case), then the built-in
+    spellings for the canonical columns the map does not name (the exact canonical name
+    preferred when several spellings are present). A mapped column the file lacks is a
+    ``ConfigError``, a canonical column found nowhere a ``DataError``; both list the
+    file's columns.
+    """
+    chosen: dict[str, object] = {}
+    for ours, theirs in (mapping or {}).items():
+        match = theirs if theirs in columns else None
+        if match is None:
+            folded = [c for c in columns if str(c).strip().lower() == theirs.strip().lower()]
+            match = folded[0] if folded else None
+        if match is None:
+            raise ConfigError(
+                f"DATA_COLUMN_MAP maps {ours} to {theirs!r}, which {source} does not have "
+                f"(its columns: {shown_columns(columns)})."
+            )
+        chosen[ours] = match
+    used = set(chosen.values())
+    for ours in BAR_COLUMNS:
+        if ours in chosen:
+            continue
+        spelled = [
+            c
+            for c in columns
+            if c not in used and KNOWN_ALIASES.get(str(c).strip().lower()) == ours
+        ]
+        exact = [c for c in spelled if str(c).strip().lower() == ours]
+        if spelled:
+            chosen[ours] = (exact or spelled)[0]
+            used.add(chosen[ours])
+    missing = [c for c in BAR_COLUMNS if c not in chosen]
+    if missing:
+        raise DataError(
+            f"{source} has no column {', '.join(missing)} (its columns: "
+            f"{shown_columns(columns)}); name it with DATA_COLUMN_MAP, e.g. "
+            f"{missing[0]}=<column>."
+        )
+    return chosen
+
+
 def canonicalize(
     frame: pd.DataFrame, *, source: str, mapping: dict[str, str] | None = None
 ) -> pd.DataFrame:
-    """Rename columns to the canonical layout and coerce their types; fail on a missing column.
+    """Take the canonical columns (see ``column_sources``) and coerce their types.
 
     ``mapping`` maps canonical names to the file's own column names.
     """
-    renames: dict[str, str] = {}
-    if mapping:
-        renames.update({theirs: ours for ours, theirs in mapping.items()})
-    for column in frame.columns:
-        alias = KNOWN_ALIASES.get(str(column).strip().lower())
-        if alias and column not in renames and alias not in renames.values():
-            renames[column] = alias
-    frame = frame.rename(columns=renames)
-    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(f"{source} has no column {', '.join(missing)}; expected {BAR_COLUMNS}.")
-    frame = frame[BAR_COLUMNS].copy()
+    chosen = column_sources(list(frame.columns), mapping, source)
+    frame = pd.DataFrame({ours: frame[chosen[ours]] for ours in BAR_COLUMNS}, index=frame.index)
     dates = frame["date"]
     if not pd.api.types.is_datetime64_any_dtype(dates):
         dates = pd.to_datetime(dates, errors="coerce")

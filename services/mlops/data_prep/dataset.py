@@ -24,6 +24,15 @@ one dataset manifest as above (naming the shards' parts): readers see one versio
 whatever the shard count. The shard that completes the set finalizes on its own;
 ``mlops data-prep --finalize --as-of D`` does the same by hand. A shard rerun replaces its
 shard manifest; the dataset is the union of the newest manifest of every shard.
+
+Publishing is exactly once under concurrency. Two shards finishing together both see
+the set complete and both finalize (check-then-act: each checks the others' manifests
+after writing its own); two runs of the same day may publish the same version side by
+side. The ``datasets`` row is the claim: inside one transaction the row is inserted
+(``ON CONFLICT DO NOTHING``), and only the process whose insert counted writes the
+manifest, then commits; a concurrent publisher's insert waits for that commit, finds the
+row and reads the manifest instead (``new`` is False for it). A manifest write that
+fails rolls the row back, so no row ever names a missing manifest.
 """
 
 from __future__ import annotations
@@ -289,7 +298,7 @@ def publish_staged(
     version = f"{as_of.isoformat()}-{digest[:12]}"
     if store.exists(keys.manifest_key(version)):  # the same data again: nothing to write
         manifest = read_manifest(store, version)
-        _index(engine, manifest)
+        _claim(store, engine, manifest, write=False)
         return manifest, False
     part_keys = keys.dataset_part_keys(version, len(staged))
     _put_files(store, staged, part_keys)
@@ -356,7 +365,7 @@ def publish_contents(
     key = keys.manifest_key(version)
     if store.exists(key):
         manifest = read_manifest(store, version)
-        _index(engine, manifest)
+        _claim(store, engine, manifest, write=False)
         return manifest, False
     single = len(contents.parts) == 1
     manifest = Manifest(
@@ -380,31 +389,37 @@ def publish_contents(
         quality_flag_count=contents.quality_flag_count,
         shards=shards,
     )
-    put_json(store, key, asdict(manifest))
-    _index(engine, manifest)
-    return manifest, True
+    if _claim(store, engine, manifest, write=True):
+        return manifest, True
+    log.info("Dataset %s was published by a concurrent run; using it.", version)
+    return read_manifest(store, version), False
 
 
-def _index(engine: Engine, manifest: Manifest) -> None:
+def _claim(store: ObjectStore, engine: Engine, manifest: Manifest, *, write: bool) -> bool:
+    """Index the manifest; write it (``write``) only when this process's row counted.
+
+    One transaction: the row, then the manifest, then the commit. A concurrent claim of
+    the same version waits on the row until this one commits, then counts nothing.
+    """
     with engine.begin() as conn:
-        insert_new(
-            conn,
-            datasets,
-            [
-                {
-                    "version": manifest.version,
-                    "as_of": date.fromisoformat(manifest.as_of),
-                    "manifest_key": manifest.key,
-                    "content_hash": manifest.content_hash,
-                    "rows": manifest.rows,
-                    "symbols": ",".join(manifest.symbols),
-                    "first_date": date.fromisoformat(manifest.first_date),
-                    "last_date": date.fromisoformat(manifest.last_date),
-                    "created_at": datetime.fromisoformat(manifest.created_at),
-                }
-            ],
-            keys=["version"],
-        )
+        claimed = insert_new(conn, datasets, [_row(manifest)], keys=["version"])
+        if claimed and write:
+            put_json(store, manifest.key, asdict(manifest))
+    return bool(claimed)
+
+
+def _row(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "version": manifest.version,
+        "as_of": date.fromisoformat(manifest.as_of),
+        "manifest_key": manifest.key,
+        "content_hash": manifest.content_hash,
+        "rows": manifest.rows,
+        "symbols": ",".join(manifest.symbols),
+        "first_date": date.fromisoformat(manifest.first_date),
+        "last_date": date.fromisoformat(manifest.last_date),
+        "created_at": datetime.fromisoformat(manifest.created_at),
+    }
 
 
 # Shards.

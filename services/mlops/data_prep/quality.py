@@ -1,9 +1,11 @@
 """The quality gate: rows that break a rule are quarantined with their reason.
 
-Per row (quarantined, with the reason for each row): the date parses, the symbol is set,
-prices are present and positive, volume is present and not negative, high is at least
-max(open, close), low at most min(open, close), and (symbol, date) is not duplicated (every
-copy is quarantined: there is no telling which one is right).
+Per row (quarantined, with the reason for each row): the date parses and is not after
+today (a bar from the future is a typo or a bad feed, and would make the whole dataset
+"as of" that day), the symbol is set, prices are present and positive, volume is present
+and not negative, high is at least max(open, close), low at most min(open, close), and
+(symbol, date) is not duplicated (every copy is quarantined: there is no telling which
+one is right).
 
 Per symbol, on the rows that passed (trading days are weekdays, counted with
 ``numpy.busday_count``; exchange holidays count as missing days, which a limit of a few
@@ -62,16 +64,23 @@ class QualityFlag:
         return asdict(self)
 
 
-def row_reasons(bars: pd.DataFrame) -> pd.Series:
-    """For each row, the rules it breaks joined by '; ' (empty when it passes)."""
+def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Series:
+    """For each row, the rules it breaks joined by '; ' (empty when it passes).
+
+    ``latest``: the newest possible trading day (today); later bars are quarantined.
+    """
     prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
     open_, high, low, close = prices.T
     volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
     no_date = bars["date"].isna().to_numpy(dtype=bool)
     symbol = bars["symbol"]
+    future = np.zeros(len(bars), dtype=bool)
+    if latest is not None:
+        future = (bars["date"] > latest).fillna(False).to_numpy(dtype=bool)
     with np.errstate(invalid="ignore"):
         rules: list[tuple[str, np.ndarray]] = [
             ("date does not parse", no_date),
+            (f"date is after today ({latest:%Y-%m-%d})" if latest is not None else "", future),
             ("symbol is empty", (symbol.isna() | (symbol.fillna("") == "")).to_numpy(dtype=bool)),
             ("a price is missing", np.isnan(prices).any(axis=1)),
             ("a price is not positive", (prices <= 0).any(axis=1)),
@@ -174,6 +183,7 @@ class QualityGate:
     max_bad_share: float
     max_gap_days: int = 5
     max_jump_factor: float = 1.8
+    latest: pd.Timestamp | None = None  # today: bars after it are quarantined
     total_rows: int = 0
     bad_rows: int = 0
     reasons: Counter = field(default_factory=Counter)
@@ -181,7 +191,7 @@ class QualityGate:
 
     def check(self, bars: pd.DataFrame) -> SymbolCheck:
         """Split bars (usually one symbol's) into good and quarantined rows."""
-        reasons = row_reasons(bars)
+        reasons = row_reasons(bars, self.latest)
         bad = (reasons != "").to_numpy()
         good = sort_by_symbol_and_date(bars[~bad] if bad.any() else bars)
         quarantined = bars[bad].assign(reason=reasons[bad]).reset_index(drop=True)

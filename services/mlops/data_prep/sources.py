@@ -12,12 +12,14 @@ by the largest symbol rather than by the universe:
   average) when it is too large to regroup in memory;
 * Alpha Vantage: one request per symbol (see ``alphavantage.py``).
 
-``DATA_COLUMN_MAP`` (``date=Date,symbol=Ticker,...``) maps the canonical names to the
-file's own; common spellings (Date, Ticker, Stock, ...) are recognised without it.
+``DATA_COLUMN_MAP`` (``date=Date,symbol=Ticker,...``, or per file, see ``columns``) maps
+the canonical names to the file's own; common spellings (Date, Ticker, Stock, ...) are
+recognised without it, and still are for the columns a map does not name.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -28,9 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.data_prep.bars import BAR_COLUMNS, KNOWN_ALIASES, canonicalize
+from mlops.data_prep.bars import BAR_COLUMNS, canonicalize, column_sources
+from mlops.data_prep.columns import ColumnMaps
 from mlops.data_prep.shards import Shard, stable_hash
-from mlops.errors import DataError
+from mlops.errors import DataError, MlopsError
 from mlops.settings import Settings
 from mlops.store import ObjectStore
 
@@ -93,10 +96,10 @@ def read_bar_file(path: Path, mapping: dict[str, str] | None = None) -> pd.DataF
 
 
 def _has_symbol_column(columns: list, mapping: dict[str, str] | None) -> bool:
-    symbol_col = (mapping or {}).get("symbol")
-    if symbol_col:
-        return symbol_col in columns
-    return any(str(c).strip().lower() in SYMBOL_ALIASES for c in columns)
+    """Long layout (a symbol column: the mapped one or a built-in spelling) or not."""
+    symbol_col = (mapping or {}).get("symbol", "").strip().lower()
+    names = {str(c).strip().lower() for c in columns}
+    return (bool(symbol_col) and symbol_col in names) or bool(names & SYMBOL_ALIASES)
 
 
 def _file_columns(path: Path) -> list[str]:
@@ -117,9 +120,11 @@ def _file_columns(path: Path) -> list[str]:
 
 def _needed_columns(columns: list[str], mapping: dict[str, str] | None) -> list[str] | None:
     """The file's columns that become canonical ones (``None``: read all, to report gaps)."""
-    theirs = set((mapping or {}).values())
-    needed = [c for c in columns if c in theirs or str(c).strip().lower() in KNOWN_ALIASES]
-    return needed or None
+    try:
+        chosen = set(column_sources(columns, mapping, "the file").values())
+    except Exception:
+        return None
+    return [c for c in columns if c in chosen] or None
 
 
 def list_files(location: str) -> list[Path]:
@@ -135,9 +140,20 @@ def list_files(location: str) -> list[Path]:
     raise DataError(f"DATA_FILES points at {path}, which does not exist.")
 
 
-def load_files(location: str, mapping: dict[str, str] | None = None) -> pd.DataFrame:
+def _as_maps(mapping: ColumnMaps | dict[str, str] | None) -> ColumnMaps:
+    if isinstance(mapping, ColumnMaps):
+        return mapping
+    if not mapping:
+        return ColumnMaps()
+    return ColumnMaps.parse(json.dumps(mapping))
+
+
+def load_files(location: str, mapping: ColumnMaps | dict[str, str] | None = None) -> pd.DataFrame:
     """Read a file, or every CSV and Parquet file of a folder, whole (small data only)."""
-    return pd.concat([read_bar_file(p, mapping) for p in list_files(location)], ignore_index=True)
+    maps = _as_maps(mapping)
+    files = list_files(location)
+    maps.check_files(files)
+    return pd.concat([read_bar_file(p, maps.for_file(p)) for p in files], ignore_index=True)
 
 
 def iter_file_chunks(path: Path, mapping: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
@@ -158,7 +174,7 @@ def iter_file_chunks(path: Path, mapping: dict[str, str] | None = None) -> Itera
                 for batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
                     rows += batch.num_rows
                     yield canonicalize(batch.to_pandas(), source=str(path), mapping=mapping)
-    except DataError:
+    except MlopsError:
         raise
     except Exception as exc:
         raise _unreadable(path, exc) from None
@@ -262,16 +278,19 @@ def _owned_rows(frame: pd.DataFrame, owned: Callable[[object], bool]) -> pd.Data
 
 def iter_file_bars(
     location: str,
-    mapping: dict[str, str] | None = None,
+    mapping: ColumnMaps | dict[str, str] | None = None,
     *,
     owned: Callable[[object], bool] = lambda _symbol: True,
     shard_count: int = 1,
 ) -> Iterator[pd.DataFrame]:
     """Bars of the files at ``location``, one symbol per frame, only symbols ``owned``."""
+    maps = _as_maps(mapping)
+    files = list_files(location)
+    maps.check_files(files)
     per_symbol: dict[str, list[Path]] = {}
     long_files: list[Path] = []
-    for path in list_files(location):
-        if _has_symbol_column(_file_columns(path), mapping):
+    for path in files:
+        if _has_symbol_column(_file_columns(path), maps.for_file(path)):
             long_files.append(path)
         else:
             per_symbol.setdefault(_file_symbol(path), []).append(path)
@@ -284,7 +303,7 @@ def iter_file_bars(
             count = math.ceil(estimate / BUCKET_ROWS)
             buckets = _SymbolBuckets(count, shard_count, Path(folder))
             for path in long_files:
-                for chunk in iter_file_chunks(path, mapping):
+                for chunk in iter_file_chunks(path, maps.for_file(path)):
                     chunk = _owned_rows(chunk, owned)
                     if not chunk.empty:
                         buckets.add(chunk)
@@ -292,7 +311,7 @@ def iter_file_bars(
         for symbol in sorted(per_symbol):
             if not owned(symbol):
                 continue
-            parts = [read_bar_file(p, mapping) for p in per_symbol[symbol]]
+            parts = [read_bar_file(p, maps.for_file(p)) for p in per_symbol[symbol]]
             frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
             if buckets is not None and symbol in seen:
                 buckets.add(frame)  # the symbol is in a long file too: merge them
@@ -326,9 +345,8 @@ def iter_bars(
         frames: Iterable[pd.DataFrame] = _by_symbol(_owned_rows(load_sample(), owned))
     elif settings.data_source == "files":
         assert settings.data_files is not None
-        frames = iter_file_bars(
-            settings.data_files, settings.column_map, owned=owned, shard_count=shard.count
-        )
+        maps = ColumnMaps.parse(settings.data_column_map)  # checked before any file is read
+        frames = iter_file_bars(settings.data_files, maps, owned=owned, shard_count=shard.count)
     else:
         from mlops.data_prep.alphavantage import iter_alphavantage
         from mlops.store import open_store

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -195,14 +195,32 @@ class _Staging:
     flags: list[QualityFlag] = field(default_factory=list)
 
 
+def today() -> date:
+    """Today (UTC, a few hours ahead of New York: never rejects the day's own bars)."""
+    return datetime.now(UTC).date()
+
+
 def prepare(
-    settings: Settings, store: ObjectStore, shard: Shard, as_of: date | None, folder: Path
+    settings: Settings,
+    store: ObjectStore,
+    shard: Shard,
+    as_of: date | None,
+    folder: Path,
+    *,
+    now: date | None = None,
 ) -> Prepared:
-    """Read, check and featurize this shard's symbols one at a time into local parts."""
+    """Read, check and featurize this shard's symbols one at a time into local parts.
+
+    Bars after today are quarantined (a typo or a bad feed). With ``as_of`` in the past,
+    bars after it and up to today were not known yet on that day: they are left out, so a
+    replay of a day sees what that day saw.
+    """
+    latest = pd.Timestamp(now or today())
     gate = QualityGate(
         max_bad_share=settings.quality_max_bad_share,
         max_gap_days=settings.quality_max_gap_days,
         max_jump_factor=settings.quality_max_jump_factor,
+        latest=latest,
     )
     staging = _Staging(PartWriter(folder, PART_ROWS), PartWriter(folder, PART_ROWS, "quarantine"))
     timer = _Timer()
@@ -211,9 +229,11 @@ def prepare(
     while True:
         with timer("read"):
             bars = next(frames, None)
-            if bars is not None and cutoff is not None:
-                # Replaying history: only what was known after that day's close.
-                bars = bars[bars["date"].isna() | (bars["date"] <= cutoff)]
+            if bars is not None and cutoff is not None and cutoff < latest:
+                # Replaying history: only what was known after that day's close (and the
+                # impossible future bars, for the gate to quarantine).
+                dates = bars["date"]
+                bars = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
         if bars is None:
             break
         if not bars.empty:

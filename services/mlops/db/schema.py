@@ -12,6 +12,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -34,6 +35,14 @@ stage_runs = Table(
     Column("status", String(16), nullable=False),
     Column("error", Text, nullable=True),
     Column("details", Text, nullable=True),
+    # The lease (migration 0003): the process's last sign of life, where it runs, and the
+    # key only one running run may hold (cleared when the run ends).
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("host", String(255), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("lease_key", String(200), nullable=True),
+    Index("ix_stage_runs_lease_key", "lease_key", unique=True),
+    Index("ix_stage_runs_status", "status"),
 )
 
 datasets = Table(

@@ -48,10 +48,13 @@ def latest_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return latest.sort_values("symbol").reset_index(drop=True), skipped
 
 
-def run(ctx: Context, as_of: date | None = None) -> BatchInferResult:
+def run(
+    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+) -> BatchInferResult:
+    """Score the dataset published for ``as_of`` (never an older one unless allowed)."""
     settings = ctx.settings
+    version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     ref = require_champion(ctx.mlflow, settings.model_name, settings.champion_alias)
-    version = datasets.latest_version(ctx.engine, as_of)
     manifest, frame = datasets.load(ctx.store, version)
     rows, skipped = latest_rows(frame)
     if rows.empty:

@@ -69,12 +69,16 @@ class _MetricRows:
             )
 
 
-def run(ctx: Context, as_of: date | None = None) -> MonitorResult:
+def run(
+    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+) -> MonitorResult:
+    """Monitor as of the dataset published for ``as_of`` (never an older one unless allowed)."""
     if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
         log.info("%s: nothing to monitor.", closed)
         return MonitorResult(as_of, None, 0, {}, None, False, market_closed=closed)
     settings = ctx.settings
-    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
+    version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
+    _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
     days = sorted(bars["date"].unique())
     window_start = pd.Timestamp(days[-settings.monitor_window_days :][0]).date()

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from mlops.errors import MlopsError
+from mlops.errors import ORDERS_NOT_PLACED_EXIT_CODE, MlopsError
 
 
 class Side(StrEnum):
@@ -20,7 +20,7 @@ class Side(StrEnum):
 class OrdersNotPlacedError(MlopsError):
     """Orders the strategy decided could not be placed (refused, or retries exhausted)."""
 
-    exit_code = 6
+    exit_code = ORDERS_NOT_PLACED_EXIT_CODE
 
     def __init__(self, message: str, result: object | None = None) -> None:
         super().__init__(message)

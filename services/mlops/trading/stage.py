@@ -10,7 +10,7 @@ day's equity snapshot, kept once and never rewritten.
 Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
 a client order id unique to the broker account, so the same day twice places nothing
 twice. When an order the strategy decided could not be placed (refused, or not confirmed
-after the retries) the stage says so per order and ends with exit code 6
+after the retries) the stage says so per order and ends with exit code 12
 (:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording everything.
 """
 

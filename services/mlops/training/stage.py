@@ -1,9 +1,24 @@
 """``mlops train``: train the Ludwig model on the latest dataset, track it, register it,
 and move the champion alias only when the new version wins on the holdout.
+
+Reruns converge, whatever stopped the previous run:
+
+* every MLflow run ends with a status: ``FINISHED``, ``FAILED``, or ``KILLED`` on SIGTERM
+  and Ctrl-C; a run left ``RUNNING`` by a process that could not end it (kill -9, the
+  tracking server gone) is closed by the next ``mlops train`` once its stage run is
+  recorded as failed or abandoned (tag ``mlops_stage_run``);
+* a run is keyed by its dataset version, model name and config, seed and split sizes (tag
+  ``mlops_training_key``): when a run with the same key already registered its version
+  (tag ``mlops_registration=done``) the rerun trains nothing and answers with it; when
+  one logged its model but did not finish registering (``pending``: the registry failed
+  or the process died), the rerun registers that model, adopting the version the failed
+  attempt may already have created, so no run is left with a model and no version and no
+  version is registered twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -17,7 +32,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import update
 
-from mlops import tracking
+from mlops import runs, tracking
 from mlops.context import Context
 from mlops.contracts import datasets
 from mlops.contracts.columns import TARGET_COLUMN
@@ -32,9 +47,10 @@ from mlops.contracts.models import (
 )
 from mlops.contracts.portable import PORTABLE_FOLDER
 from mlops.db.schema import retrain_requests
-from mlops.errors import ModelError
+from mlops.errors import ModelError, Terminated
 from mlops.metrics import regression_metrics
 from mlops.runs import utcnow
+from mlops.settings import Settings
 from mlops.training.model_config import load_model_config
 from mlops.training.promotion import Decision, decide
 from mlops.training.splits import Splits, split_by_date
@@ -47,6 +63,13 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "holdout")
 # Largest difference allowed between the portable export and LudwigModel.predict.
 PORTABLE_TOLERANCE = 1e-6
+METRICS = ("mae", "rmse", "mape")
+# Run tags that make reruns converge (see the module doc).
+KEY_TAG = "mlops_training_key"
+STAGE_RUN_TAG = "mlops_stage_run"
+REGISTRATION_TAG = "mlops_registration"
+VERSION_TAG = "mlops_model_version"
+END_REASON_TAG = "mlops_end_reason"
 
 
 @dataclass
@@ -61,6 +84,7 @@ class TrainResult:
     holdout: dict[str, float]
     baseline: dict[str, float]
     champion_holdout: dict[str, float] | None
+    already_trained: bool = False  # a run with the same key had registered this version
 
 
 @dataclass
@@ -78,21 +102,89 @@ def naive_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return regression_metrics(frame[TARGET_COLUMN], frame["close"])
 
 
-def run(ctx: Context, as_of: date | None = None) -> TrainResult:
-    """Train on the newest dataset published on or before ``as_of``."""
+def run(
+    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+) -> TrainResult:
+    """Train on the dataset published for ``as_of`` (the newest without it); see the module doc."""
     settings = ctx.settings
     config = load_model_config(settings)  # fails before anything is written
-    manifest, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
+    version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
+    manifest, frame = datasets.load(ctx.store, version)
     splits = split_by_date(
         frame, validation_days=settings.validation_days, holdout_days=settings.holdout_days
     )
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, settings)
+    close_orphaned_runs(client, experiment_id, ctx.engine)
+    key = training_key(config, manifest, settings)
     current = champion(client, settings.model_name, settings.champion_alias)
     lineage = _lineage(manifest, splits)
-    run_id = client.create_run(
-        experiment_id, tags={"stage": "train", **lineage.to_tags()}
-    ).info.run_id
+    earlier = _earlier_run(client, experiment_id, key)
+    if earlier is not None and earlier.data.tags.get(REGISTRATION_TAG) == "done":
+        outcome = _reuse(client, earlier)
+    elif earlier is not None:
+        outcome = _resume(client, settings, earlier, splits, current, lineage)
+    else:
+        outcome = _train_new(
+            client, settings, experiment_id, config, manifest, splits, key, current, lineage
+        )
+    _resolve_retrain_requests(ctx, outcome.run_id, as_of)
+    log.info(
+        "Model %s version %s: %s (%s)%s",
+        settings.model_name,
+        outcome.registered,
+        "promoted to champion" if outcome.decision.promote else "not promoted",
+        outcome.decision.reason,
+        " - already trained on this dataset with this config" if outcome.reused else "",
+    )
+    evaluation, decision = outcome.evaluation, outcome.decision
+    return TrainResult(
+        run_id=outcome.run_id,
+        model_name=settings.model_name,
+        model_version=outcome.registered,
+        dataset_version=manifest.version,
+        promoted=decision.promote,
+        reason=decision.reason,
+        champion_version=outcome.registered
+        if decision.promote
+        else (current.version if current else None),
+        holdout=evaluation.per_split["holdout"],
+        baseline=evaluation.baseline,
+        champion_holdout=evaluation.champion_holdout,
+        already_trained=outcome.reused,
+    )
+
+
+@dataclass
+class _Outcome:
+    run_id: str
+    registered: str
+    evaluation: _Evaluation
+    reused: bool = False
+
+    @property
+    def decision(self) -> Decision:
+        return self.evaluation.decision
+
+
+def _train_new(
+    client: MlflowClient,
+    settings: Settings,
+    experiment_id: str,
+    config: dict[str, Any],
+    manifest: Manifest,
+    splits: Splits,
+    key: str,
+    current: ModelRef | None,
+    lineage: Lineage,
+) -> _Outcome:
+    """A new MLflow run: fit, evaluate, log, register; the run always ends with a status."""
+    stage_run = runs.current_run()
+    tags = {"stage": "train", KEY_TAG: key, **lineage.to_tags()}
+    if stage_run is not None:
+        tags[STAGE_RUN_TAG] = stage_run.run_id
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    runs.annotate(mlflow_run_id=run_id)
     try:
         client.log_batch(run_id, params=_params(config, manifest, splits, settings.random_seed))
         client.log_dict(run_id, config, "ludwig_config.yaml")
@@ -101,37 +193,18 @@ def run(ctx: Context, as_of: date | None = None) -> TrainResult:
         evaluation = _evaluate(client, model, splits, current)
         _log_evaluation(client, run_id, evaluation, current)
         _log_model(client, run_id, model, splits.holdout)
-        registered = _register(client, settings.model_name, run_id, lineage, evaluation)
-        if evaluation.decision.promote:
-            client.set_registered_model_alias(
-                settings.model_name, settings.champion_alias, registered
-            )
+        client.set_tag(run_id, REGISTRATION_TAG, "pending")  # a rerun finishes it if we fail
+        registered = _complete_registration(client, settings, run_id, lineage, evaluation)
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
-        _end_run(client, run_id, status)
+        _end_run(client, run_id, _end_status(exc))
         raise
     _end_run(client, run_id, "FINISHED")
-    _resolve_retrain_requests(ctx, run_id, as_of)
-    decision = evaluation.decision
-    log.info(
-        "Model %s version %s: %s (%s)",
-        settings.model_name,
-        registered,
-        "promoted to champion" if decision.promote else "not promoted",
-        decision.reason,
-    )
-    return TrainResult(
-        run_id=run_id,
-        model_name=settings.model_name,
-        model_version=registered,
-        dataset_version=manifest.version,
-        promoted=decision.promote,
-        reason=decision.reason,
-        champion_version=registered if decision.promote else (current.version if current else None),
-        holdout=evaluation.per_split["holdout"],
-        baseline=evaluation.baseline,
-        champion_holdout=evaluation.champion_holdout,
-    )
+    return _Outcome(run_id, registered, evaluation)
+
+
+def _end_status(exc: BaseException) -> str:
+    """KILLED for a signal or Ctrl-C, FAILED for an error."""
+    return "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit | Terminated) else "FAILED"
 
 
 def _lineage(manifest: Manifest, splits: Splits) -> Lineage:
@@ -310,17 +383,53 @@ def _params(config: dict[str, Any], manifest: Manifest, splits: Splits, seed: in
     return [Param(k, str(v)[:500]) for k, v in params.items()]
 
 
+def _complete_registration(
+    client: MlflowClient,
+    settings: Settings,
+    run_id: str,
+    lineage: Lineage,
+    evaluation: _Evaluation,
+) -> str:
+    """Register the run's model (or adopt the version an earlier attempt made), promote it."""
+    registered = _version_of_run(client, settings.model_name, run_id)
+    if registered is None:
+        registered = _register(client, settings.model_name, run_id, lineage, evaluation)
+    if evaluation.decision.promote:
+        client.set_registered_model_alias(settings.model_name, settings.champion_alias, registered)
+    client.set_tag(run_id, VERSION_TAG, registered)
+    client.set_tag(run_id, REGISTRATION_TAG, "done")
+    return registered
+
+
+def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
+    """The version of ``name`` already registered from this run, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"run_id = '{run_id}'")
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST"}:
+            return None
+        raise
+    versions = sorted((int(v.version) for v in found if v.name == name), reverse=True)
+    return str(versions[0]) if versions else None
+
+
 def _register(
     client: MlflowClient, name: str, run_id: str, lineage: Lineage, evaluation: _Evaluation
 ) -> str:
-    """A new version of ``name`` from the run's model, its lineage and holdout figures as tags."""
+    """A new version of ``name`` from the run's model, its lineage and holdout figures as tags.
+
+    Only "no such model" leads to creating it; any other registry error (the server
+    down, a timeout) stops here, read as what it is.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
+            raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from exc
         client.create_registered_model(
             name, description="Next-day close of daily US equities, from a Ludwig model."
         )
@@ -338,3 +447,132 @@ def _register(
         },
     )
     return str(mv.version)
+
+
+# Reruns: the key, earlier runs, orphans.
+
+
+def training_key(config: dict[str, Any], manifest: Manifest, settings: Settings) -> str:
+    """What makes two trainings the same: dataset, model name, config, seed, split sizes."""
+    payload = {
+        "model_name": settings.model_name,
+        "config": config,
+        "seed": settings.random_seed,
+        "validation_days": settings.validation_days,
+        "holdout_days": settings.holdout_days,
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return f"{manifest.version}:{digest.hexdigest()[:16]}"
+
+
+def _earlier_run(client: MlflowClient, experiment_id: str, key: str) -> Any:
+    """The newest ended run with this key that registered its model or has one pending."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{KEY_TAG} = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for candidate in found:
+        state = candidate.data.tags.get(REGISTRATION_TAG)
+        if candidate.info.status != "RUNNING" and state in {"done", "pending"}:
+            return candidate
+    return None
+
+
+def _evaluation_from_run(earlier: Any) -> _Evaluation:
+    """The figures and the promotion decision a run logged, as an evaluation."""
+    metrics = earlier.data.metrics
+    per_split = {
+        split: {k: metrics[f"{split}_{k}"] for k in METRICS if f"{split}_{k}" in metrics}
+        for split in SPLITS
+    }
+    baseline = {k: metrics[f"baseline_holdout_{k}"] for k in METRICS}
+    champion_holdout = {
+        k: metrics[f"champion_holdout_{k}"] for k in METRICS if f"champion_holdout_{k}" in metrics
+    } or None
+    figures = decide(per_split["holdout"], baseline, champion_holdout)
+    tags = earlier.data.tags
+    decision = Decision(
+        tags.get("promotion") == "promoted",
+        tags.get("promotion_reason", figures.reason),
+        figures.metric,
+        figures.candidate,
+        figures.baseline,
+        figures.champion,
+    )
+    return _Evaluation(per_split, baseline, champion_holdout, decision)
+
+
+def _reuse(client: MlflowClient, earlier: Any) -> _Outcome:
+    """A run with the same key registered its version: answer with it, train nothing."""
+    run_id = earlier.info.run_id
+    if earlier.info.status != "FINISHED":  # its work was complete when its process died
+        _end_run(client, run_id, "FINISHED")
+    return _Outcome(
+        run_id, earlier.data.tags[VERSION_TAG], _evaluation_from_run(earlier), reused=True
+    )
+
+
+def _resume(
+    client: MlflowClient,
+    settings: Settings,
+    earlier: Any,
+    splits: Splits,
+    current: ModelRef | None,
+    lineage: Lineage,
+) -> _Outcome:
+    """Finish the registration of a run that logged its model, deciding against today's champion."""
+    run_id = earlier.info.run_id
+    log.warning("Run %s logged its model but did not register it: registering it now", run_id)
+    logged = _evaluation_from_run(earlier)
+    champion_holdout = None
+    if current is not None:
+        champion_model = load_registered(client, current)
+        champion_holdout = regression_metrics(
+            splits.holdout[TARGET_COLUMN], predict_close(champion_model, splits.holdout)
+        )
+    decision = decide(logged.per_split["holdout"], logged.baseline, champion_holdout)
+    evaluation = _Evaluation(logged.per_split, logged.baseline, champion_holdout, decision)
+    runs.annotate(mlflow_run_id=run_id)
+    try:
+        _log_evaluation(client, run_id, evaluation, current)
+        registered = _complete_registration(client, settings, run_id, lineage, evaluation)
+    except BaseException as exc:
+        _end_run(client, run_id, _end_status(exc))
+        raise
+    _end_run(client, run_id, "FINISHED")
+    return _Outcome(run_id, registered, evaluation)
+
+
+def close_orphaned_runs(client: MlflowClient, experiment_id: str, engine: Any) -> list[str]:
+    """End the training runs left RUNNING by a stage run that is over; their ids.
+
+    A stage run recorded ``abandoned`` (killed) ends its MLflow run ``KILLED``, ``failed``
+    (it could not reach the tracking server at the end) ``FAILED``, ``succeeded``
+    ``FINISHED``. Runs of a stage run still ``running``, or unknown to this database, are
+    left alone.
+    """
+    found = client.search_runs(
+        [experiment_id],
+        filter_string="attributes.status = 'RUNNING' and tags.stage = 'train'",
+        max_results=50,
+    )
+    closed = []
+    for orphan in found:
+        stage_run = orphan.data.tags.get(STAGE_RUN_TAG)
+        status = runs.run_status(engine, stage_run) if stage_run else None
+        if status in {None, "running"}:
+            continue
+        end = {"abandoned": "KILLED", "succeeded": "FINISHED"}.get(status, "FAILED")
+        client.set_tag(orphan.info.run_id, END_REASON_TAG, f"stage run {stage_run} {status}")
+        _end_run(client, orphan.info.run_id, end)
+        log.warning(
+            "MLflow run %s was left RUNNING by stage run %s (%s): ended %s",
+            orphan.info.run_id,
+            stage_run[:8] if stage_run else "?",
+            status,
+            end,
+        )
+        closed.append(orphan.info.run_id)
+    return closed
