@@ -75,6 +75,9 @@ def migrate_cmd() -> None:
     wait_for_database(engine, settings.database_connect_attempts)
     before = migrate.current_revision(engine)
     after = migrate.upgrade(engine)
+    from mlops.db import roles  # issue 12: the per-purpose roles and their grants
+
+    roles.apply_from_environment(engine)
     typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).")
 
 
