@@ -55,14 +55,14 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 # checkov
 
 
-@pytest.fixture(scope="module")
-def checkov_report() -> dict:
+def run_checkov(directory: Path) -> dict:
+    """checkov's Kubernetes checks over a folder of manifests, as a report."""
     checkov = _require("checkov", "CHECKOV", CHECKOV_VENV / "bin" / "checkov")
     result = _run(
         [
             checkov,
             "--directory",
-            str(DEPLOYMENTS),
+            str(directory),
             "--framework",
             "kubernetes",
             "--output",
@@ -77,6 +77,11 @@ def checkov_report() -> dict:
     except json.JSONDecodeError:
         pytest.fail(f"checkov printed no JSON (exit {result.returncode}):\n{result.stderr[-3000:]}")
     return report[0] if isinstance(report, list) else report
+
+
+@pytest.fixture(scope="module")
+def checkov_report() -> dict:
+    return run_checkov(DEPLOYMENTS)
 
 
 def test_checkov_finds_no_failed_check(checkov_report: dict) -> None:
