@@ -143,13 +143,17 @@ def render() -> dict[Path, str]:
     }
 
 
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    result.add_argument("--registry", help="the registry overlay's image prefix")
+    result.add_argument("--tag", help="the registry overlay's image tag")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registry", help="the registry overlay's image prefix")
-    parser.add_argument("--tag", help="the registry overlay's image tag")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if bool(args.registry) != bool(args.tag):
-        parser.error("--registry and --tag go together")
+        parser().error("--registry and --tag go together")
     if args.registry:
         set_overlay_images(args.registry, args.tag)
     for path, text in render().items():

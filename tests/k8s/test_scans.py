@@ -157,7 +157,9 @@ def _shellcheck(*args: str, stdin: str | None = None) -> subprocess.CompletedPro
     return _run([shellcheck, "--color=never", *args], input=stdin)
 
 
-@pytest.mark.parametrize("script", [BUILD_SCRIPT, FORWARD_SCRIPT], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "script", [BUILD_SCRIPT, FORWARD_SCRIPT, ROOT / "wait_job.sh"], ids=lambda p: p.name
+)
 def test_shellcheck_passes_on_the_scripts(script: Path) -> None:
     result = _shellcheck(str(script))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -173,3 +175,23 @@ def test_shellcheck_passes_on_the_embedded_shell() -> None:
     for name, script in (("postgres init", init), ("bucket job", "#!/bin/sh\n" + mc["args"][0])):
         result = _shellcheck("--shell=sh", "-", stdin=script)
         assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+
+
+def test_the_embedded_python_passes_ruff(tmp_path: Path) -> None:
+    """The MLflow users Job's script (a ConfigMap key) is linted like the project's code."""
+    script = tmp_path / "users.py"
+    script.write_text(doc("ConfigMap", "mlops-mlflow-setup").body["data"]["users.py"])
+    ruff = _require_ruff()
+    for command in (
+        ["check", "--select", "E,F,B,UP,SIM", "--target-version", "py312"],
+        ["format", "--check"],
+    ):
+        result = _run([ruff, *command, "--line-length", "100", "--no-cache", str(script)])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _require_ruff() -> str:
+    found = tool("ruff", "RUFF")
+    if not found:
+        pytest.fail("ruff is not installed: make venv", pytrace=False)
+    return found

@@ -15,6 +15,8 @@ import pytest
 
 from .manifests import BUILD_SCRIPT, FORWARD_SCRIPT, ROOT, build_script_images
 
+WAIT_SCRIPT = ROOT / "wait_job.sh"
+
 
 def _fake(bin_dir: Path, name: str, body: str) -> None:
     path = bin_dir / name
@@ -408,3 +410,45 @@ def test_bucket_job_fails_for_good_without_a_secret_and_retries_other_errors(buc
     missing = _run_bucket_job(bucket_job)
     assert missing.returncode == 2, missing.stderr  # FailJob: podFailurePolicy
     assert "secret-key is missing or empty" in missing.stderr
+
+
+# wait_job.sh, against a fake kubectl whose Job is in the state $JOB_STATE.
+
+
+def _wait(tmp_path: Path, state: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    bin_dir = tmp_path / "wbin"
+    bin_dir.mkdir(exist_ok=True)
+    _fake(
+        bin_dir,
+        "kubectl",
+        """
+        case "$*" in
+            *"get job"*"@.type==\\"Failed\\""*) echo "PodFailurePolicy" ;;
+            *"get job"*) echo -n "$JOB_STATE" ;;
+            *"logs job/"*) echo "error: the data is stale" ;;
+        esac
+        """,
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JOB_STATE": state}
+    env["WAIT_POLL_SECONDS"] = "0.1"
+    began = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(WAIT_SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60
+    )
+    return result, time.monotonic() - began
+
+
+def test_wait_job_returns_at_once_when_the_job_completes_or_fails(tmp_path: Path) -> None:
+    done, _ = _wait(tmp_path, "SuccessCriteriaMet Complete ", "mlops-train", "2h")
+    assert done.returncode == 0 and "job/mlops-train completed" in done.stdout
+    failed, _ = _wait(tmp_path, "FailureTarget Failed ", "mlops-train", "2h")
+    assert failed.returncode == 1, failed.stderr
+    assert "job/mlops-train failed (PodFailurePolicy)" in failed.stderr
+    assert "the data is stale" in failed.stderr
+
+
+def test_wait_job_gives_up_at_its_timeout(tmp_path: Path) -> None:
+    running, _ = _wait(tmp_path, "", "mlops-train", "0s")
+    assert running.returncode == 1 and "still running after 0s" in running.stderr
+    bad, _ = _wait(tmp_path, "", "mlops-train", "soon")
+    assert bad.returncode == 2 and "invalid timeout" in bad.stderr
