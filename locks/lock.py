@@ -104,7 +104,13 @@ def compile_lock(
     if upgrade:
         command.append("--upgrade")
     subprocess.run(command, check=True, cwd=ROOT)
-    return out.read_text()
+    # Name the temporary inputs by what they are, so a rerun writes the same bytes.
+    text = out.read_text()
+    if constraints is not None:
+        text = text.replace(str(constraints), "locks/dev.txt")
+    if source != PYPROJECT:
+        text = text.replace(str(source), "pyproject.toml (tracking, psycopg2-binary, boto3)")
+    return text
 
 
 def write(path: Path, head: str, body: str) -> None:
