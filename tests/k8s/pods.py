@@ -195,23 +195,6 @@ def init_postgres(
     )
 
 
-def create_buckets(s3_endpoint: str, buckets: list[str]) -> None:
-    """The buckets the MinIO Job would create (its `mc` image cannot run here)."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in buckets:
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket)
-
-
 def minio_users() -> dict[str, tuple[str, str]]:
     """The bucket Job's users: name -> (Secret key of its access key, of its secret key)."""
     spec = pod_template(doc("Job", "mlops-minio-buckets"))["spec"]
