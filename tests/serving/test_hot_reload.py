@@ -190,8 +190,9 @@ def test_registry_outage_keeps_serving_and_recovers(
         MLOPS_HOME=str(tmp_path / "serve-home"),
         MLFLOW_TRACKING_URI=mlflow_url,
         SERVE_POLL_SECONDS=POLL_SECONDS,
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-        MLFLOW_HTTP_REQUEST_TIMEOUT="1",
+        # mlops sets MLflow's own MLFLOW_HTTP_REQUEST_* variables from these settings.
+        MLFLOW_MAX_RETRIES="0",
+        MLFLOW_TIMEOUT_SECONDS="1",
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
     )
 

@@ -77,14 +77,22 @@ def test_serve_answers_without_torch_ludwig_or_pyarrow(trained, subprocess_env) 
     np.testing.assert_allclose(got, _ludwig_closes(trained, rows), rtol=1e-8)
 
 
-def test_batch_infer_scores_without_torch_or_ludwig(trained, subprocess_env) -> None:
+def test_batch_infer_scores_without_torch_or_ludwig(trained, subprocess_env, tmp_path) -> None:
+    import shutil
+
     trained.set_champion(trained.versions[0])
+    # A copy of the shared database: the predictions written here stay out of the others'.
+    database = tmp_path / "mlops.db"
+    shutil.copy(trained.home / "mlops.db", database)
     code = _BLOCK.format(names=INFER_ABSENT) + (
         "from mlops.cli import main\n"
         "sys.argv = ['mlops', 'batch-infer', '--as-of', '2017-05-31']\n"
         "main()\n"
     )
-    result = _run(code, subprocess_env(MLOPS_HOME=str(trained.home), LOG_LEVEL="WARNING"))
+    env = subprocess_env(
+        MLOPS_HOME=str(trained.home), DATABASE_URL=f"sqlite:///{database}", LOG_LEVEL="WARNING"
+    )
+    result = _run(code, env)
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads(result.stdout[result.stdout.index("{") :])
     assert scored["model_version"] == trained.versions[0]
