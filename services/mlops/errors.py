@@ -227,9 +227,7 @@ def _tracking(exc: BaseException) -> MlopsError | None:
         return None
     text = " ".join(str(exc).split())  # a download lists every file's failure
     start = text.find("API request to")
-    unreachable = start >= 0 and (
-        "failed with exception" in text or "failed with timeout" in text
-    )
+    unreachable = start >= 0 and ("failed with exception" in text or "failed with timeout" in text)
     if unreachable or "TEMPORARILY_UNAVAILABLE" in str(getattr(exc, "error_code", "")):
         detail = text[start : start + 300] if start >= 0 else _first_line(exc)
         return TrackingError(f"The MLflow tracking server is not answering: {detail}.")
