@@ -137,8 +137,7 @@ def test_per_file_maps_by_name_and_glob(make_settings, tmp_path: Path) -> None:
     assert sorted(bars["symbol"].unique()) == sorted(sample["symbol"].unique())
     assert len(bars) == len(sample)
     as_json = (
-        '{"AAPL.csv": {"close": "Last"}, '
-        '"*_vendor2.parquet": {"volume": "Shares", "date": "When"}}'
+        '{"AAPL.csv": {"close": "Last"}, "*_vendor2.parquet": {"volume": "Shares", "date": "When"}}'
     )
     again = load_bars(_files(make_settings, tmp_path, folder, as_json))
     pd.testing.assert_frame_equal(again, bars)
