@@ -5,7 +5,10 @@ SHELL := /bin/bash
 
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
+# What the venv holds: .[ml,infer,serve,monitor,trade,k8s,dev] at the versions of the
+# lock (make lock).
 EXTRAS := ml,infer,serve,monitor,trade,k8s,dev
+LOCK := locks/dev.txt
 PG_BIN ?= /usr/lib/postgresql/15/bin
 LINT_PATHS := $(wildcard services tests benchmarks)
 PYTEST_ARGS ?=
@@ -22,11 +25,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+UV_VENV := $(VENV)/tools/uv
+UV_STAMP := $(UV_VENV)/.installed
+UV_VERSION := 0.13.9
 
-.PHONY: help venv postgres checkov test lint demo clean distclean
+.PHONY: help venv lock postgres checkov test lint demo clean distclean
 
 help:
-	@echo "make venv      create $(VENV) (Python 3.12) with .[$(EXTRAS)]"
+	@echo "make venv      create $(VENV) (Python 3.12) with .[$(EXTRAS)] as locked in $(LOCK)"
+	@echo "make lock      resolve pyproject.toml again into locks/ (the venv's and each image's)"
 	@echo "make postgres  install the PostgreSQL 15 server the tests start (apt)"
 	@echo "make test      run the test suite (real PostgreSQL and S3 on loopback)"
 	@echo "make lint      ruff check, ruff format --check, mypy, the import contracts"
@@ -35,15 +42,30 @@ help:
 
 venv: $(VENV_STAMP)
 
-# Reinstalls only when pyproject.toml changes; recreates the venv if it is not Python 3.12.
-$(VENV_STAMP): pyproject.toml
+# Reinstalls only when pyproject.toml or the lock changes; recreates the venv if it is not
+# Python 3.12. Exactly the locked versions (hash-checked; --no-deps: the lock lists every
+# dependency, and pip check proves it), then the project itself, editable.
+$(VENV_STAMP): pyproject.toml $(LOCK)
 	@if ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' \
 		2>/dev/null; then \
 		echo "Creating $(VENV) with $(PYTHON)"; \
 		rm -rf $(VENV); \
 		$(PYTHON) -m venv $(VENV); \
 	fi
-	$(VENV)/bin/python -m pip install -e '.[$(EXTRAS)]'
+	$(VENV)/bin/python -m pip install --no-deps --require-hashes -r $(LOCK)
+	$(VENV)/bin/python -m pip install --no-deps -e .
+	$(VENV)/bin/python -m pip check
+	@touch $@
+
+# The lock files (locks/lock.py says what each is for): run after editing the
+# dependencies in pyproject.toml, then `make venv`. Pins change only where pyproject.toml
+# needs them to; `make lock LOCK_ARGS=--upgrade` takes the newest versions allowed.
+lock: $(UV_STAMP)
+	$(UV_VENV)/bin/python locks/lock.py --uv $(UV_VENV)/bin/uv $(LOCK_ARGS)
+
+$(UV_STAMP):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install 'uv==$(UV_VERSION)'
 	@touch $@
 
 # checkov pins libraries that clash with ours (packaging, boto3, networkx): its own venv.

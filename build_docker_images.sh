@@ -5,6 +5,7 @@
 #   ./build_docker_images.sh train serve      # only these
 #   ./build_docker_images.sh --load train     # build locally, then `minikube image load`
 #   TAG=v1.2 ./build_docker_images.sh         # tag instead of `git describe`
+#   REGISTRY=registry.example.com/mlops TAG=v1.2 MINIKUBE=0 ./build_docker_images.sh --push
 #
 # Every image is tagged mlops-<name>:<tag> (default: git describe --tags --always --dirty)
 # and also mlops-<name>:latest, the tag the manifests in deployments/ use with
@@ -15,10 +16,13 @@
 #   default  straight into minikube's Docker engine (eval "$(minikube docker-env)")
 #   --load   into the local Docker engine, then copied with `minikube image load`
 # With MINIKUBE=0, or without minikube, they stay in the local Docker engine.
+#   --push   also tag each image $REGISTRY/mlops-<name>:<tag> and push it (a cluster of
+#            several nodes pulls from there: the registry overlay, docs/kubernetes.md)
 #
-# Build arguments passed through when set: BASE_IMAGE (default python:3.12-slim),
-# TORCH_INDEX_URL (default https://download.pytorch.org/whl/cpu) and TORCH_REQUIREMENT
-# (default torch, e.g. torch==2.14.1; these two: train, batch-infer, serve only).
+# Build arguments passed through when set: BASE_IMAGE (default python:3.12-slim) and
+# TORCH_INDEX_URL (default https://download.pytorch.org/whl/cpu, the CPU wheels; the
+# only index torch, torchvision and torchaudio come from, for train, batch-infer and
+# serve; every other package comes from PyPI, pinned by hash in locks/).
 # Other settings: DOCKER (default docker), MINIKUBE_PROFILE (default minikube),
 # BUILD_NETWORK (e.g. host: the network of the RUN steps, `docker build --network`).
 # The first failing build stops the script with a non-zero exit.
@@ -32,9 +36,10 @@ DOCKER="${DOCKER:-docker}"
 MINIKUBE="${MINIKUBE:-1}"
 MINIKUBE_PROFILE="${MINIKUBE_PROFILE:-minikube}"
 LOAD=0
+PUSH=0
 
 usage() {
-    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     echo "Images: ${ALL_IMAGES[*]}"
 }
 
@@ -51,6 +56,7 @@ while (($#)); do
             exit 0
             ;;
         --load) LOAD=1 ;;
+        --push) PUSH=1 ;;
         --tag)
             [[ $# -ge 2 ]] || die "--tag needs a value"
             TAG="$2"
@@ -79,6 +85,11 @@ if [[ -z "${TAG:-}" ]]; then
         || die "cannot derive a tag with git describe; set TAG or pass --tag"
 fi
 [[ "$TAG" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "invalid image tag '$TAG'"
+if ((PUSH)); then
+    [[ -n "${REGISTRY:-}" ]] || die "--push needs REGISTRY (e.g. registry.example.com/mlops)"
+    [[ "$REGISTRY" =~ ^[a-z0-9]([a-z0-9.:-]*[a-z0-9])?(/[a-z0-9._-]+)*$ ]] \
+        || die "invalid REGISTRY '$REGISTRY' (host[:port][/path], lower case, no trailing /)"
+fi
 
 use_minikube=0
 if [[ "$MINIKUBE" == "1" ]]; then
@@ -98,14 +109,13 @@ fi
 build_args=()
 [[ -n "${BASE_IMAGE:-}" ]] && build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 [[ -n "${TORCH_INDEX_URL:-}" ]] && build_args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
-[[ -n "${TORCH_REQUIREMENT:-}" ]] \
-    && build_args+=(--build-arg "TORCH_REQUIREMENT=$TORCH_REQUIREMENT")
 [[ -n "${BUILD_NETWORK:-}" ]] && build_args+=(--network "$BUILD_NETWORK")
 
 export DOCKER_BUILDKIT=1
 built=()
 for name in "${requested[@]}"; do
     image="mlops-$name"
+    remote=""
     echo "==> Building $image:$TAG (target $name)"
     "$DOCKER" build \
         --file "$DOCKERFILE" \
@@ -121,8 +131,14 @@ for name in "${requested[@]}"; do
         minikube -p "$MINIKUBE_PROFILE" image load "$image:latest" \
             || die "minikube image load $image:latest failed"
     fi
+    if ((PUSH)); then
+        remote="$REGISTRY/$image:$TAG"
+        echo "==> Pushing $remote"
+        "$DOCKER" tag "$image:$TAG" "$remote" || die "tagging $remote failed"
+        "$DOCKER" push "$remote" || die "pushing $remote failed"
+    fi
     size="$("$DOCKER" image inspect --format '{{.Size}}' "$image:$TAG" 2>/dev/null || echo '?')"
-    built+=("$image:$TAG (also :latest) size=$size bytes")
+    built+=("$image:$TAG (also :latest${remote:+, pushed as $remote}) size=$size bytes")
 done
 
 echo

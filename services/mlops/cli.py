@@ -105,6 +105,9 @@ def migrate_cmd() -> None:
     log.bind(stage="migrate")
     engine = database_engine(settings)
     before, after = migrate.upgrade_reporting(engine)
+    from mlops.db import roles  # issue 12: the per-purpose roles and their grants
+
+    roles.apply_from_environment(engine)
     typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).")
 
 

@@ -7,22 +7,24 @@ Skipped unless ``MLOPS_DOCKER_TESTS=1``; then a missing Docker engine fails the 
 1. Build: every image with ``build_docker_images.sh`` (``MINIKUBE=0``: the local Docker
    engine; ``BUILD_NETWORK=host``), from ``BASE_IMAGE`` (default
    ``mlops-base-python:3.12``, made by ``scripts/make_base_image.sh`` when missing: no
-   registry is needed) with ``TORCH_INDEX_URL`` (default PyPI here). Sizes are printed.
-   ``MLOPS_DOCKER_BUILD=0`` skips the build and uses the images already tagged
-   ``MLOPS_IMAGE_TAG`` (default ``check``). From PyPI, torch is pinned
-   (``TORCH_REQUIREMENT``) to the release installed here, the one the tests ran with.
+   registry is needed) with ``TORCH_INDEX_URL`` (default PyPI here: the PyTorch CPU index
+   is not reachable from this machine; the lock pins torch either way). Sizes are
+   printed. ``MLOPS_DOCKER_BUILD=0`` skips the build and uses the images already tagged
+   ``MLOPS_IMAGE_TAG`` (default ``check``).
 2. ``--help`` in every image, as uid 10001 with a read-only root filesystem.
 3. The pipeline, each container built from its manifest the way a kubelet would: the
-   image (at the tag just built), args, ``envFrom``/``env`` (ConfigMaps, a dummy Secret,
-   the pod namespace), ConfigMap volumes as read-only bind mounts, emptyDirs as tmpfs,
+   image (at the tag just built), command and args, ``envFrom``/``env`` (ConfigMaps, a
+   dummy Secret, the pod namespace, the CPU limit), ConfigMap and Secret volumes as
+   read-only bind mounts, emptyDirs as tmpfs,
    ``runAsUser``/``runAsGroup``/``fsGroup``, ``readOnlyRootFilesystem`` (``--read-only``),
    ``capabilities.drop: [ALL]``, ``allowPrivilegeEscalation: false``
    (``no-new-privileges``) and the resource limits (``--memory``, ``--cpus``). Every
    container uses the host network (``--network host``), never Docker's bridge; the
    servers it talks to listen on 127.0.0.1 only: the session's throwaway PostgreSQL
-   (databases made by the ConfigMap's init script), moto's S3 server, the MLflow server
-   of ``deployments/mlflow.yaml`` run from the mlflow image, and a fake Kubernetes API.
-   Only the endpoints (``mlops-postgres:5432`` ...) and listening ports are rewritten.
+   (databases made by the ConfigMap's init script), moto's S3 server enforcing the MinIO
+   users' policies (``pods.IamS3``), the MLflow server of ``deployments/mlflow.yaml`` run
+   from the mlflow image behind basic auth (its users Job too), and a fake Kubernetes
+   API. Only the endpoints (``mlops-postgres:5432`` ...) and listening ports are rewritten.
    Order: migrate, data prep for 2017-05-31 (the Indexed Job's two pods), train (the
    model is promoted), batch-infer, trade, monitor, serving and the dashboard until their
    probes pass, then the daily CronJob's ``mlops daily`` for 2017-06-01 in the
@@ -61,12 +63,13 @@ from k8s.manifests import (
     pod_template,
 )
 from k8s.pods import (
+    IamS3,
     container_env,
-    create_buckets,
     filled_secret,
     init_postgres,
     run_job_pods,
     write_kubeconfig,
+    write_volume,
 )
 
 pytestmark = [
@@ -121,15 +124,6 @@ def _docker_cli() -> str:
     )
 
 
-def _torch_requirement(index: str) -> str:
-    """From PyPI (CUDA builds), the torch release the tests ran with; else any."""
-    if index.rstrip("/") != PYPI:
-        return "torch"
-    from importlib.metadata import version
-
-    return f"torch=={version('torch').split('+')[0]}"
-
-
 class Images:
     def __init__(self, docker: str, tag: str, log_dir: Path) -> None:
         self.docker = docker
@@ -159,11 +153,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
         if base == DEFAULT_BASE and _run([docker, "image", "inspect", base]).returncode != 0:
             made = _run(["bash", str(BASE_SCRIPT)], timeout=1800, env=env)
             assert made.returncode == 0, f"make_base_image.sh:\n{made.stdout}\n{made.stderr}"
-        torch_index = os.environ.get("TORCH_INDEX_URL", PYPI)
         env.update(
             BASE_IMAGE=base,
-            TORCH_INDEX_URL=torch_index,
-            TORCH_REQUIREMENT=os.environ.get("TORCH_REQUIREMENT", _torch_requirement(torch_index)),
+            TORCH_INDEX_URL=os.environ.get("TORCH_INDEX_URL", PYPI),
             BUILD_NETWORK="host",
             MINIKUBE="0",
             TAG=built.tag,
@@ -281,15 +273,13 @@ class DockerPod:
         for mount in self.container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             path = mount["mountPath"]
-            if "configMap" in volume:
+            if "configMap" in volume or "secret" in volume:
                 local = cluster.root / self.name / mount["name"]
                 local.mkdir(parents=True)
                 local.chmod(0o755)
-                data = config_maps()[volume["configMap"]["name"]]
-                items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
-                for item in items:
-                    (local / item["path"]).write_text(data[item["key"]])
-                    (local / item["path"]).chmod(0o644)
+                write_volume(volume, local, cluster.secret, self._endpoints)
+                for folder in [local, *(p for p in local.rglob("*") if p.is_dir())]:
+                    folder.chmod(0o755)
                 self.volume_options += ["-v", f"{local}:{path}:ro"]
             else:
                 assert "emptyDir" in volume, f"{name}: volume {mount['name']} cannot run here"
@@ -341,8 +331,11 @@ class DockerPod:
             argv += ["--cpus", str(min(_quantity(limits["cpu"]), float(os.cpu_count() or 1)))]
         for key, value in self.env(**extra).items():
             argv += ["-e", f"{key}={value}"]
+        command = list(self.container.get("command") or [])
+        if command:
+            argv += ["--entrypoint", command[0]]
         argv.append(self.cluster.images.ref(self.container["image"]))
-        return [*argv, *self.args(ports)]
+        return [*argv, *command[1:], *self.args(ports)]
 
     def run(self, timeout: float = 1800, **extra: str) -> subprocess.CompletedProcess:
         try:
@@ -426,9 +419,10 @@ def test_the_images_run_the_pipeline_on_the_host_network(
 ) -> None:
     tmp_path.chmod(0o755)
     mlflow_port = _free_port()
+    s3 = IamS3()
     hosts = {
         "mlops-postgres:5432": f"{postgres_server.host}:{postgres_server.port}",
-        "mlops-minio:9000": s3_endpoint.removeprefix("http://"),
+        "mlops-minio:9000": s3.endpoint.removeprefix("http://"),
         "mlops-mlflow:5000": f"{LOOPBACK}:{mlflow_port}",
     }
     cluster = Cluster(images, tmp_path, hosts)
@@ -450,11 +444,11 @@ def test_the_images_run_the_pipeline_on_the_host_network(
         assert init.returncode == 0, f"the Postgres init script:\n{init.stdout}\n{init.stderr}"
         (bucket_job,) = containers(doc("Job", "mlops-minio-buckets"))
         mlflow_bucket = {e["name"]: e.get("value") for e in bucket_job["env"]}["MLFLOW_BUCKET"]
-        create_buckets(
-            s3_endpoint, [config_maps()["mlops-pipeline-config"]["S3_BUCKET"], mlflow_bucket]
+        s3.setup(
+            [config_maps()["mlops-pipeline-config"]["S3_BUCKET"], mlflow_bucket], cluster.secret
         )
 
-        # MLflow from the mlflow image, as deployments/mlflow.yaml runs it.
+        # MLflow from the mlflow image, as deployments/mlflow.yaml runs it, then its users.
         mlflow_doc = doc("Deployment", "mlops-mlflow")
         (mlflow_container,) = containers(mlflow_doc)
         mlflow = cluster.pod(pod_template(mlflow_doc), "mlflow")
@@ -462,6 +456,8 @@ def test_the_images_run_the_pipeline_on_the_host_network(
         probe = mlflow_container["readinessProbe"]["httpGet"]["path"]
         _wait_http(f"http://{LOOPBACK}:{mlflow_port}{probe}", mlflow)
         print(f"\n  mlflow: {probe} answers 200")
+        users = cluster.pod(pod_template(doc("Job", "mlops-mlflow-users")), "mlflow-users")
+        _ok(users.run(timeout=300), "mlflow-users")
 
         migrate = cluster.pod(pod_template(doc("Job", "mlops-migrate")), "migrate")
         out = _ok(migrate.run(), "migrate")
@@ -522,6 +518,7 @@ def test_the_images_run_the_pipeline_on_the_host_network(
     finally:
         kube.stop()
         cluster.remove_started()
+        s3.stop()
 
     engine = create_engine(postgres_server.url("mlops"))
     with engine.connect() as conn:

@@ -30,7 +30,16 @@ UID = 10001
 
 # Environment variables set on mlops containers that are not pipeline settings, and why.
 NON_SETTING_ENV = {
+    "PGUSER": "libpq reads the pod's database role from it; DATABASE_URL names none",
     "PGPASSWORD": "libpq reads the database password from it; DATABASE_URL has none",
+    "MLFLOW_TRACKING_USERNAME": "the MLflow client's basic-auth user",
+    "MLFLOW_TRACKING_PASSWORD": "the MLflow client's basic-auth password",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false: artifacts through the tracking server",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false: artifacts through the tracking server",
+    "DB_ROLE_PASSWORDS_DIR": "mlops migrate: the per-purpose roles' password files",
+    "OMP_NUM_THREADS": "OpenMP threads (torch, BLAS, Arrow) = the CPU limit",
+    "MKL_NUM_THREADS": "MKL threads = the CPU limit",
+    "OPENBLAS_NUM_THREADS": "OpenBLAS threads = the CPU limit",
     "POD_NAMESPACE": "mlops daily / the retraining trigger: the namespace to create Jobs in",
     "JOB_TEMPLATES_DIR": "mlops daily / the retraining trigger: where job-<stage>.yaml are",
 }
@@ -60,6 +69,12 @@ class Doc:
 
     def __str__(self) -> str:
         return self.rel
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# What a retry cannot fix: the mlops CLI's exit codes for a setting, the data, the model or
+# registry, the broker, orders not placed (mlops.errors; 7, infrastructure, is retried).
+FINAL_EXIT_CODES = [2, 3, 4, 5, 6]
 
 
 def manifest_files() -> list[Path]:
@@ -178,6 +193,25 @@ def secret_template_keys() -> tuple[set[str], set[str]]:
         if match:
             (optional if match.group(1) else required).add(match.group(2))
     return required, optional
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def secret_key(env: dict[str, Any]) -> str | None:
+    """The Secret key an env entry reads, if any."""
+    return ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("key")
+
+
+def secret_volume_items(doc: Doc) -> dict[str, str]:
+    """Secret volumes of a workload: file path -> Secret key, over all its volumes."""
+    items = {}
+    for volume in pod_template(doc)["spec"].get("volumes", []):
+        if "secret" in volume:
+            for item in volume["secret"].get("items", []):
+                items[item["path"]] = item["key"]
+    return items
 
 
 def secret_template_values() -> dict[str, str]:

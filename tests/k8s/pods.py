@@ -1,6 +1,7 @@
 """What a kubelet gives a pod, for the tests that run the manifests' pods here: the
-Secret as a user fills it in, each container's environment, a Job's pods, the platform's
-databases and buckets, and a kubeconfig for a fake API server.
+Secret as a user fills it in, each container's environment and Secret files, a Job's
+pods, the platform's databases, roles, buckets and object-store users, and a kubeconfig
+for a fake API server.
 
 Shared by tests/k8s/test_manifest_run.py (pods as local processes) and
 tests/docker/test_images.py (pods as containers).
@@ -8,8 +9,13 @@ tests/docker/test_images.py (pods as containers).
 
 from __future__ import annotations
 
+import json
+import math
+import socket
 import subprocess
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from .manifests import config_maps, containers, doc, secret_template_keys
+from .manifests import config_maps, containers, doc, pod_template, secret_template_keys
 
 NAMESPACE = "mlops"
 
@@ -26,9 +32,14 @@ NAMESPACE = "mlops"
 def filled_secret() -> dict[str, str]:
     """The Secret as a user would fill in the template's required keys (none optional)."""
     required, _ = secret_template_keys()
-    values = {key: f"test-{key.lower().replace('_', '-')}" for key in required}
-    values.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    return values
+    return {key: f"test-{key.lower().replace('_', '-')}" for key in required}
+
+
+def cpu_limit(container: dict[str, Any]) -> int:
+    """``limits.cpu`` as the Downward API gives it with divisor 1: cores, rounded up."""
+    value = str(container["resources"]["limits"]["cpu"])
+    cores = float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return math.ceil(cores)
 
 
 def container_env(container: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
@@ -54,9 +65,45 @@ def container_env(container: dict[str, Any], secret: dict[str, str]) -> dict[str
         elif "fieldRef" in ref:
             assert ref["fieldRef"]["fieldPath"] == "metadata.namespace"
             env[item["name"]] = NAMESPACE
+        elif "resourceFieldRef" in ref:
+            field = ref["resourceFieldRef"]
+            assert field["resource"] == "limits.cpu" and str(field.get("divisor")) == "1"
+            env[item["name"]] = str(cpu_limit(container))
         else:
             pytest.fail(f"unsupported env source {ref}")
     return {key: str(value) for key, value in env.items()}
+
+
+def secret_files(volume: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
+    """A Secret volume's files (relative path -> content), as the kubelet writes them."""
+    spec = volume["secret"]
+    items = spec.get("items") or [{"key": k, "path": k} for k in secret]
+    files = {}
+    for item in items:
+        if item["key"] in secret:
+            files[item["path"]] = secret[item["key"]]
+        else:
+            assert spec.get("optional") or item.get("optional"), f"Secret has no {item['key']}"
+    return files
+
+
+def write_volume(
+    volume: dict[str, Any], folder: Path, secret: dict[str, str], rewrite: Callable[[str], str]
+) -> None:
+    """A ConfigMap or Secret volume as files in ``folder`` (endpoints rewritten)."""
+    if "configMap" in volume:
+        data = config_maps()[volume["configMap"]["name"]]
+        items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+        files = {item["path"]: data[item["key"]] for item in items}
+        mode = 0o644
+    else:
+        files = secret_files(volume, secret)
+        mode = 0o444
+    for relative, content in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rewrite(content))
+        path.chmod(mode)
 
 
 def run_job_pods(
@@ -83,18 +130,53 @@ def run_job_pods(
     return code, log
 
 
+def drop_database_roles(postgres_server: Any, names: Iterable[str]) -> None:
+    """Drop cluster-wide roles, and first whatever they were granted in any database."""
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        names = [
+            n
+            for n in names
+            if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": n}).first()
+        ]
+        databases = conn.execute(
+            text("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")
+        ).scalars()
+        databases = list(databases)
+    admin.dispose()
+    if not names:
+        return
+    for database in databases:
+        engine = create_engine(postgres_server.url(database), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {', '.join(names)}"))
+        engine.dispose()
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+    admin.dispose()
+
+
 def init_postgres(
     postgres_server: Any, secret: dict[str, str], workdir: Path, env: dict[str, str]
 ) -> subprocess.CompletedProcess:
     """Run the ConfigMap's init script as the postgres image would, on a clean slate."""
+    from mlops.db.roles import ROLES
+
     admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         for name in ("mlops", "mlflow"):
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
     admin.dispose()
-    (c,) = containers(doc("StatefulSet", "mlops-postgres"))
-    user = {e["name"]: e for e in c["env"]}["POSTGRES_USER"]["value"]
+    drop_database_roles(postgres_server, [*ROLES, "mlops", "mlflow"])
+    statefulset = doc("StatefulSet", "mlops-postgres")
+    (c,) = containers(statefulset)
+    variables = {e["name"]: e.get("value") for e in c["env"]}
+    volumes = {v["name"]: v for v in pod_template(statefulset)["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    secrets_dir = workdir / "postgres-secrets"
+    write_volume(volumes[mounts[variables["POSTGRES_SECRETS_DIR"]]], secrets_dir, secret, str)
     script = workdir / "10-create-databases.sh"
     script.write_text(doc("ConfigMap", "mlops-postgres-init").body["data"][script.name])
     return subprocess.run(
@@ -104,9 +186,8 @@ def init_postgres(
             "PATH": f"{postgres_server.bin_dir}:{env.get('PATH', '/usr/bin:/bin')}",
             "PGHOST": postgres_server.host,
             "PGPORT": str(postgres_server.port),
-            "POSTGRES_USER": user,
-            "POSTGRES_MLOPS_PASSWORD": secret["POSTGRES_MLOPS_PASSWORD"],
-            "POSTGRES_MLFLOW_PASSWORD": secret["POSTGRES_MLFLOW_PASSWORD"],
+            "POSTGRES_USER": variables["POSTGRES_USER"],
+            "POSTGRES_SECRETS_DIR": str(secrets_dir),
         },
         capture_output=True,
         text=True,
@@ -114,21 +195,95 @@ def init_postgres(
     )
 
 
-def create_buckets(s3_endpoint: str, buckets: list[str]) -> None:
-    """The buckets the MinIO Job would create (its `mc` image cannot run here)."""
-    import boto3
+def minio_users() -> dict[str, tuple[str, str]]:
+    """The bucket Job's users: name -> (Secret key of its access key, of its secret key)."""
+    spec = pod_template(doc("Job", "mlops-minio-buckets"))["spec"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    paths = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+    names = sorted({path.split("/")[1] for path in paths if path.startswith("users/")})
+    return {
+        name: (paths[f"users/{name}/access-key"], paths[f"users/{name}/secret-key"])
+        for name in names
+    }
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in buckets:
-        if bucket not in existing:
+
+class IamS3:
+    """moto's server in a process of its own, enforcing IAM policies once set up.
+
+    MinIO cannot run here; moto can check every request against the policies of
+    ``mlops-minio-policies`` (the AWS IAM language MinIO uses too). ``setup`` makes the
+    buckets and one IAM user per MinIO user with its policy, puts their generated keys
+    into the Secret, then turns enforcement on (moto's ``reset-auth``): from then on
+    every request needs a user's key and its policy's permission.
+    """
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        server = Path(sys.executable).parent / "moto_server"
+        self.process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    pytest.fail("moto's server did not start")
+                time.sleep(0.1)
+
+    def client(self, service: str, key: str = "setup", secret: str = "setup") -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
+
+    def setup(self, buckets: list[str], secret: dict[str, str]) -> dict[str, tuple[str, str]]:
+        """Buckets, users and policies; returns name -> (access key, secret key)."""
+        import requests
+
+        s3, iam = self.client("s3"), self.client("iam")
+        for bucket in buckets:
             s3.create_bucket(Bucket=bucket)
+        policies = config_maps()["mlops-minio-policies"]
+        keys = {}
+        for name, (access_name, secret_name) in minio_users().items():
+            iam.create_user(UserName=name)
+            document = policies[f"{name}.json"]
+            arn = iam.create_policy(PolicyName=f"mlops-{name}", PolicyDocument=document)
+            iam.attach_user_policy(UserName=name, PolicyArn=arn["Policy"]["Arn"])
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            secret[access_name] = key["AccessKeyId"]
+            secret[secret_name] = key["SecretAccessKey"]
+            keys[name] = (key["AccessKeyId"], key["SecretAccessKey"])
+        answer = requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+        assert answer.json()["status"] == "ok", answer.text
+        return keys
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def policy_document(name: str) -> dict[str, Any]:
+    return json.loads(config_maps()["mlops-minio-policies"][f"{name}.json"])
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:

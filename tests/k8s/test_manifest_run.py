@@ -1,13 +1,19 @@
 """A manifest-driven local run: the manifests' own commands, as processes, in schedule order.
 
 Every Job, CronJob and Deployment container below is run from what ``deployments/`` and
-``config-maps/`` say: its args after the image's ENTRYPOINT, its environment (the
-Dockerfile's ENV, ``envFrom`` the pipeline ConfigMap, ``env`` values, ConfigMap and Secret
-key references, the pod namespace), its ConfigMap volumes as files and its emptyDirs as
-folders. Only the endpoints are pointed at servers on loopback - the session's PostgreSQL,
-moto's S3 over HTTP and an MLflow server started from ``deployments/mlflow.yaml`` - and
-ports at free ones. The Postgres init script of the ConfigMap creates the databases; the
-bucket Job's ``mc`` image cannot run here, so its buckets are made with boto3 from its env.
+``config-maps/`` say: its args after the image's ENTRYPOINT (or its command), its
+environment (the Dockerfile's ENV, ``envFrom`` the pipeline ConfigMap, ``env`` values,
+ConfigMap and Secret key references, the pod namespace, the CPU limit), its ConfigMap and
+Secret volumes as files and its emptyDirs as folders. Only the endpoints are pointed at
+servers on loopback - the session's PostgreSQL, moto's S3 over HTTP and an MLflow server
+started from ``deployments/mlflow.yaml`` - and ports at free ones.
+
+Every pod runs with its own identities, as in the cluster: its Postgres role (created by
+``mlops migrate`` from the Secret's files, with only its grants), its MinIO user and
+policy (moto enforces the policies of ``mlops-minio-policies`` here: the bucket Job's
+``mc`` image cannot run, so its users and policies are made in moto's IAM), and its
+MLflow user behind basic auth (the users Job runs for real). The test Postgres trusts
+every local connection, so passwords are not checked; grants are.
 
 Order: migrate, data prep (the Indexed Job's pods in parallel), train, batch-infer, trade,
 monitor (by hand, as docs/kubernetes.md does), then serving and the dashboard until their
@@ -45,12 +51,13 @@ from .manifests import (
     pod_template,
 )
 from .pods import (
+    IamS3,
     container_env,
-    create_buckets,
     filled_secret,
     init_postgres,
     run_job_pods,
     write_kubeconfig,
+    write_volume,
 )
 
 pytestmark = pytest.mark.slow
@@ -67,13 +74,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _image_env() -> dict[str, str]:
-    """The ENV every image inherits from the Dockerfile's python stage."""
+def _image_env(image: str) -> dict[str, str]:
+    """The ENV an image has: the Dockerfile's python stage's, then its own target's."""
+    stages = dockerfile_stages()
+    target = image.split(":")[0].removeprefix("mlops-")
     env: dict[str, str] = {}
-    for line in dockerfile_stages()["python"].instruction("ENV"):
-        for pair in shlex.split(line.split(maxsplit=1)[1]):
-            key, _, value = pair.partition("=")
-            env[key] = value
+    for stage in ("python", target):
+        for line in stages[stage].instruction("ENV") if stage in stages else []:
+            for pair in shlex.split(line.split(maxsplit=1)[1]):
+                key, _, value = pair.partition("=")
+                env[key] = value
     return env
 
 
@@ -91,33 +101,39 @@ class LocalPod:
             volume = volumes[mount["name"]]
             local = self.root / "volumes" / mount["name"]
             local.mkdir(parents=True, exist_ok=True)
-            if "configMap" in volume:
-                data = config_maps()[volume["configMap"]["name"]]
-                items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
-                for item in items:
-                    (local / item["path"]).write_text(data[item["key"]])
+            if "configMap" in volume or "secret" in volume:
+                write_volume(volume, local, cluster.secret, self._endpoints)
             else:
                 assert "emptyDir" in volume, f"{name}: volume {mount['name']} cannot run here"
             self.mounts.append((mount["mountPath"], local))
         self.mounts.sort(key=lambda m: len(m[0]), reverse=True)
 
-    def _local(self, value: str) -> str:
-        for mount_path, local in self.mounts:
-            if value == mount_path or value.startswith(mount_path + "/"):
-                return str(local) + value[len(mount_path) :]
+    def _endpoints(self, value: str) -> str:
         for name, address in self.cluster.hosts.items():
             value = value.replace(name, address)
         return value
 
+    def _local(self, value: str) -> str:
+        for mount_path, local in self.mounts:
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return str(local) + value[len(mount_path) :]
+        return self._endpoints(value)
+
     def env(self, **extra: str) -> dict[str, str]:
-        env = {**_image_env(), **container_env(self.container, self.cluster.secret)}
+        env = {
+            **_image_env(self.container["image"]),
+            **container_env(self.container, self.cluster.secret),
+        }
         env = {key: self._local(str(value)) for key, value in env.items()}
         tmp = self._local("/tmp")
         return {**self.cluster.base_env, **env, "TMPDIR": tmp, **extra}
 
     def argv(self, ports: dict[int, int] | None = None) -> list[str]:
         image = self.container["image"].split(":")[0]
-        entrypoint = "mlflow" if image == "mlops-mlflow" else "mlops"
+        entrypoint = [str(VENV_BIN / ("mlflow" if image == "mlops-mlflow" else "mlops"))]
+        if self.container.get("command"):
+            python = {"python3": sys.executable, "python": sys.executable}
+            entrypoint = [python.get(c, self._local(c)) for c in self.container["command"]]
         args = list(self.container.get("args") or [])
         out: list[str] = []
         for i, arg in enumerate(args):
@@ -127,7 +143,7 @@ class LocalPod:
                 number = int(arg.split("=", 1)[-1])
                 arg = f"--port={ports[number]}" if arg.startswith("--port=") else str(ports[number])
             out.append(self._local(arg))
-        return [str(VENV_BIN / entrypoint), *out]
+        return [*entrypoint, *out]
 
     def run(self, timeout: float = 900, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -211,14 +227,23 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def _denied(call: Any) -> str:
+    """What a call that least privilege forbids raises (it must raise)."""
+    try:
+        call()
+    except Exception as exc:
+        return str(exc)
+    pytest.fail("a call its identity must not be allowed to make succeeded")
+
+
 def test_the_manifests_run_the_pipeline_in_schedule_order(
-    postgres_server, s3_endpoint, subprocess_env, tmp_path
+    postgres_server, subprocess_env, tmp_path
 ) -> None:
     mlflow_port = _free_port()
-    s3_address = s3_endpoint.removeprefix("http://")
+    s3 = IamS3()
     hosts = {
         "mlops-postgres:5432": f"{postgres_server.host}:{postgres_server.port}",
-        "mlops-minio:9000": s3_address,
+        "mlops-minio:9000": s3.endpoint.removeprefix("http://"),
         "mlops-mlflow:5000": f"{LOOPBACK}:{mlflow_port}",
     }
     base_env = subprocess_env()
@@ -239,23 +264,27 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
 
     kube = FakeKube(executor=execute).start()
     base_env["KUBECONFIG"] = str(write_kubeconfig(tmp_path / "kubeconfig", kube.url))
-
-    # Platform: databases by the init script, buckets, the MLflow server of mlflow.yaml.
-    _ok(init_postgres(postgres_server, cluster.secret, tmp_path, base_env), "Postgres init")
-    bucket_env = cluster.pod(pod_template(doc("Job", "mlops-minio-buckets")), "buckets").env()
-    buckets = [bucket_env["S3_BUCKET"], bucket_env["MLFLOW_BUCKET"]]
-    create_buckets(s3_endpoint, buckets)
-    assert buckets == [config_maps()[PIPELINE_CONFIG]["S3_BUCKET"], "mlflow"]
-    mlflow_doc = doc("Deployment", "mlops-mlflow")
-    mlflow_pod = cluster.pod(pod_template(mlflow_doc), "mlflow")
-    (mlflow_container,) = containers(mlflow_doc)
-    probe = mlflow_container["readinessProbe"]["httpGet"]["path"]
-    mlflow = mlflow_pod.start({5000: mlflow_port}, logs / "mlflow.log")
-    servers: list[subprocess.Popen] = [mlflow]
+    servers: list[subprocess.Popen] = []
     try:
+        # Platform: databases by the init script; buckets, MinIO users and policies (moto
+        # enforces them from here on); the MLflow server of mlflow.yaml, then its users Job.
+        _ok(init_postgres(postgres_server, cluster.secret, tmp_path, base_env), "Postgres init")
+        bucket_env = cluster.pod(pod_template(doc("Job", "mlops-minio-buckets")), "buckets").env()
+        buckets = [bucket_env["S3_BUCKET"], bucket_env["MLFLOW_BUCKET"]]
+        assert buckets == [config_maps()[PIPELINE_CONFIG]["S3_BUCKET"], "mlflow"]
+        minio_keys = s3.setup(buckets, cluster.secret)
+        mlflow_doc = doc("Deployment", "mlops-mlflow")
+        mlflow_pod = cluster.pod(pod_template(mlflow_doc), "mlflow")
+        (mlflow_container,) = containers(mlflow_doc)
+        probe = mlflow_container["readinessProbe"]["httpGet"]["path"]
+        mlflow = mlflow_pod.start({5000: mlflow_port}, logs / "mlflow.log")
+        servers.append(mlflow)
         _wait_http(f"http://{LOOPBACK}:{mlflow_port}{probe}", mlflow, logs / "mlflow.log")
+        users = cluster.pod(pod_template(doc("Job", "mlops-mlflow-users")), "mlflow-users")
+        out = _ok(users.run(timeout=300), "job mlops-mlflow-users")
+        assert "MLflow users ready: mlops-reader, mlops-train." in out, out
 
-        # Migrations, then each stage by hand, as docs/kubernetes.md does.
+        # Migrations (and the roles), then each stage by hand, as docs/kubernetes.md does.
         migrate = doc("Job", "mlops-migrate")
         out = _ok(cluster.pod(pod_template(migrate), "migrate").run(), "job-migrate")
         assert "Database schema at revision" in out
@@ -306,10 +335,14 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         assert retrain_jobs in ([], [f"mlops-train-retrain-{stamp}"])
         assert all(r["outcome"] == "succeeded" for r in runs)
         assert kube.created() == [r["job"] for r in runs]
+
+        # Least privilege, the other way round: what the public-facing identities may not do.
+        _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port)
     finally:
         kube.stop()
         for proc in servers:
             _stop(proc)
+        s3.stop()
 
     engine = create_engine(postgres_server.url("mlops"))
     with engine.connect() as conn:
@@ -330,3 +363,64 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
     assert daily_stages == {"data-prep", "batch-infer", "trade", "monitor"}
     assert predicted == 10, "5 symbols scored by hand on the first day, 5 by the daily run"
     assert not os.environ.get("KUBERNETES_SERVICE_HOST"), "ran against the fake API only"
+
+
+def _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port) -> None:
+    from mlflow import MlflowClient
+    from sqlalchemy.engine import make_url
+
+    # The dashboard's MinIO user reads reports and nothing else; no one writes to MLflow's
+    # bucket but MLflow; a stage cannot read another stage's prefix it does not need.
+    bucket = config_maps()[PIPELINE_CONFIG]["S3_BUCKET"]
+    dashboard = s3.client("s3", *minio_keys["dashboard"])
+    assert "AccessDenied" in _denied(
+        lambda: dashboard.put_object(Bucket=bucket, Key="reports/x.html", Body=b"x")
+    )
+    assert "AccessDenied" in _denied(
+        lambda: dashboard.get_object(Bucket=bucket, Key="datasets/features/x")
+    )
+    for name, keys in minio_keys.items():
+        if name != "mlflow":
+            client = s3.client("s3", *keys)
+            assert "AccessDenied" in _denied(
+                lambda c=client: c.put_object(Bucket="mlflow", Key="artifacts/x", Body=b"x")
+            ), name
+    train = s3.client("s3", *minio_keys["train"])
+    assert "AccessDenied" in _denied(
+        lambda: train.put_object(Bucket=bucket, Key="datasets/features/x", Body=b"x")
+    )
+
+    # The serving API's MLflow user reads models but cannot change the registry.
+    password = cluster.secret["MLFLOW_READER_PASSWORD"]
+    env = {"MLFLOW_TRACKING_USERNAME": "mlops-reader", "MLFLOW_TRACKING_PASSWORD": password}
+    uri = f"http://{LOOPBACK}:{mlflow_port}"
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        reader = MlflowClient(uri, uri)
+        model = config_maps()[PIPELINE_CONFIG]["MODEL_NAME"]
+        alias = config_maps()[PIPELINE_CONFIG]["CHAMPION_ALIAS"]
+        champion = reader.get_model_version_by_alias(model, alias)
+        assert "403" in _denied(lambda: reader.set_registered_model_alias(model, alias, "1"))
+        assert "403" in _denied(
+            lambda: reader.create_model_version(model, champion.source, champion.run_id)
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    # The dashboard's database role reads and writes nothing.
+    url = make_url(postgres_server.url("mlops")).set(username="mlops_reader")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() > 0
+
+    def delete() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM predictions"))
+
+    assert "permission denied" in _denied(delete)
+    engine.dispose()

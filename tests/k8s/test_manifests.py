@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -10,8 +11,10 @@ import yaml
 from . import sync_configmaps
 from .manifests import (
     DEPLOYMENTS,
+    FINAL_EXIT_CODES,
     MODEL_YAML,
     NAMESPACE,
+    THREAD_ENV,
     UID,
     Doc,
     all_docs,
@@ -73,21 +76,47 @@ def _kubernetes_version() -> str:
     return latest_version()
 
 
+def _supported_versions() -> list[str]:
+    """Every Kubernetes minor release from 1.27 (CronJob timeZone, podFailurePolicy on by
+    default) to the newest kubernetes-validate has schemas for."""
+    from kubernetes_validate.utils import all_versions
+
+    versions = {v for v in all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 27)}
+    return sorted(versions, key=lambda v: tuple(map(int, v.split("."))))
+
+
 def test_schemas_are_of_a_current_release() -> None:
     major, minor = (int(p) for p in _kubernetes_version().split(".")[:2])
     assert (major, minor) >= (1, 33), "update kubernetes-validate: its schemas are old"
+
+
+def test_schemas_cover_every_supported_release() -> None:
+    versions = _supported_versions()
+    assert versions[0].startswith("1.27") and versions[-1] == _kubernetes_version()
+
+
+def _as_schema_expects(body: dict, version: str) -> dict:
+    """The OpenAPI schemas of 1.27 and 1.28 wrongly mark a pod failure policy rule's
+    onPodConditions as required (the API server itself accepts a rule with onExitCodes
+    alone, and refuses one with both; 1.29 fixed the schema): give those an empty list."""
+    if tuple(map(int, version.split(".")[:2])) >= (1, 29) or body["kind"] not in ("Job", "CronJob"):
+        return body
+    body = copy.deepcopy(body)
+    spec = body["spec"]["jobTemplate"]["spec"] if body["kind"] == "CronJob" else body["spec"]
+    for rule in (spec.get("podFailurePolicy") or {}).get("rules", []):
+        rule.setdefault("onPodConditions", [])
+    return body
 
 
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
 def test_manifest_validates_strictly(path) -> None:
     import kubernetes_validate
 
-    version = _kubernetes_version()
     documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert documents, f"{path.name} holds no object"
-    for body in documents:
+    for version, body in ((v, b) for v in _supported_versions() for b in documents):
         try:
-            kubernetes_validate.validate(body, version, strict=True)
+            kubernetes_validate.validate(_as_schema_expects(body, version), version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             where = "/".join(str(p) for p in exc.path)
             pytest.fail(
@@ -151,9 +180,11 @@ def test_pod_security(item: Doc) -> None:
         for volume in volumes.values():
             if "emptyDir" in volume:
                 assert volume["emptyDir"].get("sizeLimit"), f"{item}: emptyDir sizeLimit"
-        assert "command" not in c or not c["image"].startswith("mlops-"), (
-            f"{where}: mlops images keep their ENTRYPOINT; set args only"
-        )
+        assert (
+            "command" not in c
+            or not c["image"].startswith("mlops-")
+            or (c["image"].startswith("mlops-mlflow:") and item.name == "mlops-mlflow-users")
+        ), f"{where}: mlops images keep their ENTRYPOINT; set args only"
 
 
 @pytest.mark.parametrize("item", workloads(), ids=_ids(workloads()))
@@ -181,6 +212,42 @@ def test_jobs_are_bounded(item: Doc) -> None:
     assert pod_template(item)["spec"]["restartPolicy"] in ("Never", "OnFailure")
 
 
+@pytest.mark.parametrize("item", _job_like(), ids=_ids(_job_like()))
+def test_every_job_has_a_pod_failure_policy(item: Doc) -> None:
+    """No retry for what a retry cannot fix; disruptions do not count as failures."""
+    spec = job_spec(item)
+    assert pod_template(item)["spec"]["restartPolicy"] == "Never", "podFailurePolicy needs it"
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }, f"{item}: an evicted or preempted pod is replaced without counting"
+    (container,) = containers(item)
+    fail_job = [r for r in rules if r["action"] == "FailJob"]
+    assert len(fail_job) == 1 and len(rules) == 2, item
+    codes = fail_job[0]["onExitCodes"]
+    assert codes["containerName"] == container["name"] and codes["operator"] == "In"
+    retried = {7, 130, 137, 143}  # infrastructure, SIGINT, the OOM killer, SIGTERM
+    assert not retried & set(codes["values"]), f"{item}: {codes['values']} must be retried"
+    if container["image"].startswith("mlops-") and item.name != "mlops-mlflow-users":
+        expected = [1, *FINAL_EXIT_CODES] if item.name == "mlops-daily" else FINAL_EXIT_CODES
+        assert codes["values"] == expected, item
+    else:  # the setup Jobs' scripts exit 2 for what is missing, 1 to be retried
+        assert codes["values"] == [2], item
+
+
+@pytest.mark.parametrize("item", workloads(), ids=_ids(workloads()))
+def test_thread_pools_follow_the_cpu_limit(item: Doc) -> None:
+    for c in containers(item):
+        if not c["image"].startswith("mlops-") or c["image"].startswith("mlops-mlflow:"):
+            continue
+        env = {e["name"]: e for e in c.get("env", [])}
+        for name in THREAD_ENV:
+            ref = env[name]["valueFrom"]["resourceFieldRef"]
+            assert ref == {"resource": "limits.cpu", "divisor": "1"}, f"{item}: {name}"
+        assert "cpu" in c["resources"]["limits"]
+
+
 @pytest.mark.parametrize("item", docs("CronJob"), ids=_ids(docs("CronJob")))
 def test_cronjobs_never_overlap(item: Doc) -> None:
     spec = item.body["spec"]
@@ -201,9 +268,10 @@ def test_daily_cronjob_runs_the_orchestrator_after_the_close_on_weekdays() -> No
     assert c["args"] == ["daily"]
     assert c["image"].startswith("mlops-orchestrator:")
     labels = pod_template(daily)["metadata"]["labels"]
-    # It reads the retrain requests from Postgres; it needs neither the store nor MLflow.
+    # It reads the retrain requests from Postgres and talks to the Kubernetes API; it needs
+    # neither the store nor MLflow.
     clients = {k for k in labels if k.endswith("-client")}
-    assert clients == {"mlops/postgres-client"}
+    assert clients == {"mlops/postgres-client", "mlops/kube-api-client"}
 
 
 def test_weekly_training_cronjob_runs_the_train_job_template() -> None:
@@ -212,7 +280,7 @@ def test_weekly_training_cronjob_runs_the_train_job_template() -> None:
     assert dow in {"0", "6", "SAT", "SUN"}, "training on the weekend"
     train = doc("Job", "mlops-train")
     assert job_spec(weekly)["template"] == train.body["spec"]["template"]
-    for key in ("backoffLimit", "activeDeadlineSeconds"):
+    for key in ("backoffLimit", "activeDeadlineSeconds", "podFailurePolicy"):
         assert job_spec(weekly)[key] == train.body["spec"][key]
 
 
@@ -286,6 +354,8 @@ def test_postgres_init_creates_both_databases() -> None:
     for database in ("mlops", "mlflow"):
         assert re.search(rf"CREATE DATABASE {database} OWNER {database};", script)
     assert "PASSWORD :'" in script, "passwords as psql variables, never inline"
+    assert "CREATE ROLE mlops LOGIN CREATEROLE" in script, "mlops migrate creates the roles"
+    assert "REVOKE ALL ON DATABASE mlops FROM PUBLIC" in script
 
 
 # ConfigMaps that copy repository files.

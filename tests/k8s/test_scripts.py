@@ -4,6 +4,7 @@ minikube and kubectl commands on the PATH (they record their arguments)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from .manifests import BUILD_SCRIPT, FORWARD_SCRIPT, ROOT, build_script_images
+
+WAIT_SCRIPT = ROOT / "wait_job.sh"
 
 
 def _fake(bin_dir: Path, name: str, body: str) -> None:
@@ -53,7 +56,7 @@ def _build(fakes: dict[str, Path], *args: str, **env: str) -> subprocess.Complet
     base = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"TAG", "BASE_IMAGE", "TORCH_INDEX_URL", "MINIKUBE"}
+        if k not in {"TAG", "BASE_IMAGE", "TORCH_INDEX_URL", "MINIKUBE", "REGISTRY"}
     }
     base["PATH"] = f"{fakes['bin']}:{base['PATH']}"
     base.update(env)
@@ -145,6 +148,22 @@ def test_stops_loudly_at_the_first_failing_build(fakes) -> None:
     assert "building mlops-train failed" in result.stderr
     built = [b.split("--target ")[1].split()[0] for b in _builds(fakes)]
     assert built == build_script_images()[: build_script_images().index("train") + 1]
+
+
+def test_push_tags_and_pushes_each_image_to_the_registry(fakes) -> None:
+    result = _build(fakes, "--push", "train", "mlflow", TAG="v2", MINIKUBE="0",
+                    REGISTRY="registry.example.com:5000/mlops")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    calls = _calls(fakes)
+    for name in ("train", "mlflow"):
+        remote = f"registry.example.com:5000/mlops/mlops-{name}:v2"
+        assert f"docker DOCKER_HOST= BUILDKIT=1 tag mlops-{name}:v2 {remote}" in calls
+        assert f"docker DOCKER_HOST= BUILDKIT=1 push {remote}" in calls
+        assert f"pushed as {remote}" in result.stdout
+    missing = _build(fakes, "--push", "train", TAG="v2", MINIKUBE="0")
+    assert missing.returncode != 0 and "--push needs REGISTRY" in missing.stderr
+    bad = _build(fakes, "--push", "train", TAG="v2", MINIKUBE="0", REGISTRY="Bad/")
+    assert bad.returncode != 0 and "invalid REGISTRY" in bad.stderr
 
 
 def test_rejects_unknown_images_and_bad_tags(fakes) -> None:
@@ -273,3 +292,163 @@ def test_a_failing_forward_stops_the_others(fake_kubectl) -> None:
     while any(_alive(pid) for pid in forwards) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in forwards)
+
+
+# The MinIO bucket Job's script, with a fake `mc` and only what the minio/mc image has.
+
+
+def _bucket_job() -> tuple[str, dict, dict]:
+    from .manifests import containers, doc, pod_template
+
+    job = doc("Job", "mlops-minio-buckets")
+    (c,) = containers(job)
+    assert c["command"] == ["/bin/sh", "-ec"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_template(job)["spec"]["volumes"]}
+    return c["args"][0], mounts, volumes
+
+
+FAKE_MC = """#!/bin/bash
+# A fake mc: state in $MC_STATE, one line per call in $MC_STATE/calls.
+set -u
+args=("$@")
+while [[ "${args[0]}" == --* ]]; do
+    [[ "${args[0]}" == --config-dir ]] && args=("${args[@]:1}")
+    args=("${args[@]:1}")
+done
+echo "${args[*]}" >> "$MC_STATE/calls"
+case "${args[*]}" in
+    "alias set local "*) exit 0 ;;
+    "ready local") exit 0 ;;
+    "mb --ignore-existing local/"*) /bin/mkdir -p "$MC_STATE/buckets/${args[2]#local/}" ;;
+    "anonymous set none local/"*) exit 0 ;;
+    "admin policy create local "*) /bin/cp "${args[5]}" "$MC_STATE/policy-${args[4]}" ;;
+    "admin user add local "*) echo "${args[5]}" > "$MC_STATE/user-${args[4]}" ;;
+    "admin policy attach local "*)
+        mark="$MC_STATE/attached-${args[6]}-${args[4]}"
+        if [[ -n "${MC_FAIL_ATTACH:-}" ]]; then
+            echo "mc: <ERROR> Unable to make user/group policy association. Server down." >&2
+            exit 1
+        fi
+        if [[ -e "$mark" ]]; then
+            echo "mc: <ERROR> Unable to make user/group policy association. The specified" \\
+                "policy change is already in effect. (Specified policy update has no net" \\
+                "effect)." >&2
+            exit 1
+        fi
+        : > "$mark" ;;
+    *) echo "fake mc: unexpected call: ${args[*]}" >&2; exit 9 ;;
+esac
+"""
+
+
+@pytest.fixture
+def bucket_job(tmp_path: Path) -> dict:
+    """The script with its Secret and policy files in tmp_path, and a PATH of mc, cat, sleep."""
+    from .manifests import config_maps
+    from .pods import filled_secret, write_volume
+
+    script, mounts, volumes = _bucket_job()
+    secrets, policies = tmp_path / "secrets", tmp_path / "policies"
+    for name, folder in (("secrets", secrets), ("policies", policies)):
+        write_volume(volumes[name], folder, filled_secret(), str)
+    for name, path in (("secrets", secrets), ("policies", policies)):
+        line = f"{name}={mounts[name]}\n"
+        assert script.count(line) == 1, f"the script sets {name} from its mount"
+        script = script.replace(line, f"{name}={path}\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mc").write_text(FAKE_MC)
+    (bin_dir / "mc").chmod(0o755)
+    for tool in ("cat", "sleep"):  # what the image has besides sh and mc (no grep, no sed)
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {
+        "PATH": str(bin_dir),
+        "MC_STATE": str(state),
+        "MINIO_URL": "http://mlops-minio:9000",
+        "S3_BUCKET": config_maps()["mlops-pipeline-config"]["S3_BUCKET"],
+        "MLFLOW_BUCKET": "mlflow",
+    }
+    return {"script": script, "env": env, "state": state, "secrets": secrets}
+
+
+def _run_bucket_job(job: dict, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["/bin/sh", "-ec", job["script"]],
+        env={**job["env"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bucket_job_creates_buckets_policies_and_users_and_can_run_again(bucket_job) -> None:
+    from .pods import minio_users
+
+    first = _run_bucket_job(bucket_job)
+    assert first.returncode == 0, first.stdout + first.stderr
+    state = bucket_job["state"]
+    assert {p.name for p in (state / "buckets").iterdir()} == {"mlops", "mlflow"}
+    users = minio_users()
+    for name in users:
+        policy = (state / f"policy-mlops-{name}").read_text()
+        assert policy == (bucket_job["secrets"].parent / "policies" / f"{name}.json").read_text()
+    assert len(list(state.glob("user-*"))) == len(users)
+    assert len(list(state.glob("attached-*"))) == len(users)
+    assert f"and {len(users)} users are ready." in first.stdout
+    # Re-applying the Job (as the walkthrough does) must not fail: attach says "already".
+    again = _run_bucket_job(bucket_job)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_bucket_job_fails_for_good_without_a_secret_and_retries_other_errors(bucket_job):
+    failed = _run_bucket_job(bucket_job, MC_FAIL_ATTACH="1")
+    assert failed.returncode == 1 and "Server down" in failed.stderr  # retried (backoffLimit)
+    (bucket_job["secrets"] / "users" / "trade" / "secret-key").unlink()
+    missing = _run_bucket_job(bucket_job)
+    assert missing.returncode == 2, missing.stderr  # FailJob: podFailurePolicy
+    assert "secret-key is missing or empty" in missing.stderr
+
+
+# wait_job.sh, against a fake kubectl whose Job is in the state $JOB_STATE.
+
+
+def _wait(tmp_path: Path, state: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    bin_dir = tmp_path / "wbin"
+    bin_dir.mkdir(exist_ok=True)
+    _fake(
+        bin_dir,
+        "kubectl",
+        """
+        case "$*" in
+            *"get job"*"@.type==\\"Failed\\""*) echo "PodFailurePolicy" ;;
+            *"get job"*) echo -n "$JOB_STATE" ;;
+            *"logs job/"*) echo "error: the data is stale" ;;
+        esac
+        """,
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JOB_STATE": state}
+    env["WAIT_POLL_SECONDS"] = "0.1"
+    began = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(WAIT_SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60
+    )
+    return result, time.monotonic() - began
+
+
+def test_wait_job_returns_at_once_when_the_job_completes_or_fails(tmp_path: Path) -> None:
+    done, _ = _wait(tmp_path, "SuccessCriteriaMet Complete ", "mlops-train", "2h")
+    assert done.returncode == 0 and "job/mlops-train completed" in done.stdout
+    failed, _ = _wait(tmp_path, "FailureTarget Failed ", "mlops-train", "2h")
+    assert failed.returncode == 1, failed.stderr
+    assert "job/mlops-train failed (PodFailurePolicy)" in failed.stderr
+    assert "the data is stale" in failed.stderr
+
+
+def test_wait_job_gives_up_at_its_timeout(tmp_path: Path) -> None:
+    running, _ = _wait(tmp_path, "", "mlops-train", "0s")
+    assert running.returncode == 1 and "still running after 0s" in running.stderr
+    bad, _ = _wait(tmp_path, "", "mlops-train", "soon")
+    assert bad.returncode == 2 and "invalid timeout" in bad.stderr

@@ -1,0 +1,166 @@
+"""PostgreSQL roles per purpose, and the only tables each may touch.
+
+Every pod connects as its own role (libpq's ``PGUSER`` and ``PGPASSWORD``); only
+``mlops migrate`` connects as the schema owner. After the migrations, the owner creates
+the roles below (or sets their passwords again) and grants exactly what :data:`ROLES`
+says, revoking anything else on the schema's tables and sequences, in one transaction:
+
+- a stage writes (SELECT, INSERT, UPDATE; never DELETE or TRUNCATE) the tables it owns
+  and reads its inputs;
+- the orchestrator reads the retrain requests and the training runs;
+- ``mlops_reader`` (the dashboard) reads every table and writes none.
+
+The passwords come from files, one per role named after it, in the folder
+``DB_ROLE_PASSWORDS_DIR`` (in the cluster: the Secret's keys mounted into the migrate
+Job). Without that variable, or on SQLite, nothing is done. The owner needs CREATEROLE
+(``deployments/postgres.yaml`` creates it so).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine
+
+from mlops.db.schema import metadata
+from mlops.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PASSWORDS_DIR_ENV = "DB_ROLE_PASSWORDS_DIR"
+VERSION_TABLE = "alembic_version"  # read by every command (the schema check)
+
+READ = ("SELECT",)
+WRITE = ("SELECT", "INSERT", "UPDATE")
+
+# role -> table -> privileges. A test keeps this in step with the tables the code uses.
+ROLES: dict[str, dict[str, tuple[str, ...]]] = {
+    "mlops_data_prep": {"stage_runs": WRITE, "datasets": WRITE},
+    "mlops_train": {"stage_runs": WRITE, "datasets": READ, "retrain_requests": WRITE},
+    "mlops_batch_infer": {"stage_runs": WRITE, "datasets": READ, "predictions": WRITE},
+    "mlops_trade": {
+        "stage_runs": WRITE,
+        "datasets": READ,
+        "predictions": READ,
+        "trade_decisions": WRITE,
+        "orders": WRITE,
+        "equity_snapshots": WRITE,
+        # The kill switch (`mlops trading halt|resume`) and `mlops backtest` belong to the
+        # trading package and run with its identity.
+        "trading_halts": WRITE,
+        "backtest_runs": WRITE,
+    },
+    "mlops_monitor": {
+        "stage_runs": WRITE,
+        "datasets": READ,
+        "predictions": READ,
+        "monitoring_metrics": WRITE,
+        "retrain_requests": WRITE,
+    },
+    "mlops_orchestrator": {"stage_runs": READ, "retrain_requests": READ},
+    "mlops_reader": {name: READ for name in metadata.tables},
+}
+
+
+def writes(role: str) -> bool:
+    return any(privileges != READ for privileges in ROLES[role].values())
+
+
+def passwords_from_dir(folder: Path) -> dict[str, str]:
+    """One password per role of :data:`ROLES`: the file named after the role."""
+    found = {p.name: p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    missing = sorted(set(ROLES) - set(found))
+    unknown = sorted(set(found) - set(ROLES))
+    if missing or unknown:
+        raise ConfigError(
+            f"{PASSWORDS_DIR_ENV}={folder} must hold one password file per database role: "
+            f"missing {missing or 'none'}, unknown {unknown or 'none'}."
+        )
+    passwords = {role: found[role].read_text().strip() for role in ROLES}
+    empty = sorted(role for role, password in passwords.items() if not password)
+    if empty:
+        raise ConfigError(f"The password files of database roles {empty} are empty.")
+    return passwords
+
+
+def apply_from_environment(engine: Engine) -> list[str]:
+    """What ``mlops migrate`` calls: the roles, when ``DB_ROLE_PASSWORDS_DIR`` is set."""
+    folder = os.environ.get(PASSWORDS_DIR_ENV)
+    if not folder or engine.dialect.name != "postgresql":
+        return []
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"{PASSWORDS_DIR_ENV}={folder} is not a folder.")
+    return apply_roles(engine, passwords_from_dir(path))
+
+
+def apply_roles(engine: Engine, passwords: Mapping[str, str]) -> list[str]:
+    """Create or update every role of :data:`ROLES` and grant exactly its privileges."""
+    from psycopg2.errors import InsufficientPrivilege
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.begin() as conn:
+            for role in ROLES:
+                _apply(conn, role, passwords[role])
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, InsufficientPrivilege):
+            raise
+        reason = str(exc.orig).strip().splitlines()[0]
+        owner = engine.url.username or os.environ.get("PGUSER") or "mlops"
+        raise ConfigError(
+            f"The schema owner may not manage database roles ({reason}): as the superuser, "
+            f"run ALTER ROLE {owner} CREATEROLE."
+        ) from None
+    names = list(ROLES)
+    log.info("Database roles up to date: %s", ", ".join(names))
+    return names
+
+
+def _apply(conn: Connection, role: str, password: str) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    name = quote(role)
+    attributes = conn.exec_driver_sql(
+        "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls "
+        "FROM pg_roles WHERE rolname = %s",
+        (role,),
+    ).first()
+    if attributes is None:
+        conn.exec_driver_sql(
+            f"CREATE ROLE {name} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            "NOREPLICATION NOBYPASSRLS PASSWORD %s",
+            (password,),
+        )
+    elif attributes[0]:
+        raise ConfigError(
+            f"Database role {role} exists with more than LOGIN (superuser, CREATEROLE, "
+            "CREATEDB, REPLICATION or BYPASSRLS): drop it, then run `mlops migrate` again."
+        )
+    else:
+        conn.exec_driver_sql(f"ALTER ROLE {name} WITH LOGIN PASSWORD %s", (password,))
+    database = quote(conn.exec_driver_sql("SELECT current_database()").scalar_one())
+    conn.exec_driver_sql(f"REVOKE ALL ON DATABASE {database} FROM {name}")
+    database_rights = "CONNECT, TEMPORARY" if writes(role) else "CONNECT"
+    conn.exec_driver_sql(f"GRANT {database_rights} ON DATABASE {database} TO {name}")
+    conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {name}")
+    conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}")
+    conn.exec_driver_sql(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {name}")
+    conn.exec_driver_sql(f"GRANT SELECT ON {quote(VERSION_TABLE)} TO {name}")
+    for table, privileges in ROLES[role].items():
+        conn.exec_driver_sql(f"GRANT {', '.join(privileges)} ON {quote(table)} TO {name}")
+        if "INSERT" in privileges:
+            for sequence in _sequences(conn, table):
+                conn.exec_driver_sql(f"GRANT USAGE ON SEQUENCE {sequence} TO {name}")
+
+
+def _sequences(conn: Connection, table: str) -> list[str]:
+    """The sequences behind the table's serial or identity columns (already quoted)."""
+    rows = conn.exec_driver_sql(
+        "SELECT pg_get_serial_sequence(quote_ident(%s), column_name) FROM "
+        "information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+        (table, table),
+    ).scalars()
+    return [row for row in rows if row]

@@ -1,0 +1,189 @@
+"""services/mlops/db/roles.py against a real PostgreSQL: each role may do exactly what
+ROLES says, `mlops migrate` applies them from password files, and again without harm."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from mlops.db import roles
+from mlops.db.schema import metadata
+
+from .manifests import ROOT
+from .pods import drop_database_roles
+
+SOURCES = ROOT / "services" / "mlops"
+
+
+@pytest.fixture
+def owned_database(postgres_server):
+    """A database owned by a fresh owner role with CREATEROLE, as the init script makes."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, database = f"owner_{suffix}", f"roles_{suffix}"
+    drop_database_roles(postgres_server, roles.ROLES)  # cluster-wide: start from none
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'owner'"))
+        conn.execute(text(f"CREATE DATABASE {database} OWNER {owner}"))
+        conn.execute(text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+    url = make_url(postgres_server.url(database)).set(username=owner, password="owner")
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    drop_database_roles(postgres_server, [*roles.ROLES, owner])
+    admin.dispose()
+
+
+def _password_dir(tmp_path: Path, tag: str = "") -> Path:
+    folder = tmp_path / f"passwords{tag}"
+    folder.mkdir()
+    for role in roles.ROLES:
+        (folder / role).write_text(f"pw-{role}{tag}\n")
+    return folder
+
+
+def _migrate(url, folder: Path, subprocess_env) -> subprocess.CompletedProcess:
+    env = subprocess_env(
+        DATABASE_URL=url.set(password=None).render_as_string(hide_password=False),
+        PGPASSWORD=url.password,
+        DB_ROLE_PASSWORDS_DIR=str(folder),
+    )
+    mlops = Path(sys.executable).parent / "mlops"
+    return subprocess.run(
+        [str(mlops), "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _as(url, role: str, tag: str = ""):
+    return create_engine(url.set(username=role, password=f"pw-{role}{tag}"))
+
+
+def _can(engine, statement: str) -> bool:
+    from sqlalchemy.exc import ProgrammingError
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    except ProgrammingError as exc:
+        assert "permission denied" in str(exc), exc
+        return False
+    return True
+
+
+def test_every_table_is_readable_by_the_reader_and_written_by_some_stage() -> None:
+    assert set(roles.ROLES["mlops_reader"]) == set(metadata.tables)
+    written = {t for r in roles.ROLES.values() for t, p in r.items() if "INSERT" in p}
+    assert written == set(metadata.tables) - set(), "every table has a writer"
+    for role, tables in roles.ROLES.items():
+        assert set(tables) <= set(metadata.tables), role
+        for privileges in tables.values():
+            assert "DELETE" not in privileges and "TRUNCATE" not in privileges
+
+
+def _tables_written_by(package: str) -> set[str]:
+    """Tables a stage's code inserts into, updates or upserts (by the names it imports)."""
+    names: set[str] = set()
+    for path in (SOURCES / package).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called in {"insert_new", "insert_new_bulk", "upsert", "update", "insert"}:
+                    for arg in [*node.args[:2], getattr(func, "value", None)]:
+                        if isinstance(arg, ast.Name) and arg.id in metadata.tables:
+                            names.add(arg.id)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("role", "package"),
+    [
+        ("mlops_data_prep", "data_prep"),
+        ("mlops_train", "training"),
+        ("mlops_batch_infer", "inference"),
+        ("mlops_trade", "trading"),
+        ("mlops_monitor", "monitoring"),
+    ],
+)
+def test_each_stage_may_write_the_tables_its_code_writes(role: str, package: str) -> None:
+    written = _tables_written_by(package)
+    allowed = {t for t, p in roles.ROLES[role].items() if "INSERT" in p or "UPDATE" in p}
+    assert written <= allowed, f"{package} writes {sorted(written - allowed)} as {role}"
+
+
+def test_migrate_creates_the_roles_with_exactly_their_rights(
+    owned_database, tmp_path, subprocess_env
+) -> None:
+    url = owned_database
+    result = _migrate(url, _password_dir(tmp_path), subprocess_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Database schema at revision" in result.stdout
+
+    reader = _as(url, "mlops_reader")
+    for table in metadata.tables:
+        assert _can(reader, f"SELECT count(*) FROM {table}")
+    assert not _can(reader, "UPDATE retrain_requests SET status = 'x'")
+    assert not _can(reader, "CREATE TABLE evil (id int)")
+
+    stage = _as(url, "mlops_batch_infer")
+    assert _can(
+        stage,
+        "INSERT INTO predictions (symbol, prediction_date, model_name, model_version, "
+        "predicted_close, last_close, expected_change, dataset_version, created_at) "
+        "VALUES ('A', '2017-06-01', 'm', '1', 1, 1, 0, 'v', now())",
+    )
+    assert _can(stage, "CREATE TEMPORARY TABLE t AS SELECT 1 AS x")  # COPY's staging table
+    assert not _can(stage, "DELETE FROM predictions")
+    assert not _can(stage, "INSERT INTO orders (client_order_id) VALUES ('x')")
+    assert not _can(stage, "SELECT * FROM orders")
+    assert not _can(_as(url, "mlops_orchestrator"), "UPDATE retrain_requests SET status = 'x'")
+    assert _can(_as(url, "mlops_orchestrator"), "SELECT * FROM retrain_requests")
+    for engine in (reader, stage):
+        engine.dispose()
+
+
+def test_migrate_again_changes_passwords_and_keeps_rights(
+    owned_database, tmp_path, subprocess_env
+) -> None:
+    url = owned_database
+    assert _migrate(url, _password_dir(tmp_path), subprocess_env).returncode == 0
+    again = _migrate(url, _password_dir(tmp_path, "-2"), subprocess_env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trade = _as(url, "mlops_trade", "-2")
+    assert _can(trade, "SELECT count(*) FROM equity_snapshots")
+    trade.dispose()
+
+
+def test_missing_password_file_is_a_config_error(owned_database, tmp_path, subprocess_env):
+    folder = _password_dir(tmp_path)
+    (folder / "mlops_trade").unlink()
+    result = _migrate(owned_database, folder, subprocess_env)
+    assert result.returncode == 2, result.stderr
+    assert "missing ['mlops_trade']" in result.stderr
+
+
+def test_an_owner_without_createrole_gets_one_sentence(
+    owned_database, postgres_server, tmp_path, subprocess_env
+) -> None:
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"ALTER ROLE {owned_database.username} NOCREATEROLE"))
+    admin.dispose()
+    result = _migrate(owned_database, _password_dir(tmp_path), subprocess_env)
+    assert result.returncode == 2, result.stderr
+    assert f"ALTER ROLE {owned_database.username} CREATEROLE" in result.stderr
+
+
+def test_without_the_variable_nothing_happens(embedded_settings) -> None:
+    from mlops.db.engine import make_engine
+
+    engine = make_engine(embedded_settings.db_url)
+    assert roles.apply_from_environment(engine) == []

@@ -1,0 +1,312 @@
+"""Who is who: every pod's Postgres role, MinIO user and MLflow user, and what each may do.
+
+test_manifest_run.py runs the pods with these identities against Postgres (grants
+enforced), moto (the MinIO policies enforced) and MLflow behind basic auth. The policies
+are also checked here statically, against the object-store keys each stage uses
+(services/mlops/contracts/keys.py), with a small evaluator of the IAM subset they use.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from datetime import date
+
+import pytest
+
+from mlops.contracts import keys
+from mlops.db import roles
+
+from .manifests import (
+    PIPELINE_CONFIG,
+    Doc,
+    config_maps,
+    containers,
+    doc,
+    env_of,
+    mlops_containers,
+    pod_template,
+    secret_key,
+    secret_volume_items,
+    workloads,
+)
+
+DAY = date(2017, 5, 31)
+BUCKET = config_maps()[PIPELINE_CONFIG]["S3_BUCKET"]
+MLFLOW_BUCKET = "mlflow"
+
+# Workload -> (Postgres role, MinIO user, MLflow user): the design, in one table.
+EXPECTED = {
+    "mlops-migrate": ("mlops", None, None),
+    "mlops-data-prep": ("mlops_data_prep", "data-prep", None),
+    "mlops-train": ("mlops_train", "train", "mlops-train"),
+    "mlops-train-weekly": ("mlops_train", "train", "mlops-train"),
+    "mlops-batch-infer": ("mlops_batch_infer", "batch-infer", "mlops-reader"),
+    "mlops-trade": ("mlops_trade", "trade", None),
+    "mlops-monitor": ("mlops_monitor", "monitor", "mlops-reader"),
+    "mlops-daily": ("mlops_orchestrator", None, None),
+    "mlops-serve": (None, None, "mlops-reader"),
+    "mlops-dashboard": ("mlops_reader", "dashboard", None),
+}
+
+
+def _ids(items: list[Doc]) -> list[str]:
+    return [d.rel for d in items]
+
+
+def _mlops_workloads() -> list[Doc]:
+    return [d for d in workloads() if any(c["image"].startswith("mlops-") for c in containers(d))]
+
+
+def _minio_users() -> dict[str, tuple[str, str]]:
+    """The bucket Job's users: name -> (access-key Secret key, secret-key Secret key)."""
+    items = secret_volume_items(doc("Job", "mlops-minio-buckets"))
+    names = {path.split("/")[1] for path in items if path.startswith("users/")}
+    return {n: (items[f"users/{n}/access-key"], items[f"users/{n}/secret-key"]) for n in names}
+
+
+def _identity(container: dict) -> tuple[str | None, str | None, str | None]:
+    env = env_of(container)
+    pg = env.get("PGUSER", {}).get("value")
+    access = secret_key(env["AWS_ACCESS_KEY_ID"]) if "AWS_ACCESS_KEY_ID" in env else None
+    users = {access_key: name for name, (access_key, _) in _minio_users().items()}
+    minio = users.get(access) if access else None
+    if access:
+        assert access in users, f"{access} is no MinIO user of the bucket Job"
+    mlflow = env.get("MLFLOW_TRACKING_USERNAME", {}).get("value")
+    return pg, minio, mlflow
+
+
+def test_every_mlops_workload_has_the_identities_of_its_purpose() -> None:
+    seen = {}
+    for item in _mlops_workloads():
+        if item.name in ("mlops-mlflow", "mlops-mlflow-users"):
+            continue
+        (c,) = containers(item)
+        seen[item.name] = _identity(c)
+    assert seen == EXPECTED
+
+
+@pytest.mark.parametrize("pair", list(mlops_containers()), ids=lambda p: p[0].rel)
+def test_each_credential_is_the_one_its_user_was_created_with(pair) -> None:
+    item, c = pair
+    env = env_of(c)
+    # Postgres: the password of PGUSER is the file the migrate Job creates that role from.
+    if "PGUSER" in env:
+        role, key = env["PGUSER"]["value"], secret_key(env["PGPASSWORD"])
+        if role == "mlops":
+            assert key == "POSTGRES_MLOPS_PASSWORD"
+        else:
+            assert role in roles.ROLES
+            assert secret_volume_items(doc("Job", "mlops-migrate"))[role] == key, item
+    else:
+        assert "PGPASSWORD" not in env, f"{item}: PGPASSWORD without PGUSER"
+    # MinIO: both keys of one user of the bucket Job.
+    if "AWS_ACCESS_KEY_ID" in env:
+        pair_keys = (secret_key(env["AWS_ACCESS_KEY_ID"]), secret_key(env["AWS_SECRET_ACCESS_KEY"]))
+        assert pair_keys in _minio_users().values(), item
+    # MLflow: the users Job creates that user from that password.
+    if "MLFLOW_TRACKING_USERNAME" in env:
+        user = env["MLFLOW_TRACKING_USERNAME"]["value"]
+        items = secret_volume_items(doc("Job", "mlops-mlflow-users"))
+        assert items[f"users/{user}"] == secret_key(env["MLFLOW_TRACKING_PASSWORD"]), item
+        for name in (
+            "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD",
+            "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD",
+        ):
+            assert env[name]["value"] == "false", f"{item}: artifacts through MLflow only"
+
+
+def test_serve_and_dashboard_reference_only_read_only_credentials() -> None:
+    (serve,) = containers(doc("Deployment", "mlops-serve"))
+    keys_used = {secret_key(e) for e in env_of(serve).values()} - {None}
+    assert keys_used == {"MLFLOW_READER_PASSWORD", "SERVE_API_TOKEN"}
+    assert not secret_volume_items(doc("Deployment", "mlops-serve"))
+    (dash,) = containers(doc("Deployment", "mlops-dashboard"))
+    keys_used = {secret_key(e) for e in env_of(dash).values()} - {None}
+    assert keys_used == {
+        "POSTGRES_READER_PASSWORD",
+        "MINIO_DASHBOARD_ACCESS_KEY",
+        "MINIO_DASHBOARD_SECRET_KEY",
+    }
+    # ... and those are read-only: the role, the MinIO policy and the MLflow user.
+    assert all(p == roles.READ for p in roles.ROLES["mlops_reader"].values())
+    for statement in _policy("dashboard")["Statement"]:
+        assert statement["Action"] == ["s3:GetObject"]
+    mlflow_users = {
+        e["name"]: e.get("value") for e in containers(doc("Job", "mlops-mlflow-users"))[0]["env"]
+    }
+    assert (
+        mlflow_users["MLFLOW_EDITOR"]
+        == "mlops-train"
+        != env_of(serve)["MLFLOW_TRACKING_USERNAME"]["value"]
+    )
+
+
+def test_the_owners_credentials_stay_with_migrate_and_mlflow() -> None:
+    for item in workloads():
+        for c in containers(item):
+            for env in c.get("env", []):
+                key = secret_key(env)
+                if key == "POSTGRES_MLOPS_PASSWORD":
+                    assert item.name == "mlops-migrate"
+                if key in (
+                    "POSTGRES_MLFLOW_PASSWORD",
+                    "MLFLOW_ADMIN_PASSWORD",
+                    "MLFLOW_FLASK_SECRET_KEY",
+                ):
+                    assert item.name == "mlops-mlflow", f"{item}: {key}"
+                if key and key.startswith("MINIO_MLFLOW_"):
+                    assert item.name == "mlops-mlflow", f"{item}: {key}"
+                if key and key.startswith("MINIO_ROOT"):
+                    pytest.fail(f"{item}: the MinIO root account in an environment")
+        items = secret_volume_items(item)
+        if any(k.startswith("MINIO_ROOT") for k in items.values()):
+            assert item.name in ("mlops-minio", "mlops-minio-buckets"), item
+
+
+def test_secrets_are_files_where_the_images_read_files() -> None:
+    """Postgres, MinIO, the bucket Job and the MLflow users Job get no secret in env."""
+    for kind, name in (
+        ("StatefulSet", "mlops-postgres"),
+        ("Deployment", "mlops-minio"),
+        ("Job", "mlops-minio-buckets"),
+        ("Job", "mlops-mlflow-users"),
+    ):
+        item = doc(kind, name)
+        for c in containers(item):
+            assert not [e for e in c.get("env", []) if secret_key(e)], item
+        assert secret_volume_items(item), item
+        for volume in pod_template(item)["spec"]["volumes"]:
+            if "secret" in volume:
+                assert volume["secret"]["defaultMode"] == 0o440, "readable by fsGroup only"
+    (postgres,) = containers(doc("StatefulSet", "mlops-postgres"))
+    env = {e["name"]: e.get("value") for e in postgres["env"]}
+    assert env["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/postgres/")
+    (minio,) = containers(doc("Deployment", "mlops-minio"))
+    env = {e["name"]: e.get("value") for e in minio["env"]}
+    assert {"MINIO_ROOT_USER_FILE", "MINIO_ROOT_PASSWORD_FILE"} <= set(env)
+
+
+def test_the_migrate_job_hands_every_role_its_password_file() -> None:
+    (c,) = containers(doc("Job", "mlops-migrate"))
+    folder = env_of(c)["DB_ROLE_PASSWORDS_DIR"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volume = {v["name"]: v for v in pod_template(doc("Job", "mlops-migrate"))["spec"]["volumes"]}[
+        mounts[folder]
+    ]
+    paths = {item["path"] for item in volume["secret"]["items"]}
+    assert paths == set(roles.ROLES)
+
+
+def test_mlflow_users_job_and_server_share_the_auth_config() -> None:
+    (server,) = containers(doc("Deployment", "mlops-mlflow"))
+    (users,) = containers(doc("Job", "mlops-mlflow-users"))
+    for c, item in (
+        (server, doc("Deployment", "mlops-mlflow")),
+        (users, doc("Job", "mlops-mlflow-users")),
+    ):
+        path = env_of(c)["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+        folder, _, name = path.rpartition("/")
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod_template(item)["spec"]["volumes"]}
+        assert volumes[mounts[folder]]["configMap"]["name"] == "mlops-mlflow-auth"
+        assert name in config_maps()["mlops-mlflow-auth"]
+    assert "--app-name=basic-auth" in server["args"]
+    ini = config_maps()["mlops-mlflow-auth"]["basic_auth.ini"]
+    assert "default_permission = READ" in ini
+    backend = next(a for a in server["args"] if a.startswith("--backend-store-uri="))
+    assert f"database_uri = {backend.split('=', 1)[1]}" in ini, "auth tables beside MLflow's"
+
+
+# The MinIO policies, statically.
+
+
+def _policy(name: str) -> dict:
+    return json.loads(config_maps()["mlops-minio-policies"][f"{name}.json"])
+
+
+def _allowed(name: str, action: str, bucket: str, key: str | None = None) -> bool:
+    """The IAM subset the policies use: Allow statements, actions and resources with *."""
+    resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
+    for statement in _policy(name)["Statement"]:
+        assert statement["Effect"] == "Allow" and set(statement) == {"Effect", "Action", "Resource"}
+        if any(fnmatch.fnmatchcase(action, a) for a in statement["Action"]) and any(
+            fnmatch.fnmatchcase(resource, r) for r in statement["Resource"]
+        ):
+            return True
+    return False
+
+
+def test_every_minio_user_has_a_policy_and_every_policy_a_user() -> None:
+    assert set(_minio_users()) == {
+        n.removesuffix(".json") for n in config_maps()["mlops-minio-policies"]
+    }
+    for name in _minio_users():
+        for statement in _policy(name)["Statement"]:
+            for action in statement["Action"]:
+                assert "*" not in action, f"{name}: a wildcard action"
+            for resource in statement["Resource"]:
+                bucket = resource.removeprefix("arn:aws:s3:::").split("/")[0]
+                assert bucket in (BUCKET, MLFLOW_BUCKET), f"{name}: bucket {bucket}"
+                assert (bucket == MLFLOW_BUCKET) == (name == "mlflow"), name
+
+
+# The keys of contracts/keys.py, by what they hold.
+VERSION = "2017-05-31-abc"
+DATASET_KEYS = [
+    keys.manifest_key(VERSION),
+    *keys.dataset_part_keys(VERSION, 1),
+    *keys.dataset_part_keys(VERSION, 2),
+    keys.shard_manifest_key(DAY, 0, 2),
+    keys.shard_part_key(DAY, 0, 2, "f" * 64),
+]
+QUARANTINE_KEYS = [
+    *keys.quarantine_keys(DAY, VERSION, 1),
+    keys.shard_quarantine_key(DAY, 0, 2, "f" * 64),
+]
+RAW_KEYS = [keys.raw_bars_key("AAPL"), keys.raw_responses_prefix("AAPL") + "2017-05-31.json"]
+PREDICTION_KEYS = [keys.predictions_key(DAY, "stock-close", "1")]
+REPORT_KEYS = [keys.monitoring_report_key(DAY, f"{n}.html") for n in keys.REPORT_NAMES]
+REPORT_KEYS.append(keys.monitoring_report_key(DAY, "summary.json"))
+ALL_KEYS = DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS + PREDICTION_KEYS + REPORT_KEYS
+
+# Each stage's outputs (written, and read back to see whether they exist) and inputs.
+WRITES = {
+    "data-prep": DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS,
+    "batch-infer": PREDICTION_KEYS,
+    "monitor": REPORT_KEYS,
+}
+READS = {
+    "train": DATASET_KEYS,
+    "batch-infer": DATASET_KEYS,
+    "trade": DATASET_KEYS,
+    "monitor": DATASET_KEYS,
+    "dashboard": REPORT_KEYS,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_minio_users()))
+def test_each_minio_user_may_exactly_what_its_stage_needs(name: str) -> None:
+    if name == "mlflow":
+        for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+            assert _allowed(name, action, MLFLOW_BUCKET, "artifacts/1/abc/artifacts/model/x")
+        assert _allowed(name, "s3:ListBucket", MLFLOW_BUCKET)
+        for key in ALL_KEYS:
+            assert not _allowed(name, "s3:GetObject", BUCKET, key)
+        return
+    writes, reads = WRITES.get(name, []), READS.get(name, [])
+    for key in writes:
+        assert _allowed(name, "s3:PutObject", BUCKET, key), f"{name} must write {key}"
+        assert _allowed(name, "s3:GetObject", BUCKET, key), f"{name} must see {key} exist"
+    for key in reads:
+        assert _allowed(name, "s3:GetObject", BUCKET, key), f"{name} must read {key}"
+    for key in ALL_KEYS:
+        if key not in writes:
+            assert not _allowed(name, "s3:PutObject", BUCKET, key), f"{name} may not write {key}"
+        if key not in writes and key not in reads:
+            assert not _allowed(name, "s3:GetObject", BUCKET, key), f"{name} may not read {key}"
+    for action in ("s3:DeleteObject", "s3:ListBucket", "s3:PutBucketPolicy"):
+        assert not _allowed(name, action, BUCKET), name
+        assert not _allowed(name, action, BUCKET, "datasets/x"), name
+    assert not _allowed(name, "s3:GetObject", MLFLOW_BUCKET, "artifacts/x"), name

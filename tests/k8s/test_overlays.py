@@ -1,0 +1,129 @@
+"""The kustomize base and its overlays (kubectl apply -k overlays/<name>).
+
+They are rendered with tests/k8s/kustomize.py (the features they use, nothing more) and,
+where kubectl is installed, with `kubectl kustomize` too: both must agree. The output is
+checked like the plain manifests: strict schemas, checkov, the images and pull policy of
+each overlay, and the Job templates the orchestrator gets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from . import kustomize, sync_configmaps
+from .manifests import CONFIG_MAPS, DEPLOYMENTS, ROOT, build_script_images, docs_of
+from .test_scans import run_checkov
+
+OVERLAYS = ROOT / "overlays"
+BY_HAND = {f"job-{s}.yaml" for s in ("data-prep", "train", "batch-infer", "trade", "monitor")}
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def _render(name: str) -> list[dict]:
+    return kustomize.render(OVERLAYS / name)
+
+
+def _kubectl() -> str | None:
+    return shutil.which("kubectl")
+
+
+@pytest.mark.parametrize("name", ["minikube", "registry"])
+def test_the_renderer_agrees_with_kubectl_kustomize(name: str) -> None:
+    kubectl = _kubectl()
+    if kubectl is None:
+        pytest.skip("no kubectl here: the renderer of tests/k8s/kustomize.py stands alone")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(OVERLAYS / name)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    theirs = {_key(o): o for o in yaml.safe_load_all(result.stdout) if o}
+    ours = {_key(o): o for o in _render(name)}
+    assert ours.keys() == theirs.keys()
+    for key, obj in ours.items():
+        assert obj == theirs[key], key
+
+
+def test_the_base_holds_everything_but_the_stage_jobs_run_by_hand() -> None:
+    base = yaml.safe_load((DEPLOYMENTS / "Kustomization").read_text())["resources"]
+    files = {p.name for p in DEPLOYMENTS.glob("*.yaml")}
+    assert set(base) == (files - BY_HAND) | {"../config-maps"}
+    config = yaml.safe_load((CONFIG_MAPS / "Kustomization").read_text())["resources"]
+    assert set(config) == {p.name for p in CONFIG_MAPS.glob("*.yaml")}
+
+
+def test_the_minikube_overlay_is_the_manifests_as_they_are() -> None:
+    names = sorted({p.name for p in DEPLOYMENTS.glob("*.yaml")} - BY_HAND)
+    paths = [*(DEPLOYMENTS / n for n in names), *sorted(CONFIG_MAPS.glob("*.yaml"))]
+    expected = [d.body for path in paths for d in docs_of(path)]
+    assert {_key(o): o for o in _render("minikube")} == {_key(o): o for o in expected}
+
+
+def test_the_registry_overlay_pulls_every_mlops_image_from_the_registry() -> None:
+    images = sync_configmaps.overlay_images()
+    assert set(images) == {f"mlops-{n}" for n in build_script_images()}
+    prefixes = {ref.rsplit("/", 1)[0] for ref in images.values()}
+    tags = {ref.rsplit(":", 1)[1] for ref in images.values()}
+    assert len(prefixes) == 1 and len(tags) == 1, "one registry, one tag for all"
+    (tag,) = tags
+    assert tag != "latest"
+    rendered = _render("registry")
+    jobs = []
+    for obj in rendered:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "mlops-job-templates":
+            assert set(obj["data"]) == {f"job-{s}.yaml" for s in sync_configmaps.TEMPLATE_STAGES}
+            jobs += [yaml.safe_load(text) for text in obj["data"].values()]
+    for obj in [*rendered, *jobs]:
+        for c in kustomize._containers(obj):
+            local = c["image"].rsplit("/", 1)[-1].split(":")[0]
+            annotations = obj["metadata"].get("annotations") or {}
+            if local in images:
+                assert c["image"] == images[local], _key(obj)
+                assert c["imagePullPolicy"] == "Always", _key(obj)
+                for skip in sync_configmaps.LOCAL_IMAGE_SKIPS:
+                    assert skip not in annotations, f"{_key(obj)}: {skip} is no longer true"
+            else:
+                assert c["image"].startswith(("postgres:", "minio/")), c["image"]
+                assert c["imagePullPolicy"] == "IfNotPresent"
+    assert len(jobs) == len(sync_configmaps.TEMPLATE_STAGES)
+
+
+def test_the_registry_overlays_templates_are_what_the_script_writes() -> None:
+    path = OVERLAYS / "registry" / "job-templates.yaml"
+    assert path.read_text() == sync_configmaps.render()[path], (
+        "run python tests/k8s/sync_configmaps.py"
+    )
+
+
+def test_setting_the_registry_rewrites_the_overlay(tmp_path: Path) -> None:
+    overlay = tmp_path / "registry"
+    shutil.copytree(OVERLAYS / "registry", overlay)
+    sync_configmaps.set_overlay_images("registry.internal:5000/team", "v7", overlay)
+    images = sync_configmaps.overlay_images(overlay)
+    assert images["mlops-serve"] == "registry.internal:5000/team/mlops-serve:v7"
+    assert len(set(images.values())) == len(images)
+
+
+@pytest.mark.parametrize("name", ["minikube", "registry"])
+def test_rendered_overlays_validate_strictly(name: str) -> None:
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    for obj in _render(name):
+        kubernetes_validate.validate(obj, latest_version(), strict=True)
+
+
+def test_checkov_passes_on_the_rendered_registry_overlay(tmp_path: Path) -> None:
+    rendered = tmp_path / "registry.yaml"
+    rendered.write_text(yaml.safe_dump_all(_render("registry"), sort_keys=False))
+    report = run_checkov(tmp_path)
+    failed = report["results"].get("failed_checks", [])
+    assert report["summary"]["failed"] == 0, [(c["check_id"], c["resource"]) for c in failed]
+    assert report["summary"]["passed"] > 500
