@@ -73,8 +73,9 @@ class Doc:
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # What a retry cannot fix: the mlops CLI's exit codes for a setting, the data, the model or
-# registry, the broker, orders not placed (mlops.errors; 7, infrastructure, is retried).
-FINAL_EXIT_CODES = [2, 3, 4, 5, 6]
+# registry, the broker, orders not placed (mlops.errors; 6-10, infrastructure, and 11,
+# already running, are retried).
+FINAL_EXIT_CODES = [2, 3, 4, 5, 12]
 
 
 def manifest_files() -> list[Path]:
