@@ -174,11 +174,11 @@ def serve_cmd(
 
 
 @app.command("trade")
-def trade_cmd(as_of: AsOf = None, output: Output = None) -> None:
+def trade_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
     """Turn the latest predictions into orders with the threshold strategy."""
     from mlops.trading.stage import run
 
-    _stage("trade", run, output, as_of=as_of)
+    _stage("trade", run, output, as_of=as_of, allow_older_dataset=allow_older)
 
 
 trading_app = typer.Typer(

@@ -154,7 +154,7 @@ def test_no_silent_fallback_to_an_older_dataset(world, cli) -> None:
     world.s3.restore()
     found = world.template.dataset_versions[DAYS[-1]]
     # ... then every stage asked for that day refuses, naming the day it found.
-    for stage in ("batch-infer", "monitor", "train"):
+    for stage in ("batch-infer", "monitor", "train", "trade"):
         outcome = cli(world.env, stage, "--as-of", NEW_DAY.isoformat())
         assert_fails(
             outcome,

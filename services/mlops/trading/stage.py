@@ -102,8 +102,13 @@ def latest_signals(engine: Engine, day: date) -> tuple[list[strategy.Signal], st
     return [strategy.Signal(s, float(p), float(c)) for s, p, c in rows], newest
 
 
-def run(ctx: Context, as_of: date | None = None) -> TradeResult:
-    """Trade the day ``as_of`` (default: the latest day in the data); see the module."""
+def run(
+    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+) -> TradeResult:
+    """Trade the day ``as_of`` (default: the latest day in the data); see the module.
+
+    Never from an older dataset than the day asked for, unless ``allow_older_dataset``.
+    """
     if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
         log.info("%s: nothing to trade.", closed)
         return TradeResult(
@@ -113,7 +118,8 @@ def run(ctx: Context, as_of: date | None = None) -> TradeResult:
             decisions={},
             market_closed=closed,
         )
-    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, as_of))
+    version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
+    _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
     broker = make_broker(ctx.settings, ctx.engine)
     account_id = broker.account_id()
