@@ -291,7 +291,33 @@ def width_of(inputs: Sequence[NumberInput | CategoryInput]) -> int:
 # The portable predictor and its files.
 
 
-class PortablePredictor:
+class ColumnsPredictor:
+    """Frames and records as columns, for a predictor that implements ``predict_columns``."""
+
+    kind: str
+    target: str
+    input_features: dict[str, str]
+
+    def describe(self) -> dict[str, Any]:
+        return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's output (``<target>_predictions``) for each row, as float64."""
+        missing = [name for name in self.input_features if name not in frame.columns]
+        if missing:
+            raise KeyError(f"missing input columns: {', '.join(missing)}")
+        return self.predict_columns({name: frame[name] for name in self.input_features})
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        return self.predict_columns(
+            {name: [record.get(name) for record in records] for name in self.input_features}
+        )
+
+    def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PortablePredictor(ColumnsPredictor):
     """A registered model evaluated with NumPy alone. Thread-safe (no mutable state)."""
 
     kind = "portable"
@@ -319,21 +345,6 @@ class PortablePredictor:
         with np.load(folder / ARRAYS_FILE, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         return decode(spec, arrays)
-
-    def describe(self) -> dict[str, Any]:
-        return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
-
-    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's output (``<target>_predictions``) for each row, as float64."""
-        missing = [name for name in self.input_features if name not in frame.columns]
-        if missing:
-            raise KeyError(f"missing input columns: {', '.join(missing)}")
-        return self.predict_columns({name: frame[name] for name in self.input_features})
-
-    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        return self.predict_columns(
-            {name: [record.get(name) for record in records] for name in self.input_features}
-        )
 
     def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
         """Columns of raw values (lists, arrays or Series), one per input feature."""

@@ -43,6 +43,7 @@ from mlops.contracts.portable import (
     UNKNOWN_SYMBOL,
     Affine,
     CategoryInput,
+    ColumnsPredictor,
     DenseLayer,
     Network,
     NumberInput,
@@ -108,7 +109,7 @@ class _Layer:
 # The fast predictor.
 
 
-class FastPredictor:
+class FastPredictor(ColumnsPredictor):
     """An ECD regression model evaluated without Ludwig's per-call pipeline.
 
     Thread-safe: it holds no mutable state after construction.
@@ -249,21 +250,6 @@ class FastPredictor:
         return PortablePredictor(self.config, list(self._inputs), network)
 
     # Prediction.
-
-    def describe(self) -> dict[str, Any]:
-        return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
-
-    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's output (``<target>_predictions``) for each row, as float64."""
-        missing = [name for name in self.input_features if name not in frame.columns]
-        if missing:
-            raise KeyError(f"missing input columns: {', '.join(missing)}")
-        return self.predict_columns({name: frame[name] for name in self.input_features})
-
-    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        return self.predict_columns(
-            {name: [record.get(name) for record in records] for name in self.input_features}
-        )
 
     def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
         """Columns of raw values (lists, arrays or Series), one per input feature."""
