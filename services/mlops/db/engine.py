@@ -15,6 +15,7 @@ says so on every attempt ("database not answering, attempt 3 of 10").
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from mlops.errors import ConfigError, DatabaseError
+from mlops.errors import ConfigError, DatabaseError, PermissionDeniedError
 
 __all__ = ["DatabaseError", "make_engine", "wait_for_database"]
 
@@ -108,6 +109,19 @@ def _refused_login(message: str) -> bool:
     return ("role " in lowered or 'database "' in lowered) and "does not exist" in lowered
 
 
+def _sqlite_failure(engine: Engine, why: str) -> Exception:
+    """A SQLite file that cannot be opened: a local file does not come back, so no retries."""
+    where = describe(engine)
+    database = engine.url.database
+    folder = Path(database).parent if database and database != ":memory:" else None
+    if folder is not None and folder.is_dir() and not os.access(folder, os.W_OK):
+        return PermissionDeniedError(
+            f"The database at {where} cannot be opened for writing ({why}): its folder "
+            f"{folder} is read-only; check the folder's owner, mode and mount."
+        )
+    return DatabaseError(f"The database at {where} cannot be opened: {why}.")
+
+
 def wait_for_database(engine: Engine, attempts: int = 10) -> None:
     """Block until the database answers: bounded attempts, each one reported, then one sentence.
 
@@ -127,6 +141,8 @@ def wait_for_database(engine: Engine, attempts: int = 10) -> None:
                 raise ConfigError(
                     f"The database at {where} refused the login: {why}; check DATABASE_URL."
                 ) from None
+            if engine.url.get_backend_name() == "sqlite":
+                raise _sqlite_failure(engine, why) from None
             if attempt == attempts:
                 raise DatabaseError(
                     f"Database at {where} did not answer after {attempts} attempt"
