@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # MLflow tracking and registry.
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
     mlflow_experiment: str = Field(default="stock-close", alias="MLFLOW_EXPERIMENT")
+    # The trading model: its champion feeds trading and serving. Every model of the
+    # catalog (MODEL_CONFIGS_DIR) is registered under its own name; the champions and
+    # challengers of the others are scored in shadow.
     model_name: str = Field(default="stock-close", alias="MODEL_NAME")
     champion_alias: str = Field(default="champion", alias="CHAMPION_ALIAS")
     # Time limits on MLflow's HTTP calls (set as MLflow's own MLFLOW_HTTP_REQUEST_TIMEOUT
@@ -106,7 +109,15 @@ class Settings(BaseSettings):
     job_completion_index: int = Field(default=0, ge=0, alias="JOB_COMPLETION_INDEX")
 
     # Training.
+    # The model catalog: a folder of named Ludwig configs, ``<model name>.yaml`` each
+    # (default: the packaged set). MODEL_CONFIG_PATH, when set, is MODEL_NAME's config.
+    model_configs_dir: Path | None = Field(default=None, alias="MODEL_CONFIGS_DIR")
     model_config_path: Path | None = Field(default=None, alias="MODEL_CONFIG_PATH")
+    # Promotion: when set, a candidate must also beat the naive forecast (and the champion)
+    # with a Diebold-Mariano p-value at most this (off by default: reported only).
+    promotion_max_p_value: float | None = Field(
+        default=None, gt=0, le=1, alias="PROMOTION_MAX_P_VALUE"
+    )
     train_epochs: int | None = Field(default=None, ge=1, alias="TRAIN_EPOCHS")
     validation_days: int = Field(default=60, ge=5, alias="VALIDATION_DAYS")
     holdout_days: int = Field(default=60, ge=5, alias="HOLDOUT_DAYS")
@@ -165,6 +176,11 @@ class Settings(BaseSettings):
     retrain_cooldown_days: int = Field(default=5, ge=0, alias="RETRAIN_COOLDOWN_DAYS")
     monitor_drift_share_threshold: float = Field(
         default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
+    )
+    # The drift alarm is calibrated on the training history: its threshold is the drift
+    # share that past windows tested the same way exceed this often (false-alarm rate).
+    monitor_drift_false_alarm_rate: float = Field(
+        default=0.05, gt=0, lt=1, alias="MONITOR_DRIFT_FALSE_ALARM_RATE"
     )
 
     # Stage runs are leases: a running stage writes a heartbeat this often, and the next

@@ -21,7 +21,7 @@ DOCKERFILE = ROOT / "services" / "Dockerfile"
 BUILD_SCRIPT = ROOT / "build_docker_images.sh"
 FORWARD_SCRIPT = ROOT / "forward_ports.sh"
 SECRETS_TEMPLATE = CONFIG_MAPS / "secrets.env.example"
-MODEL_YAML = ROOT / "services" / "mlops" / "resources" / "model.yaml"
+MODEL_YAML = ROOT / "services" / "mlops" / "resources" / "models" / "stock-close.yaml"
 
 NAMESPACE = "mlops"
 SECRET_NAME = "mlops-secrets"

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_CONFIG = ROOT / "services" / "mlops" / "resources" / "model.yaml"
+MODEL_CONFIG = ROOT / "services" / "mlops" / "resources" / "models" / "stock-close.yaml"
 DEPLOYMENTS = ROOT / "deployments"
 CONFIG_MAPS = ROOT / "config-maps"
 TEMPLATE_STAGES = ("data-prep", "batch-infer", "trade", "monitor", "train")

@@ -7,6 +7,7 @@
   ``load``); the writer is data prep's;
 * :mod:`~mlops.contracts.models`: the model interface (``ModelRef``, lineage tags, the
   ``Predictor`` protocol, loading a registered version, ``predict_close``);
+* :mod:`~mlops.contracts.catalog`: the named model configurations (``MODEL_CONFIGS_DIR``);
 * :mod:`~mlops.contracts.predictions`: the predictions batch inference hands to trading and
   monitoring, and how they are joined with what came true.
 

@@ -36,6 +36,19 @@ MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE",
 # The artifact path of the model inside its training run.
 MODEL_ARTIFACT_PATH = "model"
 
+# Registry conventions (besides the champion alias, CHAMPION_ALIAS):
+# - alias ``challenger``: the newest version that did not win its promotion; it is scored
+#   in shadow beside the champion until it is promoted, archived or replaced;
+CHALLENGER_ALIAS = "challenger"
+# - version tag ``mlops_status`` = ``archived``: never scored, promoted or rolled back to;
+STATUS_TAG = "mlops_status"
+ARCHIVED = "archived"
+# - registered-model tag ``mlops_paused`` = ``true``: scheduled training skips the model;
+PAUSED_TAG = "mlops_paused"
+# - registered-model tag ``mlops_champion_stack``: the champion versions in the order they
+#   took the alias (comma-separated); a rollback pops the last one.
+CHAMPION_STACK_TAG = "mlops_champion_stack"
+
 
 @dataclass(frozen=True)
 class Lineage:
@@ -90,7 +103,82 @@ def champion(client: MlflowClient, model_name: str, alias: str) -> ModelRef | No
         if exc.error_code in MISSING_CODES:
             return None
         raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
-    return ModelRef(name=model_name, version=str(mv.version), run_id=mv.run_id, tags=dict(mv.tags))
+    return _ref(model_name, mv)
+
+
+def _ref(name: str, mv: Any) -> ModelRef:
+    return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id, tags=dict(mv.tags))
+
+
+def version_ref(client: MlflowClient, model_name: str, version: str) -> ModelRef | None:
+    """One version of ``model_name``; None when the model or the version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        if exc.error_code in MISSING_CODES:
+            return None
+        raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
+    return _ref(model_name, mv)
+
+
+def is_archived(ref: ModelRef) -> bool:
+    return ref.tags.get(STATUS_TAG) == ARCHIVED
+
+
+def shadow_refs(client: MlflowClient, model_name: str, alias: str) -> list[ModelRef]:
+    """The versions of ``model_name`` scored each day: its champion and its challenger
+    (when it has them and they are not archived), the champion first.
+    """
+    found: list[ModelRef] = []
+    for name in (alias, CHALLENGER_ALIAS):
+        ref = champion(client, model_name, name)
+        if (
+            ref is not None
+            and not is_archived(ref)
+            and ref.version not in {r.version for r in found}
+        ):
+            found.append(ref)
+    return found
+
+
+def registered_tags(client: MlflowClient, model_name: str) -> dict[str, str] | None:
+    """The registered model's own tags; None when it is not registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code in MISSING_CODES:
+            return None
+        raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
+    return dict(model.tags or {})
+
+
+def is_paused(client: MlflowClient, model_name: str) -> bool:
+    """Whether scheduled training skips ``model_name`` (``mlops models pause``)."""
+    return (registered_tags(client, model_name) or {}).get(PAUSED_TAG) == "true"
+
+
+def champion_stack(client: MlflowClient, model_name: str) -> list[str]:
+    """The versions that held the champion alias, oldest first (see CHAMPION_STACK_TAG)."""
+    value = (registered_tags(client, model_name) or {}).get(CHAMPION_STACK_TAG, "")
+    return [v for v in value.split(",") if v]
+
+
+def move_champion(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
+    """Point ``alias`` at ``version`` and push it on the champion stack; a version that
+    becomes champion stops being the challenger.
+    """
+    stack = champion_stack(client, model_name)
+    if not stack or stack[-1] != str(version):
+        stack.append(str(version))
+    client.set_registered_model_alias(model_name, alias, str(version))
+    client.set_registered_model_tag(model_name, CHAMPION_STACK_TAG, ",".join(stack[-200:]))
+    challenger = champion(client, model_name, CHALLENGER_ALIAS)
+    if challenger is not None and challenger.version == str(version):
+        client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
 
 
 def require_champion(client: MlflowClient, model_name: str, alias: str) -> ModelRef:

@@ -39,7 +39,13 @@ WRITE = ("SELECT", "INSERT", "UPDATE")
 # role -> table -> privileges. A test keeps this in step with the tables the code uses.
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     "mlops_data_prep": {"stage_runs": WRITE, "datasets": WRITE},
-    "mlops_train": {"stage_runs": WRITE, "datasets": READ, "retrain_requests": WRITE},
+    "mlops_train": {
+        "stage_runs": WRITE,
+        "datasets": READ,
+        "retrain_requests": WRITE,
+        # The promotion gate's champion moves are audited like `mlops models promote`.
+        "model_actions": WRITE,
+    },
     "mlops_batch_infer": {"stage_runs": WRITE, "datasets": READ, "predictions": WRITE},
     "mlops_trade": {
         "stage_runs": WRITE,

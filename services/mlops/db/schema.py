@@ -201,3 +201,20 @@ retrain_requests = Table(
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     Column("resolved_by", String(64), nullable=True),
 )
+
+# The audit trail of model management (migration 0004): one row per action, never changed.
+model_actions = Table(
+    "model_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Who: "cli:<user>", "dashboard:<user>", "train" (the promotion gate).
+    Column("actor", String(128), nullable=False),
+    # What: promote, rollback, archive, pause, resume, retrain.
+    Column("action", String(32), nullable=False),
+    Column("model_name", String(128), nullable=False, index=True),
+    Column("model_version", String(32), nullable=True),
+    Column("reason", Text, nullable=False),
+    # JSON: the figures the action was decided on (p-values, the previous champion...).
+    Column("details", Text, nullable=True),
+)

@@ -20,7 +20,7 @@ from mlops.settings import Settings
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("mlops") / "resources" / "model.yaml"))
+    return Path(str(resources.files("mlops") / "resources" / "models" / "stock-close.yaml"))
 
 
 def load_model_config(settings: Settings) -> dict[str, Any]:

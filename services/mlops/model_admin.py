@@ -1,0 +1,243 @@
+"""Model management: promote, roll back, archive, pause and resume registered models.
+
+One implementation for ``mlops models`` and the dashboard's buttons. Every action checks
+before it changes anything (one sentence and :class:`~mlops.errors.ConfigError` or
+:class:`~mlops.errors.ModelError` when refused), changes the MLflow registry, and writes
+one row to the audit table ``model_actions`` (who, what, when, why). The registry
+conventions (aliases, tags, the champion stack) are those of :mod:`mlops.contracts.models`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, insert
+
+from mlops.contracts.models import (
+    ARCHIVED,
+    CHALLENGER_ALIAS,
+    CHAMPION_STACK_TAG,
+    PAUSED_TAG,
+    STATUS_TAG,
+    ModelRef,
+    champion,
+    champion_stack,
+    is_archived,
+    move_champion,
+    registered_tags,
+    version_ref,
+)
+from mlops.db.schema import model_actions
+from mlops.errors import ConfigError, ModelError
+from mlops.runs import utcnow
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Tags a promotion leaves on the version it promoted.
+PROMOTED_BY_TAG = "mlops_promoted_by"
+PROMOTION_REASON_TAG = "mlops_promotion_reason"
+
+
+@dataclass(frozen=True)
+class Action:
+    """What an action did, as recorded in ``model_actions``."""
+
+    action: str
+    model_name: str
+    model_version: str | None
+    actor: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def sentence(self) -> str:
+        version = f" version {self.model_version}" if self.model_version else ""
+        return f"{self.action} {self.model_name}{version}: {self.reason}"
+
+
+def default_actor(channel: str = "cli") -> str:
+    """``cli:<login>``: who ran the command, as far as the process can tell."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{channel}:{user}"
+
+
+def record(engine: Engine, action: Action) -> Action:
+    """Append ``action`` to the audit table."""
+    with engine.begin() as conn:
+        conn.execute(
+            insert(model_actions).values(
+                created_at=utcnow(),
+                actor=action.actor[:128],
+                action=action.action,
+                model_name=action.model_name,
+                model_version=action.model_version,
+                reason=action.reason,
+                details=json.dumps(action.details, default=str, sort_keys=True),
+            )
+        )
+    log.info("Model action: %s (by %s)", action.sentence(), action.actor)
+    return action
+
+
+def _require_model(client: MlflowClient, name: str) -> dict[str, str]:
+    tags = registered_tags(client, name)
+    if tags is None:
+        raise ConfigError(f"No registered model named {name!r}: train it first (mlops train).")
+    return tags
+
+
+def _require_version(client: MlflowClient, name: str, version: str) -> ModelRef:
+    _require_model(client, name)
+    ref = version_ref(client, name, version)
+    if ref is None:
+        raise ConfigError(f"Model {name!r} has no version {version}.")
+    return ref
+
+
+def holdout_figures(client: MlflowClient, ref: ModelRef) -> dict[str, float]:
+    """The version's holdout figures and the naive forecast's on the same holdout, as its
+    training run logged them (``holdout_mape``, ``baseline_holdout_mape``, p-values...).
+    """
+    try:
+        metrics = dict(client.get_run(ref.run_id).data.metrics) if ref.run_id else {}
+    except Exception as exc:  # the run was deleted: the version's own tags are all there is
+        log.warning("Training run of %s v%s cannot be read: %s", ref.name, ref.version, exc)
+        metrics = {}
+    for tag, value in ref.tags.items():
+        if tag.startswith(("holdout_", "dm_", "baseline_")) and tag not in metrics:
+            try:
+                metrics[tag] = float(value)
+            except ValueError:
+                continue
+    return metrics
+
+
+def promote(
+    client: MlflowClient,
+    engine: Engine,
+    name: str,
+    version: str,
+    *,
+    alias: str,
+    reason: str,
+    actor: str,
+    force: bool = False,
+) -> Action:
+    """Move ``alias`` to ``version``. Refused for an archived version, and for one whose
+    holdout MAPE does not beat the naive forecast's unless ``force``.
+    """
+    if not reason.strip():
+        raise ConfigError("A promotion needs a reason (--reason): it is kept in the registry.")
+    ref = _require_version(client, name, version)
+    if is_archived(ref):
+        raise ConfigError(f"Model {name} version {version} is archived; it cannot be promoted.")
+    current = champion(client, name, alias)
+    if current is not None and current.version == ref.version:
+        raise ConfigError(f"Model {name} version {version} is already the {alias}.")
+    figures = holdout_figures(client, ref)
+    mape, naive = figures.get("holdout_mape"), figures.get("baseline_holdout_mape")
+    loses = mape is None or naive is None or not mape < naive
+    if loses and not force:
+        why = (
+            "has no holdout figures to compare with the naive forecast"
+            if mape is None or naive is None
+            else f"loses to the naive forecast on its holdout (MAPE {mape:.6f} vs {naive:.6f})"
+        )
+        raise ModelError(
+            f"Model {name} version {version} {why}; not promoted (use --force to promote it "
+            "anyway)."
+        )
+    move_champion(client, name, alias, ref.version)
+    client.set_model_version_tag(name, ref.version, PROMOTION_REASON_TAG, reason[:5000])
+    client.set_model_version_tag(name, ref.version, PROMOTED_BY_TAG, actor[:250])
+    details = {
+        "previous": current.version if current else None,
+        "forced": bool(force and loses),
+        **{k: v for k, v in figures.items() if k.startswith(("holdout_", "baseline_", "dm_"))},
+    }
+    return record(engine, Action("promote", name, ref.version, actor, reason, details))
+
+
+def rollback(
+    client: MlflowClient, engine: Engine, name: str, *, alias: str, reason: str, actor: str
+) -> Action:
+    """Point ``alias`` back at the previous champion (the stack's one before the current,
+    skipping archived versions); the stack's last entry is popped, the audit keeps all.
+    """
+    _require_model(client, name)
+    current = champion(client, name, alias)
+    if current is None:
+        raise ConfigError(f"Model {name!r} has no {alias}; there is nothing to roll back.")
+    stack = champion_stack(client, name)
+    while stack and stack[-1] == current.version:
+        stack.pop()
+    previous: ModelRef | None = None
+    while stack:
+        candidate = version_ref(client, name, stack[-1])
+        if candidate is not None and not is_archived(candidate):
+            previous = candidate
+            break
+        stack.pop()
+    if previous is None:
+        raise ConfigError(
+            f"Model {name} has no earlier champion to roll back to (version {current.version} "
+            "is the first)."
+        )
+    client.set_registered_model_alias(name, alias, previous.version)
+    client.set_registered_model_tag(name, CHAMPION_STACK_TAG, ",".join(stack))
+    details = {"from": current.version}
+    return record(
+        engine, Action("rollback", name, previous.version, actor, reason or "rollback", details)
+    )
+
+
+def archive(
+    client: MlflowClient,
+    engine: Engine,
+    name: str,
+    version: str,
+    *,
+    alias: str,
+    reason: str,
+    actor: str,
+) -> Action:
+    """Mark a version archived (never scored or promoted again); never the champion."""
+    ref = _require_version(client, name, version)
+    current = champion(client, name, alias)
+    if current is not None and current.version == ref.version:
+        raise ConfigError(
+            f"Model {name} version {version} is the {alias}; promote or roll back to another "
+            "version before archiving it."
+        )
+    if is_archived(ref):
+        raise ConfigError(f"Model {name} version {version} is already archived.")
+    client.set_model_version_tag(name, ref.version, STATUS_TAG, ARCHIVED)
+    challenger = champion(client, name, CHALLENGER_ALIAS)
+    if challenger is not None and challenger.version == ref.version:
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    return record(engine, Action("archive", name, ref.version, actor, reason or "archived"))
+
+
+def set_paused(
+    client: MlflowClient, engine: Engine, name: str, paused: bool, *, reason: str, actor: str
+) -> Action:
+    """Pause (or resume) the model's scheduled training."""
+    tags = _require_model(client, name)
+    already = tags.get(PAUSED_TAG) == "true"
+    word = "pause" if paused else "resume"
+    if already == paused:
+        raise ConfigError(f"Model {name} is already {'paused' if paused else 'active'}.")
+    if paused:
+        client.set_registered_model_tag(name, PAUSED_TAG, "true")
+    else:
+        client.delete_registered_model_tag(name, PAUSED_TAG)
+    return record(engine, Action(word, name, None, actor, reason or word))
