@@ -85,7 +85,7 @@ postgres:
 	fi
 
 test: venv postgres checkov lint
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The import contracts (stages never import each other; layers) are in pyproject.toml.
 lint: venv
