@@ -331,6 +331,7 @@ def _action_callbacks(app: Any, ctx: Context) -> None:
         Output("confirm", "displayed"),
         Output("confirm", "message"),
         Output("pending", "data"),
+        Output("action-result", "children", allow_duplicate=True),
         [Input(f"btn-{key}", "n_clicks") for key in BUTTONS],
         State("model", "value"),
         State("version", "value"),
@@ -343,11 +344,12 @@ def _action_callbacks(app: Any, ctx: Context) -> None:
         model, version, reason, force, who = args[len(BUTTONS) :]
         pressed = str(callback_context.triggered_id or "").removeprefix("btn-")
         if pressed not in BUTTONS:
-            return no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         request = actions.ActionRequest(
             pressed, model or "", version or "", reason or "", "force" in (force or []), who or ""
         )
-        return True, actions.question(request, ctx.settings.champion_alias), asdict(request)
+        asked = actions.question(request, ctx.settings.champion_alias)
+        return True, asked, asdict(request), ""
 
     @app.callback(
         Output("action-result", "children"),
