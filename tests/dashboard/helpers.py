@@ -12,11 +12,21 @@ WAIT_SECONDS = 120
 
 
 def wait(browser: Any, condition: Callable[[Any], Any], what: str) -> Any:
-    """Wait (explicitly, up to WAIT_SECONDS) until ``condition(browser)`` is truthy."""
-    from selenium.common.exceptions import TimeoutException
+    """Wait (explicitly, up to WAIT_SECONDS) until ``condition(browser)`` is truthy.
+
+    An element that React replaced while the condition read it (stale) or that is not
+    drawn yet counts as "not yet": the condition is asked again.
+    """
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    waiter = WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.2, ignored_exceptions=ignored)
     try:
-        return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.2).until(condition)
+        return waiter.until(condition)
     except TimeoutException:
         pytest.fail(f"Timed out waiting for {what}.")

@@ -40,6 +40,20 @@ BUTTONS = {
     "halt": "Halt trading",
     "unhalt": "Resume trading",
 }
+# The page's few styles (no assets folder, no external stylesheet).
+STYLE = """
+body{font-family:sans-serif}
+table.table{border-collapse:collapse;font-size:13px;margin-bottom:1em}
+table.table td,table.table th{border:1px solid #ccc;padding:3px 6px;white-space:nowrap}
+.actions label{display:inline-block;margin-right:1em}
+#action-result.done{color:#1a7f37;font-weight:bold}
+#action-result.refused{color:#b42318;font-weight:bold}
+"""
+INDEX = (
+    "<!DOCTYPE html><html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}"
+    f"<style>{STYLE}</style></head><body>"
+    "{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"
+)
 # How many monitored days the champion-vs-challengers bars and the live figures average.
 WINDOW_DAYS = 20
 
@@ -55,6 +69,7 @@ def create_app(ctx: Context) -> Any:
         serve_locally=True,
         suppress_callback_exceptions=False,
     )
+    app.index_string = INDEX
     enabled = configured_token(ctx.settings) is not None
     app.layout = _layout(enabled)
     _page_callbacks(app, ctx)
@@ -106,7 +121,7 @@ def _layout(enabled: bool) -> Any:
             html.Div(id="reports"),
             dcc.Store(id="refresh", data=0),
         ],
-        style={"fontFamily": "sans-serif", "margin": "2em", "maxWidth": "1200px"},
+        style={"margin": "2em", "maxWidth": "1200px"},
     )
 
 
@@ -114,23 +129,26 @@ def _action_form(enabled: bool) -> Any:
     from dash import dcc, html
 
     def field(label: str, component: Any) -> Any:
-        return html.Label([label, " ", component], style={"marginRight": "1em"})
+        return html.Label([label, " ", component])
+
+    def box(name: str, kind: str = "text", **extra: Any) -> Any:
+        return dcc.Input(id=name, type=kind, value="", style={"width": "16em"}, **extra)
 
     return html.Div(
         [
             html.H2("Actions"),
             html.Div(
                 [
-                    field("Token", dcc.Input(id="token", type="password", value="")),
-                    field("Your name", dcc.Input(id="who", type="text", value="")),
+                    field("Token", box("token", "password")),
+                    field("Your name", box("who")),
                 ]
             ),
             html.Div(
                 [
-                    field("Model", dcc.Input(id="model", type="text", value="", list="names")),
+                    field("Model", box("model", list="names")),
                     html.Datalist(id="names"),
-                    field("Version", dcc.Input(id="version", type="text", value="")),
-                    field("Reason", dcc.Input(id="reason", type="text", value="", size="40")),
+                    field("Version", box("version")),
+                    field("Reason", box("reason")),
                     dcc.Checklist(
                         id="force",
                         options=[{"label": "force (promote a loser)", "value": "force"}],
@@ -156,6 +174,7 @@ def _action_form(enabled: bool) -> Any:
             dcc.Store(id="pending"),
             html.P(id="action-result", role="status"),
         ],
+        className="actions",
         style={"border": "1px solid #ccc", "padding": "0.5em 1em"},
     )
 
@@ -253,11 +272,7 @@ def table(frame: pd.DataFrame, columns: list[str], name: str = "") -> Any:
     body = html.Tbody(
         [html.Tr([html.Td(_cell(row.get(c))) for c in columns]) for row in frame.to_dict("records")]
     )
-    return html.Table(
-        [head, body],
-        className=f"table {name}".strip(),
-        style={"borderCollapse": "collapse", "fontSize": "13px"},
-    )
+    return html.Table([head, body], className=f"table {name}".strip())
 
 
 def _cell(value: Any) -> str:
