@@ -189,3 +189,49 @@ def _armed(ctx: Any) -> Any:
 
     settings = ctx.settings.model_copy(update={"dashboard_token": SecretStr(TOKEN)})
     return replace(ctx, settings=settings)
+
+
+def test_the_command_refuses_a_placeholder_token(tmp_path, subprocess_env):
+    import subprocess
+    import sys
+
+    env = subprocess_env(MLOPS_HOME=str(tmp_path), DASHBOARD_TOKEN="changeme")
+    migrate = [sys.executable, "-m", "mlops.cli", "migrate"]
+    subprocess.run(migrate, env=env, check=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops.cli", "dashboard", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "DASHBOARD_TOKEN is still the template's placeholder value" in done.stderr
+
+
+def test_retrain_calls_the_orchestration_and_says_what_happened(seeded, monkeypatch):
+    from mlops import orchestration
+
+    calls = []
+
+    def retrain_model(settings, name):
+        calls.append((settings, name))
+        return f"training Job for {name} created"
+
+    monkeypatch.setattr(orchestration, "retrain_model", retrain_model, raising=False)
+    armed, key = _armed(seeded), Credentials(field_token=TOKEN)
+    outcome = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    assert outcome == actions.Outcome(
+        True, "Retrain of stock-close-mlp: training Job for stock-close-mlp created"
+    )
+    assert calls == [(armed.settings, "stock-close-mlp")]
+
+    def broken(settings, name):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(orchestration, "retrain_model", broken, raising=False)
+    failed = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    assert not failed.ok and "failed unexpectedly (RuntimeError)" in failed.sentence
+    # Without the token the orchestration is never called.
+    refused = actions.perform(seeded, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    assert not refused.ok and len(calls) == 1

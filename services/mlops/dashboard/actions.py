@@ -78,6 +78,13 @@ def perform(ctx: Context, request: ActionRequest, credentials: Credentials) -> O
     except SQLAlchemyError as exc:
         log.error("Dashboard action %s failed on the database: %s", request.action, exc)
         return Outcome(False, f"The action failed on the database: {type(exc).__name__}.")
+    except Exception as exc:  # shown, not swallowed: the page says it, the log has it all
+        log.exception("Dashboard action %s failed unexpectedly", request.action)
+        return Outcome(
+            False,
+            f"The action failed unexpectedly ({type(exc).__name__}); the dashboard's log "
+            "has the details.",
+        )
     log.info("Dashboard action by %s: %s", actor, sentence)
     return Outcome(True, sentence)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -131,7 +131,7 @@ def _action_form(enabled: bool) -> Any:
     def field(label: str, component: Any) -> Any:
         return html.Label([label, " ", component])
 
-    def box(name: str, kind: str = "text", **extra: Any) -> Any:
+    def box(name: str, kind: Literal["text", "password"] = "text", **extra: Any) -> Any:
         return dcc.Input(id=name, type=kind, value="", style={"width": "16em"}, **extra)
 
     return html.Div(
