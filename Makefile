@@ -29,12 +29,13 @@ UV_VENV := $(VENV)/tools/uv
 UV_STAMP := $(UV_VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: help venv lock postgres checkov test lint demo clean distclean
+.PHONY: help venv lock postgres chromium checkov test lint demo clean distclean
 
 help:
 	@echo "make venv      create $(VENV) (Python 3.12) with .[$(EXTRAS)] as locked in $(LOCK)"
 	@echo "make lock      resolve pyproject.toml again into locks/ (the venv's and each image's)"
 	@echo "make postgres  install the PostgreSQL 15 server the tests start (apt)"
+	@echo "make chromium  install the headless browser the dashboard tests drive (apt)"
 	@echo "make test      run the test suite (real PostgreSQL and S3 on loopback)"
 	@echo "make lint      ruff check, ruff format --check, mypy, the import contracts"
 	@echo "make demo      replay the bundled sample end to end under var/demo"
@@ -84,7 +85,16 @@ postgres:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	fi
 
-test: venv postgres checkov lint
+# tests/dashboard drive Debian's chromium through its chromedriver (selenium).
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium and chromedriver found in /usr/bin"; \
+	else \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	fi
+
+test: venv postgres chromium checkov lint
 	$(VENV)/bin/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The import contracts (stages never import each other; layers) are in pyproject.toml.

@@ -346,18 +346,15 @@ def dashboard_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8050,
 ) -> None:
-    """Serve the monitoring dashboard: quality, drift, equity and stage runs over time."""
-    import uvicorn
+    """Serve the control plane: models, quality, drift, equity and runs over time, and
+    buttons to promote, roll back, archive, pause, resume, retrain and halt trading
+    (actions need DASHBOARD_TOKEN)."""
+    from mlops.dashboard.auth import configured_token
+    from mlops.dashboard.server import serve
 
-    from mlops import log
-    from mlops.context import open_context
-    from mlops.dashboard import create_app
-    from mlops.settings import load_settings
-
-    settings = load_settings()
-    log.configure(settings.log_format, settings.log_level)
-    ctx = open_context(settings)
-    uvicorn.run(create_app(ctx), host=host, port=port, log_config=None, access_log=False)
+    ctx = _context()
+    configured_token(ctx.settings)  # a placeholder token stops here, with its sentence
+    serve(ctx, host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

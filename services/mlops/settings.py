@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     serve_poll_seconds: float = Field(default=30.0, gt=0, alias="SERVE_POLL_SECONDS")
     serve_api_token: SecretStr | None = Field(default=None, alias="SERVE_API_TOKEN")
 
+    # Dashboard (`mlops dashboard`): viewing is open; every action (promote, roll back,
+    # archive, pause, resume, retrain, the kill switch) needs this token (from a Secret).
+    # Unset: the dashboard is read-only.
+    dashboard_token: SecretStr | None = Field(default=None, alias="DASHBOARD_TOKEN")
+
     # Trading.
     broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")

@@ -100,24 +100,22 @@ def test_orders_follow_the_strategy_and_the_predictions(demo):
 
 
 def test_dashboard_shows_the_replay(demo):
-    from fastapi.testclient import TestClient
-
     from mlops.context import open_context
-    from mlops.dashboard import create_app
+    from mlops.dashboard.app import create_app, render_sections
     from mlops.settings import load_settings
 
     _, summary = demo
     ctx = open_context(load_settings(MLOPS_HOME=summary.home))
-    client = TestClient(create_app(ctx))
-    assert client.get("/healthz").json() == {"status": "ok"}
-    page = client.get("/")
-    assert page.status_code == 200
-    assert "MAPE of each model version and of the naive forecast" in page.text
-    assert "<polyline" in page.text
-    metrics = client.get("/api/metrics").json()
+    client = create_app(ctx).server.test_client()
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/").status_code == 200
+    quality = render_sections(ctx, "mape")[0]
+    assert quality.layout.title.text.startswith("MAPE over time")
+    assert [t.name for t in quality.data][-1] == "naive forecast" and len(quality.data) >= 2
+    metrics = client.get("/api/metrics").get_json()
     assert [m["metric_date"] for m in metrics][-1] == summary.end
     day = summary.end
     report = client.get(f"/reports/{day}/drift.html")
     assert report.status_code == 200 and report.text.lstrip().lower().startswith("<!doctype html")
-    assert client.get("/reports/2017-06-01/../../mlops.db").status_code == 404
+    assert b"SQLite format" not in client.get("/reports/2017-06-01/../../mlops.db").data
     assert client.get("/reports/1999-01-01/drift.html").status_code == 404

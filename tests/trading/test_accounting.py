@@ -65,9 +65,7 @@ def test_p6_a_past_day_first_traded_late_shows_that_days_holdings(make_settings,
 
 
 def test_p8_dashboard_and_demo_keep_brokers_apart(make_settings, tmp_path):
-    from fastapi.testclient import TestClient
-
-    from mlops.dashboard import create_app, load_figures
+    from mlops.dashboard import charts, create_app, load_figures
     from mlops.demo import latest_equity
 
     ctx = make_ctx(make_settings, tmp_path)
@@ -94,12 +92,13 @@ def test_p8_dashboard_and_demo_keep_brokers_apart(make_settings, tmp_path):
                     created_at=now,
                 )
             )
-    paper = load_figures(ctx, "paper")["equity"]
+    paper = load_figures(ctx.engine, "paper").equity
     assert set(paper["broker"]) == {"paper"} and len(paper) == 2
-    page = TestClient(create_app(ctx)).get("/").text
-    assert page.count("Equity against buy-and-hold") == 2
-    assert "alpaca PA1" in page
-    api = TestClient(create_app(ctx)).get("/api/equity", params={"broker": "alpaca"}).json()
+    figures = charts.equity_by_account(load_figures(ctx.engine).equity)
+    assert [label for label, _ in figures] == ["alpaca PA1", "paper"]
+    assert [len(figure.data[0].x) for _, figure in figures] == [3, 2]
+    client = create_app(ctx).server.test_client()
+    api = client.get("/api/equity", query_string={"broker": "alpaca"}).get_json()
     assert [r["equity"] for r in api] == [5_000.0, 4_900.0, 4_950.0]
     with ctx.engine.connect() as conn:
         assert tuple(latest_equity(conn, "paper")) == (100_500.0, 100_500.0)

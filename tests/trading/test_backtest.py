@@ -154,9 +154,7 @@ def test_risk_limits_bind_in_the_backtest_too(sample):
 
 
 def test_mlops_backtest_naive_writes_table_chart_and_row(make_settings, tmp_path, subprocess_env):
-    from fastapi.testclient import TestClient
-
-    from mlops.dashboard import create_app
+    from mlops.dashboard.app import create_app, render_sections
     from mlops.db.schema import backtest_runs
 
     from .helpers import make_ctx, rows
@@ -183,8 +181,9 @@ def test_mlops_backtest_naive_writes_table_chart_and_row(make_settings, tmp_path
     assert row["run_key"] == result["run_key"]
     summary = ctx.store.get_bytes(result["summary_key"])
     assert json.loads(summary)["table"][0]["figure"] == "final equity"
-    client = TestClient(create_app(ctx))
-    assert "Backtests" in client.get("/").text
+    client = create_app(ctx).server.test_client()
+    backtests = str(render_sections(ctx, "mape")[7])  # the page's Backtests section
+    assert f"/backtests/{row['run_key']}/chart" in backtests and "final equity" in backtests
     chart = client.get(f"/backtests/{row['run_key']}/chart")
     assert chart.status_code == 200 and "<polyline" in chart.text
     assert client.get("/backtests/nope/chart").status_code == 404

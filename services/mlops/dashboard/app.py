@@ -1,0 +1,464 @@
+"""The Dash app: one page (charts, tables, the action form) and a few plain routes.
+
+Routes besides the page: ``/healthz`` (probes), ``/reports/<day>/<name>.html`` (the
+evidently reports in the store), ``/backtests/<run_key>/chart`` (a backtest's equity
+chart), ``/api/metrics`` and ``/api/equity`` (the same figures as JSON).
+
+Every figure is read fresh from the database and the registry when the page loads, when
+the metric is changed and after each action. An action is a button: it asks for
+confirmation (the browser's confirm dialog, with what exactly will be done), then the
+server checks the token and calls :func:`mlops.dashboard.actions.perform`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict
+from typing import Any, Literal
+
+import pandas as pd
+
+from mlops.context import Context
+from mlops.contracts import keys
+from mlops.dashboard import actions, charts, data
+from mlops.dashboard.auth import NO_TOKEN, Credentials, configured_token
+from mlops.dashboard.registry import COLUMNS, Registry, read_registry
+from mlops.errors import MlopsError
+from mlops.store import StoreError
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})/(quality|drift)\.html$")
+BUTTONS = {
+    "promote": "Promote",
+    "rollback": "Roll back",
+    "archive": "Archive",
+    "pause": "Pause training",
+    "resume": "Resume training",
+    "retrain": "Retrain now",
+    "halt": "Halt trading",
+    "unhalt": "Resume trading",
+}
+# The page's few styles (no assets folder, no external stylesheet).
+STYLE = """
+body{font-family:sans-serif}
+table.table{border-collapse:collapse;font-size:13px;margin-bottom:1em}
+table.table td,table.table th{border:1px solid #ccc;padding:3px 6px;white-space:nowrap}
+.actions label{display:inline-block;margin-right:1em}
+#action-result.done{color:#1a7f37;font-weight:bold}
+#action-result.refused{color:#b42318;font-weight:bold}
+"""
+INDEX = (
+    "<!DOCTYPE html><html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}"
+    f"<style>{STYLE}</style></head><body>"
+    "{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"
+)
+# How many monitored days the champion-vs-challengers bars and the live figures average.
+WINDOW_DAYS = 20
+
+
+def create_app(ctx: Context) -> Any:
+    """The Dash app (its Flask server is ``app.server``)."""
+    from dash import Dash
+
+    app = Dash(
+        __name__,
+        title="MLOps control plane",
+        update_title="",
+        serve_locally=True,
+        suppress_callback_exceptions=False,
+    )
+    app.index_string = INDEX
+    enabled = configured_token(ctx.settings) is not None
+    app.layout = _layout(enabled)
+    _page_callbacks(app, ctx)
+    _action_callbacks(app, ctx)
+    _routes(app.server, ctx)
+    return app
+
+
+# The page.
+
+
+def _layout(enabled: bool) -> Any:
+    from dash import dcc, html
+
+    metric_choice = dcc.RadioItems(
+        id="metric",
+        options=[{"label": label, "value": key} for key, label in charts.METRIC_LABELS.items()],
+        value="mape",
+        inline=True,
+    )
+    return html.Div(
+        [
+            html.H1("MLOps control plane"),
+            html.P(
+                "Actions need the dashboard token." if enabled else NO_TOKEN,
+                id="auth-state",
+            ),
+            html.H2("Prediction quality"),
+            metric_choice,
+            dcc.Graph(id="quality-chart"),
+            dcc.Graph(id="versus-chart"),
+            html.H2("Models"),
+            html.Div(id="models-table"),
+            _action_form(enabled),
+            html.H2("Drift and retrain triggers"),
+            dcc.Graph(id="drift-chart"),
+            dcc.Graph(id="trigger-chart"),
+            html.H2("Equity"),
+            html.Div(id="equity-charts"),
+            html.H2("Backtests"),
+            html.Div(id="backtests"),
+            html.H2("Retrain requests"),
+            html.Div(id="retrains"),
+            html.H2("Model actions (audit)"),
+            html.Div(id="audit"),
+            html.H2("Recent stage runs"),
+            html.Div(id="stage-runs"),
+            html.H2("Monitoring reports"),
+            html.Div(id="reports"),
+            dcc.Store(id="refresh", data=0),
+        ],
+        style={"margin": "2em", "maxWidth": "1200px"},
+    )
+
+
+def _action_form(enabled: bool) -> Any:
+    from dash import dcc, html
+
+    def field(label: str, component: Any) -> Any:
+        return html.Label([label, " ", component])
+
+    def box(name: str, kind: Literal["text", "password"] = "text", **extra: Any) -> Any:
+        return dcc.Input(id=name, type=kind, value="", style={"width": "16em"}, **extra)
+
+    return html.Div(
+        [
+            html.H2("Actions"),
+            html.Div(
+                [
+                    field("Token", box("token", "password")),
+                    field("Your name", box("who")),
+                ]
+            ),
+            html.Div(
+                [
+                    field("Model", box("model", list="names")),
+                    html.Datalist(id="names"),
+                    field("Version", box("version")),
+                    field("Reason", box("reason")),
+                    dcc.Checklist(
+                        id="force",
+                        options=[{"label": "force (promote a loser)", "value": "force"}],
+                        value=[],
+                        inline=True,
+                    ),
+                ],
+                style={"margin": "0.5em 0"},
+            ),
+            html.Div(
+                [
+                    html.Button(
+                        label,
+                        id=f"btn-{key}",
+                        n_clicks=0,
+                        disabled=not enabled,
+                        style={"marginRight": "0.5em"},
+                    )
+                    for key, label in BUTTONS.items()
+                ]
+            ),
+            dcc.ConfirmDialog(id="confirm"),
+            dcc.Store(id="pending"),
+            html.P(id="action-result", role="status"),
+        ],
+        className="actions",
+        style={"border": "1px solid #ccc", "padding": "0.5em 1em"},
+    )
+
+
+def _page_callbacks(app: Any, ctx: Context) -> None:
+    from dash import Input, Output
+
+    @app.callback(
+        Output("quality-chart", "figure"),
+        Output("versus-chart", "figure"),
+        Output("models-table", "children"),
+        Output("names", "children"),
+        Output("drift-chart", "figure"),
+        Output("trigger-chart", "figure"),
+        Output("equity-charts", "children"),
+        Output("backtests", "children"),
+        Output("retrains", "children"),
+        Output("audit", "children"),
+        Output("stage-runs", "children"),
+        Output("reports", "children"),
+        Input("refresh", "data"),
+        Input("metric", "value"),
+    )
+    def render(_refresh: int, metric: str) -> tuple[Any, ...]:
+        return render_sections(ctx, metric or "mape")
+
+
+def render_sections(ctx: Context, metric: str) -> tuple[Any, ...]:
+    """Every section's content, read fresh (the outputs of the page callback)."""
+    from dash import dcc, html
+
+    figures = data.load_figures(ctx.engine)
+    registry, registry_error = _registry(ctx, figures.metrics)
+    roles = _roles(registry, ctx.settings.champion_alias)
+    equity = [
+        dcc.Graph(figure=figure, id=f"equity-{n}")
+        for n, (_, figure) in enumerate(charts.equity_by_account(figures.equity))
+    ]
+    return (
+        charts.metric_over_time(figures.metrics, metric),
+        charts.champion_vs_challengers(figures.metrics, metric, roles, WINDOW_DAYS),
+        _models_table(registry, registry_error),
+        [html.Option(value=name) for name in (registry.names if registry else [])],
+        charts.drift(data.drift(figures.metrics)),
+        charts.triggers(data.trigger_counts(figures.metrics)),
+        equity or html.P("No equity snapshots yet: run mlops trade."),
+        _backtests(figures.backtests),
+        table(figures.retrains, ["requested_date", "model_version", "status", "reason"]),
+        table(
+            figures.actions,
+            ["created_at", "actor", "action", "model_name", "model_version", "reason"],
+        ),
+        table(figures.runs, ["stage", "run_date", "started_at", "finished_at", "status", "error"]),
+        _report_links(ctx),
+    )
+
+
+def _registry(ctx: Context, metrics: pd.DataFrame) -> tuple[Registry | None, str]:
+    try:
+        return read_registry(ctx.mlflow, data.live_figures(metrics, WINDOW_DAYS)), ""
+    except MlopsError as exc:
+        return None, str(exc)
+    except Exception as exc:  # the registry is down: the rest of the page still shows
+        log.warning("The dashboard cannot read the MLflow registry: %s", exc)
+        return None, f"The MLflow registry cannot be read: {type(exc).__name__}."
+
+
+def _roles(registry: Registry | None, alias: str) -> dict[tuple[str, str], str]:
+    roles: dict[tuple[str, str], str] = {}
+    if registry is None:
+        return roles
+    for name in registry.names:
+        for role, version in registry.aliases_of(name).items():
+            if role in (alias, "challenger"):
+                roles[(name, version)] = "champion" if role == alias else "challenger"
+    return roles
+
+
+def _models_table(registry: Registry | None, error: str) -> Any:
+    from dash import html
+
+    if registry is None:
+        return html.P(error)
+    return table(pd.DataFrame(registry.rows, columns=list(COLUMNS)), list(COLUMNS), "models")
+
+
+def table(frame: pd.DataFrame, columns: list[str], name: str = "") -> Any:
+    """A plain HTML table of ``frame``'s ``columns``."""
+    from dash import html
+
+    if frame.empty:
+        return html.P("None yet.")
+    columns = [c for c in columns if c in frame.columns]
+    head = html.Thead(html.Tr([html.Th(c) for c in columns]))
+    body = html.Tbody(
+        [html.Tr([html.Td(_cell(row.get(c))) for c in columns]) for row in frame.to_dict("records")]
+    )
+    return html.Table([head, body], className=f"table {name}".strip())
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _backtests(runs: pd.DataFrame) -> Any:
+    from dash import html
+
+    found = data.backtest_tables(runs)
+    if not found:
+        return html.P("None yet: run mlops backtest.")
+    parts = []
+    for run, summary in found:
+        parts.append(
+            html.H3(
+                [
+                    f"{run['model']} {run['start_date']} to {run['end_date']} "
+                    f"({int(run['symbols'])} symbols) ",
+                    html.A("equity chart", href=f"/backtests/{run['run_key']}/chart"),
+                ]
+            )
+        )
+        parts.append(table(summary, list(summary.columns)))
+    return parts
+
+
+def report_days(ctx: Context, limit: int = 30) -> list[tuple[str, list[str]]]:
+    """The latest days with evidently reports in the store, each with its report names."""
+    found: dict[str, list[str]] = {}
+    prefix = keys.monitoring_reports_prefix("").rstrip("/") + "/"
+    for key in ctx.store.list(prefix):
+        relative = key[len(prefix) :] if key.startswith(prefix) else key
+        match = REPORT_NAME.match(relative)
+        if match:
+            found.setdefault(match.group(1), []).append(match.group(2))
+    return [(day, sorted(found[day])) for day in sorted(found, reverse=True)[:limit]]
+
+
+def _report_links(ctx: Context) -> Any:
+    from dash import html
+
+    try:
+        days = report_days(ctx)
+    except StoreError as exc:
+        return html.P(str(exc))
+    if not days:
+        return html.P("None yet: run mlops monitor.")
+    return html.Ul(
+        [
+            html.Li(
+                [day, ": "]
+                + [
+                    html.A(name, href=f"/reports/{day}/{name}.html", style={"marginRight": "1em"})
+                    for name in names
+                ]
+            )
+            for day, names in days
+        ]
+    )
+
+
+def _action_callbacks(app: Any, ctx: Context) -> None:
+    from dash import Input, Output, State, callback_context, no_update
+
+    @app.callback(
+        Output("confirm", "displayed"),
+        Output("confirm", "message"),
+        Output("pending", "data"),
+        Output("action-result", "children", allow_duplicate=True),
+        [Input(f"btn-{key}", "n_clicks") for key in BUTTONS],
+        State("model", "value"),
+        State("version", "value"),
+        State("reason", "value"),
+        State("force", "value"),
+        State("who", "value"),
+        prevent_initial_call=True,
+    )
+    def ask(*args: Any) -> tuple[Any, ...]:
+        model, version, reason, force, who = args[len(BUTTONS) :]
+        pressed = str(callback_context.triggered_id or "").removeprefix("btn-")
+        if pressed not in BUTTONS:
+            return no_update, no_update, no_update, no_update
+        request = actions.ActionRequest(
+            pressed, model or "", version or "", reason or "", "force" in (force or []), who or ""
+        )
+        asked = actions.question(request, ctx.settings.champion_alias)
+        return True, asked, asdict(request), ""
+
+    @app.callback(
+        Output("action-result", "children"),
+        Output("action-result", "className"),
+        Output("refresh", "data"),
+        Input("confirm", "submit_n_clicks"),
+        State("pending", "data"),
+        State("token", "value"),
+        State("refresh", "data"),
+        prevent_initial_call=True,
+    )
+    def act(_submitted: int, pending: dict[str, Any] | None, token: str | None, count: int):
+        from flask import request
+
+        if not pending:
+            return "Nothing to do: press an action's button first.", "refused", no_update
+        outcome = actions.perform(
+            ctx,
+            actions.ActionRequest(**_fields(pending)),
+            Credentials.from_headers(token, dict(request.headers)),
+        )
+        return outcome.sentence, "done" if outcome.ok else "refused", (count or 0) + 1
+
+
+def _fields(pending: dict[str, Any]) -> dict[str, Any]:
+    """The action request's fields from the browser's store, typed."""
+    return {
+        "action": str(pending.get("action", "")),
+        "model": str(pending.get("model") or ""),
+        "version": str(pending.get("version") or ""),
+        "reason": str(pending.get("reason") or ""),
+        "force": bool(pending.get("force")),
+        "who": str(pending.get("who") or ""),
+    }
+
+
+# Plain routes on the Flask server.
+
+
+def _routes(server: Any, ctx: Context) -> None:
+    from flask import Response, abort, jsonify, request
+
+    @server.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(status="ok")
+
+    @server.get("/api/metrics")
+    def api_metrics() -> Any:
+        return jsonify(metrics_rows(data.load_figures(ctx.engine).metrics))
+
+    @server.get("/api/equity")
+    def api_equity() -> Any:
+        broker = request.args.get("broker") or None
+        return jsonify(data.records(data.load_figures(ctx.engine, broker).equity))
+
+    @server.get("/backtests/<run_key>/chart")
+    def backtest_chart(run_key: str) -> Any:
+        from sqlalchemy import select
+
+        from mlops.db.schema import backtest_runs
+
+        with ctx.engine.connect() as conn:
+            key = conn.execute(
+                select(backtest_runs.c.chart_key).where(backtest_runs.c.run_key == run_key)
+            ).scalar()
+        if key is None:
+            abort(404, f"No backtest {run_key}.")
+        try:
+            body = ctx.store.get_bytes(key)
+        except StoreError:
+            abort(404, f"The chart of backtest {run_key} is missing.")
+        return Response(body, mimetype="text/html")
+
+    @server.get("/reports/<day>/<name>")
+    def report(day: str, name: str) -> Any:
+        if not REPORT_NAME.match(f"{day}/{name}"):
+            abort(404, "Reports are named like 2017-06-01/drift.html.")
+        try:
+            body = ctx.store.get_bytes(keys.monitoring_report_key(day, name))
+        except StoreError:
+            abort(404, f"No report {name} for {day}.")
+        return Response(body, mimetype="text/html")
+
+
+def metrics_rows(metrics: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per day, model and version with each metric as a column (JSON-ready)."""
+    if metrics.empty:
+        return []
+    wide = metrics.pivot_table(
+        index=["metric_date", "model_name", "model_version"],
+        columns="metric",
+        values="value",
+        aggfunc="last",
+    ).reset_index()
+    wide["metric_date"] = wide["metric_date"].dt.strftime("%Y-%m-%d")
+    wide.columns.name = None
+    return data.records(wide.sort_values(["metric_date", "model_name", "model_version"]))

@@ -1,0 +1,126 @@
+"""A small world for the dashboard: a real MLflow registry (SQLite) with three model
+names and their versions, and monitoring rows for each version, without training.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from mlops.context import Context, open_context
+from mlops.contracts.models import CHALLENGER_ALIAS, move_champion
+from mlops.db import migrate
+from mlops.db.engine import make_engine
+from mlops.db.schema import equity_snapshots, monitoring_metrics, retrain_requests
+from mlops.runs import utcnow
+
+# name -> versions (holdout MAPE, the naive forecast's on the same holdout).
+MODELS: dict[str, list[tuple[float, float]]] = {
+    "stock-close": [(0.0100, 0.0110), (0.0098, 0.0105), (0.0120, 0.0105)],
+    "stock-close-mlp": [(0.0105, 0.0110), (0.0101, 0.0104)],
+    "stock-close-pooled": [(0.0099, 0.0110), (0.0097, 0.0102)],
+}
+CHAMPIONS = {"stock-close": "1", "stock-close-mlp": "1", "stock-close-pooled": "1"}
+CHALLENGERS = {"stock-close": "2", "stock-close-mlp": "2", "stock-close-pooled": "2"}
+DAYS = [date(2017, 6, 1) + timedelta(days=d) for d in range(14) if (d + 3) % 7 < 5]
+TOKEN = "s3cret-dashboard-token"
+
+
+def seed(settings: Any) -> Context:
+    """Migrate the database, register the models, write monitoring and equity rows."""
+    migrate.upgrade(make_engine(settings.db_url))
+    ctx = open_context(settings)
+    client = ctx.mlflow
+    source = Path(settings.mlops_home, "model-source").resolve()
+    source.mkdir(parents=True, exist_ok=True)
+    for name, versions in MODELS.items():
+        client.create_registered_model(name)
+        for mape, naive in versions:
+            tags = {
+                "model_name": name,
+                "holdout_mape": str(mape),
+                "baseline_holdout_mape": str(naive),
+                "dm_p_value_naive": "0.04" if mape < naive else "0.7",
+                "dataset_version": "2017-05-31-abc",
+                "train_end": "2017-04-28",
+            }
+            client.create_model_version(name, source.as_uri(), tags=tags)
+        move_champion(client, name, settings.champion_alias, CHAMPIONS[name])
+        client.set_registered_model_alias(name, CHALLENGER_ALIAS, CHALLENGERS[name])
+    _metrics(ctx)
+    return ctx
+
+
+def _metrics(ctx: Context) -> None:
+    now, rows = utcnow(), []
+    for n, day in enumerate(DAYS):
+        for m, (name, versions) in enumerate(MODELS.items()):
+            for version in (CHAMPIONS[name], CHALLENGERS[name]):
+                base = versions[int(version) - 1][0] + 0.001 * ((n + m) % 3)
+                figures = {
+                    "mape": base,
+                    "wmape": base * 0.98,
+                    "mae": base * 150,
+                    "rmse": base * 190,
+                    "directional_accuracy": 0.5 + 0.01 * (n % 4),
+                    "naive_mape": 0.0115,
+                    "naive_wmape": 0.0113,
+                    "naive_mae": 1.7,
+                    "naive_rmse": 2.2,
+                    "n": 5.0,
+                }
+                rows += [(day, name, version, k, v) for k, v in figures.items()]
+        flags = {
+            "drift_share": 0.2 + 0.05 * (n % 5),
+            "drift_threshold": 0.35,
+            "trigger_drift": 1.0 if 0.2 + 0.05 * (n % 5) > 0.35 else 0.0,
+            "trigger_mape": 0.0,
+            "trigger_naive_ratio": 1.0 if n == 3 else 0.0,
+        }
+        rows += [(day, "stock-close", "1", k, v) for k, v in flags.items()]
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            monitoring_metrics.insert(),
+            [
+                {
+                    "metric_date": day,
+                    "model_name": name,
+                    "model_version": version,
+                    "symbol": "ALL",
+                    "metric": metric,
+                    "value": value,
+                    "window_days": 20,
+                    "created_at": now,
+                }
+                for day, name, version, metric, value in rows
+            ],
+        )
+        for n, day in enumerate(DAYS):
+            for broker, account, cash in (("paper", "paper", 100_000.0), ("alpaca", "PA1", 5e3)):
+                conn.execute(
+                    equity_snapshots.insert().values(
+                        snapshot_date=day,
+                        broker=broker,
+                        account=account,
+                        cash=cash,
+                        positions_value=0.0,
+                        equity=cash * (1 + 0.001 * n),
+                        benchmark_equity=cash * (1 + 0.002 * n),
+                        positions="{}",
+                        created_at=now,
+                    )
+                )
+        conn.execute(
+            retrain_requests.insert().values(
+                requested_date=DAYS[3],
+                model_version="1",
+                reason="MAPE worse than 1.25 x the naive forecast's",
+                status="open",
+                created_at=now,
+            )
+        )
+
+
+def expected_drift_days() -> int:
+    return sum(1 for n in range(len(DAYS)) if 0.2 + 0.05 * (n % 5) > 0.35)
