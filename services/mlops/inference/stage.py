@@ -100,10 +100,11 @@ def scoring_plan(ctx: Context) -> list[tuple[ModelRef, str]]:
     settings, client = ctx.settings, ctx.mlflow
     plan: list[tuple[ModelRef, str]] = []
     for name in catalog.model_names(settings):
-        if name == settings.model_name:
-            top = require_champion(client, name, settings.champion_alias)
-        else:
-            top = champion(client, name, settings.champion_alias)
+        top: ModelRef | None = (
+            require_champion(client, name, settings.champion_alias)
+            if name == settings.model_name
+            else champion(client, name, settings.champion_alias)
+        )
         refs = shadow_refs(client, name, settings.champion_alias)
         if top is not None and top.version not in {r.version for r in refs}:
             refs.insert(0, top)  # a champion is scored even if tagged archived
