@@ -9,6 +9,7 @@ artifacts as ``stock-close`` v1, registered again under that name) its champion.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from datetime import date
@@ -32,10 +33,8 @@ class ShadowHome:
         from mlflow.exceptions import MlflowException
 
         client = self.ctx.mlflow
-        try:
+        with contextlib.suppress(MlflowException):  # already registered
             client.create_registered_model(name)
-        except MlflowException:
-            pass  # already registered
         version = str(client.create_model_version(name, source, run_id=run_id).version)
         if alias is not None:
             client.set_registered_model_alias(name, alias, version)
