@@ -10,8 +10,8 @@ A window of ``MONITOR_WINDOW_DAYS`` tested against years of data flags most feat
 most days, drift or not. So the threshold is calibrated: past windows of the same length
 inside the training window are each tested against the rest of the training data, exactly
 as the live window is tested against all of it, and the alarm's threshold is the share
-those windows exceed with probability ``MONITOR_DRIFT_FALSE_ALARM_RATE`` (the
-``1 - rate`` quantile, taking the next higher observed share). The shares are cached in
+at most ``MONITOR_DRIFT_FALSE_ALARM_RATE`` of those windows exceed (their ``1 - rate``
+quantile). The shares are cached in
 the store per model version (``keys.drift_calibration_key``).
 """
 
@@ -85,12 +85,14 @@ def window_shares(history: pd.DataFrame, columns: list[str], window_days: int) -
 
 
 def quantile_threshold(shares: list[float], false_alarm_rate: float) -> float | None:
-    """The share past windows exceed at most ``false_alarm_rate`` of the time; None when
-    there are too few windows to say.
+    """The lowest past share that at most ``false_alarm_rate`` of the past windows exceed
+    (the ``1 - rate`` quantile, inverted CDF); None when there are too few windows to say.
     """
     if len(shares) < MIN_CALIBRATION_WINDOWS:
         return None
-    return float(np.quantile(np.asarray(shares), 1.0 - false_alarm_rate, method="higher"))
+    ordered = sorted(shares)
+    rank = math.ceil(len(ordered) * (1.0 - false_alarm_rate) - 1e-9)
+    return float(ordered[max(rank, 1) - 1])
 
 
 @dataclass(frozen=True)
