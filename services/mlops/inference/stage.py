@@ -194,12 +194,12 @@ def _write(ctx: Context, batch: pd.DataFrame, ref: ModelRef, role: str, day: dat
     key = keys.predictions_key(day, ref.name, ref.version)
     put_parquet(ctx.store, key, batch.drop(columns=["created_at"]))
     log.info(
-        "Scored %d symbols for %s with %s v%s, %s (%d new rows)",
+        "Scored %d symbols for %s with %s v%s%s (%d new rows)",
         len(batch),
         day,
         ref.name,
         ref.version,
-        role,
+        "" if role == CHAMPION_ROLE else " in shadow",
         new_rows,
     )
     return ScoredVersion(ref.name, ref.version, role, new_rows, key)

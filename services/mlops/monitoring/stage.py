@@ -136,11 +136,9 @@ def run(
     _record(ctx, result, rows)
     put_json(ctx.store, f"{prefix}/summary.json", _summary(result))
     log.info(
-        "Monitored %s: %d predictions of the champion scored (%d versions), MAPE %s, "
-        "drift share %s (threshold %s)%s",
+        "Monitored %s: %d predictions scored, MAPE %s, drift share %s (threshold %s)%s",
         day,
         result.evaluated,
-        len(result.versions),
         _fmt(result.metrics.get("mape")),
         _fmt(result.drift_share),
         _fmt(result.drift_threshold),
