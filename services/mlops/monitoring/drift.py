@@ -28,7 +28,7 @@ from mlops.store import ObjectStore, get_json, put_json
 
 KS_METHOD = "ks"
 P_VALUE_THRESHOLD = 0.05  # evidently's default for "ks": drift when p <= 0.05
-MAX_CALIBRATION_WINDOWS = 60  # enough for a 5 % quantile, cheap to test (< 1 s)
+MAX_CALIBRATION_WINDOWS = 60  # enough for a 5 % quantile; a few seconds once per version
 MIN_CALIBRATION_WINDOWS = 5  # fewer past windows say nothing about the false-alarm rate
 
 
