@@ -1,7 +1,7 @@
 """A private copy of the trained model's home with a registry set up for shadow scoring.
 
 The copy shares the trained runs' artifacts (read only) and owns its registry, database
-and store, so a test may move aliases, register names and write predictions freely:
+and store (emptied of the predictions and monitoring other tests left in the trained home), so a test may move aliases, register names and write predictions freely:
 ``stock-close`` v1 champion and v2 challenger, and ``stock-close-mlp`` v1 (the same
 artifacts as ``stock-close`` v1, registered again under that name) its champion.
 ``stock-close-pooled`` has no version.
@@ -18,6 +18,7 @@ from typing import Any
 
 from inference.trained_model import Trained
 from mlops.contracts.models import CHALLENGER_ALIAS
+from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 
 OTHER_MODEL = "stock-close-mlp"
 
@@ -56,6 +57,12 @@ def shadow_home(trained: Trained, tmp_path: Path, **env: object) -> ShadowHome:
     shutil.copytree(trained.home, home)
     settings = trained.settings(MLOPS_HOME=str(home), **env)
     ctx = open_context(settings)
+    # Whatever other tests of the session wrote in the trained home is not this test's.
+    with ctx.engine.begin() as conn:
+        for table in (predictions, monitoring_metrics, retrain_requests):
+            conn.execute(table.delete())
+    for key in ctx.store.list("predictions/"):
+        ctx.store.delete(key)
     client = ctx.mlflow
     champion, challenger = trained.versions
     name = settings.model_name
