@@ -1,9 +1,9 @@
 """A private copy of the trained model's home with a registry set up for shadow scoring.
 
 The copy shares the trained runs' artifacts (read only) and owns its registry, database
-and store (emptied of the predictions and monitoring other tests left in the trained home), so a test may move aliases, register names and write predictions freely:
-``stock-close`` v1 champion and v2 challenger, and ``stock-close-mlp`` v1 (the same
-artifacts as ``stock-close`` v1, registered again under that name) its champion.
+and store, emptied of the predictions and monitoring other tests left in the trained
+home: ``stock-close`` v1 champion and v2 challenger, and ``stock-close-mlp`` v1 (the
+same artifacts as ``stock-close`` v1, registered again under that name) its champion.
 ``stock-close-pooled`` has no version.
 """
 
