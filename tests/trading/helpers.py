@@ -40,7 +40,15 @@ def closes_on(ctx: Context, day: date) -> pd.Series:
     return frame[frame["date"] == pd.Timestamp(day)].set_index("symbol")["close"]
 
 
-def predict(ctx: Context, day: date, changes: dict[str, float], version: str = "1") -> None:
+def predict(
+    ctx: Context,
+    day: date,
+    changes: dict[str, float],
+    version: str = "1",
+    *,
+    model_name: str = "stock-close",
+    role: str = "champion",
+) -> None:
     """Publish the day's dataset and write predictions with chosen expected changes."""
     data_prep.run(ctx, as_of=day)
     closes = closes_on(ctx, day)
@@ -48,8 +56,9 @@ def predict(ctx: Context, day: date, changes: dict[str, float], version: str = "
         {
             "symbol": symbol,
             "prediction_date": day,
-            "model_name": "stock-close",
+            "model_name": model_name,
             "model_version": version,
+            "role": role,
             "predicted_close": float(closes[symbol]) * (1 + change),
             "last_close": float(closes[symbol]),
             "expected_change": change,

@@ -82,6 +82,35 @@ def test_trade_without_predictions_fails_clearly(make_settings, tmp_path):
     assert count(ctx, trade_decisions) == 0
 
 
+def test_only_the_trading_champions_predictions_trade(make_settings, tmp_path):
+    """Challengers of the trading model and other models' champions are scored in shadow,
+    later than the champion: their predictions never decide a trade.
+    """
+    ctx = make_ctx(make_settings, tmp_path)
+    champion = {**FLAT, "AAPL": 0.02}
+    predict(ctx, DAY1, champion, version="1")
+    predict(ctx, DAY1, {**FLAT, "TSLA": 0.05}, version="2", role="challenger")
+    predict(ctx, DAY1, {**FLAT, "GOOGL": 0.05}, version="1", model_name="stock-close-mlp")
+    result = trade.run(ctx, as_of=DAY1)
+    assert result.model_version == "1"
+    assert result.decisions == {
+        "AAPL": "buy",
+        "COKE": "hold",
+        "GOOGL": "hold",
+        "TSLA": "hold",
+        "YHOO": "hold",
+    }
+    assert [r["symbol"] for r in rows(ctx, orders)] == ["AAPL"]
+
+
+def test_a_challenger_alone_does_not_trade(make_settings, tmp_path):
+    ctx = make_ctx(make_settings, tmp_path)
+    predict(ctx, DAY1, {**FLAT, "TSLA": 0.05}, version="2", role="challenger")
+    with pytest.raises(DataError, match="from the champion of stock-close"):
+        trade.run(ctx, as_of=DAY1)
+    assert count(ctx, trade_decisions) == 0
+
+
 def test_kill_switch_stops_every_order_until_resumed(make_settings, tmp_path):
     ctx = make_ctx(make_settings, tmp_path)
     predict(ctx, DAY1, {**FLAT, "AAPL": 0.02})

@@ -10,6 +10,7 @@
     raw/alphavantage/<symbol>/responses/              every API answer, before parsing
     predictions/<day>/<model>-v<version>.parquet      one batch of predictions
     reports/monitoring/<day>/{quality,drift}.html     evidently reports, summary.json
+    monitoring/drift-calibration/<model>-v<version>.json   a version's drift calibration
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ RAW_ALPHAVANTAGE_PREFIX = "raw/alphavantage"
 PREDICTIONS_PREFIX = "predictions"
 MONITORING_REPORTS_PREFIX = "reports/monitoring"
 REPORT_NAMES = ("quality", "drift")
+DRIFT_CALIBRATION_PREFIX = "monitoring/drift-calibration"
 
 
 def dataset_folder(version: str) -> str:
@@ -92,3 +94,8 @@ def monitoring_reports_prefix(day: date | str) -> str:
 def monitoring_report_key(day: date | str, name: str) -> str:
     """``reports/monitoring/<day>/<name>``; ``name`` is a file name (``quality.html``)."""
     return f"{monitoring_reports_prefix(day)}/{name}"
+
+
+def drift_calibration_key(model_name: str, model_version: str) -> str:
+    """The drift shares of past training windows of one model version (monitoring's cache)."""
+    return f"{DRIFT_CALIBRATION_PREFIX}/{model_name}-v{model_version}.json"

@@ -1,8 +1,10 @@
 """Predictions: what batch inference hands to trading and monitoring (table ``predictions``).
 
 One row per (symbol, prediction date, model name, model version): the predicted next
-close, the close it was made from and the expected change. Monitoring joins them with the
-close that came true (:func:`realized`).
+close, the close it was made from, the expected change and the version's ``role`` that
+day: ``champion`` for the version holding the champion alias (the trading model's champion
+alone feeds trading), ``challenger`` for a version scored in shadow beside it. Monitoring
+joins them with the close that came true (:func:`realized`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import pandas as pd
 from mlops.contracts.columns import TARGET_COLUMN, TARGET_DATE_COLUMN
 
 PREDICTION_KEY = ("symbol", "prediction_date", "model_name", "model_version")
+CHAMPION_ROLE = "champion"
+CHALLENGER_ROLE = "challenger"
 
 
 def realized(preds: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:

@@ -72,6 +72,8 @@ predictions = Table(
     Column("expected_change", Float, nullable=False),
     Column("dataset_version", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # champion (feeds trading) or challenger (scored in shadow); migration 0005.
+    Column("role", String(16), nullable=False, server_default="champion"),
     UniqueConstraint(
         "symbol", "prediction_date", "model_name", "model_version", name="uq_predictions_key"
     ),

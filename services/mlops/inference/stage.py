@@ -1,27 +1,47 @@
-"""``mlops batch-infer``: predict the next close of every symbol from its latest prepared day.
+"""``mlops batch-infer``: predict the next close of every symbol from its latest prepared day,
+with the trading model's champion and, in shadow, every other version worth watching.
+
+For each model of the catalog (``MODEL_NAME`` first), the versions scored are its champion
+and its challenger (:func:`~mlops.contracts.models.shadow_refs`: never an archived one).
+The trading model must have a champion; another model without a version is skipped. Each
+version's predictions carry its role (``champion`` or ``challenger``): only the trading
+model's champion feeds trading, the rest are scored to be monitored beside it.
 
 Predictions are upserted by (symbol, prediction date, model, version), so a rerun writes
-nothing new, and the batch is also written to the store as Parquet. The model is the fast
-predictor of ``mlops.inference.fast`` (Ludwig's own ``predict`` for a config it does not
-reproduce), and the rows are written in bulk.
+nothing new (it only brings the roles up to date after a promotion), and each version's
+batch is also written to the store as Parquet. The dataset is read once; each model is the
+fast predictor of ``mlops.contracts.predictor`` (Ludwig's own ``predict`` for a config it
+does not reproduce), and the rows are written in bulk.
+
+A shadow version that cannot be loaded or scored does not stop the others: every batch
+that could be scored is written, then the command fails (exit 4) naming the version and
+what to do about it. The trading champion failing fails the command at once.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
+from sqlalchemy import case, update
 
 from mlops.context import Context
-from mlops.contracts import datasets, keys
+from mlops.contracts import catalog, datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
-from mlops.contracts.models import load_registered, predict_close, require_champion
-from mlops.contracts.predictions import PREDICTION_KEY
+from mlops.contracts.models import (
+    ModelRef,
+    champion,
+    load_registered,
+    predict_close,
+    require_champion,
+    shadow_refs,
+)
+from mlops.contracts.predictions import CHALLENGER_ROLE, CHAMPION_ROLE, PREDICTION_KEY
 from mlops.db.schema import predictions
 from mlops.db.upsert import insert_new_bulk
-from mlops.errors import DataError
+from mlops.errors import DataError, ModelError
 from mlops.runs import utcnow
 from mlops.store import put_parquet
 
@@ -29,7 +49,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ScoredVersion:
+    """One model version scored for the day."""
+
+    model_name: str
+    model_version: str
+    role: str  # champion | challenger
+    new_rows: int
+    store_key: str
+
+
+@dataclass
 class BatchInferResult:
+    """The day's scoring; ``model_name``, ``model_version``, ``store_key`` are the trading
+    champion's, ``new_rows`` counts every version's.
+    """
+
     prediction_date: date
     model_name: str
     model_version: str
@@ -38,6 +73,16 @@ class BatchInferResult:
     skipped_symbols: list[str]
     new_rows: int
     store_key: str
+    scored: list[ScoredVersion] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # shadow versions that could not score
+
+
+class ShadowScoringError(ModelError):
+    """Shadow versions that could not be scored (the others were written)."""
+
+    def __init__(self, message: str, result: BatchInferResult) -> None:
+        super().__init__(message)
+        self.result = result  # printed as JSON before the error ends the command
 
 
 def latest_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -48,57 +93,148 @@ def latest_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return latest.sort_values("symbol").reset_index(drop=True), skipped
 
 
+def scoring_plan(ctx: Context) -> list[tuple[ModelRef, str]]:
+    """The versions to score and their roles: the trading champion first (required), then
+    its challenger, then each other catalog model's champion and challenger.
+    """
+    settings, client = ctx.settings, ctx.mlflow
+    plan: list[tuple[ModelRef, str]] = []
+    for name in catalog.model_names(settings):
+        top: ModelRef | None = (
+            require_champion(client, name, settings.champion_alias)
+            if name == settings.model_name
+            else champion(client, name, settings.champion_alias)
+        )
+        refs = shadow_refs(client, name, settings.champion_alias)
+        if top is not None and top.version not in {r.version for r in refs}:
+            refs.insert(0, top)  # a champion is scored even if tagged archived
+        if not refs:
+            log.info("Model %s has no champion or challenger to score: skipped.", name)
+        for ref in refs:
+            is_top = top is not None and ref.version == top.version
+            plan.append((ref, CHAMPION_ROLE if is_top else CHALLENGER_ROLE))
+    return plan
+
+
 def run(
     ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
 ) -> BatchInferResult:
     """Score the dataset published for ``as_of`` (never an older one unless allowed)."""
-    settings = ctx.settings
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
-    ref = require_champion(ctx.mlflow, settings.model_name, settings.champion_alias)
+    plan = scoring_plan(ctx)
     manifest, frame = datasets.load(ctx.store, version)
     rows, skipped = latest_rows(frame)
     if rows.empty:
         raise DataError(f"Dataset {version} has no scorable rows on its last day.")
     if skipped:
         log.info("No bar on %s for %s: not scored.", manifest.last_date, ", ".join(skipped))
-    model = load_registered(ctx.mlflow, ref)
-    predicted = predict_close(model, rows)
     prediction_date = rows["date"].iloc[0].date()
-    now = utcnow()
+    scored: list[ScoredVersion] = []
+    failed: list[str] = []
+    for ref, role in plan:
+        try:
+            model = load_registered(ctx.mlflow, ref)
+            predicted = predict_close(model, rows)
+        except Exception as exc:
+            if not scored:  # the trading champion: nothing to trade without it
+                raise
+            failed.append(_failure_sentence(ref, role, exc))
+            log.error("%s", failed[-1])
+            continue
+        batch = _batch(rows, ref, role, predicted, manifest.version)
+        scored.append(_write(ctx, batch, ref, role, prediction_date))
+    result = _result(prediction_date, manifest.version, rows, skipped, scored, failed)
+    if failed:
+        raise ShadowScoringError(
+            f"{len(failed)} shadow version(s) could not be scored (every other version's "
+            f"predictions were written): {' '.join(failed)}",
+            result,
+        )
+    return result
+
+
+def _batch(
+    rows: pd.DataFrame, ref: ModelRef, role: str, predicted: object, dataset_version: str
+) -> pd.DataFrame:
     batch = pd.DataFrame(
         {
             "symbol": rows["symbol"].astype(str),
-            "prediction_date": prediction_date,
+            "prediction_date": rows["date"].iloc[0].date(),
             "model_name": ref.name,
             "model_version": ref.version,
             "predicted_close": predicted,
             "last_close": rows["close"].to_numpy(dtype="float64"),
-            "dataset_version": manifest.version,
-            "created_at": now,
+            "dataset_version": dataset_version,
+            "created_at": utcnow(),
+            "role": role,
         }
     )
     batch["expected_change"] = (batch["predicted_close"] - batch["last_close"]) / batch[
         "last_close"
     ]
+    return batch
+
+
+def _write(ctx: Context, batch: pd.DataFrame, ref: ModelRef, role: str, day: date) -> ScoredVersion:
+    """Insert the version's new rows and set the day's roles of its model name, at once."""
     with ctx.engine.begin() as conn:
         new_rows = insert_new_bulk(conn, predictions, batch, keys=PREDICTION_KEY)
-    key = keys.predictions_key(prediction_date, ref.name, ref.version)
+        if role == CHAMPION_ROLE:
+            # After a promotion, the day's rows of the former champion stop being its.
+            conn.execute(
+                update(predictions)
+                .where(predictions.c.prediction_date == day, predictions.c.model_name == ref.name)
+                .values(
+                    role=case(
+                        (predictions.c.model_version == ref.version, CHAMPION_ROLE),
+                        else_=CHALLENGER_ROLE,
+                    )
+                )
+            )
+    key = keys.predictions_key(day, ref.name, ref.version)
     put_parquet(ctx.store, key, batch.drop(columns=["created_at"]))
     log.info(
-        "Scored %d symbols for %s with %s v%s (%d new rows)",
+        "Scored %d symbols for %s with %s v%s%s (%d new rows)",
         len(batch),
-        prediction_date,
+        day,
         ref.name,
         ref.version,
+        "" if role == CHAMPION_ROLE else " in shadow",
         new_rows,
     )
+    return ScoredVersion(ref.name, ref.version, role, new_rows, key)
+
+
+def _failure_sentence(ref: ModelRef, role: str, exc: Exception) -> str:
+    reason = str(exc).rstrip(".") or type(exc).__name__
+    if role == CHALLENGER_ROLE:
+        remedy = f"archive it with `mlops models archive {ref.name} {ref.version}`"
+    else:
+        remedy = (
+            f"retrain it with `mlops models retrain {ref.name}` or remove {ref.name} "
+            "from the model catalog (MODEL_CONFIGS_DIR)"
+        )
+    return f"{ref.name} version {ref.version} ({role}) failed: {reason}; {remedy}."
+
+
+def _result(
+    day: date,
+    dataset_version: str,
+    rows: pd.DataFrame,
+    skipped: list[str],
+    scored: list[ScoredVersion],
+    failed: list[str],
+) -> BatchInferResult:
+    trading = scored[0]
     return BatchInferResult(
-        prediction_date=prediction_date,
-        model_name=ref.name,
-        model_version=ref.version,
-        dataset_version=manifest.version,
-        symbols=batch["symbol"].tolist(),
+        prediction_date=day,
+        model_name=trading.model_name,
+        model_version=trading.model_version,
+        dataset_version=dataset_version,
+        symbols=rows["symbol"].astype(str).tolist(),
         skipped_symbols=skipped,
-        new_rows=new_rows,
-        store_key=key,
+        new_rows=sum(s.new_rows for s in scored),
+        store_key=trading.store_key,
+        scored=scored,
+        failed=failed,
     )

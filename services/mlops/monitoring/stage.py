@@ -1,11 +1,22 @@
 """``mlops monitor``: score predictions against the closes that came true, check feature
 drift against the champion's training window, record metrics, flag a retrain.
+
+Every version that batch inference scored (each catalog model's champion and challenger)
+gets its figures per symbol and overall (``ALL``) in ``monitoring_metrics``: MAE, RMSE,
+MAPE, WMAPE, directional accuracy, the naive forecast's MAE, RMSE, MAPE and WMAPE on the
+same rows, n, and the live window's paired tests ``dm_p_naive`` and ``dm_p_champion``
+(:mod:`mlops.monitoring.scores`). The retrain request is about the trading model's
+champion alone: its MAPE above ``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO``
+times the naive forecast's, or its feature drift share above the calibrated threshold
+(:mod:`mlops.monitoring.drift`); each trigger's firing is recorded every day (0 or 1),
+with the drift share, its threshold and each feature's p-value.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -18,10 +29,10 @@ from mlops.context import Context
 from mlops.contracts import datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
 from mlops.contracts.models import ModelRef, champion
-from mlops.contracts.predictions import realized
+from mlops.contracts.predictions import CHALLENGER_ROLE, CHAMPION_ROLE, realized
 from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 from mlops.db.upsert import insert_new, upsert
-from mlops.metrics import regression_metrics
+from mlops.monitoring import drift, scores
 from mlops.monitoring.reports import DRIFT_COLUMNS, drift_report, quality_report
 from mlops.runs import utcnow
 from mlops.settings import Settings
@@ -34,7 +45,24 @@ MIN_SCORED = 4  # fewer scored predictions than this say nothing about quality
 
 
 @dataclass
+class VersionFigures:
+    """One model version's live window: realized predictions, MAPE and paired tests."""
+
+    model_name: str
+    model_version: str
+    role: str  # the registry's now: champion or challenger
+    n: int
+    mape: float
+    dm_p_naive: float | None = None
+    dm_p_champion: float | None = None
+
+
+@dataclass
 class MonitorResult:
+    """The day's monitoring of the trading model's champion (``model_version``,
+    ``metrics``, drift, triggers), and every scored version's live figures (``versions``).
+    """
+
     day: date
     model_version: str | None
     evaluated: int
@@ -44,25 +72,30 @@ class MonitorResult:
     reasons: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
     market_closed: str | None = None  # why nothing was monitored: not a trading session
+    drift_threshold: float | None = None
+    drift_threshold_source: str | None = None  # calibrated | fixed (see monitoring.drift)
+    drift_p_values: dict[str, float] = field(default_factory=dict)
+    triggers: dict[str, bool] = field(default_factory=dict)
+    versions: list[VersionFigures] = field(default_factory=list)
 
 
 class _MetricRows:
-    """Rows for ``monitoring_metrics``: one per (model version, symbol, metric) of a day."""
+    """Rows for ``monitoring_metrics``: one per (model, version, symbol, metric) of a day."""
 
     def __init__(self, settings: Settings, day: date) -> None:
         self.settings, self.day, self.now = settings, day, utcnow()
         self.rows: list[dict[str, Any]] = []
 
-    def add(self, model_version: str, symbol: str, values: dict[str, float]) -> None:
+    def add(self, model_name: str, model_version: str, symbol: str, values: dict) -> None:
         for metric, value in values.items():
             self.rows.append(
                 {
                     "metric_date": self.day,
-                    "model_name": self.settings.model_name,
+                    "model_name": model_name,
                     "model_version": model_version,
                     "symbol": symbol,
                     "metric": metric,
-                    "value": value,
+                    "value": None if value is None or math.isnan(value) else float(value),
                     "window_days": self.settings.monitor_window_days,
                     "created_at": self.now,
                 }
@@ -83,68 +116,103 @@ def run(
     days = sorted(bars["date"].unique())
     window_start = pd.Timestamp(days[-settings.monitor_window_days :][0]).date()
     ref = champion(ctx.mlflow, settings.model_name, settings.champion_alias)
-    joined = _realized(ctx, bars, window_start, day)
-    result = MonitorResult(
-        day=day,
-        model_version=ref.version if ref else None,
-        evaluated=len(joined),
-        metrics={},
-        drift_share=None,
-        retrain=False,
-    )
+    joined = _realized(ctx, window_start, day, bars)
+    result = MonitorResult(day, ref.version if ref else None, 0, {}, None, False)
     rows = _MetricRows(settings, day)
     prefix = keys.monitoring_reports_prefix(day)
     if not joined.empty:
-        _score(ctx, joined, ref, result, rows, prefix)
+        _score_versions(ctx, joined, ref, result, rows)
+        _score_trading_champion(ctx, joined, ref, result, prefix)
     if ref is not None:
         recent = bars[bars["date"] >= pd.Timestamp(window_start)]
         _check_drift(ctx, ref, recent, result, rows, prefix)
-    result.reasons = _retrain_reasons(result, settings)
+    triggered = _triggers(result, settings)
+    result.reasons = [reason for reason in triggered.values() if reason]
+    result.triggers = {name: bool(reason) for name, reason in triggered.items()}
     result.retrain = bool(result.reasons)
+    if ref is not None:
+        flags = {name: float(flag) for name, flag in result.triggers.items()}
+        rows.add(ref.name, ref.version, ALL, flags)
     _record(ctx, result, rows)
     put_json(ctx.store, f"{prefix}/summary.json", _summary(result))
     log.info(
-        "Monitored %s: %d predictions scored, MAPE %s, drift share %s%s",
+        "Monitored %s: %d predictions scored, MAPE %s, drift share %s (threshold %s)%s",
         day,
         result.evaluated,
         _fmt(result.metrics.get("mape")),
         _fmt(result.drift_share),
+        _fmt(result.drift_threshold),
         f"; retrain requested ({'; '.join(result.reasons)})" if result.retrain else "",
     )
     return result
 
 
-def _realized(ctx: Context, bars: pd.DataFrame, start: date, day: date) -> pd.DataFrame:
-    """The model's predictions made in the window before ``day``, with what came true."""
+def _realized(ctx: Context, start: date, day: date, bars: pd.DataFrame) -> pd.DataFrame:
+    """Every model's predictions made in the window before ``day``, with what came true."""
     with ctx.engine.connect() as conn:
         preds = pd.read_sql(
             select(predictions).where(
-                predictions.c.prediction_date >= start,
-                predictions.c.prediction_date < day,
-                predictions.c.model_name == ctx.settings.model_name,
+                predictions.c.prediction_date >= start, predictions.c.prediction_date < day
             ),
             conn,
         )
     return realized(preds, bars) if not preds.empty else pd.DataFrame()
 
 
-def _score(
+def _score_versions(
     ctx: Context,
     joined: pd.DataFrame,
-    ref: ModelRef | None,
+    trading: ModelRef | None,
     result: MonitorResult,
     rows: _MetricRows,
-    prefix: str,
 ) -> None:
-    """Metrics per version and symbol; the champion's (else all) in the quality report."""
-    for model_version, group in joined.groupby("model_version"):
-        rows.add(str(model_version), ALL, _scores(group))
-        for symbol, part in group.groupby("symbol"):
-            rows.add(str(model_version), str(symbol), _scores(part))
-    current = joined[joined["model_version"] == (ref.version if ref else None)]
+    """Figures per model, version and symbol; paired tests per version."""
+    settings = ctx.settings
+    for name, by_model in joined.groupby("model_name"):
+        name = str(name)
+        top = (
+            trading
+            if name == settings.model_name
+            else champion(ctx.mlflow, name, settings.champion_alias)
+        )
+        top_rows = by_model[by_model["model_version"] == top.version] if top else None
+        for model_version, group in by_model.groupby("model_version"):
+            model_version = str(model_version)
+            is_top = top is not None and top.version == model_version
+            overall = scores.figures(group)
+            tests = scores.paired_tests(group, None if is_top else top_rows)
+            rows.add(name, model_version, ALL, {**overall, **tests})
+            for symbol, part in group.groupby("symbol"):
+                rows.add(name, model_version, str(symbol), scores.figures(part))
+            result.versions.append(
+                VersionFigures(
+                    name,
+                    model_version,
+                    CHAMPION_ROLE if is_top else CHALLENGER_ROLE,
+                    len(group),
+                    overall["mape"],
+                    tests.get("dm_p_naive"),
+                    tests.get("dm_p_champion"),
+                )
+            )
+
+
+def _score_trading_champion(
+    ctx: Context, joined: pd.DataFrame, ref: ModelRef | None, result: MonitorResult, prefix: str
+) -> None:
+    """The trading champion's figures (which the retrain rule reads) and quality report.
+
+    A champion without realized predictions yet (just promoted) is judged on the rows of
+    the versions that were champion on those days.
+    """
+    trading = joined[joined["model_name"] == ctx.settings.model_name]
+    current = trading[trading["model_version"] == (ref.version if ref else None)]
     if current.empty:
-        current = joined
-    result.metrics = _scores(current)
+        current = trading[trading["role"] == CHAMPION_ROLE]
+    if current.empty:
+        return
+    result.evaluated = len(current)
+    result.metrics = scores.figures(current)
     ctx.store.put_bytes(
         f"{prefix}/quality.html", quality_report(current), "text/html; charset=utf-8"
     )
@@ -159,17 +227,42 @@ def _check_drift(
     rows: _MetricRows,
     prefix: str,
 ) -> None:
-    """Drift of the recent window against the champion's training window."""
+    """Drift of the recent window against the champion's training window, and the alarm's
+    threshold (calibrated on that window's past windows, see :mod:`mlops.monitoring.drift`).
+    """
+    settings = ctx.settings
     reference = _training_window(ctx, ref)
     if reference is None:
         return
-    html, share = drift_report(
-        reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS], ctx.settings.monitor_drift_method
-    )
+    method = settings.monitor_drift_method
+    html, share = drift_report(reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS], method)
     ctx.store.put_bytes(f"{prefix}/drift.html", html, "text/html; charset=utf-8")
     result.reports["drift"] = ctx.store.uri(f"{prefix}/drift.html")
+    threshold = None
+    if method == drift.KS_METHOD:
+        result.drift_p_values = drift.ks_p_values(reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS])
+        share = drift.drift_share(result.drift_p_values)
+        shares = drift.calibration(
+            ctx.store,
+            ref.name,
+            ref.version,
+            settings.monitor_window_days,
+            list(DRIFT_COLUMNS),
+            reference,
+        ).shares
+        threshold = drift.quantile_threshold(shares, settings.monitor_drift_false_alarm_rate)
     result.drift_share = share
-    rows.add(ref.version, ALL, {"drift_share": share})
+    result.drift_threshold_source = "fixed" if threshold is None else "calibrated"
+    result.drift_threshold = (
+        settings.monitor_drift_share_threshold if threshold is None else threshold
+    )
+    p_rows = {f"drift_p:{column}": p for column, p in result.drift_p_values.items()}
+    rows.add(
+        ref.name,
+        ref.version,
+        ALL,
+        {"drift_share": share, "drift_threshold": result.drift_threshold, **p_rows},
+    )
 
 
 def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> None:
@@ -198,27 +291,28 @@ def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> None:
             )
 
 
-def _scores(frame: pd.DataFrame) -> dict[str, float]:
-    model = regression_metrics(frame["actual_close"], frame["predicted_close"])
-    naive = regression_metrics(frame["actual_close"], frame["last_close"])
-    return {**model, "naive_mape": naive["mape"], "naive_mae": naive["mae"], "n": float(len(frame))}
-
-
-def _retrain_reasons(result: MonitorResult, settings: Settings) -> list[str]:
-    """Why the model should be retrained; empty when it should not."""
-    reasons = []
-    mape = result.metrics.get("mape")
+def _triggers(result: MonitorResult, settings: Settings) -> dict[str, str | None]:
+    """Each retrain trigger on the trading champion, with its reason when it fired."""
+    enough = "mape" in result.metrics and result.metrics.get("n", 0) >= MIN_SCORED
+    mape = result.metrics.get("mape", 0.0)
     naive = result.metrics.get("naive_mape")
-    enough = (result.metrics.get("n") or 0) >= MIN_SCORED
-    if mape is not None and enough and mape > settings.monitor_mape_threshold:
-        reasons.append(f"MAPE {mape:.4f} above {settings.monitor_mape_threshold}")
+    triggers: dict[str, str | None] = {
+        "trigger_mape": None,
+        "trigger_naive_ratio": None,
+        "trigger_drift": None,
+    }
+    if enough and mape > settings.monitor_mape_threshold:
+        triggers["trigger_mape"] = f"MAPE {mape:.4f} above {settings.monitor_mape_threshold}"
     ratio = settings.monitor_baseline_ratio
-    if mape is not None and naive and enough and mape > naive * ratio:
-        reasons.append(f"MAPE {mape:.4f} above {ratio} x naive {naive:.4f}")
-    limit = settings.monitor_drift_share_threshold
-    if result.drift_share is not None and result.drift_share > limit:
-        reasons.append(f"drift share {result.drift_share:.2f} above {limit}")
-    return reasons
+    if enough and naive and mape > naive * ratio:
+        triggers["trigger_naive_ratio"] = f"MAPE {mape:.4f} above {ratio} x naive {naive:.4f}"
+    limit = result.drift_threshold
+    if result.drift_share is not None and limit is not None and result.drift_share > limit:
+        triggers["trigger_drift"] = (
+            f"drift share {result.drift_share:.2f} above {limit:.2f} "
+            f"({result.drift_threshold_source} threshold)"
+        )
+    return triggers
 
 
 def _training_window(ctx: Context, ref: ModelRef) -> pd.DataFrame | None:

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets
+from mlops.contracts.predictions import CHAMPION_ROLE
 from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
@@ -83,12 +84,24 @@ class TradeResult:
     halted: str | None = None
 
 
-def latest_signals(engine: Engine, day: date) -> tuple[list[strategy.Signal], str | None]:
-    """The newest model version's predictions made on ``day``."""
+def latest_signals(
+    engine: Engine, day: date, model_name: str
+) -> tuple[list[strategy.Signal], str | None]:
+    """The predictions ``model_name``'s champion made on ``day`` (never a challenger's).
+
+    Batch inference marks the version that held the champion alias when it scored (and
+    re-marks them after a promotion); should a day still hold two champion batches, the
+    newest is taken.
+    """
+    champion_rows = (
+        predictions.c.prediction_date == day,
+        predictions.c.model_name == model_name,
+        predictions.c.role == CHAMPION_ROLE,
+    )
     with engine.connect() as conn:
         newest = conn.execute(
             select(predictions.c.model_version)
-            .where(predictions.c.prediction_date == day)
+            .where(*champion_rows)
             .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
             .limit(1)
         ).scalar()
@@ -97,7 +110,7 @@ def latest_signals(engine: Engine, day: date) -> tuple[list[strategy.Signal], st
         rows = conn.execute(
             select(
                 predictions.c.symbol, predictions.c.predicted_close, predictions.c.last_close
-            ).where(predictions.c.prediction_date == day, predictions.c.model_version == newest)
+            ).where(*champion_rows, predictions.c.model_version == newest)
         ).all()
     return [strategy.Signal(s, float(p), float(c)) for s, p, c in rows], newest
 
@@ -134,10 +147,13 @@ def run(
         raise DataError(f"{stale}: no order was sent.")
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
     halted = _halted(ctx)
-    signals, model_version = latest_signals(ctx.engine, day)
+    signals, model_version = latest_signals(ctx.engine, day, ctx.settings.model_name)
     if not already and not halted:
         if not signals:
-            raise DataError(f"No predictions for {day}: run `mlops batch-infer` first.")
+            raise DataError(
+                f"No predictions for {day} from the champion of {ctx.settings.model_name}: "
+                "run `mlops batch-infer` first."
+            )
         _decide(ctx, broker, account_id, day, bars, signals, model_version)
     placed = [] if halted or stale else _submit_planned(ctx.engine, broker, account_id, day)
     result = TradeResult(

@@ -1,0 +1,193 @@
+"""``mlops monitor`` on a week of shadow scoring: figures per model, version and symbol,
+live paired tests, the calibrated drift alarm and the day's trigger flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from inference.shadow import OTHER_MODEL, shadow_home
+from inference.trained_model import Trained
+from mlops.contracts import datasets, keys
+from mlops.contracts.columns import DRIFT_FEATURES
+from mlops.contracts.predictions import realized
+from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
+from mlops.metrics import diebold_mariano
+from mlops.monitoring import drift
+from mlops.store import get_json, put_json
+
+DAYS = [date(2017, 6, d) for d in (1, 2, 5, 6, 7, 8, 9)]
+MONITOR_DAY = date(2017, 6, 12)
+FIGURES = {
+    "mae",
+    "rmse",
+    "mape",
+    "wmape",
+    "directional_accuracy",
+    "naive_mae",
+    "naive_rmse",
+    "naive_mape",
+    "naive_wmape",
+    "n",
+}
+pytestmark = pytest.mark.slow
+
+
+def _metrics(ctx) -> pd.DataFrame:
+    with ctx.engine.connect() as conn:
+        return pd.read_sql(select(monitoring_metrics), conn)
+
+
+def _value(metrics: pd.DataFrame, name: str, version: str, metric: str, symbol: str = "ALL"):
+    hit = metrics[
+        (metrics.model_name == name)
+        & (metrics.model_version == version)
+        & (metrics.symbol == symbol)
+        & (metrics.metric == metric)
+    ]
+    return None if hit.empty else hit["value"].item()
+
+
+@pytest.fixture(scope="module")
+def week(trained: Trained, tmp_path_factory):
+    """A home where every version was scored each day of a week, then monitored."""
+    from mlops.inference import stage as batch_infer
+    from mlops.monitoring import stage as monitor
+
+    home = shadow_home(trained, tmp_path_factory.mktemp("week"))
+    for day in DAYS:
+        home.prepare(day)
+        batch_infer.run(home.ctx, as_of=day)
+    home.prepare(MONITOR_DAY)
+    result = monitor.run(home.ctx, as_of=MONITOR_DAY)
+    yield home, result
+    home.close()
+
+
+def test_every_version_gets_its_figures_per_symbol_and_overall(week):
+    home, result = week
+    ctx, v1, v2 = home.ctx, home.champion, home.challenger
+    metrics = _metrics(ctx)
+    versions = {("stock-close", v1), ("stock-close", v2), (OTHER_MODEL, "1")}
+    for name, version in versions:
+        for symbol in ["ALL", "AAPL", "COKE", "GOOGL", "TSLA", "YHOO"]:
+            got = set(
+                metrics[
+                    (metrics.model_name == name)
+                    & (metrics.model_version == version)
+                    & (metrics.symbol == symbol)
+                ]["metric"]
+            )
+            assert got >= FIGURES, (name, version, symbol)
+    # Checked against the stored predictions and the closes that came true.
+    with ctx.engine.connect() as conn:
+        preds = pd.read_sql(select(predictions), conn)
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, MONITOR_DAY))
+    joined = realized(preds, bars)
+    mine = joined[(joined.model_name == "stock-close") & (joined.model_version == v2)]
+    error = (mine.predicted_close - mine.actual_close).abs()
+    assert _value(metrics, "stock-close", v2, "n") == len(mine) == 5 * len(DAYS)
+    assert _value(metrics, "stock-close", v2, "mae") == pytest.approx(error.mean())
+    assert _value(metrics, "stock-close", v2, "wmape") == pytest.approx(
+        error.sum() / mine.actual_close.sum()
+    )
+    up = np.sign(mine.predicted_close - mine.last_close) == np.sign(
+        mine.actual_close - mine.last_close
+    )
+    assert _value(metrics, "stock-close", v2, "directional_accuracy") == pytest.approx(up.mean())
+    naive = (mine.last_close - mine.actual_close).abs()
+    assert _value(metrics, "stock-close", v2, "naive_mae") == pytest.approx(naive.mean())
+    # The other name carries the champion's artifacts: the same figures, its own rows.
+    assert _value(metrics, OTHER_MODEL, "1", "mape") == pytest.approx(
+        _value(metrics, "stock-close", v1, "mape")
+    )
+    assert {(v.model_name, v.model_version, v.role) for v in result.versions} == {
+        ("stock-close", v1, "champion"),
+        ("stock-close", v2, "challenger"),
+        (OTHER_MODEL, "1", "champion"),
+    }
+    # The retrain rule reads the trading champion's figures alone.
+    assert result.model_version == v1 and result.evaluated == 5 * len(DAYS)
+    assert result.metrics["mape"] == pytest.approx(_value(metrics, "stock-close", v1, "mape"))
+
+
+def test_live_paired_tests_against_naive_and_the_champion(week):
+    home, _ = week
+    ctx, v1, v2 = home.ctx, home.champion, home.challenger
+    metrics = _metrics(ctx)
+    with ctx.engine.connect() as conn:
+        preds = pd.read_sql(select(predictions), conn)
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, MONITOR_DAY))
+    joined = realized(preds, bars)
+    joined["ape"] = (joined.predicted_close - joined.actual_close).abs() / joined.actual_close
+    joined["naive_ape"] = (joined.last_close - joined.actual_close).abs() / joined.actual_close
+    trading = joined[joined.model_name == "stock-close"]
+    daily = trading.pivot_table(index="prediction_date", columns="model_version", values="ape")
+    naive = trading[trading.model_version == v2].groupby("prediction_date")["naive_ape"].mean()
+    expected_champion = diebold_mariano(daily[v2].to_numpy(), daily[v1].to_numpy()).p_value
+    expected_naive = diebold_mariano(daily[v2].to_numpy(), naive.to_numpy()).p_value
+    assert _value(metrics, "stock-close", v2, "dm_p_champion") == pytest.approx(expected_champion)
+    assert _value(metrics, "stock-close", v2, "dm_p_naive") == pytest.approx(expected_naive)
+    # Champions are not tested against themselves; every version against naive.
+    assert _value(metrics, "stock-close", v1, "dm_p_champion") is None
+    assert _value(metrics, OTHER_MODEL, "1", "dm_p_champion") is None
+    assert _value(metrics, "stock-close", v1, "dm_p_naive") is not None
+    assert _value(metrics, OTHER_MODEL, "1", "dm_p_naive") is not None
+
+
+def test_drift_is_recorded_with_its_calibrated_threshold_and_the_triggers(week):
+    home, result = week
+    ctx, v1 = home.ctx, home.champion
+    metrics = _metrics(ctx)
+    champion_rows = metrics[
+        (metrics.model_name == "stock-close")
+        & (metrics.model_version == v1)
+        & (metrics.symbol == "ALL")
+        & (metrics.metric_date == MONITOR_DAY)
+    ].set_index("metric")["value"]
+    assert {f"drift_p:{c}" for c in DRIFT_FEATURES} <= set(champion_rows.index)
+    assert result.drift_p_values == pytest.approx(
+        {c: champion_rows[f"drift_p:{c}"] for c in DRIFT_FEATURES}
+    )
+    share = sum(p <= 0.05 for p in result.drift_p_values.values()) / len(DRIFT_FEATURES)
+    assert champion_rows["drift_share"] == result.drift_share == pytest.approx(share)
+    # The threshold comes from the cached calibration of this champion version.
+    cached = get_json(ctx.store, keys.drift_calibration_key("stock-close", v1))
+    assert cached["window_days"] == ctx.settings.monitor_window_days
+    assert len(cached["shares"]) >= drift.MIN_CALIBRATION_WINDOWS
+    assert result.drift_threshold_source == "calibrated"
+    assert (
+        champion_rows["drift_threshold"]
+        == result.drift_threshold
+        == drift.quantile_threshold(cached["shares"], ctx.settings.monitor_drift_false_alarm_rate)
+    )
+    flags = {k: champion_rows[k] for k in ("trigger_mape", "trigger_naive_ratio", "trigger_drift")}
+    assert set(flags.values()) <= {0.0, 1.0}
+    assert flags["trigger_drift"] == float(result.drift_share > result.drift_threshold)
+    assert result.retrain == any(flags.values())
+
+
+def test_the_cached_calibration_decides_the_alarm(week):
+    """Planted in the store, a calibration that says any drift is rare raises the alarm."""
+    from mlops.monitoring import stage as monitor
+
+    home, first = week
+    ctx, v1 = home.ctx, home.champion
+    assert first.drift_share and first.drift_share > 0
+    key = keys.drift_calibration_key("stock-close", v1)
+    planted = drift.Calibration(
+        "stock-close", v1, ctx.settings.monitor_window_days, list(DRIFT_FEATURES), [0.0] * 20
+    )
+    put_json(ctx.store, key, asdict(planted))
+    again = monitor.run(ctx, as_of=MONITOR_DAY)
+    assert again.drift_threshold == 0.0 and again.triggers["trigger_drift"]
+    assert any("calibrated threshold" in r for r in again.reasons)
+    with ctx.engine.connect() as conn:
+        (request,) = conn.execute(select(retrain_requests)).mappings().all()
+    assert request["requested_date"] == MONITOR_DAY and "drift share" in request["reason"]
