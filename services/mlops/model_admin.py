@@ -206,6 +206,9 @@ def rollback(
         )
     client.set_registered_model_alias(name, alias, previous.version)
     client.set_registered_model_tag(name, CHAMPION_STACK_TAG, ",".join(stack))
+    challenger = champion(client, name, CHALLENGER_ALIAS)
+    if challenger is not None and challenger.version == previous.version:
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
     details = {"from": current.version}
     return record(
         engine, Action("rollback", name, previous.version, actor, reason or "rollback", details)
