@@ -329,26 +329,29 @@ def _p(value: float | None) -> str:
 
 
 def models_table(models: list[dict[str, Any]]) -> Any:
-    """The per-model table: champion vs naive on the holdout and live, with p-values."""
+    """The per-model table, one column per model: champion and challenger, the champion's
+    holdout MAPE against the naive forecast's with its Diebold-Mariano p-values, and its
+    latest live MAPE against the naive forecast's.
+    """
     from rich.table import Table
 
-    table = Table(title="Models (champion's figures; p: Diebold-Mariano, one-sided)")
-    for column in ("model", "champion", "challenger", "holdout MAPE", "naive", "p naive"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for column in ("p champion", "live MAPE", "live naive"):
-        table.add_column(column, justify="right")
+    table = Table(title="Models (the champion's figures; p: Diebold-Mariano, one-sided)")
+    table.add_column("model")
     for m in models:
-        table.add_row(
-            m["model"] + (" (paused)" if m["paused"] else ""),
-            m["champion"] or "-",
-            m["challenger"] or "-",
-            _percent(m["holdout_mape"]),
-            _percent(m["naive_mape"]),
-            _p(m["dm_p_naive"]),
-            _p(m["dm_p_champion"]),
-            _percent(m["live_mape"]),
-            _percent(m["live_naive_mape"]),
-        )
+        name = m["model"] + (" (paused)" if m["paused"] else "")
+        table.add_column(name, justify="right", overflow="fold")
+    lines = (
+        ("champion", lambda m: m["champion"] or "-"),
+        ("challenger", lambda m: m["challenger"] or "-"),
+        ("holdout MAPE", lambda m: _percent(m["holdout_mape"])),
+        ("naive", lambda m: _percent(m["naive_mape"])),
+        ("p vs naive", lambda m: _p(m["dm_p_naive"])),
+        ("p vs champion", lambda m: _p(m["dm_p_champion"])),
+        ("live MAPE", lambda m: _percent(m["live_mape"])),
+        ("live naive", lambda m: _percent(m["live_naive_mape"])),
+    )
+    for label, cell in lines:
+        table.add_row(label, *(cell(m) for m in models))
     return table
 
 
