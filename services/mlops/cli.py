@@ -226,6 +226,146 @@ def _context() -> Any:
     return open_context(settings)
 
 
+models_app = typer.Typer(
+    help="The model registry: list the catalog's models and versions, promote, roll back, "
+    "archive, pause or resume scheduled training, retrain now. Every action is audited.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the audit table.")]
+
+
+def _admin() -> tuple[Any, Any, str]:
+    """The context, the MLflow client and who acts (``cli:<login>``)."""
+    from mlops.model_admin import default_actor
+
+    ctx = _context()
+    return ctx, ctx.mlflow, default_actor("cli")
+
+
+@models_app.command("list")
+def models_list_cmd(
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Also write the rows as JSON to this file.")
+    ] = None,
+) -> None:
+    """Every version of every catalog model: status, lineage, holdout and live figures."""
+    from mlops.contracts.catalog import model_names
+    from mlops.model_admin import inventory, table
+
+    ctx, client, _ = _admin()
+    rows = inventory(
+        client, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
+    )
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    typer.echo(table(rows))
+
+
+@models_app.command("promote")
+def models_promote_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; kept as a registry tag.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even a version that loses to the naive.")
+    ] = False,
+) -> None:
+    """Make VERSION the champion (refused when it loses to the naive forecast, unless --force)."""
+    from mlops.model_admin import promote
+
+    ctx, client, actor = _admin()
+    action = promote(
+        client,
+        ctx.engine,
+        name,
+        version,
+        alias=ctx.settings.champion_alias,
+        reason=reason,
+        actor=actor,
+        force=force,
+        max_p_value=ctx.settings.promotion_max_p_value,
+    )
+    typer.echo(action.sentence())
+
+
+@models_app.command("rollback")
+def models_rollback_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")], reason: Reason = ""
+) -> None:
+    """Point the champion alias back at the previous champion (the history is kept)."""
+    from mlops.model_admin import rollback
+
+    ctx, client, actor = _admin()
+    action = rollback(
+        client, ctx.engine, name, alias=ctx.settings.champion_alias, reason=reason, actor=actor
+    )
+    typer.echo(action.sentence())
+
+
+@models_app.command("archive")
+def models_archive_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to archive (never the champion).")],
+    reason: Reason = "",
+) -> None:
+    """Archive VERSION: never scored, promoted or rolled back to again."""
+    from mlops.model_admin import archive
+
+    ctx, client, actor = _admin()
+    action = archive(
+        client,
+        ctx.engine,
+        name,
+        version,
+        alias=ctx.settings.champion_alias,
+        reason=reason,
+        actor=actor,
+    )
+    typer.echo(action.sentence())
+
+
+@models_app.command("pause")
+def models_pause_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")], reason: Reason = ""
+) -> None:
+    """Pause the model's scheduled training (`mlops daily`, the weekly CronJob, the demo)."""
+    from mlops.model_admin import set_paused
+
+    ctx, client, actor = _admin()
+    typer.echo(set_paused(client, ctx.engine, name, True, reason=reason, actor=actor).sentence())
+
+
+@models_app.command("resume")
+def models_resume_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")], reason: Reason = ""
+) -> None:
+    """Resume the model's scheduled training."""
+    from mlops.model_admin import set_paused
+
+    ctx, client, actor = _admin()
+    typer.echo(set_paused(client, ctx.engine, name, False, reason=reason, actor=actor).sentence())
+
+
+@models_app.command("retrain")
+def models_retrain_cmd(
+    name: Annotated[str, typer.Argument(help="Catalog model name.")],
+    as_of: AsOf = None,
+    reason: Reason = "",
+) -> None:
+    """Train the model now: in the cluster a training Job, on a laptop here (TRAINING_RUNNER)."""
+    from mlops.model_admin import default_actor
+    from mlops.orchestration import retrain_model
+    from mlops.settings import parse_date
+
+    ctx = _context()
+    outcome = retrain_model(
+        ctx, name, actor=default_actor("cli"), as_of=parse_date(as_of), reason=reason
+    )
+    typer.echo(outcome.sentence())
+
+
 @app.command("backtest")
 def backtest_cmd(
     model: Annotated[
@@ -321,7 +461,7 @@ def daily_cmd(
     from mlops import log
     from mlops.context import database_engine
     from mlops.db.migrate import require_current
-    from mlops.orchestration import run_daily
+    from mlops.orchestration import record_scheduled_training, run_daily
     from mlops.pipeline import plan_retraining
     from mlops.settings import load_settings, parse_date
 
@@ -337,6 +477,7 @@ def daily_cmd(
         rerun_failed=rerun_failed,
         poll_seconds=poll_seconds,
         retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
+        on_training=lambda job, reason: record_scheduled_training(engine, job, reason),
     )
     typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 

@@ -1,9 +1,12 @@
 """``mlops demo``: replay the bundled sample as if live, on embedded defaults.
 
-Train on the data up to the day before the replay, then for each replayed trading day run
-the daily pipeline of ``mlops.pipeline`` as that day (its stages in order, then a
-training when the retrain rule says so). Every stage is the same function its Kubernetes
-Job runs; the stages are called in process instead of as Jobs.
+Train every model of the catalog on the data up to the day before the replay, then for
+each replayed trading day run the daily pipeline of ``mlops.pipeline`` as that day (its
+stages in order, then, when the retrain rule says so, a training of every catalog model
+that is not paused: ``mlops models pause`` holds one back). Every stage is the same
+function its Kubernetes Job runs; the stages are called in process instead of as Jobs.
+The summary ends with one line per model: its champion and challenger, the champion's
+holdout MAPE against the naive forecast's, its Diebold-Mariano p-values and its live MAPE.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from sqlalchemy import func, select
 from mlops import log as mlops_log
 from mlops.context import Context, open_context
 from mlops.contracts import keys
+from mlops.contracts.catalog import model_names
 from mlops.data_prep.sources import load_sample
 from mlops.db import migrate
 from mlops.db.engine import make_engine
 from mlops.db.schema import equity_snapshots, orders, predictions, retrain_requests
 from mlops.errors import ConfigError, ModelError
-from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, plan_retraining
+from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, plan_retraining, scheduled_models
 from mlops.runs import run_stage
 from mlops.settings import load_settings
 
@@ -58,6 +62,7 @@ class DemoSummary:
     threshold: float
     last_drift_share: float | None
     retrain_requests: int
+    models: list[dict[str, Any]]
     reports: list[str]
     home: str
     database_url: str
@@ -123,6 +128,11 @@ def run(
     def stage(name: str, day: date) -> Any:
         return run_stage(ctx, name, stages[name], day)
 
+    def train(day: date) -> Callable[[str], Any]:
+        return lambda model: run_stage(
+            ctx, TRAIN_STAGE, stages[TRAIN_STAGE], day, lease=model, model=model
+        )
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -135,8 +145,9 @@ def run(
     ) as progress:
         task = progress.add_task(f"training on data to {cutoff}", total=len(replay))
         stage("data-prep", cutoff)
-        first = stage(TRAIN_STAGE, cutoff)
-        trainings.append(_training_row(cutoff, first))
+        initial = {name: train(cutoff)(name) for name in model_names(settings)}
+        trainings.extend(_training_row(cutoff, result) for result in initial.values())
+        first = initial[settings.model_name]
         if not first.promoted:
             raise ModelError(
                 f"The first model did not become champion ({first.reason}); "
@@ -150,7 +161,8 @@ def run(
             reports.extend(watched.reports.values())
             if plan_retraining(ctx.engine, day, settings.retrain_cooldown_days).retrain:
                 progress.update(task, description=f"retraining on {day}")
-                trainings.append(_training_row(day, stage(TRAIN_STAGE, day)))
+                for _, result in scheduled_training(ctx, train(day)):
+                    trainings.append(_training_row(day, result))
             progress.advance(task)
 
     summary = _summarize(ctx, settings, cutoff, replay, began, trainings, reports, last_drift)
@@ -176,8 +188,18 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
     }
 
 
+def scheduled_training(ctx: Context, train: Callable[[str], Any]) -> list[tuple[str, Any]]:
+    """Train every catalog model that is not paused (the pipeline's rule), in catalog order."""
+    names = scheduled_models(ctx.mlflow, ctx.settings)
+    held = [n for n in model_names(ctx.settings) if n not in names]
+    if held:
+        log.warning("Paused, not retrained: %s", ", ".join(held))
+    return [(name, train(name)) for name in names]
+
+
 def _training_row(day: date, result: Any) -> dict[str, Any]:
     return {
+        "model": result.model_name,
         "as_of": day.isoformat(),
         "version": result.model_version,
         "promoted": result.promoted,
@@ -229,6 +251,7 @@ def _summarize(
             "scored": float(len(joined)),
         }
     current = champion(ctx.mlflow, settings.model_name, settings.champion_alias)
+    models = model_table(ctx)
     return DemoSummary(
         start=replay[0].isoformat(),
         end=replay[-1].isoformat(),
@@ -245,11 +268,46 @@ def _summarize(
         threshold=settings.trade_threshold,
         last_drift_share=last_drift,
         retrain_requests=int(requests),
+        models=models,
         reports=reports,
         home=str(settings.mlops_home.resolve()),
         database_url=settings.db_url,
         mlflow_tracking_uri=settings.tracking_uri,
     )
+
+
+def model_table(ctx: Context) -> list[dict[str, Any]]:
+    """One row per catalog model: its champion's and challenger's versions, the champion's
+    holdout MAPE and the naive forecast's, its p-values and its latest live MAPE.
+    """
+    from mlops.model_admin import inventory
+
+    rows = inventory(
+        ctx.mlflow, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
+    )
+    table: list[dict[str, Any]] = []
+    for name in model_names(ctx.settings):
+        versions = [r for r in rows if r.name == name]
+        best = next((r for r in versions if r.status == "champion"), None)
+        challenger = next((r for r in versions if r.status == "challenger"), None)
+        shown = best or (versions[0] if versions and versions[0].version else None)
+        table.append(
+            {
+                "model": name,
+                "champion": best.version if best else None,
+                "challenger": challenger.version if challenger else None,
+                "versions": sum(1 for r in versions if r.version),
+                "paused": bool(versions and versions[0].paused),
+                "holdout_mape": shown.holdout.get("holdout_mape") if shown else None,
+                "naive_mape": shown.holdout.get("baseline_holdout_mape") if shown else None,
+                "dm_p_naive": shown.holdout.get("dm_p_value_naive") if shown else None,
+                "dm_p_champion": shown.holdout.get("dm_p_value_champion") if shown else None,
+                "live_mape": shown.live.get("mape") if shown else None,
+                "live_naive_mape": shown.live.get("naive_mape") if shown else None,
+                "live_dm_p_naive": shown.live.get("dm_p_naive") if shown else None,
+            }
+        )
+    return table
 
 
 def latest_equity(conn: Any, broker: str) -> Any:
@@ -262,6 +320,41 @@ def latest_equity(conn: Any, broker: str) -> Any:
     ).first()
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4%}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def models_table(models: list[dict[str, Any]]) -> Any:
+    """The per-model table, one column per model: champion and challenger, the champion's
+    holdout MAPE against the naive forecast's with its Diebold-Mariano p-values, and its
+    latest live MAPE against the naive forecast's.
+    """
+    from rich.table import Table
+
+    table = Table(title="Models (the champion's figures; p: Diebold-Mariano, one-sided)")
+    table.add_column("model")
+    for m in models:
+        name = m["model"] + (" (paused)" if m["paused"] else "")
+        table.add_column(name, justify="right", overflow="fold")
+    lines = (
+        ("champion", lambda m: m["champion"] or "-"),
+        ("challenger", lambda m: m["challenger"] or "-"),
+        ("holdout MAPE", lambda m: _percent(m["holdout_mape"])),
+        ("naive", lambda m: _percent(m["naive_mape"])),
+        ("p vs naive", lambda m: _p(m["dm_p_naive"])),
+        ("p vs champion", lambda m: _p(m["dm_p_champion"])),
+        ("live MAPE", lambda m: _percent(m["live_mape"])),
+        ("live naive", lambda m: _percent(m["live_naive_mape"])),
+    )
+    for label, cell in lines:
+        table.add_row(label, *(cell(m) for m in models))
+    return table
+
+
 def print_summary(console: Any, s: DemoSummary) -> None:
     from rich.table import Table
 
@@ -271,7 +364,7 @@ def print_summary(console: Any, s: DemoSummary) -> None:
     table.add_column("against", justify="right")
     for t in s.trainings:
         table.add_row(
-            f"model v{t['version']} trained to {t['as_of']}",
+            f"{t['model']} v{t['version']} trained to {t['as_of']}",
             f"holdout MAPE {t['holdout_mape']:.4%}",
             f"naive {t['baseline_mape']:.4%}"
             + ("" if t["champion_mape"] is None else f", champion {t['champion_mape']:.4%}")
@@ -307,6 +400,7 @@ def print_summary(console: Any, s: DemoSummary) -> None:
             f"{s.retrain_requests} retrain requests",
         )
     console.print(table)
+    console.print(models_table(s.models))
     folder = f"{s.home}/store/{keys.MONITORING_REPORTS_PREFIX}/"
     console.print(f"Reports: {len(s.reports)} HTML files under {folder}")
     if s.reports:

@@ -131,9 +131,12 @@ def promote(
     reason: str,
     actor: str,
     force: bool = False,
+    max_p_value: float | None = None,
 ) -> Action:
-    """Move ``alias`` to ``version``. Refused for an archived version, and for one whose
-    holdout MAPE does not beat the naive forecast's unless ``force``.
+    """Move ``alias`` to ``version``. Refused for an archived version, and (unless
+    ``force``) for one whose holdout MAPE does not beat the naive forecast's or, with
+    ``max_p_value`` (``PROMOTION_MAX_P_VALUE``), whose Diebold-Mariano p-value against
+    the naive forecast is missing or above it.
     """
     if not reason.strip():
         raise ConfigError("A promotion needs a reason (--reason): it is kept in the registry.")
@@ -156,12 +159,21 @@ def promote(
             f"Model {name} version {version} {why}; not promoted (use --force to promote it "
             "anyway)."
         )
+    p_value = figures.get("dm_p_value_naive")
+    doubtful = max_p_value is not None and (p_value is None or not p_value <= max_p_value)
+    if doubtful and not force:
+        shown = "no Diebold-Mariano p-value" if p_value is None else f"p-value {p_value:.4f}"
+        raise ModelError(
+            f"Model {name} version {version} is not significantly better than the naive "
+            f"forecast ({shown}, PROMOTION_MAX_P_VALUE {max_p_value}); not promoted (use "
+            "--force to promote it anyway)."
+        )
     move_champion(client, name, alias, ref.version)
     client.set_model_version_tag(name, ref.version, PROMOTION_REASON_TAG, reason[:5000])
     client.set_model_version_tag(name, ref.version, PROMOTED_BY_TAG, actor[:250])
     details = {
         "previous": current.version if current else None,
-        "forced": bool(force and loses),
+        "forced": bool(force and (loses or doubtful)),
         **{k: v for k, v in figures.items() if k.startswith(("holdout_", "baseline_", "dm_"))},
     }
     return record(engine, Action("promote", name, ref.version, actor, reason, details))
@@ -194,6 +206,9 @@ def rollback(
         )
     client.set_registered_model_alias(name, alias, previous.version)
     client.set_registered_model_tag(name, CHAMPION_STACK_TAG, ",".join(stack))
+    challenger = champion(client, name, CHALLENGER_ALIAS)
+    if challenger is not None and challenger.version == previous.version:
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
     details = {"from": current.version}
     return record(
         engine, Action("rollback", name, previous.version, actor, reason or "rollback", details)
@@ -241,3 +256,198 @@ def set_paused(
     else:
         client.delete_registered_model_tag(name, PAUSED_TAG)
     return record(engine, Action(word, name, None, actor, reason or word))
+
+
+# `mlops models list`: every version of every catalog model, with its figures.
+
+# Live figures of a version, as monitoring writes them for all symbols together.
+LIVE_METRICS = (
+    "mape",
+    "wmape",
+    "directional_accuracy",
+    "naive_mape",
+    "dm_p_naive",
+    "dm_p_champion",
+)
+LIVE_SYMBOL = "ALL"
+# Holdout figures shown (run metrics, else version tags of the same names).
+HOLDOUT_FIGURES = (
+    "holdout_mape",
+    "holdout_wmape",
+    "baseline_holdout_mape",
+    "dm_p_value_naive",
+    "dm_p_value_champion",
+)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of ``mlops models list``: a registered version (or a model never trained)."""
+
+    name: str
+    version: str | None
+    status: str  # champion | challenger | archived | candidate | not trained
+    paused: bool
+    aliases: list[str]
+    dataset_version: str | None
+    train_window: str | None
+    holdout: dict[str, float]
+    live: dict[str, float]
+    live_date: str | None
+
+
+def version_status(aliases: list[str], tags: dict[str, str], alias: str) -> str:
+    if alias in aliases:
+        return "champion"
+    if tags.get(STATUS_TAG) == ARCHIVED:
+        return ARCHIVED
+    if CHALLENGER_ALIAS in aliases:
+        return "challenger"
+    return "candidate"
+
+
+def live_metrics(
+    engine: Engine, names: list[str]
+) -> dict[tuple[str, str], tuple[str, dict[str, float]]]:
+    """(model, version) -> (its latest metric day, the live figures of that day)."""
+    from sqlalchemy import select
+
+    from mlops.db.schema import monitoring_metrics as mm
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(mm.c.model_name, mm.c.model_version, mm.c.metric_date, mm.c.metric, mm.c.value)
+            .where(
+                mm.c.model_name.in_(names),
+                mm.c.symbol == LIVE_SYMBOL,
+                mm.c.metric.in_(LIVE_METRICS),
+            )
+            .order_by(mm.c.metric_date)
+        ).all()
+    latest: dict[tuple[str, str], tuple[str, dict[str, float]]] = {}
+    for name, version, day, metric, value in rows:
+        key = (name, str(version))
+        if key not in latest or latest[key][0] != day.isoformat():
+            latest[key] = (day.isoformat(), {})
+        if value is not None:
+            latest[key][1][metric] = float(value)
+    return latest
+
+
+def inventory(
+    client: MlflowClient, engine: Engine, names: list[str], *, alias: str
+) -> list[VersionRow]:
+    """Every registered version of the models ``names`` (the catalog), newest first within
+    a model; a model never trained is one row without a version.
+    """
+    live = live_metrics(engine, names)
+    rows: list[VersionRow] = []
+    for name in names:
+        model = _registered(client, name)
+        paused = model is not None and dict(model.tags or {}).get(PAUSED_TAG) == "true"
+        by_version: dict[str, list[str]] = {}
+        for alias_name, version in dict(getattr(model, "aliases", None) or {}).items():
+            by_version.setdefault(str(version), []).append(alias_name)
+        versions = [] if model is None else _versions(client, name)
+        if not versions:
+            rows.append(VersionRow(name, None, "not trained", paused, [], None, None, {}, {}, None))
+        for mv in versions:
+            ref = ModelRef(name, str(mv.version), mv.run_id, dict(mv.tags))
+            aliases = sorted(by_version.get(ref.version, []))
+            lineage = ref.lineage
+            figures = holdout_figures(client, ref)
+            day, measured = live.get((name, ref.version), (None, {}))
+            rows.append(
+                VersionRow(
+                    name=name,
+                    version=ref.version,
+                    status=version_status(aliases, ref.tags, alias),
+                    paused=paused,
+                    aliases=aliases,
+                    dataset_version=lineage.dataset_version if lineage else None,
+                    train_window=(
+                        f"{lineage.train_start}..{lineage.train_end}"
+                        if lineage and lineage.train_start
+                        else None
+                    ),
+                    holdout={k: figures[k] for k in HOLDOUT_FIGURES if k in figures},
+                    live=measured,
+                    live_date=day,
+                )
+            )
+    return rows
+
+
+def _registered(client: MlflowClient, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    from mlops.contracts.models import MISSING_CODES
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code in MISSING_CODES:
+            return None
+        raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
+
+
+def _versions(client: MlflowClient, name: str) -> list[Any]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}'", max_results=10000)
+    except MlflowException as exc:
+        raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from None
+    return sorted(found, key=lambda mv: int(mv.version), reverse=True)
+
+
+def _figure(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3%}" if percent else f"{value:.3f}"
+
+
+def table(rows: list[VersionRow]) -> str:
+    """``rows`` as a plain text table, one line per version."""
+    header = (
+        "MODEL",
+        "VERSION",
+        "STATUS",
+        "SCHEDULE",
+        "TRAINED ON",
+        "DATASET",
+        "HOLDOUT MAPE",
+        "NAIVE",
+        "P(NAIVE)",
+        "P(CHAMPION)",
+        "LIVE MAPE",
+        "LIVE NAIVE",
+        "LIVE P(NAIVE)",
+        "LIVE DAY",
+    )
+    lines = [header]
+    for r in rows:
+        h, live = r.holdout, r.live
+        lines.append(
+            (
+                r.name,
+                r.version or "-",
+                r.status,
+                "paused" if r.paused else "active",
+                r.train_window or "-",
+                r.dataset_version or "-",
+                _figure(h.get("holdout_mape"), True),
+                _figure(h.get("baseline_holdout_mape"), True),
+                _figure(h.get("dm_p_value_naive")),
+                _figure(h.get("dm_p_value_champion")),
+                _figure(live.get("mape"), True),
+                _figure(live.get("naive_mape"), True),
+                _figure(live.get("dm_p_naive")),
+                r.live_date or "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

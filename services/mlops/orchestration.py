@@ -19,6 +19,20 @@ Idempotent per day: a Job of that name that already succeeded is not recreated, 
 still running is waited for, and one that failed stops the run unless ``rerun_failed``
 (then it is deleted and created again).
 
+What the day trains: when the retrain rule says so, one Job, ``mlops train --all`` (every
+catalog model that is not paused; ``mlops.pipeline.SCHEDULED_TRAIN_ARGS``), not one Job
+per model: the orchestrator needs no MLflow access to know which models are paused (the
+train Job reads the registry anyway), the day keeps one idempotent training Job, and the
+models train one after the other within the train Job's resources.
+
+Training one model on demand (``mlops models retrain NAME``, the dashboard's button):
+:func:`retrain_model`. In the cluster it creates a Job from the weekly train CronJob's
+template (``mlops-train-weekly``, read through the API like ``kubectl create job
+--from=cronjob/...``) running ``mlops train --model NAME``, one per model and day; on a
+laptop it runs the training in process. "In the cluster" is the environment variable
+``TRAINING_RUNNER`` (``kubernetes`` or ``local``) when set, else whether
+``KUBERNETES_SERVICE_HOST`` is (Kubernetes sets it in every pod).
+
 Only the ``kubernetes`` package is needed (extra ``k8s``); it is imported when used.
 """
 
@@ -37,11 +51,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlops import market_calendar
-from mlops.errors import MlopsError
-from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, RetrainPlan
+from mlops.errors import ConfigError, MlopsError
+from mlops.pipeline import DAILY_STAGES, SCHEDULED_TRAIN_ARGS, TRAIN_STAGE, RetrainPlan
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
+    from sqlalchemy import Engine
+
+    from mlops.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +76,16 @@ RUN_DATE_LABEL = "mlops/run-date"
 TRIGGER_LABEL = "mlops/triggered-by"
 STAGE_LABEL = "mlops/stage"
 REASON_ANNOTATION = "mlops/retrain-reason"
+MODEL_LABEL = "mlops/model"
+
+# Where `mlops models retrain` trains (see the module doc).
+TRAINING_RUNNER_ENV = "TRAINING_RUNNER"
+IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+RUNNERS = ("kubernetes", "local")
+# The CronJob whose Job template a retraining on demand copies.
+TRAIN_CRONJOB = "mlops-train-weekly"
+# The audit rows of the day's scheduled training name no one model: all but the paused.
+ALL_MODELS = "*"
 
 # Extra time on top of a Job's own activeDeadlineSeconds before we stop waiting for it.
 WAIT_GRACE_SECONDS = 600
@@ -310,6 +337,31 @@ class Jobs:
                 raise OrchestrationError(f"Job {name} was not deleted within {timeout:.0f}s.")
             sleep(poll)
 
+    def read_cronjob(self, name: str) -> dict[str, Any]:
+        """The CronJob as a manifest (camelCase keys), to copy its Job template."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found = self.batch.read_namespaced_cron_job(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise OrchestrationError(
+                    f"No CronJob {name} in namespace {self.namespace}: apply "
+                    "deployments/cronjob-train-weekly.yaml."
+                ) from None
+            raise self._fail(f"reading CronJob {name}", exc) from None
+        except Exception as exc:
+            raise self._fail(f"reading CronJob {name}", exc) from None
+        return self.batch.api_client.sanitize_for_serialization(found)
+
+    def suspend_cronjob(self, name: str, suspended: bool) -> None:
+        try:
+            self.batch.patch_namespaced_cron_job(
+                name, self.namespace, {"spec": {"suspend": suspended}}
+            )
+        except Exception as exc:
+            raise self._fail(f"patching CronJob {name}", exc) from None
+
     def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last log lines of the Job's newest pod; empty when there is none (best effort)."""
         try:
@@ -398,13 +450,15 @@ def run_daily(
     poll_seconds: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
     retrain: Callable[[date], RetrainPlan] | None = None,
+    on_training: Callable[[str, str], None] | None = None,
 ) -> list[StageRun]:
     """Run ``stages`` for ``as_of`` (default: today in New York) as Jobs, in order.
 
     Each stage's Job is created only after the previous one completed; the first failure
     (or time-out) raises ``OrchestrationError`` and nothing after it is created. Every
     template is loaded and checked before the first Job is created. Then ``retrain``
-    (the pipeline's rule on the database) decides whether the day's train Job runs too.
+    (the pipeline's rule on the database) decides whether the day's train Job runs too;
+    ``on_training(job, reason)`` is called once that Job is created (the audit row).
     """
     day = as_of or market_today()
     if closed := market_calendar.closed_reason(day):
@@ -427,8 +481,9 @@ def run_daily(
         log.info("No training for %s: %s.", day, plan.reason)
         return results
     body = _train_job(jobs, folder, day, plan.reason)
+    started = (lambda job: on_training(job, plan.reason)) if on_training else None
     results.append(
-        _run_job(jobs, TRAIN_STAGE, body, day, "none", rerun_failed, poll_seconds, sleep)
+        _run_job(jobs, TRAIN_STAGE, body, day, "none", rerun_failed, poll_seconds, sleep, started)
     )
     return results
 
@@ -442,10 +497,13 @@ def _run_job(
     rerun_failed: bool,
     poll_seconds: float,
     sleep: Callable[[float], None],
+    started: Callable[[str], None] | None = None,
 ) -> StageRun:
     """Start the stage's Job for the day (unless it already succeeded) and wait for it."""
     name = body["metadata"]["name"]
     action = _start(jobs, body, rerun_failed, poll_seconds, sleep)
+    if started is not None and action in ("created", "recreated"):
+        started(name)
     if action == "already-succeeded":
         log.info("Stage %s: Job %s already succeeded for %s; not rerun.", stage, name, day)
         return StageRun(stage, name, action, "succeeded")
@@ -466,10 +524,14 @@ def _run_job(
 
 
 def _train_job(jobs: Jobs, folder: Path, day: date, reason: str) -> dict[str, Any]:
-    """The day's retraining Job, ``mlops-train-retrain-<yyyymmdd>``, from ``job-train.yaml``."""
+    """The day's retraining Job, ``mlops-train-retrain-<yyyymmdd>``, from ``job-train.yaml``:
+    ``mlops train --all`` (every catalog model not paused), whatever the template's args.
+    """
     annotations = {REASON_ANNOTATION: reason[:1000]} if reason else None
+    template = copy.deepcopy(load_template(folder, TRAIN_STAGE))
+    template["spec"]["template"]["spec"]["containers"][0]["args"] = list(SCHEDULED_TRAIN_ARGS)
     return build_job(
-        load_template(folder, TRAIN_STAGE),
+        template,
         TRAIN_STAGE,
         day,
         jobs.namespace,
@@ -531,3 +593,166 @@ def trigger_retraining(
         return RetrainTrigger(name, created=False)
     log.info("Retraining requested for %s: created Job %s (%s).", day, name, reason or "-")
     return RetrainTrigger(name, created=True)
+
+
+# Training one model on demand, and the schedules' suspend switch.
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What ``retrain_model`` did: a Job created (or found) in the cluster, or a training here."""
+
+    model: str
+    runner: str  # kubernetes | local
+    job: str | None = None
+    created: bool = False
+    version: str | None = None
+    promoted: bool | None = None
+    reason: str = ""
+
+    def sentence(self) -> str:
+        if self.runner == "local":
+            verdict = "promoted" if self.promoted else f"not promoted: {self.reason}"
+            return f"Trained {self.model} version {self.version} ({verdict})."
+        if self.created:
+            return f"Created training Job {self.job} for {self.model}."
+        return (
+            f"Training Job {self.job} for {self.model} already exists for this day; delete it "
+            "to retrain again."
+        )
+
+
+def training_runner(environ: dict[str, str] | None = None) -> str:
+    """``kubernetes`` or ``local``: TRAINING_RUNNER, else whether this is a pod."""
+    env = os.environ if environ is None else environ
+    chosen = (env.get(TRAINING_RUNNER_ENV) or "").strip().lower()
+    if chosen:
+        if chosen not in RUNNERS:
+            raise ConfigError(
+                f"{TRAINING_RUNNER_ENV}={chosen!r} is not one of {', '.join(RUNNERS)}."
+            )
+        return chosen
+    return "kubernetes" if env.get(IN_CLUSTER_ENV) else "local"
+
+
+def model_job_name(model: str, day: date) -> str:
+    """``mlops-train-<model>-<yyyymmdd>``, the model part cut to fit 63 characters."""
+    head = f"mlops-{TRAIN_STAGE}-"
+    tail = f"-{day:%Y%m%d}"
+    return head + model[: 63 - len(head) - len(tail)].rstrip("-") + tail
+
+
+def build_model_job(
+    cronjob: dict[str, Any], model: str, day: date, namespace: str, as_of: date | None
+) -> dict[str, Any]:
+    """A Job from the CronJob's template that trains ``model`` alone."""
+    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
+    meta = template.get("metadata") or {}
+    labels = {
+        **(meta.get("labels") or {}),
+        RUN_DATE_LABEL: day.isoformat(),
+        TRIGGER_LABEL: "on-demand",
+        STAGE_LABEL: TRAIN_STAGE,
+        MODEL_LABEL: model,
+    }
+    spec = template["spec"]
+    pod_meta = spec["template"].setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    args = [TRAIN_STAGE, "--model", model]
+    spec["template"]["spec"]["containers"][0]["args"] = with_as_of(args, as_of) if as_of else args
+    annotations = {**(meta.get("annotations") or {}), "cronjob.kubernetes.io/instantiate": "manual"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": model_job_name(model, day),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def retrain_model(
+    ctx: Context,
+    name: str,
+    *,
+    actor: str,
+    as_of: date | None = None,
+    reason: str = "",
+    runner: str | None = None,
+    api_client: ApiClient | None = None,
+    namespace: str | None = None,
+) -> RetrainOutcome:
+    """Train the catalog model ``name`` now: a Job in the cluster, else here (see the
+    module doc), paused or not (a pause only stops scheduled training); one audit row.
+    """
+    from mlops.contracts.catalog import spec
+    from mlops.model_admin import Action, record
+
+    spec(ctx.settings, name)  # one sentence for a name the catalog lacks
+    where = runner or training_runner()
+    why = reason or "retrain on demand"
+    if where == "kubernetes":
+        outcome = _retrain_in_cluster(name, as_of, api_client, namespace)
+        details: dict[str, Any] = {"runner": where, "job": outcome.job, "created": outcome.created}
+        version = None
+    else:
+        outcome = _retrain_here(ctx, name, as_of)
+        details = {"runner": where, "promoted": outcome.promoted, "decision": outcome.reason}
+        version = outcome.version
+    if as_of is not None:
+        details["as_of"] = as_of.isoformat()
+    if where == "local" or outcome.created:
+        record(ctx.engine, Action("retrain", name, version, actor, why, details))
+    return outcome
+
+
+def _retrain_in_cluster(
+    name: str, as_of: date | None, api_client: ApiClient | None, namespace: str | None
+) -> RetrainOutcome:
+    jobs = Jobs(api_client or kube_client(), resolve_namespace(namespace))
+    day = as_of or market_today()
+    body = build_model_job(jobs.read_cronjob(TRAIN_CRONJOB), name, day, jobs.namespace, as_of)
+    job = body["metadata"]["name"]
+    created = jobs.get(job) is None and jobs.create(body)
+    log.info("Retraining %s: Job %s %s.", name, job, "created" if created else "already exists")
+    return RetrainOutcome(name, "kubernetes", job=job, created=created)
+
+
+def _retrain_here(ctx: Context, name: str, as_of: date | None) -> RetrainOutcome:
+    from mlops.runs import run_stage
+    from mlops.training.stage import run
+
+    result = run_stage(ctx, TRAIN_STAGE, run, as_of, lease=name, model=name)
+    return RetrainOutcome(
+        name,
+        "local",
+        version=result.model_version,
+        promoted=result.promoted,
+        reason=result.reason,
+    )
+
+
+def record_scheduled_training(engine: Engine, job: str, reason: str) -> None:
+    """The audit row of the day's scheduled training (every catalog model not paused)."""
+    from mlops.model_admin import Action, record
+
+    details = {"job": job, "command": " ".join(SCHEDULED_TRAIN_ARGS)}
+    record(engine, Action("retrain", ALL_MODELS, None, "orchestrator", reason, details))
+
+
+def set_schedule_suspended(
+    cronjob: str,
+    suspended: bool,
+    *,
+    api_client: ApiClient | None = None,
+    namespace: str | None = None,
+) -> None:
+    """Suspend (or resume) a schedule of the cluster, e.g. the weekly training."""
+    if cronjob not in (TRAIN_CRONJOB, "mlops-daily"):
+        raise ConfigError(f"{cronjob} is not a schedule of mlops: {TRAIN_CRONJOB} or mlops-daily.")
+    jobs = Jobs(api_client or kube_client(), resolve_namespace(namespace))
+    jobs.suspend_cronjob(cronjob, suspended)
+    log.info("CronJob %s %s.", cronjob, "suspended" if suspended else "resumed")

@@ -9,20 +9,34 @@ whether to train, and training answers the requests it covered.
 The retrain rule: train when a retrain request is open for the day or earlier and at
 least ``RETRAIN_COOLDOWN_DAYS`` weekdays have passed since the day of the last successful
 training (so a noisy alarm cannot retrain every day).
+
+What a scheduled training trains (the retrain rule's, the weekly CronJob's): every model
+of the catalog that is not paused (``mlops models pause``), :func:`scheduled_models`. In
+the cluster that is ``mlops train --all`` (:data:`SCHEDULED_TRAIN_ARGS`), whose training
+stage skips paused models the same way; the demo trains :func:`scheduled_models` one by one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine, select
 
+from mlops.contracts.catalog import model_names
+from mlops.contracts.models import is_paused
 from mlops.db.schema import retrain_requests, stage_runs
+from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DAILY_STAGES: tuple[str, ...] = ("data-prep", "batch-infer", "trade", "monitor")
 TRAIN_STAGE = "train"
+# The command of a scheduled training: every catalog model that is not paused.
+SCHEDULED_TRAIN_ARGS: tuple[str, ...] = (TRAIN_STAGE, "--all")
 
 
 @dataclass(frozen=True)
@@ -81,3 +95,8 @@ def plan_retraining(engine: Engine, day: date, cooldown_days: int) -> RetrainPla
     trained = [run_date or started_at.date() for run_date, started_at in runs]
     last = max((d for d in trained if d <= day), default=None)
     return retrain_rule(reasons, last, day, cooldown_days)
+
+
+def scheduled_models(client: MlflowClient, settings: Settings) -> list[str]:
+    """The models a scheduled training trains: the catalog's, less the paused ones."""
+    return [name for name in model_names(settings) if not is_paused(client, name)]

@@ -119,3 +119,15 @@ def test_dashboard_shows_the_replay(demo):
     assert report.status_code == 200 and report.text.lstrip().lower().startswith("<!doctype html")
     assert b"SQLite format" not in client.get("/reports/2017-06-01/../../mlops.db").data
     assert client.get("/reports/1999-01-01/drift.html").status_code == 404
+
+
+def test_the_summary_has_one_row_per_catalog_model(demo):
+    _, summary = demo
+    rows = {m["model"]: m for m in summary.models}
+    assert list(rows) == ["stock-close", "stock-close-mlp", "stock-close-pooled"]
+    assert rows["stock-close"]["champion"] == summary.champion_version
+    trained = {t["model"] for t in summary.trainings}
+    assert trained == set(rows), "the demo trains every catalog model first"
+    for row in rows.values():
+        assert row["versions"] >= 1 and not row["paused"]
+        assert row["holdout_mape"] is not None and row["naive_mape"] is not None

@@ -8,6 +8,8 @@ It implements only what ``mlops.orchestration`` calls, over real HTTP, so the re
 - ``DELETE /apis/batch/v1/namespaces/{ns}/jobs/{name}``         delete
 - ``GET    /api/v1/namespaces/{ns}/pods?labelSelector=job-name=X``  the Job's one pod
 - ``GET    /api/v1/namespaces/{ns}/pods/{pod}/log``             its log
+- ``GET    /apis/batch/v1/namespaces/{ns}/cronjobs/{name}``     a CronJob put in ``cronjobs``
+- ``PATCH  /apis/batch/v1/namespaces/{ns}/cronjobs/{name}``     its ``spec.suspend`` only
 
 A created Job finishes after ``polls_to_finish`` reads, as ``outcomes[stage]`` says
 (``Complete``, ``Failed`` or ``Running`` for never). With an ``executor`` it is run for
@@ -30,6 +32,7 @@ from urllib.parse import parse_qs, urlparse
 JOB_PATH = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?(/status)?$")
 PODS_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 LOG_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+CRONJOB_PATH = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/cronjobs/([^/]+)$")
 
 
 def _now() -> str:
@@ -73,6 +76,7 @@ class FakeKube:
         self.failing_reads = 0  # the next this many reads of a Job answer 500
         self.outcomes: dict[str, str] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reads: dict[tuple[str, str], int] = {}
         self.events: list[tuple[str, str]] = []
         self.requests: list[tuple[str, str]] = []
@@ -164,7 +168,22 @@ class FakeKube:
                     fake.authorization.add(self.headers.get("Authorization", ""))
                     self._dispatch(method, url.path, parse_qs(url.query))
 
+            def _cronjob(self, method: str, key: tuple[str, str]) -> None:
+                if key not in fake.cronjobs:
+                    return self._status(404, "NotFound", f'cronjobs "{key[1]}" not found')
+                if method == "PATCH":
+                    length = int(self.headers.get("Content-Length", "0"))
+                    patch = json.loads(self.rfile.read(length))
+                    if set(patch) != {"spec"} or set(patch["spec"]) != {"suspend"}:
+                        return self._status(422, "Invalid", f"unexpected patch {patch}")
+                    fake.cronjobs[key]["spec"]["suspend"] = patch["spec"]["suspend"]
+                    fake.events.append(("patch", key[1]))
+                return self._send(200, fake.cronjobs[key])
+
             def _dispatch(self, method: str, path: str, query: dict[str, list[str]]) -> None:
+                cronjob_match = CRONJOB_PATH.match(path)
+                if cronjob_match and method in ("GET", "PATCH"):
+                    return self._cronjob(method, (cronjob_match.group(1), cronjob_match.group(2)))
                 job_match, pods_match, log_match = (
                     JOB_PATH.match(path),
                     PODS_PATH.match(path),
@@ -240,5 +259,8 @@ class FakeKube:
 
             def do_DELETE(self) -> None:
                 self._route("DELETE")
+
+            def do_PATCH(self) -> None:
+                self._route("PATCH")
 
         return Handler

@@ -21,7 +21,7 @@ DOCKERFILE = ROOT / "services" / "Dockerfile"
 BUILD_SCRIPT = ROOT / "build_docker_images.sh"
 FORWARD_SCRIPT = ROOT / "forward_ports.sh"
 SECRETS_TEMPLATE = CONFIG_MAPS / "secrets.env.example"
-MODEL_YAML = ROOT / "services" / "mlops" / "resources" / "models" / "stock-close.yaml"
+MODEL_CONFIGS = ROOT / "services" / "mlops" / "resources" / "models"
 
 NAMESPACE = "mlops"
 SECRET_NAME = "mlops-secrets"
@@ -42,6 +42,9 @@ NON_SETTING_ENV = {
     "OPENBLAS_NUM_THREADS": "OpenBLAS threads = the CPU limit",
     "POD_NAMESPACE": "mlops daily / the retraining trigger: the namespace to create Jobs in",
     "JOB_TEMPLATES_DIR": "mlops daily / the retraining trigger: where job-<stage>.yaml are",
+    "TRAINING_RUNNER": "mlops models retrain: kubernetes (a Job) or local (mlops.orchestration)",
+    # A setting once the dashboard reads it (settings.dashboard_token); either way allowed.
+    "DASHBOARD_TOKEN": "the token the dashboard's actions require",
 }
 
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet", "ReplicaSet", "Pod"}

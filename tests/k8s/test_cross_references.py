@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
@@ -289,7 +288,7 @@ def test_pipeline_config_keys_are_settings() -> None:
         "SYMBOLS",
         "TRADE_THRESHOLD",
         "LOG_FORMAT",
-        "MODEL_CONFIG_PATH",
+        "MODEL_CONFIGS_DIR",
     ):
         assert key in data, key
     assert data["STORE_BACKEND"] == "s3" and data["LOG_FORMAT"] == "json"
@@ -302,7 +301,8 @@ def test_pipeline_config_with_the_secret_template_makes_valid_settings() -> None
     known = settings_aliases()
     settings = load_settings(**{k: v for k, v in values.items() if k in known})
     assert settings.store_backend == "s3"
-    assert str(settings.model_config_path) == "/etc/mlops/model/model.yaml"
+    assert settings.model_config_path is None, "the catalog folder names every model's config"
+    assert str(settings.model_configs_dir) == "/etc/mlops/models"
 
 
 @pytest.mark.parametrize(
@@ -321,16 +321,35 @@ def test_mlops_container_env_names_are_settings(pair) -> None:
             assert ref["key"] == name, f"{item}: env {name} read from key {ref['key']}"
 
 
-def test_model_config_is_mounted_where_model_config_path_points() -> None:
-    path = PurePosixPath(config_maps()[PIPELINE_CONFIG]["MODEL_CONFIG_PATH"])
-    for item in (doc("Job", "mlops-train"), doc("CronJob", "mlops-train-weekly")):
-        spec = pod_template(item)["spec"]
+# The pods that read the model catalog: they train, score or monitor every model, or
+# manage them (the dashboard); the MLflow users Job registers each model.
+CATALOG_READERS = (
+    ("Job", "mlops-train"),
+    ("CronJob", "mlops-train-weekly"),
+    ("Job", "mlops-batch-infer"),
+    ("Job", "mlops-monitor"),
+    ("Deployment", "mlops-dashboard"),
+    ("Job", "mlops-mlflow-users"),
+)
+
+
+def test_the_model_catalog_is_mounted_where_model_configs_dir_points() -> None:
+    path = config_maps()[PIPELINE_CONFIG]["MODEL_CONFIGS_DIR"]
+    assert "MODEL_CONFIG_PATH" not in config_maps()[PIPELINE_CONFIG]
+    for kind, name in CATALOG_READERS:
+        spec = pod_template(doc(kind, name))["spec"]
         volumes = {v["name"]: v for v in spec["volumes"]}
         (c,) = spec["containers"]
-        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        volume = volumes[mounts[str(path.parent)]]
-        assert volume["configMap"]["name"] == "mlops-model-config"
-        assert path.name in config_maps()["mlops-model-config"]
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        assert path in mounts, f"{name} does not mount the catalog at {path}"
+        assert mounts[path].get("readOnly") is True, name
+        volume = volumes[mounts[path]["name"]]
+        assert volume["configMap"]["name"] == "mlops-model-configs", name
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert env.get("MODEL_CONFIGS_DIR", path) == path, name
+    assert {f"{m}.yaml" for m in ("stock-close", "stock-close-mlp", "stock-close-pooled")} <= set(
+        config_maps()["mlops-model-configs"]
+    )
 
 
 def test_endpoints_in_the_config_name_the_services() -> None:
@@ -473,7 +492,10 @@ def test_tokens_are_mounted_only_where_the_api_is_used() -> None:
         assert spec["serviceAccountName"] in accounts, f"{item}: unknown service account"
         if spec["automountServiceAccountToken"]:
             with_token.add((item.name, spec["serviceAccountName"]))
-    assert with_token == {("mlops-daily", "mlops-orchestrator")}
+    assert with_token == {
+        ("mlops-daily", "mlops-orchestrator"),
+        ("mlops-dashboard", "mlops-dashboard"),
+    }
 
 
 def test_only_the_orchestrator_sees_the_job_templates() -> None:

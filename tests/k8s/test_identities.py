@@ -46,7 +46,7 @@ EXPECTED = {
     "mlops-monitor": ("mlops_monitor", "monitor", "mlops-reader"),
     "mlops-daily": ("mlops_orchestrator", None, None),
     "mlops-serve": (None, None, "mlops-reader"),
-    "mlops-dashboard": ("mlops_reader", "dashboard", None),
+    "mlops-dashboard": ("mlops_dashboard", "dashboard", "mlops-dashboard"),
 }
 
 
@@ -117,7 +117,7 @@ def test_each_credential_is_the_one_its_user_was_created_with(pair) -> None:
             assert env[name]["value"] == "false", f"{item}: artifacts through MLflow only"
 
 
-def test_serve_and_dashboard_reference_only_read_only_credentials() -> None:
+def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() -> None:
     (serve,) = containers(doc("Deployment", "mlops-serve"))
     keys_used = {secret_key(e) for e in env_of(serve).values()} - {None}
     assert keys_used == {"MLFLOW_READER_PASSWORD", "SERVE_API_TOKEN"}
@@ -125,11 +125,16 @@ def test_serve_and_dashboard_reference_only_read_only_credentials() -> None:
     (dash,) = containers(doc("Deployment", "mlops-dashboard"))
     keys_used = {secret_key(e) for e in env_of(dash).values()} - {None}
     assert keys_used == {
-        "POSTGRES_READER_PASSWORD",
+        "POSTGRES_DASHBOARD_PASSWORD",
         "MINIO_DASHBOARD_ACCESS_KEY",
         "MINIO_DASHBOARD_SECRET_KEY",
+        "MLFLOW_DASHBOARD_PASSWORD",
+        "DASHBOARD_TOKEN",
     }
-    # ... and those are read-only: the role, the MinIO policy and the MLflow user.
+    # The role reads everything and writes the audit of its actions and the kill switch;
+    # the MinIO policy reads reports; the MLflow user edits the catalog's models only.
+    writes = {t for t, p in roles.ROLES["mlops_dashboard"].items() if p != roles.READ}
+    assert writes == {"model_actions", "trading_halts"}
     assert all(p == roles.READ for p in roles.ROLES["mlops_reader"].values())
     for statement in _policy("dashboard")["Statement"]:
         assert statement["Action"] == ["s3:GetObject"]
@@ -141,6 +146,9 @@ def test_serve_and_dashboard_reference_only_read_only_credentials() -> None:
         == "mlops-train"
         != env_of(serve)["MLFLOW_TRACKING_USERNAME"]["value"]
     )
+    editors = mlflow_users["MLFLOW_MODEL_EDITORS"].split(",")
+    assert sorted(editors) == ["mlops-dashboard", "mlops-train"]
+    assert env_of(serve)["MLFLOW_TRACKING_USERNAME"]["value"] not in editors
 
 
 def test_the_owners_credentials_stay_with_migrate_and_mlflow() -> None:

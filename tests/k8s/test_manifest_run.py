@@ -282,7 +282,8 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         _wait_http(f"http://{LOOPBACK}:{mlflow_port}{probe}", mlflow, logs / "mlflow.log")
         users = cluster.pod(pod_template(doc("Job", "mlops-mlflow-users")), "mlflow-users")
         out = _ok(users.run(timeout=300), "job mlops-mlflow-users")
-        assert "MLflow users ready: mlops-reader, mlops-train." in out, out
+        assert "MLflow users ready: mlops-dashboard, mlops-reader, mlops-train." in out, out
+        assert "mlops-train,mlops-dashboard may edit them" in out.replace(", ", ","), out
 
         # Migrations (and the roles), then each stage by hand, as docs/kubernetes.md does.
         migrate = doc("Job", "mlops-migrate")
@@ -412,15 +413,16 @@ def _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port) -> Non
             else:
                 os.environ[key] = value
 
-    # The dashboard's database role reads and writes nothing.
-    url = make_url(postgres_server.url("mlops")).set(username="mlops_reader")
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() > 0
+    # The read-only role and the dashboard's read everything and delete nothing.
+    for role in ("mlops_reader", "mlops_dashboard"):
+        url = make_url(postgres_server.url("mlops")).set(username=role)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM predictions")).scalar_one() > 0
 
-    def delete() -> None:
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM predictions"))
+        def delete(engine=engine) -> None:
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM predictions"))
 
-    assert "permission denied" in _denied(delete)
-    engine.dispose()
+        assert "permission denied" in _denied(delete), role
+        engine.dispose()

@@ -12,7 +12,7 @@ from . import sync_configmaps
 from .manifests import (
     DEPLOYMENTS,
     FINAL_EXIT_CODES,
-    MODEL_YAML,
+    MODEL_CONFIGS,
     NAMESPACE,
     THREAD_ENV,
     UID,
@@ -61,7 +61,7 @@ def test_manifests_exist() -> None:
         "serve.yaml",
         "dashboard.yaml",
         "pipeline-config.yaml",
-        "model-config.yaml",
+        "model-configs.yaml",
         "job-templates.yaml",
     ):
         assert expected in names
@@ -361,10 +361,12 @@ def test_postgres_init_creates_both_databases() -> None:
 # ConfigMaps that copy repository files.
 
 
-def test_model_config_map_is_identical_to_the_packaged_model_yaml() -> None:
-    data = doc("ConfigMap", "mlops-model-config").body["data"]
-    assert data["model.yaml"] == MODEL_YAML.read_text(), (
-        "config-maps/model-config.yaml differs from services/mlops/resources/model.yaml; "
+def test_model_configs_map_is_identical_to_the_packaged_catalog() -> None:
+    data = doc("ConfigMap", "mlops-model-configs").body["data"]
+    packaged = {p.name: p.read_text() for p in MODEL_CONFIGS.glob("*.yaml")}
+    assert len(packaged) >= 3
+    assert data == packaged, (
+        "config-maps/model-configs.yaml differs from services/mlops/resources/models/; "
         "run: python tests/k8s/sync_configmaps.py"
     )
 

@@ -34,7 +34,7 @@ EGRESS = {
     "mlops-monitor": {DNS, "postgres", "minio", "mlflow"},
     "mlops-daily": {DNS, "postgres", API},
     "mlops-serve": {DNS, "mlflow"},
-    "mlops-dashboard": {DNS, "postgres", "minio"},
+    "mlops-dashboard": {DNS, "postgres", "minio", "mlflow", API},
 }
 PORTS = {"postgres": 5432, "minio": 9000, "mlflow": 5000}
 

@@ -236,7 +236,7 @@ def test_retraining_trigger_creates_one_train_job_a_day(kube: FakeKube) -> None:
     assert job["metadata"]["labels"]["mlops/triggered-by"] == "retrain"
     assert job["metadata"]["annotations"]["mlops/retrain-reason"] == "MAPE 3.4% above 3.0%"
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["train", "--as-of", "2024-01-05"]
+    assert container["args"] == ["train", "--all", "--as-of", "2024-01-05"]
     assert container["image"].startswith("mlops-train:")
     second = trigger_retraining(
         DAY, "again", api_client=kube.api_client(), namespace=NS, templates_dir=DEPLOYMENTS
@@ -429,3 +429,208 @@ def test_cli_trains_when_a_retrain_request_is_open(tmp_path, kube, subprocess_en
         *(_name(s) for s in DAILY_STAGES),
         "mlops-train-retrain-20240105",
     ]
+    (row,) = _audit(engine)
+    assert (row["action"], row["model_name"], row["actor"]) == ("retrain", "*", "orchestrator")
+    assert row["reason"] == "MAPE 0.05 above 0.03"
+    assert json.loads(row["details"])["job"] == "mlops-train-retrain-20240105"
+
+
+def test_the_days_training_trains_every_model_not_paused_and_is_audited_once(
+    kube: FakeKube,
+) -> None:
+    started: list[tuple[str, str]] = []
+
+    def plan(day: date) -> RetrainPlan:
+        return RetrainPlan(True, "drift", 1, None)
+
+    def audit(job: str, reason: str) -> None:
+        started.append((job, reason))
+
+    _daily(kube, retrain=plan, on_training=audit)
+    job = kube.jobs[(NS, "mlops-train-retrain-20240105")]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    # One Job for all models: `train --all` skips the paused ones (the orchestrator has no
+    # MLflow access to know them), whatever the template's own args.
+    assert container["args"] == ["train", "--all", "--as-of", "2024-01-05"]
+    assert started == [("mlops-train-retrain-20240105", "drift")]
+    _daily(kube, retrain=plan, on_training=audit)  # the day again: nothing new to audit
+    assert len(started) == 1
+
+
+# Training one model on demand (`mlops models retrain`, the dashboard).
+
+
+def _with_train_cronjob(kube: FakeKube) -> dict:
+    cronjob = yaml.safe_load((DEPLOYMENTS / "cronjob-train-weekly.yaml").read_text())
+    kube.cronjobs[(NS, cronjob["metadata"]["name"])] = cronjob
+    return cronjob
+
+
+@pytest.fixture
+def ctx(tmp_path: Path):
+    from mlops.context import open_context
+    from mlops.settings import load_settings
+
+    home = _migrated_home(tmp_path)
+    context = open_context(load_settings(MLOPS_HOME=str(home)))
+    yield context
+    context.engine.dispose()
+
+
+def _audit(engine) -> list[dict]:
+    from sqlalchemy import select
+
+    from mlops.db.schema import model_actions
+
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(model_actions)).mappings()]
+
+
+def test_retrain_in_the_cluster_creates_a_job_from_the_weekly_cronjobs_template(
+    kube: FakeKube, ctx
+) -> None:
+    cronjob = _with_train_cronjob(kube)
+    first = orchestration.retrain_model(
+        ctx,
+        "stock-close-mlp",
+        actor="dashboard:alice",
+        as_of=DAY,
+        reason="new features",
+        runner="kubernetes",
+        api_client=kube.api_client(),
+        namespace=NS,
+    )
+    assert (first.job, first.created) == ("mlops-train-stock-close-mlp-20240105", True)
+    job = kube.jobs[(NS, first.job)]
+    pod = job["spec"]["template"]["spec"]
+    expected = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["train", "--model", "stock-close-mlp", "--as-of", "2024-01-05"]
+    assert container["image"] == expected["containers"][0]["image"]
+    assert container["env"] == expected["containers"][0]["env"]
+    assert pod["serviceAccountName"] == expected["serviceAccountName"]
+    assert job["spec"]["activeDeadlineSeconds"] == 7200
+    assert job["metadata"]["labels"][orchestration.MODEL_LABEL] == "stock-close-mlp"
+    (row,) = _audit(ctx.engine)
+    assert (row["action"], row["model_name"], row["actor"], row["reason"]) == (
+        "retrain",
+        "stock-close-mlp",
+        "dashboard:alice",
+        "new features",
+    )
+    assert json.loads(row["details"])["job"] == first.job
+    again = orchestration.retrain_model(
+        ctx,
+        "stock-close-mlp",
+        actor="dashboard:alice",
+        as_of=DAY,
+        runner="kubernetes",
+        api_client=kube.api_client(),
+        namespace=NS,
+    )
+    assert not again.created and "already exists" in again.sentence()
+    assert kube.created() == [first.job] and len(_audit(ctx.engine)) == 1
+
+
+def test_retrain_refuses_a_model_outside_the_catalog_before_any_call(kube: FakeKube, ctx) -> None:
+    from mlops.errors import ConfigError
+
+    _with_train_cronjob(kube)
+    with pytest.raises(ConfigError, match="No model named 'nope' in the catalog"):
+        orchestration.retrain_model(
+            ctx, "nope", actor="cli:x", runner="kubernetes", api_client=kube.api_client()
+        )
+    assert kube.requests == [] and _audit(ctx.engine) == []
+
+
+def test_retrain_without_the_train_cronjob_is_one_sentence(kube: FakeKube, ctx) -> None:
+    with pytest.raises(OrchestrationError, match="No CronJob mlops-train-weekly"):
+        orchestration.retrain_model(
+            ctx,
+            "stock-close",
+            actor="cli:x",
+            runner="kubernetes",
+            api_client=kube.api_client(),
+            namespace=NS,
+        )
+    assert _audit(ctx.engine) == []
+
+
+def test_model_job_names_fit_kubernetes() -> None:
+    name = orchestration.model_job_name("a" * 40 + "-" + "b" * 22, DAY)
+    assert len(name) <= 63 and name.endswith("-20240105")
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+
+
+def test_where_retraining_runs() -> None:
+    from mlops.errors import ConfigError
+
+    runner = orchestration.training_runner
+    assert runner({}) == "local"
+    assert runner({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == "kubernetes"
+    assert runner({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TRAINING_RUNNER": "local"}) == "local"
+    assert runner({"TRAINING_RUNNER": "kubernetes"}) == "kubernetes"
+    with pytest.raises(ConfigError, match="TRAINING_RUNNER='k8s' is not one of"):
+        runner({"TRAINING_RUNNER": "k8s"})
+
+
+def test_a_schedule_is_suspended_and_resumed_by_patching_it(kube: FakeKube) -> None:
+    from mlops.errors import ConfigError
+
+    _with_train_cronjob(kube)
+    key = (NS, orchestration.TRAIN_CRONJOB)
+    orchestration.set_schedule_suspended(
+        orchestration.TRAIN_CRONJOB, True, api_client=kube.api_client(), namespace=NS
+    )
+    assert kube.cronjobs[key]["spec"]["suspend"] is True
+    orchestration.set_schedule_suspended(
+        orchestration.TRAIN_CRONJOB, False, api_client=kube.api_client(), namespace=NS
+    )
+    assert kube.cronjobs[key]["spec"]["suspend"] is False
+    with pytest.raises(ConfigError, match="not a schedule of mlops"):
+        orchestration.set_schedule_suspended("mlops-postgres", True, api_client=kube.api_client())
+
+
+def test_cli_retrain_in_the_cluster(tmp_path, kube, subprocess_env) -> None:
+    from sqlalchemy import create_engine
+
+    _with_train_cronjob(kube)
+    home = _migrated_home(tmp_path)
+    env = subprocess_env(
+        KUBECONFIG=str(_kubeconfig(tmp_path, kube)),
+        MLOPS_HOME=str(home),
+        TRAINING_RUNNER="kubernetes",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env.pop("POD_NAMESPACE", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops.cli",
+            "models",
+            "retrain",
+            "stock-close-pooled",
+            "--as-of",
+            "2024-01-05",
+            "--reason",
+            "try it",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "Created training Job mlops-train-stock-close-pooled-20240105 for stock-close-pooled."
+    )
+    assert kube.created() == ["mlops-train-stock-close-pooled-20240105"]
+    from mlops.settings import load_settings
+
+    engine = create_engine(load_settings(MLOPS_HOME=str(home)).db_url)
+    (row,) = _audit(engine)
+    engine.dispose()
+    assert row["actor"].startswith("cli:") and row["reason"] == "try it"

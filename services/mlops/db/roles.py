@@ -7,8 +7,12 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 
 - a stage writes (SELECT, INSERT, UPDATE; never DELETE or TRUNCATE) the tables it owns
   and reads its inputs;
-- the orchestrator reads the retrain requests and the training runs;
-- ``mlops_reader`` (the dashboard) reads every table and writes none.
+- the orchestrator reads the retrain requests and the training runs, and audits the
+  day's scheduled training in ``model_actions``;
+- ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
+  table and writes only the audit of its actions (``model_actions``) and the kill switch
+  (``trading_halts``);
+- ``mlops_reader`` reads every table and writes none (for people: psql, notebooks).
 
 The passwords come from files, one per role named after it, in the folder
 ``DB_ROLE_PASSWORDS_DIR`` (in the cluster: the Secret's keys mounted into the migrate
@@ -66,7 +70,16 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "monitoring_metrics": WRITE,
         "retrain_requests": WRITE,
     },
-    "mlops_orchestrator": {"stage_runs": READ, "retrain_requests": READ},
+    "mlops_orchestrator": {
+        "stage_runs": READ,
+        "retrain_requests": READ,
+        "model_actions": WRITE,
+    },
+    "mlops_dashboard": {
+        **{name: READ for name in metadata.tables},
+        "model_actions": WRITE,
+        "trading_halts": WRITE,
+    },
     "mlops_reader": {name: READ for name in metadata.tables},
 }
 

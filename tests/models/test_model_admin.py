@@ -1,0 +1,293 @@
+"""Model management on a real MLflow server: promote, refuse, force, roll back, archive,
+pause and resume, each with its audit row; and `mlops models` as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import insert
+
+from mlops import model_admin
+from mlops.contracts.models import (
+    CHALLENGER_ALIAS,
+    CHAMPION_STACK_TAG,
+    champion_stack,
+    is_paused,
+    registered_tags,
+    version_ref,
+)
+from mlops.errors import ConfigError, ModelError
+
+from .conftest import Registry
+
+ACTOR = "cli:tester"
+
+
+def _promote(r: Registry, version: str, **kwargs) -> model_admin.Action:
+    kwargs.setdefault("reason", "beats the naive")
+    return model_admin.promote(
+        r.client, r.engine, r.name, version, alias="champion", actor=ACTOR, **kwargs
+    )
+
+
+def test_promote_moves_the_alias_keeps_the_reason_and_audits(registry: Registry) -> None:
+    v1 = registry.register(0.010, 0.012, dm_p_value_naive=0.03)
+    action = _promote(registry, v1, reason="first champion")
+    assert registry.alias() == v1
+    tags = version_ref(registry.client, registry.name, v1).tags
+    assert tags[model_admin.PROMOTION_REASON_TAG] == "first champion"
+    assert tags[model_admin.PROMOTED_BY_TAG] == ACTOR
+    assert champion_stack(registry.client, registry.name) == [v1]
+    (row,) = registry.actions()
+    assert (row["action"], row["model_name"], row["model_version"]) == (
+        "promote",
+        registry.name,
+        v1,
+    )
+    assert (row["actor"], row["reason"]) == (ACTOR, "first champion")
+    details = json.loads(row["details"])
+    assert details["previous"] is None and details["forced"] is False
+    assert details["holdout_mape"] == pytest.approx(0.010)
+    assert details["dm_p_value_naive"] == pytest.approx(0.03)
+    assert action.model_version == v1
+
+
+def test_a_version_that_loses_to_the_naive_is_refused_unless_forced(registry: Registry) -> None:
+    v1 = registry.register(0.010, 0.012)
+    _promote(registry, v1)
+    loser = registry.register(0.013, 0.012)
+    with pytest.raises(ModelError, match=r"loses to the naive forecast.*--force"):
+        _promote(registry, loser)
+    assert registry.alias() == v1
+    assert [a["action"] for a in registry.actions()] == ["promote"]
+    _promote(registry, loser, force=True, reason="judged on the live window")
+    assert registry.alias() == loser
+    last = registry.actions()[-1]
+    assert json.loads(last["details"])["forced"] is True
+    assert json.loads(last["details"])["previous"] == v1
+
+
+def test_significance_is_required_when_promotion_max_p_value_is_set(registry: Registry) -> None:
+    doubtful = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
+    with pytest.raises(ModelError, match=r"not significantly better.*p-value 0\.4000"):
+        _promote(registry, doubtful, max_p_value=0.05)
+    assert registry.alias() is None
+    _promote(registry, doubtful, max_p_value=0.5)
+    assert registry.alias() == doubtful
+
+
+def test_rollback_returns_to_the_previous_champion_and_keeps_the_history(
+    registry: Registry,
+) -> None:
+    v1 = registry.register(0.010, 0.012)
+    v2 = registry.register(0.009, 0.012)
+    _promote(registry, v1)
+    _promote(registry, v2)
+    assert champion_stack(registry.client, registry.name) == [v1, v2]
+    model_admin.rollback(
+        registry.client,
+        registry.engine,
+        registry.name,
+        alias="champion",
+        reason="bad week",
+        actor=ACTOR,
+    )
+    assert registry.alias() == v1
+    assert registered_tags(registry.client, registry.name)[CHAMPION_STACK_TAG] == v1
+    actions = registry.actions()
+    assert [(a["action"], a["model_version"]) for a in actions] == [
+        ("promote", v1),
+        ("promote", v2),
+        ("rollback", v1),
+    ]
+    assert json.loads(actions[-1]["details"]) == {"from": v2}
+    # v2 is still registered, and nothing older than v1 to go back to.
+    assert version_ref(registry.client, registry.name, v2) is not None
+    with pytest.raises(ConfigError, match="no earlier champion"):
+        model_admin.rollback(
+            registry.client,
+            registry.engine,
+            registry.name,
+            alias="champion",
+            reason="",
+            actor=ACTOR,
+        )
+    assert len(registry.actions()) == 3
+
+
+def test_archive_never_the_champion_and_an_archived_version_is_not_promoted(
+    registry: Registry,
+) -> None:
+    v1 = registry.register(0.010, 0.012)
+    v2 = registry.register(0.011, 0.012)
+    _promote(registry, v1)
+    registry.client.set_registered_model_alias(registry.name, CHALLENGER_ALIAS, v2)
+
+    def archive(version: str) -> model_admin.Action:
+        return model_admin.archive(
+            registry.client,
+            registry.engine,
+            registry.name,
+            version,
+            alias="champion",
+            reason="superseded",
+            actor=ACTOR,
+        )
+
+    with pytest.raises(ConfigError, match="is the champion"):
+        archive(v1)
+    archive(v2)
+    assert version_ref(registry.client, registry.name, v2).tags["mlops_status"] == "archived"
+    assert registry.alias(CHALLENGER_ALIAS) is None, "an archived version is no challenger"
+    with pytest.raises(ConfigError, match="archived; it cannot be promoted"):
+        _promote(registry, v2, force=True)
+    with pytest.raises(ConfigError, match="already archived"):
+        archive(v2)
+    assert [a["action"] for a in registry.actions()] == ["promote", "archive"]
+
+
+def test_rollback_skips_an_archived_champion(registry: Registry) -> None:
+    v1, v2, v3 = (registry.register(0.010 - i / 1000, 0.012) for i in range(3))
+    for version in (v1, v2, v3):
+        _promote(registry, version)
+    registry.client.set_model_version_tag(registry.name, v2, "mlops_status", "archived")
+    model_admin.rollback(
+        registry.client,
+        registry.engine,
+        registry.name,
+        alias="champion",
+        reason="",
+        actor=ACTOR,
+    )
+    assert registry.alias() == v1
+
+
+def test_pause_and_resume_change_what_scheduled_training_trains(
+    registry: Registry, catalog_dir
+) -> None:
+    from mlops.pipeline import scheduled_models
+    from mlops.settings import load_settings
+
+    other = f"{registry.name}-b"
+    folder = catalog_dir(registry.name, other)
+    settings = load_settings(**{**_env(registry), "MODEL_CONFIGS_DIR": str(folder)})
+    registry.register(0.010, 0.012)
+    assert scheduled_models(registry.client, settings) == [registry.name, other]
+
+    def paused(value: bool, reason: str = "") -> model_admin.Action:
+        return model_admin.set_paused(
+            registry.client, registry.engine, registry.name, value, reason=reason, actor=ACTOR
+        )
+
+    paused(True, "config under review")
+    assert is_paused(registry.client, registry.name)
+    assert scheduled_models(registry.client, settings) == [other]
+    with pytest.raises(ConfigError, match="already paused"):
+        paused(True)
+    paused(False)
+    assert scheduled_models(registry.client, settings) == [registry.name, other]
+    with pytest.raises(ConfigError, match="already active"):
+        paused(False)
+    assert [(a["action"], a["reason"]) for a in registry.actions()] == [
+        ("pause", "config under review"),
+        ("resume", "resume"),
+    ]
+
+
+def test_actions_on_an_unknown_model_or_version_are_one_sentence(registry: Registry) -> None:
+    with pytest.raises(ConfigError, match="No registered model named"):
+        _promote(registry, "1")
+    registry.register(0.010, 0.012)
+    with pytest.raises(ConfigError, match="has no version 7"):
+        _promote(registry, "7")
+    with pytest.raises(ConfigError, match="needs a reason"):
+        _promote(registry, "1", reason="  ")
+    assert registry.actions() == []
+
+
+# `mlops models` as a user runs it.
+
+
+def _env(r: Registry) -> dict[str, str]:
+    return {
+        "MLOPS_HOME": str(r.settings.mlops_home),
+        "MLFLOW_TRACKING_URI": r.settings.tracking_uri,
+        "MLFLOW_EXPERIMENT": r.settings.mlflow_experiment,
+        "MODEL_NAME": r.name,
+    }
+
+
+def _cli(r: Registry, subprocess_env, catalog: str, *args: str) -> subprocess.CompletedProcess:
+    env = subprocess_env(**_env(r), MODEL_CONFIGS_DIR=catalog, LOG_LEVEL="WARNING")
+    return subprocess.run(
+        [sys.executable, "-m", "mlops.cli", "models", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_the_cli_acts_refuses_and_lists(registry: Registry, subprocess_env, catalog_dir, tmp_path):
+    from mlops.db.schema import monitoring_metrics
+
+    folder = str(catalog_dir(registry.name, f"{registry.name}-new"))
+    v1 = registry.register(0.010, 0.012, dm_p_value_naive=0.02)
+    v2 = registry.register(0.013, 0.012, dm_p_value_naive=0.7, dm_p_value_champion=0.9)
+
+    done = _cli(registry, subprocess_env, folder, "promote", registry.name, v1, "--reason", "ok")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"promote {registry.name} version {v1}: ok"
+    refused = _cli(registry, subprocess_env, folder, "promote", registry.name, v2, "--reason", "x")
+    assert refused.returncode == ModelError.exit_code
+    assert refused.stderr.count("\n") == 1 and "loses to the naive forecast" in refused.stderr
+    registry.client.set_registered_model_alias(registry.name, CHALLENGER_ALIAS, v2)
+    paused = _cli(registry, subprocess_env, folder, "pause", registry.name, "--reason", "hold")
+    assert paused.returncode == 0, paused.stderr
+    archived = _cli(registry, subprocess_env, folder, "archive", registry.name, v1)
+    assert archived.returncode == ConfigError.exit_code and "is the champion" in archived.stderr
+
+    now = datetime.now(UTC)
+    with registry.engine.begin() as conn:
+        for day, value in ((date(2017, 6, 1), 0.02), (date(2017, 6, 2), 0.015)):
+            for metric, figure in (("mape", value), ("naive_mape", 0.014), ("dm_p_naive", 0.3)):
+                conn.execute(
+                    insert(monitoring_metrics).values(
+                        metric_date=day,
+                        model_name=registry.name,
+                        model_version=v1,
+                        symbol="ALL",
+                        metric=metric,
+                        value=figure,
+                        window_days=20,
+                        created_at=now,
+                    )
+                )
+    out = tmp_path / "models.json"
+    listed = _cli(registry, subprocess_env, folder, "list", "--output", str(out))
+    assert listed.returncode == 0, listed.stderr
+    rows = {(r["name"], r["version"]): r for r in json.loads(out.read_text())}
+    first, second = rows[(registry.name, v1)], rows[(registry.name, v2)]
+    assert (first["status"], first["aliases"], first["paused"]) == ("champion", ["champion"], True)
+    assert (second["status"], second["aliases"]) == ("challenger", [CHALLENGER_ALIAS])
+    assert first["dataset_version"] == "2017-05-31-abc"
+    assert first["train_window"] == "2015-01-02..2017-01-31"
+    assert first["holdout"]["holdout_mape"] == pytest.approx(0.010)
+    assert first["holdout"]["baseline_holdout_mape"] == pytest.approx(0.012)
+    assert "dm_p_value_champion" not in first["holdout"]
+    assert second["holdout"]["dm_p_value_champion"] == pytest.approx(0.9)
+    assert first["live_date"] == "2017-06-02"
+    assert first["live"] == {"mape": 0.015, "naive_mape": 0.014, "dm_p_naive": 0.3}
+    assert second["live"] == {} and second["live_date"] is None
+    never = rows[(f"{registry.name}-new", None)]
+    assert never["status"] == "not trained"
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:3] == ["MODEL", "VERSION", "STATUS"]
+    line = next(x for x in lines if x.startswith(f"{registry.name} ") and f" {v1} " in x)
+    assert "champion" in line and "paused" in line and "1.500%" in line
+    assert [a["action"] for a in registry.actions()] == ["promote", "pause"]
