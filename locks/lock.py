@@ -7,7 +7,7 @@
 - One file per image's dependency set (services/Dockerfile): ``base.txt`` (the core
   dependencies: data-prep, migrate and the base of every other image), ``ml.txt``
   (train, batch-infer, serve), ``trade.txt``, ``monitor.txt`` (monitor, dashboard),
-  ``k8s.txt`` (orchestrator) and ``mlflow-server.txt`` (the tracking server: the
+  ``k8s.txt`` (orchestrator), ``dashboard.txt`` (monitor and k8s) and ``mlflow-server.txt`` (the tracking server: the
   ``tracking`` extra with psycopg2-binary and boto3 at the core's bounds).
 - ``ml.txt`` leaves out torch, torchvision and torchaudio and what only their CUDA builds
   need (``nvidia-*``, ``cuda-*``, ``triton``): the Dockerfile installs those three,
@@ -38,6 +38,8 @@ PYTHON = "3.12"
 VENV_EXTRAS = ("ml", "infer", "serve", "monitor", "trade", "k8s", "dev")
 IMAGE_SETS = {"base": (), "ml": ("ml",), "trade": ("trade",), "monitor": ("monitor",)}
 IMAGE_SETS["k8s"] = ("k8s",)
+# The dashboard's retrain and schedule buttons create Jobs and patch CronJobs.
+IMAGE_SETS["dashboard"] = ("monitor", "k8s")
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 CUDA_ONLY = re.compile(r"^(nvidia-(?!ml-py$).*|cuda-.*|triton)$")
 SERVER_CORE = ("psycopg2-binary", "boto3")

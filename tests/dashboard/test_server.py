@@ -214,22 +214,27 @@ def test_retrain_calls_the_orchestration_and_says_what_happened(seeded, monkeypa
 
     calls = []
 
-    def retrain_model(settings, name):
-        calls.append((settings, name))
-        return f"training Job for {name} created"
+    def retrain_model(ctx, name, *, actor, reason=""):
+        calls.append((ctx, name, actor))
+        return orchestration.RetrainOutcome(
+            model=name, runner="kubernetes", job=f"mlops-train-{name}-20170601", created=True
+        )
 
-    monkeypatch.setattr(orchestration, "retrain_model", retrain_model, raising=False)
+    monkeypatch.setattr(orchestration, "retrain_model", retrain_model)
     armed, key = _armed(seeded), Credentials(field_token=TOKEN)
     outcome = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
     assert outcome == actions.Outcome(
-        True, "Retrain of stock-close-mlp: training Job for stock-close-mlp created"
+        True,
+        "Retrain of stock-close-mlp: Created training Job mlops-train-stock-close-mlp-20170601 "
+        "for stock-close-mlp.",
     )
-    assert calls == [(armed.settings, "stock-close-mlp")]
+    assert [(ctx, name) for ctx, name, _ in calls] == [(armed, "stock-close-mlp")]
+    assert calls[0][2].startswith("dashboard:")
 
-    def broken(settings, name):
+    def broken(ctx, name, *, actor, reason=""):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(orchestration, "retrain_model", broken, raising=False)
+    monkeypatch.setattr(orchestration, "retrain_model", broken)
     failed = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
     assert not failed.ok and "failed unexpectedly (RuntimeError)" in failed.sentence
     # Without the token the orchestration is never called.

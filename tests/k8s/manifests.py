@@ -44,7 +44,6 @@ NON_SETTING_ENV = {
     "JOB_TEMPLATES_DIR": "mlops daily / the retraining trigger: where job-<stage>.yaml are",
     "TRAINING_RUNNER": "mlops models retrain: kubernetes (a Job) or local (mlops.orchestration)",
     # A setting once the dashboard reads it (settings.dashboard_token); either way allowed.
-    "DASHBOARD_TOKEN": "the token the dashboard's actions require",
 }
 
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet", "ReplicaSet", "Pod"}

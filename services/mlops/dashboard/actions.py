@@ -109,7 +109,7 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
         state = switch.set_halted(ctx, halted, f"{reason} ({actor})" if reason else actor)
         return _trading_sentence(state)
     if request.action == "retrain":
-        return f"Retrain of {name}: {_describe(retrain(ctx, name))}"
+        return f"Retrain of {name}: {retrain(ctx, name, actor=actor, reason=reason)}"
     client, engine = ctx.mlflow, ctx.engine
     if request.action == "promote":
         done = model_admin.promote(
@@ -134,20 +134,13 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
     return f"Done: {done.sentence()}"
 
 
-def retrain(ctx: Context, name: str) -> Any:
-    """Retrain ``name`` now, as ``mlops models retrain NAME`` does (locally: training;
-    in the cluster: the training Job)."""
+def retrain(ctx: Context, name: str, *, actor: str, reason: str = "") -> str:
+    """Retrain ``name`` now, as ``mlops models retrain NAME`` does (in the cluster: the
+    training Job; on one machine: the training itself, in this request); its sentence.
+    """
     from mlops import orchestration
 
-    return orchestration.retrain_model(ctx.settings, name)  # type: ignore[attr-defined]
-
-
-def _describe(result: Any) -> str:
-    if result is None:
-        return "started."
-    if isinstance(result, str):
-        return result
-    return str(result)
+    return orchestration.retrain_model(ctx, name, actor=actor, reason=reason).sentence()
 
 
 def _trading_sentence(state: dict[str, Any]) -> str:
