@@ -27,7 +27,7 @@ def test_a_trading_model_named_otherwise_is_the_default_config_under_that_name()
 def test_model_config_path_is_the_trading_models_config(tmp_path):
     path = tmp_path / "mine.yaml"
     models = catalog(load_settings(MODEL_NAME="stock-close-pooled", MODEL_CONFIG_PATH=str(path)))
-    assert list(models)[0] == "stock-close-pooled" and sorted(models) == BUNDLED
+    assert next(iter(models)) == "stock-close-pooled" and sorted(models) == BUNDLED
     assert models["stock-close-pooled"].config_path == path
 
 

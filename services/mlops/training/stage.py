@@ -195,7 +195,7 @@ def run(
         _resolve_retrain_requests(ctx, outcome.run_id, as_of)
     result = _result(name, manifest, outcome, current)
     log.info(
-        "Model %s version %s: %s (%s)%s",
+        "Model %s version %s: %s: %s%s",
         name,
         outcome.registered,
         "promoted to champion"
