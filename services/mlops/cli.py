@@ -137,11 +137,39 @@ def data_prep_cmd(
 
 
 @app.command("train")
-def train_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
-    """Train the Ludwig model, track it in MLflow, register it and promote it if it wins."""
+def train_cmd(
+    as_of: AsOf = None,
+    output: Output = None,
+    allow_older: AllowOlder = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="The catalog model to train (MODEL_CONFIGS_DIR); default: MODEL_NAME."
+        ),
+    ] = None,
+    all_models: Annotated[
+        bool,
+        typer.Option("--all", help="Train every catalog model that is not paused, one by one."),
+    ] = False,
+) -> None:
+    """Train a Ludwig model, track it in MLflow, register it and promote it if it wins."""
+    from mlops.errors import ConfigError
     from mlops.training.stage import run
 
-    _stage("train", run, output, as_of=as_of, allow_older_dataset=allow_older)
+    if model is not None and all_models:
+        raise ConfigError("Give either --model NAME or --all to `mlops train`, not both.")
+    if all_models:
+        _stage("train", _train_all, output, as_of=as_of, allow_older_dataset=allow_older)
+        return
+    _stage("train", run, output, as_of=as_of, allow_older_dataset=allow_older, model=model)
+
+
+def _train_all(ctx: Any, as_of: date | None = None, *, allow_older_dataset: bool = False) -> Any:
+    """``mlops train --all``: every model's result under ``models``."""
+    from mlops.training.stage import run_all
+
+    results = run_all(ctx, as_of, allow_older_dataset=allow_older_dataset)
+    return {"models": [asdict(r) for r in results]}
 
 
 @app.command("batch-infer")

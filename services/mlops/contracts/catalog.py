@@ -5,7 +5,9 @@ A catalog is a folder of Ludwig configs, one ``<model name>.yaml`` per model
 and ``stock-close-pooled``; in the cluster the ConfigMap ``mlops-model-configs``). Each
 model is registered in the MLflow registry under its own name. ``MODEL_NAME`` names the
 trading model, whose champion feeds trading and serving; ``MODEL_CONFIG_PATH``, when set,
-is that model's config (and adds it to the catalog when the folder lacks it).
+is that model's config (and adds it to the catalog when the folder lacks it); without
+either setting, a ``MODEL_NAME`` the packaged folder lacks names the packaged
+``stock-close`` config (which then goes by that name alone).
 
 Only names and paths live here; reading and validating a config is training's business.
 """
@@ -24,6 +26,8 @@ from mlops.settings import Settings
 # model name all allow.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SUFFIX = ".yaml"
+# The packaged model config of the default trading model.
+DEFAULT_CONFIG = f"stock-close{SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ def catalog(settings: Settings) -> dict[str, ModelSpec]:
         specs[name] = ModelSpec(name, path)
     if settings.model_config_path is not None:
         specs[settings.model_name] = ModelSpec(settings.model_name, settings.model_config_path)
+    elif settings.model_name not in specs and settings.model_configs_dir is None:
+        # The packaged folder and a trading model named otherwise: the default model goes
+        # by that name (as before the catalog existed), not by both.
+        default = specs.pop(DEFAULT_CONFIG[: -len(SUFFIX)])
+        specs[settings.model_name] = ModelSpec(settings.model_name, default.config_path)
     if settings.model_name not in specs:
         raise ConfigError(
             f"The trading model {settings.model_name!r} (MODEL_NAME) has no config in {folder}: "

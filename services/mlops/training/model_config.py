@@ -23,13 +23,21 @@ def default_config_path() -> Path:
     return Path(str(resources.files("mlops") / "resources" / "models" / "stock-close.yaml"))
 
 
-def load_model_config(settings: Settings) -> dict[str, Any]:
-    """The config named by MODEL_CONFIG_PATH (or the packaged default), validated."""
-    path = settings.model_config_path or default_config_path()
+def load_model_config(settings: Settings, path: Path | None = None) -> dict[str, Any]:
+    """The config at ``path`` (a catalog model's, see :mod:`mlops.contracts.catalog`),
+    else the one named by MODEL_CONFIG_PATH (or the packaged default), validated; with
+    TRAIN_EPOCHS set, its epochs.
+    """
+    path = path or settings.model_config_path or default_config_path()
     try:
         config = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise ConfigError(f"MODEL_CONFIG_PATH points at {path}, which does not exist.") from None
+        setting = (
+            "MODEL_CONFIG_PATH"
+            if settings.model_config_path and Path(path) == settings.model_config_path
+            else "The model catalog (MODEL_CONFIGS_DIR)"
+        )
+        raise ConfigError(f"{setting} points at {path}, which does not exist.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,5 +1,13 @@
-"""``mlops train``: train the Ludwig model on the latest dataset, track it, register it,
-and move the champion alias only when the new version wins on the holdout.
+"""``mlops train``: train a catalog model on the latest dataset, track it, register it
+under its own name, and move the champion alias only when the new version wins on the
+holdout (``run``); ``run_all`` trains every catalog model that is not paused.
+
+A version that is not promoted but beats the naive forecast on the holdout becomes the
+``challenger`` (scored in shadow beside the champion). Each comparison on the holdout
+carries a Diebold-Mariano p-value (:func:`paired_tests`), logged to MLflow, kept in the
+version's tags and ``promotion.json``; ``PROMOTION_MAX_P_VALUE`` makes it a condition. A
+champion move by this gate is written to the audit table ``model_actions`` (actor
+``train``).
 
 Reruns converge, whatever stopped the previous run:
 
@@ -23,32 +31,35 @@ import json
 import logging
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import update
+from sqlalchemy import Engine, insert, select, update
 
 from mlops import runs, tracking
 from mlops.context import Context
-from mlops.contracts import datasets
+from mlops.contracts import catalog, datasets
 from mlops.contracts.columns import TARGET_COLUMN
 from mlops.contracts.datasets import Manifest
 from mlops.contracts.models import (
+    CHALLENGER_ALIAS,
     MODEL_ARTIFACT_PATH,
     Lineage,
     ModelRef,
     champion,
+    is_paused,
     load_registered,
+    move_champion,
     predict_close,
 )
 from mlops.contracts.portable import PORTABLE_FOLDER
-from mlops.db.schema import retrain_requests
-from mlops.errors import ModelError, Terminated
-from mlops.metrics import regression_metrics
+from mlops.db.schema import model_actions, retrain_requests
+from mlops.errors import MlopsError, ModelError, Terminated, classify
+from mlops.metrics import diebold_mariano, regression_metrics
 from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.training.model_config import load_model_config
@@ -63,13 +74,20 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "holdout")
 # Largest difference allowed between the portable export and LudwigModel.predict.
 PORTABLE_TOLERANCE = 1e-6
-METRICS = ("mae", "rmse", "mape")
+METRICS = ("mae", "rmse", "mape", "wmape")
+# The Diebold-Mariano figures of the holdout, as run metrics (and p-values as version tags).
+DM_METRICS = tuple(
+    f"dm_{what}_{other}" for other in ("naive", "champion") for what in ("p_value", "statistic")
+)
 # Run tags that make reruns converge (see the module doc).
 KEY_TAG = "mlops_training_key"
 STAGE_RUN_TAG = "mlops_stage_run"
 REGISTRATION_TAG = "mlops_registration"
 VERSION_TAG = "mlops_model_version"
 END_REASON_TAG = "mlops_end_reason"
+MODEL_NAME_TAG = "mlops_model_name"
+# Who the promotion gate is in the audit table.
+AUDIT_ACTOR = "train"
 
 
 @dataclass
@@ -84,6 +102,11 @@ class TrainResult:
     holdout: dict[str, float]
     baseline: dict[str, float]
     champion_holdout: dict[str, float] | None
+    # One-sided Diebold-Mariano p-values on the holdout: "this version is more accurate
+    # than the naive forecast / the champion" (None: no champion, or an older run).
+    dm_p_value_naive: float | None = None
+    dm_p_value_champion: float | None = None
+    challenger: bool = False  # not promoted, beats the naive forecast: alias challenger
     already_trained: bool = False  # a run with the same key had registered this version
 
 
@@ -95,6 +118,11 @@ class _Evaluation:
     baseline: dict[str, float]
     champion_holdout: dict[str, float] | None
     decision: Decision
+    tests: dict[str, float] = field(default_factory=dict)  # DM_METRICS that were computed
+
+    @property
+    def challenger(self) -> bool:
+        return not self.decision.promote and self.decision.beats_naive
 
 
 def naive_metrics(frame: pd.DataFrame) -> dict[str, float]:
@@ -102,12 +130,49 @@ def naive_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return regression_metrics(frame[TARGET_COLUMN], frame["close"])
 
 
+def paired_tests(
+    holdout: pd.DataFrame, predicted: np.ndarray, others: dict[str, np.ndarray | None]
+) -> dict[str, float]:
+    """One-sided Diebold-Mariano tests of ``predicted`` against each of ``others`` (by
+    name: ``naive``, ``champion``) on the holdout, as ``dm_p_value_<name>`` and
+    ``dm_statistic_<name>``.
+
+    The loss of a day is the mean absolute percentage error over the symbols that day
+    (the promotion metric, MAPE, day by day): symbols of one day move together, so the
+    test runs on the daily series, not on rows as if they were independent.
+    """
+    actual = holdout[TARGET_COLUMN].to_numpy(dtype="float64")
+    days = holdout["date"].to_numpy()
+    daily = {
+        who: pd.Series(np.abs(np.asarray(p, dtype="float64") - actual) / np.abs(actual))
+        .groupby(days)
+        .mean()
+        for who, p in {"candidate": predicted, **others}.items()
+        if p is not None
+    }
+    found: dict[str, float] = {}
+    for who in others:
+        if who not in daily or len(daily[who]) < 3:
+            continue
+        test = diebold_mariano(daily["candidate"].to_numpy(), daily[who].to_numpy())
+        found[f"dm_p_value_{who}"], found[f"dm_statistic_{who}"] = test.p_value, test.statistic
+    return found
+
+
 def run(
-    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+    ctx: Context,
+    as_of: date | None = None,
+    *,
+    allow_older_dataset: bool = False,
+    model: str | None = None,
 ) -> TrainResult:
-    """Train on the dataset published for ``as_of`` (the newest without it); see the module doc."""
+    """Train the catalog model ``model`` (MODEL_NAME without it) on the dataset published
+    for ``as_of`` (the newest without it); see the module doc.
+    """
     settings = ctx.settings
-    config = load_model_config(settings)  # fails before anything is written
+    name = model or settings.model_name
+    spec = catalog.spec(settings, name)  # these fail before anything is written
+    config = load_model_config(settings, spec.config_path)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     manifest, frame = datasets.load(ctx.store, version)
     splits = split_by_date(
@@ -116,31 +181,39 @@ def run(
     client = ctx.mlflow
     experiment_id = tracking.ensure_experiment(client, settings)
     close_orphaned_runs(client, experiment_id, ctx.engine)
-    key = training_key(config, manifest, settings)
-    current = champion(client, settings.model_name, settings.champion_alias)
-    lineage = _lineage(manifest, splits)
+    key = training_key(config, manifest, settings, name)
+    current = champion(client, name, settings.champion_alias)
+    target = _Target(name, settings, ctx.engine, _lineage(manifest, splits))
     earlier = _earlier_run(client, experiment_id, key)
     if earlier is not None and earlier.data.tags.get(REGISTRATION_TAG) == "done":
         outcome = _reuse(client, earlier)
     elif earlier is not None:
-        outcome = _resume(client, settings, earlier, splits, current, lineage)
+        outcome = _resume(client, target, earlier, splits, current)
     else:
-        outcome = _train_new(
-            client, settings, experiment_id, config, manifest, splits, key, current, lineage
-        )
-    _resolve_retrain_requests(ctx, outcome.run_id, as_of)
+        outcome = _train_new(client, target, experiment_id, config, manifest, splits, key, current)
+    if name == settings.model_name:  # retrain requests are raised for the trading model
+        _resolve_retrain_requests(ctx, outcome.run_id, as_of)
+    result = _result(name, manifest, outcome, current)
     log.info(
-        "Model %s version %s: %s (%s)%s",
-        settings.model_name,
+        "Model %s version %s: %s: %s%s",
+        name,
         outcome.registered,
-        "promoted to champion" if outcome.decision.promote else "not promoted",
-        outcome.decision.reason,
+        "promoted to champion"
+        if result.promoted
+        else ("not promoted: the challenger" if result.challenger else "not promoted"),
+        result.reason,
         " - already trained on this dataset with this config" if outcome.reused else "",
     )
+    return result
+
+
+def _result(
+    name: str, manifest: Manifest, outcome: _Outcome, current: ModelRef | None
+) -> TrainResult:
     evaluation, decision = outcome.evaluation, outcome.decision
     return TrainResult(
         run_id=outcome.run_id,
-        model_name=settings.model_name,
+        model_name=name,
         model_version=outcome.registered,
         dataset_version=manifest.version,
         promoted=decision.promote,
@@ -151,8 +224,70 @@ def run(
         holdout=evaluation.per_split["holdout"],
         baseline=evaluation.baseline,
         champion_holdout=evaluation.champion_holdout,
+        dm_p_value_naive=evaluation.tests.get("dm_p_value_naive"),
+        dm_p_value_champion=evaluation.tests.get("dm_p_value_champion"),
+        challenger=evaluation.challenger,
         already_trained=outcome.reused,
     )
+
+
+def run_all(
+    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+) -> list[TrainResult]:
+    """Train every catalog model that is not paused, the trading model first.
+
+    Each is tried whatever happened to the others; when any failed, one error names them
+    all (of the first failure's class, so its exit code), carrying the others' results.
+    """
+    results: list[TrainResult] = []
+    failures: dict[str, BaseException] = {}
+    for name in catalog.model_names(ctx.settings):
+        if is_paused(ctx.mlflow, name):
+            log.info("Model %s is paused (`mlops models resume %s`): not trained", name, name)
+            continue
+        try:
+            results.append(run(ctx, as_of, allow_older_dataset=allow_older_dataset, model=name))
+        except Exception as exc:
+            failures[name] = exc
+            log.error("Model %s was not trained: %s", name, runs.describe_failure(exc))
+    if failures:
+        raise _failed_models(failures, results)
+    return results
+
+
+def _failed_models(failures: dict[str, BaseException], results: list[TrainResult]) -> MlopsError:
+    """One error naming every model that failed, of the first failure's class."""
+    from mlops.log import save_traceback
+
+    reasons = {}
+    for name, exc in failures.items():
+        error = classify(exc)
+        if error is None:  # unforeseen: keep its traceback, as the command would
+            saved = save_traceback(exc, f"train-{name}")
+            error = MlopsError(f"{runs.describe_failure(exc)} (traceback in {saved})")
+        reasons[name] = str(error).rstrip(".")
+    first = classify(next(iter(failures.values())))
+    kind = type(first) if first is not None else MlopsError
+    sentence = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+    trained = f" ({', '.join(r.model_name for r in results)} trained)" if results else ""
+    error = kind(f"{len(failures)} model(s) failed to train{trained}: {sentence}.")
+    error.result = {  # type: ignore[attr-defined]
+        "models": [asdict(r) for r in results],
+        "failed": reasons,
+    }
+    return error
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a trained model goes: its registry name, the settings, the audit database and
+    the lineage of the data it was trained on.
+    """
+
+    name: str
+    settings: Settings
+    engine: Engine
+    lineage: Lineage
 
 
 @dataclass
@@ -169,32 +304,33 @@ class _Outcome:
 
 def _train_new(
     client: MlflowClient,
-    settings: Settings,
+    target: _Target,
     experiment_id: str,
     config: dict[str, Any],
     manifest: Manifest,
     splits: Splits,
     key: str,
     current: ModelRef | None,
-    lineage: Lineage,
 ) -> _Outcome:
     """A new MLflow run: fit, evaluate, log, register; the run always ends with a status."""
+    seed = target.settings.random_seed
     stage_run = runs.current_run()
-    tags = {"stage": "train", KEY_TAG: key, **lineage.to_tags()}
+    tags = {"stage": "train", KEY_TAG: key, MODEL_NAME_TAG: target.name}
+    tags.update(target.lineage.to_tags())
     if stage_run is not None:
         tags[STAGE_RUN_TAG] = stage_run.run_id
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     runs.annotate(mlflow_run_id=run_id)
     try:
-        client.log_batch(run_id, params=_params(config, manifest, splits, settings.random_seed))
+        client.log_batch(run_id, params=_params(config, manifest, splits, seed, target.name))
         client.log_dict(run_id, config, "ludwig_config.yaml")
-        model, stats = _fit(config, splits, settings.random_seed)
+        model, stats = _fit(config, splits, seed)
         client.log_dict(run_id, stats, "training_statistics.json")
-        evaluation = _evaluate(client, model, splits, current)
+        evaluation = _evaluate(client, target.settings, model, splits, current)
         _log_evaluation(client, run_id, evaluation, current)
         _log_model(client, run_id, model, splits.holdout)
         client.set_tag(run_id, REGISTRATION_TAG, "pending")  # a rerun finishes it if we fail
-        registered = _complete_registration(client, settings, run_id, lineage, evaluation)
+        registered = _complete_registration(client, target, run_id, evaluation)
     except BaseException as exc:
         _end_run(client, run_id, _end_status(exc))
         raise
@@ -218,21 +354,58 @@ def _lineage(manifest: Manifest, splits: Splits) -> Lineage:
 
 
 def _evaluate(
-    client: MlflowClient, model: Any, splits: Splits, current: ModelRef | None
+    client: MlflowClient, settings: Settings, model: Any, splits: Splits, current: ModelRef | None
 ) -> _Evaluation:
+    predicted = {name: predict_close(model, getattr(splits, name)) for name in SPLITS}
     per_split = {
-        name: regression_metrics(part[TARGET_COLUMN], predict_close(model, part))
-        for name, part in ((n, getattr(splits, n)) for n in SPLITS)
+        name: regression_metrics(getattr(splits, name)[TARGET_COLUMN], predicted[name])
+        for name in SPLITS
     }
-    baseline = naive_metrics(splits.holdout)
-    champion_holdout = None
+    return _against_others(
+        client, settings, per_split, splits.holdout, predicted["holdout"], current
+    )
+
+
+def _against_others(
+    client: MlflowClient,
+    settings: Settings,
+    per_split: dict[str, dict[str, float]],
+    holdout: pd.DataFrame,
+    predicted: np.ndarray,
+    current: ModelRef | None,
+) -> _Evaluation:
+    """The candidate's holdout predictions against the naive forecast's and the
+    champion's: their figures, the paired tests and the promotion decision.
+    """
+    baseline = naive_metrics(holdout)
+    champion_holdout, champion_predicted = None, None
     if current is not None:
-        champion_model = load_registered(client, current)
-        champion_holdout = regression_metrics(
-            splits.holdout[TARGET_COLUMN], predict_close(champion_model, splits.holdout)
-        )
-    decision = decide(per_split["holdout"], baseline, champion_holdout)
-    return _Evaluation(per_split, baseline, champion_holdout, decision)
+        champion_predicted = predict_close(load_registered(client, current), holdout)
+        champion_holdout = regression_metrics(holdout[TARGET_COLUMN], champion_predicted)
+    tests = paired_tests(
+        holdout,
+        predicted,
+        {"naive": holdout["close"].to_numpy(dtype="float64"), "champion": champion_predicted},
+    )
+    decision = _decide(per_split["holdout"], baseline, champion_holdout, tests, settings)
+    return _Evaluation(per_split, baseline, champion_holdout, decision, tests)
+
+
+def _decide(
+    holdout: dict[str, float],
+    baseline: dict[str, float],
+    champion_holdout: dict[str, float] | None,
+    tests: dict[str, float],
+    settings: Settings,
+) -> Decision:
+    return decide(
+        holdout,
+        baseline,
+        champion_holdout,
+        p_value_naive=tests.get("dm_p_value_naive"),
+        p_value_champion=tests.get("dm_p_value_champion"),
+        max_p_value=settings.promotion_max_p_value,
+    )
 
 
 def _log_evaluation(
@@ -249,6 +422,7 @@ def _log_evaluation(
     values.update({f"baseline_holdout_{k}": v for k, v in evaluation.baseline.items()})
     if evaluation.champion_holdout is not None:
         values.update({f"champion_holdout_{k}": v for k, v in evaluation.champion_holdout.items()})
+    values.update(evaluation.tests)
     decision = evaluation.decision
     client.log_batch(
         run_id,
@@ -262,10 +436,13 @@ def _log_evaluation(
         run_id,
         {
             **asdict(decision),
+            "beats_naive": decision.beats_naive,
+            "challenger": evaluation.challenger,
             "champion_version": current.version if current else None,
             "holdout": evaluation.per_split["holdout"],
             "baseline": evaluation.baseline,
             "champion_holdout": evaluation.champion_holdout,
+            "diebold_mariano": evaluation.tests,
         },
         "promotion.json",
     )
@@ -364,12 +541,15 @@ def _to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _params(config: dict[str, Any], manifest: Manifest, splits: Splits, seed: int) -> list[Any]:
+def _params(
+    config: dict[str, Any], manifest: Manifest, splits: Splits, seed: int, name: str
+) -> list[Any]:
     from mlflow.entities import Param
 
     trainer = config.get("trainer", {})
     combiner = config.get("combiner", {})
     params: dict[str, Any] = {
+        "model_name": name,
         "dataset_version": manifest.version,
         "dataset_rows": manifest.rows,
         "symbols": ",".join(manifest.symbols),
@@ -384,21 +564,61 @@ def _params(config: dict[str, Any], manifest: Manifest, splits: Splits, seed: in
 
 
 def _complete_registration(
-    client: MlflowClient,
-    settings: Settings,
-    run_id: str,
-    lineage: Lineage,
-    evaluation: _Evaluation,
+    client: MlflowClient, target: _Target, run_id: str, evaluation: _Evaluation
 ) -> str:
-    """Register the run's model (or adopt the version an earlier attempt made), promote it."""
-    registered = _version_of_run(client, settings.model_name, run_id)
+    """Register the run's model (or adopt the version an earlier attempt made, its tags
+    brought up to this decision), then promote it or make it the challenger.
+    """
+    name = target.name
+    registered = _version_of_run(client, name, run_id)
     if registered is None:
-        registered = _register(client, settings.model_name, run_id, lineage, evaluation)
+        registered = _register(client, name, run_id, target.lineage, evaluation)
+    else:
+        for key, value in _version_tags(name, evaluation).items():
+            client.set_model_version_tag(name, registered, key, value)
     if evaluation.decision.promote:
-        client.set_registered_model_alias(settings.model_name, settings.champion_alias, registered)
+        _promote(client, target, registered, evaluation)
+    elif evaluation.challenger:
+        client.set_registered_model_alias(name, CHALLENGER_ALIAS, registered)
     client.set_tag(run_id, VERSION_TAG, registered)
     client.set_tag(run_id, REGISTRATION_TAG, "done")
     return registered
+
+
+def _promote(client: MlflowClient, target: _Target, version: str, evaluation: _Evaluation) -> None:
+    """Move the champion alias to ``version`` and write the audit row, once: a rerun that
+    finds both done (an attempt died after them) changes nothing.
+    """
+    alias, name = target.settings.champion_alias, target.name
+    previous = champion(client, name, alias)
+    if previous is None or previous.version != version:
+        move_champion(client, name, alias, version)
+    with target.engine.begin() as conn:
+        done = conn.execute(
+            select(model_actions.c.id).where(
+                model_actions.c.model_name == name,
+                model_actions.c.model_version == version,
+                model_actions.c.action == "promote",
+                model_actions.c.actor == AUDIT_ACTOR,
+            )
+        ).first()
+        if done is not None:
+            return
+        details = {
+            "previous": previous.version if previous and previous.version != version else None,
+            **_version_tags(name, evaluation),
+        }
+        conn.execute(
+            insert(model_actions).values(
+                created_at=utcnow(),
+                actor=AUDIT_ACTOR,
+                action="promote",
+                model_name=name,
+                model_version=version,
+                reason=evaluation.decision.reason,
+                details=json.dumps(details, sort_keys=True),
+            )
+        )
 
 
 def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
@@ -431,31 +651,46 @@ def _register(
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise ModelError(f"The MLflow registry could not be read: {exc.message}.") from exc
         client.create_registered_model(
-            name, description="Next-day close of daily US equities, from a Ludwig model."
+            name,
+            description=f"Next-day close of daily US equities, from the Ludwig model {name}.",
         )
-    holdout, decision = evaluation.per_split["holdout"], evaluation.decision
     mv = client.create_model_version(
         name,
         source=f"{client.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}",
         run_id=run_id,
-        tags={
-            **lineage.to_tags(),
-            "holdout_mae": f"{holdout['mae']:.6f}",
-            "holdout_mape": f"{holdout['mape']:.6f}",
-            "promotion": "promoted" if decision.promote else "rejected",
-            "promotion_reason": decision.reason,
-        },
+        tags={**lineage.to_tags(), **_version_tags(name, evaluation)},
     )
     return str(mv.version)
+
+
+def _version_tags(name: str, evaluation: _Evaluation) -> dict[str, str]:
+    """The evaluation as version tags: the holdout figures (the candidate's and the naive
+    forecast's), the Diebold-Mariano p-values and the decision.
+    """
+    holdout, decision = evaluation.per_split["holdout"], evaluation.decision
+    figures = {f"holdout_{k}": v for k, v in holdout.items() if k in {"mae", "mape", "wmape"}}
+    if "mape" in evaluation.baseline:
+        figures["baseline_holdout_mape"] = evaluation.baseline["mape"]
+    figures.update({k: v for k, v in evaluation.tests.items() if k.startswith("dm_p_value_")})
+    return {
+        "model_name": name,
+        **{k: f"{v:.6g}" if k.startswith("dm_") else f"{v:.6f}" for k, v in figures.items()},
+        "promotion": "promoted" if decision.promote else "rejected",
+        "promotion_reason": decision.reason[:5000],
+    }
 
 
 # Reruns: the key, earlier runs, orphans.
 
 
-def training_key(config: dict[str, Any], manifest: Manifest, settings: Settings) -> str:
-    """What makes two trainings the same: dataset, model name, config, seed, split sizes."""
+def training_key(
+    config: dict[str, Any], manifest: Manifest, settings: Settings, name: str | None = None
+) -> str:
+    """What makes two trainings the same: dataset, model name (MODEL_NAME without one),
+    config, seed, split sizes.
+    """
     payload = {
-        "model_name": settings.model_name,
+        "model_name": name or settings.model_name,
         "config": config,
         "seed": settings.random_seed,
         "validation_days": settings.validation_days,
@@ -481,27 +716,31 @@ def _earlier_run(client: MlflowClient, experiment_id: str, key: str) -> Any:
 
 
 def _evaluation_from_run(earlier: Any) -> _Evaluation:
-    """The figures and the promotion decision a run logged, as an evaluation."""
+    """The figures, paired tests and promotion decision a run logged, as an evaluation
+    (a run logged before some figures existed lacks them: WMAPE, the tests).
+    """
     metrics = earlier.data.metrics
-    per_split = {
-        split: {k: metrics[f"{split}_{k}"] for k in METRICS if f"{split}_{k}" in metrics}
-        for split in SPLITS
-    }
-    baseline = {k: metrics[f"baseline_holdout_{k}"] for k in METRICS}
-    champion_holdout = {
-        k: metrics[f"champion_holdout_{k}"] for k in METRICS if f"champion_holdout_{k}" in metrics
-    } or None
-    figures = decide(per_split["holdout"], baseline, champion_holdout)
-    tags = earlier.data.tags
-    decision = Decision(
-        tags.get("promotion") == "promoted",
-        tags.get("promotion_reason", figures.reason),
-        figures.metric,
-        figures.candidate,
-        figures.baseline,
-        figures.champion,
+
+    def logged(prefix: str) -> dict[str, float]:
+        return {k: metrics[f"{prefix}_{k}"] for k in METRICS if f"{prefix}_{k}" in metrics}
+
+    per_split = {split: logged(split) for split in SPLITS}
+    baseline, champion_holdout = logged("baseline_holdout"), logged("champion_holdout") or None
+    tests = {k: metrics[k] for k in DM_METRICS if k in metrics}
+    figures = decide(
+        per_split["holdout"],
+        baseline,
+        champion_holdout,
+        p_value_naive=tests.get("dm_p_value_naive"),
+        p_value_champion=tests.get("dm_p_value_champion"),
     )
-    return _Evaluation(per_split, baseline, champion_holdout, decision)
+    tags = earlier.data.tags
+    decision = replace(
+        figures,
+        promote=tags.get("promotion") == "promoted",
+        reason=tags.get("promotion_reason", figures.reason),
+    )
+    return _Evaluation(per_split, baseline, champion_holdout, decision, tests)
 
 
 def _reuse(client: MlflowClient, earlier: Any) -> _Outcome:
@@ -515,34 +754,49 @@ def _reuse(client: MlflowClient, earlier: Any) -> _Outcome:
 
 
 def _resume(
-    client: MlflowClient,
-    settings: Settings,
-    earlier: Any,
-    splits: Splits,
-    current: ModelRef | None,
-    lineage: Lineage,
+    client: MlflowClient, target: _Target, earlier: Any, splits: Splits, current: ModelRef | None
 ) -> _Outcome:
-    """Finish the registration of a run that logged its model, deciding against today's champion."""
+    """Finish the registration of a run that logged its model, deciding against today's
+    champion (unless the run's own version already became it before the run could say so).
+    """
     run_id = earlier.info.run_id
     log.warning("Run %s logged its model but did not register it: registering it now", run_id)
-    logged = _evaluation_from_run(earlier)
-    champion_holdout = None
-    if current is not None:
-        champion_model = load_registered(client, current)
-        champion_holdout = regression_metrics(
-            splits.holdout[TARGET_COLUMN], predict_close(champion_model, splits.holdout)
+    evaluation = _evaluation_from_run(earlier)
+    if current is None or current.run_id != run_id:
+        predicted = predict_close(_run_model(client, run_id), splits.holdout)
+        evaluation = _against_others(
+            client, target.settings, evaluation.per_split, splits.holdout, predicted, current
         )
-    decision = decide(logged.per_split["holdout"], logged.baseline, champion_holdout)
-    evaluation = _Evaluation(logged.per_split, logged.baseline, champion_holdout, decision)
     runs.annotate(mlflow_run_id=run_id)
     try:
         _log_evaluation(client, run_id, evaluation, current)
-        registered = _complete_registration(client, settings, run_id, lineage, evaluation)
+        registered = _complete_registration(client, target, run_id, evaluation)
     except BaseException as exc:
         _end_run(client, run_id, _end_status(exc))
         raise
     _end_run(client, run_id, "FINISHED")
     return _Outcome(run_id, registered, evaluation)
+
+
+def _run_model(client: MlflowClient, run_id: str) -> Any:
+    """The portable export a run logged with its model, loaded."""
+    import mlflow
+
+    from mlops.contracts.portable import PortablePredictor
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=f"{MODEL_ARTIFACT_PATH}/{PORTABLE_FOLDER}",
+                dst_path=tmp,
+                tracking_uri=client.tracking_uri,
+            )
+            return PortablePredictor.from_dir(local)
+    except Exception as exc:
+        if classify(exc) is not None:  # the tracking server or the store: read as such
+            raise
+        raise ModelError(f"The model logged by run {run_id} cannot be loaded: {exc}") from None
 
 
 def close_orphaned_runs(client: MlflowClient, experiment_id: str, engine: Any) -> list[str]:

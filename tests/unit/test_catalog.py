@@ -1,0 +1,48 @@
+"""The model catalog: names and config paths, the trading model first."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops.contracts.catalog import catalog, model_names, packaged_dir, spec
+from mlops.errors import ConfigError
+from mlops.settings import load_settings
+
+BUNDLED = ["stock-close", "stock-close-mlp", "stock-close-pooled"]
+
+
+def test_the_packaged_catalog_holds_the_three_bundled_models():
+    assert model_names(load_settings()) == BUNDLED
+    assert spec(load_settings(), "stock-close-mlp").config_path == (
+        packaged_dir() / "stock-close-mlp.yaml"
+    )
+
+
+def test_a_trading_model_named_otherwise_is_the_default_config_under_that_name():
+    models = catalog(load_settings(MODEL_NAME="my-model"))
+    assert list(models) == ["my-model", "stock-close-mlp", "stock-close-pooled"]
+    assert models["my-model"].config_path == packaged_dir() / "stock-close.yaml"
+
+
+def test_model_config_path_is_the_trading_models_config(tmp_path):
+    path = tmp_path / "mine.yaml"
+    models = catalog(load_settings(MODEL_NAME="stock-close-pooled", MODEL_CONFIG_PATH=str(path)))
+    assert next(iter(models)) == "stock-close-pooled" and sorted(models) == BUNDLED
+    assert models["stock-close-pooled"].config_path == path
+
+
+def test_a_folder_without_the_trading_model_is_refused(tmp_path):
+    (tmp_path / "other.yaml").write_text("{}")
+    settings = load_settings(MODEL_CONFIGS_DIR=str(tmp_path))
+    with pytest.raises(ConfigError, match="'stock-close' \\(MODEL_NAME\\) has no config"):
+        catalog(settings)
+    assert model_names(load_settings(MODEL_CONFIGS_DIR=str(tmp_path), MODEL_NAME="other")) == [
+        "other"
+    ]
+
+
+def test_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(
+        ConfigError, match="known: stock-close, stock-close-mlp, stock-close-pooled"
+    ):
+        spec(load_settings(), "nope")
