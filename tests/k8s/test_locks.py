@@ -56,6 +56,7 @@ def test_every_image_lock_and_the_venv_lock_exist() -> None:
         "infer.txt",
         "serve.txt",
         "mlflow-server.txt",
+        "dashboard.txt",
     }
 
 
