@@ -10,7 +10,7 @@
     raw/alphavantage/<symbol>/responses/              every API answer, before parsing
     predictions/<day>/<model>-v<version>.parquet      one batch of predictions
     reports/monitoring/<day>/{quality,drift}.html     evidently reports, summary.json
-    monitoring/drift-calibration/<model>-v<version>.json   a version's drift calibration
+    reports/drift-calibration/<model>-v<version>.json   a version's drift calibration
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ RAW_ALPHAVANTAGE_PREFIX = "raw/alphavantage"
 PREDICTIONS_PREFIX = "predictions"
 MONITORING_REPORTS_PREFIX = "reports/monitoring"
 REPORT_NAMES = ("quality", "drift")
-DRIFT_CALIBRATION_PREFIX = "monitoring/drift-calibration"
+DRIFT_CALIBRATION_PREFIX = "reports/drift-calibration"
 
 
 def dataset_folder(version: str) -> str:
