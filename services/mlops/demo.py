@@ -238,7 +238,9 @@ def _summarize(
         }
         last = latest_equity(conn, settings.broker)
         requests = conn.execute(select(func.count()).select_from(retrain_requests)).scalar_one()
-    joined = realized(preds, bars)
+    # The trading model's champion predictions: the ones that fed trading (not the shadow).
+    traded = preds[(preds["model_name"] == settings.model_name) & (preds["role"] == "champion")]
+    joined = realized(traded, bars) if not traded.empty else pd.DataFrame()
     replay_metrics: dict[str, float] = {}
     if not joined.empty:
         model = regression_metrics(joined["actual_close"], joined["predicted_close"])
@@ -335,7 +337,10 @@ def models_table(models: list[dict[str, Any]]) -> Any:
     """
     from rich.table import Table
 
-    table = Table(title="Models (the champion's figures; p: Diebold-Mariano, one-sided)")
+    table = Table(
+        title="Models (each champion's figures; live: the last monitored window; "
+        "p: Diebold-Mariano, one-sided)"
+    )
     table.add_column("model")
     for m in models:
         name = m["model"] + (" (paused)" if m["paused"] else "")
@@ -373,7 +378,7 @@ def print_summary(console: Any, s: DemoSummary) -> None:
     m = s.replay_metrics
     if m:
         table.add_row(
-            "live MAPE over the replay",
+            "live MAPE over the replay (traded)",
             f"{m['model_mape']:.4%}",
             f"naive {m['naive_mape']:.4%}",
         )
@@ -381,7 +386,11 @@ def print_summary(console: Any, s: DemoSummary) -> None:
             "live MAE over the replay", f"{m['model_mae']:.3f}", f"naive {m['naive_mae']:.3f}"
         )
     table.add_row("champion version", str(s.champion_version), "")
-    table.add_row("predictions made", str(s.predictions), f"{int(m.get('scored', 0))} scored")
+    table.add_row(
+        "predictions made (all models)",
+        str(s.predictions),
+        f"{int(m.get('scored', 0))} traded ones scored",
+    )
     table.add_row(
         f"orders (threshold {s.threshold:.2%})",
         str(sum(s.orders.values())),

@@ -159,10 +159,19 @@ def promote(
             f"Model {name} version {version} {why}; not promoted (use --force to promote it "
             "anyway)."
         )
-    p_value = figures.get("dm_p_value_naive")
+    live_day, live = live_metrics(engine, [name]).get((name, ref.version), ("", {}))
+    holdout_p, live_p = figures.get("dm_p_value_naive"), live.get("dm_p_naive")
+    # Significance from the holdout, or from the live window the version accumulated in
+    # shadow (a challenger's paired days against the naive forecast), whichever is lower.
+    known = [p for p in (holdout_p, live_p) if p is not None]
+    p_value = min(known) if known else None
     doubtful = max_p_value is not None and (p_value is None or not p_value <= max_p_value)
     if doubtful and not force:
-        shown = "no Diebold-Mariano p-value" if p_value is None else f"p-value {p_value:.4f}"
+        shown = (
+            "no Diebold-Mariano p-value"
+            if p_value is None
+            else f"p-value {_p(holdout_p)} on the holdout, {_p(live_p)} live"
+        )
         raise ModelError(
             f"Model {name} version {version} is not significantly better than the naive "
             f"forecast ({shown}, PROMOTION_MAX_P_VALUE {max_p_value}); not promoted (use "
@@ -175,8 +184,13 @@ def promote(
         "previous": current.version if current else None,
         "forced": bool(force and (loses or doubtful)),
         **{k: v for k, v in figures.items() if k.startswith(("holdout_", "baseline_", "dm_"))},
+        **({f"live_{k}": v for k, v in live.items()} | ({"live_day": live_day} if live else {})),
     }
     return record(engine, Action("promote", name, ref.version, actor, reason, details))
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def rollback(

@@ -81,6 +81,37 @@ def test_significance_is_required_when_promotion_max_p_value_is_set(registry: Re
     assert registry.alias() == doubtful
 
 
+def test_significance_can_come_from_the_live_window_a_challenger_accumulated(
+    registry: Registry,
+) -> None:
+    from mlops.db.schema import monitoring_metrics
+
+    challenger = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
+    with registry.engine.begin() as conn:
+        conn.execute(
+            insert(monitoring_metrics),
+            [
+                {
+                    "metric_date": date(2017, 6, 28),
+                    "model_name": registry.name,
+                    "model_version": challenger,
+                    "symbol": "ALL",
+                    "metric": metric,
+                    "value": value,
+                    "window_days": 20,
+                    "created_at": datetime.now(UTC),
+                }
+                for metric, value in (("dm_p_naive", 0.02), ("mape", 0.011))
+            ],
+        )
+    _promote(registry, challenger, max_p_value=0.05, reason="20 live days in shadow")
+    assert registry.alias() == challenger
+    details = json.loads(registry.actions()[-1]["details"])
+    assert details["dm_p_value_naive"] == pytest.approx(0.4)
+    assert details["live_dm_p_naive"] == pytest.approx(0.02)
+    assert details["live_day"] == "2017-06-28" and details["forced"] is False
+
+
 def test_rollback_returns_to_the_previous_champion_and_keeps_the_history(
     registry: Registry,
 ) -> None:
