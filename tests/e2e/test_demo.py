@@ -40,7 +40,7 @@ def test_predictions_are_stored_for_every_scored_symbol_and_day(demo):
     assert len(rows) == summary.predictions > 0
     # Four replayed days (2017-06-01..06) with five symbols trading each day.
     assert rows.groupby("prediction_date")["symbol"].nunique().tolist() == [5, 5, 5, 5]
-    assert not rows.duplicated(["symbol", "prediction_date", "model_version"]).any()
+    assert not rows.duplicated(["symbol", "prediction_date", "model_name", "model_version"]).any()
     assert (rows["predicted_close"] > 0).all()
 
 

@@ -44,17 +44,21 @@ def test_retrain_here_trains_that_model_and_writes_the_audit_row(tmp_path) -> No
     mv = ctx.mlflow.get_model_version("stock-close-mlp", "1")
     assert mv.tags["dataset_version"].startswith("2017-05-31")
     with ctx.engine.connect() as conn:
-        (row,) = conn.execute(select(model_actions)).mappings().all()
+        rows = conn.execute(select(model_actions).order_by(model_actions.c.id)).mappings().all()
         trained = (
             conn.execute(select(stage_runs.c.status).where(stage_runs.c.stage == "train"))
             .scalars()
             .all()
         )
+    # The retrain's own row, then the promotion gate's when the version became champion.
+    row = rows[0]
     assert (row["action"], row["model_name"], row["model_version"]) == (
         "retrain",
         "stock-close-mlp",
         "1",
     )
+    gate = [(r["action"], r["actor"], r["model_version"]) for r in rows[1:]]
+    assert gate == ([("promote", "train", "1")] if outcome.promoted else [])
     assert json.loads(row["details"])["runner"] == "local"
     assert trained == ["succeeded"]
     ctx.engine.dispose()

@@ -257,7 +257,7 @@ def test_probes_and_model_description(client, trained) -> None:
     assert len(model["run_id"]) == 32
     assert model["trained_at"].startswith("20")
     assert model["as_of"] == "2017-05-31"
-    assert set(model["holdout_metrics"]) == {"mae", "rmse", "mape"}
+    assert set(model["holdout_metrics"]) == {"mae", "rmse", "mape", "wmape"}
     assert model["input_features"]["symbol"] == "category"
     assert model["target"] == "next_return"
 

@@ -7,9 +7,11 @@ do not depend on each other's registry changes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import subprocess
-import sys
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +47,8 @@ class World:
     trained: dict[str, Any]  # `mlops train --all`'s JSON result
 
     def cli(self, *args: str, **env: str) -> Outcome:
-        done = subprocess.run(
-            [sys.executable, "-m", "mlops.cli", *args],
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        return Outcome(done.returncode, done.stdout, done.stderr)
+        """The real command, in this process (Ludwig is imported once per session)."""
+        return run_cli({**self.env, **env}, *args)
 
     def settings(self, **env: object) -> Any:
         from mlops.settings import load_settings
@@ -68,6 +64,31 @@ class World:
         from mlops.db.engine import make_engine
 
         return make_engine(self.settings().db_url)
+
+
+def run_cli(env: dict[str, str], *args: str) -> Outcome:
+    """``mlops ARGS`` in this process with exactly ``env``'s settings; its exit code and
+    output, as a subprocess would give them.
+    """
+    from conftest import _is_leaky, _settings_env_names
+    from mlops.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if _is_leaky(key, _settings_env_names()):
+                mp.delenv(key, raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                logging.getLogger().handlers[:] = []
+    return Outcome(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
