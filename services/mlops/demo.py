@@ -354,6 +354,7 @@ def models_table(models: list[dict[str, Any]]) -> Any:
         ("p vs champion", lambda m: _p(m["dm_p_champion"])),
         ("live MAPE", lambda m: _percent(m["live_mape"])),
         ("live naive", lambda m: _percent(m["live_naive_mape"])),
+        ("live p vs naive", lambda m: _p(m["live_dm_p_naive"])),
     )
     for label, cell in lines:
         table.add_row(label, *(cell(m) for m in models))
