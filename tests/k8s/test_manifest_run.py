@@ -302,8 +302,17 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         for stage in ("batch-infer", "trade", "monitor"):
             pod = cluster.pod(pod_template(doc("Job", f"mlops-{stage}")), stage)
             result = _result(_ok(pod.run(), f"job-{stage}"))
-            if stage == "batch-infer":
-                assert result["new_rows"] == 5
+            if stage == "batch-infer":  # each catalog model's versions, five symbols each
+                scored = {(s["model_name"], s["role"]) for s in result["scored"]}
+                roles = {
+                    n: "champion" if m["promoted"] else "challenger" for n, m in models.items()
+                }
+                assert scored == {
+                    (n, role)
+                    for n, role in roles.items()
+                    if role == "champion" or models[n]["challenger"]
+                }, result
+                assert result["new_rows"] == 5 * len(scored)
 
         # Serving and the dashboard until their probes pass.
         for name in ("serve", "dashboard"):
@@ -354,7 +363,12 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
             text("SELECT DISTINCT stage FROM stage_runs WHERE run_date = :day"), {"day": DAILY_DAY}
         ).scalars()
         daily_stages = set(daily_stages)
-        predicted = conn.execute(text("SELECT count(*) FROM predictions")).scalar_one()
+        predicted = conn.execute(
+            text("SELECT count(*) FROM predictions WHERE model_name = 'stock-close'")
+        ).scalar_one()
+        shadow = conn.execute(
+            text("SELECT count(DISTINCT model_name) FROM predictions WHERE role = 'champion'")
+        ).scalar_one()
         requested = conn.execute(text("SELECT requested_date FROM retrain_requests")).scalars()
         requested = {d.strftime("%Y%m%d") for d in requested}
     engine.dispose()
@@ -365,6 +379,7 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
     assert statuses == ["succeeded"]
     assert daily_stages == {"data-prep", "batch-infer", "trade", "monitor"}
     assert predicted == 10, "5 symbols scored by hand on the first day, 5 by the daily run"
+    assert shadow == 3, "each catalog model's champion is scored in shadow"
     assert not os.environ.get("KUBERNETES_SERVICE_HOST"), "ran against the fake API only"
 
 

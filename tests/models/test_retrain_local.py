@@ -50,14 +50,14 @@ def test_retrain_here_trains_that_model_and_writes_the_audit_row(tmp_path) -> No
             .scalars()
             .all()
         )
-    # The retrain's own row, then the promotion gate's when the version became champion.
-    row = rows[0]
-    assert (row["action"], row["model_name"], row["model_version"]) == (
-        "retrain",
+    # The retrain's own row, and the promotion gate's when the version became champion.
+    (row,) = [r for r in rows if r["action"] == "retrain"]
+    assert (row["actor"], row["model_name"], row["model_version"]) == (
+        "cli:tester",
         "stock-close-mlp",
         "1",
     )
-    gate = [(r["action"], r["actor"], r["model_version"]) for r in rows[1:]]
+    gate = [(r["action"], r["actor"], r["model_version"]) for r in rows if r is not row]
     assert gate == ([("promote", "train", "1")] if outcome.promoted else [])
     assert json.loads(row["details"])["runner"] == "local"
     assert trained == ["succeeded"]
