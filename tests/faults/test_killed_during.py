@@ -118,7 +118,7 @@ def test_object_store_dies_while_monitor_writes_reports(world, cli) -> None:
     world.s3.restore()
     assert world.count(monitoring_metrics) == 0  # metrics are recorded after the reports
     assert_ok(cli(world.env, "monitor", "--as-of", DAY.isoformat()))
-    assert sorted(k.rsplit("/", 1)[1] for k in world.s3_keys("reports/")) == [
+    assert sorted(k.rsplit("/", 1)[1] for k in world.s3_keys(f"reports/monitoring/{DAY}")) == [
         "drift.html",
         "quality.html",
         "summary.json",
