@@ -76,6 +76,36 @@ def clean_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``mlops ARGS`` in this process with exactly ``env``'s settings (as a subprocess
+    started with ``env`` would see them): its exit code, stdout and stderr. Heavy imports
+    (Ludwig, MLflow) are paid once per session instead of once per command.
+    """
+    import contextlib
+    import io
+    import logging
+
+    from mlops.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    names = _settings_env_names()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if _is_leaky(key, names):
+                mp.delenv(key, raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                logging.getLogger().handlers[:] = []
+    return subprocess.CompletedProcess(["mlops", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No MLOPS/DB/S3/MLflow/AWS variable of the outer environment reaches a test."""

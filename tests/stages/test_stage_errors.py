@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from sqlalchemy import create_engine, func, select
 
+from conftest import run_in_process
 from mlops.db.schema import predictions, stage_runs
 from mlops.training.model_config import default_config_path
 
-MLOPS = [sys.executable, "-m", "mlops.cli"]
-
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*MLOPS, *args], env=env, capture_output=True, text=True, timeout=300)
+    """The real command, in this process (Ludwig's import is paid once per session)."""
+    return run_in_process(env, *args)
 
 
 @pytest.fixture

@@ -7,11 +7,7 @@ do not depend on each other's registry changes.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,28 +63,11 @@ class World:
 
 
 def run_cli(env: dict[str, str], *args: str) -> Outcome:
-    """``mlops ARGS`` in this process with exactly ``env``'s settings; its exit code and
-    output, as a subprocess would give them.
-    """
-    from conftest import _is_leaky, _settings_env_names
-    from mlops.cli import main
+    """``mlops ARGS`` in this process with exactly ``env``'s settings."""
+    from conftest import run_in_process
 
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if _is_leaky(key, _settings_env_names()):
-                mp.delenv(key, raising=False)
-        for key, value in env.items():
-            mp.setenv(key, value)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            finally:
-                logging.getLogger().handlers[:] = []
-    return Outcome(code, out.getvalue(), err.getvalue())
+    done = run_in_process(env, *args)
+    return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="session")
