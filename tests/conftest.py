@@ -76,7 +76,9 @@ def clean_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_in_process(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """``mlops ARGS`` in this process with exactly ``env``'s settings (as a subprocess
     started with ``env`` would see them): its exit code, stdout and stderr. Heavy imports
     (Ludwig, MLflow) are paid once per session instead of once per command.
@@ -95,6 +97,8 @@ def run_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProce
                 mp.delenv(key, raising=False)
         for key, value in env.items():
             mp.setenv(key, value)
+        if cwd is not None:
+            mp.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 main(list(args))

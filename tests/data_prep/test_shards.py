@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import run_in_process
 from mlops.contracts import datasets, keys
 from mlops.data_prep.shards import Shard, stable_hash
 from mlops.data_prep.stage import run
@@ -124,14 +125,7 @@ def _cli(home: Path, env: dict[str, str], *args: str) -> tuple[int, dict | None,
     output = home / "result.json"
     output.unlink(missing_ok=True)
     extra = ["--output", str(output)] if args[0] == "data-prep" else []
-    done = subprocess.run(
-        [sys.executable, "-m", "mlops.cli", *args, *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=home,
-        env={**env, "MLOPS_HOME": str(home)},
-    )
+    done = run_in_process({**env, "MLOPS_HOME": str(home)}, *args, *extra, cwd=home)
     payload = json.loads(output.read_text()) if output.exists() else None
     return done.returncode, payload, done.stderr
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 import warnings
 from datetime import date
 
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_in_process
 from mlops.data_prep.sources import load_sample
 from mlops.trading.backtest import compare
 from mlops.trading.risk import RiskLimits
@@ -160,16 +159,9 @@ def test_mlops_backtest_naive_writes_table_chart_and_row(make_settings, tmp_path
     from .helpers import make_ctx, rows
 
     env = subprocess_env(MLOPS_HOME=str(tmp_path), TRADE_THRESHOLD="0.001")
-    mlops = [sys.executable, "-m", "mlops.cli"]
-    subprocess.run([*mlops, "migrate"], env=env, check=True, capture_output=True)
-    prep = [*mlops, "data-prep", "--as-of", "2017-12-29"]
-    subprocess.run(prep, env=env, check=True, capture_output=True)
-    done = subprocess.run(
-        [*mlops, "backtest", "--model", "naive", "--from", "2017-01-03"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    assert run_in_process(env, "migrate").returncode == 0
+    assert run_in_process(env, "data-prep", "--as-of", "2017-12-29").returncode == 0
+    done = run_in_process(env, "backtest", "--model", "naive", "--from", "2017-01-03")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout[done.stdout.rfind("\n{\n") + 1 :])
     assert result["start"] == "2017-01-03" and result["end"] == "2017-12-29"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, date, datetime
 
 import pytest
 
+from conftest import run_in_process
 from mlops import market_calendar as cal
 from mlops.db.schema import datasets, monitoring_metrics, orders
 from mlops.monitoring import stage as monitor
@@ -59,11 +58,8 @@ def test_early_closes_end_the_session_at_13_00():
 def test_data_prep_publishes_nothing_for_a_holiday(make_settings, tmp_path, subprocess_env):
     """`mlops data-prep --as-of 2017-07-04`: exit 0, says closed, no dataset for that day."""
     env = subprocess_env(MLOPS_HOME=str(tmp_path))
-    mlops = [sys.executable, "-m", "mlops.cli"]
-    subprocess.run([*mlops, "migrate"], env=env, check=True, capture_output=True)
-    done = subprocess.run(
-        [*mlops, "data-prep", "--as-of", "2017-07-04"], env=env, capture_output=True, text=True
-    )
+    assert run_in_process(env, "migrate").returncode == 0
+    done = run_in_process(env, "data-prep", "--as-of", "2017-07-04")
     assert done.returncode == 0, done.stderr
     start = done.stdout.rfind("\n{\n")  # the result follows the log lines
     result = json.loads(done.stdout[start + 1 :] if start >= 0 else done.stdout)

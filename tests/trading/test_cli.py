@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import run_in_process
+
 from .fake_alpaca import FakeAlpaca
 from .helpers import DAY1, alpaca_env, make_ctx, predict
 
-MLOPS = [sys.executable, "-m", "mlops.cli"]
-
 
 def mlops(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*MLOPS, *args], env=env, capture_output=True, text=True, timeout=300)
+    """The real command, in this process."""
+    return run_in_process(env, *args)
 
 
 def last_json(stdout: str):
