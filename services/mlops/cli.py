@@ -291,6 +291,15 @@ def models_list_cmd(
     typer.echo(table(rows))
 
 
+def _registry_action(action: str, name: str, version: str = "", **options: Any) -> None:
+    """``mlops models ACTION``: the shared registry action, its one line."""
+    from mlops.model_admin import perform
+
+    ctx, client, actor = _admin()
+    done = perform(client, ctx.engine, ctx.settings, action, name, version, actor=actor, **options)
+    typer.echo(done.sentence())
+
+
 @models_app.command("promote")
 def models_promote_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
@@ -301,21 +310,7 @@ def models_promote_cmd(
     ] = False,
 ) -> None:
     """Make VERSION the champion (refused when it loses to the naive forecast, unless --force)."""
-    from mlops.model_admin import promote
-
-    ctx, client, actor = _admin()
-    action = promote(
-        client,
-        ctx.engine,
-        name,
-        version,
-        alias=ctx.settings.champion_alias,
-        reason=reason,
-        actor=actor,
-        force=force,
-        max_p_value=ctx.settings.promotion_max_p_value,
-    )
-    typer.echo(action.sentence())
+    _registry_action("promote", name, version, reason=reason, force=force)
 
 
 @models_app.command("rollback")
@@ -323,13 +318,7 @@ def models_rollback_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")], reason: Reason = ""
 ) -> None:
     """Point the champion alias back at the previous champion (the history is kept)."""
-    from mlops.model_admin import rollback
-
-    ctx, client, actor = _admin()
-    action = rollback(
-        client, ctx.engine, name, alias=ctx.settings.champion_alias, reason=reason, actor=actor
-    )
-    typer.echo(action.sentence())
+    _registry_action("rollback", name, reason=reason)
 
 
 @models_app.command("archive")
@@ -339,19 +328,7 @@ def models_archive_cmd(
     reason: Reason = "",
 ) -> None:
     """Archive VERSION: never scored, promoted or rolled back to again."""
-    from mlops.model_admin import archive
-
-    ctx, client, actor = _admin()
-    action = archive(
-        client,
-        ctx.engine,
-        name,
-        version,
-        alias=ctx.settings.champion_alias,
-        reason=reason,
-        actor=actor,
-    )
-    typer.echo(action.sentence())
+    _registry_action("archive", name, version, reason=reason)
 
 
 @models_app.command("pause")
@@ -359,10 +336,7 @@ def models_pause_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")], reason: Reason = ""
 ) -> None:
     """Pause the model's scheduled training (`mlops daily`, the weekly CronJob, the demo)."""
-    from mlops.model_admin import set_paused
-
-    ctx, client, actor = _admin()
-    typer.echo(set_paused(client, ctx.engine, name, True, reason=reason, actor=actor).sentence())
+    _registry_action("pause", name, reason=reason)
 
 
 @models_app.command("resume")
@@ -370,10 +344,7 @@ def models_resume_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")], reason: Reason = ""
 ) -> None:
     """Resume the model's scheduled training."""
-    from mlops.model_admin import set_paused
-
-    ctx, client, actor = _admin()
-    typer.echo(set_paused(client, ctx.engine, name, False, reason=reason, actor=actor).sentence())
+    _registry_action("resume", name, reason=reason)
 
 
 @models_app.command("retrain")

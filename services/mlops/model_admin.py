@@ -38,6 +38,8 @@ from mlops.runs import utcnow
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from mlops.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # Tags a promotion leaves on the version it promoted.
@@ -308,6 +310,40 @@ class VersionRow:
     holdout: dict[str, float]
     live: dict[str, float]
     live_date: str | None
+
+
+# The registry actions by name, as `mlops models ACTION` and the dashboard's buttons say them.
+REGISTRY_ACTIONS = ("promote", "rollback", "archive", "pause", "resume")
+
+
+def perform(
+    client: MlflowClient,
+    engine: Engine,
+    settings: Settings,
+    action: str,
+    name: str,
+    version: str = "",
+    *,
+    reason: str,
+    actor: str,
+    force: bool = False,
+) -> Action:
+    """One registry action with the settings' champion alias and promotion rule: the one
+    entry ``mlops models`` and the dashboard share, so both refuse the same things.
+    """
+    alias = settings.champion_alias
+    if action == "promote":
+        return promote(
+            client, engine, name, version, alias=alias, reason=reason, actor=actor,
+            force=force, max_p_value=settings.promotion_max_p_value,
+        )  # fmt: skip
+    if action == "rollback":
+        return rollback(client, engine, name, alias=alias, reason=reason, actor=actor)
+    if action == "archive":
+        return archive(client, engine, name, version, alias=alias, reason=reason, actor=actor)
+    if action in ("pause", "resume"):
+        return set_paused(client, engine, name, action == "pause", reason=reason, actor=actor)
+    raise ConfigError(f"Unknown model action {action!r}; known: {', '.join(REGISTRY_ACTIONS)}.")
 
 
 def version_status(aliases: list[str], tags: dict[str, str], alias: str) -> str:

@@ -81,6 +81,29 @@ def test_significance_is_required_when_promotion_max_p_value_is_set(registry: Re
     assert registry.alias() == doubtful
 
 
+def test_perform_applies_the_settings_promotion_rule_for_cli_and_dashboard_alike(
+    registry: Registry,
+) -> None:
+    doubtful = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
+    strict = registry.settings.model_copy(update={"promotion_max_p_value": 0.05})
+    with pytest.raises(ModelError, match=r"not significantly better.*PROMOTION_MAX_P_VALUE 0\.05"):
+        model_admin.perform(
+            registry.client, registry.engine, strict, "promote", registry.name, doubtful,
+            reason="looks fine", actor=ACTOR,
+        )  # fmt: skip
+    assert registry.alias() is None and registry.actions() == []
+    done = model_admin.perform(
+        registry.client, registry.engine, registry.settings, "promote", registry.name, doubtful,
+        reason="no significance rule", actor=ACTOR,
+    )  # fmt: skip
+    assert (done.action, registry.alias()) == ("promote", doubtful)
+    with pytest.raises(ConfigError, match="Unknown model action 'delete'"):
+        model_admin.perform(
+            registry.client, registry.engine, registry.settings, "delete", registry.name,
+            reason="", actor=ACTOR,
+        )  # fmt: skip
+
+
 def test_significance_can_come_from_the_live_window_a_challenger_accumulated(
     registry: Registry,
 ) -> None:

@@ -103,34 +103,17 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
         raise Refused(f"Choose a model to {request.action}.")
     if needs_version and not version:
         raise Refused(f"Give the version to {request.action}.")
-    alias, reason = ctx.settings.champion_alias, request.reason.strip()
+    reason = request.reason.strip()
     if request.action == "halt" or request.action == "unhalt":
         halted = request.action == "halt"
         state = switch.set_halted(ctx, halted, f"{reason} ({actor})" if reason else actor)
         return _trading_sentence(state)
     if request.action == "retrain":
         return f"Retrain of {name}: {retrain(ctx, name, actor=actor, reason=reason)}"
-    client, engine = ctx.mlflow, ctx.engine
-    if request.action == "promote":
-        done = model_admin.promote(
-            client,
-            engine,
-            name,
-            version,
-            alias=alias,
-            reason=reason,
-            actor=actor,
-            force=request.force,
-        )
-    elif request.action == "rollback":
-        done = model_admin.rollback(client, engine, name, alias=alias, reason=reason, actor=actor)
-    elif request.action == "archive":
-        done = model_admin.archive(
-            client, engine, name, version, alias=alias, reason=reason, actor=actor
-        )
-    else:
-        paused = request.action == "pause"
-        done = model_admin.set_paused(client, engine, name, paused, reason=reason, actor=actor)
+    done = model_admin.perform(
+        ctx.mlflow, ctx.engine, ctx.settings, request.action, name, version,
+        reason=reason, actor=actor, force=request.force,
+    )  # fmt: skip
     return f"Done: {done.sentence()}"
 
 
