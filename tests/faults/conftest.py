@@ -19,9 +19,7 @@ captured) unless a real process is the point (kill -9, SIGTERM: ``spawn``).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -397,35 +395,15 @@ class Outcome:
         return f"exit {self.code} after {self.seconds:.1f} s\n{self.stdout}\n{self.stderr}"
 
 
-def _leaky(name: str) -> bool:
-    from conftest import _is_leaky, _settings_env_names
-
-    return _is_leaky(name, _settings_env_names())
-
-
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Outcome]:
+def cli() -> Callable[..., Outcome]:
     """``cli(env, "batch-infer", "--as-of", ...)``: the real command, in this process."""
-    from mlops.cli import main
+    from conftest import run_in_process
 
     def run(env: dict[str, str], *args: str) -> Outcome:
-        out, err = io.StringIO(), io.StringIO()
         began = time.monotonic()
-        with monkeypatch.context() as mp:
-            for key in list(os.environ):
-                if _leaky(key):
-                    mp.delenv(key, raising=False)
-            for key, value in env.items():
-                mp.setenv(key, value)
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    main(list(args))
-                    code = 0
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 1
-                finally:
-                    logging.getLogger().handlers[:] = []
-        return Outcome(code, out.getvalue(), err.getvalue(), time.monotonic() - began)
+        done = run_in_process(env, *args)
+        return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - began)
 
     return run
 
