@@ -90,7 +90,7 @@ def test_p1_client_order_ids_are_unique_per_broker_account(make_settings, tmp_pa
     assert len(ids["alpaca"]) <= 64
 
 
-@pytest.mark.parametrize("fault", [500, 503, 429, "drop"])
+@pytest.mark.parametrize("fault", [500, 503, 520, 429, "drop"])
 def test_p2_transient_errors_are_retried_with_the_same_id(make_settings, tmp_path, fake, fault):
     ctx = alpaca_ctx(make_settings, tmp_path, fake)
     predict(ctx, DAY1, BUY_GOOGL)
@@ -99,6 +99,15 @@ def test_p2_transient_errors_are_retried_with_the_same_id(make_settings, tmp_pat
     assert fake.posts == 3 and len(fake.orders) == 1
     assert result.orders_placed == list(fake.orders)
     assert order_row(ctx)["status"] == "accepted"
+
+
+def test_p2_an_http_status_says_whether_to_try_again() -> None:
+    from mlops.trading.alpaca import is_transient
+
+    assert [
+        c for c in (400, 403, 404, 408, 422, 429, 500, 501, 502, 505, 520, 599) if is_transient(c)
+    ] == [408, 429, 500, 502, 520, 599]
+    assert not is_transient(None)
 
 
 def test_p2_retries_exhausted_exit_12_and_the_rerun_places_it(make_settings, tmp_path, fake):
@@ -119,7 +128,9 @@ def test_p2_retries_exhausted_exit_12_and_the_rerun_places_it(make_settings, tmp
     assert order_row(ctx)["error"] is None  # the old failure no longer describes it
 
 
-def test_p3_refused_order_is_reported_and_exits_6(make_settings, tmp_path, fake, caplog):
+def test_p3_refused_order_is_reported_and_ends_in_orders_not_placed(
+    make_settings, tmp_path, fake, caplog
+):
     ctx = alpaca_ctx(make_settings, tmp_path, fake)
     predict(ctx, DAY1, BUY_GOOGL)
     fake.fail("POST", "/v2/orders", (403, "insufficient buying power"))
@@ -175,6 +186,31 @@ def test_p5_partial_fills_are_recorded_until_filled(make_settings, tmp_path, fak
     assert row["status"] == "filled" and row["filled_quantity"] == total
     assert row["fill_price"] == pytest.approx((3 * 970 + (total - 3) * 980) / total, rel=1e-6)
     assert row["filled_at"] is not None and row["fill_date"] is not None
+
+
+def test_an_order_canceled_after_it_was_placed_is_told_by_the_run_that_learns_it(
+    make_settings, tmp_path, fake, caplog
+):
+    ctx = alpaca_ctx(make_settings, tmp_path, fake)
+    predict(ctx, DAY1, BUY_GOOGL)
+    trade.run(ctx, as_of=DAY1)
+    cid = order_row(ctx)["client_order_id"]
+    fake.fill(cid, 3, 970.0)
+    fake.set_status(cid, "canceled")  # e.g. canceled by hand in Alpaca's dashboard
+    fake.after_close_of(DAY2)
+    predict(ctx, DAY2, FLAT)
+    caplog.set_level(logging.INFO, logger="mlops")
+    trade.run(ctx, as_of=DAY2)
+    row = order_row(ctx)
+    assert (row["status"], row["filled_quantity"]) == ("canceled", 3)
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m for m in told if cid in m] == [
+        f"Order {cid} (buy {row['quantity']:g} GOOGL, decided {DAY1}) ended canceled "
+        f"with 3 of {row['quantity']:g} filled."
+    ]
+    caplog.clear()
+    trade.run(ctx, as_of=DAY2)  # said once: a final order is not synced again
+    assert not [r for r in caplog.records if cid in r.getMessage()]
 
 
 def test_p5_lost_reply_is_looked_up_by_client_order_id(make_settings, tmp_path, fake):

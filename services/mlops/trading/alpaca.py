@@ -31,7 +31,18 @@ log = logging.getLogger(__name__)
 
 NAME = "alpaca"
 LIVE_HOST = "api.alpaca.markets"
-TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
+# Worth asking again: a timeout, a rate limit and any server-side failure (a proxy's
+# 52x too), but not 501/505, which say the request can never be served as sent.
+NEVER_TRANSIENT_5XX = frozenset({501, 505})
+
+
+def is_transient(status: int | None) -> bool:
+    """Whether an HTTP status means "try again later" (408, 429, 5xx but 501 and 505)."""
+    if status is None:
+        return False
+    return status in (408, 429) or (500 <= status < 600 and status not in NEVER_TRANSIENT_5XX)
+
+
 MAX_WAIT_SECONDS = 30.0
 T = TypeVar("T")
 
@@ -124,7 +135,7 @@ class AlpacaBroker:
                 last = _message(exc)
                 if status == 401:
                     raise BrokerError(f"Alpaca refused the API keys: {last}.") from None
-                if status not in TRANSIENT_CODES:
+                if not is_transient(status):
                     return self._refused(order, status, last)
             except Exception as exc:
                 if not _is_connection_problem(exc):
@@ -197,7 +208,7 @@ class AlpacaBroker:
             try:
                 return fn()
             except APIError as exc:
-                if exc.status_code not in TRANSIENT_CODES:
+                if not is_transient(exc.status_code):
                     if exc.status_code == 404:
                         raise
                     raise BrokerError(f"Alpaca failed {doing}: {_message(exc)}.") from None

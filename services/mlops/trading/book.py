@@ -8,6 +8,8 @@ fill price, fill time) and never moves a final order back.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -17,9 +19,10 @@ from mlops.db.schema import equity_snapshots, orders, trade_decisions, trading_h
 from mlops.db.upsert import insert_new
 from mlops.runs import utcnow
 from mlops.trading.broker import OrderUpdate
-from mlops.trading.lifecycle import TERMINAL, OrderState, is_terminal
+from mlops.trading.lifecycle import TERMINAL, OrderState, is_open_at_broker, is_terminal
 
 Row = RowMapping
+log = logging.getLogger(__name__)
 
 
 def _mine(table: Any, broker: str, account: str) -> Any:
@@ -114,7 +117,32 @@ def apply(engine: Engine, row: Row, found: OrderUpdate) -> bool:
     values["updated_at"] = utcnow()
     with engine.begin() as conn:
         conn.execute(update(orders).where(orders.c.id == row["id"]).values(**values))
+    _warn_if_ended_unfilled(row, values)
     return True
+
+
+def _warn_if_ended_unfilled(row: Row, values: Mapping[str, Any]) -> None:
+    """One sentence when an order the broker had taken ends without being wholly filled
+    (rejected, canceled, expired after it was placed): the run that learns it says so."""
+    status = values["status"]
+    if not is_open_at_broker(row["status"]) or not is_terminal(status):
+        return
+    if status == OrderState.FILLED:
+        return
+    filled = float(values.get("filled_quantity") or row.get("filled_quantity") or 0.0)
+    why = f": {values['error']}" if values.get("error") else ""
+    log.warning(
+        "Order %s (%s %s %s, decided %s) ended %s with %g of %g filled%s.",
+        row["client_order_id"],
+        row["side"],
+        f"{float(row['quantity']):g}",
+        row["symbol"],
+        row["decision_date"],
+        status,
+        filled,
+        float(row["quantity"]),
+        why,
+    )
 
 
 def _same(old: Any, new: Any) -> bool:
