@@ -160,3 +160,27 @@ def test_bad_database_url_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         make_engine("nosuchdialect://x")
+
+
+def test_postgres_cancels_a_statement_past_the_settings_time_limit(fresh_pg_database) -> None:
+    """DATABASE_STATEMENT_TIMEOUT_SECONDS reaches Postgres: a query running past it is
+    cancelled by the server and read as the database failing (exit 6), not waited on."""
+    from sqlalchemy import text
+
+    from mlops.context import database_engine
+    from mlops.errors import classify
+    from mlops.settings import Settings
+
+    settings = Settings(DATABASE_URL=fresh_pg_database, DATABASE_STATEMENT_TIMEOUT_SECONDS=0.2)
+    engine = database_engine(settings)
+    try:
+        with engine.connect() as conn:
+            limit = conn.execute(text("SHOW statement_timeout")).scalar_one()
+            assert limit == "200ms"
+            with pytest.raises(Exception) as caught:
+                conn.execute(text("SELECT pg_sleep(30)"))
+    finally:
+        engine.dispose()
+    assert "canceling statement due to statement timeout" in str(caught.value)
+    error = classify(caught.value)
+    assert error is not None and error.exit_code == 6, error
