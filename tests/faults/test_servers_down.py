@@ -56,6 +56,18 @@ def test_postgres_down_before(world, cli, stage) -> None:
     )
     world.pg.restore()
     assert world.runs() == []  # nothing was recorded: the database was never reached
+    if stage != "train":  # training converges in test_killed_during; it costs a fit
+        assert_ok(cli(world.env, *COMMANDS[stage]))
+        assert_no_run_left_running(world)
+
+
+def _rerun_converges(world, cli, stage: str) -> None:
+    """The server is back: the same command succeeds, and a second run writes nothing new."""
+    assert_ok(cli(world.env, *COMMANDS[stage]))
+    before = _written(world, stage)
+    assert_ok(cli(world.env, *COMMANDS[stage]))
+    assert _written(world, stage) == before
+    assert_no_run_left_running(world)
 
 
 @pytest.mark.parametrize("stage", list(COMMANDS))
@@ -112,6 +124,8 @@ def test_database_that_accepts_and_never_answers(world, cli) -> None:
     outcome = cli(world.env, *COMMANDS["batch-infer"])
     assert_fails(outcome, 6, "did not answer after 2 attempts", "timeout expired")
     assert outcome.seconds < 60  # 2 attempts of DATABASE_CONNECT_TIMEOUT_SECONDS=2, bounded
+    world.pg.restore()
+    _rerun_converges(world, cli, "batch-infer")
 
 
 def test_object_store_that_accepts_and_never_answers(world, cli) -> None:
@@ -121,6 +135,8 @@ def test_object_store_that_accepts_and_never_answers(world, cli) -> None:
     assert_fails(outcome, 7, "is not answering", "Read timeout")
     assert outcome.seconds < 60
     assert world.runs("data-prep")[0].status == "failed"
+    world.s3.restore()
+    _rerun_converges(world, cli, "data-prep")
 
 
 def test_tracking_server_that_accepts_and_never_answers(world, cli) -> None:
@@ -129,3 +145,5 @@ def test_tracking_server_that_accepts_and_never_answers(world, cli) -> None:
     outcome = cli(env, *COMMANDS["batch-infer"])
     assert_fails(outcome, 8, "is not answering (no answer within 1 s) after 2 attempts")
     assert outcome.seconds < 60
+    world.mlflow.restore()
+    _rerun_converges(world, cli, "batch-infer")
