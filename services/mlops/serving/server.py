@@ -8,12 +8,17 @@ app is given that holder, so ``/readyz`` answers 503 until the model is in, as b
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import sys
 
 from mlops.serving.model_holder import ModelHolder
 from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
+
+STARTUP_FAILURE = 3  # uvicorn's exit code when the server did not start
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
@@ -31,7 +36,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         host = host or settings.serve_host
         port = port or settings.serve_port
         log.info("Serving on http://%s:%d (champion of %s)", host, port, settings.model_name)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=host,
             port=port,
@@ -41,5 +46,15 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
             log_config=None,
             timeout_graceful_shutdown=10,
         )
+        config.load()  # the event loop, HTTP protocol and lifespan code, imported now
+        # The model may be in before the web stack is: what start-up made is moved out of
+        # the garbage collector's reach here too (the holder does so at each swap), so
+        # full collections stay short under load.
+        gc.freeze()
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:  # the port could not be bound, say: as uvicorn.run exits
+            sys.exit(STARTUP_FAILURE)
     finally:
         holder.stop()
