@@ -7,6 +7,10 @@ then leaves no champion: the alias is set on the new version here, since the ben
 measure speed, not skill. The registered version is downloaded once to
 ``home/bench-model-v<version>`` (an MLflow model folder; its ``model/`` subfolder is the
 saved Ludwig model that ``ludwig serve`` takes).
+
+``tracking_server(model)`` puts the same version behind a real MLflow tracking server, set
+up as ``deployments/mlflow.yaml`` sets it up (its own registry, artifacts proxied by the
+server with ``--serve-artifacts``), for benchmarks of what a pod sees.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +100,102 @@ def ensure_model(home: Path, epochs: int = 2) -> BenchModel:
             artifact_uri=source, dst_path=str(target), tracking_uri=settings.tracking_uri
         )
     return BenchModel(home, ref.name, ref.version, target, target / "model")
+
+
+@contextmanager
+def tracking_server(model: BenchModel) -> Iterator[str]:
+    """A local ``mlflow server`` (artifacts proxied) whose champion is ``model``'s version;
+    yields its URL and stops it after. Its state is kept in ``model.home / "served"``."""
+    folder = model.home / "served"
+    folder.mkdir(exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = clean_env(model.home)
+    server = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "server.log").open("w"),
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"{url}/health", process=server)
+        _register_served(model, url)
+        _warm_up(model, url)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+
+def _register_served(model: BenchModel, url: str) -> None:
+    """Log ``model``'s files as a run of the server and make it the champion (once)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mlops.settings import load_settings
+
+    settings = load_settings(MLOPS_HOME=str(model.home))
+    served = MlflowClient(url, url)
+    try:
+        served.get_model_version_by_alias(model.name, settings.champion_alias)
+        return
+    except MlflowException:
+        pass
+    original = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    ref = original.get_model_version(model.name, model.version)
+    run = original.get_run(ref.run_id)
+    experiment = served.get_experiment_by_name("bench") or served.get_experiment(
+        served.create_experiment("bench")
+    )
+    new = served.create_run(experiment.experiment_id, tags=run.data.tags)
+    for key, value in run.data.metrics.items():
+        served.log_metric(new.info.run_id, key, value)
+    # The version's folder as registered: the one holding portable/ (and MLmodel, model/).
+    files = model.mlflow_dir / "model"
+    files = files if (files / "portable").is_dir() else model.mlflow_dir
+    served.log_artifacts(new.info.run_id, str(files), "model")
+    served.set_terminated(new.info.run_id)
+    served.create_registered_model(model.name)
+    version = served.create_model_version(
+        model.name,
+        source=f"{new.info.artifact_uri}/model",
+        run_id=new.info.run_id,
+        tags=dict(ref.tags),
+    )
+    served.set_registered_model_alias(model.name, settings.champion_alias, version.version)
+
+
+def _warm_up(model: BenchModel, url: str) -> None:
+    """One download through the server's artifact proxy: its first one imports the
+    artifact store's code, which would otherwise be charged to the first server measured."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlops.settings import load_settings
+
+    settings = load_settings(MLOPS_HOME=str(model.home))
+    served = MlflowClient(url, url)
+    ref = served.get_model_version_by_alias(model.name, settings.champion_alias)
+    source = served.get_model_version_download_uri(model.name, ref.version)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{source}/portable", dst_path=tmp, tracking_uri=url
+        )
 
 
 def features(home: Path):  # -> pd.DataFrame

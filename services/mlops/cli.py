@@ -193,7 +193,7 @@ def serve_cmd(
 ) -> None:
     """Serve the champion model over HTTP, swapping in a new champion when the alias moves."""
     from mlops import log
-    from mlops.serving.app import serve
+    from mlops.serving.server import serve
     from mlops.settings import load_settings
 
     settings = load_settings()

@@ -20,13 +20,12 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from mlops.contracts.columns import TARGET_RETURN_COLUMN
 from mlops.errors import ModelError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from mlflow import MlflowClient
 
     from mlops.contracts.predictor import Predictor

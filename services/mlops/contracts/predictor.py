@@ -350,7 +350,7 @@ def _input_spec(
             name=name,
             fill=str(fill) if fill is not None else UNKNOWN_SYMBOL,
             str2idx=str2idx,
-            vocab=pd.Index(idx2str, dtype=object),
+            idx2str=tuple(idx2str),
             fallback=fallback,
             stripped_vocab=all(s == s.strip() for s in idx2str),
             table=table,

@@ -28,13 +28,13 @@ model), :mod:`~mlops.serving.bodies` (reading JSON and forms),
 :mod:`~mlops.serving.predictions` (running the model, shaping answers),
 :mod:`~mlops.serving.api_errors`, :mod:`~mlops.serving.auth`,
 :mod:`~mlops.serving.metrics`, :mod:`~mlops.serving.openapi` and
-:mod:`~mlops.serving.model_holder` (the model, hot-reloaded from the registry).
+:mod:`~mlops.serving.model_holder` (the model, hot-reloaded from the registry, read
+through :mod:`~mlops.serving.registry`). :mod:`~mlops.serving.server` runs it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -107,27 +107,3 @@ def _lifespan(
                 holder.stop()
 
     return lifespan
-
-
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Run the API with uvicorn: one process, so one copy of the model."""
-    import uvicorn
-
-    # A registry outage must show up within seconds, not after MLflow's long retries;
-    # and no download progress bars in the server log.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    app = create_app(settings)
-    host = host or settings.serve_host
-    port = port or settings.serve_port
-    log.info("Serving on http://%s:%d (champion of %s)", host, port, settings.model_name)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=1,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )

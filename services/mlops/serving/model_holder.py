@@ -15,13 +15,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops.contracts.models import ModelRef
-from mlops.contracts.predictor import Predictor
 from mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops.contracts.portable import Predictor  # NumPy: imported by the poller
+    from mlops.serving.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ class ModelHolder:
     ) -> None:
         self.settings = settings
         self.poll_seconds = float(poll_seconds or settings.serve_poll_seconds)
-        self._client: Any = None
+        self._client: Registry | None = None
         self._lookup = lookup or self._registry_lookup
         self._loader = loader or self._registry_load
         self._current: LoadedModel | None = None
@@ -277,86 +281,39 @@ class ModelHolder:
         self.registry.consecutive_failures += 1
         self.registry.failures_total += 1
 
-    # The registry (MLflow).
+    # The registry (MLflow): connected on the poller's first look, so the imports it
+    # takes (requests, or MLflow's client) happen there and not before the port opens.
 
-    def _mlflow(self) -> Any:
+    def _registry(self) -> Registry:
         if self._client is None:
-            from mlops import tracking
+            from mlops.serving.registry import connect
 
-            self._client = tracking.connect(self.settings)
+            self._client = connect(self.settings)
         return self._client
 
     def _registry_lookup(self) -> ModelRef | None:
-        from mlops.contracts.models import champion
-
-        return champion(self._mlflow(), self.settings.model_name, self.settings.champion_alias)
+        return self._registry().champion(self.settings.model_name, self.settings.champion_alias)
 
     def _registry_load(self, ref: ModelRef) -> LoadedModel:
-        from mlops.contracts.models import load_registered
+        from mlops.serving.registry import version_info
 
-        client = self._mlflow()
+        registry = self._registry()
         began = time.perf_counter()
-        predictor = load_registered(client, ref)
-        return LoadedModel(
-            ref=ref,
-            predictor=predictor,
-            info=describe_version(client, ref),
-            loaded_at=datetime.now(UTC),
-            load_seconds=round(time.perf_counter() - began, 3),
-        )
-
-
-def describe_version(client: Any, ref: ModelRef) -> dict[str, Any]:
-    """Run id, training date and holdout metrics of a version, from its MLflow run."""
-    info: dict[str, Any] = {
-        "run_id": ref.run_id,
-        "dataset_version": ref.tags.get("dataset_version"),
-        "promotion": ref.tags.get("promotion"),
-        "promotion_reason": ref.tags.get("promotion_reason"),
-        "trained_at": None,
-        "as_of": None,
-        "holdout_metrics": {},
-        "baseline_holdout_metrics": {},
-    }
-    try:
-        run = client.get_run(ref.run_id)
-    except Exception as exc:  # the model still serves; its description is partial
-        log.warning("Run %s of version %s cannot be read: %s", ref.run_id, ref.version, exc)
-        info["holdout_metrics"] = {
-            k.removeprefix("holdout_"): float(v)
-            for k, v in ref.tags.items()
-            if k.startswith("holdout_") and _is_float(v)
-        }
-        return info
-    started = run.info.start_time
-    info["trained_at"] = (
-        _iso(datetime.fromtimestamp(started / 1000, UTC)) if started is not None else None
-    )
-    info["as_of"] = run.data.tags.get("as_of")
-    metrics = run.data.metrics
-    info["holdout_metrics"] = {
-        k.removeprefix("holdout_"): v
-        for k, v in sorted(metrics.items())
-        if k.startswith("holdout_")
-    }
-    info["baseline_holdout_metrics"] = {
-        k.removeprefix("baseline_holdout_"): v
-        for k, v in sorted(metrics.items())
-        if k.startswith("baseline_holdout_")
-    }
-    return info
+        # The run is read while the model downloads: one registry round trip less.
+        with ThreadPoolExecutor(1, thread_name_prefix="model-info") as pool:
+            info = pool.submit(version_info, registry, ref)
+            predictor = registry.predictor(ref)
+            return LoadedModel(
+                ref=ref,
+                predictor=predictor,
+                info=info.result(),
+                loaded_at=datetime.now(UTC),
+                load_seconds=round(time.perf_counter() - began, 3),
+            )
 
 
 def _same(loaded: LoadedModel | None, ref: ModelRef) -> bool:
     return loaded is not None and (loaded.name, loaded.version) == (ref.name, ref.version)
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlops.contracts.columns import TARGET_COLUMN, TARGET_RETURN_COLUMN
-from mlops.contracts.predictor import Predictor
+from mlops.contracts.portable import Predictor
 from mlops.serving.api_errors import MAX_ERRORS, ApiError, error_item
 
 # Up to this many rows a prediction of a thread-safe array predictor runs on the event
