@@ -277,7 +277,8 @@ def _env(r: Registry) -> dict[str, str]:
 
 
 def _cli(r: Registry, catalog: str, *args: str) -> subprocess.CompletedProcess:
-    """``mlops models ARGS`` as a user runs it, in this process (no interpreter start and MLflow import per call)."""
+    """``mlops models ARGS`` as a user runs it, in this process (no interpreter start and
+    MLflow import per call)."""
     env = {**_env(r), "MODEL_CONFIGS_DIR": catalog, "LOG_LEVEL": "WARNING"}
     return run_in_process(env, "models", *args)
 
