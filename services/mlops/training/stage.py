@@ -541,10 +541,11 @@ def _heap_frozen() -> Iterator[None]:
     Ludwig trains (``gc.freeze``), and handed back afterwards (``gc.unfreeze``).
 
     Ludwig's batch-size tuner runs ``gc.collect()`` before each of its trials (eight per
-    training); with Ludwig, torch and MLflow imported, each would rescan a million
-    objects that have nothing to do with the training (seconds per pass, the bulk of a
-    small model's training time). Frozen, a pass scans only what the training allocated.
-    Nothing is collected less: the frozen objects are collected as usual once unfrozen.
+    training of the catalog's models); with Ludwig, torch and MLflow imported, each pass
+    would rescan about a million objects that have nothing to do with the training (up
+    to seconds per pass: most of a small model's training time). Frozen, a pass scans
+    only what the training allocated. Nothing is collected less: the frozen objects are
+    collected as usual once unfrozen.
     """
     gc.freeze()
     try:
