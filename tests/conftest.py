@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -108,6 +109,39 @@ def run_in_process(
             finally:
                 logging.getLogger().handlers[:] = []
     return subprocess.CompletedProcess(["mlops", *args], code, out.getvalue(), err.getvalue())
+
+
+def _check_ludwig_schema_once() -> None:
+    """Ludwig checks its JSON schema of a model config against JSON Schema's metaschema on
+    every config validation (``jsonschema.validate`` does that before validating the
+    config): five times per training, about a second each. The schema is a constant
+    Ludwig builds once per process (``get_schema`` is cached), so in this process it is
+    checked against the metaschema the first time only; every config is still validated
+    against it in full, exactly as before. Other callers of ``jsonschema.validate`` are
+    untouched. (Ludwig binds ``validate`` when it is imported, hence the patch here,
+    before any test imports it.)
+    """
+    import jsonschema
+
+    original = jsonschema.validate
+    checked: dict[tuple[int, int], Any] = {}
+
+    def validate(instance: Any, schema: Any, cls: Any = None, *args: Any, **kwargs: Any) -> None:
+        ludwig = sys.modules.get("ludwig.config_validation.validation")
+        if ludwig is None or cls is None or cls is not ludwig.get_validator():
+            return original(instance, schema, cls, *args, **kwargs)
+        key = (id(cls), id(schema))
+        if key not in checked:
+            cls.check_schema(schema)
+            checked[key] = schema  # keeps the schema alive, so its id stays its own
+        error = jsonschema.exceptions.best_match(cls(schema, *args, **kwargs).iter_errors(instance))
+        if error is not None:
+            raise error
+
+    jsonschema.validate = validate
+
+
+_check_ludwig_schema_once()
 
 
 @pytest.fixture(autouse=True)

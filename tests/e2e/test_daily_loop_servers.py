@@ -1,7 +1,9 @@
 """The stages as the cluster runs them: the real CLI against real servers on loopback.
 
 PostgreSQL for the application and for MLflow, an MLflow tracking server proxying its
-artifacts to S3, and S3 over HTTP (moto's server) as the object store.
+artifacts to S3, and S3 over HTTP (moto's server) as the object store. Each command runs
+in this process (``run_in_process``: the settings a Job's process would see, without a
+new interpreter importing Ludwig and MLflow per command); the servers are real processes.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ import boto3
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from conftest import run_in_process
 from mlops.db.schema import datasets, monitoring_metrics, orders, predictions, stage_runs
 
 pytestmark = pytest.mark.slow
-
-MLOPS = [sys.executable, "-m", "mlops.cli"]
 
 
 def _free_port() -> int:
@@ -118,13 +119,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
 
 
 def mlops(env: dict[str, str], tmp_path: Path, *args: str) -> dict:
-    result = subprocess.run(
-        [*MLOPS, *args],
-        env={**_base_env(), **env, "MLOPS_HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_in_process({**env, "MLOPS_HOME": str(tmp_path)}, *args)
     assert result.returncode == 0, f"mlops {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     if args[0] == "migrate":
         return {}

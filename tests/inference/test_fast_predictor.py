@@ -161,6 +161,7 @@ def _train_variant(trained: Trained, tmp_path: Path, config_patch: dict):
 
     from mlops.settings import load_settings
     from mlops.training.model_config import load_model_config
+    from mlops.training.stage import _heap_frozen
 
     config = load_model_config(load_settings(MLOPS_HOME=str(tmp_path), TRAIN_EPOCHS=1))
     for key, value in config_patch.items():
@@ -173,15 +174,16 @@ def _train_variant(trained: Trained, tmp_path: Path, config_patch: dict):
             config[key] = {**config.get(key, {}), **value}
     data = trained.scorable[[*INPUTS, "next_return"]]
     model = LudwigModel(config, logging_level=logging.ERROR)
-    model.train(
-        training_set=data,
-        output_directory=str(tmp_path / "out"),
-        skip_save_processed_input=True,
-        skip_save_log=True,
-        skip_save_progress=True,
-        skip_save_training_description=True,
-        random_seed=3,
-    )
+    with _heap_frozen():  # as the training stage trains: see its docstring
+        model.train(
+            training_set=data,
+            output_directory=str(tmp_path / "out"),
+            skip_save_processed_input=True,
+            skip_save_log=True,
+            skip_save_progress=True,
+            skip_save_training_description=True,
+            random_seed=3,
+        )
     model.save(str(tmp_path / "saved"))
     return model
 

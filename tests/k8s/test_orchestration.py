@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run_in_process
 from mlops import orchestration
 from mlops.orchestration import (
     OrchestrationError,
@@ -320,49 +320,46 @@ def _migrated_home(tmp_path: Path) -> Path:
     return home
 
 
-def _cli(tmp_path: Path, kube: FakeKube, subprocess_env, *args: str) -> subprocess.CompletedProcess:
-    env = subprocess_env(
-        KUBECONFIG=str(_kubeconfig(tmp_path, kube)),
-        LOG_FORMAT="json",
-        MLOPS_HOME=str(_migrated_home(tmp_path)),
-    )
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    env.pop("POD_NAMESPACE", None)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlops.cli",
-            "daily",
-            "--templates-dir",
-            str(DEPLOYMENTS),
-            "--poll-seconds",
-            "0.01",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=ROOT,
+def _in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``mlops ARGS`` in this process, with ``env`` and no pod of its own, as a new process
+    started with ``env`` would run it. The ``kubernetes`` client reads KUBECONFIG once, when
+    it is imported (already done here), so its default kubeconfig is set to what that
+    process would read."""
+    from kubernetes.config import kube_config
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("KUBERNETES_SERVICE_HOST", "POD_NAMESPACE"):
+            mp.delenv(key, raising=False)
+        mp.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", env["KUBECONFIG"])
+        return run_in_process(env, *args, cwd=ROOT)
+
+
+def _cli(tmp_path: Path, kube: FakeKube, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        "KUBECONFIG": str(_kubeconfig(tmp_path, kube)),
+        "LOG_FORMAT": "json",
+        "MLOPS_HOME": str(_migrated_home(tmp_path)),
+    }
+    return _in_process(
+        env, "daily", "--templates-dir", str(DEPLOYMENTS), "--poll-seconds", "0.01", *args
     )
 
 
-def test_cli_runs_the_day_and_prints_what_it_did(tmp_path, kube, subprocess_env) -> None:
-    result = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+def test_cli_runs_the_day_and_prints_what_it_did(tmp_path, kube) -> None:
+    result = _cli(tmp_path, kube, "--as-of", "2024-01-05")
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout[result.stdout.index("[") :])
     assert [r["job"] for r in runs] == [_name(s) for s in DAILY_STAGES]
     assert kube.authorization == {"Bearer cli-token"}
     # Rerunning the day creates nothing.
-    again = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    again = _cli(tmp_path, kube, "--as-of", "2024-01-05")
     assert again.returncode == 0, again.stderr
     assert len(kube.created()) == 4
 
 
-def test_cli_failure_exits_non_zero_with_one_sentence(tmp_path, kube, subprocess_env) -> None:
+def test_cli_failure_exits_non_zero_with_one_sentence(tmp_path, kube) -> None:
     kube.outcomes["trade"] = "Failed"
-    result = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    result = _cli(tmp_path, kube, "--as-of", "2024-01-05")
     assert result.returncode == 1
     assert "error: Stage trade failed for 2024-01-05" in result.stderr
     assert kube.created() == [_name("data-prep"), _name("batch-infer"), _name("trade")]
@@ -402,7 +399,7 @@ def test_a_failed_stage_skips_the_retrain_rule(kube: FakeKube) -> None:
     assert asked == []
 
 
-def test_cli_trains_when_a_retrain_request_is_open(tmp_path, kube, subprocess_env) -> None:
+def test_cli_trains_when_a_retrain_request_is_open(tmp_path, kube) -> None:
     from sqlalchemy import insert
 
     from mlops.db.engine import make_engine
@@ -422,7 +419,7 @@ def test_cli_trains_when_a_retrain_request_is_open(tmp_path, kube, subprocess_en
             )
         )
     engine.dispose()
-    result = _cli(tmp_path, kube, subprocess_env, "--as-of", "2024-01-05")
+    result = _cli(tmp_path, kube, "--as-of", "2024-01-05")
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout[result.stdout.index("[") :])
     assert [r["job"] for r in runs] == [
@@ -591,37 +588,26 @@ def test_a_schedule_is_suspended_and_resumed_by_patching_it(kube: FakeKube) -> N
         orchestration.set_schedule_suspended("mlops-postgres", True, api_client=kube.api_client())
 
 
-def test_cli_retrain_in_the_cluster(tmp_path, kube, subprocess_env) -> None:
+def test_cli_retrain_in_the_cluster(tmp_path, kube) -> None:
     from sqlalchemy import create_engine
 
     _with_train_cronjob(kube)
     home = _migrated_home(tmp_path)
-    env = subprocess_env(
-        KUBECONFIG=str(_kubeconfig(tmp_path, kube)),
-        MLOPS_HOME=str(home),
-        TRAINING_RUNNER="kubernetes",
-        LOG_LEVEL="WARNING",
-    )
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    env.pop("POD_NAMESPACE", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlops.cli",
-            "models",
-            "retrain",
-            "stock-close-pooled",
-            "--as-of",
-            "2024-01-05",
-            "--reason",
-            "try it",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=ROOT,
+    env = {
+        "KUBECONFIG": str(_kubeconfig(tmp_path, kube)),
+        "MLOPS_HOME": str(home),
+        "TRAINING_RUNNER": "kubernetes",
+        "LOG_LEVEL": "WARNING",
+    }
+    result = _in_process(
+        env,
+        "models",
+        "retrain",
+        "stock-close-pooled",
+        "--as-of",
+        "2024-01-05",
+        "--reason",
+        "try it",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (

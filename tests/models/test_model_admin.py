@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import insert
 
+from conftest import run_in_process
 from mlops import model_admin
 from mlops.contracts.models import (
     CHALLENGER_ALIAS,
@@ -276,34 +276,30 @@ def _env(r: Registry) -> dict[str, str]:
     }
 
 
-def _cli(r: Registry, subprocess_env, catalog: str, *args: str) -> subprocess.CompletedProcess:
-    env = subprocess_env(**_env(r), MODEL_CONFIGS_DIR=catalog, LOG_LEVEL="WARNING")
-    return subprocess.run(
-        [sys.executable, "-m", "mlops.cli", "models", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+def _cli(r: Registry, catalog: str, *args: str) -> subprocess.CompletedProcess:
+    """``mlops models ARGS`` as a user runs it, in this process (no interpreter start and
+    MLflow import per call)."""
+    env = {**_env(r), "MODEL_CONFIGS_DIR": catalog, "LOG_LEVEL": "WARNING"}
+    return run_in_process(env, "models", *args)
 
 
-def test_the_cli_acts_refuses_and_lists(registry: Registry, subprocess_env, catalog_dir, tmp_path):
+def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_path):
     from mlops.db.schema import monitoring_metrics
 
     folder = str(catalog_dir(registry.name, f"{registry.name}-new"))
     v1 = registry.register(0.010, 0.012, dm_p_value_naive=0.02)
     v2 = registry.register(0.013, 0.012, dm_p_value_naive=0.7, dm_p_value_champion=0.9)
 
-    done = _cli(registry, subprocess_env, folder, "promote", registry.name, v1, "--reason", "ok")
+    done = _cli(registry, folder, "promote", registry.name, v1, "--reason", "ok")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"promote {registry.name} version {v1}: ok"
-    refused = _cli(registry, subprocess_env, folder, "promote", registry.name, v2, "--reason", "x")
+    refused = _cli(registry, folder, "promote", registry.name, v2, "--reason", "x")
     assert refused.returncode == ModelError.exit_code
     assert refused.stderr.count("\n") == 1 and "loses to the naive forecast" in refused.stderr
     registry.client.set_registered_model_alias(registry.name, CHALLENGER_ALIAS, v2)
-    paused = _cli(registry, subprocess_env, folder, "pause", registry.name, "--reason", "hold")
+    paused = _cli(registry, folder, "pause", registry.name, "--reason", "hold")
     assert paused.returncode == 0, paused.stderr
-    archived = _cli(registry, subprocess_env, folder, "archive", registry.name, v1)
+    archived = _cli(registry, folder, "archive", registry.name, v1)
     assert archived.returncode == ConfigError.exit_code and "is the champion" in archived.stderr
 
     now = datetime.now(UTC)
@@ -323,7 +319,7 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, subprocess_env, cata
                     )
                 )
     out = tmp_path / "models.json"
-    listed = _cli(registry, subprocess_env, folder, "list", "--output", str(out))
+    listed = _cli(registry, folder, "list", "--output", str(out))
     assert listed.returncode == 0, listed.stderr
     rows = {(r["name"], r["version"]): r for r in json.loads(out.read_text())}
     first, second = rows[(registry.name, v1)], rows[(registry.name, v2)]

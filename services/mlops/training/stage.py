@@ -26,11 +26,14 @@ Reruns converge, whatever stopped the previous run:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -510,17 +513,18 @@ def _fit(config: dict[str, Any], splits: Splits, seed: int) -> tuple[Any, dict[s
         warnings.filterwarnings("ignore", message=".*R\\^2 score is not well-defined.*")
         model = LudwigModel(config, logging_level=logging.ERROR)
         try:
-            result = model.train(
-                training_set=splits.train,
-                validation_set=splits.validation,
-                test_set=splits.holdout,
-                output_directory=tmp,
-                random_seed=seed,
-                skip_save_processed_input=True,
-                skip_save_log=True,
-                skip_save_progress=True,
-                skip_save_training_description=True,
-            )
+            with _heap_frozen():
+                result = model.train(
+                    training_set=splits.train,
+                    validation_set=splits.validation,
+                    test_set=splits.holdout,
+                    output_directory=tmp,
+                    random_seed=seed,
+                    skip_save_processed_input=True,
+                    skip_save_log=True,
+                    skip_save_progress=True,
+                    skip_save_training_description=True,
+                )
         except Exception as exc:
             raise ModelError(f"Ludwig training failed: {exc}.") from exc
         # Reload the best checkpoint saved by Ludwig so the model is the validated one.
@@ -529,6 +533,25 @@ def _fit(config: dict[str, Any], splits: Splits, seed: int) -> tuple[Any, dict[s
             model = LudwigModel.load(str(model_dir), backend="local")
         stats = json.loads(json.dumps(result.train_stats, default=_to_jsonable))
     return model, stats
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """The objects alive before training are out of the garbage collector's reach while
+    Ludwig trains (``gc.freeze``), and handed back afterwards (``gc.unfreeze``).
+
+    Ludwig's batch-size tuner runs ``gc.collect()`` before each of its trials (eight per
+    training of the catalog's models); with Ludwig, torch and MLflow imported, each pass
+    would rescan about a million objects that have nothing to do with the training (up
+    to seconds per pass: most of a small model's training time). Frozen, a pass scans
+    only what the training allocated. Nothing is collected less: the frozen objects are
+    collected as usual once unfrozen.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _to_jsonable(value: Any) -> Any:
