@@ -473,15 +473,20 @@ def test_the_images_run_the_pipeline_on_the_host_network(
         train = cluster.pod(pod_template(doc("Job", "mlops-train")), "train").run()
         cluster.check_servers()
         trained = _ok(train, "train")
-        assert _result(trained)["promoted"], trained[-3000:]
+        # `train --all`: one result per catalog model; the trading model's is promoted.
+        models = {m["model_name"]: m for m in _result(trained)["models"]}
+        assert models["stock-close"]["promoted"], trained[-3000:]
+        print("  train: " + ", ".join(f"{n} v{m['model_version']}" for n, m in models.items()))
 
         for stage in ("batch-infer", "trade", "monitor"):
             pod = cluster.pod(pod_template(doc("Job", f"mlops-{stage}")), stage)
             ran = pod.run()
             cluster.check_servers()
             result = _result(_ok(ran, stage))
-            if stage == "batch-infer":
-                assert result["new_rows"] == 5
+            if stage == "batch-infer":  # each catalog model's champion and challenger
+                scored = {(s["model_name"], s["role"]) for s in result["scored"]}
+                assert ("stock-close", "champion") in scored, result
+                assert result["new_rows"] == 5 * len(scored)
             if stage == "trade":
                 print(f"    orders {result.get('orders_placed')}, equity {result.get('equity')}")
 
