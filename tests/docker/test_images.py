@@ -535,3 +535,63 @@ def test_the_images_run_the_pipeline_on_the_host_network(
         )
     engine.dispose()
     assert {"data-prep", "batch-infer", "trade", "monitor"} <= stages
+
+
+# Issue 12's targets for the torch-free images (the CUDA-torch ones were 7.6 GB each).
+LEAN_IMAGE_LIMITS = {"serve": 600e6, "batch-infer": 800e6}
+HEAVY_MODULES = ("torch", "ludwig", "talib")
+
+
+@pytest.mark.parametrize("name", list(LEAN_IMAGE_LIMITS))
+def test_the_lean_images_predict_like_ludwig_without_torch_or_ludwig(
+    images: Images, name: str, tmp_path: Path
+) -> None:
+    """Serve and batch-infer: under their size limit, neither torch, Ludwig nor TA-Lib can be
+    imported, and the image's own code turns a model's portable export into the
+    predictions ``LudwigModel.predict`` makes for the same rows (within 1e-6)."""
+    import json
+
+    import numpy as np
+
+    from inference.trained_model import INPUTS, train_once
+
+    assert images.sizes[name] <= LEAN_IMAGE_LIMITS[name], (
+        f"{name}: {images.sizes[name] / 1e6:.0f} MB, over {LEAN_IMAGE_LIMITS[name] / 1e6:.0f} MB"
+    )
+    trained = train_once(tmp_path.parent / "lean-model")
+    version = trained.versions[0]
+    folder = tmp_path / "model"  # readable by the image's uid 10001
+    shutil.copytree(trained.model_dirs[version] / "portable", folder)
+    tmp_path.chmod(0o755)
+    for path in (folder, *folder.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    rows = trained.scorable.head(50)
+    code = (
+        "import importlib.util, json, sys\n"
+        f"heavy = [m for m in {HEAVY_MODULES!r} if importlib.util.find_spec(m)]\n"
+        "from mlops.contracts.portable import PortablePredictor\n"
+        "predictor = PortablePredictor.from_dir('/model')\n"
+        "values = predictor.predict_records(json.loads(sys.stdin.read())).tolist()\n"
+        "print(json.dumps({'heavy': heavy, 'values': values}))\n"
+    )
+    ran = _run(
+        [
+            images.docker, "run", "--rm", "-i", "--network", "none", "--read-only",
+            "--user", "10001:10001", "--volume", f"{folder}:/model:ro",
+            "--entrypoint", "python", f"mlops-{name}:{images.tag}", "-c", code,
+        ],
+        input=rows[INPUTS].to_json(orient="records"),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    answer = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert answer["heavy"] == [], f"{name} can import {answer['heavy']}"
+
+    from ludwig.api import LudwigModel
+
+    model = LudwigModel.load(
+        str(trained.model_dirs[version] / "model"), backend="local", logging_level=40
+    )
+    predictions, _ = model.predict(rows[INPUTS].reset_index(drop=True))
+    expected = predictions["next_return_predictions"].to_numpy(dtype="float64")
+    np.testing.assert_allclose(answer["values"], expected, rtol=0, atol=1e-6)
+    print(f"  {name}: {images.sizes[name] / 1e6:.0f} MB, {len(expected)} predictions = Ludwig's")
