@@ -129,18 +129,19 @@ def _warn_if_ended_unfilled(row: Row, values: Mapping[str, Any]) -> None:
         return
     if status == OrderState.FILLED:
         return
-    filled = float(values.get("filled_quantity") or row.get("filled_quantity") or 0.0)
+    quantity = float(row["quantity"])
+    filled = float(values.get("filled_quantity", row.get("filled_quantity")) or 0.0)
     why = f": {values['error']}" if values.get("error") else ""
     log.warning(
-        "Order %s (%s %s %s, decided %s) ended %s with %g of %g filled%s.",
+        "Order %s (%s %g %s, decided %s) ended %s with %g of %g filled%s.",
         row["client_order_id"],
         row["side"],
-        f"{float(row['quantity']):g}",
+        quantity,
         row["symbol"],
         row["decision_date"],
         status,
         filled,
-        float(row["quantity"]),
+        quantity,
         why,
     )
 
