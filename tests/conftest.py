@@ -155,6 +155,21 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, ",".join(filter(None, [os.environ.get(key, ""), _LOOPBACK])))
 
 
+def mlflow_server_args(
+    backend_uri: str, port: int, *, artifacts: str | None = None, app_name: str | None = None
+) -> list[str]:
+    """The command of a real ``mlflow server`` of this venv on loopback, one worker:
+    ``backend_uri`` its store, ``artifacts`` (when given) where it proxies artifacts to,
+    ``app_name`` e.g. ``basic-auth``."""
+    args = [str(Path(sys.executable).with_name("mlflow")), "server"]
+    if app_name:
+        args += ["--app-name", app_name]
+    args += ["--backend-store-uri", backend_uri]
+    if artifacts is not None:
+        args += ["--serve-artifacts", "--artifacts-destination", artifacts]
+    return [*args, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import boto3
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from conftest import run_in_process
+from conftest import mlflow_server_args, run_in_process
 from mlops.db.schema import datasets, monitoring_metrics, orders, predictions, stage_runs
 
 pytestmark = pytest.mark.slow
@@ -62,21 +61,9 @@ def servers(postgres_server, s3_endpoint, tmp_path_factory) -> Iterator[dict[str
     }
     with log.open("w") as out:
         server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--backend-store-uri",
-                postgres_server.url("loop_mlflow"),
-                "--serve-artifacts",
-                "--artifacts-destination",
-                f"s3://{bucket}/mlflow",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
+            mlflow_server_args(
+                postgres_server.url("loop_mlflow"), port, artifacts=f"s3://{bucket}/mlflow"
+            ),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -36,7 +36,7 @@ import boto3
 import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from conftest import S3_TEST_CREDENTIALS, clean_environ, free_port
+from conftest import S3_TEST_CREDENTIALS, clean_environ, free_port, mlflow_server_args
 from faults.proxy import Proxy
 from mlops.db.schema import datasets, predictions, stage_runs
 
@@ -100,21 +100,7 @@ def mlflow_server(postgres_server, s3_endpoint, tmp_path_factory) -> Iterator[Ml
     env = clean_environ({**S3_TEST_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint})
     with log.open("w") as out:
         server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--backend-store-uri",
-                backend,
-                "--serve-artifacts",
-                "--artifacts-destination",
-                f"s3://{MLFLOW_BUCKET}/artifacts",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
+            mlflow_server_args(backend, port, artifacts=f"s3://{MLFLOW_BUCKET}/artifacts"),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import clean_environ, free_port
+from conftest import clean_environ, free_port, mlflow_server_args
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +34,9 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = root / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
+            mlflow_server_args(
+                f"sqlite:///{root / 'mlflow.db'}", port, artifacts=str(root / "artifacts")
+            ),
             env=clean_environ({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import mlflow_server_args
 from inference.trained_model import Trained
 
 POLL_SECONDS = "0.2"
@@ -158,22 +159,6 @@ def test_champion_moves_while_clients_send_requests(
     assert f'mlops_serve_predictions_total{{endpoint="/predict",model_version="{v2}"}}' in metrics
 
 
-def _mlflow_server_args(trained: Trained, port: int) -> list[str]:
-    """A real MLflow tracking server in front of the trained model's registry."""
-    return [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{trained.home / 'mlflow.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-
-
 @pytest.mark.slow
 def test_registry_outage_keeps_serving_and_recovers(
     trained: Trained, records, subprocess_env, tmp_path
@@ -184,7 +169,8 @@ def test_registry_outage_keeps_serving_and_recovers(
     mlflow_port, port = _free_port(), _free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     base = f"http://127.0.0.1:{port}"
-    mlflow_args = _mlflow_server_args(trained, mlflow_port)
+    # A real MLflow tracking server in front of the trained model's registry.
+    mlflow_args = mlflow_server_args(f"sqlite:///{trained.home / 'mlflow.db'}", mlflow_port)
     mlflow_env = subprocess_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env = subprocess_env(
         MLOPS_HOME=str(tmp_path / "serve-home"),

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import mlflow_server_args
 from inference.trained_model import INPUTS, Trained
 
 pytestmark = pytest.mark.slow
@@ -66,23 +67,12 @@ def auth_server(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--app-name",
-        "basic-auth",
-        "--backend-store-uri",
+    args = mlflow_server_args(
         f"sqlite:///{folder / 'mlflow.db'}",
-        "--serve-artifacts",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+        port,
+        artifacts=str(folder / "artifacts"),
+        app_name="basic-auth",
+    )
     env = clean_environ(
         {
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),
