@@ -171,12 +171,12 @@ def test_postgres_cancels_a_statement_past_the_settings_time_limit(fresh_pg_data
     from mlops.errors import classify
     from mlops.settings import Settings
 
-    settings = Settings(DATABASE_URL=fresh_pg_database, DATABASE_STATEMENT_TIMEOUT_SECONDS=0.2)
+    settings = Settings(DATABASE_URL=fresh_pg_database, DATABASE_STATEMENT_TIMEOUT_SECONDS=1.5)
     engine = database_engine(settings)
     try:
         with engine.connect() as conn:
             limit = conn.execute(text("SHOW statement_timeout")).scalar_one()
-            assert limit == "200ms"
+            assert limit == "1500ms"
             with pytest.raises(Exception) as caught:
                 conn.execute(text("SELECT pg_sleep(30)"))
     finally:
