@@ -1,11 +1,11 @@
-"""Regression metrics on prices and the Diebold-Mariano test, shared by training,
-monitoring and model management.
+"""Regression metrics on prices, the information coefficient and the Diebold-Mariano
+test, shared by training, monitoring, model management and the walk-forward.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -100,3 +100,100 @@ def diebold_mariano(
     p_one = float(stats.t.cdf(statistic, df=n - 1))
     p_two = float(2.0 * stats.t.sf(abs(statistic), df=n - 1))
     return DieboldMariano(statistic, p_one, p_two, n, mean)
+
+
+@dataclass(frozen=True)
+class InformationCoefficient:
+    """The information coefficient of a forecast over sessions, as Qlib reports it.
+
+    Each session's IC is the cross-sectional correlation, over the symbols of that
+    session, of the predicted return against the realised return (Pearson for the IC,
+    Spearman for the Rank IC). Over the sessions: their mean and standard deviation, the
+    ICIR (mean / standard deviation) and the t-statistic of the mean (ICIR x sqrt(n)).
+    A session with fewer than two symbols, or where either side does not vary, has no IC
+    and is not counted.
+    """
+
+    mean: float | None
+    std: float | None
+    ir: float | None
+    t_statistic: float | None
+    sessions: int
+
+    def as_dict(self, prefix: str) -> dict[str, float | None]:
+        return {
+            f"{prefix}_mean": self.mean,
+            f"{prefix}_std": self.std,
+            f"{prefix}_ir": self.ir,
+            f"{prefix}_t": self.t_statistic,
+            f"{prefix}_sessions": float(self.sessions),
+        }
+
+
+def daily_ic(
+    days: Array, predicted_return: Array, realised_return: Array, *, rank: bool = False
+) -> Any:
+    """Each session's IC (``rank``: Rank IC) as a pandas Series indexed by session, sorted.
+
+    Rows where either return is missing are left out; a session with fewer than two
+    rows left, or with no spread on either side, is NaN.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "day": np.asarray(days),
+            "p": np.asarray(predicted_return, dtype="float64"),
+            "r": np.asarray(realised_return, dtype="float64"),
+        }
+    ).dropna()
+    groups = frame.groupby("day", sort=True)
+    if rank:
+        frame["p"] = groups["p"].rank(method="average")
+        frame["r"] = groups["r"].rank(method="average")
+        groups = frame.groupby("day", sort=True)
+    p = frame["p"] - groups["p"].transform("mean")
+    r = frame["r"] - groups["r"].transform("mean")
+    sums = pd.DataFrame(
+        {
+            "pr": p * r,
+            "pp": p * p,
+            "rr": r * r,
+            "p2": frame["p"] ** 2,
+            "r2": frame["r"] ** 2,
+            "n": 1,
+            "day": frame["day"],
+        }
+    )
+    totals = sums.groupby("day", sort=True).sum()
+    # No spread on a side (relative to its scale: rounding noise is no spread): no IC.
+    flat = (totals["pp"] <= 1e-24 * totals["p2"]) | (totals["rr"] <= 1e-24 * totals["r2"])
+    valid = (totals["n"] >= 2) & ~flat & (totals["pp"] > 0) & (totals["rr"] > 0)
+    ic = (totals["pr"] / np.sqrt(totals["pp"] * totals["rr"])).where(valid)
+    ic.index.name = "day"
+    return ic.astype("float64")
+
+
+def summarise_ic(series: Any) -> InformationCoefficient:
+    """Mean, standard deviation, ICIR and t-statistic of a daily IC series (NaN skipped)."""
+    values = np.asarray(series, dtype="float64")
+    values = values[~np.isnan(values)]
+    n = int(values.size)
+    if n == 0:
+        return InformationCoefficient(None, None, None, None, 0)
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if n > 1 else None
+    ir = mean / std if std else None
+    t = ir * float(np.sqrt(n)) if ir is not None else None
+    return InformationCoefficient(mean, std, ir, t, n)
+
+
+def information_coefficients(
+    days: Array, predicted_return: Array, realised_return: Array
+) -> dict[str, float | None]:
+    """The IC and the Rank IC summarised (``ic_mean``, ``ic_std``, ``ic_ir``, ``ic_t``,
+    ``ic_sessions`` and the same with ``rank_ic_``): the one definition every stage uses.
+    """
+    ic = summarise_ic(daily_ic(days, predicted_return, realised_return))
+    rank = summarise_ic(daily_ic(days, predicted_return, realised_return, rank=True))
+    return ic.as_dict("ic") | rank.as_dict("rank_ic")
