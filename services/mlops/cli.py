@@ -390,6 +390,71 @@ def backtest_cmd(
     _stage("backtest", run, output, model=model, start=first, end=last)
 
 
+@app.command("walk-forward")
+def walk_forward_cmd(
+    start: Annotated[str, typer.Option("--from", help="First decision session (YYYY-MM-DD).")],
+    retrain_every: Annotated[
+        int, typer.Option("--retrain-every", min=1, help="Sessions between retrain points.")
+    ],
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="Last session (YYYY-MM-DD); default: the dataset's last."),
+    ] = None,
+    window: Annotated[
+        str,
+        typer.Option(
+            "--window", help="Training history: expanding, or rolling:SESSIONS (the last N)."
+        ),
+    ] = "expanding",
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Catalog models, comma-separated; default: all of them."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Retrain points trained side by side.")
+    ] = 1,
+    point: Annotated[
+        int | None,
+        typer.Option(
+            "--point",
+            min=0,
+            help="Train only this retrain point (an Indexed Job's JOB_COMPLETION_INDEX); "
+            "the pod that completes the set finalizes.",
+        ),
+    ] = None,
+    finalize: Annotated[
+        bool, typer.Option("--finalize", help="Combine the trained points; train nothing.")
+    ] = False,
+    output: Output = None,
+) -> None:
+    """Replay the live system over history: retrain every N sessions as `mlops train`
+    does, pick each period's champion with the promotion gate, trade the champions'
+    predictions with the live strategy and costs, against naive and buy-and-hold."""
+    from mlops.errors import ConfigError
+    from mlops.settings import parse_date
+    from mlops.walkforward.run import run
+
+    first, last = parse_date(start, "--from"), parse_date(end, "--to")
+    if point is not None and finalize:
+        raise ConfigError("Give either --point or --finalize to `mlops walk-forward`, not both.")
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    lease = "finalize" if finalize else ("local" if point is None else f"point-{point}")
+    _stage(
+        "walk-forward",
+        run,
+        output,
+        lease=lambda _: lease,
+        start=first,
+        end=last,
+        retrain_every=retrain_every,
+        window=window,
+        models=names,
+        workers=workers,
+        point=point,
+        finalize=finalize,
+    )
+
+
 @app.command("monitor")
 def monitor_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
     """Score past predictions against what came true, check drift, flag retraining."""

@@ -34,12 +34,12 @@ def test_two_migrations_at_once_wait_for_each_other(world, postgres_server, spaw
     world.pg.release()
     done = [first.wait(), second.wait()]
     assert [o.code for o in done] == [0, 0], [str(o) for o in done]
-    assert "(was empty)" in done[0].stdout and "(was 0005)" in done[1].stdout
+    assert "(was empty)" in done[0].stdout and "(was 0006)" in done[1].stdout
     assert "Traceback" not in done[0].stderr + done[1].stderr
     engine = create_engine(url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0005"
+            "0006"
         ]
     engine.dispose()
 

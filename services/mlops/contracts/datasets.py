@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from mlops.contracts.keys import manifest_key
 from mlops.db.schema import datasets
@@ -118,6 +118,32 @@ def version_for_day(engine: Engine, as_of: date | None, *, allow_older: bool = F
         "No dataset for %s: using %s (as of %s), as --allow-older-dataset asks", as_of, version, day
     )
     return version
+
+
+def covering_version(engine: Engine, day: date | None) -> str:
+    """The newest published dataset whose rows reach ``day`` (the newest without it).
+
+    For replays of history (backtest, walk-forward): features are causal, so the rows up
+    to ``day`` are the same in every dataset that reaches it, and the newest is used.
+    Without one, a sentence naming the data-prep run that would publish it.
+    """
+    query = select(datasets.c.version).order_by(
+        datasets.c.as_of.desc(), datasets.c.created_at.desc()
+    )
+    if day is not None:
+        query = query.where(datasets.c.last_date >= day)
+    with engine.connect() as conn:
+        version = conn.execute(query.limit(1)).scalar()
+    if version is not None:
+        return version
+    if day is None:
+        raise DataError("No dataset has been published: run `mlops data-prep` first.")
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(datasets.c.last_date))).scalar()
+    found = f"the newest dataset ends on {newest}" if newest else "no dataset is published"
+    raise DataError(
+        f"No published dataset reaches {day} ({found}): run `mlops data-prep --as-of {day}` first."
+    )
 
 
 def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:

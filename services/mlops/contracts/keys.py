@@ -11,6 +11,10 @@
     predictions/<day>/<model>-v<version>.parquet      one batch of predictions
     reports/monitoring/<day>/{quality,drift}.html     evidently reports, summary.json
     reports/drift-calibration/<model>-v<version>.json   a version's drift calibration
+    backtests/<key>/{summary.json,equity.html,curves.parquet,trades.parquet}
+    walkforward/<key>/plan.json                       a walk-forward's retrain points
+    walkforward/<key>/points/<i>.{parquet,json}       one retrain point's predictions, result
+    walkforward/<key>/{predictions,champions,trades,curves}.parquet, summary.json, report.html
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ PREDICTIONS_PREFIX = "predictions"
 MONITORING_REPORTS_PREFIX = "reports/monitoring"
 REPORT_NAMES = ("quality", "drift")
 DRIFT_CALIBRATION_PREFIX = "reports/drift-calibration"
+WALKFORWARD_PREFIX = "walkforward"
 
 
 def dataset_folder(version: str) -> str:
@@ -99,3 +104,13 @@ def monitoring_report_key(day: date | str, name: str) -> str:
 def drift_calibration_key(model_name: str, model_version: str) -> str:
     """The drift shares of past training windows of one model version (monitoring's cache)."""
     return f"{DRIFT_CALIBRATION_PREFIX}/{model_name}-v{model_version}.json"
+
+
+def walkforward_folder(key: str) -> str:
+    return f"{WALKFORWARD_PREFIX}/{key}"
+
+
+def walkforward_point_keys(key: str, index: int) -> tuple[str, str]:
+    """A retrain point's predictions and its result JSON (written last: the point is done)."""
+    base = f"{walkforward_folder(key)}/points/{index:04d}"
+    return f"{base}.parquet", f"{base}.json"

@@ -49,6 +49,8 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "retrain_requests": WRITE,
         # The promotion gate's champion moves are audited like `mlops models promote`.
         "model_actions": WRITE,
+        # `mlops walk-forward` trains with the training stage's image and identity.
+        "walkforward_runs": WRITE,
     },
     "mlops_batch_infer": {"stage_runs": WRITE, "datasets": READ, "predictions": WRITE},
     "mlops_trade": {

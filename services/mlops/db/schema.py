@@ -174,6 +174,30 @@ backtest_runs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Walk-forward runs (migration 0006): claimed at the start (the MLflow parent run every
+# retrain point nests under), given their summary when finalized.
+walkforward_runs = Table(
+    "walkforward_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_key", String(64), nullable=False, unique=True),
+    # running: points are being trained; finalizing: one runner combines them; succeeded.
+    Column("status", String(16), nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("retrain_every", Integer, nullable=False),
+    Column("window", String(32), nullable=False),
+    Column("models", Text, nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("dataset_version", String(64), nullable=False),
+    Column("mlflow_run_id", String(64), nullable=True),
+    Column("summary", Text, nullable=True),
+    Column("summary_key", String(512), nullable=True),
+    Column("report_key", String(512), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
 monitoring_metrics = Table(
     "monitoring_metrics",
     metadata,

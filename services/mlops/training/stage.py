@@ -327,7 +327,7 @@ def _train_new(
     try:
         client.log_batch(run_id, params=_params(config, manifest, splits, seed, target.name))
         client.log_dict(run_id, config, "ludwig_config.yaml")
-        model, stats = _fit(config, splits, seed)
+        model, stats = fit(config, splits, seed)
         client.log_dict(run_id, stats, "training_statistics.json")
         evaluation = _evaluate(client, target.settings, model, splits, current)
         _log_evaluation(client, run_id, evaluation, current)
@@ -359,14 +359,22 @@ def _lineage(manifest: Manifest, splits: Splits) -> Lineage:
 def _evaluate(
     client: MlflowClient, settings: Settings, model: Any, splits: Splits, current: ModelRef | None
 ) -> _Evaluation:
+    predicted, per_split = split_figures(model, splits)
+    return _against_others(
+        client, settings, per_split, splits.holdout, predicted["holdout"], current
+    )
+
+
+def split_figures(
+    model: Any, splits: Splits
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """A trained model's predicted closes on every split, and its figures there."""
     predicted = {name: predict_close(model, getattr(splits, name)) for name in SPLITS}
     per_split = {
         name: regression_metrics(getattr(splits, name)[TARGET_COLUMN], predicted[name])
         for name in SPLITS
     }
-    return _against_others(
-        client, settings, per_split, splits.holdout, predicted["holdout"], current
-    )
+    return predicted, per_split
 
 
 def _against_others(
@@ -378,12 +386,29 @@ def _against_others(
     current: ModelRef | None,
 ) -> _Evaluation:
     """The candidate's holdout predictions against the naive forecast's and the
-    champion's: their figures, the paired tests and the promotion decision.
+    registered champion's (see :func:`judge`).
     """
-    baseline = naive_metrics(holdout)
-    champion_holdout, champion_predicted = None, None
+    champion_predicted = None
     if current is not None:
         champion_predicted = predict_close(load_registered(client, current), holdout)
+    return judge(settings, per_split, holdout, predicted, champion_predicted)
+
+
+def judge(
+    settings: Settings,
+    per_split: dict[str, dict[str, float]],
+    holdout: pd.DataFrame,
+    predicted: np.ndarray,
+    champion_predicted: np.ndarray | None,
+) -> _Evaluation:
+    """The promotion gate on plain predictions: the candidate's holdout predictions
+    against the naive forecast's and the champion's (None: there is no champion), their
+    figures, the paired tests and the decision. ``mlops train`` and the walk-forward both
+    decide through here.
+    """
+    baseline = naive_metrics(holdout)
+    champion_holdout = None
+    if champion_predicted is not None:
         champion_holdout = regression_metrics(holdout[TARGET_COLUMN], champion_predicted)
     tests = paired_tests(
         holdout,
@@ -505,7 +530,10 @@ def _resolve_retrain_requests(ctx: Context, run_id: str, as_of: date | None) -> 
         conn.execute(query.values(status="done", resolved_at=utcnow(), resolved_by=run_id))
 
 
-def _fit(config: dict[str, Any], splits: Splits, seed: int) -> tuple[Any, dict[str, Any]]:
+def fit(config: dict[str, Any], splits: Splits, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Train ``config`` on the splits with Ludwig (the validated best checkpoint) and its
+    training statistics: how ``mlops train`` fits, and the walk-forward with it.
+    """
     from ludwig.api import LudwigModel
 
     with tempfile.TemporaryDirectory(prefix="ludwig-") as tmp, warnings.catch_warnings():

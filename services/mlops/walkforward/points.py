@@ -1,0 +1,159 @@
+"""One retrain point of a walk-forward: every named catalog model trained on the
+point-in-time dataset exactly as ``mlops train`` trains it (its Ludwig config, the same
+date splits, seed and fit), then asked for its predictions.
+
+A point's models predict every scorable row from their holdout's first session to the
+walk-forward's last: the rows up to ``trained_to`` are what the promotion gate compares
+(this point's holdout, and the holdouts of later points where its version may be the
+champion), the rows after it what the version decides while it serves. Nothing after
+``trained_to`` is trained on. Points are independent of each other: a process pool or
+the pods of an Indexed Job run them in any order, and the gate runs afterwards
+(:mod:`mlops.walkforward.timeline`).
+
+A point's results live under ``walkforward/<key>/points/``: its predictions, then its
+JSON (written last: a point is done when its JSON exists, so a rerun trains only the
+points that are missing).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+import pandas as pd
+
+from mlops.contracts import catalog, datasets
+from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.keys import walkforward_point_keys
+from mlops.contracts.models import predict_close
+from mlops.settings import Settings
+from mlops.store import ObjectStore, get_json, get_parquet, put_json, put_parquet
+from mlops.training.model_config import load_model_config
+from mlops.training.splits import Splits, split_by_date
+from mlops.training.stage import fit, split_figures
+from mlops.walkforward.plan import Plan, Window, point_in_time
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["day", "symbol", "model", "point", "trained_to", "prediction"]
+
+
+@dataclass
+class ModelOutcome:
+    """One model trained at one point: its figures on every split and its ranges."""
+
+    model: str
+    per_split: dict[str, dict[str, float]]
+    ranges: dict[str, str]
+    seconds: float
+    config: dict[str, Any]
+
+
+@dataclass
+class PointResult:
+    index: int
+    trained_to: date
+    models: dict[str, ModelOutcome]
+    seconds: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PointResult:
+        return cls(
+            index=data["index"],
+            trained_to=date.fromisoformat(data["trained_to"]),
+            models={k: ModelOutcome(**v) for k, v in data["models"].items()},
+            seconds=data["seconds"],
+        )
+
+
+def is_done(store: ObjectStore, plan: Plan, index: int) -> bool:
+    return store.exists(walkforward_point_keys(plan.key, index)[1])
+
+
+def load_point(store: ObjectStore, plan: Plan, index: int) -> tuple[PointResult, pd.DataFrame]:
+    predictions_key, result_key = walkforward_point_keys(plan.key, index)
+    result = PointResult.from_dict(get_json(store, result_key))
+    return result, get_parquet(store, predictions_key)
+
+
+def train_point(
+    settings: Settings,
+    store: ObjectStore,
+    plan: Plan,
+    index: int,
+    frame: pd.DataFrame | None = None,
+) -> PointResult:
+    """Train the point's models and publish their predictions (see the module); a point
+    already published is read back, not trained again.
+    """
+    if is_done(store, plan, index):
+        log.info("Walk-forward %s point %d is already trained: reused", plan.key, index)
+        return load_point(store, plan, index)[0]
+    began = time.perf_counter()
+    if frame is None:
+        frame = datasets.load(store, plan.dataset_version)[1]
+    point = plan.points[index]
+    known = point_in_time(frame, point.trained_to, Window.parse(plan.window))
+    splits = split_by_date(
+        known, validation_days=settings.validation_days, holdout_days=settings.holdout_days
+    )
+    rows = _rows_to_predict(frame, splits, plan.end)
+    outcomes, predictions = {}, []
+    for name in plan.models:
+        outcome, predicted = _train_model(settings, name, splits, rows)
+        outcomes[name] = outcome
+        predictions.append(
+            pd.DataFrame(
+                {
+                    "day": rows["date"].to_numpy(),
+                    "symbol": rows["symbol"].to_numpy(),
+                    "model": name,
+                    "point": index,
+                    "trained_to": pd.Timestamp(point.trained_to),
+                    "prediction": predicted,
+                }
+            )
+        )
+        log.info(
+            "Walk-forward point %d (trained to %s), %s: holdout MAPE %.4f%% in %.1f s",
+            index,
+            point.trained_to,
+            name,
+            100 * outcome.per_split["holdout"]["mape"],
+            outcome.seconds,
+        )
+    result = PointResult(index, point.trained_to, outcomes, round(time.perf_counter() - began, 2))
+    predictions_key, result_key = walkforward_point_keys(plan.key, index)
+    put_parquet(store, predictions_key, pd.concat(predictions, ignore_index=True))
+    put_json(store, result_key, _jsonable(asdict(result)))  # last: the point is done
+    return result
+
+
+def _rows_to_predict(frame: pd.DataFrame, splits: Splits, end: date) -> pd.DataFrame:
+    """Scorable rows from the holdout's first session to the walk-forward's last."""
+    first = splits.holdout["date"].min()
+    rows = frame[(frame["date"] >= first) & (frame["date"] <= pd.Timestamp(end))]
+    if WARMUP_COLUMN in rows:
+        rows = rows[~rows[WARMUP_COLUMN].astype(bool)]
+    return rows.reset_index(drop=True)
+
+
+def _train_model(
+    settings: Settings, name: str, splits: Splits, rows: pd.DataFrame
+) -> tuple[ModelOutcome, Any]:
+    began = time.perf_counter()
+    config = load_model_config(settings, catalog.spec(settings, name).config_path)
+    model, _ = fit(config, splits, settings.random_seed)
+    _, per_split = split_figures(model, splits)
+    predicted = predict_close(model, rows)
+    seconds = round(time.perf_counter() - began, 2)
+    return ModelOutcome(name, per_split, splits.ranges(), seconds, config), predicted
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
