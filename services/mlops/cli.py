@@ -425,6 +425,12 @@ def walk_forward_cmd(
     finalize: Annotated[
         bool, typer.Option("--finalize", help="Combine the trained points; train nothing.")
     ] = False,
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan", help="Print the plan (its retrain points: the Indexed Job's completions)."
+        ),
+    ] = False,
     output: Output = None,
 ) -> None:
     """Replay the live system over history: retrain every N sessions as `mlops train`
@@ -452,6 +458,7 @@ def walk_forward_cmd(
         workers=workers,
         point=point,
         finalize=finalize,
+        plan_only=plan_only,
     )
 
 

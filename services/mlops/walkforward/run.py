@@ -46,13 +46,14 @@ from mlops.walkforward.plan import Plan, Window, plan_key, retrain_points, sessi
 
 log = logging.getLogger(__name__)
 
-FINISHED, WAITING = "finished", "waiting"
+FINISHED, WAITING, PLANNED = "finished", "waiting", "planned"
 
 
 @dataclass
 class WalkForwardResult:
     run_key: str
-    status: str  # finished, or waiting: a point of an Indexed Job whose siblings are not done
+    # finished; waiting: a point of an Indexed Job whose siblings are not done; planned
+    status: str
     dataset_version: str
     start: date
     end: date
@@ -81,9 +82,12 @@ def run(
     workers: int = 1,
     point: int | None = None,
     finalize: bool = False,
+    plan_only: bool = False,
 ) -> WalkForwardResult:
     """Run the walk-forward (see the module); ``point``: only that retrain point, then
-    finalize when it completes the set; ``finalize``: combine the points, train nothing.
+    finalize when it completes the set; ``finalize``: combine the points, train nothing;
+    ``plan_only``: say the plan (the retrain points: an Indexed Job's completions), do
+    nothing else.
     """
     began = time.perf_counter()
     timings: dict[str, float] = {}
@@ -92,6 +96,8 @@ def run(
     _, frame = datasets.load(ctx.store, version)
     plan = make_plan(ctx.settings, frame, version, start, end, retrain_every, window, models)
     timings["load"] = round(time.perf_counter() - began, 2)
+    if plan_only:
+        return _result(plan, PLANNED, [], {"plan": plan.to_dict()}, {}, None, timings)
     stored = _finished(ctx, plan)
     if stored is not None:
         log.info("Walk-forward %s is finished already: its summary is reused", plan.key)
