@@ -276,7 +276,8 @@ def set_paused(
 
 # `mlops models list`: every version of every catalog model, with its figures.
 
-# Live figures of a version, as monitoring writes them for all symbols together.
+# Live figures of a version, as monitoring writes them for all symbols together: those of
+# its window ending on the day, and the day's own IC and Rank IC (window_days 1).
 LIVE_METRICS = (
     "mape",
     "wmape",
@@ -284,6 +285,8 @@ LIVE_METRICS = (
     "naive_mape",
     "dm_p_naive",
     "dm_p_champion",
+    "ic",
+    "rank_ic",
 )
 LIVE_SYMBOL = "ALL"
 # Holdout figures shown (run metrics, else version tags of the same names).
@@ -473,6 +476,7 @@ def table(rows: list[VersionRow]) -> str:
         "LIVE MAPE",
         "LIVE NAIVE",
         "LIVE P(NAIVE)",
+        "DAY IC",
         "LIVE DAY",
     )
     lines = [header]
@@ -493,6 +497,7 @@ def table(rows: list[VersionRow]) -> str:
                 _figure(live.get("mape"), True),
                 _figure(live.get("naive_mape"), True),
                 _figure(live.get("dm_p_naive")),
+                _figure(live.get("ic")),
                 r.live_date or "-",
             )
         )

@@ -8,6 +8,7 @@ import base64
 import json
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import select
 
@@ -88,6 +89,33 @@ def test_the_figures_of_every_model_version(seeded):
     assert set(paper["broker"]) == {"paper"} and len(paper) == len(DAYS)
     rows = metrics_rows(figures.metrics)
     assert rows[0]["metric_date"] == DAYS[0].isoformat() and "mape" in rows[0]
+
+
+def test_the_daily_ic_is_a_quality_chart_and_no_monitored_day():
+    from datetime import date
+
+    rows = [
+        (date(2017, 6, 1), "mape", 0.05),
+        (date(2017, 6, 2), "ic", 0.2),  # a session no monitor run was dated
+        (date(2017, 6, 5), "mape", 0.01),
+        (date(2017, 6, 5), "ic", -0.1),
+        (date(2017, 6, 5), "rank_ic", -0.2),
+    ]
+    metrics = pd.DataFrame(
+        [(day, "stock-close", "1", metric, value) for day, metric, value in rows],
+        columns=["metric_date", "model_name", "model_version", "metric", "value"],
+    )
+    metrics["metric_date"] = pd.to_datetime(metrics["metric_date"])
+    # The live MAPE averages the last two monitored days, not the IC's sessions.
+    live = data.live_figures(metrics, 2)
+    assert live[("stock-close", "1")]["live_mape"] == pytest.approx(0.03)
+    chart = charts.metric_over_time(metrics, "ic")
+    assert chart.layout.title.text.startswith("daily IC over time")
+    (line,) = chart.data  # one version, no naive forecast for an IC
+    assert list(line.y) == [0.2, -0.1]
+    bars = charts.champion_vs_challengers(metrics, "rank_ic", {("stock-close", "1"): "champion"}, 5)
+    assert "mean daily Rank IC" in bars.layout.title.text
+    assert list(bars.data[0].y) == [pytest.approx(-0.2)]
 
 
 def test_an_action_refused_on_the_server_changes_nothing(seeded):

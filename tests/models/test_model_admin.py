@@ -318,6 +318,18 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
                         created_at=now,
                     )
                 )
+        conn.execute(  # the day's own IC (window_days 1), read with the day's figures
+            insert(monitoring_metrics).values(
+                metric_date=date(2017, 6, 2),
+                model_name=registry.name,
+                model_version=v1,
+                symbol="ALL",
+                metric="ic",
+                value=0.25,
+                window_days=1,
+                created_at=now,
+            )
+        )
     out = tmp_path / "models.json"
     listed = _cli(registry, folder, "list", "--output", str(out))
     assert listed.returncode == 0, listed.stderr
@@ -332,7 +344,7 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     assert "dm_p_value_champion" not in first["holdout"]
     assert second["holdout"]["dm_p_value_champion"] == pytest.approx(0.9)
     assert first["live_date"] == "2017-06-02"
-    assert first["live"] == {"mape": 0.015, "naive_mape": 0.014, "dm_p_naive": 0.3}
+    assert first["live"] == {"mape": 0.015, "naive_mape": 0.014, "dm_p_naive": 0.3, "ic": 0.25}
     assert second["live"] == {} and second["live_date"] is None
     never = rows[(f"{registry.name}-new", None)]
     assert never["status"] == "not trained"
@@ -340,4 +352,5 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     assert lines[0].split()[:3] == ["MODEL", "VERSION", "STATUS"]
     line = next(x for x in lines if x.startswith(f"{registry.name} ") and f" {v1} " in x)
     assert "champion" in line and "paused" in line and "1.500%" in line
+    assert "DAY IC" in lines[0] and " 0.250 " in line
     assert [a["action"] for a in registry.actions()] == ["promote", "pause"]

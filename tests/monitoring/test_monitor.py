@@ -1,5 +1,6 @@
 """``mlops monitor`` on a week of shadow scoring: figures per model, version and symbol,
-live paired tests, the calibrated drift alarm and the day's trigger flags.
+live paired tests, each session's IC and Rank IC, the calibrated drift alarm and the day's
+trigger flags.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sqlalchemy import select
 
 from inference.shadow import OTHER_MODEL, shadow_home
@@ -139,6 +141,46 @@ def test_live_paired_tests_against_naive_and_the_champion(week):
     assert _value(metrics, OTHER_MODEL, "1", "dm_p_champion") is None
     assert _value(metrics, "stock-close", v1, "dm_p_naive") is not None
     assert _value(metrics, OTHER_MODEL, "1", "dm_p_naive") is not None
+
+
+def test_each_session_gets_its_ic_and_rank_ic_as_scipy_computes_them(week):
+    home, result = week
+    ctx = home.ctx
+    metrics = _metrics(ctx)
+    rows = metrics[metrics.metric.isin(["ic", "rank_ic"])]
+    assert set(rows.symbol) == {"ALL"} and set(rows.window_days) == {1}
+    assert rows["value"].notna().all()
+    with ctx.engine.connect() as conn:
+        preds = pd.read_sql(select(predictions), conn)
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, MONITOR_DAY))
+    joined = realized(preds, bars)
+    joined["p"] = joined.predicted_close / joined.last_close - 1.0
+    joined["r"] = joined.actual_close / joined.last_close - 1.0
+    versions = {(v.model_name, v.model_version): v for v in result.versions}
+    for (name, version), scored in joined.groupby(["model_name", "model_version"]):
+        expected = {}
+        for session, day in scored.groupby("target_date"):
+            assert len(day) == 5  # every symbol, once: a cross-section
+            expected[(session.date(), "ic")] = stats.pearsonr(day.p, day.r)[0]
+            expected[(session.date(), "rank_ic")] = stats.spearmanr(day.p, day.r)[0]
+        mine = rows[(rows.model_name == name) & (rows.model_version == version)]
+        got = {(r.metric_date, r.metric): r.value for r in mine.itertuples()}
+        # One row per session the predictions came true on: the day after each of DAYS.
+        assert sorted({day for day, _ in got}) == [*DAYS[1:], MONITOR_DAY]
+        assert got == pytest.approx(expected, abs=1e-12), (name, version)
+        # The result: the latest session's IC and the mean over the window's sessions.
+        figures = versions[(name, version)]
+        assert figures.ic_date == MONITOR_DAY and figures.ic_sessions == len(DAYS)
+        assert figures.ic == pytest.approx(expected[(MONITOR_DAY, "ic")], abs=1e-12)
+        assert figures.rank_ic == pytest.approx(expected[(MONITOR_DAY, "rank_ic")], abs=1e-12)
+        daily = [v for (_, metric), v in expected.items() if metric == "ic"]
+        assert figures.ic_mean == pytest.approx(np.mean(daily), abs=1e-12)
+    summary = get_json(ctx.store, f"{keys.monitoring_reports_prefix(MONITOR_DAY)}/summary.json")
+    assert {(v["model_name"], v["ic_date"]) for v in summary["versions"]} == {
+        ("stock-close", "2017-06-12"),
+        (OTHER_MODEL, "2017-06-12"),
+    }
+    assert all(isinstance(v["rank_ic_mean"], float) for v in summary["versions"])
 
 
 def test_drift_is_recorded_with_its_calibrated_threshold_and_the_triggers(week):

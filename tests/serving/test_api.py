@@ -257,7 +257,8 @@ def test_probes_and_model_description(client, trained) -> None:
     assert len(model["run_id"]) == 32
     assert model["trained_at"].startswith("20")
     assert model["as_of"] == "2017-05-31"
-    assert set(model["holdout_metrics"]) == {"mae", "rmse", "mape", "wmape"}
+    ic = {f"{k}_{s}" for k in ("ic", "rank_ic") for s in ("mean", "std", "ir", "t", "sessions")}
+    assert set(model["holdout_metrics"]) == {"mae", "rmse", "mape", "wmape", *ic}
     assert model["input_features"]["symbol"] == "category"
     assert model["target"] == "next_return"
 

@@ -99,6 +99,9 @@ def test_a_paused_model_is_skipped_by_all_but_trained_by_model(world):
         results = outcome.json()["models"]
         assert [r["model_name"] for r in results] == ["stock-close", "stock-close-pooled"]
         assert all(r["already_trained"] and r["model_version"] == "1" for r in results)
+        first = {r["model_name"]: r["holdout"] for r in world.trained["models"]}
+        for r in results:  # read back from the run: the figures, the holdout IC among them
+            assert r["holdout"] == first[r["model_name"]] and "rank_ic_mean" in r["holdout"]
         assert "Model stock-close-mlp is paused" in outcome.stderr
         # Asked for by name, a paused model is trained (here: already trained, answered).
         one = world.cli("train", "--model", "stock-close-mlp", "--as-of", AS_OF)

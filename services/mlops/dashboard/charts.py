@@ -17,6 +17,8 @@ METRIC_LABELS = {
     "mae": "MAE",
     "rmse": "RMSE",
     "directional_accuracy": "directional accuracy",
+    "ic": "daily IC",
+    "rank_ic": "daily Rank IC",
 }
 TRIGGER_LABELS = {
     "trigger_mape": "MAPE above MONITOR_MAPE_THRESHOLD",

@@ -19,7 +19,10 @@ from mlops.db.schema import (
 )
 
 # The quality figures of the headline chart (monitoring_metrics, symbol ALL).
-QUALITY_METRICS = ("mape", "wmape", "mae", "rmse", "directional_accuracy")
+QUALITY_METRICS = ("mape", "wmape", "mae", "rmse", "directional_accuracy", "ic", "rank_ic")
+# Figures of single sessions (window_days 1, dated each session), not of a monitored day's
+# window: they do not say which days were monitored.
+SESSION_METRICS = ("ic", "rank_ic")
 # The monitor's retrain triggers, one 0/1 row per monitored day each.
 TRIGGERS = ("trigger_mape", "trigger_naive_ratio", "trigger_drift")
 DRIFT_METRICS = ("drift_share", "drift_threshold")
@@ -131,12 +134,13 @@ def trigger_counts(metrics: pd.DataFrame) -> dict[str, int]:
 
 
 def live_figures(metrics: pd.DataFrame, window_days: int) -> dict[tuple[str, str], dict]:
-    """Per model version: mean MAPE and the naive's over its last ``window_days`` days,
-    and its latest live Diebold-Mariano p-values."""
+    """Per model version: mean MAPE and the naive's over its last ``window_days`` monitored
+    days, and its latest live Diebold-Mariano p-values."""
     found: dict[tuple[str, str], dict[str, float]] = {}
     if metrics.empty:
         return found
-    for (name, version), rows in metrics.groupby(["model_name", "model_version"]):
+    monitored = metrics[~metrics["metric"].isin(SESSION_METRICS)]
+    for (name, version), rows in monitored.groupby(["model_name", "model_version"]):
         days = sorted(rows["metric_date"].unique())[-window_days:]
         recent = rows[rows["metric_date"].isin(days)]
         figures: dict[str, float] = {}

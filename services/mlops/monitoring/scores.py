@@ -7,13 +7,23 @@ value per day (symbols' errors on a day are correlated, days much less) and ever
 weighs the same whatever its price. ``dm_p_naive`` is the one-sided p-value of "the version
 beats the naive forecast", ``dm_p_champion`` that of "the version beats its model's
 champion"; either needs :data:`MIN_DM_DAYS` paired days.
+
+The information coefficient (:func:`session_ic`) is a figure of one session: the IC and
+Rank IC of the predicted against the realised return over the symbols whose next close
+came true that session (:func:`mlops.metrics.daily_ic`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from mlops.metrics import diebold_mariano, directional_accuracy, regression_metrics
+from mlops.contracts.columns import TARGET_DATE_COLUMN
+from mlops.metrics import (
+    daily_ic,
+    diebold_mariano,
+    directional_accuracy,
+    regression_metrics,
+)
 
 MIN_DM_DAYS = 5  # fewer paired days than this leave the test's variance meaningless
 PAIR_KEY = ["symbol", "prediction_date"]
@@ -67,3 +77,20 @@ def paired_tests(rows: pd.DataFrame, champion_rows: pd.DataFrame | None) -> dict
             if p_champion is not None:
                 tests["dm_p_champion"] = p_champion
     return tests
+
+
+def session_ic(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each session's ``ic`` and ``rank_ic`` (NaN where the session has none: fewer than two
+    symbols, or no spread) of realized predictions, indexed by the session whose closes came
+    true (``target_date``): the predicted return ``predicted_close / last_close - 1``
+    against the realised ``actual_close / last_close - 1``.
+    """
+    days = frame[TARGET_DATE_COLUMN]
+    predicted = frame["predicted_close"] / frame["last_close"] - 1.0
+    realised = frame["actual_close"] / frame["last_close"] - 1.0
+    return pd.DataFrame(
+        {
+            "ic": daily_ic(days, predicted, realised),
+            "rank_ic": daily_ic(days, predicted, realised, rank=True),
+        }
+    )

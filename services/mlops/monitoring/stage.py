@@ -5,11 +5,15 @@ Every version that batch inference scored (each catalog model's champion and cha
 gets its figures per symbol and overall (``ALL``) in ``monitoring_metrics``: MAE, RMSE,
 MAPE, WMAPE, directional accuracy, the naive forecast's MAE, RMSE, MAPE and WMAPE on the
 same rows, n, and the live window's paired tests ``dm_p_naive`` and ``dm_p_champion``
-(:mod:`mlops.monitoring.scores`). The retrain request is about the trading model's
-champion alone: its MAPE above ``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO``
-times the naive forecast's, or its feature drift share above the calibrated threshold
-(:mod:`mlops.monitoring.drift`); each trigger's firing is recorded every day (0 or 1),
-with the drift share, its threshold and each feature's p-value.
+(:mod:`mlops.monitoring.scores`), dated the monitored day (``window_days``: the window).
+Each session of the window also gets its own ``ic`` and ``rank_ic`` (``ALL``, dated that
+session, ``window_days`` 1; none for a session with fewer than two symbols).
+
+The retrain request is about the trading model's champion alone: its MAPE above
+``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO`` times the naive forecast's, or
+its feature drift share above the calibrated threshold (:mod:`mlops.monitoring.drift`);
+each trigger's firing is recorded every day (0 or 1), with the drift share, its threshold
+and each feature's p-value.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
@@ -32,6 +36,7 @@ from mlops.contracts.models import ModelRef, champion
 from mlops.contracts.predictions import CHALLENGER_ROLE, CHAMPION_ROLE, realized
 from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 from mlops.db.upsert import insert_new, upsert
+from mlops.metrics import summarise_ic
 from mlops.monitoring import drift, scores
 from mlops.monitoring.reports import DRIFT_COLUMNS, drift_report, quality_report
 from mlops.runs import utcnow
@@ -46,7 +51,9 @@ MIN_SCORED = 4  # fewer scored predictions than this say nothing about quality
 
 @dataclass
 class VersionFigures:
-    """One model version's live window: realized predictions, MAPE and paired tests."""
+    """One model version's live window: realized predictions, MAPE and paired tests, and
+    the information coefficient (the latest session's, and its mean over the window's).
+    """
 
     model_name: str
     model_version: str
@@ -55,6 +62,12 @@ class VersionFigures:
     mape: float
     dm_p_naive: float | None = None
     dm_p_champion: float | None = None
+    ic_date: date | None = None  # the latest session with an IC
+    ic: float | None = None  # that session's IC and Rank IC
+    rank_ic: float | None = None
+    ic_mean: float | None = None  # the mean daily IC and Rank IC over ic_sessions sessions
+    rank_ic_mean: float | None = None
+    ic_sessions: int = 0
 
 
 @dataclass
@@ -87,19 +100,43 @@ class _MetricRows:
         self.rows: list[dict[str, Any]] = []
 
     def add(self, model_name: str, model_version: str, symbol: str, values: dict) -> None:
+        """Figures of the monitor's window, dated the monitored day (missing: NULL)."""
         for metric, value in values.items():
-            self.rows.append(
-                {
-                    "metric_date": self.day,
-                    "model_name": model_name,
-                    "model_version": model_version,
-                    "symbol": symbol,
-                    "metric": metric,
-                    "value": None if value is None or math.isnan(value) else float(value),
-                    "window_days": self.settings.monitor_window_days,
-                    "created_at": self.now,
-                }
-            )
+            missing = value is None or math.isnan(value)
+            self._append(model_name, model_version, symbol, metric, None if missing else value)
+
+    def add_sessions(self, model_name: str, model_version: str, sessions: pd.DataFrame) -> None:
+        """Figures of single sessions (one row per session, indexed by it), all symbols:
+        dated each session, ``window_days`` 1; a missing figure is no row.
+        """
+        for session, values in sessions.iterrows():
+            day = pd.Timestamp(session).date()
+            for metric, value in values.items():
+                if not math.isnan(value):
+                    self._append(model_name, model_version, ALL, str(metric), value, day, 1)
+
+    def _append(
+        self,
+        model_name: str,
+        model_version: str,
+        symbol: str,
+        metric: str,
+        value: float | None,
+        day: date | None = None,
+        window_days: int | None = None,
+    ) -> None:
+        self.rows.append(
+            {
+                "metric_date": day or self.day,
+                "model_name": model_name,
+                "model_version": model_version,
+                "symbol": symbol,
+                "metric": metric,
+                "value": None if value is None else float(value),
+                "window_days": window_days or self.settings.monitor_window_days,
+                "created_at": self.now,
+            }
+        )
 
 
 def run(
@@ -166,7 +203,7 @@ def _score_versions(
     result: MonitorResult,
     rows: _MetricRows,
 ) -> None:
-    """Figures per model, version and symbol; paired tests per version."""
+    """Figures per model, version and symbol; paired tests and daily IC per version."""
     settings = ctx.settings
     for name, by_model in joined.groupby("model_name"):
         name = str(name)
@@ -184,17 +221,31 @@ def _score_versions(
             rows.add(name, model_version, ALL, {**overall, **tests})
             for symbol, part in group.groupby("symbol"):
                 rows.add(name, model_version, str(symbol), scores.figures(part))
-            result.versions.append(
-                VersionFigures(
-                    name,
-                    model_version,
-                    CHAMPION_ROLE if is_top else CHALLENGER_ROLE,
-                    len(group),
-                    overall["mape"],
-                    tests.get("dm_p_naive"),
-                    tests.get("dm_p_champion"),
-                )
+            sessions = scores.session_ic(group)
+            rows.add_sessions(name, model_version, sessions)
+            figures = VersionFigures(
+                name,
+                model_version,
+                CHAMPION_ROLE if is_top else CHALLENGER_ROLE,
+                len(group),
+                overall["mape"],
+                tests.get("dm_p_naive"),
+                tests.get("dm_p_champion"),
             )
+            result.versions.append(_with_ic(figures, sessions))
+
+
+def _with_ic(figures: VersionFigures, sessions: pd.DataFrame) -> VersionFigures:
+    """``figures`` with the latest session's IC and the mean over the sessions."""
+    ic, rank = summarise_ic(sessions["ic"]), summarise_ic(sessions["rank_ic"])
+    figures.ic_mean, figures.rank_ic_mean, figures.ic_sessions = ic.mean, rank.mean, ic.sessions
+    known = sessions.dropna(how="all")
+    if not known.empty:
+        latest = known.iloc[-1]
+        figures.ic_date = pd.Timestamp(known.index[-1]).date()
+        figures.ic = None if math.isnan(latest["ic"]) else float(latest["ic"])
+        figures.rank_ic = None if math.isnan(latest["rank_ic"]) else float(latest["rank_ic"])
+    return figures
 
 
 def _score_trading_champion(
@@ -328,7 +379,8 @@ def _training_window(ctx: Context, ref: ModelRef) -> pd.DataFrame | None:
 
 
 def _summary(result: MonitorResult) -> dict:
-    return json.loads(json.dumps(result.__dict__, default=str))
+    """The result as the command prints it (each version's figures an object of its own)."""
+    return json.loads(json.dumps(asdict(result), default=str))
 
 
 def _fmt(value: float | None) -> str:

@@ -7,7 +7,9 @@ A version that is not promoted but beats the naive forecast on the holdout becom
 carries a Diebold-Mariano p-value (:func:`paired_tests`), logged to MLflow, kept in the
 version's tags and ``promotion.json``; ``PROMOTION_MAX_P_VALUE`` makes it a condition. A
 champion move by this gate is written to the audit table ``model_actions`` (actor
-``train``).
+``train``). The holdout's information coefficient (:func:`holdout_ic`: IC and Rank IC of
+the predicted against the realised next-day return, per session) is reported the same
+way; it is not a condition.
 
 Reruns converge, whatever stopped the previous run:
 
@@ -62,7 +64,7 @@ from mlops.contracts.models import (
 from mlops.contracts.portable import PORTABLE_FOLDER
 from mlops.db.schema import model_actions, retrain_requests
 from mlops.errors import MlopsError, ModelError, Terminated, classify
-from mlops.metrics import diebold_mariano, regression_metrics
+from mlops.metrics import diebold_mariano, information_coefficients, regression_metrics
 from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.training.model_config import load_model_config
@@ -78,6 +80,13 @@ SPLITS = ("train", "validation", "holdout")
 # Largest difference allowed between the portable export and LudwigModel.predict.
 PORTABLE_TOLERANCE = 1e-6
 METRICS = ("mae", "rmse", "mape", "wmape")
+# The holdout's information coefficients (mlops.metrics.information_coefficients), logged
+# as holdout_<name>: mean, standard deviation, ICIR, t-statistic and sessions counted.
+IC_METRICS = tuple(
+    f"{kind}_{what}"
+    for kind in ("ic", "rank_ic")
+    for what in ("mean", "std", "ir", "t", "sessions")
+)
 # The Diebold-Mariano figures of the holdout, as run metrics (and p-values as version tags).
 DM_METRICS = tuple(
     f"dm_{what}_{other}" for other in ("naive", "champion") for what in ("p_value", "statistic")
@@ -102,7 +111,7 @@ class TrainResult:
     promoted: bool
     reason: str
     champion_version: str | None
-    holdout: dict[str, float]
+    holdout: dict[str, float]  # regression figures and the IC_METRICS that exist
     baseline: dict[str, float]
     champion_holdout: dict[str, float] | None
     # One-sided Diebold-Mariano p-values on the holdout: "this version is more accurate
@@ -160,6 +169,20 @@ def paired_tests(
         test = diebold_mariano(daily["candidate"].to_numpy(), daily[who].to_numpy())
         found[f"dm_p_value_{who}"], found[f"dm_statistic_{who}"] = test.p_value, test.statistic
     return found
+
+
+def holdout_ic(holdout: pd.DataFrame, predicted: np.ndarray) -> dict[str, float]:
+    """The IC and Rank IC figures (``IC_METRICS``) of the predicted next-day return
+    (``predicted / close - 1``) against the realised one (``next_close / close - 1``), each
+    session a cross-section of the symbols; figures that do not exist are left out.
+    """
+    close = holdout["close"].to_numpy(dtype="float64")
+    figures = information_coefficients(
+        holdout["date"].to_numpy(),
+        np.asarray(predicted, dtype="float64") / close - 1.0,
+        holdout[TARGET_COLUMN].to_numpy(dtype="float64") / close - 1.0,
+    )
+    return {k: v for k, v in figures.items() if v is not None}
 
 
 def run(
@@ -368,12 +391,15 @@ def _evaluate(
 def split_figures(
     model: Any, splits: Splits
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
-    """A trained model's predicted closes on every split, and its figures there."""
+    """A trained model's predicted closes on every split, and its figures there (the
+    holdout's with its IC and Rank IC).
+    """
     predicted = {name: predict_close(model, getattr(splits, name)) for name in SPLITS}
     per_split = {
         name: regression_metrics(getattr(splits, name)[TARGET_COLUMN], predicted[name])
         for name in SPLITS
     }
+    per_split["holdout"].update(holdout_ic(splits.holdout, predicted["holdout"]))
     return predicted, per_split
 
 
@@ -716,10 +742,11 @@ def _register(
 
 def _version_tags(name: str, evaluation: _Evaluation) -> dict[str, str]:
     """The evaluation as version tags: the holdout figures (the candidate's and the naive
-    forecast's), the Diebold-Mariano p-values and the decision.
+    forecast's, the mean IC and Rank IC), the Diebold-Mariano p-values and the decision.
     """
     holdout, decision = evaluation.per_split["holdout"], evaluation.decision
-    figures = {f"holdout_{k}": v for k, v in holdout.items() if k in {"mae", "mape", "wmape"}}
+    shown = {"mae", "mape", "wmape", "ic_mean", "rank_ic_mean"}
+    figures = {f"holdout_{k}": v for k, v in holdout.items() if k in shown}
     if "mape" in evaluation.baseline:
         figures["baseline_holdout_mape"] = evaluation.baseline["mape"]
     figures.update({k: v for k, v in evaluation.tests.items() if k.startswith("dm_p_value_")})
@@ -768,14 +795,15 @@ def _earlier_run(client: MlflowClient, experiment_id: str, key: str) -> Any:
 
 def _evaluation_from_run(earlier: Any) -> _Evaluation:
     """The figures, paired tests and promotion decision a run logged, as an evaluation
-    (a run logged before some figures existed lacks them: WMAPE, the tests).
+    (a run logged before some figures existed lacks them: WMAPE, the tests, the IC).
     """
     metrics = earlier.data.metrics
 
-    def logged(prefix: str) -> dict[str, float]:
-        return {k: metrics[f"{prefix}_{k}"] for k in METRICS if f"{prefix}_{k}" in metrics}
+    def logged(prefix: str, names: tuple[str, ...] = METRICS) -> dict[str, float]:
+        return {k: metrics[f"{prefix}_{k}"] for k in names if f"{prefix}_{k}" in metrics}
 
     per_split = {split: logged(split) for split in SPLITS}
+    per_split["holdout"].update(logged("holdout", IC_METRICS))
     baseline, champion_holdout = logged("baseline_holdout"), logged("champion_holdout") or None
     tests = {k: metrics[k] for k in DM_METRICS if k in metrics}
     figures = decide(
