@@ -82,6 +82,19 @@ def latest_version(engine: Engine, as_of: date | None = None) -> str:
     return version
 
 
+def newest_covering(engine: Engine, day: date) -> str | None:
+    """The newest dataset published as of ``day`` or later, whose rows reach ``day``; None
+    when there is none. Features are causal: a later dataset holds the same rows up to it."""
+    query = (
+        select(datasets.c.version)
+        .where(datasets.c.as_of >= day)
+        .order_by(datasets.c.as_of.desc(), datasets.c.created_at.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
 def version_for_day(engine: Engine, as_of: date | None, *, allow_older: bool = False) -> str:
     """The dataset a stage run for ``as_of`` must use: the one published *for* that day.
 
