@@ -375,11 +375,28 @@ def backtest_cmd(
     ] = "champion",
     start: Annotated[
         str | None,
-        typer.Option("--from", help="First decision day (YYYY-MM-DD); default: a year back."),
+        typer.Option(
+            "--from",
+            help="First decision day (YYYY-MM-DD); default: the session after the model's "
+            "training data ends (for naive, a year of sessions before --to).",
+        ),
     ] = None,
     end: Annotated[
-        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD); default: the latest.")
+        str | None,
+        typer.Option(
+            "--to",
+            help="Last day (YYYY-MM-DD), read from the newest dataset that reaches it; "
+            "default: the newest dataset's last day.",
+        ),
     ] = None,
+    allow_in_sample: Annotated[
+        bool,
+        typer.Option(
+            "--allow-in-sample",
+            help="Let --from reach into the model's training data (default: refused); every "
+            "output then counts the sessions in sample.",
+        ),
+    ] = False,
     output: Output = None,
 ) -> None:
     """Walk the strategy forward over the prepared history, with costs, against benchmarks."""
@@ -387,7 +404,15 @@ def backtest_cmd(
     from mlops.trading.backtest import run
 
     first, last = parse_date(start, "--from"), parse_date(end, "--to")
-    _stage("backtest", run, output, model=model, start=first, end=last)
+    _stage(
+        "backtest",
+        run,
+        output,
+        model=model,
+        start=first,
+        end=last,
+        allow_in_sample=allow_in_sample,
+    )
 
 
 @app.command("walk-forward")

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import run_in_process
 from mlops.data_prep.sources import load_sample
+from mlops.errors import ConfigError
 from mlops.trading.backtest import compare
 from mlops.trading.risk import RiskLimits
 from mlops.trading.simulation import Costs, Market, Rules, simulate
@@ -212,3 +213,11 @@ def test_champion_backtest_logs_its_table_and_chart_to_the_models_run(
     # A registered version by number is the same model.
     again = backtest.run(ctx, model="1", start=date(2017, 6, 1))
     assert again.figures == result.figures
+    # Into its training data only when asked, and then counted.
+    with pytest.raises(ConfigError, match=r"last training day is 2017-05-31.*is 2017-06-01"):
+        backtest.run(ctx, model="champion", start=date(2017, 1, 3))
+    inside = backtest.run(ctx, model="champion", start=date(2017, 1, 3), allow_in_sample=True)
+    days = load_sample()["date"]
+    seen = days[(days >= "2017-01-03") & (days <= "2017-05-31")].nunique()
+    assert inside.in_sample_sessions == seen and inside.sessions == seen + result.sessions
+    assert inside.notes[0].startswith(f"{seen} of {inside.sessions} sessions in sample")

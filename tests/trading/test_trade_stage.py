@@ -34,6 +34,13 @@ def test_paper_trade_buys_best_fills_next_open_and_reruns_place_nothing(make_set
     again = trade.run(ctx, as_of=DAY1)
     assert again.rerun and again.orders_placed == []
     assert count(ctx, orders) == 1 and count(ctx, trade_decisions) == 5
+    # Every symbol's decision keeps its reason (the backtest skips those it never trades).
+    reasons = {r["symbol"]: r["reason"] for r in rows(ctx, trade_decisions)}
+    assert reasons["AAPL"].startswith("highest predicted gain +2.000%")
+    assert reasons["GOOGL"] == "predicted gain +1.000%, but AAPL is higher"
+    assert reasons["TSLA"] == "predicted loss -3.000%; not held"
+    assert reasons["COKE"] == reasons["YHOO"].replace("+0.000%", "+0.100%")
+    assert reasons["YHOO"] == "predicted +0.000% is within ±0.500%"
 
     # The next day the order fills at that day's open, for whole shares under the cap.
     predict(ctx, DAY2, {**FLAT, "AAPL": -0.01})

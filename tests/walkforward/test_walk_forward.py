@@ -10,7 +10,6 @@ pool of two processes. Both retrain on 2017-06-30 and 2017-09-29.
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +113,8 @@ def test_truncating_the_bars_after_a_day_changes_nothing_before_it(walked):
 
 
 def test_ic_equals_a_scipy_recomputation(walked):
-    from mlops.contracts import datasets
     from mlops.context import open_context
+    from mlops.contracts import datasets
 
     result, home = walked["sequential"], walked["full"]
     ctx = open_context(home.settings())

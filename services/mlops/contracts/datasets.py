@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from mlops import market_calendar
 from mlops.contracts.keys import manifest_key
 from mlops.db.schema import datasets
 from mlops.errors import DataError
@@ -121,28 +122,31 @@ def version_for_day(engine: Engine, as_of: date | None, *, allow_older: bool = F
 
 
 def covering_version(engine: Engine, day: date | None) -> str:
-    """The newest published dataset whose rows reach ``day`` (the newest without it).
+    """The newest published dataset whose rows reach ``day`` (its last session on or
+    before it); the newest of all without ``day``.
 
     For replays of history (backtest, walk-forward): features are causal, so the rows up
-    to ``day`` are the same in every dataset that reaches it, and the newest is used.
-    Without one, a sentence naming the data-prep run that would publish it.
+    to ``day`` are the same in every dataset that reaches it. Without one, a sentence
+    naming the data-prep run that would publish it.
     """
-    query = select(datasets.c.version).order_by(
-        datasets.c.as_of.desc(), datasets.c.created_at.desc()
+    if day is None:
+        return latest_version(engine)
+    session = day if market_calendar.is_session(day) else market_calendar.previous_session(day)
+    query = (
+        select(datasets.c.version)
+        .where(datasets.c.last_date >= session)
+        .order_by(datasets.c.as_of.desc(), datasets.c.created_at.desc())
+        .limit(1)
     )
-    if day is not None:
-        query = query.where(datasets.c.last_date >= day)
     with engine.connect() as conn:
-        version = conn.execute(query.limit(1)).scalar()
+        version = conn.execute(query).scalar()
+        newest = conn.execute(select(func.max(datasets.c.last_date))).scalar()
     if version is not None:
         return version
-    if day is None:
-        raise DataError("No dataset has been published: run `mlops data-prep` first.")
-    with engine.connect() as conn:
-        newest = conn.execute(select(func.max(datasets.c.last_date))).scalar()
     found = f"the newest dataset ends on {newest}" if newest else "no dataset is published"
     raise DataError(
-        f"No published dataset reaches {day} ({found}): run `mlops data-prep --as-of {day}` first."
+        f"No published dataset reaches --to {day} ({found}): run `mlops data-prep --as-of "
+        f"{session}` first."
     )
 
 

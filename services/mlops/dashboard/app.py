@@ -2,7 +2,8 @@
 
 Routes besides the page: ``/healthz`` (probes), ``/reports/<day>/<name>.html`` (the
 evidently reports in the store), ``/backtests/<run_key>/chart`` (a backtest's equity
-chart), ``/api/metrics`` and ``/api/equity`` (the same figures as JSON).
+chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics`` and
+``/api/equity`` (the same figures as JSON).
 
 Every figure is read fresh from the database and the registry when the page loads, when
 the metric is changed and after each action. An action is a button: it asks for
@@ -12,6 +13,7 @@ server checks the token and calls :func:`mlops.dashboard.actions.perform`.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import asdict
@@ -289,17 +291,28 @@ def _backtests(runs: pd.DataFrame) -> Any:
     found = data.backtest_tables(runs)
     if not found:
         return html.P("None yet: run mlops backtest.")
-    parts = []
+    parts: list[Any] = []
     for run, summary in found:
+        details = run["details"]
+        sessions, in_sample = details.get("sessions"), details.get("in_sample_sessions")
+        what = f"{int(run['symbols'])} symbols"
+        if sessions:
+            what += f", {sessions} sessions"
+        if in_sample:
+            what += f", {in_sample} of {sessions} sessions in sample"
+        fills = sum(int(f.get("trades") or 0) for f in details.get("figures", {}).values())
         parts.append(
             html.H3(
                 [
-                    f"{run['model']} {run['start_date']} to {run['end_date']} "
-                    f"({int(run['symbols'])} symbols) ",
+                    f"{run['model']} {run['start_date']} to {run['end_date']} ({what}) ",
                     html.A("equity chart", href=f"/backtests/{run['run_key']}/chart"),
+                    " ",
+                    html.A(f"trades ({fills} fills)", href=f"/backtests/{run['run_key']}/trades"),
                 ]
             )
         )
+        if details.get("notes"):
+            parts.append(html.P(" ".join(details["notes"]), className="backtest-notes"))
         parts.append(table(summary, list(summary.columns)))
     return parts
 
@@ -422,21 +435,29 @@ def _routes(server: Any, ctx: Context) -> None:
 
     @server.get("/backtests/<run_key>/chart")
     def backtest_chart(run_key: str) -> Any:
-        from sqlalchemy import select
-
-        from mlops.db.schema import backtest_runs
-
-        with ctx.engine.connect() as conn:
-            key = conn.execute(
-                select(backtest_runs.c.chart_key).where(backtest_runs.c.run_key == run_key)
-            ).scalar()
-        if key is None:
+        found = _backtest_run(ctx, run_key)
+        if found is None:
             abort(404, f"No backtest {run_key}.")
         try:
-            body = ctx.store.get_bytes(key)
+            body = ctx.store.get_bytes(found["chart_key"])
         except StoreError:
             abort(404, f"The chart of backtest {run_key} is missing.")
         return Response(body, mimetype="text/html")
+
+    @server.get("/backtests/<run_key>/trades")
+    def backtest_trades(run_key: str) -> Any:
+        from mlops.store import get_parquet
+
+        found = _backtest_run(ctx, run_key)
+        if found is None:
+            abort(404, f"No backtest {run_key}.")
+        try:
+            trades = get_parquet(
+                ctx.store, data.backtest_trades_key(found["summary"], found["chart_key"])
+            )
+        except StoreError:
+            abort(404, f"The trade list of backtest {run_key} is missing.")
+        return Response(trades_page(run_key, found["summary"], trades), mimetype="text/html")
 
     @server.get("/reports/<day>/<name>")
     def report(day: str, name: str) -> Any:
@@ -447,6 +468,44 @@ def _routes(server: Any, ctx: Context) -> None:
         except StoreError:
             abort(404, f"No report {name} for {day}.")
         return Response(body, mimetype="text/html")
+
+
+def _backtest_run(ctx: Context, run_key: str) -> Any:
+    """The ``backtest_runs`` row of ``run_key`` (its summary and chart key), or None."""
+    from sqlalchemy import select
+
+    from mlops.db.schema import backtest_runs
+
+    query = select(backtest_runs.c.summary, backtest_runs.c.chart_key).where(
+        backtest_runs.c.run_key == run_key
+    )
+    with ctx.engine.connect() as conn:
+        return conn.execute(query).mappings().first()
+
+
+def trades_page(run_key: str, summary: str, trades: pd.DataFrame) -> str:
+    """A backtest's trade list as a plain HTML page: its notes, then one row per fill."""
+    from html import escape
+
+    notes = json.loads(summary).get("notes") or []
+    shown = trades.copy()
+    for column in ("decided", "day", "entry_day"):
+        if column in shown:
+            shown[column] = pd.to_datetime(shown[column]).dt.strftime("%Y-%m-%d")
+    counts = ", ".join(f"{n} {name}" for name, n in shown.groupby("simulation").size().items())
+    title = f"Trades of backtest {run_key}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}"
+        f"</title><style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
+        + "".join(f"<p>{escape(n)}</p>" for n in notes)
+        + f"<p>{len(shown)} fills ({escape(counts or 'none')}).</p>"
+        + shown.to_html(index=False, na_rep="", classes="table trades", float_format=_six)
+        + "</body></html>"
+    )
+
+
+def _six(value: float) -> str:
+    return f"{value:.6g}"
 
 
 def metrics_rows(metrics: pd.DataFrame) -> list[dict[str, Any]]:

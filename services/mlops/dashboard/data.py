@@ -158,12 +158,20 @@ def live_figures(metrics: pd.DataFrame, window_days: int) -> dict[tuple[str, str
 
 
 def backtest_tables(backtests: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """Each stored backtest run with its summary table."""
+    """Each stored backtest run with its summary table; the run's ``details`` hold the rest
+    of its summary (notes, sessions in sample, costs, risk-free rate, the trades' key)."""
     found = []
     for run in backtests.to_dict("records"):
         summary = json.loads(run["summary"])
-        found.append((run, pd.DataFrame(summary.get("table", []))))
+        details = {k: v for k, v in summary.items() if k != "table"}
+        found.append(({**run, "details": details}, pd.DataFrame(summary.get("table", []))))
     return found
+
+
+def backtest_trades_key(summary: str, chart_key: str) -> str:
+    """Where a backtest run's trade list is stored (next to its chart for older runs)."""
+    key = json.loads(summary).get("trades_key")
+    return str(key) if key else chart_key.rsplit("/", 1)[0] + "/trades.parquet"
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -7,25 +7,28 @@ risk code, filling at the next session's open with slippage and commission. Thre
 columns side by side: the model, the naive forecast as the model (the same strategy on
 "no change" forecasts), and buy-and-hold of the same universe.
 
-Outputs: ``backtests/<key>/summary.json`` (figures and table), ``equity.html`` (the
-equity curves) and ``curves.parquet`` in the store, a row in ``backtest_runs`` (the
+The data: the newest published dataset whose rows reach ``--to`` (the newest of all
+without it); none is refused, naming the ``mlops data-prep`` to run. The window: by
+default from the session after the model's training data ends (its lineage ``as_of``) to
+``--to``, only out-of-sample days (for ``naive``, the last year). A ``--from`` inside the
+training data is refused unless ``--allow-in-sample``; then every output counts the
+sessions in sample and the chart shades them.
+
+Outputs: ``backtests/<key>/summary.json`` (figures, table, notes), ``equity.html`` (the
+equity curves and the table), ``curves.parquet`` and ``trades.parquet`` (every fill of
+every column, :func:`trades_frame`) in the store, a row in ``backtest_runs`` (the
 dashboard lists them), and with a registered model the summary and chart as artifacts
 of its MLflow run (``backtests/<key>/``).
-
-By default the window starts the session after the model's training data ends (its
-lineage ``as_of``): only out-of-sample days; ``--from`` may reach into the training
-window, and the summary counts those in-sample days.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,8 @@ from mlops.db.upsert import insert_new
 from mlops.errors import ConfigError, ModelError
 from mlops.runs import utcnow
 from mlops.store import put_json, put_parquet
-from mlops.trading import performance
+from mlops.trading import performance, report
+from mlops.trading.report import COLUMNS
 from mlops.trading.risk import RiskLimits
 from mlops.trading.simulation import (
     SESSIONS_PER_YEAR,
@@ -58,7 +62,18 @@ log = logging.getLogger(__name__)
 
 PREFIX = "backtests"
 NAIVE = "naive"
-COLUMNS = ("model", "naive", "buy_and_hold")
+TRADE_COLUMNS = (
+    "simulation",
+    "decided",
+    "day",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "cost",
+    "entry_day",
+    "realised_pnl",
+)
 
 
 @dataclass
@@ -72,21 +87,26 @@ class BacktestResult:
     sessions: int
     symbols: int
     in_sample_sessions: int
+    trained_through: date | None  # the model's last training day (its lineage as_of)
     costs: dict[str, float]
+    risk_free_rate: float
     figures: dict[str, dict[str, float | None]]
     summary_key: str
     chart_key: str
+    trades_key: str
     mlflow_run_id: str | None
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Comparison:
-    """The three simulations of one window and their figures."""
+    """The three simulations of one window, their figures and the rules they ran under."""
 
     market: Market
     runs: dict[str, Simulation]
     figures: dict[str, dict[str, float | None]]
+    rules: Rules
 
 
 def run(
@@ -96,41 +116,50 @@ def run(
     model: str = "champion",
     start: date | None = None,
     end: date | None = None,
+    allow_in_sample: bool = False,
 ) -> BacktestResult:
     """Backtest ``model`` from ``start`` to ``end`` (see the module)."""
     began = time.perf_counter()
     end = end or as_of
-    version = datasets.latest_version(ctx.engine, end)
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"--from {start} is after --to {end}: the window holds no session.")
+    version = _dataset(ctx, end)
     _, frame = datasets.load(ctx.store, version)
     ref, predictor = _model(ctx, model)
-    first, last = _window(frame, ref, start, end)
+    label = NAIVE if ref is None else f"v{ref.version}"
+    trained = _trained_through(ref)
+    first, last = _window(frame, trained, start, end, allow_in_sample, label)
     window = frame[(frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))]
     window = window.reset_index(drop=True)
     predicted = _predict(predictor, window)
     rules = rules_from(ctx.settings)
     comparison = compare(window, predicted, rules)
-    label = NAIVE if ref is None else f"v{ref.version}"
     key = _key(version, label, first, last, rules)
+    days = comparison.market.days
     result = BacktestResult(
         run_key=key,
         model=model,
         model_version=None if ref is None else ref.version,
         dataset_version=version,
-        start=comparison.market.days[0],
-        end=comparison.market.days[-1],
-        sessions=len(comparison.market.days),
+        start=days[0],
+        end=days[-1],
+        sessions=len(days),
         symbols=len(comparison.market.symbols),
-        in_sample_sessions=_in_sample(comparison.market.days, ref),
+        in_sample_sessions=report.in_sample_sessions(days, trained),
+        trained_through=trained,
         costs=asdict(rules.costs),
+        risk_free_rate=performance.RISK_FREE_RATE,
         figures=comparison.figures,
         summary_key=f"{PREFIX}/{key}/summary.json",
         chart_key=f"{PREFIX}/{key}/equity.html",
-        mlflow_run_id=None if ref is None else ref.run_id,
+        trades_key=f"{PREFIX}/{key}/trades.parquet",
+        mlflow_run_id=None if ref is None else (ref.run_id or None),
         seconds=0.0,
+        notes=report.notes(comparison, trained),
     )
     _publish(ctx, result, comparison, label)
     result.seconds = round(time.perf_counter() - began, 2)
-    _log(result, label)
+    _log(result, label, rules)
     return result
 
 
@@ -156,7 +185,31 @@ def compare(frame: pd.DataFrame, predicted: pd.Series, rules: Rules) -> Comparis
         "buy_and_hold": buy_and_hold(market, rules.initial_cash, rules.costs),
     }
     figures = {name: performance.figures(sim, rules.initial_cash) for name, sim in runs.items()}
-    return Comparison(market=market, runs=runs, figures=figures)
+    return Comparison(market=market, runs=runs, figures=figures, rules=rules)
+
+
+def trades_frame(comparison: Comparison) -> pd.DataFrame:
+    """Every fill of every simulation, one row each (:data:`TRADE_COLUMNS`).
+
+    ``entry_day`` and ``realised_pnl`` (proceeds minus the cost basis sold: the round
+    trip's profit, costs included) are set on sells and NaT/NaN on buys.
+    """
+    rows = [
+        (name, *(getattr(f, column) for column in TRADE_COLUMNS[1:]))
+        for name, sim in comparison.runs.items()
+        for f in sim.fills
+    ]
+    frame = pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
+    for column in ("decided", "day", "entry_day"):
+        frame[column] = pd.to_datetime(frame[column])
+    for column in ("quantity", "price", "cost", "realised_pnl"):
+        frame[column] = frame[column].astype("float64")
+    return frame.astype({"simulation": "object", "symbol": "object", "side": "object"})
+
+
+def _dataset(ctx: Context, end: date | None) -> str:
+    """The newest dataset whose rows reach ``end`` (the newest of all without it)."""
+    return datasets.covering_version(ctx.engine, end)
 
 
 def _model(ctx: Context, model: str) -> tuple[ModelRef | None, Any]:
@@ -189,14 +242,26 @@ def _version(ctx: Context, version: str) -> ModelRef:
     return ModelRef(name=name, version=str(mv.version), run_id=mv.run_id, tags=dict(mv.tags))
 
 
+def _trained_through(ref: ModelRef | None) -> date | None:
+    """The model's last training day (its lineage ``as_of``); None for naive or no lineage."""
+    lineage = ref.lineage if ref is not None else None
+    return date.fromisoformat(lineage.as_of) if lineage and lineage.as_of else None
+
+
 def _window(
-    frame: pd.DataFrame, ref: ModelRef | None, start: date | None, end: date | None
+    frame: pd.DataFrame,
+    trained: date | None,
+    start: date | None,
+    end: date | None,
+    allow_in_sample: bool,
+    label: str,
 ) -> tuple[date, date]:
+    """The first and last session of the window (see the module)."""
     days = sorted(pd.DatetimeIndex(frame["date"].unique()).date)
     last = min(end, days[-1]) if end else days[-1]
+    unseen = [d for d in days if trained is not None and d > trained]
     if start is None:
-        trained = ref.lineage.as_of if ref is not None and ref.lineage else ""
-        later = [d for d in days if trained and d > date.fromisoformat(trained) and d <= last]
+        later = [d for d in unseen if d <= last]
         earlier = [d for d in days if d <= last]
         start = later[0] if later else earlier[max(len(earlier) - SESSIONS_PER_YEAR, 0)]
     inside = [d for d in days if start <= d <= last]
@@ -205,6 +270,17 @@ def _window(
             f"The window {start} to {last} holds {len(inside)} session(s) of prepared data; "
             "a backtest needs at least two (data from "
             f"{days[0]} to {days[-1]} is prepared)."
+        )
+    if trained is not None and inside[0] <= trained and not allow_in_sample:
+        first_unseen = (
+            f"the first out-of-sample session is {unseen[0]}"
+            if unseen
+            else f"no prepared session is out of sample yet (the data ends {days[-1]})"
+        )
+        raise ConfigError(
+            f"The window from {inside[0]} reaches into model {label}'s training data (its last "
+            f"training day is {trained}): {first_unseen}; start after it, or pass "
+            "--allow-in-sample to backtest in sample."
         )
     return inside[0], inside[-1]
 
@@ -220,52 +296,67 @@ def _predict(predictor: Any, window: pd.DataFrame) -> pd.Series:
     return values
 
 
-def _in_sample(days: list[date], ref: ModelRef | None) -> int:
-    trained = ref.lineage.as_of if ref is not None and ref.lineage else ""
-    return sum(d <= date.fromisoformat(trained) for d in days) if trained else 0
-
-
 def _key(version: str, label: str, first: date, last: date, rules: Rules) -> str:
     text = json.dumps([version, label, str(first), str(last), asdict(rules)], default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     return f"{last:%Y%m%d}-{label}-{digest}"
 
 
-def table(figures: dict[str, dict[str, float | None]], label: str) -> list[dict[str, str]]:
-    """The figures as rows: one per figure, one column per simulation."""
-    names = {"model": f"model {label}", "naive": "naive forecast", "buy_and_hold": "buy-and-hold"}
-    return [
-        {"figure": title, **{names[c]: performance.formatted(figures[c][k], kind) for c in COLUMNS}}
-        for k, title, kind in performance.FIGURES
-    ]
+def _title(result: BacktestResult, label: str) -> str:
+    title = f"Backtest {label}, {result.start} to {result.end}, {result.symbols} symbols"
+    if result.in_sample_sessions:
+        title += f", {result.in_sample_sessions} of {result.sessions} sessions in sample"
+    return title
 
 
 def _publish(ctx: Context, result: BacktestResult, comparison: Comparison, label: str) -> None:
-    """Summary, chart and curves to the store, a row in the database, artifacts to MLflow."""
-    rows = table(result.figures, label)
-    summary = {**asdict(result), "table": rows}
-    put_json(ctx.store, result.summary_key, json.loads(json.dumps(summary, default=str)))
-    chart = equity_html(comparison, label, result)
+    """Summary, chart, curves and trades to the store, a row in the database, artifacts to
+    MLflow."""
+    rows = report.table(result.figures, label, result.in_sample_sessions)
+    notes = [*result.notes, report.conditions(comparison.rules)]
+    summary = json.loads(json.dumps({**asdict(result), "notes": notes, "table": rows}, default=str))
+    put_json(ctx.store, result.summary_key, summary)
+    chart = report.report_html(
+        comparison,
+        label,
+        _title(result, label),
+        trained_through=result.trained_through,
+        notes=result.notes,
+    )
     ctx.store.put_bytes(result.chart_key, chart.encode(), "text/html")
     curves = pd.DataFrame(
         {"date": pd.to_datetime(comparison.market.days)}
         | {name: sim.equity for name, sim in comparison.runs.items()}
     )
     put_parquet(ctx.store, f"{PREFIX}/{result.run_key}/curves.parquet", curves)
+    put_parquet(ctx.store, result.trades_key, trades_frame(comparison))
     with ctx.engine.begin() as conn:
-        insert_new(conn, backtest_runs, [_row(result, rows)], keys=["run_key"])
+        insert_new(conn, backtest_runs, [_row(result, summary)], keys=["run_key"])
     if result.mlflow_run_id is not None:
         client = ctx.mlflow
         folder = f"{PREFIX}/{result.run_key}"
-        payload = json.loads(json.dumps(summary, default=str))
-        client.log_dict(result.mlflow_run_id, payload, f"{folder}/summary.json")
+        client.log_dict(result.mlflow_run_id, summary, f"{folder}/summary.json")
         with tempfile.TemporaryDirectory(prefix="mlops-backtest-") as tmp:
             path = Path(tmp) / "equity.html"
             path.write_text(chart)
             client.log_artifact(result.mlflow_run_id, str(path), folder)
 
 
-def _row(result: BacktestResult, rows: list[dict[str, str]]) -> dict[str, Any]:
+# What the dashboard reads from a run's row (its ``summary`` column).
+ROW_SUMMARY = (
+    "table",
+    "figures",
+    "notes",
+    "sessions",
+    "in_sample_sessions",
+    "trained_through",
+    "costs",
+    "risk_free_rate",
+    "trades_key",
+)
+
+
+def _row(result: BacktestResult, summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_key": result.run_key,
         "model": result.model,
@@ -273,7 +364,7 @@ def _row(result: BacktestResult, rows: list[dict[str, str]]) -> dict[str, Any]:
         "start_date": result.start,
         "end_date": result.end,
         "symbols": result.symbols,
-        "summary": json.dumps({"table": rows, "figures": result.figures}),
+        "summary": json.dumps({k: summary[k] for k in ROW_SUMMARY}),
         "table_key": result.summary_key,
         "chart_key": result.chart_key,
         "mlflow_run_id": result.mlflow_run_id,
@@ -281,66 +372,28 @@ def _row(result: BacktestResult, rows: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-def equity_html(comparison: Comparison, label: str, result: BacktestResult) -> str:
-    """The three equity curves as a self-contained HTML page (inline SVG, no script)."""
-    width, height, pad = 900, 360, 50
-    days = comparison.market.days
-    series = {
-        f"model {label}": comparison.runs["model"].equity,
-        "naive forecast": comparison.runs["naive"].equity,
-        "buy-and-hold": comparison.runs["buy_and_hold"].equity,
-    }
-    low = min(float(np.min(v)) for v in series.values())
-    high = max(float(np.max(v)) for v in series.values())
-    span = (high - low) or 1.0
-    step = max(len(days) // 600, 1)  # at most ~600 points a line
-    colors = ["#1f77b4", "#7f7f7f", "#d62728"]
-    lines = []
-    for n, (name, values) in enumerate(series.items()):
-        points = " ".join(
-            f"{pad + i * (width - 2 * pad) / max(len(days) - 1, 1):.1f},"
-            f"{height - pad - (float(values[i]) - low) * (height - 2 * pad) / span:.1f}"
-            for i in [*range(0, len(days), step), len(days) - 1]
-        )
-        lines.append(
-            f'<polyline fill="none" stroke="{colors[n]}" stroke-width="1.5" points="{points}"/>'
-            f'<text x="{pad + n * 220}" y="16" fill="{colors[n]}">{html.escape(name)}</text>'
-        )
-    rows = table(result.figures, label)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r.values()) + "</tr>" for r in rows
-    )
-    title = f"Backtest {label}, {days[0]} to {days[-1]}, {len(comparison.market.symbols)} symbols"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
-        "padding:3px 8px}table{border-collapse:collapse}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
-        f'<svg width="{width}" height="{height}" font-size="12" role="img">{"".join(lines)}'
-        f'<text x="{pad}" y="{height - 15}">{days[0]}</text>'
-        f'<text x="{width - pad - 70}" y="{height - 15}">{days[-1]}</text>'
-        f'<text x="2" y="{pad}">{high:,.0f}</text><text x="2" y="{height - pad}">{low:,.0f}</text>'
-        f"</svg><table><tr>{head}</tr>{body}</table>"
-        f"<p>Costs: {result.costs['slippage_bps']:g} bp slippage, "
-        f"{result.costs['commission_per_share']:g} per share; fills at the next open.</p>"
-        "</body></html>"
-    )
-
-
-def _log(result: BacktestResult, label: str) -> None:
+def _log(result: BacktestResult, label: str, rules: Rules) -> None:
     model, naive, hold = (result.figures[c] for c in COLUMNS)
+    sharpe = performance.formatted(model["sharpe"], "ratio")
+    interval = performance.cell(model, "sharpe_ci", "interval")
     log.info(
-        "Backtest %s %s..%s, %d symbols: model %+.2f%% (Sharpe %s, %d trades), naive %+.2f%%, "
-        "buy-and-hold %+.2f%%; %.1f s",
+        "Backtest %s %s..%s, %d symbols, %d sessions: model %+.2f%% "
+        "(Sharpe %s, 95 %% %s; %d trades), naive %+.2f%% (%d trades), buy-and-hold %+.2f%% "
+        "(%d trades). %s%s (%.1f s)",
         label,
         result.start,
         result.end,
         result.symbols,
+        result.sessions,
         100 * (model["total_return"] or 0.0),
-        performance.formatted(model["sharpe"], "ratio"),
+        sharpe,
+        interval,
         int(model["trades"] or 0),
         100 * (naive["total_return"] or 0.0),
+        int(naive["trades"] or 0),
         100 * (hold["total_return"] or 0.0),
+        int(hold["trades"] or 0),
+        report.conditions(rules),
+        "".join(f" {n}" for n in result.notes),
         result.seconds,
     )

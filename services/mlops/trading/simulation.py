@@ -10,6 +10,10 @@ truncating the history after D changes no trade decided before D.
 
 Costs: fills move against the order by ``slippage_bps`` (a buy pays open x (1 + s), a
 sell gets open x (1 - s)) and pay ``commission_per_share``.
+
+A market whose forecasts never reach the buy threshold (the naive forecast, "no change")
+never opens a position: :func:`simulate` then returns cash throughout without walking the
+sessions, which is what :func:`walk` finds the long way (a test checks they agree).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Fill:
     quantity: float
     price: float
     cost: float  # slippage against the open plus commission
+    entry_day: date | None = None  # a sell: the day the position it closes was bought
+    realised_pnl: float | None = None  # a sell: proceeds minus the cost basis sold
 
 
 @dataclass
@@ -68,7 +74,11 @@ class Simulation:
     invested: np.ndarray  # positions value at each close
     fills: list[Fill] = field(default_factory=list)
     decisions: int = 0
-    round_trips: list[float] = field(default_factory=list)  # profit of each closed position
+
+    @property
+    def round_trips(self) -> list[float]:
+        """The profit of each sell (a closed position, or part of one), costs included."""
+        return [f.realised_pnl for f in self.fills if f.realised_pnl is not None]
 
 
 @dataclass
@@ -76,7 +86,7 @@ class _Book:
     cash: float
     positions: dict[str, float] = field(default_factory=dict)
     cost_basis: dict[str, float] = field(default_factory=dict)
-    round_trips: list[float] = field(default_factory=list)  # profit of each closed position
+    entry_day: dict[str, date] = field(default_factory=dict)  # when each position was opened
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,29 @@ class Market:
 
 def simulate(market: Market, rules: Rules) -> Simulation:
     """Walk forward over every session of ``market`` (see the module)."""
+    if never_buys(market, rules.threshold):
+        return idle(market, rules.initial_cash)
+    return walk(market, rules)
+
+
+def never_buys(market: Market, threshold: float) -> bool:
+    """True when no session's forecast reaches ``threshold``: the strategy never buys."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = (market.predicted - market.close) / market.close
+    both = ~np.isnan(market.predicted) & ~np.isnan(market.close)
+    if not np.isfinite(change[both]).all():
+        return False  # a zero close: let the walk meet it as live trading would
+    return not bool((change[both] >= threshold).any())
+
+
+def idle(market: Market, initial_cash: float) -> Simulation:
+    """Cash throughout, no decision and no fill: the walk of a market that never buys."""
+    n = len(market.days)
+    return Simulation(days=market.days, equity=np.full(n, initial_cash), invested=np.zeros(n))
+
+
+def walk(market: Market, rules: Rules) -> Simulation:
+    """The session-by-session loop of :func:`simulate` (see the module)."""
     n = len(market.days)
     book = _Book(cash=rules.initial_cash)
     sim = Simulation(days=market.days, equity=np.zeros(n), invested=np.zeros(n))
@@ -126,7 +159,6 @@ def simulate(market: Market, rules: Rules) -> Simulation:
         previous = float(sim.equity[i - 1]) if i else None
         pending = _decide(market, rules, book, i, held, previous)
         sim.decisions += len(pending)
-    sim.round_trips = book.round_trips
     return sim
 
 
@@ -136,8 +168,10 @@ def _decide(
     """The strategy and the risk limits on session ``i``'s predictions; buys and sells."""
     close, predicted = market.close[i], market.predicted[i]
     live = np.flatnonzero(~np.isnan(close) & ~np.isnan(predicted))
+    symbols, forecasts, closes = market.symbols, predicted[live].tolist(), close[live].tolist()
     signals = [
-        strategy.Signal(market.symbols[j], float(predicted[j]), float(close[j])) for j in live
+        strategy.Signal(symbols[j], p, c)
+        for j, p, c in zip(live.tolist(), forecasts, closes, strict=True)
     ]
     if not signals and not book.positions:
         return []
@@ -147,6 +181,7 @@ def _decide(
         book.cash,
         threshold=rules.threshold,
         max_position_value=rules.max_position_value,
+        orders_only=True,
     )
     orders = [d for d in decisions if d.action != strategy.Action.HOLD]
     if not orders:
@@ -185,8 +220,12 @@ def _fill(
                 continue
             price = costs.sell_price(open_)
             book.cash += quantity * (price - per_share)
-            _close_position(book, d.symbol, quantity, quantity * (price - per_share))
+            entry = book.entry_day.get(d.symbol)
+            pnl = _close_position(book, d.symbol, quantity, quantity * (price - per_share))
             cost = quantity * (open_ - price + per_share)
+            fills.append(
+                Fill(decided, day, d.symbol, str(d.action), quantity, price, cost, entry, pnl)
+            )
         else:
             price = costs.buy_price(open_)
             quantity = min(d.quantity, math.floor(max(book.cash, 0.0) / (price + per_share)))
@@ -194,22 +233,25 @@ def _fill(
                 continue  # insufficient cash at the open
             paid = quantity * (price + per_share)
             book.cash -= paid
+            book.entry_day.setdefault(d.symbol, day)
             book.positions[d.symbol] = book.positions.get(d.symbol, 0.0) + quantity
             book.cost_basis[d.symbol] = book.cost_basis.get(d.symbol, 0.0) + paid
             cost = quantity * (price - open_ + per_share)
-        fills.append(Fill(decided, day, d.symbol, str(d.action), quantity, price, cost))
+            fills.append(Fill(decided, day, d.symbol, str(d.action), quantity, price, cost))
 
 
-def _close_position(book: _Book, symbol: str, quantity: float, proceeds: float) -> None:
+def _close_position(book: _Book, symbol: str, quantity: float, proceeds: float) -> float:
+    """Take ``quantity`` off the position; the profit of the shares sold."""
     held = book.positions[symbol]
     basis = book.cost_basis.get(symbol, 0.0) * quantity / held
-    book.round_trips.append(proceeds - basis)
     book.cost_basis[symbol] = book.cost_basis.get(symbol, 0.0) - basis
     if quantity >= held - 1e-9:
         del book.positions[symbol]
         book.cost_basis.pop(symbol, None)
+        book.entry_day.pop(symbol, None)
     else:
         book.positions[symbol] = held - quantity
+    return proceeds - basis
 
 
 def buy_and_hold(market: Market, initial_cash: float, costs: Costs) -> Simulation:

@@ -46,19 +46,28 @@ def decide(
     *,
     threshold: float,
     max_position_value: float,
+    orders_only: bool = False,
 ) -> list[TradeDecision]:
-    """One decision per symbol with a signal, plus one per held symbol without a signal."""
+    """One decision per symbol with a signal, plus one per held symbol without a signal.
+
+    ``orders_only`` (the backtest's simulation): only the decisions about held symbols and
+    the best gain, the ones that can place an order; every other symbol's "hold" and its
+    reason are left out. Live trading records every decision, so it never sets it.
+    """
     by_symbol = {s.symbol: s for s in signals}
     held = {sym for sym, qty in positions.items() if qty > 0}
     decisions = [
         TradeDecision(symbol, Action.HOLD, 0.0, None, "held, but no prediction today: kept")
         for symbol in sorted(held - set(by_symbol))
+        if not orders_only
     ]
-    gains = sorted(
+    best = min(
         (s for s in signals if s.symbol not in held and s.expected_change >= threshold),
         key=lambda s: (-s.expected_change, s.symbol),
+        default=None,
     )
-    best = gains[0] if gains else None
+    if orders_only:
+        signals = [by_symbol[s] for s in held if s in by_symbol] + ([best] if best else [])
     for signal in sorted(signals, key=lambda s: s.symbol):
         if signal.symbol in held:
             decisions.append(_held(signal, positions[signal.symbol], threshold))

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from mlops.trading import backtest
+from mlops.trading import report as trading_report
 from mlops.walkforward.plan import Plan
 from mlops.walkforward.timeline import Period
 
@@ -34,7 +35,8 @@ def render(
     series = {f"model {m}": curves[m].to_numpy() for m in plan.models}
     series["naive forecast"] = curves["naive"].to_numpy()
     series["buy-and-hold"] = curves["buy_and_hold"].to_numpy()
-    chart = backtest.equity_svg([d.date() for d in pd.to_datetime(curves["date"])], series)
+    days = [d.date() for d in pd.to_datetime(curves["date"])]
+    chart = trading_report.equity_svg(days, series)
     parts = [
         f"<h1>{_e(title)}</h1>",
         f"<p>Retrained every {plan.retrain_every} sessions ({_e(plan.window)} window), "
