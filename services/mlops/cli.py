@@ -397,6 +397,14 @@ def backtest_cmd(
             "output then counts the sessions in sample.",
         ),
     ] = False,
+    walk_forward: Annotated[
+        str | None,
+        typer.Option(
+            "--walk-forward",
+            help="KEY or KEY:MODEL: trade the champions' predictions of that walk-forward "
+            "(its run_key; default model MODEL_NAME) instead of --model, over its sessions.",
+        ),
+    ] = None,
     output: Output = None,
 ) -> None:
     """Walk the strategy forward over the prepared history, with costs, against benchmarks."""
@@ -409,6 +417,7 @@ def backtest_cmd(
         run,
         output,
         model=model,
+        walk_forward=walk_forward,
         start=first,
         end=last,
         allow_in_sample=allow_in_sample,

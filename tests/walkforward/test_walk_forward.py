@@ -30,7 +30,7 @@ class Home:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = clean_environ(
-            {"MLOPS_HOME": str(root), "TRAIN_EPOCHS": "1", "TRADE_THRESHOLD": "0.001"}
+            {"MLOPS_HOME": str(root), "TRAIN_EPOCHS": "2", "TRADE_THRESHOLD": "0.001"}
         )
 
     def cli(self, *args: str) -> Any:
@@ -39,7 +39,7 @@ class Home:
     def settings(self) -> Any:
         from mlops.settings import load_settings
 
-        return load_settings(MLOPS_HOME=str(self.root), TRAIN_EPOCHS=1, TRADE_THRESHOLD=0.001)
+        return load_settings(MLOPS_HOME=str(self.root), TRAIN_EPOCHS=2, TRADE_THRESHOLD=0.001)
 
     def read(self, key: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / "store" / key)
@@ -192,3 +192,30 @@ def test_bad_options_end_in_one_sentence(walked):
     assert done.returncode == 2 and "No model named 'nope'" in done.stderr
     done = home.cli("walk-forward", "--from", START, "--retrain-every", "20", "--window", "x")
     assert done.returncode == 2 and "--window must be expanding or rolling:SESSIONS" in done.stderr
+
+
+def test_its_trades_and_curves_equal_mlops_backtest_over_the_same_predictions(walked):
+    """`mlops backtest --walk-forward KEY` trades the served predictions with the same
+    simulation: the same fills, the same equity, session by session.
+    """
+    result, home = walked["sequential"], walked["full"]
+    done = home.cli("backtest", "--walk-forward", result["run_key"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    backtest = json.loads(done.stdout)
+    assert backtest["start"] == START and backtest["end"] == "2017-12-29"
+    assert backtest["in_sample_sessions"] == 0
+    ours = home.read(result["keys"]["trades"])
+    ours = ours[ours["model"] == "stock-close"].drop(columns="model").reset_index(drop=True)
+    theirs = home.read(backtest["trades_key"])
+    assert len(theirs[theirs["simulation"] == "model"]) > 0
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    curves = home.read(result["keys"]["curves"])
+    theirs_curves = home.read(backtest["trades_key"].replace("trades.parquet", "curves.parquet"))
+    np.testing.assert_array_equal(curves["stock-close"], theirs_curves["model"])
+    np.testing.assert_array_equal(curves["buy_and_hold"], theirs_curves["buy_and_hold"])
+    summary = result["summary"]["models"]["stock-close"]["trading"]
+    assert summary == backtest["figures"]["model"]
+    mlp = home.cli("backtest", "--walk-forward", f"{result['run_key']}:nope")
+    assert mlp.returncode == 2 and "did not train 'nope'" in mlp.stderr
+    outside = home.cli("backtest", "--walk-forward", result["run_key"], "--from", "2017-01-03")
+    assert outside.returncode == 2 and "reaches outside them" in outside.stderr

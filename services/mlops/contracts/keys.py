@@ -110,6 +110,24 @@ def walkforward_folder(key: str) -> str:
     return f"{WALKFORWARD_PREFIX}/{key}"
 
 
+# A walk-forward's outputs (mlops.walkforward.publish writes them; `mlops backtest
+# --walk-forward` reads the predictions that served).
+WALKFORWARD_OUTPUTS = {
+    "plan": "plan.json",
+    "predictions": "predictions.parquet",
+    "champions": "champions.parquet",
+    "trades": "trades.parquet",
+    "curves": "curves.parquet",
+    "ic": "ic.parquet",
+    "summary": "summary.json",
+    "report": "report.html",
+}
+
+
+def walkforward_output_keys(key: str) -> dict[str, str]:
+    return {name: f"{walkforward_folder(key)}/{file}" for name, file in WALKFORWARD_OUTPUTS.items()}
+
+
 def walkforward_point_keys(key: str, index: int) -> tuple[str, str]:
     """A retrain point's predictions and its result JSON (written last: the point is done)."""
     base = f"{walkforward_folder(key)}/points/{index:04d}"

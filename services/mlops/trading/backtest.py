@@ -39,12 +39,13 @@ import pandas as pd
 from mlops.context import Context
 from mlops.contracts import datasets
 from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.keys import walkforward_output_keys
 from mlops.contracts.models import ModelRef, champion, load_registered, predict_close
 from mlops.db.schema import backtest_runs
 from mlops.db.upsert import insert_new
-from mlops.errors import ConfigError, ModelError
+from mlops.errors import ConfigError, DataError, ModelError
 from mlops.runs import utcnow
-from mlops.store import put_json, put_parquet
+from mlops.store import get_json, get_parquet, put_json, put_parquet
 from mlops.trading import performance, report
 from mlops.trading.report import COLUMNS
 from mlops.trading.risk import RiskLimits
@@ -117,28 +118,35 @@ def run(
     start: date | None = None,
     end: date | None = None,
     allow_in_sample: bool = False,
+    walk_forward: str | None = None,
 ) -> BacktestResult:
-    """Backtest ``model`` from ``start`` to ``end`` (see the module)."""
+    """Backtest ``model`` from ``start`` to ``end`` (see the module); ``walk_forward``
+    (``KEY`` or ``KEY:MODEL``): the predictions that served in that walk-forward instead.
+    """
     began = time.perf_counter()
     end = end or as_of
+    served = None
+    if walk_forward is not None:
+        served = _walk_forward(ctx, walk_forward)
+        start, end = _inside(served, start, end)
     if start is not None and end is not None and start > end:
         raise ConfigError(f"--from {start} is after --to {end}: the window holds no session.")
     version = _dataset(ctx, end)
     _, frame = datasets.load(ctx.store, version)
-    ref, predictor = _model(ctx, model)
-    label = NAIVE if ref is None else f"v{ref.version}"
+    ref, predictor = (None, None) if served is not None else _model(ctx, model)
+    label = served.label if served is not None else (NAIVE if ref is None else f"v{ref.version}")
     trained = _trained_through(ref)
     first, last = _window(frame, trained, start, end, allow_in_sample, label)
     window = frame[(frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))]
     window = window.reset_index(drop=True)
-    predicted = _predict(predictor, window)
+    predicted = served.on(window) if served is not None else _predict(predictor, window)
     rules = rules_from(ctx.settings)
     comparison = compare(window, predicted, rules)
     key = _key(version, label, first, last, rules)
     days = comparison.market.days
     result = BacktestResult(
         run_key=key,
-        model=model,
+        model=model if served is None else f"walk-forward:{walk_forward}",
         model_version=None if ref is None else ref.version,
         dataset_version=version,
         start=days[0],
@@ -161,6 +169,60 @@ def run(
     result.seconds = round(time.perf_counter() - began, 2)
     _log(result, label, rules)
     return result
+
+
+@dataclass(frozen=True)
+class _Served:
+    """The champions' predictions of one model in a walk-forward (each made by a version
+    trained before the session it predicts: out of sample throughout).
+    """
+
+    label: str
+    rows: pd.DataFrame  # day, symbol, prediction
+    first: date
+    last: date
+
+    def on(self, window: pd.DataFrame) -> pd.Series:
+        keyed = self.rows.set_index(["day", "symbol"])["prediction"]
+        index = pd.MultiIndex.from_arrays([window["date"], window["symbol"]])
+        return pd.Series(keyed.reindex(index).to_numpy(dtype="float64"), index=window.index)
+
+
+def _walk_forward(ctx: Context, spec: str) -> _Served:
+    """``KEY`` or ``KEY:MODEL``: that model's served champion predictions (the trading
+    model, ``MODEL_NAME``, without one).
+    """
+    key, _, name = spec.partition(":")
+    name = name or ctx.settings.model_name
+    keys = walkforward_output_keys(key)
+    if not ctx.store.exists(keys["predictions"]):
+        raise ConfigError(
+            f"No finished walk-forward {key!r} in the store (no {keys['predictions']}): "
+            "run `mlops walk-forward`, and pass the run_key it printed."
+        )
+    plan = get_json(ctx.store, keys["plan"])
+    served = get_parquet(ctx.store, keys["predictions"])
+    models = sorted(served["model"].unique())
+    if name not in plan["models"]:
+        raise ConfigError(
+            f"Walk-forward {key} did not train {name!r}; it trained {', '.join(plan['models'])}."
+        )
+    if name not in models:
+        raise DataError(f"In walk-forward {key}, {name} never had a champion: nothing to trade.")
+    rows = served[(served["model"] == name) & (served["role"] == "champion")]
+    first, last = date.fromisoformat(plan["start"]), date.fromisoformat(plan["end"])
+    return _Served(f"wf-{name}", rows[["day", "symbol", "prediction"]], first, last)
+
+
+def _inside(served: _Served, start: date | None, end: date | None) -> tuple[date, date]:
+    """The window within the walk-forward's sessions (all of them by default)."""
+    start, end = start or served.first, end or served.last
+    if start < served.first or end > served.last:
+        raise ConfigError(
+            f"The walk-forward predicted sessions {served.first} to {served.last}; the window "
+            f"{start} to {end} reaches outside them."
+        )
+    return start, end
 
 
 def rules_from(settings: Any) -> Rules:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.context import Context
-from mlops.contracts.keys import walkforward_folder
+from mlops.contracts.keys import walkforward_output_keys
 from mlops.store import ObjectStore, get_parquet, put_json, put_parquet
 from mlops.trading import backtest
 from mlops.trading.simulation import Rules
@@ -37,20 +37,9 @@ from mlops.walkforward.timeline import (
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = {
-    "plan": "plan.json",
-    "predictions": "predictions.parquet",
-    "champions": "champions.parquet",
-    "trades": "trades.parquet",
-    "curves": "curves.parquet",
-    "ic": "ic.parquet",
-    "summary": "summary.json",
-    "report": "report.html",
-}
-
 
 def output_keys(key: str) -> dict[str, str]:
-    return {name: f"{walkforward_folder(key)}/{file}" for name, file in OUTPUTS.items()}
+    return walkforward_output_keys(key)
 
 
 def write_plan(store: ObjectStore, plan: Plan) -> None:
