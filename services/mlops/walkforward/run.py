@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -137,6 +138,14 @@ def run(
     timings["total"] = round(time.perf_counter() - began, 2)
     result = _result(plan, FINISHED, trained, summary, keys, parent, timings)
     publish.log_summary(summary)
+    log.info(
+        "Walk-forward %s: %d retrain points x %d models (%d trained now) in %s",
+        plan.key,
+        len(plan.points),
+        len(plan.models),
+        len(trained),
+        ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in timings.items()),
+    )
     return result
 
 
@@ -236,7 +245,10 @@ def _in_pool(
 ) -> None:
     """The points in a pool of fresh processes (spawned: no torch state is inherited)."""
     spawn = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=spawn)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=spawn, initializer=_limit_threads, initargs=(threads,)
+    )
     try:
         futures = [pool.submit(_point_in_worker, settings, plan.to_dict(), i) for i in todo]
         for future in as_completed(futures):
@@ -247,6 +259,13 @@ def _in_pool(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+def _limit_threads(threads: int) -> None:
+    """A worker's share of the cores for torch, so K workers do not each use them all."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _point_in_worker(settings: Settings, plan: dict[str, Any], index: int) -> points.PointResult:
