@@ -107,10 +107,24 @@ def connect(settings: Settings) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, settings: Settings) -> str:
-    """The experiment's id, created on first use (with a local artifact root when embedded)."""
-    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    """The experiment's id, created on first use (with a local artifact root when embedded).
+
+    Processes that start together (the pods of an Indexed Job, a process pool) may all
+    find it missing: the ones whose creation loses the race use the winner's.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = settings.mlflow_experiment
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(
-        settings.mlflow_experiment, artifact_location=settings.mlflow_artifact_root
-    )
+    try:
+        return client.create_experiment(name, artifact_location=settings.mlflow_artifact_root)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        log.info("Experiment %s was created by another process meanwhile: using it", name)
+        return experiment.experiment_id
