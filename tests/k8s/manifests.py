@@ -43,6 +43,11 @@ NON_SETTING_ENV = {
     "POD_NAMESPACE": "mlops daily / the retraining trigger: the namespace to create Jobs in",
     "JOB_TEMPLATES_DIR": "mlops daily / the retraining trigger: where job-<stage>.yaml are",
     "TRAINING_RUNNER": "mlops models retrain: kubernetes (a Job) or local (mlops.orchestration)",
+    "WALKFORWARD_FROM": "the walk-forward Jobs: --from, expanded into their args",
+    "WALKFORWARD_TO": "the walk-forward Jobs: --to, expanded into their args",
+    "WALKFORWARD_RETRAIN_EVERY": "the walk-forward Jobs: --retrain-every, expanded into args",
+    "WALKFORWARD_WINDOW": "the walk-forward Jobs: --window, expanded into their args",
+    "WALKFORWARD_MODELS": "the walk-forward Jobs: --models, expanded into their args",
     # A setting once the dashboard reads it (settings.dashboard_token); either way allowed.
 }
 

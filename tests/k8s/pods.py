@@ -74,6 +74,27 @@ def container_env(container: dict[str, Any], secret: dict[str, str]) -> dict[str
     return {key: str(value) for key, value in env.items()}
 
 
+def expand(value: str, variables: dict[str, str]) -> str:
+    """``value`` with ``$(VAR)`` replaced as the kubelet does in a container's command and
+    args: by the variable's value when the container has it, else left as it is; ``$$``
+    is a literal ``$``."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if value.startswith("$(", i) and (end := value.find(")", i + 2)) != -1:
+            name = value[i + 2 : end]
+            out.append(variables.get(name, value[i : end + 1]))
+            i = end + 1
+            continue
+        out.append(value[i])
+        i += 1
+    return "".join(out)
+
+
 def secret_files(volume: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
     """A Secret volume's files (relative path -> content), as the kubelet writes them."""
     spec = volume["secret"]

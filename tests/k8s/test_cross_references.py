@@ -25,6 +25,7 @@ from .manifests import (
     docs,
     image_name,
     image_tag,
+    job_spec,
     mlops_containers,
     pod_template,
     secret_template_keys,
@@ -32,6 +33,7 @@ from .manifests import (
     settings_aliases,
     workloads,
 )
+from .pods import container_env, expand, filled_secret
 
 INTERNAL_STAGES = {"python", "requirements", "wheel", "base"}
 
@@ -322,7 +324,8 @@ def test_mlops_container_env_names_are_settings(pair) -> None:
 
 
 # The pods that read the model catalog: they train, score or monitor every model, or
-# manage them (the dashboard); the MLflow users Job registers each model.
+# manage them (the dashboard); the MLflow users Job registers each model; the walk-forward
+# trains the models it names.
 CATALOG_READERS = (
     ("Job", "mlops-train"),
     ("CronJob", "mlops-train-weekly"),
@@ -330,6 +333,9 @@ CATALOG_READERS = (
     ("Job", "mlops-monitor"),
     ("Deployment", "mlops-dashboard"),
     ("Job", "mlops-mlflow-users"),
+    ("Job", "mlops-walk-forward-plan"),
+    ("Job", "mlops-walk-forward"),
+    ("Job", "mlops-walk-forward-finalize"),
 )
 
 
@@ -535,7 +541,14 @@ def test_container_args_are_an_mlops_subcommand(pair) -> None:
 
     item, c = pair
     commands = _registered_commands(app)
-    args = c.get("args") or []
+    # $(VAR) as the kubelet expands it, from the container's environment (and an Indexed
+    # Job's JOB_COMPLETION_INDEX): every reference must be to a variable the pod has.
+    variables = container_env(c, filled_secret())
+    if job_spec(item).get("completionMode") == "Indexed":
+        variables["JOB_COMPLETION_INDEX"] = "0"
+    args = [expand(a, variables) for a in c.get("args") or []]
+    unresolved = [a for a in args if "$(" in a]
+    assert not unresolved, f"{item}: args name variables the container lacks: {unresolved}"
     assert args, f"{item}: args must name the subcommand"
     name = args[0]
     assert name in commands, f"{item}: `mlops {name}` is no subcommand of {sorted(commands)}"

@@ -237,6 +237,10 @@ def test_the_walkthrough_runs_every_stage_and_service() -> None:
         assert f"./wait_job.sh mlops-{stage}" in text
     for job in ("mlops-minio-buckets", "mlops-mlflow-users"):
         assert f"./wait_job.sh {job}" in text
+    for step in ("walk-forward-plan", "walk-forward", "walk-forward-finalize"):
+        assert f"kubectl apply -f deployments/job-{step}.yaml" in text
+        assert f"./wait_job.sh mlops-{step} " in text
+    assert "kubectl apply -f config-maps/walk-forward.yaml" in text
     assert "kubectl apply -k overlays/minikube" in text
     assert "kubectl apply -k overlays/registry" in text
 

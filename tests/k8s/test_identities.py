@@ -41,6 +41,10 @@ EXPECTED = {
     "mlops-data-prep": ("mlops_data_prep", "data-prep", None),
     "mlops-train": ("mlops_train", "train", "mlops-train"),
     "mlops-train-weekly": ("mlops_train", "train", "mlops-train"),
+    # The walk-forward trains as training does (never registering), with its identities.
+    "mlops-walk-forward-plan": ("mlops_train", "train", "mlops-train"),
+    "mlops-walk-forward": ("mlops_train", "train", "mlops-train"),
+    "mlops-walk-forward-finalize": ("mlops_train", "train", "mlops-train"),
     "mlops-batch-infer": ("mlops_batch_infer", "batch-infer", "mlops-reader"),
     "mlops-trade": ("mlops_trade", "trade", None),
     "mlops-monitor": ("mlops_monitor", "monitor", "mlops-reader"),
@@ -277,13 +281,21 @@ RAW_KEYS = [keys.raw_bars_key("AAPL"), keys.raw_responses_prefix("AAPL") + "2017
 PREDICTION_KEYS = [keys.predictions_key(DAY, "stock-close", "1")]
 REPORT_KEYS = [keys.monitoring_report_key(DAY, f"{n}.html") for n in keys.REPORT_NAMES]
 REPORT_KEYS.append(keys.monitoring_report_key(DAY, "summary.json"))
-ALL_KEYS = DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS + PREDICTION_KEYS + REPORT_KEYS
+WALKFORWARD_KEY = "20170531-every21-0123456789"
+WALKFORWARD_KEYS = [
+    *keys.walkforward_output_keys(WALKFORWARD_KEY).values(),
+    *keys.walkforward_point_keys(WALKFORWARD_KEY, 0),
+]
+ALL_KEYS = (
+    DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS + PREDICTION_KEYS + REPORT_KEYS + WALKFORWARD_KEYS
+)
 
 # Each stage's outputs (written, and read back to see whether they exist) and inputs.
 WRITES = {
     "data-prep": DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS,
     "batch-infer": PREDICTION_KEYS,
     "monitor": REPORT_KEYS,
+    "train": WALKFORWARD_KEYS,  # the walk-forward's points and outputs (its identity)
 }
 READS = {
     "train": DATASET_KEYS,

@@ -18,8 +18,11 @@ every local connection, so passwords are not checked; grants are.
 Order: migrate, data prep (the Indexed Job's pods in parallel), train, batch-infer, trade,
 monitor (by hand, as docs/kubernetes.md does), then serving and the dashboard until their
 probes pass, then the daily CronJob's ``mlops daily`` against a fake Kubernetes API that
-runs each Job it creates from its manifest the same way. Manifests and code cannot drift
-apart without this test failing.
+runs each Job it creates from its manifest the same way, then the walk-forward's Indexed
+Job (its pods in parallel, ``$(VAR)`` in their args expanded from their environment as the
+kubelet does): every pod plans as many points as its completions, exactly one finalizes,
+nothing is in sample, and the outputs are in the store and MLflow. Manifests and code
+cannot drift apart without this test failing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,7 @@ from .manifests import (
 from .pods import (
     IamS3,
     container_env,
+    expand,
     filled_secret,
     init_postgres,
     run_job_pods,
@@ -128,13 +134,16 @@ class LocalPod:
         tmp = self._local("/tmp")
         return {**self.cluster.base_env, **env, "TMPDIR": tmp, **extra}
 
-    def argv(self, ports: dict[int, int] | None = None) -> list[str]:
+    def argv(self, ports: dict[int, int] | None = None, **extra: str) -> list[str]:
         image = self.container["image"].split(":")[0]
         entrypoint = [str(VENV_BIN / ("mlflow" if image == "mlops-mlflow" else "mlops"))]
         if self.container.get("command"):
             python = {"python3": sys.executable, "python": sys.executable}
             entrypoint = [python.get(c, self._local(c)) for c in self.container["command"]]
-        args = list(self.container.get("args") or [])
+        # $(VAR) from the container's environment, as the kubelet expands it (an Indexed
+        # Job's JOB_COMPLETION_INDEX among the extra variables).
+        variables = {**container_env(self.container, self.cluster.secret), **extra}
+        args = [expand(arg, variables) for arg in self.container.get("args") or []]
         out: list[str] = []
         for i, arg in enumerate(args):
             if arg.startswith("--host=") or (i and args[i - 1] == "--host"):
@@ -147,7 +156,7 @@ class LocalPod:
 
     def run(self, timeout: float = 900, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            self.argv(),
+            self.argv(**extra),
             env=self.env(**extra),
             capture_output=True,
             text=True,
@@ -353,6 +362,9 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         assert all(r["outcome"] == "succeeded" for r in runs)
         assert kube.created() == [r["job"] for r in runs]
 
+        # The walk-forward by hand, as docs/kubernetes.md runs it: its Indexed Job.
+        walk_forward = _walk_forward(cluster, s3, minio_keys, mlflow_port)
+
         # Least privilege, the other way round: what the public-facing identities may not do.
         _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port)
     finally:
@@ -376,7 +388,14 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         ).scalar_one()
         requested = conn.execute(text("SELECT requested_date FROM retrain_requests")).scalars()
         requested = {d.strftime("%Y%m%d") for d in requested}
+        walk_forwards = conn.execute(
+            text("SELECT run_key, status, summary_key FROM walkforward_runs")
+        ).all()
     engine.dispose()
+    # One walk-forward, finished, its summary where the finalizing pod said.
+    assert [tuple(row) for row in walk_forwards] == [
+        (walk_forward["run_key"], "succeeded", walk_forward["keys"]["summary"])
+    ]
     # The daily run trained exactly when a retrain request was open (none was answered:
     # the recorded training Job did not run).
     assert bool(retrain_jobs) == bool(requested)
@@ -388,8 +407,87 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
     assert not os.environ.get("KUBERNETES_SERVICE_HOST"), "ran against the fake API only"
 
 
-def _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port) -> None:
+@contextmanager
+def _mlflow_as(user: str, password: str, port: int) -> Iterator[Any]:
+    """An MLflow client of the server on ``port``, logged in as ``user``."""
     from mlflow import MlflowClient
+
+    env = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        uri = f"http://{LOOPBACK}:{port}"
+        yield MlflowClient(uri, uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _walk_forward(cluster, s3, minio_keys, mlflow_port) -> dict[str, Any]:
+    """The walk-forward's Indexed Job: one pod per index with the manifest's env and args
+    (the options from the ConfigMap mlops-walk-forward, --point its JOB_COMPLETION_INDEX),
+    ``parallelism`` at a time. Every pod plans the run the manifest's completions count,
+    trains its own point, and exactly one finalizes. Returns the finalizing pod's result.
+    """
+    job = doc("Job", "mlops-walk-forward").body
+    completions = job["spec"]["completions"]
+    pods: dict[str, subprocess.CompletedProcess] = {}
+
+    def run_pod(template: dict, name: str, extra: dict[str, str]) -> subprocess.CompletedProcess:
+        # TRAIN_EPOCHS as for the train Job above: the same fit, in a fraction of the time.
+        pods[name] = cluster.pod(template, name).run(TRAIN_EPOCHS="3", **extra)
+        return pods[name]
+
+    code, log = run_job_pods(job, "walk-forward", run_pod)
+    assert code == 0, log[-6000:]
+    results = [_result(pods[f"walk-forward-{i}"].stdout) for i in range(completions)]
+    assert {r["points"] for r in results} == {completions}, (
+        "completions must be the plan's retrain points for the ConfigMap's options"
+    )
+    (run_key,) = {r["run_key"] for r in results}
+    assert [r["trained_points"] for r in results] == [[i] for i in range(completions)]
+    statuses = sorted(r["status"] for r in results)
+    assert statuses == ["finished"] + ["waiting"] * (completions - 1), "finalized exactly once"
+    (final,) = [r for r in results if r["status"] == "finished"]
+    options = config_maps()["mlops-walk-forward"]
+    assert final["models"] == options["WALKFORWARD_MODELS"].split(",")
+    window = (options["WALKFORWARD_FROM"], options["WALKFORWARD_TO"])
+    assert (final["start"], final["end"]) == window
+    summary = final["summary"]
+    assert summary["in_sample_sessions"] == 0 == final["in_sample_sessions"], "out of sample"
+    assert summary["sessions"] == final["sessions"] > 0
+
+    # The outputs in the store, written as the train identity (walkforward/ in its policy).
+    bucket = config_maps()[PIPELINE_CONFIG]["S3_BUCKET"]
+    train = s3.client("s3", *minio_keys["train"])
+    body = train.get_object(Bucket=bucket, Key=final["keys"]["summary"])["Body"].read()
+    stored = json.loads(body)
+    assert (stored["run_key"], stored["in_sample_sessions"]) == (run_key, 0)
+
+    # MLflow: one parent run (the losing claim's deleted), a nested run per point and
+    # model, in the walk-forward's own experiment; none of them a registry version.
+    experiment = config_maps()[PIPELINE_CONFIG]["MLFLOW_EXPERIMENT"] + "-walk-forward"
+    reader = ("mlops-reader", cluster.secret["MLFLOW_READER_PASSWORD"])
+    with _mlflow_as(*reader, mlflow_port) as client:
+        found = client.get_experiment_by_name(experiment)
+        assert found is not None, experiment
+        runs = client.search_runs([found.experiment_id])
+        (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert parent.info.run_id == final["mlflow_run_id"]
+        assert parent.info.status == "FINISHED"
+        nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(nested) == len(runs) - 1 == completions * len(final["models"])
+        ids = {r.info.run_id for r in runs}
+        for model in final["models"]:
+            versions = client.search_model_versions(f"name='{model}'")
+            assert not ids & {v.run_id for v in versions}, "walk-forward runs never register"
+    return final
+
+
+def _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port) -> None:
     from sqlalchemy.engine import make_url
 
     # The dashboard's MinIO user reads reports and nothing else; no one writes to MLflow's
@@ -415,12 +513,7 @@ def _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port) -> Non
 
     # The serving API's MLflow user reads models but cannot change the registry.
     password = cluster.secret["MLFLOW_READER_PASSWORD"]
-    env = {"MLFLOW_TRACKING_USERNAME": "mlops-reader", "MLFLOW_TRACKING_PASSWORD": password}
-    uri = f"http://{LOOPBACK}:{mlflow_port}"
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        reader = MlflowClient(uri, uri)
+    with _mlflow_as("mlops-reader", password, mlflow_port) as reader:
         model = config_maps()[PIPELINE_CONFIG]["MODEL_NAME"]
         alias = config_maps()[PIPELINE_CONFIG]["CHAMPION_ALIAS"]
         champion = reader.get_model_version_by_alias(model, alias)
@@ -428,12 +521,6 @@ def _check_denials(cluster, s3, minio_keys, postgres_server, mlflow_port) -> Non
         assert "403" in _denied(
             lambda: reader.create_model_version(model, champion.source, champion.run_id)
         )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
     # The read-only role and the dashboard's read everything and delete nothing.
     for role in ("mlops_reader", "mlops_dashboard"):

@@ -56,6 +56,9 @@ def test_manifests_exist() -> None:
         "job-batch-infer.yaml",
         "job-trade.yaml",
         "job-monitor.yaml",
+        "job-walk-forward-plan.yaml",
+        "job-walk-forward.yaml",
+        "job-walk-forward-finalize.yaml",
         "cronjob-daily.yaml",
         "cronjob-train-weekly.yaml",
         "serve.yaml",
@@ -63,6 +66,7 @@ def test_manifests_exist() -> None:
         "pipeline-config.yaml",
         "model-configs.yaml",
         "job-templates.yaml",
+        "walk-forward.yaml",
     ):
         assert expected in names
 
@@ -296,6 +300,70 @@ def test_data_prep_is_an_indexed_job_with_matching_shards() -> None:
     assert "JOB_COMPLETION_INDEX" not in env, "Kubernetes sets JOB_COMPLETION_INDEX itself"
     if spec["completions"] > 1:
         assert "--as-of" in c["args"], "with several shards every shard needs the same --as-of"
+
+
+WALKFORWARD_OPTIONS = {
+    "--from": "WALKFORWARD_FROM",
+    "--to": "WALKFORWARD_TO",
+    "--retrain-every": "WALKFORWARD_RETRAIN_EVERY",
+    "--window": "WALKFORWARD_WINDOW",
+    "--models": "WALKFORWARD_MODELS",
+}
+
+
+def test_walk_forward_is_an_indexed_job_of_one_point_per_index() -> None:
+    spec = doc("Job", "mlops-walk-forward").body["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] >= 1 and 1 <= spec["parallelism"] <= spec["completions"]
+    (c,) = spec["template"]["spec"]["containers"]
+    assert c["args"][0] == "walk-forward" and c["image"].startswith("mlops-train:")
+    assert c["args"][-2:] == ["--point", "$(JOB_COMPLETION_INDEX)"]
+    env = {e["name"]: e for e in c["env"]}
+    assert "JOB_COMPLETION_INDEX" not in env, "Kubernetes sets JOB_COMPLETION_INDEX itself"
+    # Every option from the ConfigMap mlops-walk-forward, the same key in the environment.
+    options = c["args"][1:-2]
+    assert dict(zip(options[::2], options[1::2], strict=True)) == {
+        option: f"$({key})" for option, key in WALKFORWARD_OPTIONS.items()
+    }
+    for key in WALKFORWARD_OPTIONS.values():
+        ref = env[key]["valueFrom"]["configMapKeyRef"]
+        assert ref == {"name": "mlops-walk-forward", "key": key}, key
+        assert not ref.get("optional"), "a pod without an option must not start"
+
+
+def test_walk_forward_points_train_as_the_train_job_does() -> None:
+    """The same image, identities, resources, mounts and failure policy as training."""
+    points = doc("Job", "mlops-walk-forward")
+    train = doc("Job", "mlops-train")
+    (c,), (t,) = containers(points), containers(train)
+    for key in ("image", "imagePullPolicy", "envFrom", "resources", "securityContext"):
+        assert c[key] == t[key], key
+    assert c["volumeMounts"] == t["volumeMounts"]
+    own = {e["name"] for e in c["env"]} - set(WALKFORWARD_OPTIONS.values())
+    assert [e for e in c["env"] if e["name"] in own] == t["env"]
+    for key in ("volumes", "securityContext", "serviceAccountName", "restartPolicy"):
+        assert pod_template(points)["spec"][key] == pod_template(train)["spec"][key], key
+    assert points.body["spec"]["podFailurePolicy"] == train.body["spec"]["podFailurePolicy"]
+
+
+@pytest.mark.parametrize("step", ["plan", "finalize"])
+def test_walk_forward_plan_and_finalize_run_the_points_pod_with_their_flag(step: str) -> None:
+    """The plan and finalize Jobs: the Indexed Job's pod, with --plan or --finalize for
+    --point, so all three read the same options into the same command."""
+    points = doc("Job", "mlops-walk-forward")
+    job = doc("Job", f"mlops-walk-forward-{step}")
+    assert job.path == DEPLOYMENTS / f"job-walk-forward-{step}.yaml"
+    spec = job.body["spec"]
+    assert "completionMode" not in spec and "completions" not in spec
+    template = copy.deepcopy(spec["template"])
+    (c,) = template["spec"]["containers"]
+    (p,) = containers(points)
+    assert c["args"] == [*p["args"][:-2], f"--{step}"]
+    c["args"] = p["args"]
+    labels = template["metadata"]["labels"]
+    assert labels == pod_template(points)["metadata"]["labels"]
+    assert template == pod_template(points)
+    assert spec["podFailurePolicy"] == points.body["spec"]["podFailurePolicy"]
 
 
 def test_stage_jobs_are_one_per_stage() -> None:

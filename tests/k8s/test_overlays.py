@@ -20,7 +20,20 @@ from .manifests import CONFIG_MAPS, DEPLOYMENTS, ROOT, build_script_images, docs
 from .test_scans import run_checkov
 
 OVERLAYS = ROOT / "overlays"
-BY_HAND = {f"job-{s}.yaml" for s in ("data-prep", "train", "batch-infer", "trade", "monitor")}
+# The stage Jobs, and the walk-forward's (hours of training: never by themselves).
+BY_HAND = {
+    f"job-{s}.yaml"
+    for s in (
+        "data-prep",
+        "train",
+        "batch-infer",
+        "trade",
+        "monitor",
+        "walk-forward-plan",
+        "walk-forward",
+        "walk-forward-finalize",
+    )
+}
 
 
 def _key(obj: dict) -> tuple[str, str]:
