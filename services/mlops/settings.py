@@ -141,7 +141,8 @@ class Settings(BaseSettings):
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
     # The rule (docs/trading.md): threshold buys the best forecast at or past
     # TRADE_THRESHOLD and sells held positions forecast to fall past it; rotation also
-    # sells every held position forecast lower than that candidate (the original project's).
+    # sells every held position forecast lower than that candidate (after the original
+    # project's buy_best_gain_stock).
     trade_rule: Literal["threshold", "rotation"] = Field(default="threshold", alias="TRADE_RULE")
     # Which held positions forecast to fall past the threshold are sold: every one, or only
     # the one forecast to fall most.

@@ -1,4 +1,4 @@
-"""The threshold strategy on hand-made cases."""
+"""The trading rules (threshold, rotation; all losers or the worst) on hand-made cases."""
 
 import pytest
 

@@ -11,7 +11,7 @@ setting (``TRADE_SELL``):
 * ``threshold`` (the default): held positions predicted to fall past the threshold are
   sold, every one (``all_losers``) or only the one predicted to fall most
   (``worst_loser``); the others are kept;
-* ``rotation`` (the original project's ``buy_best_gain_stock``): when there is a
+* ``rotation`` (after the original project's ``buy_best_gain_stock``): when there is a
   candidate, every held position whose score is lower than the candidate's is sold the
   same day (the losers among them too); without one, the losers are sold as under
   ``threshold``.
