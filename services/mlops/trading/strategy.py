@@ -106,7 +106,7 @@ def decide(
         key=lambda s: (-s.score, s.symbol),
         default=None,
     )
-    losers = [s for s in signals if s.symbol in held and s.score < -threshold]
+    losers = [by_symbol[s] for s in held if s in by_symbol and by_symbol[s].score < -threshold]
     worst = min(losers, key=lambda s: (s.score, s.symbol), default=None)
     held_rule = _HeldRule(
         threshold=threshold,
