@@ -203,7 +203,7 @@ def serve_cmd(
 
 @app.command("trade")
 def trade_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
-    """Turn the latest predictions into orders with the threshold strategy."""
+    """Turn the latest predictions into orders with the trading rule (TRADE_RULE)."""
     from mlops.trading.stage import run
 
     _stage("trade", run, output, as_of=as_of, allow_older_dataset=allow_older)

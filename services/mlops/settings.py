@@ -139,6 +139,16 @@ class Settings(BaseSettings):
     # Trading.
     broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
+    # The rule (docs/trading.md): threshold buys the best forecast at or past
+    # TRADE_THRESHOLD and sells held positions forecast to fall past it; rotation also
+    # sells every held position forecast lower than that candidate (after the original
+    # project's buy_best_gain_stock).
+    trade_rule: Literal["threshold", "rotation"] = Field(default="threshold", alias="TRADE_RULE")
+    # Which held positions forecast to fall past the threshold are sold: every one, or only
+    # the one forecast to fall most.
+    trade_sell: Literal["all_losers", "worst_loser"] = Field(
+        default="all_losers", alias="TRADE_SELL"
+    )
     trade_max_position_value: float = Field(
         default=10_000.0, gt=0, alias="TRADE_MAX_POSITION_VALUE"
     )
@@ -207,6 +217,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trade_rule", "trade_sell", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

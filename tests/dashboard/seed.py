@@ -1,5 +1,6 @@
 """A small world for the dashboard: a real MLflow registry (SQLite) with three model
-names and their versions, and monitoring rows for each version, without training.
+names and their versions, monitoring rows for each version and walk-forwards
+(:mod:`.walkforward_seed`), without training.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from mlops.db import migrate
 from mlops.db.engine import make_engine
 from mlops.db.schema import equity_snapshots, monitoring_metrics, retrain_requests
 from mlops.runs import utcnow
+
+from .walkforward_seed import seed_walkforwards
 
 # name -> versions (holdout MAPE, the naive forecast's on the same holdout).
 MODELS: dict[str, list[tuple[float, float]]] = {
@@ -49,6 +52,7 @@ def seed(settings: Any) -> Context:
         move_champion(client, name, settings.champion_alias, CHAMPIONS[name])
         client.set_registered_model_alias(name, CHALLENGER_ALIAS, CHALLENGERS[name])
     _metrics(ctx)
+    seed_walkforwards(ctx)
     return ctx
 
 

@@ -11,10 +11,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from mlops.dashboard import data
 from mlops.db.schema import model_actions
 
 from .helpers import wait
 from .seed import CHAMPIONS, MODELS, TOKEN
+from .walkforward_seed import KEY, OLD_MODEL, RUNNING_KEY
 
 QUALITY_LEGEND = "#quality-chart .legendtext"
 
@@ -61,7 +63,7 @@ def _press_and_confirm(browser: Any, button: str) -> str:
     return asked
 
 
-def test_the_page_shows_every_model_and_version(browser, dashboard_url, screenshot):
+def test_the_page_shows_every_model_and_version(browser, dashboard_url, seeded, screenshot):
     from selenium.webdriver.common.by import By
 
     _open(browser, dashboard_url)
@@ -73,8 +75,10 @@ def test_the_page_shows_every_model_and_version(browser, dashboard_url, screensh
     )
     legend = {e.text for e in browser.find_elements(By.CSS_SELECTOR, QUALITY_LEGEND)}
     assert legend == expected | {"naive forecast"}
-    # Every chart drew: quality, champion vs challengers, drift, triggers, two accounts.
-    for chart in ("versus-chart", "drift-chart", "trigger-chart", "equity-0", "equity-1"):
+    # Every chart drew: quality, champion vs challengers, drift, triggers, two accounts,
+    # the newest walk-forward's equity and IC per period.
+    charts = ("versus-chart", "drift-chart", "trigger-chart", "equity-0", "equity-1")
+    for chart in (*charts, "walkforward-equity", "walkforward-ic"):
         wait(
             browser,
             lambda b, c=chart: b.find_elements(By.CSS_SELECTOR, f"#{c} .main-svg"),
@@ -85,6 +89,15 @@ def test_the_page_shows_every_model_and_version(browser, dashboard_url, screensh
     rows = browser.find_elements(By.CSS_SELECTOR, "table.models tbody tr")
     assert len(rows) == sum(len(v) for v in MODELS.values())
     assert {r.find_elements(By.TAG_NAME, "td")[0].text for r in rows} == set(MODELS)
+    # The walk-forward section: every run, a stored model name shown as text (no script
+    # ran: an alert would have stopped selenium), the newest finished run's timeline.
+    runs = browser.find_element(By.ID, "walkforward-runs").text
+    sessions = data.walkforward_run(seeded.engine, KEY)["summary"]["sessions"]
+    assert f"0 of {sessions} sessions in sample" in runs and OLD_MODEL in runs
+    assert f"{RUNNING_KEY}: " in runs and "(running, started" in runs
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.walkforward-headline")) == 2
+    timeline = browser.find_elements(By.CSS_SELECTOR, "table.walkforward-timeline tbody tr")
+    assert len(timeline) == 4 and "rejected" in timeline[1].text
     # Another metric redraws the headline chart.
     browser.find_element(By.CSS_SELECTOR, "#metric input[value='wmape']").click()
     wait(

@@ -168,7 +168,32 @@ def test_a_rerun_answers_with_the_finished_run_and_trains_nothing(walked):
     with engine.connect() as conn:
         rows = conn.execute(select(walkforward_runs)).all()
     engine.dispose()
-    assert [(r.run_key, r.status) for r in rows] == [(again["run_key"], "succeeded")]
+    assert (again["run_key"], "succeeded") in [(r.run_key, r.status) for r in rows]
+    assert all(r.status == "succeeded" for r in rows)
+
+
+def test_other_strategy_rules_reuse_the_trained_points(walked):
+    """The trainings do not depend on the threshold: a walk-forward that differs only in
+    TRADE_THRESHOLD is a new run (its own key and outputs) that trains nothing.
+    """
+    home, first = walked["full"], walked["sequential"]
+    done = run_in_process(
+        {**home.env, "TRADE_THRESHOLD": "0.003"},
+        "walk-forward",
+        "--from",
+        START,
+        "--retrain-every",
+        "63",
+        "--models",
+        MODELS,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    other = json.loads(done.stdout)
+    assert other["run_key"] != first["run_key"] and other["trained_points"] == []
+    assert other["summary"]["threshold"] == 0.003
+    pd.testing.assert_frame_equal(
+        home.read(other["keys"]["predictions"]), home.read(first["keys"]["predictions"])
+    )
 
 
 def test_the_report_states_sessions_in_sample_costs_and_trades(walked):

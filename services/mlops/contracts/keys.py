@@ -13,7 +13,7 @@
     reports/drift-calibration/<model>-v<version>.json   a version's drift calibration
     backtests/<key>/{summary.json,equity.html,curves.parquet,trades.parquet}
     walkforward/<key>/plan.json                       a walk-forward's retrain points
-    walkforward/<key>/points/<i>.{parquet,json}       one retrain point's predictions, result
+    walkforward/points/<key>/<i>.{parquet,json}       one retrain point's predictions, result
     walkforward/<key>/{predictions,champions,trades,curves}.parquet, summary.json, report.html
 """
 
@@ -128,7 +128,9 @@ def walkforward_output_keys(key: str) -> dict[str, str]:
     return {name: f"{walkforward_folder(key)}/{file}" for name, file in WALKFORWARD_OUTPUTS.items()}
 
 
-def walkforward_point_keys(key: str, index: int) -> tuple[str, str]:
-    """A retrain point's predictions and its result JSON (written last: the point is done)."""
-    base = f"{walkforward_folder(key)}/points/{index:04d}"
+def walkforward_point_keys(points_key: str, index: int) -> tuple[str, str]:
+    """A retrain point's predictions and its result JSON (written last: the point is done),
+    under the key of its trainings (shared by walk-forwards that differ only in rules).
+    """
+    base = f"{WALKFORWARD_PREFIX}/points/{points_key}/{index:04d}"
     return f"{base}.parquet", f"{base}.json"

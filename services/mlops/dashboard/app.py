@@ -3,7 +3,8 @@
 Routes besides the page: ``/healthz`` (probes), ``/reports/<day>/<name>.html`` (the
 evidently reports in the store), ``/backtests/<run_key>/chart`` (a backtest's equity
 chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics`` and
-``/api/equity`` (the same figures as JSON).
+``/api/equity`` (the same figures as JSON), and a walk-forward's report, trade list and
+champion timeline (:mod:`mlops.dashboard.walkforward`, which draws its section too).
 
 Every figure is read fresh from the database and the registry when the page loads, when
 the metric is changed and after each action. An action is a button: it asks for
@@ -23,9 +24,10 @@ import pandas as pd
 
 from mlops.context import Context
 from mlops.contracts import keys
-from mlops.dashboard import actions, charts, data
+from mlops.dashboard import actions, charts, data, walkforward
 from mlops.dashboard.auth import NO_TOKEN, Credentials, configured_token
 from mlops.dashboard.registry import COLUMNS, Registry, read_registry
+from mlops.dashboard.tables import STYLE, six, table
 from mlops.errors import MlopsError
 from mlops.store import StoreError
 
@@ -42,15 +44,6 @@ BUTTONS = {
     "halt": "Halt trading",
     "unhalt": "Resume trading",
 }
-# The page's few styles (no assets folder, no external stylesheet).
-STYLE = """
-body{font-family:sans-serif}
-table.table{border-collapse:collapse;font-size:13px;margin-bottom:1em}
-table.table td,table.table th{border:1px solid #ccc;padding:3px 6px;white-space:nowrap}
-.actions label{display:inline-block;margin-right:1em}
-#action-result.done{color:#1a7f37;font-weight:bold}
-#action-result.refused{color:#b42318;font-weight:bold}
-"""
 INDEX = (
     "<!DOCTYPE html><html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}"
     f"<style>{STYLE}</style></head><body>"
@@ -76,7 +69,9 @@ def create_app(ctx: Context) -> Any:
     app.layout = _layout(enabled)
     _page_callbacks(app, ctx)
     _action_callbacks(app, ctx)
+    walkforward.register(app, ctx)
     _routes(app.server, ctx)
+    walkforward.routes(app.server, ctx)
     return app
 
 
@@ -113,6 +108,7 @@ def _layout(enabled: bool) -> Any:
             html.Div(id="equity-charts"),
             html.H2("Backtests"),
             html.Div(id="backtests"),
+            *walkforward.layout(),
             html.H2("Retrain requests"),
             html.Div(id="retrains"),
             html.H2("Model actions (audit)"),
@@ -261,28 +257,6 @@ def _models_table(registry: Registry | None, error: str) -> Any:
     if registry is None:
         return html.P(error)
     return table(pd.DataFrame(registry.rows, columns=list(COLUMNS)), list(COLUMNS), "models")
-
-
-def table(frame: pd.DataFrame, columns: list[str], name: str = "") -> Any:
-    """A plain HTML table of ``frame``'s ``columns``."""
-    from dash import html
-
-    if frame.empty:
-        return html.P("None yet.")
-    columns = [c for c in columns if c in frame.columns]
-    head = html.Thead(html.Tr([html.Th(c) for c in columns]))
-    body = html.Tbody(
-        [html.Tr([html.Td(_cell(row.get(c))) for c in columns]) for row in frame.to_dict("records")]
-    )
-    return html.Table([head, body], className=f"table {name}".strip())
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def _backtests(runs: pd.DataFrame) -> Any:
@@ -499,13 +473,9 @@ def trades_page(run_key: str, summary: str, trades: pd.DataFrame) -> str:
         f"</title><style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
         + "".join(f"<p>{escape(n)}</p>" for n in notes)
         + f"<p>{len(shown)} fills ({escape(counts or 'none')}).</p>"
-        + shown.to_html(index=False, na_rep="", classes="table trades", float_format=_six)
+        + shown.to_html(index=False, na_rep="", classes="table trades", float_format=six)
         + "</body></html>"
     )
-
-
-def _six(value: float) -> str:
-    return f"{value:.6g}"
 
 
 def metrics_rows(metrics: pd.DataFrame) -> list[dict[str, Any]]:

@@ -167,3 +167,48 @@ def triggers(counts: dict[str, int]) -> go.Figure:
         )
     )
     return figure
+
+
+def walkforward_equity(curves: pd.DataFrame, run_key: str) -> go.Figure:
+    """A walk-forward's equity per session: each model against the naive forecast
+    (dashed) and buy-and-hold."""
+    import plotly.graph_objects as go
+
+    figure = _figure(f"Walk-forward {run_key}: equity against buy-and-hold", "equity")
+    benchmarks = {"naive": "naive forecast", "buy_and_hold": "buy-and-hold"}
+    models = [c for c in curves.columns if c != "date" and c not in benchmarks]
+    for column in models:
+        figure.add_trace(
+            go.Scatter(x=curves["date"], y=curves[column], mode="lines", name=f"model {column}")
+        )
+    styles = {"naive": {"dash": "dash", "color": "gray"}, "buy_and_hold": {"color": "black"}}
+    for column, name in benchmarks.items():
+        if column in curves:
+            figure.add_trace(
+                go.Scatter(
+                    x=curves["date"], y=curves[column], mode="lines", name=name, line=styles[column]
+                )
+            )
+    return figure
+
+
+def walkforward_ic(periods: pd.DataFrame) -> go.Figure:
+    """Mean IC and Rank IC of each retrain period (first to last session), per model."""
+    import plotly.graph_objects as go
+
+    figure = _figure("IC and Rank IC per retrain period (mean over its sessions)", "IC")
+    figure.update_layout(barmode="group")
+    for model, rows in periods.groupby("model", sort=False):
+        labels = [
+            f"{f.date()} to {t.date()}" for f, t in zip(rows["first"], rows["last"], strict=True)
+        ]
+        for column, label in (("ic", "IC"), ("rank_ic", "Rank IC")):
+            figure.add_trace(
+                go.Bar(
+                    x=labels,
+                    y=rows[column],
+                    name=f"model {model} {label}",
+                    hovertemplate="%{x}: %{y:.4f}<extra>%{fullData.name}</extra>",
+                )
+            )
+    return figure

@@ -1,4 +1,5 @@
-"""What the dashboard shows from the database, as data frames read fresh per request."""
+"""What the dashboard shows, read fresh per request: data frames from the database, and a
+walk-forward's outputs from the store."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from mlops.contracts.keys import walkforward_output_keys
 from mlops.db.schema import (
     backtest_runs,
     equity_snapshots,
@@ -16,7 +18,9 @@ from mlops.db.schema import (
     monitoring_metrics,
     retrain_requests,
     stage_runs,
+    walkforward_runs,
 )
+from mlops.store import ObjectStore, get_parquet
 
 # The quality figures of the headline chart (monitoring_metrics, symbol ALL).
 QUALITY_METRICS = ("mape", "wmape", "mae", "rmse", "directional_accuracy", "ic", "rank_ic")
@@ -179,3 +183,208 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     return json.loads(frame.to_json(orient="records", date_format="iso"))
+
+
+# Walk-forwards: the runs in the database, their outputs in the store.
+
+WALKFORWARD_DONE = "succeeded"
+
+
+def latest_walkforwards(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest ``limit`` walk-forward runs, newest first, each with its summary parsed
+    (``{}`` while it runs)."""
+    query = select(walkforward_runs).order_by(walkforward_runs.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        found = [dict(row) for row in conn.execute(query).mappings()]
+    return [{**run, "summary": _summary(run.get("summary"))} for run in found]
+
+
+def walkforward_run(engine: Engine, run_key: str) -> dict[str, Any] | None:
+    """The ``walkforward_runs`` row of ``run_key`` (its summary parsed), or None."""
+    query = select(walkforward_runs).where(walkforward_runs.c.run_key == run_key)
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return None if row is None else {**dict(row), "summary": _summary(row["summary"])}
+
+
+def _summary(text: str | None) -> dict[str, Any]:
+    try:
+        summary = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def walkforward_output(store: ObjectStore, run_key: str, name: str) -> pd.DataFrame:
+    """One of a walk-forward's tables (``curves``, ``champions``, ``trades``, ``ic``)."""
+    return get_parquet(store, walkforward_output_keys(run_key)[name])
+
+
+def walkforward_report_key(run: dict[str, Any]) -> str:
+    return str(run.get("report_key") or walkforward_output_keys(run["run_key"])["report"])
+
+
+def walkforward_description(run: dict[str, Any]) -> str:
+    """One line: the window, the retrain cadence, the points, the models and the sessions
+    in sample (from the summary, when the run has one)."""
+    summary = run["summary"]
+    line = f"{run['start_date']} to {run['end_date']}"
+    sessions = summary.get("sessions")
+    if sessions is not None:
+        line += f", {sessions} sessions"
+    if summary.get("symbols") is not None:
+        line += f", {summary['symbols']} symbols"
+    line += (
+        f"; retrained every {run['retrain_every']} sessions ({run['window']} window), "
+        f"{run['points']} retrain points; models {', '.join(_models(run))}"
+    )
+    in_sample = summary.get("in_sample_sessions")
+    if in_sample is not None and sessions is not None:
+        line += f"; {in_sample} of {sessions} sessions in sample"
+    return line
+
+
+def _models(run: dict[str, Any]) -> list[str]:
+    return [m for m in str(run.get("models") or "").split(",") if m]
+
+
+def walkforward_headline(summary: dict[str, Any]) -> pd.DataFrame:
+    """The summary's headline figures, one row per model beside the naive forecast and
+    buy-and-hold, formatted as the report formats them."""
+    rows = []
+    for model, figures in (summary.get("models") or {}).items():
+        forecast, trading = figures.get("forecast") or {}, figures.get("trading") or {}
+        rows.append(
+            {
+                "": f"model {model}",
+                "IC (t)": _with_t(forecast, "ic"),
+                "Rank IC (t)": _with_t(forecast, "rank_ic"),
+                "MAPE": _num(forecast.get("mape"), ".4%"),
+                "naive MAPE": _num(forecast.get("naive_mape"), ".4%"),
+                "DM p vs naive": _num(forecast.get("dm_p_value_naive"), ".4f"),
+                **_trading_cells(trading),
+            }
+        )
+    labels = {"naive": "naive forecast", "buy_and_hold": "buy-and-hold"}
+    for name, trading in (summary.get("benchmarks") or {}).items():
+        rows.append({"": labels.get(name, name), **_trading_cells(trading or {})})
+    columns = ["", "IC (t)", "Rank IC (t)", "MAPE", "naive MAPE", "DM p vs naive"]
+    columns += ["total return", "Sharpe [95 % CI]", "max drawdown", "trades"]
+    return pd.DataFrame(rows, columns=columns).fillna("-")
+
+
+def _trading_cells(trading: dict[str, Any]) -> dict[str, str]:
+    sharpe = _num(trading.get("sharpe"), ".2f")
+    low, high = trading.get("sharpe_ci_low"), trading.get("sharpe_ci_high")
+    if low is not None and high is not None:
+        sharpe += f" [{_num(low, '.2f')}, {_num(high, '.2f')}]"
+    return {
+        "total return": _num(trading.get("total_return"), "+.2%"),
+        "Sharpe [95 % CI]": sharpe,
+        "max drawdown": _num(trading.get("max_drawdown"), ".2%"),
+        "trades": _num(trading.get("trades"), ".0f"),
+    }
+
+
+def _with_t(forecast: dict[str, Any], name: str) -> str:
+    mean, t = forecast.get(f"{name}_mean"), forecast.get(f"{name}_t")
+    return _num(mean, ".4f") + ("" if t is None else f" (t {_num(t, '.2f')})")
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return "-"
+    return format(int(value), spec) if spec == "d" else format(value, spec)
+
+
+def walkforward_timeline(champions: pd.DataFrame, gate: bool = False) -> pd.DataFrame:
+    """The champion timeline as the page shows it: per model and retrain period, who
+    served, the gate's decision on that point's version and why, the period's IC and
+    returns (and with ``gate``, the MAPEs and p-values the gate compared)."""
+    columns = [
+        "model",
+        "period",
+        "sessions",
+        "served by",
+        "retrain point",
+        "gate decision",
+        "challenger",
+        "reason",
+        "IC",
+        "Rank IC",
+        "return",
+        "buy-and-hold",
+        "trades",
+    ]
+    figures = {
+        "candidate MAPE": ("candidate_mape", ".4%"),
+        "naive MAPE": ("naive_mape", ".4%"),
+        "champion MAPE": ("champion_mape", ".4%"),
+        "DM p vs naive": ("p_value_naive", ".4f"),
+        "DM p vs champion": ("p_value_champion", ".4f"),
+    }
+    if gate:
+        columns[6:6] = list(figures)
+    rows = []
+    for r in champions.to_dict("records"):
+        rows.append(
+            {
+                "model": r.get("model"),
+                "period": f"{_day(r.get('first'))} to {_day(r.get('last'))}",
+                "sessions": _num(r.get("sessions"), "d"),
+                "served by": _served_by(r),
+                "retrain point": f"{r.get('point')} (trained to {_day(r.get('trained_to'))})",
+                "gate decision": "promoted" if r.get("promoted") else "rejected",
+                "challenger": _point(r.get("challenger")),
+                "reason": r.get("reason") or "",
+                "IC": _num(r.get("forecast_ic_mean"), ".4f"),
+                "Rank IC": _num(r.get("forecast_rank_ic_mean"), ".4f"),
+                "return": _num(r.get("return"), "+.2%"),
+                "buy-and-hold": _num(r.get("buy_and_hold_return"), "+.2%"),
+                "trades": _num(r.get("trades"), "d"),
+                **{label: _num(r.get(name), spec) for label, (name, spec) in figures.items()},
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def walkforward_period_ic(champions: pd.DataFrame) -> pd.DataFrame:
+    """Per model and retrain period: its first and last session, mean IC and Rank IC."""
+    columns = ["model", "first", "last", "ic", "rank_ic"]
+    if champions.empty:
+        return pd.DataFrame(columns=columns)
+    found = pd.DataFrame(
+        {
+            "model": champions["model"].astype(str),
+            "first": pd.to_datetime(champions["first"]),
+            "last": pd.to_datetime(champions["last"]),
+            "ic": _column(champions, "forecast_ic_mean"),
+            "rank_ic": _column(champions, "forecast_rank_ic_mean"),
+        }
+    )
+    return found.sort_values(["model", "first"]).reset_index(drop=True)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in frame:
+        return pd.Series(float("nan"), index=frame.index)
+    return pd.to_numeric(frame[name], errors="coerce")
+
+
+def _served_by(row: dict[str, Any]) -> str:
+    champion = _point(row.get("champion"))
+    if champion == "-":
+        return "no champion"
+    return f"point {champion} (trained to {_day(row.get('champion_trained_to'))})"
+
+
+def _point(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return "-"
+    return str(int(value))
+
+
+def _day(value: Any) -> str:
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+        return "-"
+    return str(pd.Timestamp(value).date())

@@ -1,1 +1,1 @@
-"""Trading: the threshold strategy on the built-in paper broker or Alpaca paper trading."""
+"""Trading: the rules (threshold, rotation) on the paper broker or Alpaca paper trading."""

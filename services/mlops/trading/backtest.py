@@ -53,9 +53,11 @@ from mlops.trading.simulation import (
     SESSIONS_PER_YEAR,
     Costs,
     Market,
+    Reach,
     Rules,
     Simulation,
     buy_and_hold,
+    reach,
     simulate,
 )
 
@@ -97,17 +99,24 @@ class BacktestResult:
     trades_key: str
     mlflow_run_id: str | None
     seconds: float
+    rule: str  # TRADE_RULE
+    sell: str  # TRADE_SELL
+    threshold: float  # TRADE_THRESHOLD
+    # Set when no forecast of the model reached the threshold: the sentence that says so.
+    threshold_not_reached: str | None
     notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Comparison:
-    """The three simulations of one window, their figures and the rules they ran under."""
+    """The three simulations of one window, their figures and the rules they ran under;
+    ``reach``: how the model's forecasts stood against the threshold."""
 
     market: Market
     runs: dict[str, Simulation]
     figures: dict[str, dict[str, float | None]]
     rules: Rules
+    reach: Reach | None = None
 
 
 def run(
@@ -163,6 +172,7 @@ def run(
         trades_key=f"{PREFIX}/{key}/trades.parquet",
         mlflow_run_id=None if ref is None else (ref.run_id or None),
         seconds=0.0,
+        **_rule_fields(comparison),
         notes=report.notes(comparison, trained),
     )
     _publish(ctx, result, comparison, label)
@@ -232,11 +242,29 @@ def rules_from(settings: Any) -> Rules:
         limits=RiskLimits.from_settings(settings),
         initial_cash=settings.paper_initial_cash,
         costs=Costs(settings.backtest_slippage_bps, settings.backtest_commission_per_share),
+        rule=settings.trade_rule,
+        sell=settings.trade_sell,
     )
 
 
+def _rule_fields(comparison: Comparison) -> dict[str, Any]:
+    """The rule the window was traded by, and whether its forecasts reached the threshold."""
+    rules = comparison.rules
+    return {
+        "rule": rules.rule,
+        "sell": rules.sell,
+        "threshold": rules.threshold,
+        "threshold_not_reached": report.threshold_note(comparison),
+    }
+
+
 def compare(frame: pd.DataFrame, predicted: pd.Series, rules: Rules) -> Comparison:
-    """The model, the naive forecast and buy-and-hold over the sessions of ``frame``."""
+    """The model, the naive forecast and buy-and-hold over the sessions of ``frame``.
+
+    The model's and the naive forecast's figures also say how their forecasts stood
+    against the threshold (:meth:`Reach.figures`: sessions with a forecast at or past it,
+    the largest expected change).
+    """
     market = Market.from_frame(frame, predicted)
     naive = Market(
         market.days, market.symbols, market.open, market.close, market.last_close, market.close
@@ -247,7 +275,10 @@ def compare(frame: pd.DataFrame, predicted: pd.Series, rules: Rules) -> Comparis
         "buy_and_hold": buy_and_hold(market, rules.initial_cash, rules.costs),
     }
     figures = {name: performance.figures(sim, rules.initial_cash) for name, sim in runs.items()}
-    return Comparison(market=market, runs=runs, figures=figures, rules=rules)
+    reached = reach(market, rules.threshold)
+    figures["model"].update(reached.figures())
+    figures["naive"].update(reach(naive, rules.threshold).figures())
+    return Comparison(market=market, runs=runs, figures=figures, rules=rules, reach=reached)
 
 
 def trades_frame(comparison: Comparison) -> pd.DataFrame:
@@ -435,6 +466,8 @@ def _row(result: BacktestResult, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _log(result: BacktestResult, label: str, rules: Rules) -> None:
+    if result.threshold_not_reached:
+        log.warning("%s", result.threshold_not_reached)
     model, naive, hold = (result.figures[c] for c in COLUMNS)
     sharpe = performance.formatted(model["sharpe"], "ratio")
     interval = performance.cell(model, "sharpe_ci", "interval")

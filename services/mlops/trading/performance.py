@@ -103,6 +103,8 @@ def formatted(value: float | None, kind: str) -> str:
         return f"{value:,.2f}"
     if kind == "pct":
         return f"{value:+.2%}"
+    if kind == "change":
+        return f"{value:+.3%}"
     if kind == "share":
         return f"{value:.2%}"
     if kind == "count":

@@ -27,6 +27,14 @@ EXTRA_COLORS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")  # more lines (walk-
 SHADE = "#f6e7c1"  # the in-sample sessions
 
 
+# The forecasts against the threshold (:meth:`mlops.trading.simulation.Reach.figures`;
+# none for buy-and-hold): (key, label, format) of each row.
+FORECAST_ROWS: list[tuple[str, str, str]] = [
+    ("sessions_past_threshold", "sessions with a forecast at or past the threshold", "count"),
+    ("largest_expected_change", "largest expected change forecast", "change"),
+]
+
+
 def names(label: str) -> dict[str, str]:
     """Each simulation's column title."""
     return {"model": f"model {label}", "naive": "naive forecast", "buy_and_hold": "buy-and-hold"}
@@ -54,6 +62,13 @@ def table(
         }
         for key, title, kind in performance.FIGURES
     ]
+    for key, title, kind in FORECAST_ROWS:
+        rows.append(
+            {
+                "figure": title,
+                **{titles[c]: performance.cell(figures[c], key, kind) for c in COLUMNS},
+            }
+        )
     rows.append(
         {
             "figure": "sessions in sample (seen by the model in training)",
@@ -66,9 +81,10 @@ def table(
 
 
 def conditions(rules: Rules) -> str:
-    """The costs, the fills and the risk-free rate every figure assumes, as a sentence."""
+    """The rule, the costs, the fills and the risk-free rate every figure assumes."""
     costs = rules.costs
     return (
+        f"Rule: {rules.rule} at a threshold of {rules.threshold:.3%}, sell {rules.sell}. "
         f"Costs: {costs.slippage_bps:g} bp slippage and {costs.commission_per_share:g} per "
         "share; fills at the next session's open; risk-free rate "
         f"{performance.RISK_FREE_RATE:g}."
@@ -77,7 +93,8 @@ def conditions(rules: Rules) -> str:
 
 def notes(comparison: Comparison, trained_through: date | None = None) -> list[str]:
     """What the reader must know before trusting the figures: sessions in sample, a short
-    window (the costs and risk-free rate are :func:`conditions`)."""
+    window, forecasts that never reach the threshold (the rule, the costs and the
+    risk-free rate are :func:`conditions`)."""
     days = comparison.market.days
     found = []
     in_sample = in_sample_sessions(days, trained_through)
@@ -91,7 +108,30 @@ def notes(comparison: Comparison, trained_through: date | None = None) -> list[s
             f"{len(days)} sessions, under {performance.SHORT_WINDOW}: the annualised figures "
             "(CAGR, volatility, Sharpe and its interval, Sortino, turnover) are unreliable."
         )
+    if (never := threshold_note(comparison)) is not None:
+        found.append(never)
     return found
+
+
+def threshold_note(comparison: Comparison) -> str | None:
+    """The sentence saying that no forecast of the model reached the buy threshold over the
+    window (so the strategy never bought); None when one did."""
+    reached = comparison.reach
+    if reached is None or reached.sessions:
+        return None
+    sessions = len(comparison.market.days)
+    if reached.largest is None:
+        largest = "no session had a forecast"
+    else:
+        largest = (
+            f"the largest expected change was {reached.largest:+.3%}, {reached.symbol} on "
+            f"{reached.day}"
+        )
+    return (
+        f"No forecast of the model reached the buy threshold +{reached.threshold:.3%} in any "
+        f"of the {sessions} sessions ({largest}): the strategy never bought, and its column "
+        "is cash throughout."
+    )
 
 
 def report_html(

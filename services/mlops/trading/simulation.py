@@ -12,8 +12,11 @@ Costs: fills move against the order by ``slippage_bps`` (a buy pays open x (1 + 
 sell gets open x (1 - s)) and pay ``commission_per_share``.
 
 A market whose forecasts never reach the buy threshold (the naive forecast, "no change")
-never opens a position: :func:`simulate` then returns cash throughout without walking the
-sessions, which is what :func:`walk` finds the long way (a test checks they agree).
+never opens a position under either rule (``threshold`` or ``rotation``: both buy only a
+candidate at or past the threshold, and sell only what was bought): :func:`simulate` then
+returns cash throughout without walking the sessions, which is what :func:`walk` finds
+the long way (a test checks they agree). :func:`reach` says how often the forecasts
+reached the threshold, and how far the largest went.
 """
 
 from __future__ import annotations
@@ -52,6 +55,25 @@ class Rules:
     limits: RiskLimits
     initial_cash: float
     costs: Costs
+    rule: strategy.Rule = "threshold"  # TRADE_RULE
+    sell: strategy.Sell = "all_losers"  # TRADE_SELL
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How the forecasts of a window stand against the buy threshold."""
+
+    threshold: float
+    sessions: int  # sessions with at least one forecast at or past the threshold
+    largest: float | None  # the largest expected change of any forecast; None: no forecast
+    day: date | None  # where the largest was forecast
+    symbol: str | None
+
+    def figures(self) -> dict[str, float | None]:
+        return {
+            "sessions_past_threshold": float(self.sessions),
+            "largest_expected_change": self.largest,
+        }
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,21 @@ def never_buys(market: Market, threshold: float) -> bool:
     return not bool((change[both] >= threshold).any())
 
 
+def reach(market: Market, threshold: float) -> Reach:
+    """How many sessions had a forecast at or past ``threshold``, and the largest one."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = (market.predicted - market.close) / market.close
+    known = ~np.isnan(market.predicted) & ~np.isnan(market.close) & np.isfinite(change)
+    if not known.any():
+        return Reach(threshold, 0, None, None, None)
+    masked = np.where(known, change, -np.inf)
+    sessions = int((masked >= threshold).any(axis=1).sum())
+    i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+    return Reach(
+        threshold, sessions, float(masked[i, j]), market.days[int(i)], market.symbols[int(j)]
+    )
+
+
 def idle(market: Market, initial_cash: float) -> Simulation:
     """Cash throughout, no decision and no fill: the walk of a market that never buys."""
     n = len(market.days)
@@ -181,6 +218,8 @@ def _decide(
         book.cash,
         threshold=rules.threshold,
         max_position_value=rules.max_position_value,
+        rule=rules.rule,
+        sell=rules.sell,
         orders_only=True,
     )
     orders = [d for d in decisions if d.action != strategy.Action.HOLD]

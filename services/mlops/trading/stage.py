@@ -1,11 +1,14 @@
-"""``mlops trade``: settle earlier orders, decide with the threshold strategy, place orders.
+"""``mlops trade``: settle earlier orders, decide with the trading rule, place orders.
 
 In order: the exchange calendar (a day without a session is closed: nothing happens);
 the broker's clock (with a broker that has one: predictions that are not for the latest
 completed session are stale and send nothing); sync every order the broker has that is
-not final; the kill switch; the strategy and the risk limits (once per day and broker
-account); placing the day's planned orders (see :mod:`mlops.trading.lifecycle`); the
-day's equity snapshot, kept once and never rewritten.
+not final; the kill switch; the rule (``TRADE_RULE``, ``TRADE_SELL``, see
+:mod:`mlops.trading.strategy`) and the risk limits (once per day and broker account);
+placing the day's planned orders (see :mod:`mlops.trading.lifecycle`); the day's equity
+snapshot, kept once and never rewritten. When no forecast of the day reaches
+``TRADE_THRESHOLD`` the stage says so (a warning, and ``threshold_not_reached`` in the
+result, with the largest expected change): nothing can be bought that day.
 
 Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
 a client order id unique to the broker account, so the same day twice places nothing
@@ -82,6 +85,10 @@ class TradeResult:
     rerun: bool = False
     market_closed: str | None = None
     halted: str | None = None
+    # The day's largest expected change of any forecast, and, when it is below the
+    # threshold (nothing can be bought), the sentence that says so.
+    largest_expected_change: float | None = None
+    threshold_not_reached: str | None = None
 
 
 def latest_signals(
@@ -167,11 +174,27 @@ def run(
         rerun=bool(already),
         halted=halted,
     )
+    _threshold_reach(result, signals, ctx.settings.trade_threshold)
     _outcomes(ctx.engine, result)
     _snapshot(ctx, broker, result, bars, stale)
     if result.orders_rejected or result.orders_pending:
         raise OrdersNotPlacedError(_not_placed_sentence(result), result=result)
     return result
+
+
+def _threshold_reach(result: TradeResult, signals: list[strategy.Signal], threshold: float) -> None:
+    """The day's largest expected change; a warning when it is below the threshold."""
+    top = strategy.strongest(signals)
+    if top is None:
+        return
+    result.largest_expected_change = top.score
+    if top.score < threshold:
+        result.threshold_not_reached = (
+            f"No forecast for {result.day} reaches TRADE_THRESHOLD +{threshold:.3%}: the "
+            f"largest expected change is {top.score:+.3%} ({top.symbol}), so nothing can be "
+            "bought today"
+        )
+        log.warning("%s.", result.threshold_not_reached)
 
 
 def _stale(broker: Broker, day: date) -> str | None:
@@ -227,6 +250,8 @@ def _decide(
         account.cash,
         threshold=settings.trade_threshold,
         max_position_value=settings.trade_max_position_value,
+        rule=settings.trade_rule,
+        sell=settings.trade_sell,
     )
     prices = {s.symbol: s.last_close for s in signals}
     closes = last_closes(bars, day)

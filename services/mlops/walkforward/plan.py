@@ -67,7 +67,8 @@ class Point:
 
 @dataclass(frozen=True)
 class Plan:
-    key: str
+    key: str  # everything that shapes the results, the strategy's rules included
+    points_key: str  # what shapes the trainings only: points are shared across rules
     dataset_version: str
     start: date
     end: date
@@ -97,6 +98,7 @@ class Plan:
         ]
         return cls(
             key=data["key"],
+            points_key=data["points_key"],
             dataset_version=data["dataset_version"],
             start=date.fromisoformat(data["start"]),
             end=date.fromisoformat(data["end"]),
@@ -142,7 +144,7 @@ def retrain_points(
 
 
 def plan_key(payload: dict[str, Any], end: date, retrain_every: int) -> str:
-    """``<to>-every<N>-<digest>``: the digest of everything that shapes the results."""
+    """``<to>-every<N>-<digest>``: the digest of ``payload``."""
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     return f"{end:%Y%m%d}-every{retrain_every}-{digest.hexdigest()[:10]}"
 

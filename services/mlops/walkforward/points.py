@@ -10,9 +10,11 @@ champion), the rows after it what the version decides while it serves. Nothing a
 the pods of an Indexed Job run them in any order, and the gate runs afterwards
 (:mod:`mlops.walkforward.timeline`).
 
-A point's results live under ``walkforward/<key>/points/``: its predictions, then its
-JSON (written last: a point is done when its JSON exists, so a rerun trains only the
-points that are missing).
+A point's results live under ``walkforward/points/<points key>/``, a key of what shapes
+the trainings only (dataset, window, models and their configs, seed, splits): a
+walk-forward with other strategy rules or another ``PROMOTION_MAX_P_VALUE`` reuses them.
+Its predictions, then its JSON (written last: a point is done when its JSON exists, so a
+rerun trains only the points that are missing).
 """
 
 from __future__ import annotations
@@ -70,11 +72,11 @@ class PointResult:
 
 
 def is_done(store: ObjectStore, plan: Plan, index: int) -> bool:
-    return store.exists(walkforward_point_keys(plan.key, index)[1])
+    return store.exists(walkforward_point_keys(plan.points_key, index)[1])
 
 
 def load_point(store: ObjectStore, plan: Plan, index: int) -> tuple[PointResult, pd.DataFrame]:
-    predictions_key, result_key = walkforward_point_keys(plan.key, index)
+    predictions_key, result_key = walkforward_point_keys(plan.points_key, index)
     result = PointResult.from_dict(get_json(store, result_key))
     return result, get_parquet(store, predictions_key)
 
@@ -126,7 +128,7 @@ def train_point(
             outcome.seconds,
         )
     result = PointResult(index, point.trained_to, outcomes, round(time.perf_counter() - began, 2))
-    predictions_key, result_key = walkforward_point_keys(plan.key, index)
+    predictions_key, result_key = walkforward_point_keys(plan.points_key, index)
     put_parquet(store, predictions_key, pd.concat(predictions, ignore_index=True))
     put_json(store, result_key, _jsonable(asdict(result)))  # last: the point is done
     return result

@@ -36,7 +36,7 @@ from mlops.context import Context
 from mlops.contracts import catalog, datasets
 from mlops.db.schema import walkforward_runs
 from mlops.db.upsert import insert_new
-from mlops.errors import ConfigError
+from mlops.errors import ConfigError, Terminated
 from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.store import open_store
@@ -99,6 +99,7 @@ def run(
     timings["load"] = round(time.perf_counter() - began, 2)
     if plan_only:
         return _result(plan, PLANNED, [], {"plan": plan.to_dict()}, {}, None, timings)
+    _check_point(plan, point)
     stored = _finished(ctx, plan)
     if stored is not None:
         log.info("Walk-forward %s is finished already: its summary is reused", plan.key)
@@ -106,12 +107,36 @@ def run(
     client = ctx.mlflow
     exp = experiment.experiment_id(client, ctx.settings)
     parent = _claim(ctx, plan, client, exp)
+    try:
+        return _walk(ctx, plan, frame, (exp, parent), point, workers, finalize, timings, began)
+    except BaseException as exc:  # the parent run says how it ended; a rerun finishes it
+        ended = isinstance(exc, KeyboardInterrupt | SystemExit | Terminated)
+        experiment.end_quietly(client, parent, "KILLED" if ended else "FAILED")
+        raise
+
+
+def _check_point(plan: Plan, point: int | None) -> None:
     if point is not None and not 0 <= point < len(plan.points):
         raise ConfigError(
             f"--point {point} is not a retrain point of this walk-forward: it has "
             f"{len(plan.points)} (0 to {len(plan.points) - 1}); its Indexed Job needs "
             f"completions: {len(plan.points)}."
         )
+
+
+def _walk(
+    ctx: Context,
+    plan: Plan,
+    frame: pd.DataFrame,
+    runs: tuple[str, str],
+    point: int | None,
+    workers: int,
+    finalize: bool,
+    timings: dict[str, float],
+    began: float,
+) -> WalkForwardResult:
+    """Train what is wanted and missing, then finalize when every point is done."""
+    exp, parent = runs
     trained: list[int] = []
     train_began = time.perf_counter()
     if not finalize:
@@ -130,10 +155,14 @@ def run(
     if point is not None and not _claim_finalize(ctx, plan):
         log.info("Walk-forward %s is being finalized by another runner", plan.key)
         return _result(plan, WAITING, trained, {}, {}, parent, timings)
-    summary, keys = publish.finalize(ctx, plan, frame, rules_from(ctx.settings), timings)
+    try:
+        summary, keys = publish.finalize(ctx, plan, frame, rules_from(ctx.settings), timings)
+    except BaseException:
+        _release_finalize(ctx, plan)  # the next runner (a pod's retry) may finalize
+        raise
     report = ctx.store.get_bytes(keys["report"]).decode()
-    experiment.record_gate(client, exp, plan, publish.load_periods(ctx.store, plan))
-    experiment.close_parent(client, parent, summary, report, "FINISHED")
+    experiment.record_gate(ctx.mlflow, exp, plan, publish.load_periods(ctx.store, plan))
+    experiment.close_parent(ctx.mlflow, parent, summary, report, "FINISHED")
     _record_finished(ctx, plan, summary, keys)
     timings["total"] = round(time.perf_counter() - began, 2)
     result = _result(plan, FINISHED, trained, summary, keys, parent, timings)
@@ -177,7 +206,7 @@ def make_plan(
     warmup = int(frame.groupby("symbol")["warmup"].sum().max()) if "warmup" in frame else 0
     found = retrain_points(days, start, end, retrain_every, needed + warmup + 1)
     configs = {n: load_model_config(settings, catalog.spec(settings, n).config_path) for n in names}
-    payload = {
+    trainings = {
         "dataset": version,
         "from": start,
         "to": end,
@@ -187,11 +216,15 @@ def make_plan(
         "seed": settings.random_seed,
         "validation_days": settings.validation_days,
         "holdout_days": settings.holdout_days,
+    }
+    results = {
+        **trainings,
         "max_p_value": settings.promotion_max_p_value,
         "rules": asdict(rules_from(settings)),
     }
     return Plan(
-        key=plan_key(payload, end, retrain_every),
+        key=plan_key(results, end, retrain_every),
+        points_key=plan_key(trainings, end, retrain_every),
         dataset_version=version,
         start=found[0].first,
         end=found[-1].last,
@@ -324,6 +357,21 @@ def _claim_finalize(ctx: Context, plan: Plan) -> bool:
             .values(status="finalizing")
         ).rowcount
     return bool(claimed)
+
+
+def _release_finalize(ctx: Context, plan: Plan) -> None:
+    try:
+        with ctx.engine.begin() as conn:
+            conn.execute(
+                update(walkforward_runs)
+                .where(
+                    walkforward_runs.c.run_key == plan.key,
+                    walkforward_runs.c.status == "finalizing",
+                )
+                .values(status="running")
+            )
+    except Exception as exc:  # the failure itself matters more
+        log.warning("Walk-forward %s could not release its finalize claim: %s", plan.key, exc)
 
 
 def _finished(ctx: Context, plan: Plan) -> WalkForwardResult | None:
