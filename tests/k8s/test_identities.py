@@ -281,10 +281,9 @@ RAW_KEYS = [keys.raw_bars_key("AAPL"), keys.raw_responses_prefix("AAPL") + "2017
 PREDICTION_KEYS = [keys.predictions_key(DAY, "stock-close", "1")]
 REPORT_KEYS = [keys.monitoring_report_key(DAY, f"{n}.html") for n in keys.REPORT_NAMES]
 REPORT_KEYS.append(keys.monitoring_report_key(DAY, "summary.json"))
-WALKFORWARD_KEY = "20170531-every21-0123456789"
-WALKFORWARD_KEYS = [
-    *keys.walkforward_output_keys(WALKFORWARD_KEY).values(),
-    *keys.walkforward_point_keys(WALKFORWARD_KEY, 0),
+WALKFORWARD_KEYS = [  # a walk-forward's outputs, and a point under its trainings' key
+    *keys.walkforward_output_keys("20170531-every21-0123456789").values(),
+    *keys.walkforward_point_keys("20170531-every21-9876543210", 0),
 ]
 ALL_KEYS = (
     DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS + PREDICTION_KEYS + REPORT_KEYS + WALKFORWARD_KEYS
@@ -302,7 +301,7 @@ READS = {
     "batch-infer": DATASET_KEYS,
     "trade": DATASET_KEYS,
     "monitor": DATASET_KEYS,
-    "dashboard": REPORT_KEYS,
+    "dashboard": REPORT_KEYS + WALKFORWARD_KEYS,  # its walk-forward section and routes
 }
 
 
