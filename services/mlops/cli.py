@@ -6,6 +6,7 @@ Heavy libraries (ludwig, torch, mlflow, evidently) are imported inside the stage
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -478,7 +479,11 @@ def walk_forward_cmd(
     if point is not None and finalize:
         raise ConfigError("Give either --point or --finalize to `mlops walk-forward`, not both.")
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    lease = "finalize" if finalize else ("local" if point is None else f"point-{point}")
+    # One lease per walk-forward (its options) and part: two walk-forwards never block
+    # each other's points.
+    options = hashlib.sha256(f"{start}|{end}|{retrain_every}|{window}|{models}".encode())
+    part = "finalize" if finalize else ("local" if point is None else f"point-{point}")
+    lease = f"{options.hexdigest()[:12]}:{part}"
     _stage(
         "walk-forward",
         run,

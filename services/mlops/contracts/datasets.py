@@ -121,9 +121,11 @@ def version_for_day(engine: Engine, as_of: date | None, *, allow_older: bool = F
     return version
 
 
-def covering_version(engine: Engine, day: date | None) -> str:
+def covering_version(engine: Engine, day: date | None, *, earliest: bool = False) -> str:
     """The newest published dataset whose rows reach ``day`` (its last session on or
-    before it); the newest of all without ``day``.
+    before it); the newest of all without ``day``. ``earliest``: the first one published
+    that reaches it instead, which later datasets never change (a walk-forward whose pods
+    start hours apart plans on the same dataset).
 
     For replays of history (backtest, walk-forward): features are causal, so the rows up
     to ``day`` are the same in every dataset that reaches it. Without one, a sentence
@@ -132,11 +134,13 @@ def covering_version(engine: Engine, day: date | None) -> str:
     if day is None:
         return latest_version(engine)
     session = day if market_calendar.is_session(day) else market_calendar.previous_session(day)
+    order = (
+        (datasets.c.as_of.asc(), datasets.c.created_at.asc())
+        if earliest
+        else (datasets.c.as_of.desc(), datasets.c.created_at.desc())
+    )
     query = (
-        select(datasets.c.version)
-        .where(datasets.c.last_date >= session)
-        .order_by(datasets.c.as_of.desc(), datasets.c.created_at.desc())
-        .limit(1)
+        select(datasets.c.version).where(datasets.c.last_date >= session).order_by(*order).limit(1)
     )
     with engine.connect() as conn:
         version = conn.execute(query).scalar()

@@ -93,7 +93,7 @@ def run(
     began = time.perf_counter()
     timings: dict[str, float] = {}
     end = end or as_of
-    version = datasets.covering_version(ctx.engine, end)
+    version = datasets.covering_version(ctx.engine, end, earliest=True)
     _, frame = datasets.load(ctx.store, version)
     plan = make_plan(ctx.settings, frame, version, start, end, retrain_every, window, models)
     timings["load"] = round(time.perf_counter() - began, 2)
