@@ -78,9 +78,11 @@ def test_one_file_per_symbol_with_column_map(make_settings, tmp_path: Path, suff
 
 
 def test_common_column_names_need_no_map(make_settings, tmp_path: Path) -> None:
-    """The bundled sample's own layout (Date, Open, ..., Stock) is recognised as is."""
+    """The bundled sample's own layout (Date, Open, ..., AdjClose, Stock) is recognised as is."""
     settings = make_settings(tmp_path, DATA_SOURCE="files", DATA_FILES=str(sources.sample_path()))
-    pd.testing.assert_frame_equal(_sorted(load_bars(settings)), _sorted(load_sample()))
+    expected = load_sample(adjusted=True)
+    assert expected.columns[-1] == "adjusted_close"
+    pd.testing.assert_frame_equal(_sorted(load_bars(settings)), _sorted(expected))
 
 
 def test_symbols_setting_limits_the_load(make_settings, tmp_path: Path, caplog) -> None:
