@@ -42,7 +42,6 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from mlops.contracts.columns import BAR_COLUMNS
 from mlops.data_prep.bars import ADJUSTED_CLOSE, PRICE_COLUMNS
 from mlops.data_prep.splits import SPLITS, back_adjust, match_splits
 from mlops.errors import DataError
@@ -257,8 +256,10 @@ class QualityGate:
         reasons = row_reasons(bars, self.latest)
         bad = (reasons != "").to_numpy()
         good, adjusted = back_adjust(sort_by_symbol_and_date(bars[~bad] if bad.any() else bars))
-        quarantined = bars.loc[bad, BAR_COLUMNS].assign(reason=reasons[bad])
-        quarantined = quarantined.reset_index(drop=True)
+        quarantined = bars[bad]
+        if ADJUSTED_CLOSE in quarantined.columns:  # one layout for every quarantined row
+            quarantined = quarantined.drop(columns=ADJUSTED_CLOSE)
+        quarantined = quarantined.assign(reason=reasons[bad]).reset_index(drop=True)
         self.total_rows += len(bars)
         self._note(quarantined)
         starts = np.zeros(len(good), dtype=bool)

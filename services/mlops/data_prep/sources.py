@@ -356,6 +356,7 @@ def iter_bars(
     """
     shard = shard or Shard()
     wanted = set(settings.symbol_list)
+    report = skipped is None  # the caller reports what it collects
     skipped = {} if skipped is None else skipped
     adjust = adjusts(settings)
 
@@ -389,7 +390,7 @@ def iter_bars(
     missing = sorted(s for s in wanted if shard.owns(s) and s not in found)
     for symbol in missing:
         skipped.setdefault(symbol, "the source has no bars for it")
-    if missing:
+    if missing and report:
         log.warning("No bars for symbols %s; they are skipped.", ", ".join(missing))
 
 

@@ -84,20 +84,21 @@ def match_splits(open_: np.ndarray, close: np.ndarray) -> np.ndarray:
     move = np.log(close[1:] / close[:-1])
     overnight = np.log(open_[1:] / close[:-1])
     tolerance = np.log1p(SPLIT_TOLERANCE)
-    for k, factor in enumerate(_LOG_FACTORS):
-        near = (np.abs(move - factor) <= tolerance) | (np.abs(overnight - factor) <= tolerance)
-        on_new_scale = (np.abs(move - factor) < abs(factor) / 2) & (
-            np.abs(overnight - factor) < abs(factor) / 2
-        )
-        found[near & on_new_scale] = k
+    # Only moves at least as large as the smallest split's (rare) are looked at closely.
+    least = float(np.abs(_LOG_FACTORS).min()) - tolerance
     size = np.abs(move)
-    for i in np.flatnonzero(found >= 0):
+    for i in np.flatnonzero((size >= least) | (np.abs(overnight) >= least)):
+        off_move, off_night = np.abs(move[i] - _LOG_FACTORS), np.abs(overnight[i] - _LOG_FACTORS)
+        k = int(np.argmin(np.minimum(off_move, off_night)))
+        half = abs(_LOG_FACTORS[k]) / 2
+        if min(off_move[k], off_night[k]) > tolerance or max(off_move[k], off_night[k]) >= half:
+            continue  # near no split, or the day does not trade on the new scale
         before = size[max(0, i - NORMAL_WINDOW) : i]
         if before.size < MIN_NORMAL:
             before = np.delete(size, i)
         typical = float(np.median(before)) / MAD_TO_SIGMA if before.size else 0.0
-        if abs(_LOG_FACTORS[found[i]]) < SPLIT_MIN_SIGMAS * typical:
-            found[i] = -1  # within what this symbol does on an ordinary day
+        if abs(_LOG_FACTORS[k]) >= SPLIT_MIN_SIGMAS * typical:  # beyond an ordinary day
+            found[i] = k
     return found
 
 

@@ -259,8 +259,9 @@ def prepare(
                 # impossible future bars, for the gate to quarantine).
                 dates = bars["date"]
                 known = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
-                for symbol in set(bars["symbol"].dropna()) - set(known["symbol"].dropna()):
-                    staging.skipped[str(symbol)] = f"it has no bar on or before {as_of}"
+                if len(known) < len(bars):
+                    for symbol in _symbols(bars) - _symbols(known):
+                        staging.skipped[symbol] = f"it has no bar on or before {as_of}"
                 bars = known
         if bars is None:
             break
@@ -287,6 +288,10 @@ def prepare(
     )
 
 
+def _symbols(frame: pd.DataFrame) -> set[str]:
+    return {str(s) for s in frame["symbol"].dropna().unique()}
+
+
 def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer: _Timer) -> None:
     """Check one batch of bars, quarantine the bad rows, featurize the good ones by symbol."""
     with timer("validate"):
@@ -295,11 +300,9 @@ def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer
         staging.quarantine.add(check.quarantined)
     if not check.quarantined.empty:
         counts = bars["symbol"].value_counts()
-        for symbol in set(check.quarantined["symbol"].dropna()) - set(check.good["symbol"]):
+        for symbol in _symbols(check.quarantined) - _symbols(check.good):
             if symbol not in staging.last_days:
-                staging.skipped[str(symbol)] = (
-                    f"all {int(counts[symbol])} of its bars were quarantined"
-                )
+                staging.skipped[symbol] = f"all {int(counts[symbol])} of its bars were quarantined"
     if check.good.empty:
         return
     staging.flags.extend(check.flags)
@@ -351,6 +354,8 @@ def _keep_refused(store: ObjectStore, quarantine: PartWriter, as_of: date) -> st
 
 
 def _warn(stale: list[str], staging: _Staging, effective: date, stale_after_days: int) -> None:
+    for symbol, why in sorted(staging.skipped.items()):
+        log.warning("%s is skipped: %s.", symbol, why)
     for symbol in stale:
         log.warning(
             "%s is stale: its last bar is %s, more than %d trading days before %s; it has "
@@ -434,8 +439,6 @@ def _log_dataset(manifest: Manifest, new: bool, run: Contents, timings: dict[str
         "" if new else " (already published)",
         f" in {timings['total']:.1f} s" if "total" in timings else "",
     )
-    for symbol, why in run.skipped_symbols.items():
-        log.warning("%s is skipped: %s.", symbol, why)
 
 
 def _result(
