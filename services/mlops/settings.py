@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     stale_after_days: int = Field(default=5, ge=1, alias="STALE_AFTER_DAYS")
     quality_max_gap_days: int = Field(default=5, ge=1, alias="QUALITY_MAX_GAP_DAYS")
     quality_max_jump_factor: float = Field(default=1.8, gt=1, alias="QUALITY_MAX_JUMP_FACTOR")
+    # Prices put on the scale of an adjusted close (splits and dividends): "auto" for files
+    # that carry one (not the bundled sample, whose datasets stay as published), "always"
+    # wherever there is one (the sample too), "never".
+    data_adjust_prices: Literal["auto", "always", "never"] = Field(
+        default="auto", alias="DATA_ADJUST_PRICES"
+    )
     # Kubernetes Indexed Job: DATA_PREP_SHARDS = completions; the index is set by Kubernetes.
     data_prep_shards: int = Field(default=1, ge=1, le=1000, alias="DATA_PREP_SHARDS")
     job_completion_index: int = Field(default=0, ge=0, alias="JOB_COMPLETION_INDEX")

@@ -169,7 +169,14 @@ def test_changing_the_future_leaves_past_features_unchanged(
     for name, data in (("original", raw), ("changed", change(raw))):
         path = tmp_path / f"{name}.csv"
         data.to_csv(path, index=False)
-        ctx = make_ctx(home=tmp_path / name, DATA_SOURCE="files", DATA_FILES=str(path))
+        # The raw prices: the changes leave the file's AdjClose as it was (and an adjusted
+        # close is back-adjusted from the future by its nature, see docs/data-prep.md).
+        ctx = make_ctx(
+            home=tmp_path / name,
+            DATA_SOURCE="files",
+            DATA_FILES=str(path),
+            DATA_ADJUST_PRICES="never",
+        )
         frames[name] = datasets.load(ctx.store, run(ctx).version)[1]
 
     columns = ["date", "symbol", *FEATURE_COLUMNS, "warmup"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -80,7 +81,11 @@ def test_bad_rows_are_quarantined_with_reasons_and_never_filled(make_ctx, tmp_pa
     result = run(ctx)
     manifest, frame = datasets.load(ctx.store, result.version)
     assert result.quarantined == manifest.quarantined_rows == 2
-    assert manifest.quarantine_key == f"quarantine/2017-12-29/{manifest.version}.parquet"
+    # Named by content: a rerun with other bad rows keeps both files.
+    assert re.fullmatch(
+        rf"quarantine/2017-12-29/{manifest.version}-[0-9a-f]{{12}}\.parquet",
+        manifest.quarantine_key or "",
+    )
     quarantine = get_parquet(ctx.store, manifest.quarantine_key)
     reasons = dict(zip(quarantine["symbol"], quarantine["reason"], strict=True))
     assert reasons["AAPL"] == "a price is missing"
@@ -103,9 +108,14 @@ def test_a_bad_batch_is_refused_whole_and_nothing_is_published(make_ctx, tmp_pat
     assert message.startswith("182 of 3634 rows (5.0%) failed the quality gate")
     assert "above the limit of 1.0%" in message
     assert "most often: volume is missing or negative, e.g." in message
-    assert message.endswith("nothing was published.")
+    assert "nothing was published; the bad rows, with their reasons, are in " in message
     assert "\n" not in message
-    assert ctx.store.list("") == []  # no dataset, no part, no quarantine file
+    # No dataset, no part; only the refused rows, in the file the sentence names.
+    (refused,) = ctx.store.list("")
+    assert re.fullmatch(r"quarantine/2017-12-29/refused-[0-9a-f]{24}\.parquet", refused)
+    assert message.endswith(f" {refused}.")
+    rows = get_parquet(ctx.store, refused)
+    assert len(rows) == 182 and set(rows["reason"]) == {"volume is missing or negative"}
     with ctx.engine.connect() as conn:
         assert conn.execute(select(datasets_table)).all() == []
     # The same batch passes under a looser limit.
@@ -149,7 +159,9 @@ def test_a_split_and_a_gap_restart_the_indicators(make_ctx, tmp_path) -> None:
 
     manifest, frame = datasets.load(ctx.store, run(ctx).version)
     flags = {(f["symbol"], f["date"], f["rule"]) for f in manifest.quality_flags}
-    assert flags == {("AAPL", "2016-06-01", "jump"), ("COKE", "2016-09-21", "gap")}
+    assert flags == {("AAPL", "2016-06-01", "split"), ("COKE", "2016-09-21", "gap")}
+    split = next(f for f in manifest.quality_flags if f["rule"] == "split")
+    assert split["detail"].startswith("matches a 2:1 split (x0.500)")
     assert manifest.quality_flag_count == 2
     for symbol, start in (("AAPL", "2016-06-01"), ("COKE", "2016-09-21")):
         rows = frame[frame["symbol"] == symbol].reset_index(drop=True)

@@ -78,9 +78,11 @@ def test_one_file_per_symbol_with_column_map(make_settings, tmp_path: Path, suff
 
 
 def test_common_column_names_need_no_map(make_settings, tmp_path: Path) -> None:
-    """The bundled sample's own layout (Date, Open, ..., Stock) is recognised as is."""
+    """The bundled sample's own layout (Date, Open, ..., AdjClose, Stock) is recognised as is."""
     settings = make_settings(tmp_path, DATA_SOURCE="files", DATA_FILES=str(sources.sample_path()))
-    pd.testing.assert_frame_equal(_sorted(load_bars(settings)), _sorted(load_sample()))
+    expected = load_sample(adjusted=True)
+    assert expected.columns[-1] == "adjusted_close"
+    pd.testing.assert_frame_equal(_sorted(load_bars(settings)), _sorted(expected))
 
 
 def test_symbols_setting_limits_the_load(make_settings, tmp_path: Path, caplog) -> None:
@@ -171,3 +173,17 @@ def test_timezone_aware_dates_become_trading_days(make_settings, tmp_path: Path)
     sample.to_parquet(path, index=False)
     settings = make_settings(tmp_path, DATA_SOURCE="files", DATA_FILES=str(path))
     pd.testing.assert_frame_equal(_sorted(load_bars(settings)), _sorted(load_sample()))
+
+
+def test_an_unnamed_first_column_is_called_unnamed_0(make_settings, tmp_path: Path) -> None:
+    """Dates written as a frame's index (no header) are mapped by pandas' name for them."""
+    path = tmp_path / "AAPL.csv"
+    aapl = load_sample().query("symbol == 'AAPL'").drop(columns="symbol").set_index("date")
+    aapl.to_csv(path, index_label="")  # the header starts with ",open,high,..."
+    assert path.read_text().startswith(",open,")
+    for text in ("date=Unnamed: 0", "AAPL.csv: date=Unnamed: 0", '{"date": "Unnamed: 0"}'):
+        settings = make_settings(
+            tmp_path, DATA_SOURCE="files", DATA_FILES=str(path), DATA_COLUMN_MAP=text
+        )
+        bars = load_bars(settings)
+        assert len(bars) == len(aapl) and bars["date"].notna().all()

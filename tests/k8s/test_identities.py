@@ -274,7 +274,8 @@ DATASET_KEYS = [
     keys.shard_part_key(DAY, 0, 2, "f" * 64),
 ]
 QUARANTINE_KEYS = [
-    *keys.quarantine_keys(DAY, VERSION, 1),
+    *keys.quarantine_keys(DAY, VERSION, ["f" * 64]),
+    keys.refused_rows_key(DAY, "f" * 64),
     keys.shard_quarantine_key(DAY, 0, 2, "f" * 64),
 ]
 RAW_KEYS = [keys.raw_bars_key("AAPL"), keys.raw_responses_prefix("AAPL") + "2017-05-31.json"]

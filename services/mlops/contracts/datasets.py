@@ -9,7 +9,7 @@ writes datasets (``mlops.data_prep.dataset``); every other stage reads them from
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -23,7 +23,11 @@ from mlops.db.schema import datasets
 from mlops.errors import DataError
 from mlops.store import ObjectStore, get_json, get_parquet
 
-SCHEMA_VERSION = 2
+# 1: one ``data_key``; 2: ``parts``, ``quarantine_keys``, ``stale_symbols``, quality flags;
+# 3: ``skipped_symbols`` and ``adjusted_symbols`` (in older manifests they are unknown, and
+# read as empty). Readers take any version: fields added later have defaults, and fields a
+# reader does not know (a manifest newer than its code) are ignored.
+SCHEMA_VERSION = 3
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,10 @@ class Manifest:
     quality_flags: list[dict[str, str]] = field(default_factory=list)
     quality_flag_count: int = 0
     shards: int = 1
+    # Symbols asked for (SYMBOLS) or seen that have no row in the dataset, and why.
+    skipped_symbols: dict[str, str] = field(default_factory=dict)
+    # Symbols whose prices were put on the scale of their adjusted close.
+    adjusted_symbols: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -63,9 +71,15 @@ class Manifest:
         return [{"key": self.data_key, "rows": self.rows, "content_hash": self.content_hash}]
 
 
+_MANIFEST_FIELDS = frozenset(f.name for f in fields(Manifest))
+
+
 def read_manifest(store: ObjectStore, version: str) -> Manifest:
     payload = get_json(store, manifest_key(version))
-    return Manifest(**payload)
+    unknown = sorted(set(payload) - _MANIFEST_FIELDS)
+    if unknown:
+        log.debug("Manifest %s has fields this code does not know: %s", version, unknown)
+    return Manifest(**{k: v for k, v in payload.items() if k in _MANIFEST_FIELDS})
 
 
 def latest_version(engine: Engine, as_of: date | None = None) -> str:

@@ -5,7 +5,8 @@
     datasets/features/<version>/manifest.json         a dataset's manifest (written last)
     datasets/features/<version>/data.parquet          its one part, or part-00000.parquet ...
     datasets/features/shards/<as_of>/<i>-of-<n>/      one shard's parts and manifest
-    quarantine/<as_of>/<version>.parquet              rows the quality gate refused
+    quarantine/<as_of>/<version>-<hash>.parquet       rows the quality gate quarantined
+    quarantine/<as_of>/refused-<hash>.parquet         bad rows of a batch it refused whole
     raw/alphavantage/<symbol>/bars.parquet            stored history per symbol
     raw/alphavantage/<symbol>/responses/              every API answer, before parsing
     predictions/<day>/<model>-v<version>.parquet      one batch of predictions
@@ -52,8 +53,16 @@ def dataset_part_keys(version: str, count: int) -> list[str]:
     return numbered(f"{dataset_folder(version)}/{'data' if count == 1 else 'part'}", count)
 
 
-def quarantine_keys(as_of: date, version: str, count: int) -> list[str]:
-    return numbered(f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/{version}", count)
+def quarantine_keys(as_of: date, version: str, content_hashes: list[str]) -> list[str]:
+    """A run's quarantine files, named by their content: a rerun that publishes the same
+    dataset with other bad rows writes files of its own, the same bad rows the same keys."""
+    folder = f"{QUARANTINE_PREFIX}/{as_of.isoformat()}"
+    return [f"{folder}/{version}-{h[:12]}.parquet" for h in content_hashes]
+
+
+def refused_rows_key(as_of: date, content_hash: str) -> str:
+    """The bad rows of a batch the quality gate refused (no dataset names them)."""
+    return f"{QUARANTINE_PREFIX}/{as_of.isoformat()}/refused-{content_hash[:24]}.parquet"
 
 
 def shard_folder(as_of: date, index: int, count: int) -> str:

@@ -351,8 +351,13 @@ def iter_alphavantage(
     *,
     until: object = None,
     session: requests.Session | None = None,
+    unknown: dict[str, str] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Each symbol's bars, one symbol per frame, fetched incrementally (see the module doc)."""
+    """Each symbol's bars, one symbol per frame, fetched incrementally (see the module doc).
+
+    ``unknown``, when given, receives the symbols Alpha Vantage does not know and that
+    have no stored bars (they are skipped), each with why.
+    """
     symbols = list(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
     end = _as_date(until) or datetime.now(UTC).date()
     client = AlphaVantageClient.from_settings(settings, store, session=session)
@@ -365,6 +370,8 @@ def iter_alphavantage(
                 bars = _stored(store, symbol)
                 if bars.empty:
                     log.warning("%s; it is skipped.", exc)
+                    if unknown is not None:
+                        unknown[symbol] = "Alpha Vantage does not know it"
                     continue
                 log.warning(
                     "%s; its %d stored bars (to %s) are kept, it will turn stale.",

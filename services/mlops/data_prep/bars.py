@@ -1,4 +1,10 @@
-"""The canonical layout of daily bars that every source produces."""
+"""The canonical layout of daily bars that every source produces.
+
+Beside the canonical columns, a source may carry one optional column, ``adjusted_close``
+(a vendor's close adjusted for splits and dividends: ``Adj Close``, ``AdjClose``,
+``Adj. Close``, quantmod's ``AAPL.Adjusted``, or the column ``DATA_COLUMN_MAP`` names); the
+quality gate puts the prices on its scale (``splits.back_adjust``) and drops it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from mlops.contracts.columns import BAR_COLUMNS
 from mlops.errors import ConfigError, DataError
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
+ADJUSTED_CLOSE = "adjusted_close"
+OPTIONAL_COLUMNS = [ADJUSTED_CLOSE]  # taken when a source has them, never required
+MAPPABLE_COLUMNS = [*BAR_COLUMNS, *OPTIONAL_COLUMNS]  # the names DATA_COLUMN_MAP accepts
 
 # Column names seen in common exports, mapped to the canonical ones (lower-cased keys).
 KNOWN_ALIASES = {
@@ -23,7 +32,22 @@ KNOWN_ALIASES = {
     "low": "low",
     "close": "close",
     "volume": "volume",
+    "adj close": ADJUSTED_CLOSE,
+    "adj. close": ADJUSTED_CLOSE,
+    "adj_close": ADJUSTED_CLOSE,
+    "adjclose": ADJUSTED_CLOSE,
+    "adjusted close": ADJUSTED_CLOSE,
+    "adjusted_close": ADJUSTED_CLOSE,
+    "adjusted": ADJUSTED_CLOSE,
 }
+
+
+def known_alias(name: object) -> str | None:
+    """The canonical column a file's column name spells, if any (``X.Adjusted``: quantmod)."""
+    key = str(name).strip().lower()
+    if key in KNOWN_ALIASES:
+        return KNOWN_ALIASES[key]
+    return ADJUSTED_CLOSE if key.endswith(".adjusted") else None
 
 
 def shown_columns(columns: list) -> str:
@@ -33,7 +57,7 @@ def shown_columns(columns: list) -> str:
 
 
 def column_sources(columns: list, mapping: dict[str, str] | None, source: str) -> dict[str, object]:
-    """For each canonical column, the file's column that holds it.
+    """For each canonical column (and ``adjusted_close`` when present), the file's column.
 
     The map's entries first (matched exactly, else ignoring case), then the built-in
     spellings for the canonical columns the map does not name (the exact canonical name
@@ -54,14 +78,10 @@ def column_sources(columns: list, mapping: dict[str, str] | None, source: str) -
             )
         chosen[ours] = match
     used = set(chosen.values())
-    for ours in BAR_COLUMNS:
+    for ours in MAPPABLE_COLUMNS:
         if ours in chosen:
             continue
-        spelled = [
-            c
-            for c in columns
-            if c not in used and KNOWN_ALIASES.get(str(c).strip().lower()) == ours
-        ]
+        spelled = [c for c in columns if c not in used and known_alias(c) == ours]
         exact = [c for c in spelled if str(c).strip().lower() == ours]
         if spelled:
             chosen[ours] = (exact or spelled)[0]
@@ -81,10 +101,12 @@ def canonicalize(
 ) -> pd.DataFrame:
     """Take the canonical columns (see ``column_sources``) and coerce their types.
 
-    ``mapping`` maps canonical names to the file's own column names.
+    ``mapping`` maps canonical names to the file's own column names. The result has the
+    canonical columns, and ``adjusted_close`` after them when the source has one.
     """
     chosen = column_sources(list(frame.columns), mapping, source)
-    frame = pd.DataFrame({ours: frame[chosen[ours]] for ours in BAR_COLUMNS}, index=frame.index)
+    names = [c for c in MAPPABLE_COLUMNS if c in chosen]
+    frame = pd.DataFrame({ours: frame[chosen[ours]] for ours in names}, index=frame.index)
     dates = frame["date"]
     if not pd.api.types.is_datetime64_any_dtype(dates):
         dates = pd.to_datetime(dates, errors="coerce")
@@ -92,7 +114,7 @@ def canonicalize(
         dates = dates.dt.tz_localize(None)
     frame["date"] = dates.dt.normalize().astype("datetime64[ns]")
     frame["symbol"] = _clean_symbols(frame["symbol"])
-    for column in [*PRICE_COLUMNS, "volume"]:
+    for column in [*PRICE_COLUMNS, "volume", *(c for c in OPTIONAL_COLUMNS if c in chosen)]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
 

@@ -1,8 +1,9 @@
 """``DATA_COLUMN_MAP``: which of a file's columns holds each canonical column.
 
-The canonical columns are ``date, symbol, open, high, low, close, volume``. Common
-spellings (Date, Timestamp, Ticker, Stock, Close, ...) are recognised without a map; a map
-names the others, and the built-in spellings still apply to the columns it does not name.
+The canonical columns are ``date, symbol, open, high, low, close, volume``, and the
+optional ``adjusted_close`` (see ``bars``). Common spellings (Date, Timestamp, Ticker,
+Stock, Close, Adj Close, ...) are recognised without a map; a map names the others, and the
+built-in spellings still apply to the columns it does not name.
 Forms (the map is checked before any file is read):
 
 * ``close=Adj Close,date=Day``: for every file;
@@ -27,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops.contracts.columns import BAR_COLUMNS
+from mlops.data_prep.bars import MAPPABLE_COLUMNS
 from mlops.errors import ConfigError
 
 ALL_FILES = "*"
@@ -39,13 +40,13 @@ def _bad(detail: str) -> ConfigError:
 
 def _canonical(name: str) -> str:
     key = name.strip().lower()
-    if key in BAR_COLUMNS:
+    if key in MAPPABLE_COLUMNS:
         return key
-    near = difflib.get_close_matches(key, BAR_COLUMNS, n=1)
+    near = difflib.get_close_matches(key, MAPPABLE_COLUMNS, n=1)
     hint = f" (did you mean {near[0]}?)" if near else ""
     raise _bad(
         f"{name.strip()!r} is not a canonical column{hint}; the canonical columns are "
-        f"{', '.join(BAR_COLUMNS)}"
+        f"{', '.join(MAPPABLE_COLUMNS)}"
     )
 
 

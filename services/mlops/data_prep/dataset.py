@@ -5,12 +5,18 @@ contracts every stage shares: ``mlops.contracts.datasets`` and ``mlops.contracts
 A dataset is one or more Parquet *parts* and a *manifest* naming them, written last:
 
 * ``datasets/features/<version>/manifest.json``, with ``version`` = ``<as_of>-<first 12
-  hex of the dataset hash>``; the hash covers the parts' content hashes and the stale
-  symbols, so the same data gives the same version and republishing it changes nothing;
+  hex of the dataset hash>``; the hash covers the parts' content hashes, the stale
+  symbols and the skipped ones, so the same data gives the same version and republishing
+  it changes nothing;
 * its parts: ``datasets/features/<version>/data.parquet`` when there is one, else
   ``part-00000.parquet``, ``part-00001.parquet``, ... (at most ``PART_ROWS`` rows each,
   written symbol by symbol); a sharded dataset names the shards' parts instead;
-* the quarantined rows with their reasons: ``quarantine/<as_of>/<version>.parquet``.
+* the quarantined rows with their reasons: ``quarantine/<as_of>/<version>-<first 12 hex
+  of their content hash>.parquet``, written by every run, also one whose clean rows equal
+  a dataset already published (its manifest names the first run's quarantine; the run's
+  result names its own);
+* the bad rows of a batch the quality gate refused whole (no dataset):
+  ``quarantine/<as_of>/refused-<content hash>.parquet``, named in the error sentence.
 
 Readers go through the manifest (``contracts.datasets.load`` reads every part it names,
 checks the row counts and sorts the rows by date, then symbol) and the ``datasets`` table
@@ -41,6 +47,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -79,6 +86,8 @@ class Contents:
     stale_symbols: list[str] = field(default_factory=list)
     quality_flags: list[dict[str, str]] = field(default_factory=list)
     quality_flag_count: int = 0
+    skipped_symbols: dict[str, str] = field(default_factory=dict)  # symbol: why
+    adjusted_symbols: list[str] = field(default_factory=list)
 
     @staticmethod
     def combine(items: list[Contents]) -> Contents:
@@ -101,10 +110,16 @@ class Contents:
             stale_symbols=sorted({s for c in items for s in c.stale_symbols}),
             quality_flags=flags[:MAX_FLAGS],
             quality_flag_count=sum(c.quality_flag_count for c in items),
+            skipped_symbols=dict(
+                sorted((k, v) for c in items for k, v in c.skipped_symbols.items())
+            ),
+            adjusted_symbols=sorted({s for c in items for s in c.adjusted_symbols}),
         )
 
     def dataset_hash(self) -> str:
-        return dataset_hash([p["content_hash"] for p in self.parts], self.stale_symbols)
+        return dataset_hash(
+            [p["content_hash"] for p in self.parts], self.stale_symbols, self.skipped_symbols
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,8 @@ class PartWriter:
     group plus the largest symbol), in the order they were added; a part is closed once it
     holds ``max_rows``. Each part's content hash is computed on the way (row hashes, so it
     equals ``content_hash`` of the whole part). Nothing reaches the store until the
-    parts are published: a batch refused by the quality gate leaves no trace there.
+    parts are published: a batch refused by the quality gate leaves no dataset there (only
+    its bad rows, see ``put_refused``).
     """
 
     def __init__(
@@ -268,9 +284,15 @@ def _put_files(store: ObjectStore, staged: list[StagedPart], part_keys: list[str
             store.put_bytes(key, part.path.read_bytes(), "application/vnd.apache.parquet")
 
 
-def dataset_hash(part_hashes: list[str], stale_symbols: list[str]) -> str:
-    """The hash a dataset version is named after: its parts' contents and stale symbols."""
-    payload = {"parts": list(part_hashes), "stale_symbols": sorted(stale_symbols)}
+def dataset_hash(
+    part_hashes: list[str], stale_symbols: list[str], skipped_symbols: Iterable[str] = ()
+) -> str:
+    """The hash a dataset version is named after: its parts' contents, its stale symbols
+    and the names of its skipped ones (left out when none: older versions keep their hash)."""
+    payload: dict[str, Any] = {"parts": list(part_hashes), "stale_symbols": sorted(stale_symbols)}
+    skipped = sorted(skipped_symbols)
+    if skipped:
+        payload["skipped_symbols"] = skipped
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -283,29 +305,43 @@ def publish_staged(
     as_of: date,
     source: str,
     quality: Contents | None = None,
-) -> tuple[Manifest, bool]:
-    """Publish locally staged parts as one dataset: parts, quarantine, then the manifest.
+) -> tuple[Manifest, bool, list[str]]:
+    """Publish locally staged parts as one dataset: quarantine, parts, then the manifest.
 
     Parts go to ``datasets/features/<version>/data.parquet`` (one part) or
     ``.../part-00000.parquet``, ``.../part-00001.parquet`` ...; the quarantine to
-    ``quarantine/<as_of>/<version>.parquet``. ``quality`` carries the quarantine count,
-    the stale symbols and the quality flags.
+    ``quarantine/<as_of>/<version>-<hash>.parquet``. ``quality`` carries the quarantine
+    count, the stale, skipped and adjusted symbols and the quality flags.
+
+    Returns the manifest, whether it is new, and the keys of this run's quarantine files:
+    they are written even when the same dataset was published before (whose manifest
+    names the quarantine of the run that published it).
     """
     quality = quality or Contents()
     if not staged or sum(p.rows for p in staged) == 0:
         raise DataError(f"No rows to publish for {as_of}.")
-    digest = dataset_hash([p.content_hash for p in staged], quality.stale_symbols)
+    digest = dataset_hash(
+        [p.content_hash for p in staged], quality.stale_symbols, quality.skipped_symbols
+    )
     version = f"{as_of.isoformat()}-{digest[:12]}"
-    if store.exists(keys.manifest_key(version)):  # the same data again: nothing to write
+    q_keys = keys.quarantine_keys(as_of, version, [p.content_hash for p in quarantine])
+    _put_files(store, quarantine, q_keys)
+    if store.exists(keys.manifest_key(version)):  # the same data again: no part to write
         manifest = read_manifest(store, version)
         _claim(store, engine, manifest, write=False)
-        return manifest, False
+        return manifest, False, q_keys
     part_keys = keys.dataset_part_keys(version, len(staged))
     _put_files(store, staged, part_keys)
-    q_keys = keys.quarantine_keys(as_of, version, len(quarantine))
-    _put_files(store, quarantine, q_keys)
     contents = replace(_describe(staged, part_keys), **_quality_fields(quality, q_keys))
-    return publish_contents(store, engine, contents, as_of=as_of, source=source)
+    manifest, new = publish_contents(store, engine, contents, as_of=as_of, source=source)
+    return manifest, new, q_keys
+
+
+def put_refused(store: ObjectStore, quarantine: list[StagedPart], *, as_of: date) -> list[str]:
+    """Write the bad rows of a batch the quality gate refused; their keys."""
+    refused_keys = [keys.refused_rows_key(as_of, p.content_hash) for p in quarantine]
+    _put_files(store, quarantine, refused_keys)
+    return refused_keys
 
 
 def _quality_fields(quality: Contents, quarantine_keys: list[str]) -> dict[str, Any]:
@@ -315,6 +351,8 @@ def _quality_fields(quality: Contents, quarantine_keys: list[str]) -> dict[str, 
         "stale_symbols": sorted(quality.stale_symbols),
         "quality_flags": quality.quality_flags[:MAX_FLAGS],
         "quality_flag_count": quality.quality_flag_count,
+        "skipped_symbols": dict(sorted(quality.skipped_symbols.items())),
+        "adjusted_symbols": sorted(quality.adjusted_symbols),
     }
 
 
@@ -337,7 +375,7 @@ def publish(
         if quarantine is not None:
             q_writer.add(quarantine)
         quality = Contents(quarantined_rows=0 if quarantine is None else len(quarantine))
-        return publish_staged(
+        manifest, new, _ = publish_staged(
             store,
             engine,
             writer.close(),
@@ -346,6 +384,7 @@ def publish(
             source=source,
             quality=quality,
         )
+        return manifest, new
 
 
 def publish_contents(
@@ -388,6 +427,8 @@ def publish_contents(
         quality_flags=contents.quality_flags,
         quality_flag_count=contents.quality_flag_count,
         shards=shards,
+        skipped_symbols=contents.skipped_symbols,
+        adjusted_symbols=contents.adjusted_symbols,
     )
     if _claim(store, engine, manifest, write=True):
         return manifest, True

@@ -5,17 +5,24 @@ today (a bar from the future is a typo or a bad feed, and would make the whole d
 "as of" that day), the symbol is set, prices are present and positive, volume is present
 and not negative, high is at least max(open, close), low at most min(open, close), and
 (symbol, date) is not duplicated (every copy is quarantined: there is no telling which
-one is right).
+one is right), and, for a symbol that carries adjusted closes, the row has one (positive).
+
+A symbol's bars that carry an adjusted close are put on its scale (``splits.back_adjust``)
+once the bad rows are out, before the rules below: a split is then no jump at all.
 
 Per symbol, on the rows that passed (trading days are weekdays, counted with
 ``numpy.busday_count``; exchange holidays count as missing days, which a limit of a few
 days absorbs):
 
-* a gap of more than ``QUALITY_MAX_GAP_DAYS`` missing trading days between two bars, or a
-  close-to-close move beyond ``QUALITY_MAX_JUMP_FACTOR`` (up or down, e.g. a 2:1 split
-  halves the close), is flagged and *breaks the series*: indicators restart after it (the
-  rows warm up again) and the row before it gets no target, so no feature or target mixes
-  prices across it. The rows themselves are kept; the flags go into the manifest.
+* a gap of more than ``QUALITY_MAX_GAP_DAYS`` missing trading days between two bars, a
+  move that matches a split ratio (3:2, 5:4, 1:10, ..., see ``splits.match_splits``), or
+  a close-to-close move beyond ``QUALITY_MAX_JUMP_FACTOR`` (up or down) is flagged
+  (``gap``, ``split`` naming the ratio, ``jump``) and *breaks the series*: indicators
+  restart after it (the rows warm up again) and the row before it gets no target, so no
+  feature or target mixes prices across it. The rows themselves are kept; the flags go
+  into the manifest.
+* bars with a volume of 0 (no trade: the price is a stale quote) are flagged
+  (``zero_volume``, one flag per run of such days) and kept.
 * a symbol whose last bar is more than ``STALE_AFTER_DAYS`` trading days before the
   as-of day is *stale*: its history stays in the dataset, it has no row on the dataset's
   latest day, and the manifest lists it in ``stale_symbols``. When every symbol is stale
@@ -35,9 +42,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from mlops.data_prep.bars import ADJUSTED_CLOSE, PRICE_COLUMNS
+from mlops.data_prep.splits import SPLITS, back_adjust, match_splits
 from mlops.errors import DataError
-
-PRICE_COLUMNS = ["open", "high", "low", "close"]
 
 
 @dataclass
@@ -53,11 +60,11 @@ class QualityResult:
 
 @dataclass(frozen=True)
 class QualityFlag:
-    """A per-symbol finding that does not quarantine rows: a gap or a jump."""
+    """A per-symbol finding that does not quarantine rows: a gap, split, jump or no trade."""
 
     symbol: str
-    date: str  # the first bar after the gap or jump
-    rule: str  # "gap" or "jump"
+    date: str  # the first bar after the gap, split or jump; the first bar without trades
+    rule: str  # "gap", "split", "jump" or "zero_volume"
     detail: str
 
     def to_dict(self) -> dict[str, str]:
@@ -69,6 +76,13 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
 
     ``latest``: the newest possible trading day (today); later bars are quarantined.
     """
+    missing_adjusted = np.zeros(len(bars), dtype=bool)
+    if ADJUSTED_CLOSE in bars.columns:
+        adjusted = bars[ADJUSTED_CLOSE].to_numpy(dtype="float64", na_value=np.nan)
+        present = pd.Series(~np.isnan(adjusted), index=bars.index)
+        carries = present.groupby(bars["symbol"].fillna(""), sort=False).transform("any")
+        with np.errstate(invalid="ignore"):
+            missing_adjusted = carries.to_numpy(dtype=bool) & ~(adjusted > 0)
     prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
     open_, high, low, close = prices.T
     volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
@@ -87,6 +101,7 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
             ("volume is missing or negative", np.isnan(volume) | (volume < 0)),
             ("high is below open or close", high < np.fmax(open_, close)),
             ("low is above open or close", low > np.fmin(open_, close)),
+            ("adjusted close is missing or not positive", missing_adjusted),
             (
                 "duplicate (symbol, date)",
                 bars.duplicated(subset=["symbol", "date"], keep=False).to_numpy() & ~no_date,
@@ -118,7 +133,9 @@ def series_breaks(
     """Where one symbol's valid, date-sorted bars break, and why.
 
     Returns a boolean array, True on each row that starts a new series segment (the
-    first row is not marked), and the flags explaining each break.
+    first row is not marked), and the flags explaining each break. A move that matches a
+    split is flagged ``split`` (naming the ratio) whether or not it is beyond
+    ``max_jump_factor``; ``jump`` is a large move that matches no split.
     """
     n = len(bars)
     starts = np.zeros(n, dtype=bool)
@@ -126,11 +143,13 @@ def series_breaks(
         return starts, []
     days = _days(bars["date"])
     missing = np.busday_count(days[:-1] + np.timedelta64(1, "D"), days[1:])
+    open_ = bars["open"].to_numpy(dtype="float64")
     close = bars["close"].to_numpy(dtype="float64")
     ratio = close[1:] / close[:-1]
     gap = missing > max_gap_days
-    jump = (ratio > max_jump_factor) | (ratio < 1.0 / max_jump_factor)
-    starts[1:] = gap | jump
+    split = match_splits(open_, close)
+    jump = ((ratio > max_jump_factor) | (ratio < 1.0 / max_jump_factor)) & (split < 0)
+    starts[1:] = gap | jump | (split >= 0)
     flags: list[QualityFlag] = []
     symbol = str(bars["symbol"].iloc[0])
     for i in np.flatnonzero(starts[1:]):
@@ -145,6 +164,19 @@ def series_breaks(
                     f"(limit {max_gap_days}); indicators restart",
                 )
             )
+        if split[i] >= 0:
+            found = SPLITS[split[i]]
+            flags.append(
+                QualityFlag(
+                    symbol,
+                    after,
+                    "split",
+                    f"matches a {found.name} {found.kind} (x{found.factor:.3f}): close moved "
+                    f"x{ratio[i]:.3f} from {close[i]:g} to {close[i + 1]:g} (open "
+                    f"{open_[i + 1]:g}); indicators restart (an adjusted close would "
+                    "back-adjust the prices instead)",
+                )
+            )
         if jump[i]:
             flags.append(
                 QualityFlag(
@@ -156,6 +188,31 @@ def series_breaks(
                 )
             )
     return starts, flags
+
+
+def zero_volume_flags(bars: pd.DataFrame) -> list[QualityFlag]:
+    """One flag per run of consecutive bars with a volume of 0 in one symbol's sorted bars."""
+    zero = bars["volume"].to_numpy(dtype="float64") == 0
+    if not zero.any():
+        return []
+    days = _days(bars["date"])
+    symbol = str(bars["symbol"].iloc[0])
+    edges = np.diff(np.r_[0, zero.astype(np.int8), 0])
+    flags = []
+    for first, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+        count = int(end - first)
+        span = f"on {days[first]}"
+        if count > 1:
+            span = f"on {count} bars, {days[first]} to {days[end - 1]}"
+        flags.append(
+            QualityFlag(
+                symbol,
+                str(days[first]),
+                "zero_volume",
+                f"volume is 0 {span}: no trade, the price is a stale quote; the rows are kept",
+            )
+        )
+    return flags
 
 
 def stale_symbols(last_days: dict[str, date], as_of: date, stale_after_days: int) -> list[str]:
@@ -174,6 +231,7 @@ class SymbolCheck:
     quarantined: pd.DataFrame  # bad rows with a ``reason`` column
     starts: np.ndarray  # aligned with ``good``: True where a series segment starts
     flags: list[QualityFlag]
+    adjusted: list[str] = field(default_factory=list)  # symbols put on their adjusted close
 
 
 @dataclass
@@ -190,11 +248,18 @@ class QualityGate:
     examples: dict[str, str] = field(default_factory=dict)
 
     def check(self, bars: pd.DataFrame) -> SymbolCheck:
-        """Split bars (usually one symbol's) into good and quarantined rows."""
+        """Split bars (usually one symbol's) into good and quarantined rows.
+
+        The good rows come back adjusted (when they carry an adjusted close) and with the
+        canonical columns only; so do the quarantined ones, with their ``reason``.
+        """
         reasons = row_reasons(bars, self.latest)
         bad = (reasons != "").to_numpy()
-        good = sort_by_symbol_and_date(bars[~bad] if bad.any() else bars)
-        quarantined = bars[bad].assign(reason=reasons[bad]).reset_index(drop=True)
+        good, adjusted = back_adjust(sort_by_symbol_and_date(bars[~bad] if bad.any() else bars))
+        quarantined = bars[bad]
+        if ADJUSTED_CLOSE in quarantined.columns:  # one layout for every quarantined row
+            quarantined = quarantined.drop(columns=ADJUSTED_CLOSE)
+        quarantined = quarantined.assign(reason=reasons[bad]).reset_index(drop=True)
         self.total_rows += len(bars)
         self._note(quarantined)
         starts = np.zeros(len(good), dtype=bool)
@@ -209,7 +274,8 @@ class QualityGate:
                     max_jump_factor=self.max_jump_factor,
                 )
                 flags.extend(part_flags)
-        return SymbolCheck(good=good, quarantined=quarantined, starts=starts, flags=flags)
+                flags.extend(zero_volume_flags(good.iloc[lo:hi]))
+        return SymbolCheck(good, quarantined, starts, flags, adjusted)
 
     def _note(self, quarantined: pd.DataFrame) -> None:
         self.bad_rows += len(quarantined)
@@ -226,15 +292,22 @@ class QualityGate:
     def bad_share(self) -> float:
         return self.bad_rows / self.total_rows if self.total_rows else 0.0
 
+    def refusal(self) -> str | None:
+        """Why the batch is refused (its share of bad rows passes the limit), or None."""
+        if self.bad_share <= self.max_bad_share:
+            return None
+        top = self.reasons.most_common(1)[0][0]
+        return (
+            f"{self.bad_rows} of {self.total_rows} rows ({self.bad_share:.1%}) failed the "
+            f"quality gate, above the limit of {self.max_bad_share:.1%} (most often: {top}, "
+            f"e.g. {self.examples.get(top, '?')}); nothing was published"
+        )
+
     def verify(self) -> None:
         """Refuse the batch when its share of bad rows passes the limit."""
-        if self.bad_share > self.max_bad_share:
-            top = self.reasons.most_common(1)[0][0]
-            raise DataError(
-                f"{self.bad_rows} of {self.total_rows} rows ({self.bad_share:.1%}) failed the "
-                f"quality gate, above the limit of {self.max_bad_share:.1%} (most often: {top}, "
-                f"e.g. {self.examples.get(top, '?')}); nothing was published."
-            )
+        refusal = self.refusal()
+        if refusal:
+            raise DataError(f"{refusal}.")
 
 
 def check_bars(bars: pd.DataFrame, *, max_bad_share: float) -> QualityResult:

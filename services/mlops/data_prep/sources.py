@@ -15,6 +15,10 @@ by the largest symbol rather than by the universe:
 ``DATA_COLUMN_MAP`` (``date=Date,symbol=Ticker,...``, or per file, see ``columns``) maps
 the canonical names to the file's own; common spellings (Date, Ticker, Stock, ...) are
 recognised without it, and still are for the columns a map does not name.
+
+An adjusted close (``adjusted_close``: ``Adj Close``, ``AdjClose``, ``X.Adjusted`` or a
+mapped column) is passed on for the quality gate to adjust the prices by, as
+``DATA_ADJUST_PRICES`` says (``adjusts``); otherwise it is dropped here.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.data_prep.bars import BAR_COLUMNS, canonicalize, column_sources
+from mlops.data_prep.bars import ADJUSTED_CLOSE, BAR_COLUMNS, canonicalize, column_sources
 from mlops.data_prep.columns import ColumnMaps
 from mlops.data_prep.shards import Shard, stable_hash
 from mlops.errors import DataError, MlopsError
@@ -52,9 +56,17 @@ def sample_path() -> Path:
     return Path(str(resources.files("mlops") / "resources" / "sample" / SAMPLE_FILE))
 
 
-def load_sample() -> pd.DataFrame:
-    """The bundled sample in the canonical layout."""
-    return read_bar_file(sample_path())
+def load_sample(*, adjusted: bool = False) -> pd.DataFrame:
+    """The bundled sample in the canonical layout (with its ``adjusted_close`` if asked)."""
+    frame = read_bar_file(sample_path())
+    return frame if adjusted else frame.drop(columns=ADJUSTED_CLOSE)
+
+
+def adjusts(settings: Settings) -> bool:
+    """Whether the configured source's adjusted closes are used (``DATA_ADJUST_PRICES``)."""
+    if settings.data_adjust_prices == "auto":
+        return settings.data_source == "files"
+    return settings.data_adjust_prices == "always"
 
 
 def _is_parquet(path: Path) -> bool:
@@ -219,6 +231,8 @@ class _SymbolBuckets:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if ADJUSTED_CLOSE not in frame.columns:  # one schema for every bucket file
+            frame = frame.assign(**{ADJUSTED_CLOSE: float("nan")})
         buckets = {s: self._bucket(s) for s in frame["symbol"].dropna().unique()}
         ids = frame["symbol"].map(buckets).fillna(0).astype("int64")
         for bucket, part in frame.groupby(ids.to_numpy(), sort=True):
@@ -239,7 +253,10 @@ class _SymbolBuckets:
         else:
             frames = self._bucket_frames()
         for frame in frames:
-            yield from _by_symbol(frame)
+            for group in _by_symbol(frame):
+                if ADJUSTED_CLOSE in group.columns and group[ADJUSTED_CLOSE].isna().all():
+                    group = group.drop(columns=ADJUSTED_CLOSE)  # the bucket schema's, not its
+                yield group
 
     def _bucket_frames(self) -> Iterator[pd.DataFrame]:
         import pyarrow.parquet as pq
@@ -258,7 +275,7 @@ def _bucket_schema() -> Any:
     import pyarrow as pa
 
     fields = [pa.field("date", pa.timestamp("ns")), pa.field("symbol", pa.string())]
-    fields += [pa.field(c, pa.float64()) for c in BAR_COLUMNS[2:]]
+    fields += [pa.field(c, pa.float64()) for c in [*BAR_COLUMNS[2:], ADJUSTED_CLOSE]]
     return pa.schema(fields)
 
 
@@ -327,14 +344,21 @@ def iter_bars(
     *,
     shard: Shard | None = None,
     as_of: object = None,
+    skipped: dict[str, str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Bars from the configured source, one symbol per frame, for this shard's symbols.
 
     Limited to ``SYMBOLS`` when set; rows without a symbol come as a frame of their own
-    (on shard 0) so the quality gate can quarantine them.
+    (on shard 0) so the quality gate can quarantine them. A frame has an
+    ``adjusted_close`` column only when the source carries one and ``adjusts`` says so.
+    ``skipped``, when given, receives the wanted symbols the source had no bars for, and
+    why (once the frames are exhausted).
     """
     shard = shard or Shard()
     wanted = set(settings.symbol_list)
+    report = skipped is None  # the caller reports what it collects
+    skipped = {} if skipped is None else skipped
+    adjust = adjusts(settings)
 
     def owned(symbol: object) -> bool:
         if wanted and symbol not in wanted:
@@ -342,7 +366,8 @@ def iter_bars(
         return shard.owns(symbol)
 
     if settings.data_source == "sample":
-        frames: Iterable[pd.DataFrame] = _by_symbol(_owned_rows(load_sample(), owned))
+        sample = load_sample(adjusted=adjust)
+        frames: Iterable[pd.DataFrame] = _by_symbol(_owned_rows(sample, owned))
     elif settings.data_source == "files":
         assert settings.data_files is not None
         maps = ColumnMaps.parse(settings.data_column_map)  # checked before any file is read
@@ -352,14 +377,20 @@ def iter_bars(
         from mlops.store import open_store
 
         symbols = [s for s in settings.symbol_list if shard.owns(s)]
-        frames = iter_alphavantage(settings, store or open_store(settings), symbols, until=as_of)
+        frames = iter_alphavantage(
+            settings, store or open_store(settings), symbols, until=as_of, unknown=skipped
+        )
 
     found: set[str] = set()
     for frame in frames:
         found.update(frame["symbol"].dropna().unique())
+        if not adjust and ADJUSTED_CLOSE in frame.columns:
+            frame = frame.drop(columns=ADJUSTED_CLOSE)
         yield frame
     missing = sorted(s for s in wanted if shard.owns(s) and s not in found)
-    if missing:
+    for symbol in missing:
+        skipped.setdefault(symbol, "the source has no bars for it")
+    if missing and report:
         log.warning("No bars for symbols %s; they are skipped.", ", ".join(missing))
 
 

@@ -1,10 +1,17 @@
 """``mlops data-prep``: bars in, checked features out, as one immutable dataset version.
 
 Symbol by symbol (memory bounded by the largest symbol and one part, see ``sources`` and
-``dataset.PartWriter``): read, quality gate per row, series breaks (gaps, jumps),
-features, staged part on local disk. After the last symbol the batch-wide checks run
-(share of bad rows, stale symbols); only when they pass do the parts, the quarantine file
-and the manifest reach the store, the manifest last.
+``dataset.PartWriter``): read, quality gate per row, adjustment by an adjusted close,
+series breaks (gaps, splits, jumps), features, staged part on local disk. After the last
+symbol the batch-wide checks run (share of bad rows, stale symbols); only when they pass
+do the parts, the quarantine file and the manifest reach the store, the manifest last. A
+batch refused for its share of bad rows leaves only those rows, in a file the error
+sentence names.
+
+The result (and the manifest) lists what did not make it into the dataset: quarantined
+rows (this run's, with the keys of the files holding them, even when the same dataset was
+published before), stale symbols, and skipped symbols with why (not in the source,
+unknown to Alpha Vantage, no bar on or before the as-of day, every bar quarantined).
 
 Sharded (``DATA_PREP_SHARDS`` > 1, index from ``JOB_COMPLETION_INDEX``): each shard does
 the above for its own symbols and publishes a shard manifest; the shard that completes
@@ -19,7 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -54,6 +61,9 @@ class DataPrepResult:
     quality_flags: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     market_closed: str | None = None  # why nothing was published: not a trading session
+    skipped_symbols: dict[str, str] = field(default_factory=dict)  # symbol: why
+    adjusted_symbols: list[str] = field(default_factory=list)  # on their adjusted close
+    quarantine_keys: list[str] = field(default_factory=list)  # this run's quarantined rows
 
 
 @dataclass
@@ -68,6 +78,8 @@ class Prepared:
     stale_symbols: list[str]
     flags: list[QualityFlag]
     timings: dict[str, float]
+    skipped_symbols: dict[str, str] = field(default_factory=dict)
+    adjusted_symbols: list[str] = field(default_factory=list)
 
 
 class _Timer:
@@ -105,7 +117,7 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
     with tempfile.TemporaryDirectory(prefix="mlops-data-prep-") as folder:
         prepared = prepare(settings, ctx.store, shard, as_of, Path(folder))
         if shard.count == 1:
-            manifest, new = _publish_dataset(ctx, prepared, timer)
+            manifest, new, quality = _publish_dataset(ctx, prepared, timer)
         else:
             with timer("publish"):
                 shard_manifest = dataset.publish_shard(
@@ -121,13 +133,19 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
     timings = {**prepared.timings, **timer.rounded()}
     timings["total"] = round(time.perf_counter() - began, 3)
     if shard.count == 1:
-        _log_dataset(manifest, new, timings)
-        return _result(manifest, new, shard.name, timings)
+        _log_dataset(manifest, new, quality, timings)
+        return _result(manifest, new, quality, shard.name, timings)
     return _shard_published(ctx, shard, prepared.as_of, shard_manifest, timings)
 
 
-def _publish_dataset(ctx: Context, prepared: Prepared, timer: _Timer) -> tuple[Manifest, bool]:
-    """Publish an unsharded run's parts as one dataset, unless every symbol is stale."""
+def _publish_dataset(
+    ctx: Context, prepared: Prepared, timer: _Timer
+) -> tuple[Manifest, bool, Contents]:
+    """Publish an unsharded run's parts as one dataset, unless every symbol is stale.
+
+    Also returns what this run found (its quarantine and its keys, flags, stale, skipped
+    and adjusted symbols), which the manifest of a dataset published before may not say.
+    """
     _refuse_all_stale(
         {s for p in prepared.parts for s in p.symbols},
         prepared.stale_symbols,
@@ -135,16 +153,18 @@ def _publish_dataset(ctx: Context, prepared: Prepared, timer: _Timer) -> tuple[M
         prepared.as_of,
         ctx.settings,
     )
+    quality = _quality(prepared)
     with timer("publish"):
-        return dataset.publish_staged(
+        manifest, new, quarantine_keys = dataset.publish_staged(
             ctx.store,
             ctx.engine,
             prepared.parts,
             prepared.quarantine,
             as_of=prepared.as_of,
             source=ctx.settings.data_source,
-            quality=_quality(prepared),
+            quality=quality,
         )
+    return manifest, new, replace(quality, quarantine_keys=quarantine_keys)
 
 
 def _shard_published(
@@ -182,6 +202,9 @@ def _shard_published(
         stale_symbols=contents.stale_symbols,
         quality_flags=contents.quality_flag_count,
         timings=timings,
+        skipped_symbols=contents.skipped_symbols,
+        adjusted_symbols=contents.adjusted_symbols,
+        quarantine_keys=contents.quarantine_keys,
     )
 
 
@@ -193,6 +216,8 @@ class _Staging:
     quarantine: PartWriter
     last_days: dict[str, date] = field(default_factory=dict)
     flags: list[QualityFlag] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # symbol: why it has no row
+    adjusted: set[str] = field(default_factory=set)
 
 
 def today() -> date:
@@ -225,7 +250,7 @@ def prepare(
     staging = _Staging(PartWriter(folder, PART_ROWS), PartWriter(folder, PART_ROWS, "quarantine"))
     timer = _Timer()
     cutoff = pd.Timestamp(as_of) if as_of is not None else None
-    frames = iter_bars(settings, store, shard=shard, as_of=as_of)
+    frames = iter_bars(settings, store, shard=shard, as_of=as_of, skipped=staging.skipped)
     while True:
         with timer("read"):
             bars = next(frames, None)
@@ -233,13 +258,19 @@ def prepare(
                 # Replaying history: only what was known after that day's close (and the
                 # impossible future bars, for the gate to quarantine).
                 dates = bars["date"]
-                bars = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
+                known = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
+                if len(known) < len(bars):
+                    for symbol in _symbols(bars) - _symbols(known):
+                        staging.skipped[symbol] = f"it has no bar on or before {as_of}"
+                bars = known
         if bars is None:
             break
         if not bars.empty:
             _stage_batch(gate, bars, staging, timer)
-    effective = _check_totals(gate, staging.last_days, shard, as_of)
+    effective = _check_totals(gate, staging, shard, as_of, store, latest.date())
     stale = stale_symbols(staging.last_days, effective, settings.stale_after_days)
+    for symbol in staging.last_days:
+        staging.skipped.pop(symbol, None)  # rows of its own after all (another frame)
     _warn(stale, staging, effective, settings.stale_after_days)
     with timer("write"):
         staged, staged_quarantine = staging.parts.close(), staging.quarantine.close()
@@ -252,7 +283,13 @@ def prepare(
         stale_symbols=stale,
         flags=staging.flags,
         timings=timer.rounded(),
+        skipped_symbols=dict(sorted(staging.skipped.items())),
+        adjusted_symbols=sorted(staging.adjusted),
     )
+
+
+def _symbols(frame: pd.DataFrame) -> set[str]:
+    return {str(s) for s in frame["symbol"].dropna().unique()}
 
 
 def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer: _Timer) -> None:
@@ -261,9 +298,15 @@ def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer
         check = gate.check(bars)
     with timer("write"):
         staging.quarantine.add(check.quarantined)
+    if not check.quarantined.empty:
+        counts = bars["symbol"].value_counts()
+        for symbol in _symbols(check.quarantined) - _symbols(check.good):
+            if symbol not in staging.last_days:
+                staging.skipped[symbol] = f"all {int(counts[symbol])} of its bars were quarantined"
     if check.good.empty:
         return
     staging.flags.extend(check.flags)
+    staging.adjusted.update(check.adjusted)
     good = check.good
     for symbol, rows in good.groupby("symbol", sort=True).indices.items():
         with timer("features"):
@@ -274,13 +317,22 @@ def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer
 
 
 def _check_totals(
-    gate: QualityGate, last_days: dict[str, date], shard: Shard, as_of: date | None
+    gate: QualityGate,
+    staging: _Staging,
+    shard: Shard,
+    as_of: date | None,
+    store: ObjectStore,
+    today: date,
 ) -> date:
     """Fail on no (valid) bars or too many bad ones; the day the dataset is as of."""
+    last_days = staging.last_days
     when = f" on or before {as_of}" if as_of else ""
     if gate.total_rows == 0 and shard.count == 1:
         raise DataError(f"The data source returned no bars{when}.")
-    gate.verify()
+    refusal = gate.refusal()
+    if refusal:
+        day = as_of or (max(last_days.values()) if last_days else today)
+        raise DataError(f"{refusal}{_keep_refused(store, staging.quarantine, day)}.")
     if not last_days and shard.count == 1:
         raise DataError(f"No valid bars{when}.")
     if gate.total_rows == 0:
@@ -288,7 +340,22 @@ def _check_totals(
     return as_of or max(last_days.values())
 
 
+def _keep_refused(store: ObjectStore, quarantine: PartWriter, as_of: date) -> str:
+    """Write a refused batch's bad rows; the end of the refusal sentence naming them."""
+    try:
+        written = dataset.put_refused(store, quarantine.close(), as_of=as_of)
+    except Exception as exc:  # the refusal is the news; a store failure must not hide it
+        log.warning("The refused rows could not be written to the store: %s", exc)
+        return f" (and its bad rows could not be written to the store: {exc})"
+    if not written:
+        return ""
+    more = f" and {len(written) - 1} more files" if len(written) > 1 else ""
+    return f"; the bad rows, with their reasons, are in {written[0]}{more}"
+
+
 def _warn(stale: list[str], staging: _Staging, effective: date, stale_after_days: int) -> None:
+    for symbol, why in sorted(staging.skipped.items()):
+        log.warning("%s is skipped: %s.", symbol, why)
     for symbol in stale:
         log.warning(
             "%s is stale: its last bar is %s, more than %d trading days before %s; it has "
@@ -308,6 +375,8 @@ def _quality(prepared: Prepared) -> Contents:
         stale_symbols=prepared.stale_symbols,
         quality_flags=[f.to_dict() for f in prepared.flags[:MAX_FLAGS]],
         quality_flag_count=len(prepared.flags),
+        skipped_symbols=prepared.skipped_symbols,
+        adjusted_symbols=prepared.adjusted_symbols,
     )
 
 
@@ -346,38 +415,48 @@ def _finalize(ctx: Context, as_of: date | None, count: int) -> DataPrepResult:
     manifest, new = dataset.publish_contents(
         ctx.store, ctx.engine, contents, as_of=as_of, source=shards[0].source, shards=count
     )
-    _log_dataset(manifest, new, {})
-    return _result(manifest, new, f"all-{count}", {})
+    _log_dataset(manifest, new, contents, {})
+    return _result(manifest, new, contents, f"all-{count}", {})
 
 
-def _log_dataset(manifest: Manifest, new: bool, timings: dict[str, float]) -> None:
+def _log_dataset(manifest: Manifest, new: bool, run: Contents, timings: dict[str, float]) -> None:
+    """The dataset, and what this run found (its manifest may be an earlier run's)."""
     log.info(
-        "Dataset %s: %d rows in %d parts, %d symbols (%d stale), %s to %s, %d rows "
-        "quarantined, %d quality flags%s%s",
+        "Dataset %s: %d rows in %d parts, %d symbols (%d stale, %d skipped, %d adjusted), "
+        "%s to %s, %d rows quarantined%s, %d quality flags%s%s",
         manifest.version,
         manifest.rows,
         len(manifest.part_list),
         len(manifest.symbols),
-        len(manifest.stale_symbols),
+        len(run.stale_symbols),
+        len(run.skipped_symbols),
+        len(run.adjusted_symbols),
         manifest.first_date,
         manifest.last_date,
-        manifest.quarantined_rows,
-        manifest.quality_flag_count,
+        run.quarantined_rows,
+        f" (in {', '.join(run.quarantine_keys)})" if run.quarantine_keys else "",
+        run.quality_flag_count,
         "" if new else " (already published)",
         f" in {timings['total']:.1f} s" if "total" in timings else "",
     )
 
 
-def _result(manifest: Manifest, new: bool, shard: str, timings: dict[str, float]) -> DataPrepResult:
+def _result(
+    manifest: Manifest, new: bool, run: Contents, shard: str, timings: dict[str, float]
+) -> DataPrepResult:
+    """The dataset's identity from its manifest; the findings from this run (``run``)."""
     return DataPrepResult(
         version=manifest.version,
         as_of=date.fromisoformat(manifest.as_of),
         rows=manifest.rows,
         symbols=manifest.symbols,
-        quarantined=manifest.quarantined_rows,
+        quarantined=run.quarantined_rows,
         new=new,
         shard=shard,
-        stale_symbols=manifest.stale_symbols,
-        quality_flags=manifest.quality_flag_count,
+        stale_symbols=run.stale_symbols,
+        quality_flags=run.quality_flag_count,
         timings=timings,
+        skipped_symbols=run.skipped_symbols,
+        adjusted_symbols=run.adjusted_symbols,
+        quarantine_keys=run.quarantine_keys,
     )
