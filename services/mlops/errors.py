@@ -16,7 +16,8 @@ exit  class                  meaning
 8     TrackingError          the MLflow tracking server is unreachable or failed
 9     DiskFullError          no space left on a device
 10    PermissionDeniedError  permission denied, or a read-only file system
-11    AlreadyRunning         another run of the same stage and day holds the lease
+11    AlreadyRunning         another run of the same stage and day holds the lease, or
+                             another action on the model held its lock too long
 130   Terminated (SIGINT)    interrupted with Ctrl-C
 143   Terminated (SIGTERM)   terminated (Kubernetes deadline, eviction, ``kill``)
 ====  =====================  =====================================================
@@ -106,7 +107,8 @@ class PermissionDeniedError(InfrastructureError):
 
 
 class AlreadyRunning(MlopsError):
-    """Another run of the same stage and day holds the lease."""
+    """Another run of the same stage and day holds the lease (or another action on the
+    same model held its registry lock past the wait)."""
 
     exit_code = 11
 
@@ -142,7 +144,8 @@ EXIT_CODES: dict[int, str] = {
     TrackingError.exit_code: "MLflow tracking server unreachable or failing",
     DiskFullError.exit_code: "disk full",
     PermissionDeniedError.exit_code: "permission denied or read-only file system",
-    AlreadyRunning.exit_code: "the same stage and day is already running elsewhere",
+    AlreadyRunning.exit_code: "the same stage and day, or an action on the same model, is "
+    "already running elsewhere",
     ORDERS_NOT_PLACED_EXIT_CODE: "trade: an order the strategy decided could not be placed",
     130: "interrupted (SIGINT, Ctrl-C)",
     143: "terminated (SIGTERM)",

@@ -1,10 +1,13 @@
 """Model management: promote, roll back, archive, pause and resume registered models.
 
-One implementation for ``mlops models`` and the dashboard's buttons. Every action checks
-before it changes anything (one sentence and :class:`~mlops.errors.ConfigError` or
-:class:`~mlops.errors.ModelError` when refused), changes the MLflow registry, and writes
-one row to the audit table ``model_actions`` (who, what, when, why). The registry
-conventions (aliases, tags, the champion stack) are those of :mod:`mlops.contracts.models`.
+One implementation for ``mlops models`` and the dashboard's buttons. Every action holds
+the model's lock (:func:`mlops.db.locks.model_lock`, the one training's promotion gate
+holds too) while it reads the registry, checks (one sentence and
+:class:`~mlops.errors.ConfigError` or :class:`~mlops.errors.ModelError` when refused),
+changes the MLflow registry and writes one row to the audit table ``model_actions`` (who,
+what, when, why): two actions sent at once run one after the other, the second deciding
+on what the first left. The registry conventions (aliases, tags, the champion stack) are
+those of :mod:`mlops.contracts.models`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from mlops.contracts.models import (
     CHALLENGER_ALIAS,
     CHAMPION_STACK_TAG,
     PAUSED_TAG,
+    PROMOTED,
+    PROMOTED_BY_TAG,
+    PROMOTION_DECISION_TAG,
+    PROMOTION_REASON_TAG,
+    PROMOTION_TAG,
+    ROLLED_BACK,
     STATUS_TAG,
     ModelRef,
     champion,
@@ -31,6 +40,7 @@ from mlops.contracts.models import (
     registered_tags,
     version_ref,
 )
+from mlops.db.locks import model_lock
 from mlops.db.schema import model_actions
 from mlops.errors import ConfigError, ModelError
 from mlops.runs import utcnow
@@ -41,10 +51,6 @@ if TYPE_CHECKING:
     from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Tags a promotion leaves on the version it promoted.
-PROMOTED_BY_TAG = "mlops_promoted_by"
-PROMOTION_REASON_TAG = "mlops_promotion_reason"
 
 
 @dataclass(frozen=True)
@@ -138,10 +144,26 @@ def promote(
     """Move ``alias`` to ``version``. Refused for an archived version, and (unless
     ``force``) for one whose holdout MAPE does not beat the naive forecast's or, with
     ``max_p_value`` (``PROMOTION_MAX_P_VALUE``), whose Diebold-Mariano p-value against
-    the naive forecast is missing or above it.
+    the naive forecast is missing or above it. The version's promotion tags say so
+    (``promotion=promoted``, the reason, who).
     """
     if not reason.strip():
         raise ConfigError("A promotion needs a reason (--reason): it is kept in the registry.")
+    with model_lock(engine, name):
+        return _promote(client, engine, name, version, alias, reason, actor, force, max_p_value)
+
+
+def _promote(
+    client: MlflowClient,
+    engine: Engine,
+    name: str,
+    version: str,
+    alias: str,
+    reason: str,
+    actor: str,
+    force: bool,
+    max_p_value: float | None,
+) -> Action:
     ref = _require_version(client, name, version)
     if is_archived(ref):
         raise ConfigError(f"Model {name} version {version} is archived; it cannot be promoted.")
@@ -179,16 +201,30 @@ def promote(
             f"forecast ({shown}, PROMOTION_MAX_P_VALUE {max_p_value}); not promoted (use "
             "--force to promote it anyway)."
         )
+    forced = bool(force and (loses or doubtful))
+    # The tags first: from the moment it serves, the version says why.
+    _set_tags(
+        client, name, ref.version,
+        {
+            PROMOTION_TAG: PROMOTED,
+            PROMOTION_DECISION_TAG: f"manual{' forced' if forced else ''} promotion: {reason}",
+            PROMOTION_REASON_TAG: reason,
+            PROMOTED_BY_TAG: actor[:250],
+        },
+    )  # fmt: skip
     move_champion(client, name, alias, ref.version)
-    client.set_model_version_tag(name, ref.version, PROMOTION_REASON_TAG, reason[:5000])
-    client.set_model_version_tag(name, ref.version, PROMOTED_BY_TAG, actor[:250])
     details = {
         "previous": current.version if current else None,
-        "forced": bool(force and (loses or doubtful)),
+        "forced": forced,
         **{k: v for k, v in figures.items() if k.startswith(("holdout_", "baseline_", "dm_"))},
         **({f"live_{k}": v for k, v in live.items()} | ({"live_day": live_day} if live else {})),
     }
     return record(engine, Action("promote", name, ref.version, actor, reason, details))
+
+
+def _set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value[:5000])
 
 
 def _p(value: float | None) -> str:
@@ -200,7 +236,16 @@ def rollback(
 ) -> Action:
     """Point ``alias`` back at the previous champion (the stack's one before the current,
     skipping archived versions); the stack's last entry is popped, the audit keeps all.
+    The version rolled back from is tagged ``promotion=rolled_back`` (its promoted-by and
+    reason tags cleared); the one rolled back to ``promotion=promoted`` if it was not.
     """
+    with model_lock(engine, name):
+        return _rollback(client, engine, name, alias, reason or "rollback", actor)
+
+
+def _rollback(
+    client: MlflowClient, engine: Engine, name: str, alias: str, reason: str, actor: str
+) -> Action:
     _require_model(client, name)
     current = champion(client, name, alias)
     if current is None:
@@ -218,17 +263,28 @@ def rollback(
     if previous is None:
         raise ConfigError(
             f"Model {name} has no earlier champion to roll back to (version {current.version} "
-            "is the first)."
+            "is the first, or every earlier one is archived)."
         )
+    if previous.tags.get(PROMOTION_TAG) != PROMOTED:
+        restored = f"restored by a rollback from version {current.version}: {reason}"
+        _set_tags(
+            client, name, previous.version,
+            {PROMOTION_TAG: PROMOTED, PROMOTION_DECISION_TAG: restored},
+        )  # fmt: skip
     client.set_registered_model_alias(name, alias, previous.version)
     client.set_registered_model_tag(name, CHAMPION_STACK_TAG, ",".join(stack))
     challenger = champion(client, name, CHALLENGER_ALIAS)
     if challenger is not None and challenger.version == previous.version:
         client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
-    details = {"from": current.version}
-    return record(
-        engine, Action("rollback", name, previous.version, actor, reason or "rollback", details)
+    back = f"rolled back to version {previous.version} by {actor}: {reason}"
+    _set_tags(
+        client, name, current.version, {PROMOTION_TAG: ROLLED_BACK, PROMOTION_DECISION_TAG: back}
     )
+    for tag in (PROMOTED_BY_TAG, PROMOTION_REASON_TAG):
+        if tag in current.tags:
+            client.delete_model_version_tag(name, current.version, tag)
+    details = {"from": current.version}
+    return record(engine, Action("rollback", name, previous.version, actor, reason, details))
 
 
 def archive(
@@ -242,36 +298,38 @@ def archive(
     actor: str,
 ) -> Action:
     """Mark a version archived (never scored or promoted again); never the champion."""
-    ref = _require_version(client, name, version)
-    current = champion(client, name, alias)
-    if current is not None and current.version == ref.version:
-        raise ConfigError(
-            f"Model {name} version {version} is the {alias}; promote or roll back to another "
-            "version before archiving it."
-        )
-    if is_archived(ref):
-        raise ConfigError(f"Model {name} version {version} is already archived.")
-    client.set_model_version_tag(name, ref.version, STATUS_TAG, ARCHIVED)
-    challenger = champion(client, name, CHALLENGER_ALIAS)
-    if challenger is not None and challenger.version == ref.version:
-        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
-    return record(engine, Action("archive", name, ref.version, actor, reason or "archived"))
+    with model_lock(engine, name):
+        ref = _require_version(client, name, version)
+        current = champion(client, name, alias)
+        if current is not None and current.version == ref.version:
+            raise ConfigError(
+                f"Model {name} version {version} is the {alias}; promote or roll back to "
+                "another version before archiving it."
+            )
+        if is_archived(ref):
+            raise ConfigError(f"Model {name} version {version} is already archived.")
+        client.set_model_version_tag(name, ref.version, STATUS_TAG, ARCHIVED)
+        challenger = champion(client, name, CHALLENGER_ALIAS)
+        if challenger is not None and challenger.version == ref.version:
+            client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        return record(engine, Action("archive", name, ref.version, actor, reason or "archived"))
 
 
 def set_paused(
     client: MlflowClient, engine: Engine, name: str, paused: bool, *, reason: str, actor: str
 ) -> Action:
     """Pause (or resume) the model's scheduled training."""
-    tags = _require_model(client, name)
-    already = tags.get(PAUSED_TAG) == "true"
     word = "pause" if paused else "resume"
-    if already == paused:
-        raise ConfigError(f"Model {name} is already {'paused' if paused else 'active'}.")
-    if paused:
-        client.set_registered_model_tag(name, PAUSED_TAG, "true")
-    else:
-        client.delete_registered_model_tag(name, PAUSED_TAG)
-    return record(engine, Action(word, name, None, actor, reason or word))
+    with model_lock(engine, name):
+        tags = _require_model(client, name)
+        already = tags.get(PAUSED_TAG) == "true"
+        if already == paused:
+            raise ConfigError(f"Model {name} is already {'paused' if paused else 'active'}.")
+        if paused:
+            client.set_registered_model_tag(name, PAUSED_TAG, "true")
+        else:
+            client.delete_registered_model_tag(name, PAUSED_TAG)
+        return record(engine, Action(word, name, None, actor, reason or word))
 
 
 # `mlops models list`: every version of every catalog model, with its figures.
@@ -350,8 +408,8 @@ def perform(
 
 
 def version_status(aliases: list[str], tags: dict[str, str], alias: str) -> str:
-    if alias in aliases:
-        return "champion"
+    if alias in aliases:  # an archived champion is refused by batch-infer and serve: say so
+        return "champion (archived)" if tags.get(STATUS_TAG) == ARCHIVED else "champion"
     if tags.get(STATUS_TAG) == ARCHIVED:
         return ARCHIVED
     if CHALLENGER_ALIAS in aliases:

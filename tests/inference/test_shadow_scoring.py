@@ -138,3 +138,51 @@ def test_a_broken_shadow_version_fails_the_command_after_the_others_are_written(
         ("stock-close", home.challenger),
         (OTHER_MODEL, "1"),
     }
+
+
+def test_an_archived_trading_champion_is_refused_with_a_sentence(trained: Trained, tmp_path):
+    """An alias set by hand on an archived version (issue 19's race left one): nothing is
+    scored, `mlops batch-infer` exits 4 naming the version and how to move the alias."""
+    from conftest import run_in_process
+    from inference.trained_model import PINNED
+
+    home = shadow_home(trained, tmp_path)
+    ctx = home.ctx
+    try:
+        ctx.mlflow.set_model_version_tag("stock-close", home.champion, STATUS_TAG, ARCHIVED)
+        home.prepare(DAY)
+        env = {k: str(v) for k, v in PINNED.items() if v is not None}
+        env["MLOPS_HOME"] = str(ctx.settings.mlops_home)
+        done = run_in_process(env, "batch-infer", "--as-of", DAY.isoformat())
+        stored = _stored(ctx)
+    finally:
+        home.close()
+    assert done.returncode == ModelError.exit_code == 4, done.stderr
+    sentence = done.stderr.strip()
+    assert "\n" not in sentence and done.stdout == ""
+    assert f"Model stock-close's champion points at version {home.champion}" in sentence
+    assert "archived" in sentence
+    assert "`mlops models promote stock-close VERSION" in sentence
+    assert "`mlops models rollback stock-close`" in sentence
+    assert stored.empty
+
+
+def test_another_models_archived_champion_is_not_scored_and_named(trained: Trained, tmp_path):
+    from mlops.inference import stage
+
+    home = shadow_home(trained, tmp_path)
+    try:
+        home.ctx.mlflow.set_model_version_tag(OTHER_MODEL, "1", STATUS_TAG, ARCHIVED)
+        home.prepare(DAY)
+        with pytest.raises(ModelError) as info:
+            stage.run(home.ctx, as_of=DAY)
+    finally:
+        home.close()
+    result = info.value.result  # type: ignore[attr-defined]
+    assert [(s.model_name, s.role) for s in result.scored] == [
+        ("stock-close", "champion"),
+        ("stock-close", "challenger"),
+    ]
+    (refused,) = result.failed
+    assert f"Model {OTHER_MODEL}'s champion points at version 1, which is archived" in refused
+    assert info.value.exit_code == 4

@@ -174,6 +174,50 @@ def test_rollback_returns_to_the_previous_champion_and_keeps_the_history(
     assert len(registry.actions()) == 3
 
 
+def _tags(r: Registry, version: str) -> dict[str, str]:
+    return version_ref(r.client, r.name, version).tags
+
+
+def test_tags_follow_manual_promotions_and_rollbacks(registry: Registry) -> None:
+    """Issue 19: the MLflow UI never shows "rejected" on the serving champion, nor a
+    promoted-by on a version rolled back from."""
+    v1 = registry.register(0.010, 0.012)
+    v2 = registry.register(0.013, 0.012)  # loses to the naive: forced
+    for version in (v1, v2):  # training's gate rejected both
+        registry.client.set_model_version_tag(registry.name, version, "promotion", "rejected")
+        registry.client.set_model_version_tag(
+            registry.name, version, "promotion_reason", "does not beat the naive forecast"
+        )
+    _promote(registry, v1, reason="judged on the live window")
+    assert {k: v for k, v in _tags(registry, v1).items() if "promot" in k} == {
+        "promotion": "promoted",
+        "promotion_reason": "manual promotion: judged on the live window",
+        model_admin.PROMOTION_REASON_TAG: "judged on the live window",
+        model_admin.PROMOTED_BY_TAG: ACTOR,
+    }
+    _promote(registry, v2, reason="needed now", force=True)
+    tags = _tags(registry, v2)
+    assert (tags["promotion"], tags["promotion_reason"]) == (
+        "promoted",
+        "manual forced promotion: needed now",
+    )
+    # v1 was promoted by hand before this code tagged promotions: it says "rejected".
+    registry.client.set_model_version_tag(registry.name, v1, "promotion", "rejected")
+    model_admin.rollback(
+        registry.client, registry.engine, registry.name,
+        alias="champion", reason="bad week", actor="dashboard:ann",
+    )  # fmt: skip
+    assert registry.alias() == v1
+    back = _tags(registry, v2)
+    assert back["promotion"] == "rolled_back"
+    assert back["promotion_reason"] == f"rolled back to version {v1} by dashboard:ann: bad week"
+    assert model_admin.PROMOTED_BY_TAG not in back
+    assert model_admin.PROMOTION_REASON_TAG not in back
+    restored = _tags(registry, v1)
+    assert restored["promotion"] == "promoted"
+    assert restored["promotion_reason"] == f"restored by a rollback from version {v2}: bad week"
+
+
 def test_archive_never_the_champion_and_an_archived_version_is_not_promoted(
     registry: Registry,
 ) -> None:
@@ -354,3 +398,10 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     assert "champion" in line and "paused" in line and "1.500%" in line
     assert "DAY IC" in lines[0] and " 0.250 " in line
     assert [a["action"] for a in registry.actions()] == ["promote", "pause"]
+
+
+def test_the_list_says_when_the_champion_is_archived() -> None:
+    archived = {"mlops_status": "archived"}
+    assert model_admin.version_status(["champion"], archived, "champion") == "champion (archived)"
+    assert model_admin.version_status(["champion"], {}, "champion") == "champion"
+    assert model_admin.version_status([], archived, "champion") == "archived"

@@ -59,6 +59,7 @@ class Registry:
     def __init__(self, versions: Mapping[str, FakePredictor]) -> None:
         self.versions = dict(versions)
         self.champion: str | None = None
+        self.archived: set[str] = set()  # versions tagged mlops_status=archived
 
     def holder(self, settings: Any) -> Any:
         from mlops.contracts.models import ModelRef
@@ -67,7 +68,9 @@ class Registry:
         def lookup() -> ModelRef | None:
             if self.champion is None:
                 return None
-            return ModelRef("stock-close", self.champion, f"run-{self.champion}", {})
+            archived = self.champion in self.archived
+            tags = {"mlops_status": "archived"} if archived else {}
+            return ModelRef("stock-close", self.champion, f"run-{self.champion}", tags)
 
         def loader(ref: ModelRef) -> LoadedModel:
             loaded_at = datetime(2024, 1, 2, tzinfo=UTC)

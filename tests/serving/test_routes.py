@@ -156,6 +156,34 @@ def test_readiness_and_model_description(serving: Serving) -> None:
     assert model["target"] == "next_return" and model["holdout_metrics"] == {"mae": 0.5}
 
 
+def test_an_archived_champion_is_not_loaded_and_the_server_says_why(
+    serving: Serving, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The alias on an archived version (issue 19): version 1 keeps answering, /readyz is
+    503 with the sentence, until the alias moves to a version that is not archived."""
+    holder = serving.holder
+    registry.archived.add("2")
+    registry.champion = "2"
+    assert not holder.poll_once() and not holder.poll_once()
+    assert holder.current is not None and holder.current.version == "1"
+    ready = readiness(holder)
+    body = _json(ready)
+    assert ready.status_code == 503 and body["ready"] is False
+    assert body["model"]["version"] == "1" and body["registry"]["champion_version"] == "2"
+    assert body["refused"] == (
+        "Model stock-close's champion points at version 2, which is archived, so it is not "
+        "used: move the champion with `mlops models promote stock-close VERSION --reason ...` "
+        "or `mlops models rollback stock-close`."
+    )
+    assert caplog.text.count("which is archived") == 1, "said once, not at every poll"
+    answer = _json(_run(handle_predict(request(RECORD), serving)))
+    assert answer["model_version"] == "1"
+    registry.champion = "3"
+    assert holder.poll_once() and holder.current.version == "3"
+    ready = readiness(holder)
+    assert ready.status_code == 200 and _json(ready)["refused"] is None
+
+
 # Hot swaps: validation follows the model answering.
 
 

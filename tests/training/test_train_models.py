@@ -127,6 +127,8 @@ def test_the_gate_promotes_with_an_audit_row_then_keeps_a_challenger(world, own_
     assert v1["promoted"] and not v1["challenger"] and v1["model_version"] == "1"
     assert champion(client, "gate-a", "champion").version == "1"
     assert champion_stack(client, "gate-a") == ["1"]
+    promoted = client.get_model_version("gate-a", "1").tags
+    assert (promoted["promotion"], promoted["mlops_promoted_by"]) == ("promoted", "train")
     (row,) = _audit(world, "gate-a")
     assert (row.actor, row.action, row.model_version, row.reason) == (
         "train",

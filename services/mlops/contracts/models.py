@@ -45,8 +45,18 @@ ARCHIVED = "archived"
 # - registered-model tag ``mlops_paused`` = ``true``: scheduled training skips the model;
 PAUSED_TAG = "mlops_paused"
 # - registered-model tag ``mlops_champion_stack``: the champion versions in the order they
-#   took the alias (comma-separated); a rollback pops the last one.
+#   took the alias (comma-separated); a rollback pops the last one;
 CHAMPION_STACK_TAG = "mlops_champion_stack"
+# - version tags ``promotion`` (promoted | rejected | rolled_back) and ``promotion_reason``:
+#   the last decision on the version, whoever took it (training's gate, a manual promotion,
+#   a rollback); ``mlops_promoted_by``: who made it the champion (training's gate ``train``,
+#   ``cli:<login>``, ``dashboard:<user>``) and ``mlops_promotion_reason`` the reason a
+#   person gave, both cleared when the champion is rolled back from it.
+PROMOTION_TAG = "promotion"
+PROMOTION_DECISION_TAG = "promotion_reason"
+PROMOTED_BY_TAG = "mlops_promoted_by"
+PROMOTION_REASON_TAG = "mlops_promotion_reason"
+PROMOTED, REJECTED, ROLLED_BACK = "promoted", "rejected", "rolled_back"
 
 
 @dataclass(frozen=True)
@@ -181,13 +191,25 @@ def move_champion(client: MlflowClient, model_name: str, alias: str, version: st
 
 
 def require_champion(client: MlflowClient, model_name: str, alias: str) -> ModelRef:
+    """The version ``alias`` points at; ModelError when there is none or it is archived."""
     ref = champion(client, model_name, alias)
     if ref is None:
         raise ModelError(
             f"Model {model_name!r} has no {alias!r} version yet: "
             "run `mlops train` until a model beats the naive baseline."
         )
+    if is_archived(ref):
+        raise ModelError(archived_champion(ref, alias))
     return ref
+
+
+def archived_champion(ref: ModelRef, alias: str) -> str:
+    """The sentence that refuses a ``alias`` pointing at an archived version."""
+    return (
+        f"Model {ref.name}'s {alias} points at version {ref.version}, which is archived, so "
+        f"it is not used: move the {alias} with `mlops models promote {ref.name} VERSION "
+        f"--reason ...` or `mlops models rollback {ref.name}`."
+    )
 
 
 def load_registered(client: MlflowClient, ref: ModelRef) -> Predictor:

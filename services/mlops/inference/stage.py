@@ -3,7 +3,9 @@ with the trading model's champion and, in shadow, every other version worth watc
 
 For each model of the catalog (``MODEL_NAME`` first), the versions scored are its champion
 and its challenger (:func:`~mlops.contracts.models.shadow_refs`: never an archived one).
-The trading model must have a champion; another model without a version is skipped. Each
+The trading model must have a champion, and one that is not archived (the command is
+refused with the sentence that says how to move the alias); another model without a
+version is skipped, one whose champion is archived is not scored and named at the end. Each
 version's predictions carry its role (``champion`` or ``challenger``): only the trading
 model's champion feeds trading, the rest are scored to be monitored beside it.
 
@@ -32,7 +34,9 @@ from mlops.contracts import catalog, datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
 from mlops.contracts.models import (
     ModelRef,
+    archived_champion,
     champion,
+    is_archived,
     load_registered,
     predict_close,
     require_champion,
@@ -93,9 +97,11 @@ def latest_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return latest.sort_values("symbol").reset_index(drop=True), skipped
 
 
-def scoring_plan(ctx: Context) -> list[tuple[ModelRef, str]]:
-    """The versions to score and their roles: the trading champion first (required), then
-    its challenger, then each other catalog model's champion and challenger.
+def scoring_plan(ctx: Context, refused: list[str] | None = None) -> list[tuple[ModelRef, str]]:
+    """The versions to score and their roles: the trading champion first (required, never
+    archived), then its challenger, then each other catalog model's champion and
+    challenger. Another model whose champion is archived is left out, its sentence
+    appended to ``refused``.
     """
     settings, client = ctx.settings, ctx.mlflow
     plan: list[tuple[ModelRef, str]] = []
@@ -105,9 +111,13 @@ def scoring_plan(ctx: Context) -> list[tuple[ModelRef, str]]:
             if name == settings.model_name
             else champion(client, name, settings.champion_alias)
         )
+        if top is not None and is_archived(top):
+            sentence = archived_champion(top, settings.champion_alias)
+            log.error("%s", sentence)
+            if refused is not None:
+                refused.append(sentence)
+            top = None  # its challenger, if any, is still scored in shadow
         refs = shadow_refs(client, name, settings.champion_alias)
-        if top is not None and top.version not in {r.version for r in refs}:
-            refs.insert(0, top)  # a champion is scored even if tagged archived
         if not refs:
             log.info("Model %s has no champion or challenger to score: skipped.", name)
         for ref in refs:
@@ -121,7 +131,8 @@ def run(
 ) -> BatchInferResult:
     """Score the dataset published for ``as_of`` (never an older one unless allowed)."""
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
-    plan = scoring_plan(ctx)
+    failed: list[str] = []  # shadow versions not scored, each one's sentence
+    plan = scoring_plan(ctx, failed)
     manifest, frame = datasets.load(ctx.store, version)
     rows, skipped = latest_rows(frame)
     if rows.empty:
@@ -130,7 +141,6 @@ def run(
         log.info("No bar on %s for %s: not scored.", manifest.last_date, ", ".join(skipped))
     prediction_date = rows["date"].iloc[0].date()
     scored: list[ScoredVersion] = []
-    failed: list[str] = []
     for ref, role in plan:
         try:
             model = load_registered(ctx.mlflow, ref)

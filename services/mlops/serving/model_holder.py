@@ -5,7 +5,9 @@ When it moves, the thread downloads and loads the new version while requests kee
 answered by the old one, then swaps the reference in one assignment: a request reads
 ``holder.current`` once and uses that model to the end, so none fails or waits during a
 swap. When the registry cannot be read, the loaded model keeps serving and the failure
-is reported (``/readyz`` details, metrics) until the registry answers again.
+is reported (``/readyz`` details, metrics) until the registry answers again. An alias on
+an archived version is never loaded: the loaded model keeps answering, but the server
+reports not ready, with the sentence that says how to move the alias, until it moves.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops.contracts.models import ModelRef
+from mlops.contracts.models import ModelRef, archived_champion, is_archived
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -133,6 +135,8 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self.registry = RegistryStatus()
         self.reload = ReloadStatus()
+        # Why the champion alias is not followed (it points at an archived version).
+        self.refusal: str | None = None
         self.started_at = datetime.now(UTC)
 
     # What requests read.
@@ -143,7 +147,8 @@ class ModelHolder:
 
     @property
     def ready(self) -> bool:
-        return self._current is not None
+        """A model is loaded and it is the one the alias means (see ``refusal``)."""
+        return self._current is not None and self.refusal is None
 
     # The poller.
 
@@ -193,9 +198,29 @@ class ModelHolder:
                         self._current.version,
                     )
                 return False
+            if self._refused(ref):
+                return False
             if _same(self._current, ref):
                 return False
             return self._swap_in(ref)
+
+    def _refused(self, ref: ModelRef) -> bool:
+        """An archived champion is not loaded; the refusal is reported until it moves."""
+        if not is_archived(ref):
+            if self.refusal is not None:
+                log.info(
+                    "Model %s's %r alias no longer points at an archived version.",
+                    ref.name,
+                    self.settings.champion_alias,
+                )
+            self.refusal = None
+            return False
+        sentence = archived_champion(ref, self.settings.champion_alias)
+        if self.refusal != sentence:
+            serving = f"version {self._current.version}" if self._current else "nothing"
+            log.error("%s Still serving %s; not ready until it moves.", sentence, serving)
+        self.refusal = sentence
+        return True
 
     def _swap_in(self, ref: ModelRef) -> bool:
         """Load ``ref`` (or take back the previous model) and make it the current one."""

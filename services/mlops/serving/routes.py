@@ -143,7 +143,8 @@ async def handle_batch_predict(request: Request, serving: Serving) -> Response:
 
 
 def readiness(holder: ModelHolder, *, details: bool = False) -> Response:
-    """200 once a model is loaded, 503 before; the model, registry and reload details.
+    """200 once a model is loaded, 503 before or while the champion alias points at an
+    archived version (``refused``: the sentence); the model, registry and reload details.
 
     Errors are given as a sentence; their own text (which may name hosts or paths) only
     with ``details`` (a request with the valid token): it is in the log anyway."""
@@ -156,13 +157,15 @@ def readiness(holder: ModelHolder, *, details: bool = False) -> Response:
             "predictor": current.predictor.kind,
             "loaded_at": current.loaded_at.isoformat(),
         }
+    ready = holder.ready
     body = {
-        "ready": current is not None,
+        "ready": ready,
         "model": model,
+        "refused": holder.refusal,
         "registry": holder.registry.as_dict(details=details),
         "reload": holder.reload.as_dict(details=details),
     }
-    return JSONResponse(body, status_code=200 if current is not None else 503)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 def describe_model(serving: Serving) -> Response:
@@ -191,7 +194,8 @@ def metrics_text(metrics: ServeMetrics) -> Response:
 
 _READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {
-        "description": "No model is loaded yet (same body)",
+        "description": "No model is loaded yet, or the champion alias points at an archived "
+        "version (same body; `refused` says which)",
         "content": {"application/json": {"schema": {"type": "object"}}},
     }
 }
@@ -243,7 +247,7 @@ def _status_routes(
 
     @router.get(
         "/readyz",
-        summary="Readiness: a model is loaded (503 until then); registry and reload details",
+        summary="Readiness: a model is loaded and its alias not archived (503 otherwise)",
         responses=_READYZ_RESPONSES,
     )
     async def readyz(request: Request) -> Response:

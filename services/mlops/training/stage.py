@@ -53,15 +53,19 @@ from mlops.contracts.datasets import Manifest
 from mlops.contracts.models import (
     CHALLENGER_ALIAS,
     MODEL_ARTIFACT_PATH,
+    PROMOTED_BY_TAG,
     Lineage,
     ModelRef,
     champion,
+    is_archived,
     is_paused,
     load_registered,
     move_champion,
     predict_close,
+    version_ref,
 )
 from mlops.contracts.portable import PORTABLE_FOLDER
+from mlops.db.locks import model_lock
 from mlops.db.schema import model_actions, retrain_requests
 from mlops.errors import MlopsError, ModelError, Terminated, classify
 from mlops.metrics import diebold_mariano, information_coefficients, regression_metrics
@@ -656,21 +660,30 @@ def _complete_registration(
     if evaluation.decision.promote:
         _promote(client, target, registered, evaluation)
     elif evaluation.challenger:
-        client.set_registered_model_alias(name, CHALLENGER_ALIAS, registered)
+        with model_lock(target.engine, name):
+            if not _archived(client, name, registered):
+                client.set_registered_model_alias(name, CHALLENGER_ALIAS, registered)
     client.set_tag(run_id, VERSION_TAG, registered)
     client.set_tag(run_id, REGISTRATION_TAG, "done")
     return registered
 
 
+def _archived(client: MlflowClient, name: str, version: str) -> bool:
+    """Whether someone archived the version while it was being registered (it stays so)."""
+    ref = version_ref(client, name, version)
+    if ref is None or not is_archived(ref):
+        return False
+    log.warning("Model %s version %s was archived meanwhile: it gets no alias.", name, version)
+    return True
+
+
 def _promote(client: MlflowClient, target: _Target, version: str, evaluation: _Evaluation) -> None:
-    """Move the champion alias to ``version`` and write the audit row, once: a rerun that
-    finds both done (an attempt died after them) changes nothing.
+    """Move the champion alias to ``version`` and write the audit row, under the model's
+    lock (the one ``mlops models`` actions hold), as one decision: a rerun that finds the
+    audit row (an attempt died after it) changes nothing, not even an alias moved since.
     """
     alias, name = target.settings.champion_alias, target.name
-    previous = champion(client, name, alias)
-    if previous is None or previous.version != version:
-        move_champion(client, name, alias, version)
-    with target.engine.begin() as conn:
+    with model_lock(target.engine, name), target.engine.begin() as conn:
         done = conn.execute(
             select(model_actions.c.id).where(
                 model_actions.c.model_name == name,
@@ -679,8 +692,12 @@ def _promote(client: MlflowClient, target: _Target, version: str, evaluation: _E
                 model_actions.c.actor == AUDIT_ACTOR,
             )
         ).first()
-        if done is not None:
+        if done is not None or _archived(client, name, version):
             return
+        previous = champion(client, name, alias)
+        if previous is None or previous.version != version:
+            client.set_model_version_tag(name, version, PROMOTED_BY_TAG, AUDIT_ACTOR)
+            move_champion(client, name, alias, version)
         details = {
             "previous": previous.version if previous and previous.version != version else None,
             **_version_tags(name, evaluation),
