@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.data_prep.bars import ADJUSTED_CLOSE, PRICE_COLUMNS
-from mlops.data_prep.splits import SPLITS, back_adjust, match_splits
+from mlops.data_prep.splits import SPLITS, Split, back_adjust, match_splits
 from mlops.errors import DataError
 
 
@@ -165,18 +165,8 @@ def series_breaks(
                 )
             )
         if split[i] >= 0:
-            found = SPLITS[split[i]]
-            flags.append(
-                QualityFlag(
-                    symbol,
-                    after,
-                    "split",
-                    f"matches a {found.name} {found.kind} (x{found.factor:.3f}): close moved "
-                    f"x{ratio[i]:.3f} from {close[i]:g} to {close[i + 1]:g} (open "
-                    f"{open_[i + 1]:g}); indicators restart (an adjusted close would "
-                    "back-adjust the prices instead)",
-                )
-            )
+            detail = _split_detail(SPLITS[split[i]], close[i], close[i + 1], open_[i + 1])
+            flags.append(QualityFlag(symbol, after, "split", detail))
         if jump[i]:
             flags.append(
                 QualityFlag(
@@ -188,6 +178,14 @@ def series_breaks(
                 )
             )
     return starts, flags
+
+
+def _split_detail(found: Split, before: float, after: float, open_after: float) -> str:
+    return (
+        f"matches a {found.name} {found.kind} (x{found.factor:.3f}): close moved "
+        f"x{after / before:.3f} from {before:g} to {after:g} (open {open_after:g}); indicators "
+        "restart (an adjusted close would back-adjust the prices instead)"
+    )
 
 
 def zero_volume_flags(bars: pd.DataFrame) -> list[QualityFlag]:

@@ -255,14 +255,7 @@ def prepare(
         with timer("read"):
             bars = next(frames, None)
             if bars is not None and cutoff is not None and cutoff < latest:
-                # Replaying history: only what was known after that day's close (and the
-                # impossible future bars, for the gate to quarantine).
-                dates = bars["date"]
-                known = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
-                if len(known) < len(bars):
-                    for symbol in _symbols(bars) - _symbols(known):
-                        staging.skipped[symbol] = f"it has no bar on or before {as_of}"
-                bars = known
+                bars = _known_on(bars, cutoff, latest, staging)
         if bars is None:
             break
         if not bars.empty:
@@ -286,6 +279,20 @@ def prepare(
         skipped_symbols=dict(sorted(staging.skipped.items())),
         adjusted_symbols=sorted(staging.adjusted),
     )
+
+
+def _known_on(
+    bars: pd.DataFrame, cutoff: pd.Timestamp, latest: pd.Timestamp, staging: _Staging
+) -> pd.DataFrame:
+    """Replaying history: only what was known after that day's close (and the impossible
+    future bars, for the gate to quarantine); a symbol left with nothing is skipped.
+    """
+    dates = bars["date"]
+    known = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
+    if len(known) < len(bars):
+        for symbol in _symbols(bars) - _symbols(known):
+            staging.skipped[symbol] = f"it has no bar on or before {cutoff.date()}"
+    return known
 
 
 def _symbols(frame: pd.DataFrame) -> set[str]:
