@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -75,10 +76,8 @@ def is_done(store: ObjectStore, plan: Plan, index: int) -> bool:
     return store.exists(walkforward_point_keys(plan.points_key, index)[1])
 
 
-def load_point(store: ObjectStore, plan: Plan, index: int) -> tuple[PointResult, pd.DataFrame]:
-    predictions_key, result_key = walkforward_point_keys(plan.points_key, index)
-    result = PointResult.from_dict(get_json(store, result_key))
-    return result, get_parquet(store, predictions_key)
+def load_result(store: ObjectStore, plan: Plan, index: int) -> PointResult:
+    return PointResult.from_dict(get_json(store, walkforward_point_keys(plan.points_key, index)[1]))
 
 
 def train_point(
@@ -93,7 +92,7 @@ def train_point(
     """
     if is_done(store, plan, index):
         log.info("Walk-forward %s point %d is already trained: reused", plan.key, index)
-        return load_point(store, plan, index)[0]
+        return load_result(store, plan, index)
     began = time.perf_counter()
     if frame is None:
         frame = datasets.load(store, plan.dataset_version)[1]
@@ -159,3 +158,40 @@ def _jsonable(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value, default=str))
+
+
+class PointPredictions:
+    """The points' predictions read from the store as the finalize step asks for them,
+    at most ``keep`` points in memory at once (the candidate's and each model's champion
+    and challenger): finalize's memory does not grow with the number of points.
+    """
+
+    def __init__(self, store: ObjectStore, plan: Plan, keep: int) -> None:
+        self._store, self._plan, self._keep = store, plan, max(keep, 1)
+        self._frames: OrderedDict[int, pd.DataFrame] = OrderedDict()
+
+    def _frame(self, point: int) -> pd.DataFrame:
+        if point in self._frames:
+            self._frames.move_to_end(point)
+            return self._frames[point]
+        frame = get_parquet(self._store, walkforward_point_keys(self._plan.points_key, point)[0])
+        self._frames[point] = frame
+        while len(self._frames) > self._keep:
+            self._frames.popitem(last=False)
+        return frame
+
+    def keyed(self, point: int, model: str) -> pd.Series:
+        """One model's predictions at one point, indexed by (day, symbol)."""
+        frame = self._frame(point)
+        mine = frame[frame["model"] == model]
+        return mine.set_index(["day", "symbol"])["prediction"]
+
+    def rows(self, point: int, model: str, first: date, last: date) -> pd.DataFrame:
+        """One model's prediction rows at one point for the sessions ``first``..``last``."""
+        frame = self._frame(point)
+        inside = (
+            (frame["model"] == model)
+            & (frame["day"] >= pd.Timestamp(first))
+            & (frame["day"] <= pd.Timestamp(last))
+        )
+        return frame[inside]

@@ -51,9 +51,9 @@ def finalize(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Gate, figures and outputs of a walk-forward whose points are all trained."""
     began = time.perf_counter()
-    loaded = [points.load_point(ctx.store, plan, p.index) for p in plan.points]
-    results = {result.index: result for result, _ in loaded}
-    predictions = pd.concat([p for _, p in loaded], ignore_index=True)
+    results = {p.index: points.load_result(ctx.store, plan, p.index) for p in plan.points}
+    # A point's candidate, and each model's champion and challenger of the time.
+    predictions = points.PointPredictions(ctx.store, plan, keep=2 * len(plan.models) + 1)
     periods = champion_timeline(ctx.settings, plan, frame, results, predictions)
     served = served_predictions(plan, periods, predictions)
     timings["gate"] = round(time.perf_counter() - began, 2)

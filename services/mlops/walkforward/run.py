@@ -255,7 +255,7 @@ def _train(
     todo = [i for i in wanted if not points.is_done(ctx.store, plan, i)]
     for index in sorted(set(wanted) - set(todo)):  # a rerun: the MLflow runs may be missing
         experiment.record_point(
-            ctx.mlflow, exp, parent, plan, points.load_point(ctx.store, plan, index)[0]
+            ctx.mlflow, exp, parent, plan, points.load_result(ctx.store, plan, index)
         )
 
     def record(result: points.PointResult) -> None:

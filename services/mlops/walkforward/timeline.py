@@ -22,7 +22,7 @@ from mlops.settings import Settings
 from mlops.training.splits import split_by_date
 from mlops.training.stage import judge
 from mlops.walkforward.plan import Plan, Window, point_in_time
-from mlops.walkforward.points import PointResult
+from mlops.walkforward.points import PREDICTION_COLUMNS, PointPredictions, PointResult
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -57,11 +57,10 @@ def champion_timeline(
     plan: Plan,
     frame: pd.DataFrame,
     results: dict[int, PointResult],
-    predictions: pd.DataFrame,
+    predictions: PointPredictions,
 ) -> list[Period]:
     """Every model's periods, point by point (see the module)."""
     window = Window.parse(plan.window)
-    by_key = predictions.set_index(["model", "point", "day", "symbol"])["prediction"].sort_index()
     served: dict[str, tuple[int | None, int | None]] = {m: (None, None) for m in plan.models}
     periods = []
     for point in plan.points:
@@ -71,8 +70,8 @@ def champion_timeline(
         ).holdout
         for model in plan.models:
             champion, challenger = served[model]
-            candidate = _on(by_key, model, point.index, holdout)
-            current = None if champion is None else _on(by_key, model, champion, holdout)
+            candidate = _on(predictions, model, point.index, holdout)
+            current = None if champion is None else _on(predictions, model, champion, holdout)
             per_split = results[point.index].models[model].per_split
             evaluation = judge(settings, per_split, holdout, candidate, current)
             decision = evaluation.decision
@@ -109,17 +108,10 @@ def _trained_to(plan: Plan, index: int) -> date:
     return plan.points[index].trained_to
 
 
-def _on(by_key: pd.Series, model: str, point: int, rows: pd.DataFrame) -> np.ndarray:
+def _on(predictions: PointPredictions, model: str, point: int, rows: pd.DataFrame) -> np.ndarray:
     """The point's predictions for ``rows`` (date, symbol), in their order."""
-    index = pd.MultiIndex.from_arrays(
-        [
-            np.full(len(rows), model, dtype=object),
-            np.full(len(rows), point),
-            rows["date"].to_numpy(),
-            rows["symbol"].to_numpy(),
-        ]
-    )
-    values = by_key.reindex(index).to_numpy(dtype="float64")
+    index = pd.MultiIndex.from_arrays([rows["date"].to_numpy(), rows["symbol"].to_numpy()])
+    values = predictions.keyed(point, model).reindex(index).to_numpy(dtype="float64")
     if np.isnan(values).any():
         missing = int(np.isnan(values).sum())
         raise ValueError(f"point {point} of {model} has no prediction for {missing} holdout rows")
@@ -127,7 +119,7 @@ def _on(by_key: pd.Series, model: str, point: int, rows: pd.DataFrame) -> np.nda
 
 
 def served_predictions(
-    plan: Plan, periods: list[Period], predictions: pd.DataFrame
+    plan: Plan, periods: list[Period], predictions: PointPredictions
 ) -> pd.DataFrame:
     """The predictions that served: each period's sessions scored by its champion (role
     ``champion``) and its challenger (``challenger``), with the serving version's
@@ -135,17 +127,13 @@ def served_predictions(
     """
     parts = []
     for period in periods:
-        in_period = (predictions["day"] >= pd.Timestamp(period.first)) & (
-            predictions["day"] <= pd.Timestamp(period.last)
-        )
         for role, point in ((CHAMPION, period.champion), (CHALLENGER, period.challenger)):
             if point is None:
                 continue
-            rows = predictions[
-                in_period & (predictions["model"] == period.model) & (predictions["point"] == point)
-            ]
+            rows = predictions.rows(point, period.model, period.first, period.last)
             parts.append(rows.assign(role=role))
     if not parts:
-        return predictions.iloc[0:0].assign(role=pd.Series(dtype=object))
+        columns = [*PREDICTION_COLUMNS, "role"]
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     served = pd.concat(parts, ignore_index=True)
     return served.sort_values(["model", "role", "day", "symbol"]).reset_index(drop=True)
