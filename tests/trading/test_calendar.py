@@ -69,6 +69,19 @@ def test_data_prep_publishes_nothing_for_a_holiday(make_settings, tmp_path, subp
     assert count(ctx, datasets) == 0
 
 
+def test_batch_infer_scores_nothing_on_a_weekend_and_says_so(tmp_path, subprocess_env):
+    """No dataset exists for a Saturday by design: exit 0 with the reason, not exit 3
+    asking for a data prep that would publish nothing.
+    """
+    env = subprocess_env(MLOPS_HOME=str(tmp_path))
+    assert run_in_process(env, "migrate").returncode == 0
+    done = run_in_process(env, "batch-infer", "--as-of", "2017-06-03")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert "2017-06-03" in result["market_closed"] and result["new_rows"] == 0
+    assert "nothing to score" in done.stderr
+
+
 def test_trade_and_monitor_do_nothing_on_thanksgiving(make_settings, tmp_path):
     ctx = make_ctx(make_settings, tmp_path)
     traded = trade.run(ctx, as_of=THANKSGIVING)

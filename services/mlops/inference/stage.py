@@ -29,6 +29,7 @@ from datetime import date
 import pandas as pd
 from sqlalchemy import case, update
 
+from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts import catalog, datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
@@ -79,6 +80,7 @@ class BatchInferResult:
     store_key: str
     scored: list[ScoredVersion] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # shadow versions that could not score
+    market_closed: str | None = None  # why nothing was scored: not a trading session
 
 
 class ShadowScoringError(ModelError):
@@ -129,7 +131,13 @@ def scoring_plan(ctx: Context, refused: list[str] | None = None) -> list[tuple[M
 def run(
     ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
 ) -> BatchInferResult:
-    """Score the dataset published for ``as_of`` (never an older one unless allowed)."""
+    """Score the dataset published for ``as_of`` (never an older one unless allowed); on a
+    day the market is closed, nothing (data prep publishes no dataset for it either).
+    """
+    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
+        log.info("%s: nothing to score.", closed)
+        name = ctx.settings.model_name
+        return BatchInferResult(as_of, name, "", "", [], [], 0, "", market_closed=closed)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     failed: list[str] = []  # shadow versions not scored, each one's sentence
     plan = scoring_plan(ctx, failed)
