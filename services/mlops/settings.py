@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -223,6 +224,29 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("alpaca_live_trading", mode="before")
+    @classmethod
+    def _only_the_word_true(cls, value: object) -> object:
+        """Live trading is turned on by ``true`` alone (any case), never by 1, yes or on."""
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in {"true", "false", ""}:
+            raise ValueError("must be true or false (live trading is turned on by true alone)")
+        return text == "true"
+
+    @field_validator("alpaca_base_url", mode="after")
+    @classmethod
+    def _url_with_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(
+                "must be a URL with its scheme and host, e.g. https://paper-api.alpaca.markets"
+            )
+        return value.strip()
 
     @field_validator("trade_rule", "trade_sell", mode="before")
     @classmethod

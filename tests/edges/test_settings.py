@@ -60,7 +60,13 @@ def test_overrides_win_over_environment(monkeypatch, make_settings, tmp_path: Pa
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL", "LOUD"),
         ({"STORE_BACKEND": "ftp"}, "STORE_BACKEND", "'ftp'"),
         ({"TRAIN_EPOCHS": "0"}, "TRAIN_EPOCHS", "greater than or equal to 1"),
-        ({"ALPACA_LIVE_TRADING": "maybe"}, "ALPACA_LIVE_TRADING", "bool"),
+        ({"ALPACA_LIVE_TRADING": "maybe"}, "ALPACA_LIVE_TRADING", "true alone"),
+        # Issue 18: 1, yes and on used to turn live trading on; only the word true does.
+        ({"ALPACA_LIVE_TRADING": "1"}, "ALPACA_LIVE_TRADING", "true or false"),
+        ({"ALPACA_LIVE_TRADING": "yes"}, "ALPACA_LIVE_TRADING", "true or false"),
+        ({"ALPACA_LIVE_TRADING": "on"}, "ALPACA_LIVE_TRADING", "true or false"),
+        # A URL without its scheme passed the live guard, then ended in a traceback file.
+        ({"ALPACA_BASE_URL": "api.alpaca.markets"}, "ALPACA_BASE_URL", "its scheme and host"),
         ({"BROKER": "alpaca"}, "ALPACA_API_KEY", "BROKER=alpaca"),
         (
             {"BROKER": "alpaca", "ALPACA_API_KEY": "PKREALLOOKING"},
