@@ -139,11 +139,16 @@ def test_kill_switch_setting_halts_too(make_settings, tmp_path):
     assert result.halted == "TRADING_HALTED is true" and count(ctx, orders) == 0
 
 
-def test_risk_limits_apply_in_the_stage(make_settings, tmp_path):
-    """A per-order cap of 1,000 with a 1 % buffer: AAPL at ~153 buys 6 shares, not 65."""
+def test_risk_limits_apply_in_the_stage(make_settings, tmp_path, caplog):
+    """A per-order cap of 1,000 with a 1 % buffer: AAPL at ~153 buys 6 shares, not 65;
+    the cut is said in a warning, not only recorded (issue 18: it was silent).
+    """
     ctx = make_ctx(make_settings, tmp_path, RISK_MAX_ORDER_VALUE="1000")
     predict(ctx, DAY1, {**FLAT, "AAPL": 0.02})
-    trade.run(ctx, as_of=DAY1)
+    with caplog.at_level("WARNING", logger="mlops.trading.stage"):
+        trade.run(ctx, as_of=DAY1)
+    (cut,) = [r.getMessage() for r in caplog.records if "risk limits" in r.getMessage()]
+    assert cut.startswith("BUY AAPL cut from 65 to 6 shares") and "order value cap" in cut
     (decision,) = rows(ctx, trade_decisions, trade_decisions.c.action == "buy")
     (order,) = rows(ctx, orders)
     close = decision["last_close"]

@@ -264,8 +264,34 @@ def _decide(
         open_positions=len(account.positions),
         previous_equity=None if previous is None else float(previous["equity"]),
     )
-    decisions = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
-    _record(ctx.engine, day, broker.name, account_id, model_version, signals, decisions)
+    checked = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
+    _say_risk_cuts(decisions, checked)
+    _record(ctx.engine, day, broker.name, account_id, model_version, signals, checked)
+
+
+def _say_risk_cuts(
+    decided: list[strategy.TradeDecision], checked: list[strategy.TradeDecision]
+) -> None:
+    """A warning for every buy the risk limits cut or stopped (the reason is recorded in
+    ``trade_decisions`` too): an order smaller than the strategy's, or none, never passes
+    in silence.
+    """
+    for before, after in zip(decided, checked, strict=True):
+        if before.action != strategy.Action.BUY or after.quantity >= before.quantity:
+            continue
+        why = after.reason[len(before.reason) :].lstrip("; ")
+        if after.action == strategy.Action.BUY:
+            log.warning(
+                "BUY %s cut from %g to %g shares by the risk limits (%s).",
+                before.symbol,
+                before.quantity,
+                after.quantity,
+                why,
+            )
+        else:
+            log.warning(
+                "BUY %g %s stopped by the risk limits (%s).", before.quantity, before.symbol, why
+            )
 
 
 def _held_value(account: Account, closes: dict[str, float]) -> float:
