@@ -213,14 +213,18 @@ def test_an_order_canceled_after_it_was_placed_is_told_by_the_run_that_learns_it
     assert not [r for r in caplog.records if cid in r.getMessage()]
 
 
-def test_p5_lost_reply_is_looked_up_by_client_order_id(make_settings, tmp_path, fake):
+def test_p5_lost_reply_is_looked_up_by_client_order_id(make_settings, tmp_path, fake, caplog):
     ctx = alpaca_ctx(make_settings, tmp_path, fake)
     predict(ctx, DAY1, BUY_GOOGL)
     fake.fail("POST", "/v2/orders", "lost")  # Alpaca takes it, the reply never arrives
-    result = trade.run(ctx, as_of=DAY1)
+    with caplog.at_level("INFO", logger="mlops.trading.alpaca"):
+        result = trade.run(ctx, as_of=DAY1)
     assert fake.posts == 1 and len(fake.orders) == 1
     assert result.orders_placed == list(fake.orders)
     assert order_row(ctx)["status"] == "accepted"
+    # Issue 18: the look-up that resolved it left no line; now it is said.
+    said = [r.getMessage() for r in caplog.records if "its reply was lost" in r.getMessage()]
+    assert len(said) == 1 and "not sent again" in said[0] and "GOOGL" in said[0]
 
 
 def test_p2_a_timeout_is_a_lost_reply_resolved_by_look_up(make_settings, tmp_path, fake):

@@ -68,6 +68,20 @@ def check_endpoint(settings: Settings) -> None:
         )
 
 
+def _found(order: PendingOrder, known: OrderUpdate, why: str) -> OrderUpdate:
+    """A look-up resolved what happened to ``order``: said, not only recorded."""
+    log.info(
+        "Order %s (%s %g %s): %s; Alpaca has it as %s, so it is not sent again.",
+        order.client_order_id,
+        order.side,
+        order.quantity,
+        order.symbol,
+        why,
+        known.status,
+    )
+    return known
+
+
 class AlpacaBroker:
     name = NAME
 
@@ -124,7 +138,7 @@ class AlpacaBroker:
         if sent_before:
             known = self._lookup_quietly(order.client_order_id)
             if known is not None:
-                return known
+                return _found(order, known, "sent by an earlier run")
         attempts = self.settings.alpaca_max_attempts
         last = "no attempt made"
         for attempt in range(1, attempts + 1):
@@ -144,7 +158,7 @@ class AlpacaBroker:
             # The reply may be lost after the broker took the order: ask before resending.
             known = self._lookup_quietly(order.client_order_id)
             if known is not None:
-                return known
+                return _found(order, known, f"its reply was lost ({last})")
             if attempt < attempts:
                 self._wait(attempt, f"submitting {order.client_order_id}", last)
         return OrderUpdate(
@@ -157,7 +171,7 @@ class AlpacaBroker:
         if status == 422:
             known = self._lookup_quietly(order.client_order_id)
             if known is not None:
-                return known
+                return _found(order, known, f"HTTP 422: {message}")
         return OrderUpdate(status=OrderState.UNPLACED, error=f"HTTP {status}: {message}")
 
     def lookup(self, client_order_id: str) -> OrderUpdate | None:
