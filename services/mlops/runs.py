@@ -364,14 +364,18 @@ def _write_end(engine: Engine, run_id: str, status: str, error: str | None, deta
 
 
 def finish_pending() -> None:
-    """Record the ends this process could not record before (in-process runners, tests)."""
-    while _pending:
-        engine, run_id, status, error, details = _pending[0]
+    """Record the ends this process could not record before (in-process runners, tests).
+
+    Each is tried: one whose database is still (or for good) unreachable stays pending
+    without keeping the others, in other databases, from being recorded.
+    """
+    for entry in list(_pending):
+        engine, run_id, status, error, details = entry
         try:
             _write_end(engine, run_id, status, error, details)
         except Exception:
-            return
-        _pending.pop(0)
+            continue
+        _pending.remove(entry)
 
 
 class _Heartbeat:

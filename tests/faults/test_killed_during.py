@@ -40,7 +40,7 @@ def test_postgres_dies_while_batch_infer_writes_predictions(world, cli) -> None:
 def test_postgres_dies_while_data_prep_claims_its_dataset(world, cli) -> None:
     died = world.pg.kill_when(b"INTO datasets")
     outcome = cli(world.env, "data-prep", "--as-of", NEW_DAY.isoformat())
-    assert died.is_set()
+    assert died.is_set(), outcome
     assert_fails(outcome, 6, "The database stopped answering")
     world.pg.restore()
     # Parts may be in the store, but no manifest names them and no row points at them.
@@ -87,7 +87,7 @@ def test_postgres_dies_while_monitor_records_metrics(world, cli) -> None:
 def test_object_store_dies_while_data_prep_writes_its_manifest(world, cli) -> None:
     died = world.s3.kill_when(f"PUT /{world.bucket}/datasets/features/{NEW_DAY}".encode())
     outcome = cli(world.env, "data-prep", "--as-of", NEW_DAY.isoformat())
-    assert died.is_set()
+    assert died.is_set(), outcome
     assert_fails(outcome, 7, "object store", "is not answering")
     world.s3.restore()
     assert [k for k in world.s3_keys(f"datasets/features/{NEW_DAY}") if "manifest" in k] == []
