@@ -9,6 +9,7 @@ joins them with the close that came true (:func:`realized`).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from mlops.contracts.columns import TARGET_COLUMN, TARGET_DATE_COLUMN
@@ -26,3 +27,11 @@ def realized(preds: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
     truth = truth.rename(columns={"date": "prediction_date", TARGET_COLUMN: "actual_close"})
     preds = preds.assign(prediction_date=pd.to_datetime(preds["prediction_date"]))
     return preds.merge(truth, on=["symbol", "prediction_date"], how="inner")
+
+
+def on_rows(keyed: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+    """Predictions indexed by (day, symbol), for each row (``date``, ``symbol``) of
+    ``rows`` in their order; NaN where there is none.
+    """
+    index = pd.MultiIndex.from_arrays([rows["date"].to_numpy(), rows["symbol"].to_numpy()])
+    return keyed.reindex(index).to_numpy(dtype="float64")

@@ -41,6 +41,7 @@ from mlops.contracts import datasets
 from mlops.contracts.columns import WARMUP_COLUMN
 from mlops.contracts.keys import walkforward_output_keys
 from mlops.contracts.models import ModelRef, champion, load_registered, predict_close
+from mlops.contracts.predictions import on_rows
 from mlops.db.schema import backtest_runs
 from mlops.db.upsert import insert_new
 from mlops.errors import ConfigError, DataError, ModelError
@@ -194,8 +195,7 @@ class _Served:
 
     def on(self, window: pd.DataFrame) -> pd.Series:
         keyed = self.rows.set_index(["day", "symbol"])["prediction"]
-        index = pd.MultiIndex.from_arrays([window["date"], window["symbol"]])
-        return pd.Series(keyed.reindex(index).to_numpy(dtype="float64"), index=window.index)
+        return pd.Series(on_rows(keyed, window), index=window.index)
 
 
 def _walk_forward(ctx: Context, spec: str) -> _Served:

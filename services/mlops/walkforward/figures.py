@@ -17,10 +17,14 @@ import numpy as np
 import pandas as pd
 
 from mlops.contracts.columns import TARGET_COLUMN, TARGET_DATE_COLUMN
-from mlops.metrics import directional_accuracy, information_coefficients, regression_metrics
-from mlops.trading import performance
-from mlops.trading.backtest import Comparison, compare
-from mlops.trading.simulation import Rules
+from mlops.contracts.predictions import on_rows
+from mlops.metrics import (
+    daily_ic,
+    directional_accuracy,
+    information_coefficients,
+    regression_metrics,
+)
+from mlops.trading.backtest import Comparison
 from mlops.training.stage import paired_tests
 from mlops.walkforward.timeline import CHAMPION, Period
 
@@ -36,19 +40,26 @@ def aligned(window: pd.DataFrame, served: pd.DataFrame, model: str, role: str) -
     """``model``'s ``role`` predictions on the rows of ``window`` (NaN where none)."""
     mine = served[(served["model"] == model) & (served["role"] == role)]
     keyed = mine.set_index(["day", "symbol"])["prediction"]
-    index = pd.MultiIndex.from_arrays([window["date"], window["symbol"]])
-    return pd.Series(keyed.reindex(index).to_numpy(dtype="float64"), index=window.index)
+    return pd.Series(on_rows(keyed, window), index=window.index)
 
 
-def forecast_figures(rows: pd.DataFrame, predicted: np.ndarray, end: date) -> dict[str, Any]:
-    """Forecast quality of ``predicted`` on ``rows`` whose next close is known by ``end``."""
+def _scored(
+    rows: pd.DataFrame, predicted: np.ndarray, end: date
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows with a prediction whose next close is known by ``end``, and their
+    predictions.
+    """
     known = (
         ~np.isnan(predicted)
         & rows[TARGET_COLUMN].notna().to_numpy()
         & (rows[TARGET_DATE_COLUMN] <= pd.Timestamp(end)).to_numpy()
     )
-    scored = rows[known].reset_index(drop=True)
-    p = predicted[known]
+    return rows[known].reset_index(drop=True), predicted[known]
+
+
+def forecast_figures(rows: pd.DataFrame, predicted: np.ndarray, end: date) -> dict[str, Any]:
+    """Forecast quality of ``predicted`` on ``rows`` whose next close is known by ``end``."""
+    scored, p = _scored(rows, predicted, end)
     if scored.empty:
         return {"rows": 0, "sessions": 0}
     actual = scored[TARGET_COLUMN].to_numpy(dtype="float64")
@@ -71,25 +82,13 @@ def forecast_figures(rows: pd.DataFrame, predicted: np.ndarray, end: date) -> di
 
 def daily_ic_rows(rows: pd.DataFrame, predicted: np.ndarray, end: date) -> pd.DataFrame:
     """Each scored session's IC and Rank IC (for the report's and dashboard's IC chart)."""
-    from mlops.metrics import daily_ic
-
-    known = (
-        ~np.isnan(predicted)
-        & rows[TARGET_COLUMN].notna().to_numpy()
-        & (rows[TARGET_DATE_COLUMN] <= pd.Timestamp(end)).to_numpy()
-    )
-    scored = rows[known]
+    scored, predicted_close = _scored(rows, predicted, end)
     close = scored["close"].to_numpy(dtype="float64")
-    p = predicted[known] / close - 1.0
+    p = predicted_close / close - 1.0
     r = scored[TARGET_COLUMN].to_numpy(dtype="float64") / close - 1.0
     ic = daily_ic(scored["date"], p, r)
     rank = daily_ic(scored["date"], p, r, rank=True)
     return pd.DataFrame({"date": ic.index, "ic": ic.to_numpy(), "rank_ic": rank.to_numpy()})
-
-
-def trading(window: pd.DataFrame, predicted: pd.Series, rules: Rules) -> Comparison:
-    """The live strategy over the champions' predictions, beside naive and buy-and-hold."""
-    return compare(window, predicted, rules)
 
 
 def period_figures(
@@ -132,7 +131,3 @@ def period_figures(
             }
         )
     return rows
-
-
-def trading_figures(comparison: Comparison, initial_cash: float) -> dict[str, dict[str, Any]]:
-    return {name: performance.figures(sim, initial_cash) for name, sim in comparison.runs.items()}

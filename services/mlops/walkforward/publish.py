@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -23,7 +24,7 @@ import pandas as pd
 
 from mlops.context import Context
 from mlops.contracts.keys import walkforward_output_keys
-from mlops.store import ObjectStore, get_parquet, put_json, put_parquet
+from mlops.store import ObjectStore, put_json, put_parquet
 from mlops.trading import backtest
 from mlops.trading.simulation import Rules
 from mlops.walkforward import figures, points, report
@@ -38,17 +39,23 @@ from mlops.walkforward.timeline import (
 log = logging.getLogger(__name__)
 
 
-def output_keys(key: str) -> dict[str, str]:
-    return walkforward_output_keys(key)
+@dataclass(frozen=True)
+class Finalized:
+    """What finalize published: the summary, the keys, the gate's periods, the page."""
+
+    summary: dict[str, Any]
+    keys: dict[str, str]
+    periods: list[Period]
+    report: str
 
 
 def write_plan(store: ObjectStore, plan: Plan) -> None:
-    put_json(store, output_keys(plan.key)["plan"], plan.to_dict())
+    put_json(store, walkforward_output_keys(plan.key)["plan"], plan.to_dict())
 
 
 def finalize(
     ctx: Context, plan: Plan, frame: pd.DataFrame, rules: Rules, timings: dict[str, float]
-) -> tuple[dict[str, Any], dict[str, str]]:
+) -> Finalized:
     """Gate, figures and outputs of a walk-forward whose points are all trained."""
     began = time.perf_counter()
     results = {p.index: points.load_result(ctx.store, plan, p.index) for p in plan.points}
@@ -59,7 +66,8 @@ def finalize(
     timings["gate"] = round(time.perf_counter() - began, 2)
     began = time.perf_counter()
     window = figures.window_rows(frame, plan.start, plan.end)
-    per_model, champions, trades, curves, ics = {}, [], [], None, []
+    per_model, champions, curves, ics = {}, [], None, []
+    trades: dict[str, pd.DataFrame] = {}
     comparisons = {}
     for model in plan.models:
         predicted = figures.aligned(window, served, model, CHAMPION)
@@ -76,7 +84,7 @@ def finalize(
             "sessions_without_champion": sum(p.sessions for p in mine if p.champion is None),
             "promotions": sum(p.promoted for p in mine),
         }
-        trades.append(backtest.trades_frame(comparison).assign(model=model))
+        trades[model] = backtest.trades_frame(comparison)
         ics.append(
             figures.daily_ic_rows(window, predicted.to_numpy(), plan.end).assign(model=model)
         )
@@ -90,38 +98,17 @@ def finalize(
     curves["buy_and_hold"] = first.runs["buy_and_hold"].equity
     timings["simulate"] = round(time.perf_counter() - began, 2)
     summary = _summary(ctx, plan, window, served, per_model, first, rules, timings)
-    keys = output_keys(plan.key)
+    keys = walkforward_output_keys(plan.key)
     put_parquet(ctx.store, keys["predictions"], served)
     put_parquet(ctx.store, keys["champions"], _table(champions))
-    put_parquet(ctx.store, keys["trades"], pd.concat(trades, ignore_index=True))
+    every = [frame_.assign(model=model) for model, frame_ in trades.items()]
+    put_parquet(ctx.store, keys["trades"], pd.concat(every, ignore_index=True))
     put_parquet(ctx.store, keys["curves"], curves)
     put_parquet(ctx.store, keys["ic"], pd.concat(ics, ignore_index=True))
-    page = report.render(plan, summary, periods, champions, curves, comparisons)
+    page = report.render(plan, summary, periods, champions, curves, trades)
     ctx.store.put_bytes(keys["report"], page.encode(), "text/html")
     put_json(ctx.store, keys["summary"], summary)  # last: the run's outputs are complete
-    return summary, keys
-
-
-def load_periods(store: ObjectStore, plan: Plan) -> list[Period]:
-    table = get_parquet(store, output_keys(plan.key)["champions"])
-    fields = Period.__dataclass_fields__
-    out = []
-    for row in table.to_dict("records"):
-        values = {k: _plain(row[k]) for k in fields}
-        for name in ("trained_to", "first", "last", "champion_trained_to"):
-            if values[name] is not None:
-                values[name] = pd.Timestamp(values[name]).date()
-        for name in ("champion", "challenger"):
-            if values[name] is not None:
-                values[name] = int(values[name])
-        out.append(Period(**values))
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
-        return None
-    return value.item() if isinstance(value, np.generic) else value
+    return Finalized(summary, keys, periods, page)
 
 
 def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.trading import backtest
 from mlops.trading import report as trading_report
 from mlops.walkforward.plan import Plan
 from mlops.walkforward.timeline import Period
@@ -26,7 +25,7 @@ def render(
     periods: list[Period],
     period_rows: list[dict[str, Any]],
     curves: pd.DataFrame,
-    comparisons: dict[str, backtest.Comparison],
+    trades: dict[str, pd.DataFrame],
 ) -> str:
     title = (
         f"Walk-forward {plan.key}: {summary['from']} to {summary['to']}, "
@@ -51,7 +50,7 @@ def render(
         "<h2>Champion timeline</h2>",
         _timeline(periods),
         "<h2>Trades</h2>",
-        _trades(comparisons),
+        _trades(trades),
         f"<p>Costs: {summary['costs']['slippage_bps']:g} bp slippage, "
         f"{summary['costs']['commission_per_share']:g} per share; fills at the next "
         f"session's open; threshold {summary['threshold']:g}; risk-free rate "
@@ -194,11 +193,11 @@ def _timeline(periods: list[Period]) -> str:
     return _table(head, rows)
 
 
-def _trades(comparisons: dict[str, backtest.Comparison]) -> str:
+def _trades(trades: dict[str, pd.DataFrame]) -> str:
+    """Each model's fills (``backtest.trades_frame``), the first ``MAX_TRADE_ROWS``."""
     parts = []
-    for model, comparison in comparisons.items():
-        trades = backtest.trades_frame(comparison)
-        mine = trades[trades["simulation"] == "model"]
+    for model, frame in trades.items():
+        mine = frame[frame["simulation"] == "model"]
         shown = mine.head(MAX_TRADE_ROWS)
         more = len(mine) - len(shown)
         rows = [

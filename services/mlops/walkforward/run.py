@@ -34,6 +34,7 @@ from sqlalchemy import select, update
 
 from mlops.context import Context
 from mlops.contracts import catalog, datasets
+from mlops.contracts.keys import walkforward_output_keys
 from mlops.db.schema import walkforward_runs
 from mlops.db.upsert import insert_new
 from mlops.errors import ConfigError, Terminated
@@ -156,13 +157,13 @@ def _walk(
         log.info("Walk-forward %s is being finalized by another runner", plan.key)
         return _result(plan, WAITING, trained, {}, {}, parent, timings)
     try:
-        summary, keys = publish.finalize(ctx, plan, frame, rules_from(ctx.settings), timings)
+        done = publish.finalize(ctx, plan, frame, rules_from(ctx.settings), timings)
     except BaseException:
         _release_finalize(ctx, plan)  # the next runner (a pod's retry) may finalize
         raise
-    report = ctx.store.get_bytes(keys["report"]).decode()
-    experiment.record_gate(ctx.mlflow, exp, plan, publish.load_periods(ctx.store, plan))
-    experiment.close_parent(ctx.mlflow, parent, summary, report, "FINISHED")
+    summary, keys = done.summary, done.keys
+    experiment.record_gate(ctx.mlflow, exp, plan, done.periods)
+    experiment.close_parent(ctx.mlflow, parent, summary, done.report, "FINISHED")
     _record_finished(ctx, plan, summary, keys)
     timings["total"] = round(time.perf_counter() - began, 2)
     result = _result(plan, FINISHED, trained, summary, keys, parent, timings)
@@ -193,7 +194,7 @@ def make_plan(
     end = end or days[-1]
     if end > days[-1]:
         end = days[-1]
-    names = models or _default_models(settings)
+    names = models or catalog.model_names(settings)
     for name in names:
         catalog.spec(settings, name)  # an unknown name stops here, with the catalog listed
     parsed = Window.parse(window)
@@ -233,10 +234,6 @@ def make_plan(
         models=names,
         points=found,
     )
-
-
-def _default_models(settings: Settings) -> list[str]:
-    return catalog.model_names(settings)
 
 
 # Training the points.
@@ -379,7 +376,7 @@ def _finished(ctx: Context, plan: Plan) -> WalkForwardResult | None:
     if row is None or row.status != "succeeded" or not row.summary:
         return None
     summary = json.loads(row.summary)
-    keys = publish.output_keys(plan.key)
+    keys = walkforward_output_keys(plan.key)
     return _result(plan, FINISHED, [], summary, keys, row.mlflow_run_id, {})
 
 

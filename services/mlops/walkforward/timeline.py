@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.contracts.predictions import on_rows
 from mlops.settings import Settings
 from mlops.training.splits import split_by_date
 from mlops.training.stage import judge
@@ -110,8 +111,7 @@ def _trained_to(plan: Plan, index: int) -> date:
 
 def _on(predictions: PointPredictions, model: str, point: int, rows: pd.DataFrame) -> np.ndarray:
     """The point's predictions for ``rows`` (date, symbol), in their order."""
-    index = pd.MultiIndex.from_arrays([rows["date"].to_numpy(), rows["symbol"].to_numpy()])
-    values = predictions.keyed(point, model).reindex(index).to_numpy(dtype="float64")
+    values = on_rows(predictions.keyed(point, model), rows)
     if np.isnan(values).any():
         missing = int(np.isnan(values).sum())
         raise ValueError(f"point {point} of {model} has no prediction for {missing} holdout rows")
