@@ -26,7 +26,7 @@ def test_servers_die_around_registration_and_reruns_finish_it(world, cli) -> Non
     # 1. The tracking server goes away when training asks the registry for the model.
     died = world.mlflow.kill_when(f"registered-models/get?name={model}".encode())
     first = cli(env, "train", "--as-of", AS_OF)
-    assert died.is_set()
+    assert died.is_set(), str(first)
     assert_fails(first, 8, "The MLflow tracking server is not answering")
     world.mlflow.restore()
     assert client.search_registered_models(f"name = '{model}'") == []  # no wrong "create"
@@ -41,7 +41,7 @@ def test_servers_die_around_registration_and_reruns_finish_it(world, cli) -> Non
     # again just after the version was created, before the run could say so.
     died = world.mlflow.kill_when(b"mlops_model_version")
     second = cli(env, "train", "--as-of", AS_OF)
-    assert died.is_set()
+    assert died.is_set(), str(second)
     assert_fails(second, 8, "not answering")
     world.mlflow.restore()
     versions = client.search_model_versions(f"name = '{model}'")
@@ -52,7 +52,7 @@ def test_servers_die_around_registration_and_reruns_finish_it(world, cli) -> Non
     # retrain requests: the registration is complete, the stage run could not say so.
     died = world.pg.kill_when(b"UPDATE retrain_requests")
     third = cli(env, "train", "--as-of", AS_OF)
-    assert died.is_set()
+    assert died.is_set(), str(third)
     assert_fails(third, 6, "The database stopped answering")
     world.pg.restore()
     finished = client.get_run(run_id)
