@@ -304,12 +304,23 @@ def model_table(ctx: Context) -> list[dict[str, Any]]:
                 "naive_mape": shown.holdout.get("baseline_holdout_mape") if shown else None,
                 "dm_p_naive": shown.holdout.get("dm_p_value_naive") if shown else None,
                 "dm_p_champion": shown.holdout.get("dm_p_value_champion") if shown else None,
-                "live_mape": shown.live.get("mape") if shown else None,
-                "live_naive_mape": shown.live.get("naive_mape") if shown else None,
-                "live_dm_p_naive": shown.live.get("dm_p_naive") if shown else None,
+                **_live(shown.live if shown else {}),
             }
         )
     return table
+
+
+def _live(live: dict[str, Any]) -> dict[str, Any]:
+    """A version's latest live figures (mlops.contracts.live_figures): its trailing
+    window's, with the window's length, and its latest session's own MAPE."""
+    window, day = live.get("window", {}), live.get("session", {})
+    return {
+        "live_window_days": live.get("window_days"),
+        "live_mape": window.get("mape"),
+        "live_naive_mape": window.get("naive_mape"),
+        "live_dm_p_naive": window.get("dm_p_naive"),
+        "live_day_mape": day.get("mape"),
+    }
 
 
 def latest_equity(conn: Any, broker: str) -> Any:
@@ -337,9 +348,10 @@ def models_table(models: list[dict[str, Any]]) -> Any:
     """
     from rich.table import Table
 
+    days = next((m["live_window_days"] for m in models if m["live_window_days"]), None)
     table = Table(
-        title="Models (each champion's figures; live: the last monitored window; "
-        "p: Diebold-Mariano, one-sided)"
+        title=f"Models (each champion's figures; window: the last monitored {days or 'N'}-"
+        "session window; p: Diebold-Mariano, one-sided)"
     )
     table.add_column("model")
     for m in models:
@@ -352,9 +364,9 @@ def models_table(models: list[dict[str, Any]]) -> Any:
         ("naive", lambda m: _percent(m["naive_mape"])),
         ("p vs naive", lambda m: _p(m["dm_p_naive"])),
         ("p vs champion", lambda m: _p(m["dm_p_champion"])),
-        ("live MAPE", lambda m: _percent(m["live_mape"])),
-        ("live naive", lambda m: _percent(m["live_naive_mape"])),
-        ("live p vs naive", lambda m: _p(m["live_dm_p_naive"])),
+        ("window MAPE", lambda m: _percent(m["live_mape"])),
+        ("window naive", lambda m: _percent(m["live_naive_mape"])),
+        ("window p(naive)", lambda m: _p(m["live_dm_p_naive"])),
     )
     for label, cell in lines:
         table.add_row(label, *(cell(m) for m in models))

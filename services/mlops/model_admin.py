@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, insert
 
+from mlops.contracts import live_figures
 from mlops.contracts.models import (
     ARCHIVED,
     CHALLENGER_ALIAS,
@@ -66,7 +67,8 @@ class Action:
 
     def sentence(self) -> str:
         version = f" version {self.model_version}" if self.model_version else ""
-        return f"{self.action} {self.model_name}{version}: {self.reason}"
+        against = f" ({self.details['comparison']})" if self.details.get("comparison") else ""
+        return f"{self.action} {self.model_name}{version}: {self.reason}{against}"
 
 
 def default_actor(channel: str = "cli") -> str:
@@ -183,22 +185,19 @@ def _promote(
             f"Model {name} version {version} {why}; not promoted (use --force to promote it "
             "anyway)."
         )
-    live_day, live = live_metrics(engine, [name]).get((name, ref.version), ("", {}))
-    holdout_p, live_p = figures.get("dm_p_value_naive"), live.get("dm_p_naive")
-    # Significance from the holdout, or from the live window the version accumulated in
-    # shadow (a challenger's paired days against the naive forecast), whichever is lower.
-    known = [p for p in (holdout_p, live_p) if p is not None]
-    p_value = min(known) if known else None
+    live = live_figures.read(engine, [name]).get((name, ref.version))
+    window = live.window if live else {}
+    holdout_p, live_p = figures.get("dm_p_value_naive"), window.get("dm_p_naive")
+    # The holdout's p-value decides, as in training's gate; the live window's is shown as
+    # information (the smaller of two looks would double the chance of a false promotion).
+    # A version without a holdout test is judged on its live window alone.
+    p_value, decides = (holdout_p, "holdout") if holdout_p is not None else (live_p, "live")
     doubtful = max_p_value is not None and (p_value is None or not p_value <= max_p_value)
+    comparison = _comparison(client, current, figures, live, decides)
     if doubtful and not force:
-        shown = (
-            "no Diebold-Mariano p-value"
-            if p_value is None
-            else f"p-value {_p(holdout_p)} on the holdout, {_p(live_p)} live"
-        )
         raise ModelError(
             f"Model {name} version {version} is not significantly better than the naive "
-            f"forecast ({shown}, PROMOTION_MAX_P_VALUE {max_p_value}); not promoted (use "
+            f"forecast ({comparison}; PROMOTION_MAX_P_VALUE {max_p_value}); not promoted (use "
             "--force to promote it anyway)."
         )
     forced = bool(force and (loses or doubtful))
@@ -216,10 +215,41 @@ def _promote(
     details = {
         "previous": current.version if current else None,
         "forced": forced,
+        "p_value_decides": decides if p_value is not None else None,
+        "comparison": comparison,
         **{k: v for k, v in figures.items() if k.startswith(("holdout_", "baseline_", "dm_"))},
-        **({f"live_{k}": v for k, v in live.items()} | ({"live_day": live_day} if live else {})),
+        **({"live": live.as_dict()} if live else {}),
     }
     return record(engine, Action("promote", name, ref.version, actor, reason, details))
+
+
+def _comparison(
+    client: MlflowClient,
+    current: ModelRef | None,
+    figures: dict[str, float],
+    live: live_figures.LiveFigures | None,
+    decides: str,
+) -> str:
+    """The candidate against the naive forecast and the current champion, with the
+    p-values and which one decides: what a promotion's confirmation and output say.
+    """
+    mape, naive = figures.get("holdout_mape"), figures.get("baseline_holdout_mape")
+    parts = [
+        f"holdout MAPE {_figure(mape, True)} vs naive {_figure(naive, True)}, p "
+        f"{_p(figures.get('dm_p_value_naive'))}{' decides' if decides == 'holdout' else ''}"
+    ]
+    if current is not None:
+        theirs = holdout_figures(client, current).get("holdout_mape")
+        parts.append(f"champion v{current.version} holdout MAPE {_figure(theirs, True)}")
+    if live is not None and live.window:
+        w = live.window
+        parts.append(
+            f"live {live.window_days}-session window to {live.window_date}: MAPE "
+            f"{_figure(w.get('mape'), True)} vs naive {_figure(w.get('naive_mape'), True)}, "
+            f"p {_p(w.get('dm_p_naive'))}"
+            + (" decides" if decides == "live" else " (information only)")
+        )
+    return "; ".join(parts)
 
 
 def _set_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
@@ -334,19 +364,6 @@ def set_paused(
 
 # `mlops models list`: every version of every catalog model, with its figures.
 
-# Live figures of a version, as monitoring writes them for all symbols together: those of
-# its window ending on the day, and the day's own IC and Rank IC (window_days 1).
-LIVE_METRICS = (
-    "mape",
-    "wmape",
-    "directional_accuracy",
-    "naive_mape",
-    "dm_p_naive",
-    "dm_p_champion",
-    "ic",
-    "rank_ic",
-)
-LIVE_SYMBOL = "ALL"
 # Holdout figures shown (run metrics, else version tags of the same names).
 HOLDOUT_FIGURES = (
     "holdout_mape",
@@ -369,8 +386,9 @@ class VersionRow:
     dataset_version: str | None
     train_window: str | None
     holdout: dict[str, float]
-    live: dict[str, float]
-    live_date: str | None
+    # The latest session's and trailing window's live figures, each with its date and
+    # window (mlops.contracts.live_figures.LiveFigures.as_dict); {} when never monitored.
+    live: dict[str, Any]
 
 
 # The registry actions by name, as `mlops models ACTION` and the dashboard's buttons say them.
@@ -417,41 +435,13 @@ def version_status(aliases: list[str], tags: dict[str, str], alias: str) -> str:
     return "candidate"
 
 
-def live_metrics(
-    engine: Engine, names: list[str]
-) -> dict[tuple[str, str], tuple[str, dict[str, float]]]:
-    """(model, version) -> (its latest metric day, the live figures of that day)."""
-    from sqlalchemy import select
-
-    from mlops.db.schema import monitoring_metrics as mm
-
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(mm.c.model_name, mm.c.model_version, mm.c.metric_date, mm.c.metric, mm.c.value)
-            .where(
-                mm.c.model_name.in_(names),
-                mm.c.symbol == LIVE_SYMBOL,
-                mm.c.metric.in_(LIVE_METRICS),
-            )
-            .order_by(mm.c.metric_date)
-        ).all()
-    latest: dict[tuple[str, str], tuple[str, dict[str, float]]] = {}
-    for name, version, day, metric, value in rows:
-        key = (name, str(version))
-        if key not in latest or latest[key][0] != day.isoformat():
-            latest[key] = (day.isoformat(), {})
-        if value is not None:
-            latest[key][1][metric] = float(value)
-    return latest
-
-
 def inventory(
     client: MlflowClient, engine: Engine, names: list[str], *, alias: str
 ) -> list[VersionRow]:
     """Every registered version of the models ``names`` (the catalog), newest first within
     a model; a model never trained is one row without a version.
     """
-    live = live_metrics(engine, names)
+    live = live_figures.read(engine, names)
     rows: list[VersionRow] = []
     for name in names:
         model = _registered(client, name)
@@ -461,13 +451,13 @@ def inventory(
             by_version.setdefault(str(version), []).append(alias_name)
         versions = [] if model is None else _versions(client, name)
         if not versions:
-            rows.append(VersionRow(name, None, "not trained", paused, [], None, None, {}, {}, None))
+            rows.append(VersionRow(name, None, "not trained", paused, [], None, None, {}, {}))
         for mv in versions:
             ref = ModelRef(name, str(mv.version), mv.run_id, dict(mv.tags))
             aliases = sorted(by_version.get(ref.version, []))
             lineage = ref.lineage
             figures = holdout_figures(client, ref)
-            day, measured = live.get((name, ref.version), (None, {}))
+            measured = live.get((name, ref.version))
             rows.append(
                 VersionRow(
                     name=name,
@@ -482,8 +472,7 @@ def inventory(
                         else None
                     ),
                     holdout={k: figures[k] for k in HOLDOUT_FIGURES if k in figures},
-                    live=measured,
-                    live_date=day,
+                    live=measured.as_dict() if measured else {},
                 )
             )
     return rows
@@ -519,7 +508,9 @@ def _figure(value: float | None, percent: bool = False) -> str:
 
 
 def table(rows: list[VersionRow]) -> str:
-    """``rows`` as a plain text table, one line per version."""
+    """``rows`` as a plain text table, one line per version: the holdout, the latest
+    session's own live figures (DAY) and the trailing window's (WINDOW, its length in
+    sessions and its last day)."""
     header = (
         "MODEL",
         "VERSION",
@@ -531,15 +522,24 @@ def table(rows: list[VersionRow]) -> str:
         "NAIVE",
         "P(NAIVE)",
         "P(CHAMPION)",
-        "LIVE MAPE",
-        "LIVE NAIVE",
-        "LIVE P(NAIVE)",
+        "DAY",
+        "DAY MAPE",
+        "DAY NAIVE",
         "DAY IC",
-        "LIVE DAY",
+        "WINDOW",
+        "WINDOW MAPE",
+        "WINDOW NAIVE",
+        "WINDOW P(NAIVE)",
     )
     lines = [header]
     for r in rows:
-        h, live = r.holdout, r.live
+        h = r.holdout
+        day, window = r.live.get("session", {}), r.live.get("window", {})
+        span = (
+            f"{r.live['window_days']} to {r.live['window_date']}"
+            if r.live.get("window_date")
+            else "-"
+        )
         lines.append(
             (
                 r.name,
@@ -552,11 +552,14 @@ def table(rows: list[VersionRow]) -> str:
                 _figure(h.get("baseline_holdout_mape"), True),
                 _figure(h.get("dm_p_value_naive")),
                 _figure(h.get("dm_p_value_champion")),
-                _figure(live.get("mape"), True),
-                _figure(live.get("naive_mape"), True),
-                _figure(live.get("dm_p_naive")),
-                _figure(live.get("ic")),
-                r.live_date or "-",
+                r.live.get("session_date") or "-",
+                _figure(day.get("mape"), True),
+                _figure(day.get("naive_mape"), True),
+                _figure(day.get("ic")),
+                span,
+                _figure(window.get("mape"), True),
+                _figure(window.get("naive_mape"), True),
+                _figure(window.get("dm_p_naive")),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

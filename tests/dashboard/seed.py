@@ -56,25 +56,60 @@ def seed(settings: Any) -> Context:
     return ctx
 
 
+WINDOW = 20
+
+
+def day_mape(name: str, version: str, n: int) -> float:
+    """The MAPE of version ``version`` of ``name`` on the ``n``-th session alone."""
+    m = list(MODELS).index(name)
+    return MODELS[name][int(version) - 1][0] + 0.001 * ((n + m) % 4)
+
+
+def window_mape(name: str, version: str, n: int) -> float:
+    """Its MAPE over the trailing window ending on the ``n``-th session (here: the mean of
+    the sessions' own, every session with as many rows)."""
+    days = range(max(0, n + 1 - WINDOW), n + 1)
+    return sum(day_mape(name, version, d) for d in days) / len(days)
+
+
+def _figures(base: float, n: int) -> dict[str, float]:
+    return {
+        "mape": base,
+        "wmape": base * 0.98,
+        "mae": base * 150,
+        "rmse": base * 190,
+        "directional_accuracy": 0.5 + 0.01 * (n % 4),
+        "naive_mape": 0.0115,
+        "naive_wmape": 0.0113,
+        "naive_mae": 1.7,
+        "naive_rmse": 2.2,
+        "n": 5.0,
+    }
+
+
 def _metrics(ctx: Context) -> None:
+    """Each session's own figures (window 1) and the trailing window's (window 20); a
+    challenger's window also beside its champion on the same rows."""
     now, rows = utcnow(), []
     for n, day in enumerate(DAYS):
-        for m, (name, versions) in enumerate(MODELS.items()):
-            for version in (CHAMPIONS[name], CHALLENGERS[name]):
-                base = versions[int(version) - 1][0] + 0.001 * ((n + m) % 3)
-                figures = {
-                    "mape": base,
-                    "wmape": base * 0.98,
-                    "mae": base * 150,
-                    "rmse": base * 190,
-                    "directional_accuracy": 0.5 + 0.01 * (n % 4),
-                    "naive_mape": 0.0115,
-                    "naive_wmape": 0.0113,
-                    "naive_mae": 1.7,
-                    "naive_rmse": 2.2,
-                    "n": 5.0,
-                }
-                rows += [(day, name, version, k, v) for k, v in figures.items()]
+        for name in MODELS:
+            champion, challenger = CHAMPIONS[name], CHALLENGERS[name]
+            for version in (champion, challenger):
+                rows += [
+                    (day, 1, name, version, k, v)
+                    for k, v in _figures(day_mape(name, version, n), n).items()
+                ]
+                window = _figures(window_mape(name, version, n), n)
+                if version == challenger:
+                    window |= {
+                        "paired_n": 5.0 * min(n + 1, WINDOW),
+                        "paired_mape": window["mape"],
+                        "paired_champion_mape": window_mape(name, champion, n),
+                        "paired_naive_mape": 0.0115,
+                        "paired_diff_low": -0.002,
+                        "paired_diff_high": 0.001,
+                    }
+                rows += [(day, WINDOW, name, version, k, v) for k, v in window.items()]
         flags = {
             "drift_share": 0.2 + 0.05 * (n % 5),
             "drift_threshold": 0.35,
@@ -82,7 +117,7 @@ def _metrics(ctx: Context) -> None:
             "trigger_mape": 0.0,
             "trigger_naive_ratio": 1.0 if n == 3 else 0.0,
         }
-        rows += [(day, "stock-close", "1", k, v) for k, v in flags.items()]
+        rows += [(day, WINDOW, "stock-close", "1", k, v) for k, v in flags.items()]
     with ctx.engine.begin() as conn:
         conn.execute(
             monitoring_metrics.insert(),
@@ -94,10 +129,10 @@ def _metrics(ctx: Context) -> None:
                     "symbol": "ALL",
                     "metric": metric,
                     "value": value,
-                    "window_days": 20,
+                    "window_days": window,
                     "created_at": now,
                 }
-                for day, name, version, metric, value in rows
+                for day, window, name, version, metric, value in rows
             ],
         )
         for n, day in enumerate(DAYS):

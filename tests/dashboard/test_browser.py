@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from mlops.dashboard import data
 from mlops.db.schema import model_actions
 
 from .helpers import wait
-from .seed import CHAMPIONS, MODELS, TOKEN
+from .seed import CHAMPIONS, DAYS, MODELS, TOKEN, WINDOW, day_mape, window_mape
 from .walkforward_seed import KEY, OLD_MODEL, RUNNING_KEY
 
 QUALITY_LEGEND = "#quality-chart .legendtext"
@@ -75,9 +76,28 @@ def test_the_page_shows_every_model_and_version(browser, dashboard_url, seeded, 
     )
     legend = {e.text for e in browser.find_elements(By.CSS_SELECTOR, QUALITY_LEGEND)}
     assert legend == expected | {"naive forecast"}
+    # The quality chart's last point of a version is that day's own MAPE, the window
+    # chart's the trailing window's, and the window chart says its length.
+    drawn = browser.execute_script(
+        "const last = id => Object.fromEntries(document.querySelector(`#${id} .js-plotly-plot`)"
+        ".data.map(t => [t.name, t.y[t.y.length - 1]]));"
+        "return [last('quality-chart'), last('quality-window-chart')];"
+    )
+    final = len(DAYS) - 1
+    assert drawn[0]["stock-close:1"] == pytest.approx(day_mape("stock-close", "1", final))
+    assert drawn[1]["stock-close:1"] == pytest.approx(window_mape("stock-close", "1", final))
+    window_title = browser.find_element(By.CSS_SELECTOR, "#quality-window-chart .gtitle").text
+    assert window_title.startswith(f"MAPE over the trailing {WINDOW}-session window")
     # Every chart drew: quality, champion vs challengers, drift, triggers, two accounts,
     # the newest walk-forward's equity and IC per period.
-    charts = ("versus-chart", "drift-chart", "trigger-chart", "equity-0", "equity-1")
+    charts = (
+        "quality-window-chart",
+        "versus-chart",
+        "drift-chart",
+        "trigger-chart",
+        "equity-0",
+        "equity-1",
+    )
     for chart in (*charts, "walkforward-equity", "walkforward-ic"):
         wait(
             browser,
@@ -102,7 +122,7 @@ def test_the_page_shows_every_model_and_version(browser, dashboard_url, seeded, 
     browser.find_element(By.CSS_SELECTOR, "#metric input[value='wmape']").click()
     wait(
         browser,
-        lambda b: "WMAPE over time" in b.find_element(By.ID, "quality-chart").text,
+        lambda b: "WMAPE of each session" in b.find_element(By.ID, "quality-chart").text,
         "the WMAPE chart",
     )
     screenshot("page")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from mlops.contracts import live_figures
 from mlops.dashboard import actions, charts, data
 from mlops.dashboard.app import create_app, metrics_rows
 from mlops.dashboard.auth import (
@@ -22,10 +23,11 @@ from mlops.dashboard.auth import (
     authorize,
     configured_token,
 )
+from mlops.dashboard.registry import read_registry
 from mlops.db.schema import model_actions
 from mlops.errors import ConfigError
 
-from .seed import DAYS, MODELS, TOKEN, expected_drift_days
+from .seed import DAYS, MODELS, TOKEN, WINDOW, day_mape, expected_drift_days, window_mape
 
 
 def _basic(user: str, password: str) -> str:
@@ -67,7 +69,7 @@ def test_the_figures_of_every_model_version(seeded):
     versions = {(r.model_name, r.model_version) for r in mape.itertuples()}
     assert versions == {(name, v) for name in MODELS for v in ("1", "2")}
     assert len(mape) == len(versions) * len(DAYS)
-    assert (mape["naive"] == 0.0115).all()
+    assert (mape["naive"] == 0.0115).all() and (mape["window_days"] == 1).all()
     assert data.trigger_counts(figures.metrics) == {
         "trigger_mape": 0,
         "trigger_naive_ratio": 1,
@@ -76,10 +78,6 @@ def test_the_figures_of_every_model_version(seeded):
     drift = data.drift(figures.metrics)
     assert list(drift.columns) == ["metric_date", "drift_share", "drift_threshold"]
     assert len(drift) == len(DAYS) and (drift["drift_threshold"] == 0.35).all()
-    live = data.live_figures(figures.metrics, 5)
-    days = DAYS[-5:]
-    expected = [MODELS["stock-close"][0][0] + 0.001 * ((DAYS.index(d)) % 3) for d in days]
-    assert live[("stock-close", "1")]["live_mape"] == pytest.approx(sum(expected) / 5)
     headline = charts.metric_over_time(figures.metrics, "wmape")
     assert [t.name for t in headline.data][-1] == "naive forecast"
     assert len(headline.data) == len(versions) + 1
@@ -89,33 +87,96 @@ def test_the_figures_of_every_model_version(seeded):
     assert set(paper["broker"]) == {"paper"} and len(paper) == len(DAYS)
     rows = metrics_rows(figures.metrics)
     assert rows[0]["metric_date"] == DAYS[0].isoformat() and "mape" in rows[0]
+    assert {r["window_days"] for r in rows} == {1, WINDOW}
+
+
+def test_a_day_point_is_that_days_figure_and_the_window_is_labelled(seeded):
+    """The quality chart's points are each session's own MAPE; the window chart's the
+    trailing window's, its length in the title; neither averages the other."""
+    metrics = data.load_figures(seeded.engine).metrics
+    last = len(DAYS) - 1
+    day = charts.metric_over_time(metrics, "mape")
+    window = charts.metric_over_time(metrics, "mape", window=True)
+    assert day.layout.title.text.startswith("MAPE of each session")
+    assert window.layout.title.text.startswith(f"MAPE over the trailing {WINDOW}-session window")
+    points = {t.name: list(t.y) for t in day.data}
+    trailing = {t.name: list(t.y) for t in window.data}
+    for name in MODELS:
+        label = f"{name}:1"
+        assert points[label] == pytest.approx([day_mape(name, "1", n) for n in range(len(DAYS))])
+        assert trailing[label][-1] == pytest.approx(window_mape(name, "1", last))
+        assert points[label][-1] != pytest.approx(trailing[label][-1])
+    assert day.layout.yaxis.tickformat == ".2%"
+    # The daily IC has no window figure: its window chart says so.
+    ic_window = charts.metric_over_time(metrics, "ic", window=True)
+    assert "no window figure for daily IC" in ic_window.layout.title.text
+
+
+def test_challengers_are_compared_on_the_rows_both_scored(seeded):
+    live = live_figures.read(seeded.engine)
+    roles = {
+        (name, v): role for name in MODELS for v, role in (("1", "champion"), ("2", "challenger"))
+    }
+    bars = charts.champion_vs_challengers(live, roles)
+    assert f"latest {WINDOW}-session window" in bars.layout.title.text
+    mine, champion, naive = (list(trace.y) for trace in bars.data)
+    labels = list(bars.data[0].x)
+    last = len(DAYS) - 1
+    for name in MODELS:
+        at = labels.index(f"{name}:2 challenger (same {5 * len(DAYS)} rows)")
+        assert mine[at] == pytest.approx(window_mape(name, "2", last))
+        assert champion[at] == pytest.approx(window_mape(name, "1", last))
+        assert naive[at] == pytest.approx(0.0115)
+    assert "difference -0.200% to +0.100% (95 %)" in bars.layout.annotations[0].text
+
+
+def test_the_cli_the_api_and_the_page_show_the_same_live_figures(seeded):
+    from conftest import run_in_process
+
+    env = {"MLOPS_HOME": str(seeded.settings.mlops_home), "LOG_LEVEL": "WARNING"}
+    out = seeded.settings.mlops_home / "models.json"
+    listed = run_in_process(env, "models", "list", "--output", str(out))
+    assert listed.returncode == 0, listed.stderr
+    cli = {(r["name"], r["version"]): r["live"] for r in json.loads(out.read_text())}
+    answer = create_app(seeded).server.test_client().get("/api/models")
+    assert answer.status_code == 200
+    api = {(r["name"], r["version"]): r["live"] for r in answer.get_json()}
+    assert api == cli
+    registry = read_registry(seeded.mlflow, live_figures.read(seeded.engine))
+    page = {(r["model"], r["version"]): r for r in registry.rows}
+    last = len(DAYS) - 1
+    for name in MODELS:
+        for version in ("1", "2"):
+            shown, listed_live = page[(name, version)], cli[(name, version)]
+            assert shown["live_day_mape"] == listed_live["session"]["mape"]
+            assert shown["live_day_mape"] == pytest.approx(day_mape(name, version, last))
+            assert shown["live_window_mape"] == listed_live["window"]["mape"]
+            assert shown["live_window_mape"] == pytest.approx(window_mape(name, version, last))
+            assert shown["live_window"] == f"{WINDOW} sessions to {DAYS[-1]}"
+            assert shown["live_day"] == listed_live["session_date"] == DAYS[-1].isoformat()
 
 
 def test_the_daily_ic_is_a_quality_chart_and_no_monitored_day():
     from datetime import date
 
     rows = [
-        (date(2017, 6, 1), "mape", 0.05),
-        (date(2017, 6, 2), "ic", 0.2),  # a session no monitor run was dated
-        (date(2017, 6, 5), "mape", 0.01),
-        (date(2017, 6, 5), "ic", -0.1),
-        (date(2017, 6, 5), "rank_ic", -0.2),
+        (date(2017, 6, 1), 20, "mape", 0.05),
+        (date(2017, 6, 2), 1, "ic", 0.2),  # a session no monitor run was dated
+        (date(2017, 6, 5), 20, "mape", 0.01),
+        (date(2017, 6, 5), 1, "ic", -0.1),
+        (date(2017, 6, 5), 1, "rank_ic", -0.2),
     ]
     metrics = pd.DataFrame(
-        [(day, "stock-close", "1", metric, value) for day, metric, value in rows],
-        columns=["metric_date", "model_name", "model_version", "metric", "value"],
+        [(day, "stock-close", "1", window, metric, value) for day, window, metric, value in rows],
+        columns=["metric_date", "model_name", "model_version", "window_days", "metric", "value"],
     )
     metrics["metric_date"] = pd.to_datetime(metrics["metric_date"])
-    # The live MAPE averages the last two monitored days, not the IC's sessions.
-    live = data.live_figures(metrics, 2)
-    assert live[("stock-close", "1")]["live_mape"] == pytest.approx(0.03)
     chart = charts.metric_over_time(metrics, "ic")
-    assert chart.layout.title.text.startswith("daily IC over time")
+    assert chart.layout.title.text.startswith("daily IC of each session")
     (line,) = chart.data  # one version, no naive forecast for an IC
     assert list(line.y) == [0.2, -0.1]
-    bars = charts.champion_vs_challengers(metrics, "rank_ic", {("stock-close", "1"): "champion"}, 5)
-    assert "mean daily Rank IC" in bars.layout.title.text
-    assert list(bars.data[0].y) == [pytest.approx(-0.2)]
+    window = charts.metric_over_time(metrics, "mape", window=True)
+    assert list(window.data[0].y) == [0.05, 0.01]
 
 
 def test_an_action_refused_on_the_server_changes_nothing(seeded):

@@ -109,9 +109,12 @@ def test_dashboard_shows_the_replay(demo):
     client = create_app(ctx).server.test_client()
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/").status_code == 200
-    quality = render_sections(ctx, "mape")[0]
-    assert quality.layout.title.text.startswith("MAPE over time")
+    quality, window = render_sections(ctx, "mape")[:2]
+    assert quality.layout.title.text.startswith("MAPE of each session")
     assert [t.name for t in quality.data][-1] == "naive forecast" and len(quality.data) >= 2
+    assert window.layout.title.text.startswith("MAPE over the trailing 20-session window")
+    models = client.get("/api/models").get_json()
+    assert {m["name"] for m in models} == {m["model"] for m in summary.models}
     metrics = client.get("/api/metrics").get_json()
     assert [m["metric_date"] for m in metrics][-1] == summary.end
     day = summary.end

@@ -74,7 +74,7 @@ def test_a_version_that_loses_to_the_naive_is_refused_unless_forced(registry: Re
 
 def test_significance_is_required_when_promotion_max_p_value_is_set(registry: Registry) -> None:
     doubtful = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
-    with pytest.raises(ModelError, match=r"not significantly better.*p-value 0\.4000"):
+    with pytest.raises(ModelError, match=r"not significantly better.*p 0\.4000 decides"):
         _promote(registry, doubtful, max_p_value=0.05)
     assert registry.alias() is None
     _promote(registry, doubtful, max_p_value=0.5)
@@ -104,12 +104,9 @@ def test_perform_applies_the_settings_promotion_rule_for_cli_and_dashboard_alike
         )  # fmt: skip
 
 
-def test_significance_can_come_from_the_live_window_a_challenger_accumulated(
-    registry: Registry,
-) -> None:
+def _live_window(registry: Registry, version: str, p_value: float) -> None:
     from mlops.db.schema import monitoring_metrics
 
-    challenger = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
     with registry.engine.begin() as conn:
         conn.execute(
             insert(monitoring_metrics),
@@ -117,22 +114,44 @@ def test_significance_can_come_from_the_live_window_a_challenger_accumulated(
                 {
                     "metric_date": date(2017, 6, 28),
                     "model_name": registry.name,
-                    "model_version": challenger,
+                    "model_version": version,
                     "symbol": "ALL",
                     "metric": metric,
                     "value": value,
                     "window_days": 20,
                     "created_at": datetime.now(UTC),
                 }
-                for metric, value in (("dm_p_naive", 0.02), ("mape", 0.011))
+                for metric, value in (("dm_p_naive", p_value), ("mape", 0.011))
             ],
         )
-    _promote(registry, challenger, max_p_value=0.05, reason="20 live days in shadow")
-    assert registry.alias() == challenger
+
+
+def test_the_holdout_p_value_decides_and_the_live_one_is_information(
+    registry: Registry,
+) -> None:
+    """Not the smaller of two looks: a live p of 0.02 does not rescue a holdout p of 0.4."""
+    champion = registry.register(0.011, 0.012, dm_p_value_naive=0.01)
+    _promote(registry, champion, max_p_value=0.05)
+    challenger = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
+    _live_window(registry, challenger, 0.02)
+    with pytest.raises(ModelError) as refused:
+        _promote(registry, challenger, max_p_value=0.05, reason="20 live days in shadow")
+    said = str(refused.value)
+    assert "holdout MAPE 1.000% vs naive 1.200%, p 0.4000 decides" in said
+    assert f"champion v{champion} holdout MAPE 1.100%" in said
+    assert "live 20-session window to 2017-06-28" in said and "p 0.0200 (information only)" in said
+    assert registry.alias() == champion
+
+    # A version without a holdout test is judged on its live window, and says so.
+    unseen = registry.register(0.010, 0.012)
+    _live_window(registry, unseen, 0.02)
+    done = _promote(registry, unseen, max_p_value=0.05, reason="20 live days in shadow")
+    assert registry.alias() == unseen
+    assert "p 0.0200 decides" in done.sentence()
     details = json.loads(registry.actions()[-1]["details"])
-    assert details["dm_p_value_naive"] == pytest.approx(0.4)
-    assert details["live_dm_p_naive"] == pytest.approx(0.02)
-    assert details["live_day"] == "2017-06-28" and details["forced"] is False
+    assert details["p_value_decides"] == "live" and details["forced"] is False
+    assert details["live"]["window"]["dm_p_naive"] == pytest.approx(0.02)
+    assert details["live"]["window_date"] == "2017-06-28"
 
 
 def test_rollback_returns_to_the_previous_champion_and_keeps_the_history(
@@ -336,7 +355,10 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
 
     done = _cli(registry, folder, "promote", registry.name, v1, "--reason", "ok")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"promote {registry.name} version {v1}: ok"
+    assert done.stdout.strip() == (
+        f"promote {registry.name} version {v1}: ok "
+        "(holdout MAPE 1.000% vs naive 1.200%, p 0.0200 decides)"
+    )
     refused = _cli(registry, folder, "promote", registry.name, v2, "--reason", "x")
     assert refused.returncode == ModelError.exit_code
     assert refused.stderr.count("\n") == 1 and "loses to the naive forecast" in refused.stderr
@@ -347,32 +369,33 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     assert archived.returncode == ConfigError.exit_code and "is the champion" in archived.stderr
 
     now = datetime.now(UTC)
+    rows = [  # (day, window_days, metric, value): two monitored days, each day's own figures
+        *[
+            (day, 20, metric, figure)
+            for day, value in ((date(2017, 6, 1), 0.02), (date(2017, 6, 2), 0.015))
+            for metric, figure in (("mape", value), ("naive_mape", 0.014), ("dm_p_naive", 0.3))
+        ],
+        (date(2017, 6, 1), 1, "mape", 0.031),
+        (date(2017, 6, 2), 1, "mape", 0.026),  # the day's own MAPE, not the window's
+        (date(2017, 6, 2), 1, "naive_mape", 0.012),
+        (date(2017, 6, 2), 1, "ic", 0.25),
+    ]
     with registry.engine.begin() as conn:
-        for day, value in ((date(2017, 6, 1), 0.02), (date(2017, 6, 2), 0.015)):
-            for metric, figure in (("mape", value), ("naive_mape", 0.014), ("dm_p_naive", 0.3)):
-                conn.execute(
-                    insert(monitoring_metrics).values(
-                        metric_date=day,
-                        model_name=registry.name,
-                        model_version=v1,
-                        symbol="ALL",
-                        metric=metric,
-                        value=figure,
-                        window_days=20,
-                        created_at=now,
-                    )
-                )
-        conn.execute(  # the day's own IC (window_days 1), read with the day's figures
-            insert(monitoring_metrics).values(
-                metric_date=date(2017, 6, 2),
-                model_name=registry.name,
-                model_version=v1,
-                symbol="ALL",
-                metric="ic",
-                value=0.25,
-                window_days=1,
-                created_at=now,
-            )
+        conn.execute(
+            insert(monitoring_metrics),
+            [
+                {
+                    "metric_date": day,
+                    "model_name": registry.name,
+                    "model_version": v1,
+                    "symbol": "ALL",
+                    "metric": metric,
+                    "value": value,
+                    "window_days": window,
+                    "created_at": now,
+                }
+                for day, window, metric, value in rows
+            ],
         )
     out = tmp_path / "models.json"
     listed = _cli(registry, folder, "list", "--output", str(out))
@@ -387,16 +410,23 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     assert first["holdout"]["baseline_holdout_mape"] == pytest.approx(0.012)
     assert "dm_p_value_champion" not in first["holdout"]
     assert second["holdout"]["dm_p_value_champion"] == pytest.approx(0.9)
-    assert first["live_date"] == "2017-06-02"
-    assert first["live"] == {"mape": 0.015, "naive_mape": 0.014, "dm_p_naive": 0.3, "ic": 0.25}
-    assert second["live"] == {} and second["live_date"] is None
+    live = first["live"]
+    assert (live["session_date"], live["window_date"], live["window_days"]) == (
+        "2017-06-02",
+        "2017-06-02",
+        20,
+    )
+    assert live["session"] == {"mape": 0.026, "naive_mape": 0.012, "ic": 0.25}
+    assert live["window"] == {"mape": 0.015, "naive_mape": 0.014, "dm_p_naive": 0.3}
+    assert second["live"] == {}
     never = rows[(f"{registry.name}-new", None)]
     assert never["status"] == "not trained"
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["MODEL", "VERSION", "STATUS"]
     line = next(x for x in lines if x.startswith(f"{registry.name} ") and f" {v1} " in x)
-    assert "champion" in line and "paused" in line and "1.500%" in line
-    assert "DAY IC" in lines[0] and " 0.250 " in line
+    assert "champion" in line and "paused" in line
+    assert " 2.600% " in line and " 1.500% " in line and " 20 to 2017-06-02 " in line
+    assert "DAY MAPE" in lines[0] and "WINDOW MAPE" in lines[0] and " 0.250 " in line
     assert [a["action"] for a in registry.actions()] == ["promote", "pause"]
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from mlops.context import Context
-from mlops.contracts import keys
+from mlops.contracts import keys, live_figures
 from mlops.dashboard import actions, charts, data, walkforward
 from mlops.dashboard.auth import NO_TOKEN, Credentials, configured_token
 from mlops.dashboard.registry import COLUMNS, Registry, read_registry
@@ -50,7 +50,6 @@ INDEX = (
     "{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"
 )
 # How many monitored days the champion-vs-challengers bars and the live figures average.
-WINDOW_DAYS = 20
 
 
 def create_app(ctx: Context) -> Any:
@@ -97,6 +96,7 @@ def _layout(enabled: bool) -> Any:
             html.H2("Prediction quality"),
             metric_choice,
             dcc.Graph(id="quality-chart"),
+            dcc.Graph(id="quality-window-chart"),
             dcc.Graph(id="versus-chart"),
             html.H2("Models"),
             html.Div(id="models-table"),
@@ -182,6 +182,7 @@ def _page_callbacks(app: Any, ctx: Context) -> None:
 
     @app.callback(
         Output("quality-chart", "figure"),
+        Output("quality-window-chart", "figure"),
         Output("versus-chart", "figure"),
         Output("models-table", "children"),
         Output("names", "children"),
@@ -205,7 +206,8 @@ def render_sections(ctx: Context, metric: str) -> tuple[Any, ...]:
     from dash import dcc, html
 
     figures = data.load_figures(ctx.engine)
-    registry, registry_error = _registry(ctx, figures.metrics)
+    live = live_figures.read(ctx.engine)
+    registry, registry_error = _registry(ctx, live)
     roles = _roles(registry, ctx.settings.champion_alias)
     equity = [
         dcc.Graph(figure=figure, id=f"equity-{n}")
@@ -213,7 +215,8 @@ def render_sections(ctx: Context, metric: str) -> tuple[Any, ...]:
     ]
     return (
         charts.metric_over_time(figures.metrics, metric),
-        charts.champion_vs_challengers(figures.metrics, metric, roles, WINDOW_DAYS),
+        charts.metric_over_time(figures.metrics, metric, window=True),
+        charts.champion_vs_challengers(live, roles),
         _models_table(registry, registry_error),
         [html.Option(value=name) for name in (registry.names if registry else [])],
         charts.drift(data.drift(figures.metrics)),
@@ -230,9 +233,11 @@ def render_sections(ctx: Context, metric: str) -> tuple[Any, ...]:
     )
 
 
-def _registry(ctx: Context, metrics: pd.DataFrame) -> tuple[Registry | None, str]:
+def _registry(
+    ctx: Context, live: dict[tuple[str, str], live_figures.LiveFigures]
+) -> tuple[Registry | None, str]:
     try:
-        return read_registry(ctx.mlflow, data.live_figures(metrics, WINDOW_DAYS)), ""
+        return read_registry(ctx.mlflow, live), ""
     except MlopsError as exc:
         return None, str(exc)
     except Exception as exc:  # the registry is down: the rest of the page still shows
@@ -402,6 +407,24 @@ def _routes(server: Any, ctx: Context) -> None:
     def api_metrics() -> Any:
         return jsonify(metrics_rows(data.load_figures(ctx.engine).metrics))
 
+    @server.get("/api/models")
+    def api_models() -> Any:
+        """Every version of every catalog model with its holdout and live figures: the
+        rows ``mlops models list --output`` writes, from the same code."""
+        from mlops.contracts.catalog import model_names
+        from mlops.model_admin import inventory
+
+        try:
+            rows = inventory(
+                ctx.mlflow,
+                ctx.engine,
+                model_names(ctx.settings),
+                alias=ctx.settings.champion_alias,
+            )
+        except MlopsError as exc:
+            return jsonify(error=str(exc)), 503
+        return jsonify([asdict(row) for row in rows])
+
     @server.get("/api/equity")
     def api_equity() -> Any:
         broker = request.args.get("broker") or None
@@ -479,15 +502,18 @@ def trades_page(run_key: str, summary: str, trades: pd.DataFrame) -> str:
 
 
 def metrics_rows(metrics: pd.DataFrame) -> list[dict[str, Any]]:
-    """One row per day, model and version with each metric as a column (JSON-ready)."""
+    """One row per day, model, version and window (1: the session's own figures) with
+    each metric as a column (JSON-ready)."""
     if metrics.empty:
         return []
     wide = metrics.pivot_table(
-        index=["metric_date", "model_name", "model_version"],
+        index=["metric_date", "model_name", "model_version", "window_days"],
         columns="metric",
         values="value",
         aggfunc="last",
     ).reset_index()
     wide["metric_date"] = wide["metric_date"].dt.strftime("%Y-%m-%d")
     wide.columns.name = None
-    return data.records(wide.sort_values(["metric_date", "model_name", "model_version"]))
+    return data.records(
+        wide.sort_values(["metric_date", "model_name", "model_version", "window_days"])
+    )

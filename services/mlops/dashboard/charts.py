@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from mlops.contracts import live_figures
 from mlops.dashboard import data
 
 if TYPE_CHECKING:
@@ -42,13 +43,35 @@ def _figure(title: str, y_title: str = "") -> go.Figure:
     return figure
 
 
-def metric_over_time(metrics: pd.DataFrame, metric: str) -> go.Figure:
-    """The headline chart: one line per model:version, the naive forecast dashed."""
+PERCENT_METRICS = {"mape", "wmape", "directional_accuracy"}
+
+
+def _axes(figure: go.Figure, metric: str) -> go.Figure:
+    """Percent where the figure is a share; trading days only on the date axis."""
+    if metric in PERCENT_METRICS:
+        figure.update_yaxes(tickformat=".2%")
+    figure.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]}])
+    return figure
+
+
+def metric_over_time(metrics: pd.DataFrame, metric: str, *, window: bool = False) -> go.Figure:
+    """A quality chart: one line per model:version, the naive forecast dashed. Each point
+    is one session's own figure (on that session's rows), or with ``window`` the trailing
+    window's figure of each monitored day, the window's length in the title.
+    """
     import plotly.graph_objects as go
 
     label = METRIC_LABELS.get(metric, metric)
-    figure = _figure(f"{label} over time, every model and version (all symbols)", label)
-    frame = data.quality(metrics, metric)
+    frame = data.quality(metrics, metric, window=window)
+    if window:
+        lengths = sorted({int(n) for n in frame["window_days"].unique()})
+        span = "/".join(str(n) for n in lengths) if lengths else "N"
+        title = f"{label} over the trailing {span}-session window, each monitored day"
+        if frame.empty:
+            title += f" (no window figure for {label})"
+    else:
+        title = f"{label} of each session, every model and version (all symbols)"
+    figure = _figure(title, label)
     for (name, version), rows in frame.groupby(["model_name", "model_version"], sort=True):
         figure.add_trace(
             go.Scatter(
@@ -69,38 +92,67 @@ def metric_over_time(metrics: pd.DataFrame, metric: str) -> go.Figure:
                 line={"dash": "dash", "color": "gray"},
             )
         )
-    return figure
+    return _axes(figure, metric)
 
 
 def champion_vs_challengers(
-    metrics: pd.DataFrame, metric: str, roles: dict[tuple[str, str], str], window_days: int
+    live: dict[tuple[str, str], live_figures.LiveFigures], roles: dict[tuple[str, str], str]
 ) -> go.Figure:
-    """Mean ``metric`` over the last ``window_days`` days: each model's champion and
-    challengers beside the naive forecast on the same days."""
+    """MAPE over each model's latest live window, on the same rows: a champion beside the
+    naive forecast on its rows; a challenger beside its champion and the naive forecast on
+    the (day, symbol) pairs both scored, with the 95 % interval of the daily difference.
+    """
     import plotly.graph_objects as go
 
-    label = METRIC_LABELS.get(metric, metric)
+    windows = sorted({f.window_days for f in live.values() if f.window_days})
+    span = "/".join(str(n) for n in windows) or "N"
     figure = _figure(
-        f"Champion vs challengers vs naive: mean {label} over the last {window_days} days", label
+        f"Champion vs challengers vs naive: MAPE over the latest {span}-session window, "
+        "each challenger on the rows it and its champion both scored",
+        "MAPE",
     )
-    frame = data.quality(metrics, metric)
-    if frame.empty:
-        return figure
-    days = sorted(frame["metric_date"].unique())[-window_days:]
-    recent = frame[frame["metric_date"].isin(days)]
-    names, values, colors = [], [], []
-    palette = {"champion": "#2ca02c", "challenger": "#1f77b4"}
-    for (name, version), rows in recent.groupby(["model_name", "model_version"], sort=True):
-        role = roles.get((str(name), str(version)), "")
-        names.append(f"{data.series_label(str(name), str(version))} {role}".strip())
-        values.append(float(rows["value"].mean()))
-        colors.append(palette.get(role, "#9467bd"))
-    naive = recent["naive"].dropna()
-    if not naive.empty:
-        names.append("naive forecast")
-        values.append(float(data.naive_series(recent).mean()))
-        colors.append("gray")
-    figure.add_trace(go.Bar(x=names, y=values, marker_color=colors, name=label))
+    names: list[str] = []
+    mine: list[float] = []
+    champion: list[float | None] = []
+    naive: list[float | None] = []
+    low: list[float | None] = []
+    high: list[float | None] = []
+    for (name, version), found in sorted(live.items()):
+        role, w = roles.get((name, version)), found.window
+        if role == "champion" and "mape" in w:
+            names.append(f"{data.series_label(name, version)} champion (n {w.get('n', 0):.0f})")
+            mine.append(w["mape"])
+            champion.append(w["mape"])
+            naive.append(w.get("naive_mape"))
+            low.append(None)
+            high.append(None)
+        elif role == "challenger" and "paired_mape" in w:
+            names.append(
+                f"{data.series_label(name, version)} challenger "
+                f"(same {w.get('paired_n', 0):.0f} rows)"
+            )
+            mine.append(w["paired_mape"])
+            champion.append(w.get("paired_champion_mape"))
+            naive.append(w.get("paired_naive_mape"))
+            low.append(w.get("paired_diff_low"))
+            high.append(w.get("paired_diff_high"))
+    figure.add_trace(go.Bar(x=names, y=mine, name="the version", marker_color="#1f77b4"))
+    figure.add_trace(
+        go.Bar(x=names, y=champion, name="its champion, same rows", marker_color="#2ca02c")
+    )
+    figure.add_trace(go.Bar(x=names, y=naive, name="naive, same rows", marker_color="gray"))
+    figure.update_layout(barmode="group")
+    intervals = [
+        f"{n}: difference {lo:+.3%} to {hi:+.3%} (95 %)"
+        for n, lo, hi in zip(names, low, high, strict=True)
+        if lo is not None and hi is not None
+    ]
+    if intervals:
+        figure.add_annotation(
+            text="<br>".join(intervals), showarrow=False, xref="paper", yref="paper", x=0, y=1.0,
+            xanchor="left", yanchor="bottom", align="left", font={"size": 10},
+        )  # fmt: skip
+    figure.update_yaxes(tickformat=".2%")
     return figure
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from mlops.contracts import live_figures
 from mlops.contracts.keys import walkforward_output_keys
 from mlops.db.schema import (
     backtest_runs,
@@ -22,11 +23,10 @@ from mlops.db.schema import (
 )
 from mlops.store import ObjectStore, get_parquet
 
-# The quality figures of the headline chart (monitoring_metrics, symbol ALL).
+# The quality figures of the headline charts (monitoring_metrics, symbol ALL): each
+# session's own (window_days 1) and the trailing window's (window_days N).
 QUALITY_METRICS = ("mape", "wmape", "mae", "rmse", "directional_accuracy", "ic", "rank_ic")
-# Figures of single sessions (window_days 1, dated each session), not of a monitored day's
-# window: they do not say which days were monitored.
-SESSION_METRICS = ("ic", "rank_ic")
+SESSION = live_figures.SESSION
 # The monitor's retrain triggers, one 0/1 row per monitored day each.
 TRIGGERS = ("trigger_mape", "trigger_naive_ratio", "trigger_drift")
 DRIFT_METRICS = ("drift_share", "drift_threshold")
@@ -36,7 +36,8 @@ DRIFT_METRICS = ("drift_share", "drift_threshold")
 class Figures:
     """Everything the page shows from the database."""
 
-    metrics: pd.DataFrame  # long: metric_date, model_name, model_version, metric, value
+    # long: metric_date, model_name, model_version, window_days, metric, value
+    metrics: pd.DataFrame
     equity: pd.DataFrame
     backtests: pd.DataFrame
     runs: pd.DataFrame
@@ -56,6 +57,7 @@ def load_figures(engine: Engine, broker: str | None = None) -> Figures:
         monitoring_metrics.c.metric_date,
         monitoring_metrics.c.model_name,
         monitoring_metrics.c.model_version,
+        monitoring_metrics.c.window_days,
         monitoring_metrics.c.metric,
         monitoring_metrics.c.value,
     ]
@@ -90,16 +92,19 @@ def series_label(model_name: str, model_version: str) -> str:
     return f"{model_name}:{model_version}"
 
 
-def quality(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per day and model version for ``metric``, with the naive forecast's
-    figure of the same day beside it (``naive``; NaN when the metric has none).
+def quality(metrics: pd.DataFrame, metric: str, *, window: bool = False) -> pd.DataFrame:
+    """One row per day and model version for ``metric``: each session's own figure, or
+    (``window``) the trailing window's dated the monitored day, with ``window_days``; the
+    naive forecast's figure of the same rows beside it (``naive``; NaN when it has none).
     """
-    columns = ["metric_date", "model_name", "model_version", "value", "naive"]
+    columns = ["metric_date", "model_name", "model_version", "window_days", "value", "naive"]
     if metrics.empty:
         return pd.DataFrame(columns=columns)
+    kind = metrics["window_days"] != SESSION if window else metrics["window_days"] == SESSION
+    metrics = metrics[kind]
     mine = metrics[metrics["metric"] == metric]
     naive = metrics[metrics["metric"] == f"naive_{metric}"]
-    keys = ["metric_date", "model_name", "model_version"]
+    keys = ["metric_date", "model_name", "model_version", "window_days"]
     merged = mine[[*keys, "value"]].merge(
         naive[[*keys, "value"]].rename(columns={"value": "naive"}), on=keys, how="left"
     )
@@ -135,30 +140,6 @@ def trigger_counts(metrics: pd.DataFrame) -> dict[str, int]:
     for (metric, _day), value in per_day.items():
         counts[str(metric)] += int(value is not None and value >= 0.5)
     return counts
-
-
-def live_figures(metrics: pd.DataFrame, window_days: int) -> dict[tuple[str, str], dict]:
-    """Per model version: mean MAPE and the naive's over its last ``window_days`` monitored
-    days, and its latest live Diebold-Mariano p-values."""
-    found: dict[tuple[str, str], dict[str, float]] = {}
-    if metrics.empty:
-        return found
-    monitored = metrics[~metrics["metric"].isin(SESSION_METRICS)]
-    for (name, version), rows in monitored.groupby(["model_name", "model_version"]):
-        days = sorted(rows["metric_date"].unique())[-window_days:]
-        recent = rows[rows["metric_date"].isin(days)]
-        figures: dict[str, float] = {}
-        for metric in ("mape", "naive_mape"):
-            values = recent.loc[recent["metric"] == metric, "value"].dropna()
-            if not values.empty:
-                figures[f"live_{metric}"] = float(values.mean())
-        for metric in ("dm_p_naive", "dm_p_champion"):
-            values = rows.loc[rows["metric"] == metric].sort_values("metric_date")["value"]
-            values = values.dropna()
-            if not values.empty:
-                figures[f"live_{metric}"] = float(values.iloc[-1])
-        found[(str(name), str(version))] = figures
-    return found
 
 
 def backtest_tables(backtests: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:

@@ -1,6 +1,7 @@
 """The models table: every registered model's versions, aliases, status and figures
-(holdout against the naive forecast, Diebold-Mariano p-values, live window), as
-``mlops models list`` shows them.
+(holdout against the naive forecast, Diebold-Mariano p-values, the latest session's and
+trailing window's live figures from :mod:`mlops.contracts.live_figures`), as ``mlops
+models list`` shows them.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlops.contracts.live_figures import LiveFigures
 from mlops.contracts.models import ARCHIVED, PAUSED_TAG, STATUS_TAG
 
 if TYPE_CHECKING:
@@ -29,9 +31,15 @@ COLUMNS = (
     "dataset_version",
     "train_end",
     *FIGURE_TAGS,
-    "live_mape",
-    "live_naive_mape",
-    "live_dm_p_naive",
+    # mlops.contracts.live_figures: the latest session's own figures, then the trailing
+    # window's (its length and last day in live_window).
+    "live_day",
+    "live_day_mape",
+    "live_day_naive_mape",
+    "live_window",
+    "live_window_mape",
+    "live_window_naive_mape",
+    "live_window_dm_p_naive",
 )
 
 
@@ -55,7 +63,7 @@ class Registry:
 
 
 def read_registry(
-    client: MlflowClient, live: dict[tuple[str, str], dict[str, float]] | None = None
+    client: MlflowClient, live: dict[tuple[str, str], LiveFigures] | None = None
 ) -> Registry:
     """Every registered model and version, newest version first."""
     live = live or {}
@@ -81,9 +89,26 @@ def read_registry(
             }
             for tag in FIGURE_TAGS:
                 row[tag] = _number(tags.get(tag))
-            row.update(live.get((name, version), {}))
+            row.update(_live_columns(live.get((name, version))))
             rows.append({c: row.get(c) for c in COLUMNS})
     return Registry(sorted(names), paused, rows)
+
+
+def _live_columns(found: LiveFigures | None) -> dict[str, Any]:
+    if found is None:
+        return {}
+    day, window = found.session, found.window
+    return {
+        "live_day": found.session_date.isoformat() if found.session_date else None,
+        "live_day_mape": day.get("mape"),
+        "live_day_naive_mape": day.get("naive_mape"),
+        "live_window": (
+            f"{found.window_days} sessions to {found.window_date}" if found.window_date else None
+        ),
+        "live_window_mape": window.get("mape"),
+        "live_window_naive_mape": window.get("naive_mape"),
+        "live_window_dm_p_naive": window.get("dm_p_naive"),
+    }
 
 
 def _status(tags: dict[str, str], paused: bool) -> str:

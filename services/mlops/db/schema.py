@@ -211,7 +211,13 @@ monitoring_metrics = Table(
     Column("window_days", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint(
-        "metric_date", "model_name", "model_version", "symbol", "metric", name="uq_metrics_key"
+        "metric_date",
+        "model_name",
+        "model_version",
+        "symbol",
+        "metric",
+        "window_days",  # a session's own figure (1) beside its window's (N); migration 0007
+        name="uq_metrics_key",
     ),
 )
 

@@ -10,7 +10,13 @@ champion"; either needs :data:`MIN_DM_DAYS` paired days.
 
 The information coefficient (:func:`session_ic`) is a figure of one session: the IC and
 Rank IC of the predicted against the realised return over the symbols whose next close
-came true that session (:func:`mlops.metrics.daily_ic`).
+came true that session (:func:`mlops.metrics.daily_ic`). :func:`session_figures` gives
+each session its own figures too, so a day's quality is that day's, not its trailing
+window's.
+
+A challenger is compared with its model's champion on the same rows only
+(:func:`paired_figures`): the (day, symbol) pairs both scored, each one's MAPE and the naive
+forecast's on them, and a 95 % confidence interval of the mean daily MAPE difference.
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ def dm_p_value(first: pd.Series, second: pd.Series) -> float | None:
 
 
 def paired_tests(rows: pd.DataFrame, champion_rows: pd.DataFrame | None) -> dict[str, float]:
-    """``dm_p_naive`` and, given the champion's rows of the same model, ``dm_p_champion``."""
+    """``dm_p_naive`` and, given the champion's rows of the same model, ``dm_p_champion``
+    and the figures on the rows both scored (:func:`paired_figures`).
+    """
     tests: dict[str, float] = {}
     p_naive = dm_p_value(daily_error(rows, "predicted_close"), daily_error(rows, "last_close"))
     if p_naive is not None:
@@ -70,13 +78,47 @@ def paired_tests(rows: pd.DataFrame, champion_rows: pd.DataFrame | None) -> dict
             suffixes=("", "_champion"),
         )
         if not paired.empty:
-            p_champion = dm_p_value(
-                daily_error(paired, "predicted_close"),
-                daily_error(paired, "predicted_close_champion"),
-            )
+            mine = daily_error(paired, "predicted_close")
+            theirs = daily_error(paired, "predicted_close_champion")
+            p_champion = dm_p_value(mine, theirs)
             if p_champion is not None:
                 tests["dm_p_champion"] = p_champion
+            tests.update(paired_figures(paired, mine - theirs))
     return tests
+
+
+def paired_figures(paired: pd.DataFrame, difference: pd.Series) -> dict[str, float]:
+    """A challenger beside its champion on the rows both scored (``paired``, the champion's
+    forecast in ``predicted_close_champion``): ``paired_n`` rows over ``paired_days``
+    days, ``paired_mape``, ``paired_champion_mape`` and ``paired_naive_mape`` on them, and
+    the 95 % Student-t interval (``paired_diff_low``, ``paired_diff_high``) of the mean
+    daily MAPE difference ``difference`` (challenger minus champion; below 0: better).
+    """
+    from scipy import stats
+
+    actual = paired["actual_close"]
+    figures = {
+        "paired_n": float(len(paired)),
+        "paired_days": float(len(difference)),
+        "paired_mape": regression_metrics(actual, paired["predicted_close"])["mape"],
+        "paired_champion_mape": regression_metrics(actual, paired["predicted_close_champion"])[
+            "mape"
+        ],
+        "paired_naive_mape": regression_metrics(actual, paired["last_close"])["mape"],
+    }
+    if len(difference) >= MIN_DM_DAYS:
+        mean, spread = float(difference.mean()), float(difference.std(ddof=1))
+        half = float(stats.t.ppf(0.975, len(difference) - 1)) * spread / len(difference) ** 0.5
+        figures["paired_diff_low"], figures["paired_diff_high"] = mean - half, mean + half
+    return figures
+
+
+def session_figures(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each session's own :func:`figures` and :func:`session_ic` (NaN where a session has
+    none), indexed by the session whose closes came true (``target_date``).
+    """
+    own = {session: figures(part) for session, part in frame.groupby(TARGET_DATE_COLUMN, sort=True)}
+    return pd.DataFrame.from_dict(own, orient="index").join(session_ic(frame)).sort_index()
 
 
 def session_ic(frame: pd.DataFrame) -> pd.DataFrame:

@@ -5,9 +5,11 @@ Every version that batch inference scored (each catalog model's champion and cha
 gets its figures per symbol and overall (``ALL``) in ``monitoring_metrics``: MAE, RMSE,
 MAPE, WMAPE, directional accuracy, the naive forecast's MAE, RMSE, MAPE and WMAPE on the
 same rows, n, and the live window's paired tests ``dm_p_naive`` and ``dm_p_champion``
-(:mod:`mlops.monitoring.scores`), dated the monitored day (``window_days``: the window).
-Each session of the window also gets its own ``ic`` and ``rank_ic`` (``ALL``, dated that
-session, ``window_days`` 1; none for a session with fewer than two symbols).
+(:mod:`mlops.monitoring.scores`), dated the monitored day (``window_days``: the window);
+a challenger also its figures beside the champion's on the rows both scored (``paired_*``).
+Each session of the window also gets its own ``mape``, ``naive_mape``, ``n``, ``ic`` and
+``rank_ic`` (``ALL``, dated that session, ``window_days`` 1; no IC for a session with fewer
+than two symbols). :mod:`mlops.contracts.live_figures` reads them back.
 
 The retrain request is about the trading model's champion alone: its MAPE above
 ``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO`` times the naive forecast's, or
@@ -221,7 +223,7 @@ def _score_versions(
             rows.add(name, model_version, ALL, {**overall, **tests})
             for symbol, part in group.groupby("symbol"):
                 rows.add(name, model_version, str(symbol), scores.figures(part))
-            sessions = scores.session_ic(group)
+            sessions = scores.session_figures(group)
             rows.add_sessions(name, model_version, sessions)
             figures = VersionFigures(
                 name,
@@ -232,7 +234,7 @@ def _score_versions(
                 tests.get("dm_p_naive"),
                 tests.get("dm_p_champion"),
             )
-            result.versions.append(_with_ic(figures, sessions))
+            result.versions.append(_with_ic(figures, sessions[["ic", "rank_ic"]]))
 
 
 def _with_ic(figures: VersionFigures, sessions: pd.DataFrame) -> VersionFigures:
@@ -323,7 +325,7 @@ def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> None:
             conn,
             monitoring_metrics,
             rows.rows,
-            keys=["metric_date", "model_name", "model_version", "symbol", "metric"],
+            keys=["metric_date", "model_name", "model_version", "symbol", "metric", "window_days"],
         )
         if result.retrain:
             insert_new(
