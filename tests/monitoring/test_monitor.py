@@ -46,12 +46,26 @@ def _metrics(ctx) -> pd.DataFrame:
         return pd.read_sql(select(monitoring_metrics), conn)
 
 
-def _value(metrics: pd.DataFrame, name: str, version: str, metric: str, symbol: str = "ALL"):
+def _value(
+    metrics: pd.DataFrame,
+    name: str,
+    version: str,
+    metric: str,
+    symbol: str = "ALL",
+    session: pd.Timestamp | None = None,
+):
+    """The window's figure, or with ``session`` that session's own (window_days 1)."""
+    kind = (
+        (metrics.window_days == 1) & (pd.to_datetime(metrics.metric_date) == session)
+        if session is not None
+        else metrics.window_days != 1
+    )
     hit = metrics[
         (metrics.model_name == name)
         & (metrics.model_version == version)
         & (metrics.symbol == symbol)
         & (metrics.metric == metric)
+        & kind
     ]
     return None if hit.empty else hit["value"].item()
 
@@ -105,6 +119,11 @@ def test_every_version_gets_its_figures_per_symbol_and_overall(week):
     assert _value(metrics, "stock-close", v2, "directional_accuracy") == pytest.approx(up.mean())
     naive = (mine.last_close - mine.actual_close).abs()
     assert _value(metrics, "stock-close", v2, "naive_mae") == pytest.approx(naive.mean())
+    # Each session also has its own figures, on its own rows.
+    for session, day in mine.groupby("target_date"):
+        ape = ((day.predicted_close - day.actual_close).abs() / day.actual_close).mean()
+        assert _value(metrics, "stock-close", v2, "mape", session=session) == pytest.approx(ape)
+        assert _value(metrics, "stock-close", v2, "n", session=session) == len(day)
     # The other name carries the champion's artifacts: the same figures, its own rows.
     assert _value(metrics, OTHER_MODEL, "1", "mape") == pytest.approx(
         _value(metrics, "stock-close", v1, "mape")

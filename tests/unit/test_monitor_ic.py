@@ -74,3 +74,48 @@ def test_the_window_figures_keep_the_monitored_day_and_window():
         (MONITORED, 20, 0.01),
         (MONITORED, 20, None),
     ]
+
+
+def test_each_session_gets_its_own_mape_beside_the_window():
+    frame = _realized()
+    sessions = scores.session_figures(frame)
+    assert list(sessions.index) == list(pd.to_datetime(["2017-06-02", "2017-06-05", "2017-06-06"]))
+    for session, part in frame.groupby("target_date"):
+        ape = (part.predicted_close - part.actual_close).abs() / part.actual_close
+        naive = (part.last_close - part.actual_close).abs() / part.actual_close
+        assert sessions.loc[session, "mape"] == pytest.approx(ape.mean())
+        assert sessions.loc[session, "naive_mape"] == pytest.approx(naive.mean())
+        assert sessions.loc[session, "n"] == len(part)
+    window = scores.figures(frame)["mape"]
+    assert sessions["mape"].iloc[-1] != pytest.approx(window)  # a day is not its window
+    rows = _MetricRows(SimpleNamespace(monitor_window_days=20), MONITORED)
+    rows.add_sessions("stock-close", "3", sessions)
+    mapes = {r["metric_date"]: r["value"] for r in rows.rows if r["metric"] == "mape"}
+    assert mapes[date(2017, 6, 6)] == pytest.approx(sessions["mape"].iloc[-1])
+    assert {r["window_days"] for r in rows.rows} == {1}
+
+
+def test_a_challenger_is_compared_with_its_champion_on_the_rows_both_scored():
+    days = pd.to_datetime([f"2017-06-{d:02d}" for d in (1, 2, 5, 6, 7, 8)])
+    rows = []
+    for n, day in enumerate(days):
+        for symbol, close in (("AAPL", 100.0), ("COKE", 50.0)):
+            actual = close * (1 + 0.01 * ((n % 3) - 1))
+            rows.append((symbol, day, close * (1 + 0.002 * n), close, actual))
+    challenger = pd.DataFrame(
+        rows, columns=["symbol", "prediction_date", "predicted_close", "last_close", "actual_close"]
+    )
+    champion = challenger.assign(predicted_close=challenger["last_close"] * 1.004)
+    champion = champion[champion["symbol"] == "AAPL"]  # COKE: the champion did not score it
+    figures = scores.paired_tests(challenger, champion)
+    same = challenger[challenger["symbol"] == "AAPL"]
+    ape = lambda p: (p - same.actual_close).abs() / same.actual_close  # noqa: E731
+    assert figures["paired_n"] == len(same) and figures["paired_days"] == len(days)
+    assert figures["paired_mape"] == pytest.approx(ape(same.predicted_close).mean())
+    assert figures["paired_champion_mape"] == pytest.approx(ape(champion.predicted_close).mean())
+    assert figures["paired_naive_mape"] == pytest.approx(ape(same.last_close).mean())
+    difference = (ape(same.predicted_close) - ape(champion.predicted_close)).to_numpy()
+    low, high = stats.t.interval(
+        0.95, len(difference) - 1, loc=difference.mean(), scale=stats.sem(difference)
+    )
+    assert (figures["paired_diff_low"], figures["paired_diff_high"]) == pytest.approx((low, high))
