@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -203,11 +204,25 @@ def serve_cmd(
 
 
 @app.command("trade")
-def trade_cmd(as_of: AsOf = None, output: Output = None, allow_older: AllowOlder = False) -> None:
+def trade_cmd(
+    as_of: AsOf = None,
+    output: Output = None,
+    allow_older: AllowOlder = False,
+    missed_day: Annotated[
+        bool,
+        typer.Option(
+            "--missed-day",
+            help="A past session run by `mlops daily --catch-up`: with a broker that has a "
+            "clock (Alpaca), stale predictions are not traded and the run says so.",
+        ),
+    ] = False,
+) -> None:
     """Turn the latest predictions into orders with the trading rule (TRADE_RULE)."""
     from mlops.trading.stage import run
 
-    _stage("trade", run, output, as_of=as_of, allow_older_dataset=allow_older)
+    _stage(
+        "trade", run, output, as_of=as_of, allow_older_dataset=allow_older, missed_day=missed_day
+    )
 
 
 trading_app = typer.Typer(
@@ -566,13 +581,21 @@ def daily_cmd(
             min=0.01, envvar="DAILY_POLL_SECONDS", help="Seconds between Job status checks."
         ),
     ] = 10.0,
+    catch_up: Annotated[
+        bool,
+        typer.Option(
+            "--catch-up",
+            help="Run every session missed since the last complete day, in order, up to "
+            "the day (at most DAILY_CATCH_UP_MAX_SESSIONS).",
+        ),
+    ] = False,
 ) -> None:
     """Run the day's stages as Kubernetes Jobs in order, then train if the retrain rule says so."""
     from mlops import log
     from mlops.context import database_engine
     from mlops.db.migrate import require_current
-    from mlops.orchestration import record_scheduled_training, run_daily
-    from mlops.pipeline import plan_retraining
+    from mlops.orchestration import market_today, record_scheduled_training, run_catch_up
+    from mlops.pipeline import missed_sessions, plan_retraining
     from mlops.settings import load_settings, parse_date
 
     settings = load_settings()
@@ -580,8 +603,17 @@ def daily_cmd(
     log.bind(stage="daily")
     engine = database_engine(settings)
     require_current(engine)
-    runs = run_daily(
-        parse_date(as_of),
+    day = parse_date(as_of) or market_today()
+    days = [day]
+    if catch_up:
+        days = missed_sessions(engine, day, settings.daily_catch_up_max_sessions)
+        logging.getLogger("mlops.daily").info(
+            "Catch-up: %d session(s) to run: %s",
+            len(days),
+            ", ".join(d.isoformat() for d in days) or "none",
+        )
+    runs = run_catch_up(
+        days,
         namespace=namespace,
         templates_dir=templates_dir,
         rerun_failed=rerun_failed,

@@ -157,6 +157,10 @@ def load_template(templates_dir: Path, stage: str) -> dict[str, Any]:
     return job
 
 
+TRADE_STAGE = "trade"
+MISSED_DAY_FLAG = "--missed-day"
+
+
 def job_name(template: dict[str, Any], as_of: date, infix: str = "") -> str:
     base = template["metadata"]["name"]
     middle = f"-{infix}" if infix else ""
@@ -451,6 +455,7 @@ def run_daily(
     sleep: Callable[[float], None] = time.sleep,
     retrain: Callable[[date], RetrainPlan] | None = None,
     on_training: Callable[[str, str], None] | None = None,
+    missed_day: bool = False,
 ) -> list[StageRun]:
     """Run ``stages`` for ``as_of`` (default: today in New York) as Jobs, in order.
 
@@ -459,6 +464,8 @@ def run_daily(
     template is loaded and checked before the first Job is created. Then ``retrain``
     (the pipeline's rule on the database) decides whether the day's train Job runs too;
     ``on_training(job, reason)`` is called once that Job is created (the audit row).
+    A ``missed_day`` (a past session a catch-up runs) has its trade Job told so
+    (``mlops trade --missed-day``: a broker with a clock does not trade it, and says so).
     """
     day = as_of or market_today()
     if closed := market_calendar.closed_reason(day):
@@ -469,6 +476,10 @@ def run_daily(
         (stage, build_job(load_template(folder, stage), stage, day, jobs.namespace))
         for stage in stages
     ]
+    for stage, body in bodies:
+        if missed_day and stage == TRADE_STAGE:
+            container = body["spec"]["template"]["spec"]["containers"][0]
+            container["args"] = [*container["args"], MISSED_DAY_FLAG]
     log.info("Daily run for %s in namespace %s: %s", day, jobs.namespace, " -> ".join(stages))
     results: list[StageRun] = []
     for index, (stage, body) in enumerate(bodies):
@@ -485,6 +496,23 @@ def run_daily(
     results.append(
         _run_job(jobs, TRAIN_STAGE, body, day, "none", rerun_failed, poll_seconds, sleep, started)
     )
+    return results
+
+
+def run_catch_up(days: Sequence[date], **daily: Any) -> list[StageRun]:
+    """:func:`run_daily` for each of ``days`` in order (``mlops daily --catch-up``), every
+    day but the last a missed one; a day fails the run with what was done and the days
+    not started, as one sentence."""
+    results: list[StageRun] = []
+    for index, day in enumerate(days):
+        try:
+            results.extend(run_daily(day, missed_day=index < len(days) - 1, **daily))
+        except OrchestrationError as exc:
+            rest = ", ".join(d.isoformat() for d in days[index + 1 :]) or "none"
+            done = ", ".join(d.isoformat() for d in days[:index]) or "none"
+            raise OrchestrationError(
+                f"{exc} Catch-up stopped at {day}: days completed {done}; not started {rest}."
+            ) from None
     return results
 
 

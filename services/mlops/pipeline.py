@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Engine, select
 
+from mlops import market_calendar
 from mlops.contracts.catalog import model_names
 from mlops.contracts.models import is_paused
 from mlops.db.schema import retrain_requests, stage_runs
+from mlops.errors import ConfigError
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,6 +97,36 @@ def plan_retraining(engine: Engine, day: date, cooldown_days: int) -> RetrainPla
     trained = [run_date or started_at.date() for run_date, started_at in runs]
     last = max((d for d in trained if d <= day), default=None)
     return retrain_rule(reasons, last, day, cooldown_days)
+
+
+def missed_sessions(engine: Engine, day: date, max_sessions: int) -> list[date]:
+    """The sessions a catch-up runs, oldest first: every session after the last one whose
+    daily pipeline completed (its last stage succeeded) up to ``day``; only ``day`` when
+    none ever completed. More than ``max_sessions`` is refused with a sentence: a long
+    outage is a decision (trading days the system did not see), not a loop to start blind.
+    """
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(stage_runs.c.run_date)
+            .where(
+                stage_runs.c.stage == DAILY_STAGES[-1],
+                stage_runs.c.status == "succeeded",
+                stage_runs.c.run_date <= day,
+            )
+            .order_by(stage_runs.c.run_date.desc())
+            .limit(1)
+        ).scalar()
+    if last is None:
+        return [day] if market_calendar.is_session(day) else []
+    missed = [d for d in market_calendar.sessions(last, day) if d > last]
+    if len(missed) > max_sessions:
+        raise ConfigError(
+            f"{len(missed)} sessions were missed since the last complete day {last} (from "
+            f"{missed[0]} to {missed[-1]}), more than DAILY_CATCH_UP_MAX_SESSIONS="
+            f"{max_sessions}; raise it to run them all in order, or run chosen days with "
+            "`mlops daily --as-of`."
+        )
+    return missed
 
 
 def scheduled_models(client: MlflowClient, settings: Settings) -> list[str]:

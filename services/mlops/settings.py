@@ -196,6 +196,8 @@ class Settings(BaseSettings):
     # Whoever runs the day (mlops daily, mlops demo) trains when a retrain request is open
     # and at least this many weekdays passed since the last training.
     retrain_cooldown_days: int = Field(default=5, ge=0, alias="RETRAIN_COOLDOWN_DAYS")
+    # `mlops daily --catch-up` runs at most this many missed sessions (more: refused).
+    daily_catch_up_max_sessions: int = Field(default=10, ge=1, alias="DAILY_CATCH_UP_MAX_SESSIONS")
     monitor_drift_share_threshold: float = Field(
         default=0.6, gt=0, le=1, alias="MONITOR_DRIFT_SHARE_THRESHOLD"
     )

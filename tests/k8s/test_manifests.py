@@ -269,7 +269,7 @@ def test_daily_cronjob_runs_the_orchestrator_after_the_close_on_weekdays() -> No
     assert (dom, month, dow) == ("*", "*", "1-5")
     assert (int(hour), int(minute)) >= (16, 15), "after the 16:00 close in New York"
     (c,) = containers(daily)
-    assert c["args"] == ["daily"]
+    assert c["args"] == ["daily", "--catch-up"]
     assert c["image"].startswith("mlops-orchestrator:")
     labels = pod_template(daily)["metadata"]["labels"]
     # It reads the retrain requests from Postgres and talks to the Kubernetes API; it needs

@@ -620,3 +620,67 @@ def test_cli_retrain_in_the_cluster(tmp_path, kube) -> None:
     (row,) = _audit(engine)
     engine.dispose()
     assert row["actor"].startswith("cli:") and row["reason"] == "try it"
+
+
+def _completed(home: Path, *days: date) -> None:
+    """Stage runs saying each day's pipeline completed (its last stage succeeded)."""
+    from mlops.db.engine import make_engine
+    from mlops.db.schema import stage_runs
+    from mlops.settings import load_settings
+
+    engine = make_engine(load_settings(MLOPS_HOME=str(home)).db_url)
+
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for n, day in enumerate(days):
+            conn.execute(
+                stage_runs.insert().values(
+                    run_id=f"done-{n}",
+                    stage=DAILY_STAGES[-1],
+                    run_date=day,
+                    status="succeeded",
+                    started_at=now,
+                    finished_at=now,
+                )
+            )
+    engine.dispose()
+
+
+def test_catch_up_runs_every_missed_session_in_order(tmp_path, kube) -> None:
+    """Last complete day Wed 2024-01-03; the CronJob missed Thu and Fri; Monday 8th is run
+    with --catch-up: Thu, Fri, Mon in order (the weekend is no session), each day's Jobs
+    after the last; a rerun creates nothing."""
+    _completed(_migrated_home(tmp_path), date(2024, 1, 2), date(2024, 1, 3))
+    result = _cli(tmp_path, kube, "--as-of", "2024-01-08", "--catch-up")
+    assert result.returncode == 0, result.stderr
+    days = ("20240104", "20240105", "20240108")
+    expected = [f"mlops-{stage}-{day}" for day in days for stage in DAILY_STAGES]
+    assert kube.created() == expected
+    runs = json.loads(result.stdout[result.stdout.index("[") :])
+    assert [r["job"] for r in runs] == expected
+    # The past sessions' trade Jobs are told they trade a missed day; today's is not.
+    for day, missed in (("20240104", True), ("20240105", True), ("20240108", False)):
+        args = kube.jobs[(NS, f"mlops-trade-{day}")]["spec"]["template"]["spec"]["containers"]
+        assert ("--missed-day" in args[0]["args"]) is missed
+    again = _cli(tmp_path, kube, "--as-of", "2024-01-08", "--catch-up")
+    assert again.returncode == 0, again.stderr
+    assert kube.created() == expected
+
+
+def test_catch_up_stops_at_a_failed_day_and_names_the_days_left(tmp_path, kube) -> None:
+    _completed(_migrated_home(tmp_path), date(2024, 1, 3))
+    kube.outcomes["trade"] = "Failed"
+    result = _cli(tmp_path, kube, "--as-of", "2024-01-08", "--catch-up")
+    assert result.returncode == 1
+    assert "Stage trade failed for 2024-01-04" in result.stderr
+    assert "days completed none; not started 2024-01-05, 2024-01-08." in result.stderr
+    assert kube.created()[-1] == "mlops-trade-20240104"
+
+
+def test_catch_up_refuses_more_missed_sessions_than_its_limit(tmp_path, kube) -> None:
+    _completed(_migrated_home(tmp_path), date(2023, 12, 1))
+    result = _cli(tmp_path, kube, "--as-of", "2024-01-08", "--catch-up")
+    assert result.returncode == 2
+    assert "24 sessions were missed since the last complete day 2023-12-01" in result.stderr
+    assert "DAILY_CATCH_UP_MAX_SESSIONS=10" in result.stderr
+    assert kube.created() == []

@@ -322,6 +322,20 @@ def test_p10_stale_predictions_are_refused_by_the_broker_clock(make_settings, tm
     assert trade.run(ctx, as_of=DAY2).orders_placed
 
 
+def test_a_missed_day_of_a_catch_up_is_not_traded_and_says_so(make_settings, tmp_path, fake):
+    """`mlops daily --catch-up` runs a past session's trade with --missed-day: by Alpaca's
+    clock its predictions are stale, so nothing is decided or sent, and the run succeeds
+    saying why (a paper broker, without a clock, would replay it)."""
+    fake.clock_now = datetime(2017, 6, 5, 22, 0, tzinfo=UTC)  # Monday evening
+    ctx = alpaca_ctx(make_settings, tmp_path, fake)
+    predict(ctx, DAY2, BUY_GOOGL)
+    result = trade.run(ctx, as_of=DAY2, missed_day=True)
+    assert result.not_traded is not None
+    assert "latest completed session is 2017-06-05" in result.not_traded
+    assert result.not_traded.endswith("a missed day, not traded")
+    assert fake.posts == 0 and count(ctx, trade_decisions) == 0
+
+
 def test_p10_market_open_next_morning_still_trades_yesterdays_close(make_settings, tmp_path, fake):
     fake.clock_now = datetime(2017, 6, 2, 15, 0, tzinfo=UTC)  # 11:00 New York, session open
     ctx = alpaca_ctx(make_settings, tmp_path, fake)

@@ -89,6 +89,9 @@ class TradeResult:
     # threshold (nothing can be bought), the sentence that says so.
     largest_expected_change: float | None = None
     threshold_not_reached: str | None = None
+    # A missed day (mlops daily --catch-up) whose predictions the broker's clock calls
+    # stale: not traded, and why.
+    not_traded: str | None = None
 
 
 def latest_signals(
@@ -123,11 +126,18 @@ def latest_signals(
 
 
 def run(
-    ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
+    ctx: Context,
+    as_of: date | None = None,
+    *,
+    allow_older_dataset: bool = False,
+    missed_day: bool = False,
 ) -> TradeResult:
     """Trade the day ``as_of`` (default: the latest day in the data); see the module.
 
     Never from an older dataset than the day asked for, unless ``allow_older_dataset``.
+    A ``missed_day`` (a catch-up's past session) that the broker's clock calls stale is
+    not traded: the result says why, and the run succeeds (orders of it still waiting
+    to be sent are an error as on any day).
     """
     if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
         log.info("%s: nothing to trade.", closed)
@@ -150,6 +160,16 @@ def run(
         for r in book.day_orders(ctx.engine, day, broker.name, account_id)
         if r["status"] == OrderState.PLANNED
     ]
+    if stale and missed_day and not already:
+        log.warning("%s: a missed day, not traded.", stale)
+        return TradeResult(
+            day=day,
+            broker=broker.name,
+            account=account_id,
+            model_version=None,
+            decisions={},
+            not_traded=f"{stale}: a missed day, not traded",
+        )
     if stale and (not already or planned):
         raise DataError(f"{stale}: no order was sent.")
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
