@@ -201,6 +201,10 @@ _READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# What a prediction route may answer besides 200 (403 is /admin/reload's alone).
+PREDICTION_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
+
+
 def make_router(
     serving: Serving,
     authorize: Callable[..., None],
@@ -224,7 +228,7 @@ def _admin_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> No
         "/admin/reload",
         dependencies=guarded,
         summary="Ask the registry now where the champion points; load it if it moved",
-        responses=error_responses(),
+        responses=error_responses(401, 403),
     )
     async def reload() -> Response:
         from starlette.concurrency import run_in_threadpool
@@ -246,7 +250,7 @@ def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) 
         "/predict",
         dependencies=guarded,
         summary="Predict the next close of one record or a list of records",
-        responses=error_responses(),
+        responses=PREDICTION_ERRORS,
     )
     async def predict(request: Request) -> Response:
         return await handle_predict(request, serving)
@@ -255,7 +259,7 @@ def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) 
         "/batch_predict",
         dependencies=guarded,
         summary="Predict a table in pandas 'split' layout (columns, data, index)",
-        responses=error_responses(),
+        responses=PREDICTION_ERRORS,
     )
     async def batch_predict(request: Request) -> Response:
         return await handle_batch_predict(request, serving)
