@@ -135,8 +135,20 @@ class Settings(BaseSettings):
     # and /metrics.
     serve_host: str = Field(default="127.0.0.1", alias="SERVE_HOST")
     serve_port: int = Field(default=8080, ge=1, le=65535, alias="SERVE_PORT")
-    serve_poll_seconds: float = Field(default=30.0, gt=0, alias="SERVE_POLL_SECONDS")
+    serve_poll_seconds: float = Field(default=10.0, gt=0, alias="SERVE_POLL_SECONDS")
     serve_api_token: SecretStr | None = Field(default=None, alias="SERVE_API_TOKEN")
+    # POST /admin/reload (look at the registry now) needs this token; unset: disabled.
+    serve_admin_token: SecretStr | None = Field(default=None, alias="SERVE_ADMIN_TOKEN")
+    # A body must arrive within this; the idle time allowed between requests on a kept-
+    # alive connection; bodies over SERVE_LARGE_BODY_BYTES (or chunked) read at once.
+    serve_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, alias="SERVE_BODY_TIMEOUT_SECONDS"
+    )
+    serve_idle_timeout_seconds: int = Field(default=5, ge=1, alias="SERVE_IDLE_TIMEOUT_SECONDS")
+    serve_large_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, alias="SERVE_LARGE_BODY_BYTES"
+    )
+    serve_max_large_bodies: int = Field(default=2, ge=1, alias="SERVE_MAX_LARGE_BODIES")
 
     # Dashboard (`mlops dashboard`): viewing is open; every action (promote, roll back,
     # archive, pause, resume, retrain, the kill switch) needs this token (from a Secret).

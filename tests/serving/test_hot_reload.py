@@ -323,3 +323,59 @@ def test_a_failed_version_is_forgotten_when_the_alias_moves_back(trained, champi
         assert not holder.poll_once()
         assert api.get("/readyz").json()["reload"]["failed_version"] is None
     assert holder.reload.failures_total == 3  # each failure was counted
+
+
+@pytest.mark.slow
+def test_reload_endpoint_and_a_stalled_body_on_the_real_server(
+    trained: Trained, records, subprocess_env, tmp_path
+) -> None:
+    """With polling far off, POST /admin/reload makes a promotion answer at once, with no
+    failed request; a sender that stalls mid-body gets 408 after SERVE_BODY_TIMEOUT_SECONDS."""
+    import socket
+
+    v1, v2 = trained.versions
+    trained.set_champion(v1)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    admin = "reload-token-for-tests"
+    env = subprocess_env(
+        MLOPS_HOME=str(trained.home),
+        SERVE_POLL_SECONDS="3600",
+        SERVE_ADMIN_TOKEN=admin,
+        SERVE_BODY_TIMEOUT_SECONDS="1",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+    try:
+        with _serve(env, port, tmp_path / "serve.log") as server:
+            _wait(lambda: httpx.get(f"{base}/readyz").status_code == 200, 120, "ready", server)
+            refused = httpx.post(f"{base}/admin/reload", headers={"Authorization": "Bearer x"})
+            with ClientLoop(f"{base}/predict", records[0]) as loop:
+                _wait(lambda: len(loop.answers) > 50, 60, "answers from version 1", server)
+                trained.set_champion(v2)
+                reloaded = httpx.post(
+                    f"{base}/admin/reload",
+                    headers={"Authorization": f"Bearer {admin}"},
+                    timeout=60,
+                )
+                count = len(loop.answers)
+                _wait(lambda: len(loop.answers) > count + 50, 60, "answers after it", server)
+            after = loop.answers[count + 1 :]
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+                stalled.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 2000\r\n\r\n[{"
+                )
+                received = b""
+                while chunk := stalled.recv(4096):  # until the server closes it
+                    received += chunk
+                answer = received.decode()
+    finally:
+        trained.set_champion(v1)
+    assert refused.status_code == 401
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json()["reloaded"] is True and reloaded.json()["model_version"] == v2
+    # Answered before the reload call returned: v1; every request after it: v2.
+    assert loop.failures == [] and {status for status, _, _ in loop.answers} == {200}
+    assert {version for _, version, _ in after} == {v2}
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert "did not arrive within 1 s" in answer

@@ -244,6 +244,7 @@ def test_openapi_follows_the_loaded_version(api: Any, registry: Registry) -> Non
         "/readyz",
         "/model",
         "/metrics",
+        "/admin/reload",
     }
 
 

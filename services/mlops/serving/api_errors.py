@@ -99,10 +99,12 @@ ERROR_SCHEMA: dict[str, Any] = {
 _DESCRIPTIONS = {
     400: "The body cannot be read",
     401: "Missing or wrong bearer token",
+    403: "The endpoint is disabled (POST /admin/reload without SERVE_ADMIN_TOKEN)",
+    408: "The body did not arrive within SERVE_BODY_TIMEOUT_SECONDS",
     413: "Too many rows, or a body over the size limit",
     415: "Unsupported content type",
     422: "A field is missing or has a wrong value (named in detail)",
-    503: "No model is loaded yet",
+    503: "No model is loaded yet, or too many large bodies are being read at once",
 }
 
 

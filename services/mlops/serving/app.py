@@ -19,8 +19,11 @@ Invalid input gets a 4xx naming the field (422 for values, 400 for unreadable bo
 it streams in), never a 500. Public answers carry no exception text or server paths (the
 log has them; ``/readyz`` shows them to a request with the token). With
 ``SERVE_API_TOKEN`` set, ``/predict``, ``/batch_predict``, ``/model`` and ``/metrics``
-need ``Authorization: Bearer <token>`` (the probes stay open). The OpenAPI description at
-``/openapi.json`` lists the loaded model's features.
+need ``Authorization: Bearer <token>`` (the probes stay open). ``POST /admin/reload``
+(with ``SERVE_ADMIN_TOKEN``; disabled without it) asks the registry now instead of at the
+next poll, so a promotion is served within a second of the call. Slow bodies get 408,
+large ones beyond ``SERVE_MAX_LARGE_BODIES`` at once 503 (:mod:`~mlops.serving.limits`).
+The OpenAPI description at ``/openapi.json`` lists the loaded model's features.
 
 The parts: :mod:`~mlops.serving.routes` (the handlers),
 :mod:`~mlops.serving.request_models` (what a record must hold, generated per loaded
@@ -48,7 +51,7 @@ from mlops.serving.api_errors import (
     http_error_response,
     internal_error_response,
 )
-from mlops.serving.auth import api_token, bearer_guard, token_check
+from mlops.serving.auth import admin_token, api_token, bearer_guard, token_check
 from mlops.serving.limits import MAX_BODY_BYTES, BodyLimitMiddleware
 from mlops.serving.metrics import MetricsMiddleware, ServeMetrics
 from mlops.serving.model_holder import ModelHolder
@@ -81,12 +84,19 @@ def create_app(
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.serving = serving
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=max_body_bytes,
+        body_timeout=settings.serve_body_timeout_seconds,
+        large_bytes=settings.serve_large_body_bytes,
+        max_large=settings.serve_max_large_bodies,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # the outer one: counts the 413s
     app.add_exception_handler(ApiError, api_error_response)
     app.add_exception_handler(HTTPException, http_error_response)
     app.add_exception_handler(Exception, internal_error_response)
-    app.include_router(make_router(serving, bearer_guard(token), token_check(token)))
+    admin = bearer_guard(admin_token(settings), setting="SERVE_ADMIN_TOKEN", required=True)
+    app.include_router(make_router(serving, bearer_guard(token), token_check(token), admin))
     openapi.install(app, serving.current_request_models)
     return app
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from mlops.errors import ConfigError
 from mlops.serving.api_errors import ApiError
@@ -20,23 +21,37 @@ def api_token(settings: Settings) -> str | None:
 
     Raises ConfigError for the template's placeholder value.
     """
-    secret = settings.serve_api_token
+    return _token(settings.serve_api_token, "SERVE_API_TOKEN")
+
+
+def admin_token(settings: Settings) -> str | None:
+    """The token ``POST /admin/reload`` wants (``SERVE_ADMIN_TOKEN``), None when unset."""
+    return _token(settings.serve_admin_token, "SERVE_ADMIN_TOKEN")
+
+
+def _token(secret: SecretStr | None, setting: str) -> str | None:
     value = secret.get_secret_value().strip() if secret is not None else ""
     if not value:
         return None
     if value.lower() in PLACEHOLDER_SECRETS:
-        raise ConfigError("Setting SERVE_API_TOKEN is still the template's placeholder value.")
+        raise ConfigError(f"Setting {setting} is still the template's placeholder value.")
     return value
 
 
-def bearer_guard(token: str | None) -> Callable[..., None]:
-    """A FastAPI dependency refusing (401) a request without ``token``; none when None."""
-    bearer = HTTPBearer(auto_error=False, description="SERVE_API_TOKEN, when it is set.")
+def bearer_guard(
+    token: str | None, *, setting: str = "SERVE_API_TOKEN", required: bool = False
+) -> Callable[..., None]:
+    """A FastAPI dependency refusing (401) a request without ``token``; with no token,
+    none (or, ``required``, a 403 saying the endpoint is off until ``setting`` is set).
+    """
+    bearer = HTTPBearer(auto_error=False, description=f"{setting}, when it is set.")
     expected = token.encode() if token is not None else b""
 
     # (The dependency is a default: an annotation naming ``bearer`` could not be resolved.)
     def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if token is None:
+            if required:
+                raise ApiError(403, f"this endpoint is disabled: set {setting} to use it")
             return
         given = credentials.credentials.encode() if credentials is not None else b""
         if credentials is None or not secrets.compare_digest(given, expected):

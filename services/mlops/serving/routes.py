@@ -201,18 +201,48 @@ _READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# What a prediction route may answer besides 200 (403 is /admin/reload's alone).
+PREDICTION_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
+
+
 def make_router(
     serving: Serving,
     authorize: Callable[..., None],
     trusted: Callable[[Request], bool] = lambda request: False,
+    admin: Callable[..., None] | None = None,
 ) -> APIRouter:
     """The API's paths; ``authorize`` guards all but the probes; ``trusted`` tells a
-    request with the valid token (shown error details on ``/readyz``)."""
+    request with the valid token (shown error details on ``/readyz``); ``admin`` guards
+    ``POST /admin/reload`` (no such route without it)."""
     router = APIRouter()
     guarded = [Depends(authorize)]
     _prediction_routes(router, serving, guarded)
     _status_routes(router, serving, guarded, trusted)
+    if admin is not None:
+        _admin_routes(router, serving, [Depends(admin)])
     return router
+
+
+def _admin_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> None:
+    @router.post(
+        "/admin/reload",
+        dependencies=guarded,
+        summary="Ask the registry now where the champion points; load it if it moved",
+        responses=error_responses(401, 403),
+    )
+    async def reload() -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        holder = serving.holder
+        swapped = await run_in_threadpool(holder.poll_once)
+        current = holder.current
+        return JSONResponse(
+            {
+                "reloaded": swapped,
+                "model_version": current.version if current is not None else None,
+                "registry_error": holder.registry.last_error,
+            }
+        )
 
 
 def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) -> None:
@@ -220,7 +250,7 @@ def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) 
         "/predict",
         dependencies=guarded,
         summary="Predict the next close of one record or a list of records",
-        responses=error_responses(),
+        responses=PREDICTION_ERRORS,
     )
     async def predict(request: Request) -> Response:
         return await handle_predict(request, serving)
@@ -229,7 +259,7 @@ def _prediction_routes(router: APIRouter, serving: Serving, guarded: list[Any]) 
         "/batch_predict",
         dependencies=guarded,
         summary="Predict a table in pandas 'split' layout (columns, data, index)",
-        responses=error_responses(),
+        responses=PREDICTION_ERRORS,
     )
     async def batch_predict(request: Request) -> Response:
         return await handle_batch_predict(request, serving)

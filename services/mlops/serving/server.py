@@ -45,6 +45,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=10,
+            # A kept-alive connection idle this long is closed (a slow body: limits.py).
+            timeout_keep_alive=settings.serve_idle_timeout_seconds,
         )
         config.load()  # the event loop, HTTP protocol and lifespan code, imported now
         # The model may be in before the web stack is: what start-up made is moved out of
