@@ -36,6 +36,8 @@ class MlopsError(Exception):
     """A failure the user can act on; its message is one sentence."""
 
     exit_code = 1
+    # Whether the refusal this error says is already in the audit table (model_actions).
+    audited = False
 
     def __init__(self, message: str) -> None:
         # Library messages often end with their own period: keep one.

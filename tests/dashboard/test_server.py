@@ -1,30 +1,23 @@
 """The dashboard without a browser: the token check, the data it reads, its routes, and
 an action posted straight to the Dash callback endpoint (refused without the token:
-the check is on the server, not in the page)."""
+the check is on the server, not in the page). Named users, roles, the throttle and the
+headers: test_security.py."""
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
 
+from mlops.access import Principal, directory
 from mlops.dashboard import actions, charts, data
 from mlops.dashboard.app import create_app, metrics_rows
-from mlops.dashboard.auth import (
-    NO_TOKEN,
-    WRONG_TOKEN,
-    Credentials,
-    Refused,
-    authorize,
-    configured_token,
-)
-from mlops.db.schema import model_actions
+from mlops.dashboard.auth import NO_USERS, WRONG_CREDENTIALS, Credentials, Gate, Refused
 from mlops.errors import ConfigError
 
+from .helpers import action_result, audit_rows, post_action
 from .seed import DAYS, MODELS, TOKEN, expected_drift_days
 
 
@@ -32,33 +25,37 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_authorize_accepts_the_token_from_the_field_bearer_or_basic_auth():
-    assert authorize(TOKEN, Credentials(field_token=f" {TOKEN} ")) == ""
-    assert authorize(TOKEN, Credentials(authorization=f"Bearer {TOKEN}")) == ""
-    assert authorize(TOKEN, Credentials(authorization=_basic("alice", TOKEN))) == "alice"
-    for wrong in (
-        Credentials(),
-        Credentials(field_token="nope"),
-        Credentials(field_token=TOKEN[:-1]),
-        Credentials(authorization="Bearer "),
-        Credentials(authorization=_basic("alice", "nope")),
-        Credentials(authorization="Basic !!not-base64"),
+def test_the_token_signs_in_from_the_field_bearer_or_basic_auth(make_settings, tmp_path):
+    gate = Gate(make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN))
+    for given in (
+        Credentials(password=f" {TOKEN} "),
+        Credentials(authorization=f"Bearer {TOKEN}"),
+        Credentials(authorization=_basic("alice", TOKEN)),
     ):
-        with pytest.raises(Refused, match="missing or wrong"):
-            authorize(TOKEN, wrong)
-    with pytest.raises(Refused) as refused:
-        authorize(None, Credentials(field_token=TOKEN))
-    assert str(refused.value) == NO_TOKEN
+        # Whatever name is typed, the token is one admin: the audit says "token".
+        assert gate.sign_in(given, "c") == Principal("token", "admin")
+    assert gate.sign_in(Credentials(), "c") is None
+    for wrong in (
+        Credentials(password="nope"),
+        Credentials(password=TOKEN[:-1]),
+        Credentials(authorization=_basic("alice", "nope")),
+    ):
+        with pytest.raises(Refused) as refused:
+            gate.sign_in(wrong, f"client-{wrong}")
+        assert str(refused.value) == WRONG_CREDENTIALS and refused.value.status == 401
+    for nothing in (Credentials(authorization="Bearer "), Credentials(authorization="Basic !!")):
+        assert gate.sign_in(nothing, "c") is None
+    assert not Gate(make_settings(tmp_path)).enabled
 
 
 def test_the_token_comes_from_the_setting(make_settings, tmp_path):
-    assert configured_token(make_settings(tmp_path)) is None
-    assert configured_token(make_settings(tmp_path, DASHBOARD_TOKEN="  ")) is None
-    assert configured_token(make_settings(tmp_path, DASHBOARD_TOKEN="abc")) == "abc"
-    settings = make_settings(tmp_path, DASHBOARD_TOKEN="abc")
-    assert "abc" not in repr(settings)  # a SecretStr: never in logs
+    assert directory(make_settings(tmp_path)).mode == "none"
+    assert directory(make_settings(tmp_path, DASHBOARD_TOKEN="  ")).mode == "none"
+    assert directory(make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN)).token == TOKEN
+    settings = make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN)
+    assert TOKEN not in repr(settings)  # a SecretStr: never in logs
     with pytest.raises(ConfigError, match="DASHBOARD_TOKEN is still the template"):
-        configured_token(make_settings(tmp_path, DASHBOARD_TOKEN="changeme"))
+        directory(make_settings(tmp_path, DASHBOARD_TOKEN="changeme"))
 
 
 def test_the_figures_of_every_model_version(seeded):
@@ -124,47 +121,30 @@ def test_an_action_refused_on_the_server_changes_nothing(seeded):
     name = "stock-close-pooled"
     pending = asdict_request("promote", name, "2", "posted")
 
-    def post(token: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {
-            "output": "..action-result.children...action-result.className...refresh.data..",
-            "outputs": [
-                {"id": "action-result", "property": "children"},
-                {"id": "action-result", "property": "className"},
-                {"id": "refresh", "property": "data"},
-            ],
-            "inputs": [{"id": "confirm", "property": "submit_n_clicks", "value": 1}],
-            "changedPropIds": ["confirm.submit_n_clicks"],
-            "state": [
-                {"id": "pending", "property": "data", "value": pending},
-                {"id": "token", "property": "value", "value": token},
-                {"id": "refresh", "property": "data", "value": 0},
-            ],
-        }
-        answer = client.post("/_dash-update-component", json=body, headers=headers or {})
-        assert answer.status_code == 200, answer.text
-        return json.loads(answer.text)["response"]["action-result"]
+    def post(password: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return action_result(post_action(client, pending, password=password, headers=headers))
 
-    # The seeded context has no DASHBOARD_TOKEN: every action is disabled.
-    assert post(TOKEN)["children"] == NO_TOKEN
+    # The seeded context has no users and no token: every action is disabled.
+    assert post(TOKEN)["children"] == NO_USERS
     client = create_app(_armed(seeded)).server.test_client()
     refused = post("wrong")
-    assert (refused["children"], refused["className"]) == (WRONG_TOKEN, "refused")
+    assert (refused["children"], refused["className"]) == (WRONG_CREDENTIALS, "refused")
     assert str(seeded.mlflow.get_model_version_by_alias(name, "champion").version) == "1"
-    with seeded.engine.connect() as conn:
-        assert conn.execute(select(model_actions)).all() == []
+    assert audit_rows(seeded.engine, model_name=name, outcome="done") == []
+    refusals = audit_rows(seeded.engine, model_name=name, outcome="refused")
+    assert [r["reason"] for r in refusals] == [NO_USERS, WRONG_CREDENTIALS]
     # The bearer header is a token too; the action then runs (and is audited).
     done = post("", {"Authorization": f"Bearer {TOKEN}"})
     assert done["className"] == "done", done
     assert str(seeded.mlflow.get_model_version_by_alias(name, "champion").version) == "2"
-    with seeded.engine.connect() as conn:
-        (row,) = conn.execute(select(model_actions)).mappings()
+    (row,) = audit_rows(seeded.engine, model_name=name, outcome="done")
     assert (row["action"], row["model_name"], row["reason"]) == ("promote", name, "posted")
-    assert row["actor"].startswith("dashboard:")
+    assert row["actor"] == "dashboard:token"
 
 
 def test_refusals_of_the_actions_are_their_sentences(seeded):
     armed = _armed(seeded)
-    key = Credentials(field_token=TOKEN)
+    gate, key = Gate(armed.settings), actions.Caller(Credentials(password=TOKEN), "c")
     cases = {
         actions.ActionRequest("promote", "stock-close", "", "r"): "Give the version to promote.",
         actions.ActionRequest("pause", "", "", ""): "Choose a model to pause.",
@@ -173,14 +153,20 @@ def test_refusals_of_the_actions_are_their_sentences(seeded):
         actions.ActionRequest("promote", "nope", "1", "r"): "No registered model named 'nope'",
     }
     for request, sentence in cases.items():
-        outcome = actions.perform(armed, request, key)
+        outcome = actions.perform(armed, gate, request, key)
         assert not outcome.ok and sentence in outcome.sentence, outcome
-    halted = actions.perform(armed, actions.ActionRequest("halt", reason="test"), key)
+        # Each refusal is audited once, with its sentence (model_admin's own or the form's).
+        (row,) = audit_rows(
+            seeded.engine, model_name=request.model, action=request.action, outcome="refused",
+            reason=outcome.sentence, model_version=request.version or None,
+        )  # fmt: skip
+        assert row["actor"] == "dashboard:token"
+    halted = actions.perform(armed, gate, actions.ActionRequest("halt", reason="test"), key)
     assert halted == actions.Outcome(True, "Trading is halted.")
     from mlops.trading.switch import status
 
     assert status(armed)["halted"] is True and "test" in status(armed)["reason"]
-    assert actions.perform(armed, actions.ActionRequest("unhalt"), key).sentence == (
+    assert actions.perform(armed, gate, actions.ActionRequest("unhalt"), key).sentence == (
         "Trading resumed."
     )
 
@@ -249,22 +235,23 @@ def test_retrain_calls_the_orchestration_and_says_what_happened(seeded, monkeypa
         )
 
     monkeypatch.setattr(orchestration, "retrain_model", retrain_model)
-    armed, key = _armed(seeded), Credentials(field_token=TOKEN)
-    outcome = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    armed = _armed(seeded)
+    gate, key = Gate(armed.settings), actions.Caller(Credentials(password=TOKEN), "c")
+    outcome = actions.perform(armed, gate, actions.ActionRequest("retrain", "stock-close-mlp"), key)
     assert outcome == actions.Outcome(
         True,
         "Retrain of stock-close-mlp: Created training Job mlops-train-stock-close-mlp-20170601 "
         "for stock-close-mlp.",
     )
-    assert [(ctx, name) for ctx, name, _ in calls] == [(armed, "stock-close-mlp")]
-    assert calls[0][2].startswith("dashboard:")
+    assert calls == [(armed, "stock-close-mlp", "dashboard:token")]
 
     def broken(ctx, name, *, actor, reason=""):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(orchestration, "retrain_model", broken)
-    failed = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    request = actions.ActionRequest("retrain", "stock-close-mlp")
+    failed = actions.perform(armed, gate, request, key)
     assert not failed.ok and "failed unexpectedly (RuntimeError)" in failed.sentence
-    # Without the token the orchestration is never called.
-    refused = actions.perform(seeded, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    # Without users or a token the orchestration is never called.
+    refused = actions.perform(seeded, Gate(seeded.settings), request, key)
     assert not refused.ok and len(calls) == 1

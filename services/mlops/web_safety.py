@@ -1,0 +1,25 @@
+"""What every HTTP answer of the project's servers carries, and what no page shows.
+
+* :data:`FRAME_HEADERS`: no page may be framed by another site (clickjacking): the
+  dashboard and the serving API send both the modern header and the old one.
+* :func:`redact_credentials`: a URI with credentials in it (``http://user:pass@host``, as
+  ``MLFLOW_TRACKING_URI`` or ``DATABASE_URL`` may be) loses them wherever it would be
+  shown: ``http://***@host``.
+"""
+
+from __future__ import annotations
+
+import re
+
+FRAME_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+
+# scheme://user:password@ (the user part may be empty; neither part holds / @ or spaces).
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@:\"'<>]*:[^/\s@\"'<>]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every ``scheme://user:password@`` turned into ``scheme://***@``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
