@@ -68,8 +68,9 @@ HIDDEN_ERROR = "(hidden: sign in as an operator or admin to see it)"
 REDACTED_TYPES = ("text/html", "application/json", "text/plain")
 
 
-def create_app(ctx: Context) -> Any:
-    """The Dash app (its Flask server is ``app.server``)."""
+def create_app(ctx: Context, gate: Gate | None = None) -> Any:
+    """The Dash app (its Flask server is ``app.server``); ``gate``: who may sign in (by
+    default the settings' users or token, with the throttle on the real clock)."""
     from dash import Dash
 
     app = Dash(
@@ -80,7 +81,7 @@ def create_app(ctx: Context) -> Any:
         suppress_callback_exceptions=False,
     )
     app.index_string = INDEX
-    gate = Gate(ctx.settings)  # a setting it cannot use stops here, with its sentence
+    gate = gate or Gate(ctx.settings)  # a setting it cannot use stops here, with its sentence
     app.layout = _layout(gate.enabled)
     _page_callbacks(app, ctx, gate)
     _action_callbacks(app, ctx, gate)
