@@ -16,10 +16,14 @@ FRAME_HEADERS: dict[str, str] = {
     "X-Frame-Options": "DENY",
 }
 
-# scheme://user:password@ (the user part may be empty; neither part holds / @ or spaces).
-_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@:\"'<>]*:[^/\s@\"'<>]*@")
+# scheme://user:password@ (the user part may be empty; neither part holds / \ @ or
+# spaces). The slashes may be JSON's \u002f: Plotly's encoder (Dash's answers) writes them so.
+_CREDENTIALS = re.compile(
+    r"(?i)\b([a-z][a-z0-9+.-]*:(?://|\\u002f\\u002f))[^/\\\s@:\"'<>]*:[^/\\\s@\"'<>]*@"
+)
 
 
 def redact_credentials(text: str) -> str:
-    """``text`` with every ``scheme://user:password@`` turned into ``scheme://***@``."""
+    """``text`` with every ``scheme://user:password@`` turned into ``scheme://***@`` (also
+    inside JSON that escapes slashes as ``\\u002f``)."""
     return _CREDENTIALS.sub(r"\1***@", text)

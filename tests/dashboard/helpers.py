@@ -39,6 +39,7 @@ def post_action(
     user: str = "",
     password: str = "",
     headers: dict[str, str] | None = None,
+    client_address: str = "127.0.0.1",
 ) -> Any:
     """The confirmed action posted to Dash's callback endpoint as the page does (the
     pending request, the user and password fields); the HTTP answer."""
@@ -58,7 +59,12 @@ def post_action(
             {"id": "refresh", "property": "data", "value": 0},
         ],
     }
-    return client.post("/_dash-update-component", json=body, headers=headers or {})
+    return client.post(
+        "/_dash-update-component",
+        json=body,
+        headers=headers or {},
+        environ_base={"REMOTE_ADDR": client_address},
+    )
 
 
 def action_result(answer: Any) -> dict[str, Any]:
@@ -80,3 +86,30 @@ def audit_rows(engine: Any, **where: Any) -> list[dict[str, Any]]:
         query = query.where(model_actions.c[column] == value)
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def render_page(
+    app: Any, client: Any, *, user: str = "", password: str = "", headers: Any = None
+) -> Any:
+    """The page's sections as the page's first callback draws them (metric MAPE), for
+    the user and password of the sign-in fields; the HTTP answer."""
+    (key,) = [k for k in app.callback_map if "auth-state.children" in k]
+    outputs = []
+    for part in key.strip(".").split("..."):
+        component, _, prop = part.rpartition(".")
+        outputs.append({"id": component, "property": prop})
+    body = {
+        "output": key,
+        "outputs": outputs,
+        "inputs": [
+            {"id": "refresh", "property": "data", "value": 0},
+            {"id": "metric", "property": "value", "value": "mape"},
+            {"id": "btn-signin", "property": "n_clicks", "value": 1},
+        ],
+        "changedPropIds": ["btn-signin.n_clicks"],
+        "state": [
+            {"id": "user", "property": "value", "value": user},
+            {"id": "password", "property": "value", "value": password},
+        ],
+    }
+    return client.post("/_dash-update-component", json=body, headers=headers or {})

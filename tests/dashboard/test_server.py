@@ -6,18 +6,20 @@ headers: test_security.py."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from mlops import access
 from mlops.access import Principal, directory
 from mlops.dashboard import actions, charts, data
 from mlops.dashboard.app import create_app, metrics_rows
 from mlops.dashboard.auth import NO_USERS, WRONG_CREDENTIALS, Credentials, Gate, Refused
 from mlops.errors import ConfigError
 
-from .helpers import action_result, audit_rows, post_action
+from .helpers import action_result, audit_rows, post_action, render_page
 from .seed import DAYS, MODELS, TOKEN, expected_drift_days
 
 
@@ -255,3 +257,211 @@ def test_retrain_calls_the_orchestration_and_says_what_happened(seeded, monkeypa
     # Without users or a token the orchestration is never called.
     refused = actions.perform(seeded, Gate(seeded.settings), request, key)
     assert not refused.ok and len(calls) == 1
+
+
+# Named users and roles, the throttle, the headers, what a page may show.
+
+USERS = {
+    "ada": ("admin", "ada-password-1"),
+    "otto": ("operator", "otto-password-1"),
+    "vera": ("viewer", "vera-password-1"),
+}
+
+
+def _with_users(ctx: Any, **update: Any) -> Any:
+    """The same context with USERS in DASHBOARD_USERS (cheap pbkdf2 hashes: a test need
+    not pay for scrypt) and the other settings given."""
+    from dataclasses import replace
+
+    from pydantic import SecretStr
+    from werkzeug.security import generate_password_hash
+
+    entries = "\n".join(
+        f"{name}:{role}:{generate_password_hash(password, 'pbkdf2:sha256:1000')}"
+        for name, (role, password) in USERS.items()
+    )
+    settings = ctx.settings.model_copy(update={"dashboard_users": SecretStr(entries), **update})
+    return replace(ctx, settings=settings)
+
+
+def _as(name: str, password: str | None = None) -> dict[str, str]:
+    return {"Authorization": _basic(name, password or USERS[name][1])}
+
+
+def test_a_viewer_cannot_act_and_the_audit_names_the_signed_in_user(seeded):
+    client = create_app(_with_users(seeded)).server.test_client()
+    name, champion = "stock-close", seeded.mlflow.get_model_version_by_alias
+    promote = {"action": "promote", "model": name, "version": "2", "reason": "beats v1"}
+    # A viewer: 403 from the API, the sentence on the page, nothing changed.
+    answer = client.post("/api/actions", json=promote, headers=_as("vera"))
+    assert answer.status_code == 403, answer.text
+    assert answer.get_json()["sentence"] == (
+        "Refused: vera is a viewer; promote needs the role operator or admin; nothing was changed."
+    )
+    page = action_result(post_action(client, promote, user="vera", password=USERS["vera"][1]))
+    assert page["className"] == "refused" and "vera is a viewer" in page["children"]
+    # An operator may not archive (admins only); nobody signed in may not act at all.
+    archive = {"action": "archive", "model": name, "version": "3", "reason": "old"}
+    assert client.post("/api/actions", json=archive, headers=_as("otto")).status_code == 403
+    assert client.post("/api/actions", json=promote).status_code == 401
+    assert str(champion(name, "champion").version) == "1"
+    # The operator promotes from the page; the audit names them, not a typed name.
+    done = action_result(post_action(client, promote, user="otto", password=USERS["otto"][1]))
+    assert done["className"] == "done", done
+    assert str(champion(name, "champion").version) == "2"
+    (row,) = audit_rows(seeded.engine, model_name=name, model_version="2", outcome="done")
+    assert (row["action"], row["actor"], row["reason"]) == ("promote", "dashboard:otto", "beats v1")
+    refused = audit_rows(seeded.engine, model_name=name, outcome="refused", reason=page["children"])
+    assert [r["actor"] for r in refused] == ["dashboard:vera", "dashboard:vera"]
+    (archived,) = audit_rows(seeded.engine, model_name=name, action="archive", outcome="refused")
+    assert archived["actor"] == "dashboard:otto" and "otto is an operator" in archived["reason"]
+
+
+def test_wrong_credentials_are_throttled_per_client_and_audited(seeded):
+    now = [1000.0]
+    users = _with_users(seeded, dashboard_max_failures=3, dashboard_failure_window_seconds=60.0)
+    client = create_app(users, Gate(users.settings, clock=lambda: now[0])).server.test_client()
+    attacker, other = {"REMOTE_ADDR": "192.0.2.7"}, {"REMOTE_ADDR": "192.0.2.8"}
+    halt, unhalt = {"action": "halt", "reason": "guessing"}, {"action": "unhalt"}
+
+    def api(body: dict[str, Any], headers: dict[str, str], environ: dict[str, str]) -> Any:
+        return client.post("/api/actions", json=body, headers=headers, environ_base=environ)
+
+    for n in range(3):
+        assert api(halt, _as("ada", f"guess-{n}"), attacker).status_code == 401
+    # The fourth attempt is not even checked: the right password is refused too.
+    throttled = api(halt, _as("ada"), attacker)
+    assert throttled.status_code == 429 and 0 < int(throttled.headers["Retry-After"]) <= 61
+    assert throttled.get_json()["sentence"].startswith("Refused: too many wrong sign-ins")
+    page = post_action(client, halt, user="ada", password="x", client_address="192.0.2.7")
+    assert page.status_code == 429  # the page's callback too
+    from mlops.trading.switch import status
+
+    assert status(users)["halted"] is False
+    # Another address is not throttled.
+    assert api(unhalt, _as("ada"), other).status_code == 200
+    # Audited: each wrong password (who was claimed, from where), then the throttle once.
+    rows = audit_rows(seeded.engine, action="halt", outcome="refused")
+    assert [r["reason"] for r in rows] == [WRONG_CREDENTIALS] * 3 + [
+        throttled.get_json()["sentence"]
+    ]
+    assert {r["actor"] for r in rows} == {"dashboard:anonymous"}
+    details = [json.loads(r["details"]) for r in rows]
+    assert details[0] == {"client": "192.0.2.7", "claimed_user": "ada"}
+    # Once the window has passed, the right password works again.
+    now[0] += 61
+    assert api(unhalt, _as("ada"), attacker).status_code == 200
+
+
+def test_every_answer_refuses_to_be_framed(seeded):
+    client = create_app(seeded).server.test_client()
+    answers = [
+        client.get("/"),
+        client.get("/healthz"),
+        client.get("/api/metrics"),
+        client.get("/_dash-layout"),
+        client.get("/backtests/nope/chart"),
+        client.post("/api/actions", json={"action": "halt"}),
+        post_action(client, {"action": "halt"}),
+    ]
+    for answer in answers:
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'", answer
+        assert answer.headers["X-Frame-Options"] == "DENY", answer
+
+
+def test_another_sites_post_is_refused(seeded):
+    users = _with_users(seeded)
+    client = create_app(users).server.test_client()
+    body = {"action": "unhalt"}
+    evil = {**_as("ada"), "Origin": "https://evil.example", "Host": "localhost"}
+    answer = client.post("/api/actions", json=body, headers=evil)
+    assert answer.status_code == 403 and "another site" in answer.get_json()["sentence"]
+    own = {**_as("ada"), "Origin": "http://localhost", "Host": "localhost"}
+    assert client.post("/api/actions", json=body, headers=own).status_code == 200
+
+
+def test_a_credentialed_uri_never_appears_in_a_page_and_errors_only_for_operators(seeded):
+    from datetime import UTC, datetime
+
+    from mlops.dashboard.app import HIDDEN_ERROR
+    from mlops.db.schema import model_actions, stage_runs
+
+    leaked = "http://mlops:hunter2-secret@mlflow:5000"
+    with seeded.engine.begin() as conn:
+        conn.execute(
+            stage_runs.insert().values(
+                run_id="leaky-run",
+                stage="monitor",
+                started_at=datetime(2099, 1, 1, tzinfo=UTC),  # the newest: on the page
+                status="failed",
+                error=f"The MLflow tracking server at {leaked} is not answering.",
+            )
+        )
+        conn.execute(  # an audit reason quoting a URI: shown to all, its password to none
+            model_actions.insert().values(
+                created_at=datetime(2099, 1, 1, tzinfo=UTC),
+                actor="cli:someone",
+                action="pause",
+                model_name="stock-close",
+                reason="database postgresql://app:db-pass-9@db/mlops was slow",
+                outcome="done",
+            )
+        )
+    users = _with_users(seeded)
+    app = create_app(users)
+    client = app.server.test_client()
+    operator = render_page(app, client, user="otto", password=USERS["otto"][1])
+    assert operator.status_code == 200, operator.text
+    assert "Signed in as otto (operator)." in operator.text
+    assert "://***@mlflow:5000 is not answering." in operator.text.replace("\\u002f", "/")
+    viewer = render_page(app, client, headers=_as("vera"))
+    assert "Signed in as vera (viewer)." in viewer.text
+    anonymous = render_page(app, client)
+    for answer in (viewer, anonymous):
+        assert "tracking server at" not in answer.text and HIDDEN_ERROR in answer.text
+    # Nothing the server answers holds the password: pages, JSON, plain routes.
+    for answer in (operator, viewer, anonymous, client.get("/"), client.get("/api/metrics")):
+        assert "hunter2-secret" not in answer.text and "db-pass-9" not in answer.text
+    assert "://***@db/mlops was slow" in anonymous.text.replace("\\u002f", "/")
+    wrong = render_page(app, client, user="otto", password="nope")
+    assert "the user name or password is wrong" in wrong.text and HIDDEN_ERROR in wrong.text
+    (row,) = audit_rows(seeded.engine, action="sign-in", outcome="refused")
+    assert json.loads(row["details"])["claimed_user"] == "otto"
+
+
+def test_the_users_setting_is_checked_at_start(make_settings, tmp_path):
+    from mlops.access import MIN_TOKEN_LENGTH, parse_users
+
+    with pytest.raises(ConfigError, match=f"needs at least {MIN_TOKEN_LENGTH}"):
+        directory(make_settings(tmp_path, DASHBOARD_TOKEN="short-token"))
+    with pytest.raises(ConfigError, match="Set one of DASHBOARD_USERS and DASHBOARD_TOKEN"):
+        directory(make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN, DASHBOARD_USERS="a:admin:x"))
+    for text, sentence in (
+        ("alice:boss:scrypt:1:2:3$s$h", "the role 'boss'"),
+        ("alice:admin:plaintext", "holds no password hash for user alice"),
+        ("alice-admin", "entry 1 is not name:role:hash"),
+        ('{"alice": "admin"}', "not a JSON object"),
+        ("changeme", "placeholder"),
+    ):
+        with pytest.raises(ConfigError, match=sentence):
+            directory(make_settings(tmp_path, DASHBOARD_USERS=text))
+    users = parse_users('{"a.b@c": {"role": "viewer", "hash": "scrypt:1:2:3$s$h"}}')
+    assert users == {"a.b@c": ("viewer", "scrypt:1:2:3$s$h")}
+    users_file = tmp_path / "users"
+    users_file.write_text("# who\nada:admin:pbkdf2:sha256:1000$s$h\n")
+    found = directory(make_settings(tmp_path, DASHBOARD_USERS_FILE=str(users_file)))
+    assert found.mode == "users" and set(found.users) == {"ada"}
+    assert set(actions.ACTIONS) == access.ALL_ACTIONS  # every button has its roles
+
+
+def test_redaction_of_credentials_in_uris():
+    from mlops.errors import TrackingError
+    from mlops.web_safety import redact_credentials
+
+    assert redact_credentials("at http://u:p@h:5000/x and postgresql+psycopg2://a:b@db/m.") == (
+        "at http://***@h:5000/x and postgresql+psycopg2://***@db/m."
+    )
+    assert redact_credentials("http://host:5000/a@b and mailto:x@y") == (
+        "http://host:5000/a@b and mailto:x@y"
+    )
+    assert "s3cret" not in str(TrackingError("MLflow at https://me:s3cret@mlflow is down."))

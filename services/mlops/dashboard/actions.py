@@ -94,8 +94,12 @@ def perform(ctx: Context, gate: Gate, request: ActionRequest, caller: Caller) ->
     sentence and HTTP status."""
     actor = ANONYMOUS
     try:
-        principal = _authorize(ctx, gate, request, caller)
+        principal = _sign_in(ctx, gate, caller)
         actor = principal.actor("dashboard")
+        if request.action not in ACTIONS:
+            raise Refused(f"Unknown action {request.action[:32]!r}.", 400)
+        if not principal.may(request.action):
+            raise Refused(access.refusal(principal, request.action), 403)
         sentence = _act(ctx, request, actor)
     except Refused as exc:
         log.warning("Dashboard action %s by %s refused: %s", request.action, actor, exc)
@@ -122,9 +126,7 @@ def perform(ctx: Context, gate: Gate, request: ActionRequest, caller: Caller) ->
     return Outcome(True, sentence)
 
 
-def _authorize(
-    ctx: Context, gate: Gate, request: ActionRequest, caller: Caller
-) -> access.Principal:
+def _sign_in(ctx: Context, gate: Gate, caller: Caller) -> access.Principal:
     if not gate.enabled:
         raise Refused(NO_USERS, 403)
     if not origin_allowed(caller.origin, caller.host, ctx.settings.dashboard_allowed_origins):
@@ -132,10 +134,6 @@ def _authorize(
     principal = gate.sign_in(caller.credentials, caller.client)
     if principal is None:
         raise Refused(NO_CREDENTIALS, 401)
-    if request.action not in ACTIONS:
-        raise Refused(f"Unknown action {request.action[:32]!r}.", 400)
-    if not principal.may(request.action):
-        raise Refused(access.refusal(principal, request.action), 403)
     return principal
 
 

@@ -280,11 +280,17 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
 
 
 def _stage_runs(runs: pd.DataFrame, viewer: Principal | None) -> pd.DataFrame:
-    """The stage runs, their error texts hidden from all but operators and admins."""
-    if (viewer is not None and viewer.sees_errors) or "error" not in runs:
+    """The stage runs, their error texts hidden from all but operators and admins (and
+    without the credentials of a URI for them)."""
+    if "error" not in runs:
         return runs
     shown = runs.copy()
-    shown["error"] = shown["error"].where(shown["error"].isna(), HIDDEN_ERROR)
+    if viewer is not None and viewer.sees_errors:
+        shown["error"] = shown["error"].map(
+            lambda text: redact_credentials(text) if isinstance(text, str) else text
+        )
+    else:
+        shown["error"] = shown["error"].where(shown["error"].isna(), HIDDEN_ERROR)
     return shown
 
 
