@@ -465,3 +465,17 @@ def test_redaction_of_credentials_in_uris():
         "http://host:5000/a@b and mailto:x@y"
     )
     assert "s3cret" not in str(TrackingError("MLflow at https://me:s3cret@mlflow is down."))
+
+
+def test_viewing_can_require_a_sign_in(seeded):
+    client = create_app(_with_users(seeded, dashboard_anonymous_view=False)).server.test_client()
+    assert client.get("/healthz").status_code == 200  # the probes stay open
+    asked = client.get("/")
+    assert asked.status_code == 401 and asked.headers["WWW-Authenticate"].startswith("Basic ")
+    assert asked.headers["X-Frame-Options"] == "DENY"
+    assert client.get("/api/metrics", headers=_as("vera", "nope")).status_code == 401
+    assert client.get("/api/metrics", headers=_as("vera")).status_code == 200
+    page = client.get("/", headers=_as("vera"))
+    assert page.status_code == 200 and "MLOps control plane" in page.text
+    (row,) = audit_rows(seeded.engine, action="view", outcome="refused")
+    assert json.loads(row["details"])["claimed_user"] == "vera"

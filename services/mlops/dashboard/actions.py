@@ -145,10 +145,16 @@ def audit_refusal(
     details: dict[str, Any] = {"client": caller.client}
     if actor == ANONYMOUS and caller.credentials.claimed_user():
         details["claimed_user"] = caller.credentials.claimed_user()
+    _, needs_model, needs_version = ACTIONS.get(request.action, ("", True, True))
     model_admin.record_refusal(
-        ctx.engine, request.action or "-", request.model.strip(), request.version.strip(),
-        actor=actor, reason=sentence, details=details,
-    )  # fmt: skip
+        ctx.engine,
+        request.action or "-",
+        request.model.strip() if needs_model else "",
+        request.version.strip() if needs_version else "",
+        actor=actor,
+        reason=sentence,
+        details=details,
+    )
 
 
 def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
