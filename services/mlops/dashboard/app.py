@@ -42,7 +42,7 @@ from mlops.dashboard.registry import COLUMNS, Registry, read_registry
 from mlops.dashboard.tables import STYLE, six, table
 from mlops.errors import MlopsError
 from mlops.store import StoreError
-from mlops.web_safety import FRAME_HEADERS, redact_credentials
+from mlops.web_safety import forbid_framing, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +482,7 @@ def _guard(server: Any, ctx: Context, gate: Gate) -> None:
 
     @server.after_request
     def harden(response: Response) -> Response:
-        response.headers.update(FRAME_HEADERS)
+        forbid_framing(response.headers)
         if response.mimetype in REDACTED_TYPES and not response.direct_passthrough:
             body = response.get_data(as_text=True)
             safe = redact_credentials(body)
