@@ -269,7 +269,7 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
         table(figures.retrains, ["requested_date", "model_version", "status", "reason"]),
         table(
             figures.actions,
-            ["created_at", "actor", "action", "model_name", "model_version", "reason"],
+            ["created_at", "actor", "action", "outcome", "model_name", "model_version", "reason"],
         ),
         table(
             _stage_runs(figures.runs, viewer),
