@@ -110,7 +110,8 @@ def migrate_cmd() -> None:
     from mlops.db import roles  # issue 12: the per-purpose roles and their grants
 
     roles.apply_from_environment(engine)
-    typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).")
+    typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).", err=True)
+    typer.echo(json.dumps({"revision": after, "previous": before}, indent=2))
 
 
 @app.command("data-prep")
@@ -279,12 +280,23 @@ app.add_typer(models_app, name="models")
 Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the audit table.")]
 
 
-def _admin() -> tuple[Any, Any, str]:
-    """The context, the MLflow client and who acts (``cli:<login>``)."""
-    from mlops.model_admin import default_actor
+def _admin(action: str, name: str, version: str = "") -> tuple[Any, Any, str]:
+    """The context, the MLflow client and who acts: the signed-in user (``cli:<name>``)
+    when DASHBOARD_USERS names users, else ``cli:<login>``."""
+    from mlops.model_admin import signed_in_actor
 
     ctx = _context()
-    return ctx, ctx.mlflow, default_actor("cli")
+    actor = signed_in_actor(
+        ctx.engine, ctx.settings, action, name, version, ask_password=_ask_password
+    )
+    return ctx, ctx.mlflow, actor
+
+
+def _ask_password() -> str:
+    """The password typed on a terminal (not echoed); none without a terminal."""
+    if not sys.stdin.isatty():
+        return ""
+    return str(typer.prompt("Password", hide_input=True, err=True))
 
 
 @models_app.command("list")
@@ -292,28 +304,35 @@ def models_list_cmd(
     output: Annotated[
         Path | None, typer.Option("--output", help="Also write the rows as JSON to this file.")
     ] = None,
+    as_table: Annotated[
+        bool, typer.Option("--table", help="Print a text table instead of the JSON rows.")
+    ] = False,
 ) -> None:
-    """Every version of every catalog model: status, lineage, holdout and live figures."""
+    """Every version of every catalog model: status, lineage, holdout and live figures
+    (JSON on stdout; --table for people)."""
     from mlops.contracts.catalog import model_names
     from mlops.model_admin import inventory, table
 
-    ctx, client, _ = _admin()
+    ctx = _context()
     rows = inventory(
-        client, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
+        ctx.mlflow, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
     )
+    text = json.dumps([asdict(r) for r in rows], indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-    typer.echo(table(rows))
+        output.write_text(text + "\n")
+    typer.echo(table(rows) if as_table else text)
 
 
 def _registry_action(action: str, name: str, version: str = "", **options: Any) -> None:
-    """``mlops models ACTION``: the shared registry action, its one line."""
+    """``mlops models ACTION``: the shared registry action; its audit row as JSON on
+    stdout, its sentence on stderr."""
     from mlops.model_admin import perform
 
-    ctx, client, actor = _admin()
+    ctx, client, actor = _admin(action, name, version)
     done = perform(client, ctx.engine, ctx.settings, action, name, version, actor=actor, **options)
-    typer.echo(done.sentence())
+    typer.echo(done.sentence(), err=True)
+    typer.echo(json.dumps({**asdict(done), "sentence": done.sentence()}, default=str, indent=2))
 
 
 @models_app.command("promote")
@@ -370,15 +389,20 @@ def models_retrain_cmd(
     reason: Reason = "",
 ) -> None:
     """Train the model now: in the cluster a training Job, on a laptop here (TRAINING_RUNNER)."""
-    from mlops.model_admin import default_actor
+    from mlops.model_admin import REFUSALS, audited, record_refusal
     from mlops.orchestration import retrain_model
     from mlops.settings import parse_date
 
-    ctx = _context()
-    outcome = retrain_model(
-        ctx, name, actor=default_actor("cli"), as_of=parse_date(as_of), reason=reason
-    )
-    typer.echo(outcome.sentence())
+    ctx, _, actor = _admin("retrain", name)
+    try:
+        outcome = retrain_model(ctx, name, actor=actor, as_of=parse_date(as_of), reason=reason)
+    except REFUSALS as exc:
+        if not audited(exc):
+            record_refusal(ctx.engine, "retrain", name, None, actor=actor, reason=str(exc))
+        raise
+    typer.echo(outcome.sentence(), err=True)
+    payload = asdict(outcome) if is_dataclass(outcome) else {}
+    typer.echo(json.dumps({**payload, "sentence": outcome.sentence()}, default=str, indent=2))
 
 
 @app.command("backtest")
@@ -631,13 +655,39 @@ def dashboard_cmd(
 ) -> None:
     """Serve the control plane: models, quality, drift, equity and runs over time, and
     buttons to promote, roll back, archive, pause, resume, retrain and halt trading
-    (actions need DASHBOARD_TOKEN)."""
-    from mlops.dashboard.auth import configured_token
+    (actions need a signed-in user of DASHBOARD_USERS, or the older DASHBOARD_TOKEN)."""
+    from mlops.access import directory
     from mlops.dashboard.server import serve
 
     ctx = _context()
-    configured_token(ctx.settings)  # a placeholder token stops here, with its sentence
+    directory(ctx.settings)  # unusable users or token stop here, with their sentence
     serve(ctx, host, port)
+
+
+users_app = typer.Typer(
+    help="The dashboard's and `mlops models`' named users (DASHBOARD_USERS).",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("hash")
+def users_hash_cmd(
+    name: Annotated[str, typer.Argument(help="The user's name (letters, digits, ._@-).")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator or admin.")],
+) -> None:
+    """Make a DASHBOARD_USERS entry (name:role:hash) from a password read on stdin (one
+    line) or typed on a terminal; the password itself is never printed."""
+    from mlops.access import hash_entry
+
+    if sys.stdin.isatty():
+        password = str(
+            typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+        )
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    entry = hash_entry(name, role, password)
+    typer.echo(json.dumps({"name": name, "role": role, "entry": entry}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

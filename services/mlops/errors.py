@@ -36,11 +36,16 @@ class MlopsError(Exception):
     """A failure the user can act on; its message is one sentence."""
 
     exit_code = 1
+    # Whether the refusal this error says is already in the audit table (model_actions).
+    audited = False
 
     def __init__(self, message: str) -> None:
+        from mlops.web_safety import redact_credentials
+
         # Library messages often end with their own period: keep one.
-        # One sentence on one line, whatever a library put into it.
-        message = " ".join(str(message).split())
+        # One sentence on one line, whatever a library put into it, and no password of a
+        # URI in it (it reaches stderr, stage_runs.error and the dashboard).
+        message = redact_credentials(" ".join(str(message).split()))
         while message.endswith(".."):
             message = message[:-1]
         super().__init__(message)

@@ -5,9 +5,9 @@ the model's lock (:func:`mlops.db.locks.model_lock`, the one training's promotio
 holds too) while it reads the registry, checks (one sentence and
 :class:`~mlops.errors.ConfigError` or :class:`~mlops.errors.ModelError` when refused),
 changes the MLflow registry and writes one row to the audit table ``model_actions`` (who,
-what, when, why): two actions sent at once run one after the other, the second deciding
-on what the first left. The registry conventions (aliases, tags, the champion stack) are
-those of :mod:`mlops.contracts.models`.
+what, when, why; a refusal is a row too, ``outcome`` refused): two actions sent at once
+run one after the other, the second deciding on what the first left. The registry
+conventions (aliases, tags, the champion stack) are those of :mod:`mlops.contracts.models`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from mlops.contracts.models import (
 )
 from mlops.db.locks import model_lock
 from mlops.db.schema import model_actions
-from mlops.errors import ConfigError, ModelError
+from mlops.errors import AlreadyRunning, ConfigError, ModelError
 from mlops.runs import utcnow
 
 if TYPE_CHECKING:
@@ -52,6 +53,12 @@ if TYPE_CHECKING:
     from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+DONE, REFUSED = "done", "refused"
+# The refusals an action's own checks raise (a setting, a state, a model that loses);
+# an unreachable server is a failure, not a refusal.
+REFUSALS = (ConfigError, ModelError, AlreadyRunning)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Action:
     actor: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    outcome: str = DONE
 
     def sentence(self) -> str:
         version = f" version {self.model_version}" if self.model_version else ""
@@ -80,6 +88,51 @@ def default_actor(channel: str = "cli") -> str:
     return f"{channel}:{user}"
 
 
+def signed_in_actor(
+    engine: Engine,
+    settings: Settings,
+    action: str,
+    name: str,
+    version: str = "",
+    *,
+    ask_password: Callable[[], str] | None = None,
+) -> str:
+    """Who runs ``mlops models ACTION``: with named users (``DASHBOARD_USERS``), the user
+    ``MLOPS_USER`` signed in with ``MLOPS_PASSWORD`` (or ``ask_password()``), if their
+    role may take the action (``cli:<name>``); without, ``cli:<login>`` (the database's
+    and the registry's credentials are then the only gate). A refusal is audited, then
+    raised as ConfigError (one sentence, exit 2).
+    """
+    from mlops import access
+
+    users = access.directory(settings)
+    if users.mode != "users":
+        return default_actor("cli")
+    user = (settings.mlops_user or "").strip()
+    secret = settings.mlops_password
+    password = secret.get_secret_value() if secret is not None else ""
+    principal = None
+    if not user:
+        why = "Named users are configured (DASHBOARD_USERS): set MLOPS_USER to act."
+    else:
+        if not password and ask_password is not None:
+            password = ask_password()
+        principal = users.authenticate(user, password) if password else None
+        why = (
+            access.refusal(principal, action)
+            if principal is not None
+            else f"Refused: no password for user {user[:64]} or a wrong one (MLOPS_PASSWORD)."
+        )
+    if principal is not None and principal.may(action):
+        return principal.actor("cli")
+    actor = principal.actor("cli") if principal is not None else "cli:anonymous"
+    details = {"claimed_user": user[:64]} if principal is None and user else {}
+    record_refusal(engine, action, name, version, actor=actor, reason=why, details=details)
+    error = ConfigError(why)
+    error.audited = True
+    raise error
+
+
 def record(engine: Engine, action: Action) -> Action:
     """Append ``action`` to the audit table."""
     with engine.begin() as conn:
@@ -92,10 +145,38 @@ def record(engine: Engine, action: Action) -> Action:
                 model_version=action.model_version,
                 reason=action.reason,
                 details=json.dumps(action.details, default=str, sort_keys=True),
+                outcome=action.outcome,
             )
         )
-    log.info("Model action: %s (by %s)", action.sentence(), action.actor)
+    log.info("Model action %s: %s (by %s)", action.outcome, action.sentence(), action.actor)
     return action
+
+
+def record_refusal(
+    engine: Engine,
+    action: str,
+    name: str,
+    version: str | None,
+    *,
+    actor: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Audit a refused action (who, what, the refusal's sentence). A database that cannot
+    take the row is logged, never raised: the refusal itself still stands and is shown.
+    """
+    try:
+        record(
+            engine,
+            Action(action[:32], name[:128], version or None, actor, reason, details or {}, REFUSED),
+        )
+    except Exception as exc:  # the caller reports the refusal; the log says the audit failed
+        log.error("The refusal of %s %s could not be audited: %s", action, name, exc)
+
+
+def audited(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refusal already in the audit table."""
+    return bool(getattr(exc, "audited", False))
 
 
 def _require_model(client: MlflowClient, name: str) -> dict[str, str]:
@@ -408,8 +489,28 @@ def perform(
     force: bool = False,
 ) -> Action:
     """One registry action with the settings' champion alias and promotion rule: the one
-    entry ``mlops models`` and the dashboard share, so both refuse the same things.
+    entry ``mlops models`` and the dashboard share, so both refuse the same things. A
+    refusal is audited (``outcome`` refused, its sentence as the reason), then raised.
     """
+    try:
+        return _perform(client, engine, settings, action, name, version, reason, actor, force)
+    except REFUSALS as exc:
+        record_refusal(engine, action, name, version, actor=actor, reason=str(exc))
+        exc.audited = True
+        raise
+
+
+def _perform(
+    client: MlflowClient,
+    engine: Engine,
+    settings: Settings,
+    action: str,
+    name: str,
+    version: str,
+    reason: str,
+    actor: str,
+    force: bool,
+) -> Action:
     alias = settings.champion_alias
     if action == "promote":
         return promote(

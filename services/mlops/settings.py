@@ -150,10 +150,31 @@ class Settings(BaseSettings):
     )
     serve_max_large_bodies: int = Field(default=2, ge=1, alias="SERVE_MAX_LARGE_BODIES")
 
-    # Dashboard (`mlops dashboard`): viewing is open; every action (promote, roll back,
-    # archive, pause, resume, retrain, the kill switch) needs this token (from a Secret).
-    # Unset: the dashboard is read-only.
+    # Dashboard (`mlops dashboard`) and `mlops models` (mlops.access): named users with
+    # roles (viewer, operator, admin) from a Secret of password hashes, one
+    # `name:role:hash` entry per line (or comma-separated, or a JSON object), inline or in
+    # a file (the Secret mounted as one); `mlops users hash` makes an entry. The older
+    # single shared token (DASHBOARD_TOKEN, at least 16 characters) still works, as one
+    # admin named "token"; set one of the three, not several. None set: read-only.
+    dashboard_users: SecretStr | None = Field(default=None, alias="DASHBOARD_USERS")
+    dashboard_users_file: Path | None = Field(default=None, alias="DASHBOARD_USERS_FILE")
     dashboard_token: SecretStr | None = Field(default=None, alias="DASHBOARD_TOKEN")
+    # `mlops models` actions when DASHBOARD_USERS is set: who acts (the audit's
+    # cli:<name>) and their password (else asked for on a terminal).
+    mlops_user: str | None = Field(default=None, alias="MLOPS_USER")
+    mlops_password: SecretStr | None = Field(default=None, alias="MLOPS_PASSWORD")
+    # Viewing: open to anyone who reaches the page (true), or only to signed-in users
+    # (false: every route but /healthz asks for HTTP basic auth).
+    dashboard_anonymous_view: bool = Field(default=True, alias="DASHBOARD_ANONYMOUS_VIEW")
+    # Wrong credentials: after this many from one client address within the window,
+    # that client is answered 429 until the window has passed (every failure audited).
+    dashboard_max_failures: int = Field(default=5, ge=1, alias="DASHBOARD_MAX_FAILURES")
+    dashboard_failure_window_seconds: float = Field(
+        default=300.0, gt=0, alias="DASHBOARD_FAILURE_WINDOW_SECONDS"
+    )
+    # Origins (scheme://host:port) besides the dashboard's own Host that may post actions
+    # (a proxy that rewrites the Host header); comma-separated.
+    dashboard_allowed_origins: str = Field(default="", alias="DASHBOARD_ALLOWED_ORIGINS")
 
     # Trading.
     broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")

@@ -19,7 +19,7 @@ import pytest
 from conftest import clean_environ, free_port
 
 from .helpers import WAIT_SECONDS
-from .seed import TOKEN, seed
+from .seed import seed, users_setting
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
@@ -37,11 +37,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def dashboard_url(seeded: Any) -> Iterator[str]:
-    """`mlops dashboard` serving the seeded home, with DASHBOARD_TOKEN set."""
+    """`mlops dashboard` serving the seeded home, with an operator in DASHBOARD_USERS."""
     import requests
 
     port = free_port()
-    env = clean_environ({"MLOPS_HOME": str(seeded.settings.mlops_home), "DASHBOARD_TOKEN": TOKEN})
+    env = clean_environ(
+        {"MLOPS_HOME": str(seeded.settings.mlops_home), "DASHBOARD_USERS": users_setting()}
+    )
     log_path = Path(seeded.settings.mlops_home, "dashboard.log")
     with log_path.open("wb") as log:
         server = subprocess.Popen(

@@ -28,6 +28,16 @@ CHAMPIONS = {"stock-close": "1", "stock-close-mlp": "1", "stock-close-pooled": "
 CHALLENGERS = {"stock-close": "2", "stock-close-mlp": "2", "stock-close-pooled": "2"}
 DAYS = [date(2017, 6, 1) + timedelta(days=d) for d in range(14) if (d + 3) % 7 < 5]
 TOKEN = "s3cret-dashboard-token"
+# The browser tests' user: an operator (name, password).
+OPERATOR = ("tester", "tester-password-1")
+
+
+def users_setting() -> str:
+    """DASHBOARD_USERS holding OPERATOR (a cheap pbkdf2 hash: tests need not pay scrypt)."""
+    from werkzeug.security import generate_password_hash
+
+    name, password = OPERATOR
+    return f"{name}:operator:{generate_password_hash(password, 'pbkdf2:sha256:1000')}"
 
 
 def seed(settings: Any) -> Context:

@@ -16,7 +16,7 @@ from mlops.dashboard import data
 from mlops.db.schema import model_actions
 
 from .helpers import wait
-from .seed import CHAMPIONS, DAYS, MODELS, TOKEN, WINDOW, day_mape, window_mape
+from .seed import CHAMPIONS, DAYS, MODELS, OPERATOR, WINDOW, day_mape, window_mape
 from .walkforward_seed import KEY, OLD_MODEL, RUNNING_KEY
 
 QUALITY_LEGEND = "#quality-chart .legendtext"
@@ -134,7 +134,7 @@ def test_promote_moves_the_alias_after_confirmation(browser, dashboard_url, seed
     client = seeded.mlflow
     assert str(client.get_model_version_by_alias("stock-close", "champion").version) == "1"
     _open(browser, dashboard_url)
-    _fill(browser, token=TOKEN, who="tester", model="stock-close", version="2")
+    _fill(browser, user=OPERATOR[0], password=OPERATOR[1], model="stock-close", version="2")
     _fill(browser, reason="beats v1 live")
     asked = _press_and_confirm(browser, "promote")
     assert asked.startswith("Promote stock-close version 2 to champion")
@@ -143,7 +143,9 @@ def test_promote_moves_the_alias_after_confirmation(browser, dashboard_url, seed
     assert str(client.get_model_version_by_alias("stock-close", "champion").version) == "2"
     with seeded.engine.connect() as conn:
         (row,) = conn.execute(
-            select(model_actions).where(model_actions.c.model_name == "stock-close")
+            select(model_actions).where(
+                model_actions.c.model_name == "stock-close", model_actions.c.outcome == "done"
+            )
         ).mappings()
     assert (row["action"], row["model_version"], row["actor"]) == (
         "promote",
@@ -164,25 +166,27 @@ def test_promote_moves_the_alias_after_confirmation(browser, dashboard_url, seed
     screenshot("promoted")
 
 
-def test_an_action_without_the_token_is_refused(browser, dashboard_url, seeded, screenshot):
+def test_an_action_without_signing_in_is_refused(browser, dashboard_url, seeded, screenshot):
     from selenium.webdriver.common.by import By
 
     name = "stock-close-mlp"
     _open(browser, dashboard_url)
-    _fill(browser, model=name, version="2", reason="no token")
+    _fill(browser, model=name, version="2", reason="not signed in")
     _press_and_confirm(browser, "promote")
     result = browser.find_element(By.ID, "action-result")
-    assert result.text.startswith("Refused: the dashboard token is missing or wrong")
+    assert result.text.startswith("Refused: sign in (user and password) to act")
     assert result.get_attribute("class") == "refused"
-    # A wrong token is refused the same way.
-    _fill(browser, token="not-the-token")
+    # A wrong password is refused too.
+    _fill(browser, user=OPERATOR[0], password="not-the-password")
     _press_and_confirm(browser, "halt")
     assert browser.find_element(By.ID, "action-result").text.startswith("Refused")
     client = seeded.mlflow
     assert str(client.get_model_version_by_alias(name, "champion").version) == CHAMPIONS[name]
     with seeded.engine.connect() as conn:
-        audit = conn.execute(select(model_actions).where(model_actions.c.model_name == name))
-        assert audit.all() == []
+        audit = conn.execute(
+            select(model_actions.c.outcome).where(model_actions.c.model_name == name)
+        )
+        assert audit.scalars().all() == ["refused"]  # audited, not done
     from mlops.trading.switch import status
 
     assert status(seeded)["halted"] is False

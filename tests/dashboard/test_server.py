@@ -1,6 +1,7 @@
 """The dashboard without a browser: the token check, the data it reads, its routes, and
 an action posted straight to the Dash callback endpoint (refused without the token:
-the check is on the server, not in the page)."""
+the check is on the server, not in the page). Named users, roles, the throttle and the
+headers: test_security.py."""
 
 from __future__ import annotations
 
@@ -10,23 +11,17 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
 
+from mlops import access
+from mlops.access import Principal, directory
 from mlops.contracts import live_figures
 from mlops.dashboard import actions, charts, data
 from mlops.dashboard.app import create_app, metrics_rows
-from mlops.dashboard.auth import (
-    NO_TOKEN,
-    WRONG_TOKEN,
-    Credentials,
-    Refused,
-    authorize,
-    configured_token,
-)
+from mlops.dashboard.auth import NO_USERS, WRONG_CREDENTIALS, Credentials, Gate, Refused
 from mlops.dashboard.registry import read_registry
-from mlops.db.schema import model_actions
 from mlops.errors import ConfigError
 
+from .helpers import action_result, audit_rows, post_action, render_page
 from .seed import DAYS, MODELS, TOKEN, WINDOW, day_mape, expected_drift_days, window_mape
 
 
@@ -34,33 +29,37 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_authorize_accepts_the_token_from_the_field_bearer_or_basic_auth():
-    assert authorize(TOKEN, Credentials(field_token=f" {TOKEN} ")) == ""
-    assert authorize(TOKEN, Credentials(authorization=f"Bearer {TOKEN}")) == ""
-    assert authorize(TOKEN, Credentials(authorization=_basic("alice", TOKEN))) == "alice"
-    for wrong in (
-        Credentials(),
-        Credentials(field_token="nope"),
-        Credentials(field_token=TOKEN[:-1]),
-        Credentials(authorization="Bearer "),
-        Credentials(authorization=_basic("alice", "nope")),
-        Credentials(authorization="Basic !!not-base64"),
+def test_the_token_signs_in_from_the_field_bearer_or_basic_auth(make_settings, tmp_path):
+    gate = Gate(make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN))
+    for given in (
+        Credentials(password=f" {TOKEN} "),
+        Credentials(authorization=f"Bearer {TOKEN}"),
+        Credentials(authorization=_basic("alice", TOKEN)),
     ):
-        with pytest.raises(Refused, match="missing or wrong"):
-            authorize(TOKEN, wrong)
-    with pytest.raises(Refused) as refused:
-        authorize(None, Credentials(field_token=TOKEN))
-    assert str(refused.value) == NO_TOKEN
+        # Whatever name is typed, the token is one admin: the audit says "token".
+        assert gate.sign_in(given, "c") == Principal("token", "admin")
+    assert gate.sign_in(Credentials(), "c") is None
+    for wrong in (
+        Credentials(password="nope"),
+        Credentials(password=TOKEN[:-1]),
+        Credentials(authorization=_basic("alice", "nope")),
+    ):
+        with pytest.raises(Refused) as refused:
+            gate.sign_in(wrong, f"client-{wrong}")
+        assert str(refused.value) == WRONG_CREDENTIALS and refused.value.status == 401
+    for nothing in (Credentials(authorization="Bearer "), Credentials(authorization="Basic !!")):
+        assert gate.sign_in(nothing, "c") is None
+    assert not Gate(make_settings(tmp_path)).enabled
 
 
 def test_the_token_comes_from_the_setting(make_settings, tmp_path):
-    assert configured_token(make_settings(tmp_path)) is None
-    assert configured_token(make_settings(tmp_path, DASHBOARD_TOKEN="  ")) is None
-    assert configured_token(make_settings(tmp_path, DASHBOARD_TOKEN="abc")) == "abc"
-    settings = make_settings(tmp_path, DASHBOARD_TOKEN="abc")
-    assert "abc" not in repr(settings)  # a SecretStr: never in logs
+    assert directory(make_settings(tmp_path)).mode == "none"
+    assert directory(make_settings(tmp_path, DASHBOARD_TOKEN="  ")).mode == "none"
+    assert directory(make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN)).token == TOKEN
+    settings = make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN)
+    assert TOKEN not in repr(settings)  # a SecretStr: never in logs
     with pytest.raises(ConfigError, match="DASHBOARD_TOKEN is still the template"):
-        configured_token(make_settings(tmp_path, DASHBOARD_TOKEN="changeme"))
+        directory(make_settings(tmp_path, DASHBOARD_TOKEN="changeme"))
 
 
 def test_the_figures_of_every_model_version(seeded):
@@ -185,47 +184,30 @@ def test_an_action_refused_on_the_server_changes_nothing(seeded):
     name = "stock-close-pooled"
     pending = asdict_request("promote", name, "2", "posted")
 
-    def post(token: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {
-            "output": "..action-result.children...action-result.className...refresh.data..",
-            "outputs": [
-                {"id": "action-result", "property": "children"},
-                {"id": "action-result", "property": "className"},
-                {"id": "refresh", "property": "data"},
-            ],
-            "inputs": [{"id": "confirm", "property": "submit_n_clicks", "value": 1}],
-            "changedPropIds": ["confirm.submit_n_clicks"],
-            "state": [
-                {"id": "pending", "property": "data", "value": pending},
-                {"id": "token", "property": "value", "value": token},
-                {"id": "refresh", "property": "data", "value": 0},
-            ],
-        }
-        answer = client.post("/_dash-update-component", json=body, headers=headers or {})
-        assert answer.status_code == 200, answer.text
-        return json.loads(answer.text)["response"]["action-result"]
+    def post(password: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return action_result(post_action(client, pending, password=password, headers=headers))
 
-    # The seeded context has no DASHBOARD_TOKEN: every action is disabled.
-    assert post(TOKEN)["children"] == NO_TOKEN
+    # The seeded context has no users and no token: every action is disabled.
+    assert post(TOKEN)["children"] == NO_USERS
     client = create_app(_armed(seeded)).server.test_client()
     refused = post("wrong")
-    assert (refused["children"], refused["className"]) == (WRONG_TOKEN, "refused")
+    assert (refused["children"], refused["className"]) == (WRONG_CREDENTIALS, "refused")
     assert str(seeded.mlflow.get_model_version_by_alias(name, "champion").version) == "1"
-    with seeded.engine.connect() as conn:
-        assert conn.execute(select(model_actions)).all() == []
+    assert audit_rows(seeded.engine, model_name=name, outcome="done") == []
+    refusals = audit_rows(seeded.engine, model_name=name, outcome="refused")
+    assert [r["reason"] for r in refusals] == [NO_USERS, WRONG_CREDENTIALS]
     # The bearer header is a token too; the action then runs (and is audited).
     done = post("", {"Authorization": f"Bearer {TOKEN}"})
     assert done["className"] == "done", done
     assert str(seeded.mlflow.get_model_version_by_alias(name, "champion").version) == "2"
-    with seeded.engine.connect() as conn:
-        (row,) = conn.execute(select(model_actions)).mappings()
+    (row,) = audit_rows(seeded.engine, model_name=name, outcome="done")
     assert (row["action"], row["model_name"], row["reason"]) == ("promote", name, "posted")
-    assert row["actor"].startswith("dashboard:")
+    assert row["actor"] == "dashboard:token"
 
 
 def test_refusals_of_the_actions_are_their_sentences(seeded):
     armed = _armed(seeded)
-    key = Credentials(field_token=TOKEN)
+    gate, key = Gate(armed.settings), actions.Caller(Credentials(password=TOKEN), "c")
     cases = {
         actions.ActionRequest("promote", "stock-close", "", "r"): "Give the version to promote.",
         actions.ActionRequest("pause", "", "", ""): "Choose a model to pause.",
@@ -234,14 +216,20 @@ def test_refusals_of_the_actions_are_their_sentences(seeded):
         actions.ActionRequest("promote", "nope", "1", "r"): "No registered model named 'nope'",
     }
     for request, sentence in cases.items():
-        outcome = actions.perform(armed, request, key)
+        outcome = actions.perform(armed, gate, request, key)
         assert not outcome.ok and sentence in outcome.sentence, outcome
-    halted = actions.perform(armed, actions.ActionRequest("halt", reason="test"), key)
+        # Each refusal is audited once, with its sentence (model_admin's own or the form's).
+        (row,) = audit_rows(
+            seeded.engine, model_name=request.model, action=request.action, outcome="refused",
+            reason=outcome.sentence, model_version=request.version or None,
+        )  # fmt: skip
+        assert row["actor"] == "dashboard:token"
+    halted = actions.perform(armed, gate, actions.ActionRequest("halt", reason="test"), key)
     assert halted == actions.Outcome(True, "Trading is halted.")
     from mlops.trading.switch import status
 
     assert status(armed)["halted"] is True and "test" in status(armed)["reason"]
-    assert actions.perform(armed, actions.ActionRequest("unhalt"), key).sentence == (
+    assert actions.perform(armed, gate, actions.ActionRequest("unhalt"), key).sentence == (
         "Trading resumed."
     )
 
@@ -310,22 +298,245 @@ def test_retrain_calls_the_orchestration_and_says_what_happened(seeded, monkeypa
         )
 
     monkeypatch.setattr(orchestration, "retrain_model", retrain_model)
-    armed, key = _armed(seeded), Credentials(field_token=TOKEN)
-    outcome = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    armed = _armed(seeded)
+    gate, key = Gate(armed.settings), actions.Caller(Credentials(password=TOKEN), "c")
+    outcome = actions.perform(armed, gate, actions.ActionRequest("retrain", "stock-close-mlp"), key)
     assert outcome == actions.Outcome(
         True,
         "Retrain of stock-close-mlp: Created training Job mlops-train-stock-close-mlp-20170601 "
         "for stock-close-mlp.",
     )
-    assert [(ctx, name) for ctx, name, _ in calls] == [(armed, "stock-close-mlp")]
-    assert calls[0][2].startswith("dashboard:")
+    assert calls == [(armed, "stock-close-mlp", "dashboard:token")]
 
     def broken(ctx, name, *, actor, reason=""):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(orchestration, "retrain_model", broken)
-    failed = actions.perform(armed, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    request = actions.ActionRequest("retrain", "stock-close-mlp")
+    failed = actions.perform(armed, gate, request, key)
     assert not failed.ok and "failed unexpectedly (RuntimeError)" in failed.sentence
-    # Without the token the orchestration is never called.
-    refused = actions.perform(seeded, actions.ActionRequest("retrain", "stock-close-mlp"), key)
+    # Without users or a token the orchestration is never called.
+    refused = actions.perform(seeded, Gate(seeded.settings), request, key)
     assert not refused.ok and len(calls) == 1
+
+
+# Named users and roles, the throttle, the headers, what a page may show.
+
+USERS = {
+    "ada": ("admin", "ada-password-1"),
+    "otto": ("operator", "otto-password-1"),
+    "vera": ("viewer", "vera-password-1"),
+}
+
+
+def _with_users(ctx: Any, **update: Any) -> Any:
+    """The same context with USERS in DASHBOARD_USERS (cheap pbkdf2 hashes: a test need
+    not pay for scrypt) and the other settings given."""
+    from dataclasses import replace
+
+    from pydantic import SecretStr
+    from werkzeug.security import generate_password_hash
+
+    entries = "\n".join(
+        f"{name}:{role}:{generate_password_hash(password, 'pbkdf2:sha256:1000')}"
+        for name, (role, password) in USERS.items()
+    )
+    settings = ctx.settings.model_copy(update={"dashboard_users": SecretStr(entries), **update})
+    return replace(ctx, settings=settings)
+
+
+def _as(name: str, password: str | None = None) -> dict[str, str]:
+    return {"Authorization": _basic(name, password or USERS[name][1])}
+
+
+def test_a_viewer_cannot_act_and_the_audit_names_the_signed_in_user(seeded):
+    client = create_app(_with_users(seeded)).server.test_client()
+    name, champion = "stock-close", seeded.mlflow.get_model_version_by_alias
+    promote = {"action": "promote", "model": name, "version": "2", "reason": "beats v1"}
+    # A viewer: 403 from the API, the sentence on the page, nothing changed.
+    answer = client.post("/api/actions", json=promote, headers=_as("vera"))
+    assert answer.status_code == 403, answer.text
+    assert answer.get_json()["sentence"] == (
+        "Refused: vera is a viewer; promote needs the role operator or admin; nothing was changed."
+    )
+    page = action_result(post_action(client, promote, user="vera", password=USERS["vera"][1]))
+    assert page["className"] == "refused" and "vera is a viewer" in page["children"]
+    # An operator may not archive (admins only); nobody signed in may not act at all.
+    archive = {"action": "archive", "model": name, "version": "3", "reason": "old"}
+    assert client.post("/api/actions", json=archive, headers=_as("otto")).status_code == 403
+    assert client.post("/api/actions", json=promote).status_code == 401
+    assert str(champion(name, "champion").version) == "1"
+    # The operator promotes from the page; the audit names them, not a typed name.
+    done = action_result(post_action(client, promote, user="otto", password=USERS["otto"][1]))
+    assert done["className"] == "done", done
+    assert str(champion(name, "champion").version) == "2"
+    (row,) = audit_rows(seeded.engine, model_name=name, model_version="2", outcome="done")
+    assert (row["action"], row["actor"], row["reason"]) == ("promote", "dashboard:otto", "beats v1")
+    refused = audit_rows(seeded.engine, model_name=name, outcome="refused", reason=page["children"])
+    assert [r["actor"] for r in refused] == ["dashboard:vera", "dashboard:vera"]
+    (archived,) = audit_rows(seeded.engine, model_name=name, action="archive", outcome="refused")
+    assert archived["actor"] == "dashboard:otto" and "otto is an operator" in archived["reason"]
+
+
+def test_wrong_credentials_are_throttled_per_client_and_audited(seeded):
+    now = [1000.0]
+    users = _with_users(seeded, dashboard_max_failures=3, dashboard_failure_window_seconds=60.0)
+    client = create_app(users, Gate(users.settings, clock=lambda: now[0])).server.test_client()
+    attacker, other = {"REMOTE_ADDR": "192.0.2.7"}, {"REMOTE_ADDR": "192.0.2.8"}
+    halt, unhalt = {"action": "halt", "reason": "guessing"}, {"action": "unhalt"}
+
+    def api(body: dict[str, Any], headers: dict[str, str], environ: dict[str, str]) -> Any:
+        return client.post("/api/actions", json=body, headers=headers, environ_base=environ)
+
+    for n in range(3):
+        assert api(halt, _as("ada", f"guess-{n}"), attacker).status_code == 401
+    # The fourth attempt is not even checked: the right password is refused too.
+    throttled = api(halt, _as("ada"), attacker)
+    assert throttled.status_code == 429 and 0 < int(throttled.headers["Retry-After"]) <= 61
+    assert throttled.get_json()["sentence"].startswith("Refused: too many wrong sign-ins")
+    page = post_action(client, halt, user="ada", password="x", client_address="192.0.2.7")
+    assert page.status_code == 429  # the page's callback too
+    from mlops.trading.switch import status
+
+    assert status(users)["halted"] is False
+    # Another address is not throttled.
+    assert api(unhalt, _as("ada"), other).status_code == 200
+    # Audited: each wrong password (who was claimed, from where), then the throttle once.
+    rows = audit_rows(seeded.engine, action="halt", outcome="refused")
+    assert [r["reason"] for r in rows] == [WRONG_CREDENTIALS] * 3 + [
+        throttled.get_json()["sentence"]
+    ]
+    assert {r["actor"] for r in rows} == {"dashboard:anonymous"}
+    details = [json.loads(r["details"]) for r in rows]
+    assert details[0] == {"client": "192.0.2.7", "claimed_user": "ada"}
+    # Once the window has passed, the right password works again.
+    now[0] += 61
+    assert api(unhalt, _as("ada"), attacker).status_code == 200
+
+
+def test_every_answer_refuses_to_be_framed(seeded):
+    client = create_app(seeded).server.test_client()
+    answers = [
+        client.get("/"),
+        client.get("/healthz"),
+        client.get("/api/metrics"),
+        client.get("/_dash-layout"),
+        client.get("/backtests/nope/chart"),
+        client.post("/api/actions", json={"action": "halt"}),
+        post_action(client, {"action": "halt"}),
+    ]
+    for answer in answers:
+        assert answer.headers["Content-Security-Policy"] == "frame-ancestors 'none'", answer
+        assert answer.headers["X-Frame-Options"] == "DENY", answer
+
+
+def test_another_sites_post_is_refused(seeded):
+    users = _with_users(seeded)
+    client = create_app(users).server.test_client()
+    body = {"action": "unhalt"}
+    evil = {**_as("ada"), "Origin": "https://evil.example", "Host": "localhost"}
+    answer = client.post("/api/actions", json=body, headers=evil)
+    assert answer.status_code == 403 and "another site" in answer.get_json()["sentence"]
+    own = {**_as("ada"), "Origin": "http://localhost", "Host": "localhost"}
+    assert client.post("/api/actions", json=body, headers=own).status_code == 200
+
+
+def test_a_credentialed_uri_never_appears_in_a_page_and_errors_only_for_operators(seeded):
+    from datetime import UTC, datetime
+
+    from mlops.dashboard.app import HIDDEN_ERROR
+    from mlops.db.schema import model_actions, stage_runs
+
+    leaked = "http://mlops:hunter2-secret@mlflow:5000"
+    with seeded.engine.begin() as conn:
+        conn.execute(
+            stage_runs.insert().values(
+                run_id="leaky-run",
+                stage="monitor",
+                started_at=datetime(2099, 1, 1, tzinfo=UTC),  # the newest: on the page
+                status="failed",
+                error=f"The MLflow tracking server at {leaked} is not answering.",
+            )
+        )
+        conn.execute(  # an audit reason quoting a URI: shown to all, its password to none
+            model_actions.insert().values(
+                created_at=datetime(2099, 1, 1, tzinfo=UTC),
+                actor="cli:someone",
+                action="pause",
+                model_name="stock-close",
+                reason="database postgresql://app:db-pass-9@db/mlops was slow",
+                outcome="done",
+            )
+        )
+    users = _with_users(seeded)
+    app = create_app(users)
+    client = app.server.test_client()
+    operator = render_page(app, client, user="otto", password=USERS["otto"][1])
+    assert operator.status_code == 200, operator.text
+    assert "Signed in as otto (operator)." in operator.text
+    assert "://***@mlflow:5000 is not answering." in operator.text.replace("\\u002f", "/")
+    viewer = render_page(app, client, headers=_as("vera"))
+    assert "Signed in as vera (viewer)." in viewer.text
+    anonymous = render_page(app, client)
+    for answer in (viewer, anonymous):
+        assert "tracking server at" not in answer.text and HIDDEN_ERROR in answer.text
+    # Nothing the server answers holds the password: pages, JSON, plain routes.
+    for answer in (operator, viewer, anonymous, client.get("/"), client.get("/api/metrics")):
+        assert "hunter2-secret" not in answer.text and "db-pass-9" not in answer.text
+    assert "://***@db/mlops was slow" in anonymous.text.replace("\\u002f", "/")
+    wrong = render_page(app, client, user="otto", password="nope")
+    assert "the user name or password is wrong" in wrong.text and HIDDEN_ERROR in wrong.text
+    (row,) = audit_rows(seeded.engine, action="sign-in", outcome="refused")
+    assert json.loads(row["details"])["claimed_user"] == "otto"
+
+
+def test_the_users_setting_is_checked_at_start(make_settings, tmp_path):
+    from mlops.access import MIN_TOKEN_LENGTH, parse_users
+
+    with pytest.raises(ConfigError, match=f"needs at least {MIN_TOKEN_LENGTH}"):
+        directory(make_settings(tmp_path, DASHBOARD_TOKEN="short-token"))
+    with pytest.raises(ConfigError, match="Set one of DASHBOARD_USERS and DASHBOARD_TOKEN"):
+        directory(make_settings(tmp_path, DASHBOARD_TOKEN=TOKEN, DASHBOARD_USERS="a:admin:x"))
+    for text, sentence in (
+        ("alice:boss:scrypt:1:2:3$s$h", "the role 'boss'"),
+        ("alice:admin:plaintext", "holds no password hash for user alice"),
+        ("alice-admin", "entry 1 is not name:role:hash"),
+        ('{"alice": "admin"}', "not a JSON object"),
+        ("changeme", "placeholder"),
+    ):
+        with pytest.raises(ConfigError, match=sentence):
+            directory(make_settings(tmp_path, DASHBOARD_USERS=text))
+    users = parse_users('{"a.b@c": {"role": "viewer", "hash": "scrypt:1:2:3$s$h"}}')
+    assert users == {"a.b@c": ("viewer", "scrypt:1:2:3$s$h")}
+    users_file = tmp_path / "users"
+    users_file.write_text("# who\nada:admin:pbkdf2:sha256:1000$s$h\n")
+    found = directory(make_settings(tmp_path, DASHBOARD_USERS_FILE=str(users_file)))
+    assert found.mode == "users" and set(found.users) == {"ada"}
+    assert set(actions.ACTIONS) == access.ALL_ACTIONS  # every button has its roles
+
+
+def test_redaction_of_credentials_in_uris():
+    from mlops.errors import TrackingError
+    from mlops.web_safety import redact_credentials
+
+    assert redact_credentials("at http://u:p@h:5000/x and postgresql+psycopg2://a:b@db/m.") == (
+        "at http://***@h:5000/x and postgresql+psycopg2://***@db/m."
+    )
+    assert redact_credentials("http://host:5000/a@b and mailto:x@y") == (
+        "http://host:5000/a@b and mailto:x@y"
+    )
+    assert "s3cret" not in str(TrackingError("MLflow at https://me:s3cret@mlflow is down."))
+
+
+def test_viewing_can_require_a_sign_in(seeded):
+    client = create_app(_with_users(seeded, dashboard_anonymous_view=False)).server.test_client()
+    assert client.get("/healthz").status_code == 200  # the probes stay open
+    asked = client.get("/")
+    assert asked.status_code == 401 and asked.headers["WWW-Authenticate"].startswith("Basic ")
+    assert asked.headers["X-Frame-Options"] == "DENY"
+    assert client.get("/api/metrics", headers=_as("vera", "nope")).status_code == 401
+    assert client.get("/api/metrics", headers=_as("vera")).status_code == 200
+    page = client.get("/", headers=_as("vera"))
+    assert page.status_code == 200 and "MLOps control plane" in page.text
+    (row,) = audit_rows(seeded.engine, action="view", outcome="refused")
+    assert json.loads(row["details"])["claimed_user"] == "vera"

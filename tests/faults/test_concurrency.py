@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import create_engine, text
 
 from faults.conftest import DAYS, assert_fails, assert_no_run_left_running, assert_ok, wait_until
-from mlops.db.migrate import head_revision
+from mlops.db import migrate
 from mlops.db.schema import datasets, stage_runs
 
 NEW_DAY = date(2017, 6, 5)
@@ -35,13 +35,15 @@ def test_two_migrations_at_once_wait_for_each_other(world, postgres_server, spaw
     world.pg.release()
     done = [first.wait(), second.wait()]
     assert [o.code for o in done] == [0, 0], [str(o) for o in done]
-    head = head_revision()
-    assert "(was empty)" in done[0].stdout and f"(was {head})" in done[1].stdout
+    head = migrate.head_revision()
+    assert json.loads(done[0].stdout) == {"revision": head, "previous": None}
+    assert json.loads(done[1].stdout) == {"revision": head, "previous": head}
     assert "Traceback" not in done[0].stderr + done[1].stderr
     engine = create_engine(url)
     with engine.connect() as conn:
-        found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-        assert found == [head]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+            head
+        ]
     engine.dispose()
 
 

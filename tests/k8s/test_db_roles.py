@@ -4,6 +4,7 @@ ROLES says, `mlops migrate` applies them from password files, and again without 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from mlops.db import roles
+from mlops.db.migrate import head_revision
 from mlops.db.schema import metadata
 
 from .manifests import ROOT
@@ -125,7 +127,8 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     url = owned_database
     result = _migrate(url, _password_dir(tmp_path), subprocess_env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Database schema at revision" in result.stdout
+    assert "Database schema at revision" in result.stderr
+    assert json.loads(result.stdout) == {"revision": head_revision(), "previous": None}
 
     reader = _as(url, "mlops_reader")
     for table in metadata.tables:

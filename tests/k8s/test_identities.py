@@ -133,6 +133,7 @@ def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() 
         "MINIO_DASHBOARD_ACCESS_KEY",
         "MINIO_DASHBOARD_SECRET_KEY",
         "MLFLOW_DASHBOARD_PASSWORD",
+        "DASHBOARD_USERS",
         "DASHBOARD_TOKEN",
     }
     # The role reads everything and writes the audit of its actions and the kill switch;

@@ -610,9 +610,12 @@ def test_cli_retrain_in_the_cluster(tmp_path, kube) -> None:
         "try it",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
+    sentence = (
         "Created training Job mlops-train-stock-close-pooled-20240105 for stock-close-pooled."
     )
+    answer = json.loads(result.stdout)  # the outcome as JSON; its sentence on stderr too
+    assert answer["sentence"] == sentence == result.stderr.strip()
+    assert (answer["job"], answer["created"]) == ("mlops-train-stock-close-pooled-20240105", True)
     assert kube.created() == ["mlops-train-stock-close-pooled-20240105"]
     from mlops.settings import load_settings
 

@@ -105,13 +105,15 @@ class Registry:
         )
         return str(mv.version)
 
-    def actions(self) -> list[dict[str, Any]]:
+    def actions(self, outcome: str = "done") -> list[dict[str, Any]]:
+        """The audit's rows of actions done (or, with ``outcome="refused"``, refused)."""
         from sqlalchemy import select
 
         from mlops.db.schema import model_actions
 
+        query = select(model_actions).where(model_actions.c.outcome == outcome)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(model_actions).order_by(model_actions.c.id)).mappings()
+            rows = conn.execute(query.order_by(model_actions.c.id)).mappings()
             return [dict(r) for r in rows]
 
     def alias(self, alias: str = "champion") -> str | None:

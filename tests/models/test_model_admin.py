@@ -339,10 +339,10 @@ def _env(r: Registry) -> dict[str, str]:
     }
 
 
-def _cli(r: Registry, catalog: str, *args: str) -> subprocess.CompletedProcess:
+def _cli(r: Registry, catalog: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
     """``mlops models ARGS`` as a user runs it, in this process (no interpreter start and
     MLflow import per call)."""
-    env = {**_env(r), "MODEL_CONFIGS_DIR": catalog, "LOG_LEVEL": "WARNING"}
+    env = {**_env(r), "MODEL_CONFIGS_DIR": catalog, "LOG_LEVEL": "WARNING", **extra}
     return run_in_process(env, "models", *args)
 
 
@@ -355,12 +355,17 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
 
     done = _cli(registry, folder, "promote", registry.name, v1, "--reason", "ok")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    # stdout: the audit row as JSON; stderr: its sentence.
+    result = json.loads(done.stdout)
+    assert result["sentence"] == (
         f"promote {registry.name} version {v1}: ok "
         "(holdout MAPE 1.000% vs naive 1.200%, p 0.0200 decides)"
     )
+    assert (result["action"], result["model_version"], result["outcome"]) == ("promote", v1, "done")
+    assert result["actor"] == model_admin.default_actor("cli")
+    assert done.stderr.strip() == result["sentence"]
     refused = _cli(registry, folder, "promote", registry.name, v2, "--reason", "x")
-    assert refused.returncode == ModelError.exit_code
+    assert refused.returncode == ModelError.exit_code and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "loses to the naive forecast" in refused.stderr
     registry.client.set_registered_model_alias(registry.name, CHALLENGER_ALIAS, v2)
     paused = _cli(registry, folder, "pause", registry.name, "--reason", "hold")
@@ -400,6 +405,7 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     out = tmp_path / "models.json"
     listed = _cli(registry, folder, "list", "--output", str(out))
     assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == json.loads(out.read_text())  # JSON on stdout
     rows = {(r["name"], r["version"]): r for r in json.loads(out.read_text())}
     first, second = rows[(registry.name, v1)], rows[(registry.name, v2)]
     assert (first["status"], first["aliases"], first["paused"]) == ("champion", ["champion"], True)
@@ -421,13 +427,21 @@ def test_the_cli_acts_refuses_and_lists(registry: Registry, catalog_dir, tmp_pat
     assert second["live"] == {}
     never = rows[(f"{registry.name}-new", None)]
     assert never["status"] == "not trained"
-    lines = listed.stdout.splitlines()
+    lines = _cli(registry, folder, "list", "--table").stdout.splitlines()
     assert lines[0].split()[:3] == ["MODEL", "VERSION", "STATUS"]
     line = next(x for x in lines if x.startswith(f"{registry.name} ") and f" {v1} " in x)
     assert "champion" in line and "paused" in line
     assert " 2.600% " in line and " 1.500% " in line and " 20 to 2017-06-02 " in line
     assert "DAY MAPE" in lines[0] and "WINDOW MAPE" in lines[0] and " 0.250 " in line
     assert [a["action"] for a in registry.actions()] == ["promote", "pause"]
+    # Every refusal is audited too, with its sentence.
+    refusals = registry.actions("refused")
+    assert [(a["action"], a["model_version"]) for a in refusals] == [
+        ("promote", v2),
+        ("archive", v1),
+    ]
+    assert "loses to the naive forecast" in refusals[0]["reason"]
+    assert "is the champion" in refusals[1]["reason"]
 
 
 def test_the_list_says_when_the_champion_is_archived() -> None:
@@ -435,3 +449,56 @@ def test_the_list_says_when_the_champion_is_archived() -> None:
     assert model_admin.version_status(["champion"], archived, "champion") == "champion (archived)"
     assert model_admin.version_status(["champion"], {}, "champion") == "champion"
     assert model_admin.version_status([], archived, "champion") == "archived"
+
+
+def test_named_users_act_on_the_cli_under_their_own_name(
+    registry: Registry, catalog_dir, monkeypatch
+) -> None:
+    """With DASHBOARD_USERS, `mlops models` acts as MLOPS_USER signed in with
+    MLOPS_PASSWORD, if their role may; every refusal is audited; `mlops users hash`
+    makes the entries."""
+    import io
+
+    from pydantic import SecretStr
+
+    from mlops.access import directory
+
+    folder = str(catalog_dir(registry.name))
+    v1 = registry.register(0.010, 0.012)
+    entries = []
+    for name, role in (("otto", "operator"), ("vera", "viewer")):
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{name}-password-1\n"))
+        made = run_in_process({}, "users", "hash", name, "--role", role)
+        assert made.returncode == 0, made.stderr
+        assert f"{name}-password-1" not in made.stdout
+        entries.append(json.loads(made.stdout)["entry"])
+    users = {"DASHBOARD_USERS": ",".join(entries)}
+    users_secret = SecretStr(users["DASHBOARD_USERS"])
+    parsed = directory(registry.settings.model_copy(update={"dashboard_users": users_secret}))
+    assert {n: role for n, (role, _) in parsed.users.items()} == {
+        "otto": "operator",
+        "vera": "viewer",
+    }
+    assert parsed.authenticate("otto", "otto-password-1") is not None
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    weak = run_in_process({}, "users", "hash", "eve", "--role", "admin")
+    assert weak.returncode == ConfigError.exit_code and "at least 12" in weak.stderr
+
+    def promote(**extra: str) -> subprocess.CompletedProcess:
+        return _cli(registry, folder, "promote", registry.name, v1, "--reason", "r", **extra)
+
+    nobody = promote(**users)
+    assert nobody.returncode == ConfigError.exit_code and "set MLOPS_USER" in nobody.stderr
+    viewer = promote(**users, MLOPS_USER="vera", MLOPS_PASSWORD="vera-password-1")
+    assert viewer.returncode == ConfigError.exit_code, viewer.stderr
+    assert "vera is a viewer; promote needs the role operator or admin" in viewer.stderr
+    wrong = promote(**users, MLOPS_USER="otto", MLOPS_PASSWORD="vera-password-1")
+    assert wrong.returncode == ConfigError.exit_code and "wrong" in wrong.stderr
+    assert registry.alias() is None and registry.actions() == []
+    done = promote(**users, MLOPS_USER="otto", MLOPS_PASSWORD="otto-password-1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["actor"] == "cli:otto" and registry.alias() == v1
+    assert [a["actor"] for a in registry.actions()] == ["cli:otto"]
+    refusals = registry.actions("refused")
+    assert [a["actor"] for a in refusals] == ["cli:anonymous", "cli:vera", "cli:anonymous"]
+    assert json.loads(refusals[2]["details"]) == {"claimed_user": "otto"}

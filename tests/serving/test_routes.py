@@ -258,6 +258,19 @@ def test_app_routes_answer_with_the_handlers(api: Any) -> None:
     assert 'mlops_serve_requests_total{endpoint="/predict",method="POST",status="422"} 1.0' in text
 
 
+def test_every_answer_refuses_to_be_framed(api: Any) -> None:
+    answers = [
+        api.get("/healthz"),
+        api.post("/predict", json=RECORD),
+        api.post("/predict", json={**RECORD, "rsi_14": None}),  # 422
+        api.get("/nope"),  # 404
+        api.post("/predict", content=b"x" * 10, headers={"Content-Length": str(2**40)}),  # 413
+    ]
+    for answer in answers:
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'", answer
+        assert answer.headers["x-frame-options"] == "DENY", answer
+
+
 def test_token_guards_all_but_the_probes(
     registry: Registry, make_settings: Any, tmp_path: Any
 ) -> None:

@@ -12,14 +12,15 @@ report and the trades), retrain requests, the audit of model actions, stage runs
 links to the evidently reports.
 
 What it does: promote, roll back, archive, pause, resume, retrain and the trading kill
-switch, each after a confirmation and only with the token ``DASHBOARD_TOKEN``
-(:mod:`mlops.dashboard.auth`), through the same functions as the CLI
-(:mod:`mlops.dashboard.actions`).
+switch, each after a confirmation and only for a signed-in user whose role may
+(:mod:`mlops.access`: viewer, operator, admin from ``DASHBOARD_USERS``, or the older
+shared ``DASHBOARD_TOKEN``; :mod:`mlops.dashboard.auth`: sign-in and throttle), through
+the same functions as the CLI (:mod:`mlops.dashboard.actions`); every refusal audited.
 
 Why Dash rather than Streamlit:
 
 - Authorization of actions: a Dash action is a callback, an HTTP POST handled by Flask,
-  so the token is checked on the server in the very function that acts, and the request's
+  so the user is checked on the server in the very function that acts, and the request's
   headers (bearer or basic auth) are at hand. Streamlit reruns a whole script over a
   websocket per interaction, with no request to authorize per action.
 - Testing in a real browser: a Dash page is stable HTML with the ids we give it; selenium

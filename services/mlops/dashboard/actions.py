@@ -1,10 +1,15 @@
 """The dashboard's buttons: the same code as ``mlops models ...`` and ``mlops trading``.
 
-:func:`perform` checks the token first (:mod:`mlops.dashboard.auth`), then calls
-:mod:`mlops.model_admin` (promote, rollback, archive, pause, resume: each writes its
-audit row), :func:`mlops.orchestration.retrain_model` (retrain) or the trading kill
-switch. A refusal (no or wrong token, a ConfigError or ModelError of the action, an
-unreachable registry) comes back as its one sentence, with nothing changed.
+:func:`perform` checks, in this order, that the dashboard has users, that the request
+comes from the dashboard's own page (its Origin), who signs in
+(:mod:`mlops.dashboard.auth`: throttled per client) and that their role may take the
+action (:mod:`mlops.access`); then it calls :mod:`mlops.model_admin` (promote, rollback,
+archive, pause, resume: each writes its audit row), :func:`mlops.orchestration.retrain_model`
+(retrain) or the trading kill switch. The actor in the audit is the signed-in user
+(``dashboard:<name>``). Every refusal (no users, another site, no or wrong credentials, a
+throttled client, a role that may not, a ConfigError or ModelError of the action) comes
+back as its one sentence and HTTP status, with nothing changed, and is written to the
+audit table as ``refused`` (a throttled client's attempts once per lockout).
 """
 
 from __future__ import annotations
@@ -15,13 +20,22 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlops import model_admin
+from mlops import access, model_admin
 from mlops.context import Context
-from mlops.dashboard.auth import Credentials, Refused, authorize, configured_token
+from mlops.dashboard.auth import (
+    BAD_ORIGIN,
+    NO_CREDENTIALS,
+    NO_USERS,
+    Credentials,
+    Gate,
+    Refused,
+    origin_allowed,
+)
 from mlops.errors import MlopsError
 from mlops.trading import switch
 
 log = logging.getLogger(__name__)
+ANONYMOUS = "dashboard:anonymous"
 
 # Button id -> (what the confirmation asks, whether it needs a model, a version).
 ACTIONS: dict[str, tuple[str, bool, bool]] = {
@@ -45,13 +59,25 @@ class ActionRequest:
     version: str = ""
     reason: str = ""
     force: bool = False
-    who: str = ""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request and from where: their credentials, their address (the
+    throttle's key), the Origin header and the Host it was sent to."""
+
+    credentials: Credentials
+    client: str = ""
+    origin: str = ""
+    host: str = ""
 
 
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
     sentence: str
+    status: int = 200
+    retry_after: int = 0
 
 
 def question(request: ActionRequest, alias: str) -> str:
@@ -63,46 +89,81 @@ def question(request: ActionRequest, alias: str) -> str:
     return f"{asked}{forced if request.action == 'promote' else ''}?{why}"
 
 
-def perform(ctx: Context, request: ActionRequest, credentials: Credentials) -> Outcome:
-    """Authorize, check the fields, act; every refusal is an Outcome with its sentence."""
+def perform(ctx: Context, gate: Gate, request: ActionRequest, caller: Caller) -> Outcome:
+    """Authorize, check the fields, act; every refusal is an audited Outcome with its
+    sentence and HTTP status."""
+    actor = ANONYMOUS
     try:
-        user = authorize(configured_token(ctx.settings), credentials)
-        actor = _actor(user or request.who)
+        principal = _sign_in(ctx, gate, caller)
+        actor = principal.actor("dashboard")
+        if request.action not in ACTIONS:
+            raise Refused(f"Unknown action {request.action[:32]!r}.", 400)
+        if not principal.may(request.action):
+            raise Refused(access.refusal(principal, request.action), 403)
         sentence = _act(ctx, request, actor)
     except Refused as exc:
-        log.warning("Dashboard action %s refused: %s", request.action, exc)
-        return Outcome(False, str(exc))
+        log.warning("Dashboard action %s by %s refused: %s", request.action, actor, exc)
+        if exc.audit:
+            audit_refusal(ctx, request, str(exc), caller, actor)
+        return Outcome(False, str(exc), exc.status, exc.retry_after)
     except MlopsError as exc:
-        log.warning("Dashboard action %s refused: %s", request.action, exc)
-        return Outcome(False, str(exc))
+        log.warning("Dashboard action %s by %s refused: %s", request.action, actor, exc)
+        if isinstance(exc, model_admin.REFUSALS) and not model_admin.audited(exc):
+            audit_refusal(ctx, request, str(exc), caller, actor)
+        return Outcome(False, str(exc), 409 if isinstance(exc, model_admin.REFUSALS) else 503)
     except SQLAlchemyError as exc:
         log.error("Dashboard action %s failed on the database: %s", request.action, exc)
-        return Outcome(False, f"The action failed on the database: {type(exc).__name__}.")
+        return Outcome(False, f"The action failed on the database: {type(exc).__name__}.", 503)
     except Exception as exc:  # shown, not swallowed: the page says it, the log has it all
         log.exception("Dashboard action %s failed unexpectedly", request.action)
         return Outcome(
             False,
             f"The action failed unexpectedly ({type(exc).__name__}); the dashboard's log "
             "has the details.",
+            500,
         )
     log.info("Dashboard action by %s: %s", actor, sentence)
     return Outcome(True, sentence)
 
 
-def _actor(name: str) -> str:
-    name = "".join(c for c in name.strip() if c.isprintable())[:100]
-    return f"dashboard:{name}" if name else model_admin.default_actor("dashboard")
+def _sign_in(ctx: Context, gate: Gate, caller: Caller) -> access.Principal:
+    if not gate.enabled:
+        raise Refused(NO_USERS, 403)
+    if not origin_allowed(caller.origin, caller.host, ctx.settings.dashboard_allowed_origins):
+        raise Refused(BAD_ORIGIN.format(origin=caller.origin[:100]), 403)
+    principal = gate.sign_in(caller.credentials, caller.client)
+    if principal is None:
+        raise Refused(NO_CREDENTIALS, 401)
+    return principal
+
+
+def audit_refusal(
+    ctx: Context, request: ActionRequest, sentence: str, caller: Caller, actor: str = ANONYMOUS
+) -> None:
+    """Write a refusal to the audit table: who (the signed-in user, else anonymous with
+    the name they claimed), what, the sentence, the client's address."""
+    details: dict[str, Any] = {"client": caller.client}
+    if actor == ANONYMOUS and caller.credentials.claimed_user():
+        details["claimed_user"] = caller.credentials.claimed_user()
+    _, needs_model, needs_version = ACTIONS.get(request.action, ("", True, True))
+    model_admin.record_refusal(
+        ctx.engine,
+        request.action or "-",
+        request.model.strip() if needs_model else "",
+        request.version.strip() if needs_version else "",
+        actor=actor,
+        reason=sentence,
+        details=details,
+    )
 
 
 def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
-    if request.action not in ACTIONS:
-        raise Refused(f"Unknown action {request.action!r}.")
     _, needs_model, needs_version = ACTIONS[request.action]
     name, version = request.model.strip(), request.version.strip()
     if needs_model and not name:
-        raise Refused(f"Choose a model to {request.action}.")
+        raise Refused(f"Choose a model to {request.action}.", 400)
     if needs_version and not version:
-        raise Refused(f"Give the version to {request.action}.")
+        raise Refused(f"Give the version to {request.action}.", 400)
     reason = request.reason.strip()
     if request.action == "halt" or request.action == "unhalt":
         halted = request.action == "halt"

@@ -6,10 +6,21 @@ chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics`` and
 ``/api/equity`` (the same figures as JSON), and a walk-forward's report, trade list and
 champion timeline (:mod:`mlops.dashboard.walkforward`, which draws its section too).
 
+``POST /api/actions`` takes the same actions as the buttons from a script (JSON body,
+credentials in the Authorization header) and answers with their HTTP status: 401 without
+valid credentials, 403 for a role that may not or another site's Origin, 429 for a
+throttled client, 409 for an action's own refusal.
+
 Every figure is read fresh from the database and the registry when the page loads, when
-the metric is changed and after each action. An action is a button: it asks for
-confirmation (the browser's confirm dialog, with what exactly will be done), then the
-server checks the token and calls :func:`mlops.dashboard.actions.perform`.
+the metric is changed, on "Sign in" and after each action. An action is a button: it asks
+for confirmation (the browser's confirm dialog, with what exactly will be done), then the
+server checks who signs in and calls :func:`mlops.dashboard.actions.perform`.
+
+Every answer carries :data:`mlops.web_safety.FRAME_HEADERS` (no framing by another
+site), and every page or JSON answer has credentials in URIs redacted
+(:func:`mlops.web_safety.redact_credentials`). The stages' error texts are shown only to a
+signed-in operator or admin. With ``DASHBOARD_ANONYMOUS_VIEW=false`` every route but
+``/healthz`` asks for HTTP basic auth.
 """
 
 from __future__ import annotations
@@ -22,14 +33,16 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from mlops.access import Principal
 from mlops.context import Context
 from mlops.contracts import keys, live_figures
 from mlops.dashboard import actions, charts, data, walkforward
-from mlops.dashboard.auth import NO_TOKEN, Credentials, configured_token
+from mlops.dashboard.auth import NO_USERS, Credentials, Gate, Refused
 from mlops.dashboard.registry import COLUMNS, Registry, read_registry
 from mlops.dashboard.tables import STYLE, six, table
 from mlops.errors import MlopsError
 from mlops.store import StoreError
+from mlops.web_safety import forbid_framing, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +62,13 @@ INDEX = (
     f"<style>{STYLE}</style></head><body>"
     "{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"
 )
-# How many monitored days the champion-vs-challengers bars and the live figures average.
+HIDDEN_ERROR = "(hidden: sign in as an operator or admin to see it)"
+REDACTED_TYPES = ("text/html", "application/json", "text/plain")
 
 
-def create_app(ctx: Context) -> Any:
-    """The Dash app (its Flask server is ``app.server``)."""
+def create_app(ctx: Context, gate: Gate | None = None) -> Any:
+    """The Dash app (its Flask server is ``app.server``); ``gate``: who may sign in (by
+    default the settings' users or token, with the throttle on the real clock)."""
     from dash import Dash
 
     app = Dash(
@@ -64,12 +79,13 @@ def create_app(ctx: Context) -> Any:
         suppress_callback_exceptions=False,
     )
     app.index_string = INDEX
-    enabled = configured_token(ctx.settings) is not None
-    app.layout = _layout(enabled)
-    _page_callbacks(app, ctx)
-    _action_callbacks(app, ctx)
+    gate = gate or Gate(ctx.settings)  # a setting it cannot use stops here, with its sentence
+    app.layout = _layout(gate.enabled)
+    _page_callbacks(app, ctx, gate)
+    _action_callbacks(app, ctx, gate)
     walkforward.register(app, ctx)
-    _routes(app.server, ctx)
+    _guard(app.server, ctx, gate)
+    _routes(app.server, ctx, gate)
     walkforward.routes(app.server, ctx)
     return app
 
@@ -90,7 +106,7 @@ def _layout(enabled: bool) -> Any:
         [
             html.H1("MLOps control plane"),
             html.P(
-                "Actions need the dashboard token." if enabled else NO_TOKEN,
+                "Viewing anonymously: sign in to act." if enabled else NO_USERS,
                 id="auth-state",
             ),
             html.H2("Prediction quality"),
@@ -137,8 +153,9 @@ def _action_form(enabled: bool) -> Any:
             html.H2("Actions"),
             html.Div(
                 [
-                    field("Token", box("token", "password")),
-                    field("Your name", box("who")),
+                    field("User", box("user", autoComplete="username")),
+                    field("Password", box("password", "password")),
+                    html.Button("Sign in", id="btn-signin", n_clicks=0),
                 ]
             ),
             html.Div(
@@ -177,8 +194,8 @@ def _action_form(enabled: bool) -> Any:
     )
 
 
-def _page_callbacks(app: Any, ctx: Context) -> None:
-    from dash import Input, Output
+def _page_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
+    from dash import Input, Output, State
 
     @app.callback(
         Output("quality-chart", "figure"),
@@ -194,15 +211,43 @@ def _page_callbacks(app: Any, ctx: Context) -> None:
         Output("audit", "children"),
         Output("stage-runs", "children"),
         Output("reports", "children"),
+        Output("auth-state", "children"),
         Input("refresh", "data"),
         Input("metric", "value"),
+        Input("btn-signin", "n_clicks"),
+        State("user", "value"),
+        State("password", "value"),
     )
-    def render(_refresh: int, metric: str) -> tuple[Any, ...]:
-        return render_sections(ctx, metric or "mape")
+    def render(_refresh: int, metric: str, _signin: int, user: str, password: str):
+        principal, state = _viewer(ctx, gate, Credentials.from_request(user, password, {}))
+        return (*render_sections(ctx, metric or "mape", principal), state)
 
 
-def render_sections(ctx: Context, metric: str) -> tuple[Any, ...]:
-    """Every section's content, read fresh (the outputs of the page callback)."""
+def _viewer(ctx: Context, gate: Gate, credentials: Credentials) -> tuple[Principal | None, str]:
+    """Who views the page (the fields' user, else the request's basic auth), and the
+    sentence saying so; a failed sign-in is audited and the page shown anonymously.
+    """
+    from flask import request
+
+    if not credentials.candidates():
+        credentials = Credentials.from_request("", "", dict(request.headers))
+    if not gate.enabled:
+        return None, NO_USERS
+    try:
+        principal = gate.sign_in(credentials, request.remote_addr or "")
+    except Refused as exc:
+        if exc.audit:
+            caller = actions.Caller(credentials, request.remote_addr or "")
+            actions.audit_refusal(ctx, actions.ActionRequest("sign-in"), str(exc), caller)
+        return None, str(exc)
+    if principal is None:
+        return None, "Viewing anonymously: sign in to act."
+    return principal, f"Signed in as {principal.name} ({principal.role})."
+
+
+def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) -> tuple[Any, ...]:
+    """Every section's content, read fresh (the outputs of the page callback); the
+    stages' error texts only for an operator or admin ``viewer``."""
     from dash import dcc, html
 
     figures = data.load_figures(ctx.engine)
@@ -226,11 +271,29 @@ def render_sections(ctx: Context, metric: str) -> tuple[Any, ...]:
         table(figures.retrains, ["requested_date", "model_version", "status", "reason"]),
         table(
             figures.actions,
-            ["created_at", "actor", "action", "model_name", "model_version", "reason"],
+            ["created_at", "actor", "action", "outcome", "model_name", "model_version", "reason"],
         ),
-        table(figures.runs, ["stage", "run_date", "started_at", "finished_at", "status", "error"]),
+        table(
+            _stage_runs(figures.runs, viewer),
+            ["stage", "run_date", "started_at", "finished_at", "status", "error"],
+        ),
         _report_links(ctx),
     )
+
+
+def _stage_runs(runs: pd.DataFrame, viewer: Principal | None) -> pd.DataFrame:
+    """The stage runs, their error texts hidden from all but operators and admins (and
+    without the credentials of a URI for them)."""
+    if "error" not in runs:
+        return runs
+    shown = runs.copy()
+    if viewer is not None and viewer.sees_errors:
+        shown["error"] = shown["error"].map(
+            lambda text: redact_credentials(text) if isinstance(text, str) else text
+        )
+    else:
+        shown["error"] = shown["error"].where(shown["error"].isna(), HIDDEN_ERROR)
+    return shown
 
 
 def _registry(
@@ -239,7 +302,7 @@ def _registry(
     try:
         return read_registry(ctx.mlflow, live), ""
     except MlopsError as exc:
-        return None, str(exc)
+        return None, redact_credentials(str(exc))
     except Exception as exc:  # the registry is down: the rest of the page still shows
         log.warning("The dashboard cannot read the MLflow registry: %s", exc)
         return None, f"The MLflow registry cannot be read: {type(exc).__name__}."
@@ -331,7 +394,7 @@ def _report_links(ctx: Context) -> Any:
     )
 
 
-def _action_callbacks(app: Any, ctx: Context) -> None:
+def _action_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
     from dash import Input, Output, State, callback_context, no_update
 
     @app.callback(
@@ -344,16 +407,15 @@ def _action_callbacks(app: Any, ctx: Context) -> None:
         State("version", "value"),
         State("reason", "value"),
         State("force", "value"),
-        State("who", "value"),
         prevent_initial_call=True,
     )
     def ask(*args: Any) -> tuple[Any, ...]:
-        model, version, reason, force, who = args[len(BUTTONS) :]
+        model, version, reason, force = args[len(BUTTONS) :]
         pressed = str(callback_context.triggered_id or "").removeprefix("btn-")
         if pressed not in BUTTONS:
             return no_update, no_update, no_update, no_update
         request = actions.ActionRequest(
-            pressed, model or "", version or "", reason or "", "force" in (force or []), who or ""
+            pressed, model or "", version or "", reason or "", "force" in (force or [])
         )
         asked = actions.question(request, ctx.settings.champion_alias)
         return True, asked, asdict(request), ""
@@ -364,21 +426,43 @@ def _action_callbacks(app: Any, ctx: Context) -> None:
         Output("refresh", "data"),
         Input("confirm", "submit_n_clicks"),
         State("pending", "data"),
-        State("token", "value"),
+        State("user", "value"),
+        State("password", "value"),
         State("refresh", "data"),
         prevent_initial_call=True,
     )
-    def act(_submitted: int, pending: dict[str, Any] | None, token: str | None, count: int):
+    def act(_submitted: int, pending: dict[str, Any] | None, user: str, password: str, count: int):
         from flask import request
 
         if not pending:
             return "Nothing to do: press an action's button first.", "refused", no_update
+        credentials = Credentials.from_request(user, password, dict(request.headers))
         outcome = actions.perform(
-            ctx,
-            actions.ActionRequest(**_fields(pending)),
-            Credentials.from_headers(token, dict(request.headers)),
+            ctx, gate, actions.ActionRequest(**_fields(pending)), _caller(credentials)
         )
+        if outcome.status == 429:  # a throttled client gets no answer but the status
+            _too_many(outcome)
         return outcome.sentence, "done" if outcome.ok else "refused", (count or 0) + 1
+
+
+def _caller(credentials: Credentials) -> actions.Caller:
+    """The request's credentials, address, Origin and Host."""
+    from flask import request
+
+    return actions.Caller(
+        credentials,
+        request.remote_addr or "",
+        request.headers.get("Origin", ""),
+        request.headers.get("Host", ""),
+    )
+
+
+def _too_many(outcome: actions.Outcome) -> None:
+    from flask import abort, make_response
+
+    answer = make_response({"ok": False, "sentence": outcome.sentence}, 429)
+    answer.headers["Retry-After"] = str(outcome.retry_after)
+    abort(answer)
 
 
 def _fields(pending: dict[str, Any]) -> dict[str, Any]:
@@ -389,19 +473,71 @@ def _fields(pending: dict[str, Any]) -> dict[str, Any]:
         "version": str(pending.get("version") or ""),
         "reason": str(pending.get("reason") or ""),
         "force": bool(pending.get("force")),
-        "who": str(pending.get("who") or ""),
     }
 
 
 # Plain routes on the Flask server.
 
 
-def _routes(server: Any, ctx: Context) -> None:
+def _guard(server: Any, ctx: Context, gate: Gate) -> None:
+    """The frame headers and the redaction on every answer; with anonymous viewing off,
+    HTTP basic auth on every route but ``/healthz``."""
+    from flask import Response, request
+
+    @server.after_request
+    def harden(response: Response) -> Response:
+        forbid_framing(response.headers)
+        if response.mimetype in REDACTED_TYPES and not response.direct_passthrough:
+            body = response.get_data(as_text=True)
+            safe = redact_credentials(body)
+            if safe != body:
+                response.set_data(safe)
+        return response
+
+    if ctx.settings.dashboard_anonymous_view:
+        return
+
+    @server.before_request
+    def sign_in_to_view() -> Response | None:
+        if request.path == "/healthz":
+            return None
+        credentials = Credentials.from_request("", "", dict(request.headers))
+        principal, sentence, status = None, "Sign in to view the dashboard.", 401
+        try:
+            principal = gate.sign_in(credentials, request.remote_addr or "")
+        except Refused as exc:
+            sentence, status = str(exc), exc.status
+            if exc.audit:
+                actions.audit_refusal(
+                    ctx, actions.ActionRequest("view"), sentence, _caller(credentials)
+                )
+        if principal is not None:
+            return None
+        answer = Response(sentence, status, mimetype="text/plain")
+        if status == 401:
+            answer.headers["WWW-Authenticate"] = 'Basic realm="mlops dashboard", charset="UTF-8"'
+        return answer
+
+
+def _routes(server: Any, ctx: Context, gate: Gate) -> None:
     from flask import Response, abort, jsonify, request
 
     @server.get("/healthz")
     def healthz() -> Any:
         return jsonify(status="ok")
+
+    @server.post("/api/actions")
+    def api_actions() -> Any:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return jsonify(ok=False, sentence="The body must be a JSON object."), 400
+        credentials = Credentials.from_request("", "", dict(request.headers))
+        request_ = actions.ActionRequest(**_fields(body))
+        outcome = actions.perform(ctx, gate, request_, _caller(credentials))
+        answer = jsonify(ok=outcome.ok, sentence=outcome.sentence)
+        if outcome.retry_after:
+            answer.headers["Retry-After"] = str(outcome.retry_after)
+        return answer, outcome.status
 
     @server.get("/api/metrics")
     def api_metrics() -> Any:

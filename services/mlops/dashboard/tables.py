@@ -22,7 +22,7 @@ table.table td,table.table th{border:1px solid #ccc;padding:3px 6px;white-space:
 # its trade list): whatever a stored value smuggled in, the browser runs no script.
 NO_SCRIPT_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
 }

@@ -234,7 +234,8 @@ retrain_requests = Table(
     Column("resolved_by", String(64), nullable=True),
 )
 
-# The audit trail of model management (migration 0004): one row per action, never changed.
+# The audit trail of model management (migration 0004): one row per action done or
+# refused, never changed.
 model_actions = Table(
     "model_actions",
     metadata,
@@ -249,4 +250,6 @@ model_actions = Table(
     Column("reason", Text, nullable=False),
     # JSON: the figures the action was decided on (p-values, the previous champion...).
     Column("details", Text, nullable=True),
+    # done, or refused (migration 0008): a refusal's reason is its sentence.
+    Column("outcome", String(16), nullable=False, server_default="done"),
 )

@@ -23,7 +23,9 @@ need ``Authorization: Bearer <token>`` (the probes stay open). ``POST /admin/rel
 (with ``SERVE_ADMIN_TOKEN``; disabled without it) asks the registry now instead of at the
 next poll, so a promotion is served within a second of the call. Slow bodies get 408,
 large ones beyond ``SERVE_MAX_LARGE_BODIES`` at once 503 (:mod:`~mlops.serving.limits`).
-The OpenAPI description at ``/openapi.json`` lists the loaded model's features.
+The OpenAPI description at ``/openapi.json`` lists the loaded model's features. Every
+answer carries ``Content-Security-Policy: frame-ancestors 'none'`` and
+``X-Frame-Options: DENY``.
 
 The parts: :mod:`~mlops.serving.routes` (the handlers),
 :mod:`~mlops.serving.request_models` (what a record must hold, generated per loaded
@@ -40,6 +42,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
@@ -57,6 +60,7 @@ from mlops.serving.metrics import MetricsMiddleware, ServeMetrics
 from mlops.serving.model_holder import ModelHolder
 from mlops.serving.routes import Serving, make_router
 from mlops.settings import Settings
+from mlops.web_safety import FRAME_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,8 @@ def create_app(
         large_bytes=settings.serve_large_body_bytes,
         max_large=settings.serve_max_large_bodies,
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # the outer one: counts the 413s
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 413s
+    app.add_middleware(FrameHeadersMiddleware)  # the outermost: on every answer, 413s too
     app.add_exception_handler(ApiError, api_error_response)
     app.add_exception_handler(HTTPException, http_error_response)
     app.add_exception_handler(Exception, internal_error_response)
@@ -99,6 +104,26 @@ def create_app(
     app.include_router(make_router(serving, bearer_guard(token), token_check(token), admin))
     openapi.install(app, serving.current_request_models)
     return app
+
+
+class FrameHeadersMiddleware:
+    """Adds :data:`~mlops.web_safety.FRAME_HEADERS` to every HTTP answer (plain ASGI)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in FRAME_HEADERS.items()]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _lifespan(
