@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     # Positions the strategy did not open (bought by hand on the same account) are left
     # alone unless this is true.
     trade_manage_all_positions: bool = Field(default=False, alias="TRADE_MANAGE_ALL_POSITIONS")
+    # Reconciliation (before every `mlops trade`, and `mlops trading reconcile`): a position
+    # or open order the book cannot explain leaves its symbol untraded; when true, it stops
+    # the run instead (exit 5).
+    reconcile_strict: bool = Field(default=False, alias="RECONCILE_STRICT")
     # Risk controls, checked on every buy (docs/trading.md).
     risk_max_open_positions: int = Field(default=10, ge=1, alias="RISK_MAX_OPEN_POSITIONS")
     risk_max_gross_exposure: float = Field(default=1.0, gt=0, le=4, alias="RISK_MAX_GROSS_EXPOSURE")
