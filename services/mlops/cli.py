@@ -271,7 +271,7 @@ def trading_reconcile_cmd(output: Output = None) -> None:
     )
     _print_result(found, output)
     if found.not_traded and ctx.settings.reconcile_strict:
-        raise ReconciliationError(f"{found.sentence()} (RECONCILE_STRICT=true)")
+        raise ReconciliationError(f"{found.sentence()} (RECONCILE_STRICT=true).")
 
 
 def _context() -> Any:

@@ -168,7 +168,7 @@ def run(
     if checked.not_traded and ctx.settings.reconcile_strict and not halted:
         raise ReconciliationError(
             f"{checked.sentence()}; RECONCILE_STRICT=true stops the run: nothing was decided "
-            "or sent",
+            "or sent.",
             result=checked,
         )
     signals, model_version = latest_signals(ctx.engine, day, ctx.settings.model_name)
