@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-FINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
-
 from mlops import market_calendar
+
+FINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
 
 
 def _iso(moment: datetime) -> str:

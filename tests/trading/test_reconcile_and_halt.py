@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_in_process
 
+from conftest import run_in_process
 from mlops.db.schema import orders, trading_halts
 from mlops.trading import stage as trade
 from mlops.trading.paper import PaperBroker
@@ -92,7 +92,9 @@ def test_an_unexplained_position_or_order_is_reported_and_its_symbol_not_traded(
         checked.stderr
     )
 
-    strict = run_in_process({**cli_env, "RECONCILE_STRICT": "true"}, "trade", "--as-of", "2017-06-01")
+    strict = run_in_process(
+        {**cli_env, "RECONCILE_STRICT": "true"}, "trade", "--as-of", "2017-06-01"
+    )
     assert strict.returncode == 5 and fake.posts == 0, strict.stderr
     error = strict.stderr.strip().splitlines()[-1]
     assert error.startswith("error: 2 differences between the book and alpaca account PA0000TEST")

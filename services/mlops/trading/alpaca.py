@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -232,7 +233,7 @@ class AlpacaBroker:
             request = GetOrdersRequest(
                 status=QueryOrderStatus.ALL, limit=PAGE, direction=Sort.DESC, until=until
             )
-            page = self._call("listing the orders", lambda: self.client.get_orders(request))
+            page = self._call("listing the orders", partial(self.client.get_orders, request))
             new = [o for o in page if str(o.id) not in found]
             found.update((str(o.id), _listed(o)) for o in new)
             if len(page) < PAGE or not new:

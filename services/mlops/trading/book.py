@@ -217,13 +217,13 @@ def latest_halt(engine: Engine) -> Row | None:
 def set_halt(engine: Engine, halted: bool, reason: str, actor: str = "") -> int:
     """A new row of the kill switch; its id."""
     with engine.begin() as conn:
-        return int(
-            conn.execute(
-                trading_halts.insert().values(
-                    halted=halted, reason=reason, actor=actor[:128], created_at=utcnow()
-                )
-            ).inserted_primary_key[0]
-        )
+        inserted = conn.execute(
+            trading_halts.insert().values(
+                halted=halted, reason=reason, actor=actor[:128], created_at=utcnow()
+            )
+        ).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
 
 
 def halt_details(engine: Engine, row_id: int, details: Mapping[str, Any]) -> None:

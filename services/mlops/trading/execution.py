@@ -74,17 +74,10 @@ def cancel_open(engine: Engine, broker: Broker, account: str, why: str) -> Cance
         if is_closing_id(cid) or is_terminal(row["status"]):
             continue
         if row["status"] == OrderState.PLANNED:
-            found = broker.lookup(cid) if row["attempts"] > 0 else None
-            if found is None:
-                update = OrderUpdate(status=OrderState.CANCELED, error=f"not sent: {why}")
-                book.apply(engine, row, update)
-                done.canceled.append(cid)
+            open_row = _planned_at_broker(engine, broker, row, why, done)
+            if open_row is None:
                 continue
-            book.apply(engine, row, found)
-            row = book.order(engine, cid) or row
-            if not is_open_at_broker(row["status"]):
-                done.ended.append(cid)
-                continue
+            row = open_row
         update = broker.cancel(cid, row["broker_order_id"])
         if update is None:
             log.warning("%s has no order %s to cancel.", broker.name, cid)
@@ -99,3 +92,21 @@ def cancel_open(engine: Engine, broker: Broker, account: str, why: str) -> Cance
         else:
             done.pending.append(cid)
     return done
+
+
+def _planned_at_broker(
+    engine: Engine, broker: Broker, row: book.Row, why: str, done: Canceled
+) -> book.Row | None:
+    """A planned order: closed as canceled when the broker does not have it; when it does,
+    recorded as the broker has it, and returned if it is still open there."""
+    cid = row["client_order_id"]
+    found = broker.lookup(cid) if row["attempts"] > 0 else None
+    if found is None:
+        book.apply(engine, row, OrderUpdate(status=OrderState.CANCELED, error=f"not sent: {why}"))
+        done.canceled.append(cid)
+        return None
+    book.apply(engine, row, found)
+    if not is_open_at_broker(found.status):
+        done.ended.append(cid)
+        return None
+    return book.order(engine, cid) or row

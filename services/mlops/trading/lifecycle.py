@@ -151,9 +151,10 @@ def parse_own_id(broker: str, account: str, cid: str, symbol: str) -> OwnId | No
     except ValueError:
         return None
     word = parts[1]
-    if word not in ("buy", "sell", CLOSE) or client_order_id(
-        broker, account, day, symbol, word
-    ) != cid:
+    if (
+        word not in ("buy", "sell", CLOSE)
+        or client_order_id(broker, account, day, symbol, word) != cid
+    ):
         return None
     return OwnId(day=day, side="sell" if word == CLOSE else word, closing=word == CLOSE)
 

@@ -6,10 +6,10 @@ book lacks are adopted; a symbol whose position or open orders the book cannot e
 not traded, or with ``RECONCILE_STRICT=true`` the run stops); the broker's clock (with a
 broker that has one: predictions that are not for the latest completed session are stale
 and send nothing); sync every order the broker has that is not final; the kill switch
-(a halted run decides nothing and cancels this system's open orders); the rule (``TRADE_RULE``, ``TRADE_SELL``, see
-:mod:`mlops.trading.strategy`) and the risk limits (once per day and broker account);
-placing the day's planned orders (see :mod:`mlops.trading.lifecycle`); the day's equity
-snapshot, kept once and never rewritten. When no forecast of the day reaches
+(a halted run decides nothing and cancels this system's open orders); the rule
+(``TRADE_RULE``, ``TRADE_SELL``, see :mod:`mlops.trading.strategy`) and the risk limits
+(once per day and broker account); placing the day's planned orders (see
+:mod:`mlops.trading.lifecycle`); the day's equity snapshot, kept once and never rewritten. When no forecast of the day reaches
 ``TRADE_THRESHOLD`` the stage says so (a warning, and ``threshold_not_reached`` in the
 result, with the largest expected change): nothing can be bought that day.
 
@@ -49,6 +49,7 @@ from mlops.trading.reconcile import Reconciliation, ReconciliationError, reconci
 from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
 
 log = logging.getLogger(__name__)
+STRICT_STOP = "RECONCILE_STRICT=true stops the run: nothing was decided or sent."
 
 
 @dataclass
@@ -154,23 +155,12 @@ def run(
         ctx.engine, broker, account_id, manage_all=ctx.settings.trade_manage_all_positions
     )
     already = book.decided(ctx.engine, day, broker.name, account_id)
-    stale = _stale(broker, day)
-    planned = [
-        r
-        for r in book.day_orders(ctx.engine, day, broker.name, account_id)
-        if r["status"] == OrderState.PLANNED
-    ]
-    if stale and (not already or planned):
-        raise DataError(f"{stale}: no order was sent.")
+    stale = _refuse_stale(ctx.engine, broker, account_id, day, bool(already))
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
     halted = _halted(ctx)
     canceled = _stop_if_halted(ctx, broker, account_id, halted)
     if checked.not_traded and ctx.settings.reconcile_strict and not halted:
-        raise ReconciliationError(
-            f"{checked.sentence()}; RECONCILE_STRICT=true stops the run: nothing was decided "
-            "or sent.",
-            result=checked,
-        )
+        raise ReconciliationError(f"{checked.sentence()}; {STRICT_STOP}", result=checked)
     signals, model_version = latest_signals(ctx.engine, day, ctx.settings.model_name)
     if not already and not halted:
         if not signals:
@@ -214,6 +204,22 @@ def _threshold_reach(result: TradeResult, signals: list[strategy.Signal], thresh
             "bought today"
         )
         log.warning("%s.", result.threshold_not_reached)
+
+
+def _refuse_stale(
+    engine: Engine, broker: Broker, account_id: str, day: date, decided: bool
+) -> str | None:
+    """Why the day is stale by the broker's clock (None: it is not); stale predictions
+    that would decide or send an order are refused."""
+    stale = _stale(broker, day)
+    planned = [
+        r
+        for r in book.day_orders(engine, day, broker.name, account_id)
+        if r["status"] == OrderState.PLANNED
+    ]
+    if stale and (not decided or planned):
+        raise DataError(f"{stale}: no order was sent.")
+    return stale
 
 
 def _stale(broker: Broker, day: date) -> str | None:

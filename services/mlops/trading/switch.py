@@ -70,7 +70,9 @@ def set_halted(
         )
         return state
     try:
-        done = stop_the_book(ctx, f"canceled by the kill switch ({actor}: {reason or '-'})", flatten)
+        done = stop_the_book(
+            ctx, f"canceled by the kill switch ({actor}: {reason or '-'})", flatten
+        )
     except MlopsError as exc:
         raise BrokerError(
             f"Trading is halted in the database, but the broker could not be reached to "
@@ -122,7 +124,8 @@ def _flatten(ctx: Context, broker: Broker, account: str) -> tuple[list[str], lis
     owned = book.owned_positions(engine, broker.name, account)
     closing = _still_closing(engine, broker.name, account)
     day = _today(engine, broker)
-    rows, left = [], []
+    rows: list[dict[str, Any]] = []
+    left: list[str] = []
     for symbol, quantity in sorted(held.items()):
         mine = quantity if ctx.settings.trade_manage_all_positions else owned.get(symbol, 0.0)
         if mine < quantity - 1e-9:
@@ -175,9 +178,8 @@ def _resume(ctx: Context, reason: str, actor: str) -> dict[str, Any]:
     previous = book.latest_halt(ctx.engine)
     if previous is None or not previous["halted"]:
         state = status(ctx)
-        state["message"] = (
-            "Trading was not halted by `mlops trading halt`: nothing to resume"
-            + (" (TRADING_HALTED=true still halts it)." if ctx.settings.trading_halted else ".")
+        state["message"] = "Trading was not halted by `mlops trading halt`: nothing to resume" + (
+            " (TRADING_HALTED=true still halts it)." if ctx.settings.trading_halted else "."
         )
         return state
     book.set_halt(ctx.engine, False, reason, actor)
