@@ -9,9 +9,10 @@ and send nothing); sync every order the broker has that is not final; the kill s
 (a halted run decides nothing and cancels this system's open orders); the rule
 (``TRADE_RULE``, ``TRADE_SELL``, see :mod:`mlops.trading.strategy`) and the risk limits
 (once per day and broker account); placing the day's planned orders (see
-:mod:`mlops.trading.lifecycle`); the day's equity snapshot, kept once and never rewritten. When no forecast of the day reaches
-``TRADE_THRESHOLD`` the stage says so (a warning, and ``threshold_not_reached`` in the
-result, with the largest expected change): nothing can be bought that day.
+:mod:`mlops.trading.lifecycle`); the day's equity snapshot, kept once and never
+rewritten. When no forecast of the day reaches ``TRADE_THRESHOLD`` the stage says so (a
+warning, and ``threshold_not_reached`` in the result, with the largest expected change):
+nothing can be bought that day.
 
 Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
 a client order id unique to the broker account, so the same day twice places nothing
