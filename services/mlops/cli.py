@@ -266,9 +266,7 @@ def trading_reconcile_cmd(output: Output = None) -> None:
     ctx = _context()
     broker = make_broker(ctx.settings, ctx.engine)
     account = broker.account_id()
-    found = reconcile(
-        ctx.engine, broker, account, manage_all=ctx.settings.trade_manage_all_positions
-    )
+    found = reconcile(ctx.engine, broker, account, ctx.settings)
     _print_result(found, output)
     if found.not_traded and ctx.settings.reconcile_strict:
         raise ReconciliationError(f"{found.sentence()} (RECONCILE_STRICT=true).")

@@ -15,7 +15,8 @@ and alone as ``mlops trading reconcile``:
    Their symbols are not traded by that run (``not_traded``); with
    ``RECONCILE_STRICT=true`` the run stops instead (:class:`ReconciliationError`).
    With ``TRADE_MANAGE_ALL_POSITIONS=true`` every position is the strategy's: a position
-   difference is still listed but does not stop its symbol.
+   difference is still listed but does not stop its symbol. Differences are also sent as
+   an alert (``ALERT_WEBHOOK_URL``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from mlops import alerts
 from mlops.errors import BrokerError
 from mlops.runs import utcnow
+from mlops.settings import Settings
 from mlops.trading import book
 from mlops.trading.broker import Broker, BrokerOrder
 from mlops.trading.lifecycle import OwnId, is_open_at_broker, parse_own_id
@@ -84,9 +87,10 @@ class ReconciliationError(BrokerError):
 
 
 def reconcile(
-    engine: Engine, broker: Broker, account_id: str, *, manage_all: bool = False
+    engine: Engine, broker: Broker, account_id: str, settings: Settings
 ) -> Reconciliation:
     """Adopt this system's orders the book lacks, then list what it cannot explain."""
+    manage_all = settings.trade_manage_all_positions
     listed = broker.orders()
     result = Reconciliation(broker.name, account_id, orders_listed=len(listed))
     ours: list[tuple[BrokerOrder, OwnId]] = []
@@ -102,6 +106,8 @@ def reconcile(
     result.not_traded = sorted({d.symbol for d in result.differences if d.blocks})
     for difference in result.differences:
         log.warning("%s.", difference.sentence)
+    if result.differences:
+        alerts.send(settings, "reconciliation", result.sentence())
     return result
 
 

@@ -152,9 +152,7 @@ def run(
     day = bars["date"].max().date()
     broker = make_broker(ctx.settings, ctx.engine)
     account_id = broker.account_id()
-    checked = reconcile(
-        ctx.engine, broker, account_id, manage_all=ctx.settings.trade_manage_all_positions
-    )
+    checked = reconcile(ctx.engine, broker, account_id, ctx.settings)
     already = book.decided(ctx.engine, day, broker.name, account_id)
     stale = _refuse_stale(ctx.engine, broker, account_id, day, bool(already))
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)

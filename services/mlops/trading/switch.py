@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, select
 
+from mlops import alerts
 from mlops.context import Context
 from mlops.db.schema import datasets
 from mlops.errors import BrokerError, MlopsError
@@ -59,28 +60,35 @@ def set_halted(
     """
     reason = reason.strip()
     if not halted:
-        return _resume(ctx, reason, actor)
+        state = _resume(ctx, reason, actor)
+        alerts.send(ctx.settings, "trading resumed", f"{state['message']} (by {actor or '?'})")
+        return state
     row_id = book.set_halt(ctx.engine, True, reason, actor)
     log.warning("Trading halted by %s%s.", actor or "?", f": {reason}" if reason else "")
     state = status(ctx)
+    who = f"by {actor or '?'}{f': {reason}' if reason else ''}"
     if not at_broker:
         state["message"] = (
             "Trading is halted; this system's open orders at the broker are canceled by the "
             "next `mlops trade` run (or at once by `mlops trading halt`)."
         )
+        alerts.send(ctx.settings, "trading halted", f"{state['message']} ({who})")
         return state
     try:
         done = stop_the_book(
             ctx, f"canceled by the kill switch ({actor}: {reason or '-'})", flatten
         )
     except MlopsError as exc:
-        raise BrokerError(
+        error = BrokerError(
             f"Trading is halted in the database, but the broker could not be reached to "
             f"cancel this system's orders ({exc}); the next `mlops trade` run, halted, "
             "cancels them"
-        ) from None
+        )
+        alerts.send(ctx.settings, "trading halted", f"{error} ({who})")
+        raise error from None
     book.halt_details(ctx.engine, row_id, done)
     state.update(done)
+    alerts.send(ctx.settings, "trading halted", f"{done['message']} ({who})")
     return state
 
 
@@ -89,9 +97,7 @@ def stop_the_book(ctx: Context, why: str, flatten: bool = False) -> dict[str, An
     positions; what was done, with a sentence (``message``)."""
     broker = make_broker(ctx.settings, ctx.engine)
     account = broker.account_id()
-    checked = reconcile(
-        ctx.engine, broker, account, manage_all=ctx.settings.trade_manage_all_positions
-    )
+    checked = reconcile(ctx.engine, broker, account, ctx.settings)
     canceled = execution.cancel_open(ctx.engine, broker, account, why)
     done: dict[str, Any] = {
         "broker": broker.name,
