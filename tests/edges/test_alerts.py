@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import run_in_process
-from trading.helpers import make_ctx
 
+from conftest import run_in_process
 from mlops import alerts
+from trading.helpers import make_ctx
 
 SECRET_PATH = "/services/T0000/B0000/XXsecretXXtoken"
 
