@@ -227,7 +227,7 @@ def trade_cmd(
 
 
 trading_app = typer.Typer(
-    help="The kill switch: halt or resume trading (checked by `mlops trade` before any order).",
+    help="The kill switch (halt, resume, status) and reconciliation with the broker.",
     no_args_is_help=True,
 )
 app.add_typer(trading_app, name="trading")
@@ -236,11 +236,20 @@ app.add_typer(trading_app, name="trading")
 @trading_app.command("halt")
 def trading_halt_cmd(
     reason: Annotated[str, typer.Option("--reason", help="Why; shown by every halted run.")] = "",
+    flatten: Annotated[
+        bool,
+        typer.Option(
+            "--flatten", help="Also close this system's positions with market sell orders."
+        ),
+    ] = False,
 ) -> None:
-    """Halt trading: `mlops trade` decides and sends nothing until `mlops trading resume`."""
+    """Halt trading: cancel this system's open orders at the broker (and with --flatten
+    close its positions); `mlops trade` decides and sends nothing until `resume`."""
+    from mlops.model_admin import default_actor
     from mlops.trading.switch import set_halted
 
-    typer.echo(json.dumps(set_halted(_context(), True, reason), indent=2))
+    state = set_halted(_context(), True, reason, actor=default_actor("cli"), flatten=flatten)
+    typer.echo(json.dumps(state, indent=2, default=str))
 
 
 @trading_app.command("resume")
@@ -248,17 +257,35 @@ def trading_resume_cmd(
     reason: Annotated[str, typer.Option("--reason", help="Why trading may go on.")] = "",
 ) -> None:
     """Resume trading after `mlops trading halt` (TRADING_HALTED=true still halts)."""
+    from mlops.model_admin import default_actor
     from mlops.trading.switch import set_halted
 
-    typer.echo(json.dumps(set_halted(_context(), False, reason), indent=2))
+    state = set_halted(_context(), False, reason, actor=default_actor("cli"))
+    typer.echo(json.dumps(state, indent=2, default=str))
 
 
 @trading_app.command("status")
 def trading_status_cmd() -> None:
-    """Whether trading is halted, and why."""
+    """Whether trading is halted, by whom and why."""
     from mlops.trading.switch import status
 
     typer.echo(json.dumps(status(_context()), indent=2))
+
+
+@trading_app.command("reconcile")
+def trading_reconcile_cmd(output: Output = None) -> None:
+    """Compare the book with the broker's positions and orders: adopt this system's orders
+    the book lacks, list what it cannot explain (RECONCILE_STRICT=true: exit 5 then)."""
+    from mlops.trading.brokers import make_broker
+    from mlops.trading.reconcile import ReconciliationError, reconcile
+
+    ctx = _context()
+    broker = make_broker(ctx.settings, ctx.engine)
+    account = broker.account_id()
+    found = reconcile(ctx.engine, broker, account, ctx.settings)
+    _print_result(found, output)
+    if found.not_traded and ctx.settings.reconcile_strict:
+        raise ReconciliationError(f"{found.sentence()} (RECONCILE_STRICT=true).")
 
 
 def _context() -> Any:

@@ -10,7 +10,9 @@ exit  class                  meaning
 2     ConfigError            a setting, option or credential is missing or wrong
 3     DataError              input data is unreadable, malformed, missing or stale
 4     ModelError             a model cannot be trained, found, registered or loaded
-5     BrokerError            the broker refused or failed an order
+5     BrokerError            the broker refused or failed an order, or (with
+                             RECONCILE_STRICT) its account holds what the book
+                             cannot explain
 6     DatabaseError          the database is unreachable, not answering or not ready
 7     StoreError             the object store is unreachable or failed
 8     TrackingError          the MLflow tracking server is unreachable or failed
@@ -143,7 +145,8 @@ EXIT_CODES: dict[int, str] = {
     ConfigError.exit_code: "configuration: a setting, option or credential",
     DataError.exit_code: "data: input missing, malformed, stale or refused by the quality gate",
     ModelError.exit_code: "model or registry: cannot train, find, register or load a model",
-    BrokerError.exit_code: "broker: an order was refused or failed",
+    BrokerError.exit_code: "broker: an order was refused or failed, or (RECONCILE_STRICT) the "
+    "account holds what the book cannot explain",
     DatabaseError.exit_code: "database unreachable, not answering or schema not current",
     StoreError.exit_code: "object store unreachable or failing",
     TrackingError.exit_code: "MLflow tracking server unreachable or failing",

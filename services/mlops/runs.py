@@ -165,22 +165,50 @@ def run_stage(
     lease: str = "",
     **kwargs: Any,
 ) -> Any:
-    """Call a stage's ``run(ctx, as_of=...)`` inside its stage-run lease, result as details."""
+    """Call a stage's ``run(ctx, as_of=...)`` inside its stage-run lease, result as details.
+
+    A stage that ends with an error also sends an alert (``ALERT_WEBHOOK_URL``), bounded
+    in time and never changing the error.
+    """
     settings = ctx.settings
-    with record_stage_run(
-        ctx.engine,
-        name,
-        as_of,
-        lease=lease,
-        heartbeat_seconds=settings.stage_heartbeat_seconds,
-        lease_seconds=settings.stage_lease_seconds,
-    ) as run:
-        result = fn(ctx, as_of=as_of, **kwargs)
-        payload = (
-            asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
-        )
-        run.details.update(payload if isinstance(payload, dict) else {"result": payload})
+    try:
+        with record_stage_run(
+            ctx.engine,
+            name,
+            as_of,
+            lease=lease,
+            heartbeat_seconds=settings.stage_heartbeat_seconds,
+            lease_seconds=settings.stage_lease_seconds,
+        ) as run:
+            result = fn(ctx, as_of=as_of, **kwargs)
+            payload = (
+                asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
+            )
+            run.details.update(payload if isinstance(payload, dict) else {"result": payload})
+    except BaseException as exc:
+        _alert_failure(settings, name, as_of, exc)
+        raise
     return result
+
+
+def _alert_failure(settings: Any, name: str, as_of: date | None, exc: BaseException) -> None:
+    """The alert for a stage ending non-zero: its exit code and its sentence."""
+    from mlops import alerts
+    from mlops.errors import Terminated, classify
+
+    if isinstance(exc, Terminated):
+        code, sentence = exc.exit_code, str(exc)
+    elif isinstance(exc, KeyboardInterrupt):
+        code, sentence = 130, "interrupted (SIGINT)"
+    else:
+        error = classify(exc) if isinstance(exc, Exception) else None
+        code = error.exit_code if error is not None else 1
+        sentence = str(error if error is not None else f"{type(exc).__name__}: {exc}")
+    day = as_of.isoformat() if as_of else "the latest day"
+    alerts.send(
+        settings, f"mlops {name} failed", f"mlops {name} for {day} ended with exit {code}: "
+        f"{(sentence.strip().splitlines() or [''])[0][:500]}"
+    )  # fmt: skip
 
 
 # The lease.

@@ -207,6 +207,18 @@ class Settings(BaseSettings):
     # Positions the strategy did not open (bought by hand on the same account) are left
     # alone unless this is true.
     trade_manage_all_positions: bool = Field(default=False, alias="TRADE_MANAGE_ALL_POSITIONS")
+    # Reconciliation (before every `mlops trade`, and `mlops trading reconcile`): a position
+    # or open order the book cannot explain leaves its symbol untraded; when true, it stops
+    # the run instead (exit 5).
+    reconcile_strict: bool = Field(default=False, alias="RECONCILE_STRICT")
+
+    # Alerts (mlops/alerts.py): a Slack-compatible webhook that gets one JSON POST per
+    # failed stage, halt, resume, reconciliation difference, retrain request and
+    # promotion. A secret (Slack's carries its token): from a Secret, never logged. Each
+    # attempt waits at most ALERT_TIMEOUT_SECONDS; ALERT_MAX_ATTEMPTS in all.
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
+    alert_timeout_seconds: float = Field(default=5.0, gt=0, le=60, alias="ALERT_TIMEOUT_SECONDS")
+    alert_max_attempts: int = Field(default=3, ge=1, le=10, alias="ALERT_MAX_ATTEMPTS")
     # Risk controls, checked on every buy (docs/trading.md).
     risk_max_open_positions: int = Field(default=10, ge=1, alias="RISK_MAX_OPEN_POSITIONS")
     risk_max_gross_exposure: float = Field(default=1.0, gt=0, le=4, alias="RISK_MAX_GROSS_EXPOSURE")
@@ -270,6 +282,16 @@ class Settings(BaseSettings):
         if text not in {"true", "false", ""}:
             raise ValueError("must be true or false (live trading is turned on by true alone)")
         return text == "true"
+
+    @field_validator("alert_webhook_url", mode="after")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parts = urlsplit(value.get_secret_value().strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL with its host (the value is not shown)")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("alpaca_base_url", mode="after")
     @classmethod
@@ -371,7 +393,13 @@ def _one_sentence(exc: ValidationError) -> str:
     if not alias:
         return f"Invalid settings: {message}."
     value = error.get("input")
-    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    secret = any(
+        "SecretStr" in str(info.annotation)
+        for name, info in Settings.model_fields.items()
+        if alias in (name, info.alias)
+    )
+    hidden = secret or isinstance(value, dict) or value is None
+    shown = "" if hidden else f" (got {value!r})"
     return f"Setting {alias} is invalid: {message}{shown}."
 
 

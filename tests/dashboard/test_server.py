@@ -225,13 +225,17 @@ def test_refusals_of_the_actions_are_their_sentences(seeded):
         )  # fmt: skip
         assert row["actor"] == "dashboard:token"
     halted = actions.perform(armed, gate, actions.ActionRequest("halt", reason="test"), key)
-    assert halted == actions.Outcome(True, "Trading is halted.")
+    # The dashboard holds no broker credentials: the next trade run cancels the orders.
+    assert halted.ok and halted.sentence.startswith(
+        "Trading is halted; this system's open orders at the broker are canceled by the next"
+    )
     from mlops.trading.switch import status
 
-    assert status(armed)["halted"] is True and "test" in status(armed)["reason"]
-    assert actions.perform(armed, gate, actions.ActionRequest("unhalt"), key).sentence == (
-        "Trading resumed."
-    )
+    state = status(armed)
+    assert state["halted"] is True and state["reason"] == "test"
+    assert state["by"] == "dashboard:token"
+    resumed = actions.perform(armed, gate, actions.ActionRequest("unhalt"), key).sentence
+    assert resumed.startswith("Trading resumed: the halt of ") and "(test) is lifted" in resumed
 
 
 def test_routes(seeded, tmp_path):

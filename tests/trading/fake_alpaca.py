@@ -1,9 +1,13 @@
 """A local HTTP server answering like Alpaca's trading API, for the real alpaca-py client.
 
 Routes alpaca-py 0.44 calls: ``GET /v2/account``, ``GET /v2/positions``, ``GET
-/v2/clock``, ``POST /v2/orders``, ``GET /v2/orders:by_client_order_id``. Orders start in
-``initial_status`` (``accepted``, or ``new`` as Alpaca answers outside market hours) and
-are filled later by :meth:`FakeAlpaca.fill` (partially or whole) or :meth:`fill_all`.
+/v2/clock``, ``POST /v2/orders``, ``GET /v2/orders:by_client_order_id``, ``GET
+/v2/orders`` (``status`` open|closed|all, ``limit``, ``direction``, ``after``, ``until``:
+``get_orders``), ``DELETE /v2/orders/{id}`` (204, or 422 when the order is final:
+``cancel_order_by_id``) and ``DELETE /v2/orders`` (207, one entry per open order:
+``cancel_orders``). Orders start in ``initial_status`` (``accepted``, or ``new`` as
+Alpaca answers outside market hours) and are filled later by :meth:`FakeAlpaca.fill`
+(partially or whole) or :meth:`fill_all`; positions and cash follow the fills.
 Faults are injected per route (:meth:`FakeAlpaca.fail`): an HTTP status with a message,
 ``"drop"`` (the connection closes before any reply) or ``"lost"`` (the order is taken,
 then the connection closes: a lost reply).
@@ -22,6 +26,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from mlops import market_calendar
+
+FINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
 
 
 def _iso(moment: datetime) -> str:
@@ -50,7 +56,9 @@ class FakeAlpaca:
         self.slow_seconds = 2.0
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -105,6 +113,9 @@ class FakeAlpaca:
         for cid, order in list(self.orders.items()):
             if order["status"] in ("new", "accepted", "partially_filled"):
                 self.fill(cid, float(order["qty"]), price)
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        return [o for o in self.orders.values() if o["status"] not in FINAL]
 
     def set_status(self, client_order_id: str, status: str) -> None:
         with self.lock:
@@ -182,6 +193,33 @@ class FakeAlpaca:
             "extended_hours": False,
         }
 
+    def _list(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """``GET /v2/orders``: Alpaca's filters, newest first unless ``direction=asc``."""
+        status = query.get("status", ["open"])[0]
+        found = list(self.orders.values())
+        if status == "open":
+            found = [o for o in found if o["status"] not in FINAL]
+        elif status == "closed":
+            found = [o for o in found if o["status"] in FINAL]
+        for name, keep in (("after", lambda t, c: t > c), ("until", lambda t, c: t < c)):
+            if name in query:
+                cut = datetime.fromisoformat(query[name][0])
+                found = [o for o in found if keep(datetime.fromisoformat(o["submitted_at"]), cut)]
+        found.sort(
+            key=lambda o: o["submitted_at"], reverse=query.get("direction", ["desc"])[0] == "desc"
+        )
+        return found[: int(query.get("limit", ["50"])[0])]
+
+    def _cancel(self, order_id: str) -> tuple[int, dict[str, Any] | None]:
+        """``DELETE /v2/orders/{id}``: 204 and canceled, 422 when final, 404 when unknown."""
+        order = next((o for o in self.orders.values() if o["id"] == order_id), None)
+        if order is None:
+            return 404, {"code": 40410000, "message": "order not found"}
+        if order["status"] in FINAL:
+            return 422, {"code": 42210000, "message": f"order is already {order['status']}"}
+        order.update(status="canceled", canceled_at=_now(), updated_at=_now())
+        return 204, None
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -190,7 +228,7 @@ class FakeAlpaca:
                 pass
 
             def _send(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
+                data = b"" if payload is None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -244,6 +282,8 @@ class FakeAlpaca:
                         self._send(200, fake._positions())
                     elif url.path == "/v2/clock":
                         self._send(200, fake._clock())
+                    elif url.path == "/v2/orders":
+                        self._send(200, fake._list(parse_qs(url.query)))
                     elif url.path == "/v2/orders:by_client_order_id":
                         cid = parse_qs(url.query).get("client_order_id", [""])[0]
                         if cid in fake.orders:
@@ -281,5 +321,24 @@ class FakeAlpaca:
                 if fault == "slow":
                     time.sleep(fake.slow_seconds)
                 self._send(200, order)
+
+            def do_DELETE(self) -> None:
+                if not self._authorized():
+                    return
+                path = urlparse(self.path).path
+                fault = self._fault("DELETE", path)
+                if fault is not None and self._answer_fault(fault):
+                    return
+                with fake.lock:
+                    if path == "/v2/orders":  # cancel_orders: every open order, 207
+                        answers = [
+                            {"id": o["id"], "status": fake._cancel(o["id"])[0], "body": None}
+                            for o in fake.open_orders()
+                        ]
+                        self._send(207, [{**a, "status": 200} for a in answers])
+                    elif path.startswith("/v2/orders/"):
+                        self._send(*fake._cancel(path.rsplit("/", 1)[1]))
+                    else:
+                        self._send(404, {"code": 40410000, "message": "not found"})
 
         return Handler

@@ -14,7 +14,7 @@ from mlops.db.schema import equity_snapshots, orders, trade_decisions
 from mlops.errors import ConfigError, DataError
 from mlops.trading import stage as trade
 from mlops.trading.alpaca import AlpacaBroker, is_live_url
-from mlops.trading.broker import OrdersNotPlacedError
+from mlops.trading.broker import OrdersNotPlacedError, PendingOrder, Side
 from mlops.trading.lifecycle import BROKER_STATUSES, OrderState, client_order_id, from_broker
 
 from .fake_alpaca import FakeAlpaca
@@ -246,8 +246,16 @@ def test_p5_a_422_duplicate_records_what_the_broker_has(make_settings, tmp_path,
     fake.fill_all(price=990.0)
     with ctx.engine.begin() as conn:  # e.g. a database restored from before the send
         conn.execute(orders.update().values(status="planned", attempts=0, broker_order_id=None))
-    result = trade.run(ctx, as_of=DAY1)
+    # Sent again as such, Alpaca answers 422 (the id is taken): the look-up records it.
+    row = order_row(ctx)
+    sent = AlpacaBroker(ctx.engine, ctx.settings).submit(
+        PendingOrder(row["client_order_id"], row["symbol"], Side.BUY, row["quantity"])
+    )
     assert fake.posts == 2 and len(fake.orders) == 1  # the second POST got the 422
+    assert sent.status == "filled" and sent.fill_price == pytest.approx(990.0)
+    # A trade run reconciles first: the broker's listing settles the order, no POST.
+    result = trade.run(ctx, as_of=DAY1)
+    assert fake.posts == 2 and len(fake.orders) == 1
     row = order_row(ctx)
     assert row["status"] == "filled" and row["fill_price"] == pytest.approx(990.0)
     assert result.orders_rejected == []
@@ -265,7 +273,10 @@ def test_p7_equity_cash_and_positions_come_from_the_broker(make_settings, tmp_pa
     assert result.benchmark_equity == pytest.approx(5_500.0)  # not PAPER_INITIAL_CASH
     (snap,) = rows(ctx, equity_snapshots)
     assert snap["source"] == "broker" and snap["positions_value"] == pytest.approx(500.0)
-    assert "ZZZZ" not in result.decisions  # not opened by mlops: not traded
+    # Not opened by mlops: reconciliation reports it and the run does not trade it.
+    assert result.decisions["ZZZZ"] == "hold" and result.reconciliation.not_traded == ["ZZZZ"]
+    (held,) = rows(ctx, trade_decisions, trade_decisions.c.symbol == "ZZZZ")
+    assert held["reason"] == "not traded: alpaca holds 10 ZZZZ that this system did not buy"
 
 
 def test_positions_not_opened_by_the_strategy_are_left_alone(make_settings, tmp_path, fake):

@@ -54,8 +54,10 @@ def test_trading_halt_and_resume(make_settings, tmp_path, subprocess_env):
         "halted": True,
         "database_flag": True,
         "reason": "earnings week",
+        "by": status["by"],
         "setting_TRADING_HALTED": False,
     }
+    assert status["by"].startswith("cli:")
     traded = mlops(env, "trade", "--as-of", "2017-06-01")
     assert traded.returncode == 0 and "earnings week" in last_json(traded.stdout)["halted"]
     assert last_json(traded.stdout)["orders"] == []

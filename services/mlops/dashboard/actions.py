@@ -167,7 +167,7 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
     reason = request.reason.strip()
     if request.action == "halt" or request.action == "unhalt":
         halted = request.action == "halt"
-        state = switch.set_halted(ctx, halted, f"{reason} ({actor})" if reason else actor)
+        state = switch.set_halted(ctx, halted, reason, actor=actor, at_broker=False)
         return _trading_sentence(state)
     if request.action == "retrain":
         return f"Retrain of {name}: {retrain(ctx, name, actor=actor, reason=reason)}"
@@ -190,4 +190,4 @@ def retrain(ctx: Context, name: str, *, actor: str, reason: str = "") -> str:
 def _trading_sentence(state: dict[str, Any]) -> str:
     if state["halted"] and not state["database_flag"]:
         return "Trading resumed in the database, but TRADING_HALTED=true still halts it."
-    return "Trading is halted." if state["halted"] else "Trading resumed."
+    return str(state.get("message") or ("Trading is halted." if state["halted"] else "Resumed."))

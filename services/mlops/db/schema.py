@@ -154,6 +154,10 @@ trading_halts = Table(
     Column("halted", Boolean, nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Who halted or resumed (migration 0009): cli:<login>, dashboard:<user>.
+    Column("actor", String(128), nullable=False, server_default=""),
+    # What the halt did at the broker (JSON: orders canceled, closing orders sent).
+    Column("details", Text, nullable=True),
 )
 
 # `mlops backtest` runs: their figures, and where the table and the chart are stored.

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from mlops import market_calendar
+from mlops import alerts, market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
@@ -172,7 +172,13 @@ def run(
     if ref is not None:
         flags = {name: float(flag) for name, flag in result.triggers.items()}
         rows.add(ref.name, ref.version, ALL, flags)
-    _record(ctx, result, rows)
+    if _record(ctx, result, rows):
+        alerts.send(
+            ctx.settings,
+            "retrain requested",
+            f"monitoring {day} asks to retrain {ctx.settings.model_name} (champion version "
+            f"{result.model_version}): {'; '.join(result.reasons)}",
+        )
     put_json(ctx.store, f"{prefix}/summary.json", _summary(result))
     log.info(
         "Monitored %s: %d predictions scored, MAPE %s, drift share %s (threshold %s)%s",
@@ -318,8 +324,9 @@ def _check_drift(
     )
 
 
-def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> None:
-    """The day's metrics and, when flagged, its retrain request, in one transaction."""
+def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> bool:
+    """The day's metrics and, when flagged, its retrain request, in one transaction;
+    whether the request is new (a rerun of the day finds it)."""
     with ctx.engine.begin() as conn:
         upsert(
             conn,
@@ -328,20 +335,24 @@ def _record(ctx: Context, result: MonitorResult, rows: _MetricRows) -> None:
             keys=["metric_date", "model_name", "model_version", "symbol", "metric", "window_days"],
         )
         if result.retrain:
-            insert_new(
-                conn,
-                retrain_requests,
-                [
-                    {
-                        "requested_date": result.day,
-                        "model_version": result.model_version,
-                        "reason": "; ".join(result.reasons),
-                        "status": "open",
-                        "created_at": rows.now,
-                    }
-                ],
-                keys=["requested_date"],
+            return (
+                insert_new(
+                    conn,
+                    retrain_requests,
+                    [
+                        {
+                            "requested_date": result.day,
+                            "model_version": result.model_version,
+                            "reason": "; ".join(result.reasons),
+                            "status": "open",
+                            "created_at": rows.now,
+                        }
+                    ],
+                    keys=["requested_date"],
+                )
+                > 0
             )
+    return False
 
 
 def _triggers(result: MonitorResult, settings: Settings) -> dict[str, str | None]:

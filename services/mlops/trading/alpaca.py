@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,8 +25,15 @@ from sqlalchemy import Engine
 from mlops.errors import BrokerError, ConfigError
 from mlops.settings import Settings
 from mlops.trading import book
-from mlops.trading.broker import Account, BrokerClock, OrderUpdate, PendingOrder, Side
-from mlops.trading.lifecycle import OrderState, from_broker
+from mlops.trading.broker import (
+    Account,
+    BrokerClock,
+    BrokerOrder,
+    OrderUpdate,
+    PendingOrder,
+    Side,
+)
+from mlops.trading.lifecycle import OrderState, from_broker, is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,7 @@ def is_transient(status: int | None) -> bool:
 
 
 MAX_WAIT_SECONDS = 30.0
+PAGE = 500  # the most orders Alpaca lists in one answer
 T = TypeVar("T")
 
 
@@ -211,6 +220,50 @@ class AlpacaBroker:
                 changed += 1
         return changed
 
+    def orders(self) -> list[BrokerOrder]:
+        """Every order of the account, open and closed: newest first, a page at a time
+        (``GET /v2/orders?status=all``, each page ``until`` the oldest of the last)."""
+        from alpaca.common.enums import Sort
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
+        found: dict[str, BrokerOrder] = {}
+        until = None
+        while True:
+            request = GetOrdersRequest(
+                status=QueryOrderStatus.ALL, limit=PAGE, direction=Sort.DESC, until=until
+            )
+            page = self._call("listing the orders", partial(self.client.get_orders, request))
+            new = [o for o in page if str(o.id) not in found]
+            found.update((str(o.id), _listed(o)) for o in new)
+            if len(page) < PAGE or not new:
+                return list(found.values())
+            # ``until`` is exclusive: a microsecond later keeps orders sent in the same
+            # instant as the page's oldest (seen ones are skipped by their id).
+            until = min(o.submitted_at for o in page) + timedelta(microseconds=1)
+
+    def cancel(self, client_order_id: str, broker_order_id: str | None) -> OrderUpdate | None:
+        """``DELETE /v2/orders/{id}``, then what Alpaca says about the order (it may still be
+        ``pending_cancel``; the next sync records the end). An order that ended meanwhile
+        (Alpaca answers 422 "not cancelable") is recorded as it ended."""
+        from alpaca.common.exceptions import APIError
+
+        if broker_order_id is None:
+            known = self.lookup(client_order_id)
+            if known is None or is_terminal(known.status):
+                return known
+            broker_order_id = known.broker_order_id
+
+        def delete() -> None:
+            try:
+                self.client.cancel_order_by_id(broker_order_id)
+            except APIError as exc:
+                if exc.status_code not in (404, 422):  # gone, or ended: asked below
+                    raise
+
+        self._call(f"canceling order {client_order_id}", delete)
+        return self.lookup(client_order_id)
+
     # Retries.
 
     def _call(self, doing: str, fn: Callable[[], T]) -> T:
@@ -290,6 +343,18 @@ def _update(found: Any) -> OrderUpdate:
         filled_quantity=filled,
         fill_price=price if filled else None,
         filled_at=found.filled_at,
+    )
+
+
+def _listed(found: Any) -> BrokerOrder:
+    side = getattr(found.side, "value", found.side)
+    return BrokerOrder(
+        client_order_id=str(found.client_order_id),
+        symbol=str(found.symbol or ""),
+        side=str(side or ""),
+        quantity=float(found.qty) if found.qty is not None else 0.0,
+        update=_update(found),
+        submitted_at=found.submitted_at,
     )
 
 

@@ -85,6 +85,41 @@ def open_orders(engine: Engine, broker: str, account: str) -> list[Row]:
         return list(conn.execute(query).mappings())
 
 
+def account_orders(engine: Engine, broker: str, account: str) -> list[Row]:
+    """Every order of the account in the book, oldest first."""
+    query = select(orders).where(_mine(orders, broker, account)).order_by(orders.c.id)
+    with engine.connect() as conn:
+        return list(conn.execute(query).mappings())
+
+
+def order(engine: Engine, client_order_id: str) -> Row | None:
+    query = select(orders).where(orders.c.client_order_id == client_order_id)
+    with engine.connect() as conn:
+        return conn.execute(query).mappings().first()
+
+
+def planned(engine: Engine, broker: str, account: str) -> list[Row]:
+    """Orders of any day recorded but not confirmed by the broker."""
+    query = select(orders).where(
+        orders.c.status == OrderState.PLANNED, _mine(orders, broker, account)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query.order_by(orders.c.id)).mappings())
+
+
+def as_update(row: Row) -> OrderUpdate:
+    """What the book holds about an order, as the broker would say it."""
+    return OrderUpdate(
+        status=row["status"],
+        broker_order_id=row["broker_order_id"],
+        error=row["error"],
+        broker_status=row["broker_status"],
+        filled_quantity=row["filled_quantity"],
+        fill_price=row["fill_price"],
+        filled_at=row["filled_at"],
+    )
+
+
 def mark_attempt(engine: Engine, row_id: int) -> None:
     """Before sending: a crash after this leaves a trace that the order may have gone."""
     with engine.begin() as conn:
@@ -168,18 +203,36 @@ def owned_positions(engine: Engine, broker: str, account: str) -> dict[str, floa
 
 def halt_state(engine: Engine) -> tuple[bool, str]:
     """Whether `mlops trading halt` is in force, and why."""
-    query = select(trading_halts.c.halted, trading_halts.c.reason).order_by(
-        trading_halts.c.id.desc()
-    )
+    latest = latest_halt(engine)
+    return (False, "") if latest is None else (bool(latest["halted"]), str(latest["reason"]))
+
+
+def latest_halt(engine: Engine) -> Row | None:
+    """The kill switch's newest row (halted or resumed, by whom, why, when)."""
+    query = select(trading_halts).order_by(trading_halts.c.id.desc()).limit(1)
     with engine.connect() as conn:
-        latest = conn.execute(query.limit(1)).first()
-    return (False, "") if latest is None else (bool(latest[0]), str(latest[1]))
+        return conn.execute(query).mappings().first()
 
 
-def set_halt(engine: Engine, halted: bool, reason: str) -> None:
+def set_halt(engine: Engine, halted: bool, reason: str, actor: str = "") -> int:
+    """A new row of the kill switch; its id."""
+    with engine.begin() as conn:
+        inserted = conn.execute(
+            trading_halts.insert().values(
+                halted=halted, reason=reason, actor=actor[:128], created_at=utcnow()
+            )
+        ).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
+
+
+def halt_details(engine: Engine, row_id: int, details: Mapping[str, Any]) -> None:
+    """What the halt did at the broker, on its row."""
     with engine.begin() as conn:
         conn.execute(
-            trading_halts.insert().values(halted=halted, reason=reason, created_at=utcnow())
+            update(trading_halts)
+            .where(trading_halts.c.id == row_id)
+            .values(details=json.dumps(details, default=str, sort_keys=True))
         )
 
 

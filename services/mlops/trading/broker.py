@@ -1,4 +1,5 @@
-"""What a broker offers the trading stage: its account, its clock, placing and syncing orders."""
+"""What a broker offers the trading stage: its account, its clock, placing, listing,
+canceling and syncing orders."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Protocol
 import pandas as pd
 
 from mlops.errors import ORDERS_NOT_PLACED_EXIT_CODE, MlopsError
+from mlops.trading.lifecycle import is_open_at_broker
 
 
 class Side(StrEnum):
@@ -73,6 +75,22 @@ class OrderUpdate:
         return self.filled_at.date() if self.filled_at is not None else None
 
 
+@dataclass(frozen=True)
+class BrokerOrder:
+    """An order as the broker lists it, whoever placed it."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: float
+    update: OrderUpdate  # its state as the broker has it now
+    submitted_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return is_open_at_broker(self.update.status)
+
+
 class Broker(Protocol):
     name: str
 
@@ -87,3 +105,12 @@ class Broker(Protocol):
     def lookup(self, client_order_id: str) -> OrderUpdate | None: ...
 
     def sync(self, bars: pd.DataFrame, day: date) -> int: ...
+
+    def orders(self) -> list[BrokerOrder]:
+        """Every order the account has (open and closed), whoever placed it."""
+        ...
+
+    def cancel(self, client_order_id: str, broker_order_id: str | None) -> OrderUpdate | None:
+        """Ask the broker to cancel an open order; what it says afterwards (None: it has
+        no such order)."""
+        ...

@@ -18,7 +18,8 @@ refused it, or its session passed before it could be sent).
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from enum import StrEnum
 
 
@@ -99,14 +100,65 @@ def is_open_at_broker(state: str) -> bool:
     return state != OrderState.PLANNED and not is_terminal(state)
 
 
+# The kill switch's closing sell (`mlops trading halt --flatten`): its own word in the id,
+# so it never takes the id of the strategy's sell of the same day and symbol.
+CLOSE = "close"
+
+
 def client_order_id(broker: str, account: str, day: date, symbol: str, side: str) -> str:
     """The same decision of one broker account always gets the same id, and no other does.
 
     Brokers keep client order ids unique per account, so the broker and the account are
     part of the id (an order of the paper broker never blocks one for Alpaca, nor one
-    Alpaca account another's); the digest covers all of it.
+    Alpaca account another's); the digest covers all of it. ``side`` is ``buy``,
+    ``sell`` or :data:`CLOSE` (a sell of the kill switch).
     """
     key = f"{broker}|{account}|{day.isoformat()}|{symbol}|{side}"
     digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{id_prefix(broker, account)}{day:%Y%m%d}-{symbol[:16]}-{side}-{digest[:10]}"
+
+
+def id_prefix(broker: str, account: str) -> str:
+    """What every client order id of this system on one broker account starts with."""
     tag = hashlib.sha256(f"{broker}|{account}".encode()).hexdigest()[:6]
-    return f"mlops-{broker[:6]}-{tag}-{day:%Y%m%d}-{symbol[:16]}-{side}-{digest[:10]}"
+    return f"mlops-{broker[:6]}-{tag}-"
+
+
+@dataclass(frozen=True)
+class OwnId:
+    """What a client order id of this system says: its decision day and side."""
+
+    day: date
+    side: str  # buy | sell
+    closing: bool  # a sell of the kill switch, not of the strategy
+
+
+def parse_own_id(broker: str, account: str, cid: str, symbol: str) -> OwnId | None:
+    """``cid``'s day and side when this system made it for ``symbol`` on this account.
+
+    None for any other id: another system's, another account's, or one that only looks
+    like ours (the digest is computed again and must match).
+    """
+    prefix = id_prefix(broker, account)
+    if not cid.startswith(prefix):
+        return None
+    rest = cid[len(prefix) :]
+    parts = rest.rsplit("-", 2)
+    if len(parts) != 3:
+        return None
+    try:
+        day = datetime.strptime(rest[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+    word = parts[1]
+    if (
+        word not in ("buy", "sell", CLOSE)
+        or client_order_id(broker, account, day, symbol, word) != cid
+    ):
+        return None
+    return OwnId(day=day, side="sell" if word == CLOSE else word, closing=word == CLOSE)
+
+
+def is_closing_id(cid: str) -> bool:
+    """Whether ``cid`` is a closing sell of the kill switch (``...-close-<digest>``)."""
+    return cid.rsplit("-", 2)[-2:-1] == [CLOSE]

@@ -20,8 +20,15 @@ from sqlalchemy import Engine, select
 from mlops import market_calendar
 from mlops.db.schema import orders
 from mlops.trading import book
-from mlops.trading.broker import Account, BrokerClock, OrderUpdate, PendingOrder, Side
-from mlops.trading.lifecycle import OrderState
+from mlops.trading.broker import (
+    Account,
+    BrokerClock,
+    BrokerOrder,
+    OrderUpdate,
+    PendingOrder,
+    Side,
+)
+from mlops.trading.lifecycle import OrderState, is_terminal
 
 NAME = "paper"
 ACCOUNT = "paper"
@@ -74,6 +81,33 @@ class PaperBroker:
 
     def lookup(self, client_order_id: str) -> OrderUpdate | None:
         return None  # no book elsewhere: an order not accepted here was never placed
+
+    def orders(self) -> list[BrokerOrder]:
+        """The orders it took: its book is the database's, so they are all there."""
+        return [
+            BrokerOrder(
+                client_order_id=row["client_order_id"],
+                symbol=row["symbol"],
+                side=row["side"],
+                quantity=float(row["quantity"]),
+                update=book.as_update(row),
+                submitted_at=row["submitted_at"],
+            )
+            for row in book.account_orders(self.engine, NAME, ACCOUNT)
+            if row["status"] not in (OrderState.PLANNED, OrderState.UNPLACED)
+        ]
+
+    def cancel(self, client_order_id: str, broker_order_id: str | None) -> OrderUpdate | None:
+        row = book.order(self.engine, client_order_id)
+        if row is None or row["status"] in (OrderState.PLANNED, OrderState.UNPLACED):
+            return None
+        if is_terminal(row["status"]):
+            return book.as_update(row)  # filled or ended before: nothing left to cancel
+        return OrderUpdate(
+            status=OrderState.CANCELED,
+            broker_order_id=row["broker_order_id"],
+            broker_status="canceled",
+        )
 
     def sync(self, bars: pd.DataFrame, day: date) -> int:
         """Fill or expire accepted orders decided before ``day``; returns how many changed."""

@@ -1,14 +1,18 @@
 """``mlops trade``: settle earlier orders, decide with the trading rule, place orders.
 
 In order: the exchange calendar (a day without a session is closed: nothing happens);
-the broker's clock (with a broker that has one: predictions that are not for the latest
-completed session are stale and send nothing); sync every order the broker has that is
-not final; the kill switch; the rule (``TRADE_RULE``, ``TRADE_SELL``, see
-:mod:`mlops.trading.strategy`) and the risk limits (once per day and broker account);
-placing the day's planned orders (see :mod:`mlops.trading.lifecycle`); the day's equity
-snapshot, kept once and never rewritten. When no forecast of the day reaches
-``TRADE_THRESHOLD`` the stage says so (a warning, and ``threshold_not_reached`` in the
-result, with the largest expected change): nothing can be bought that day.
+reconciliation with the broker (:mod:`mlops.trading.reconcile`: this system's orders the
+book lacks are adopted; a symbol whose position or open orders the book cannot explain is
+not traded, or with ``RECONCILE_STRICT=true`` the run stops); the broker's clock (with a
+broker that has one: predictions that are not for the latest completed session are stale
+and send nothing); sync every order the broker has that is not final; the kill switch
+(a halted run decides nothing and cancels this system's open orders); the rule
+(``TRADE_RULE``, ``TRADE_SELL``, see :mod:`mlops.trading.strategy`) and the risk limits
+(once per day and broker account); placing the day's planned orders (see
+:mod:`mlops.trading.lifecycle`); the day's equity snapshot, kept once and never
+rewritten. When no forecast of the day reaches ``TRADE_THRESHOLD`` the stage says so (a
+warning, and ``threshold_not_reached`` in the result, with the largest expected change):
+nothing can be bought that day.
 
 Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
 a client order id unique to the broker account, so the same day twice places nothing
@@ -33,20 +37,20 @@ from mlops.contracts.predictions import CHAMPION_ROLE
 from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
-from mlops.trading import book, strategy
+from mlops.trading import book, execution, strategy
 from mlops.trading.broker import (
     Account,
     Broker,
     OrdersNotPlacedError,
     OrderUpdate,
-    PendingOrder,
-    Side,
 )
 from mlops.trading.brokers import make_broker
 from mlops.trading.lifecycle import NOT_PLACED, OrderState, client_order_id
+from mlops.trading.reconcile import Reconciliation, ReconciliationError, reconcile
 from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
 
 log = logging.getLogger(__name__)
+STRICT_STOP = "RECONCILE_STRICT=true stops the run: nothing was decided or sent."
 
 
 @dataclass
@@ -92,6 +96,11 @@ class TradeResult:
     # A missed day (mlops daily --catch-up) whose predictions the broker's clock calls
     # stale: not traded, and why.
     not_traded: str | None = None
+    # The book against the broker before deciding: adopted orders, the differences, and
+    # the symbols this run did not trade because of them.
+    reconciliation: Reconciliation | None = None
+    # Halted: this system's open orders the run canceled at the broker.
+    orders_canceled: list[str] = field(default_factory=list)
 
 
 def latest_signals(
@@ -141,39 +150,22 @@ def run(
     """
     if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
         log.info("%s: nothing to trade.", closed)
-        return TradeResult(
-            day=as_of,
-            broker=ctx.settings.broker,
-            model_version=None,
-            decisions={},
-            market_closed=closed,
-        )
+        return TradeResult(as_of, ctx.settings.broker, None, {}, market_closed=closed)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
     broker = make_broker(ctx.settings, ctx.engine)
     account_id = broker.account_id()
+    checked = reconcile(ctx.engine, broker, account_id, ctx.settings)
     already = book.decided(ctx.engine, day, broker.name, account_id)
-    stale = _stale(broker, day)
-    planned = [
-        r
-        for r in book.day_orders(ctx.engine, day, broker.name, account_id)
-        if r["status"] == OrderState.PLANNED
-    ]
+    stale = _refuse_stale(ctx.engine, broker, account_id, day, bool(already), missed_day)
     if stale and missed_day and not already:
-        log.warning("%s: a missed day, not traded.", stale)
-        return TradeResult(
-            day=day,
-            broker=broker.name,
-            account=account_id,
-            model_version=None,
-            decisions={},
-            not_traded=f"{stale}: a missed day, not traded",
-        )
-    if stale and (not already or planned):
-        raise DataError(f"{stale}: no order was sent.")
+        return _missed(broker, account_id, day, stale, checked)
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
     halted = _halted(ctx)
+    canceled = _stop_if_halted(ctx, broker, account_id, halted)
+    if checked.not_traded and ctx.settings.reconcile_strict and not halted:
+        raise ReconciliationError(f"{checked.sentence()}; {STRICT_STOP}", result=checked)
     signals, model_version = latest_signals(ctx.engine, day, ctx.settings.model_name)
     if not already and not halted:
         if not signals:
@@ -181,7 +173,7 @@ def run(
                 f"No predictions for {day} from the champion of {ctx.settings.model_name}: "
                 "run `mlops batch-infer` first."
             )
-        _decide(ctx, broker, account_id, day, bars, signals, model_version)
+        _decide(ctx, broker, account_id, day, bars, signals, model_version, checked)
     placed = [] if halted or stale else _submit_planned(ctx.engine, broker, account_id, day)
     result = TradeResult(
         day=day,
@@ -193,6 +185,8 @@ def run(
         orders_settled=settled,
         rerun=bool(already),
         halted=halted,
+        reconciliation=checked,
+        orders_canceled=canceled,
     )
     _threshold_reach(result, signals, ctx.settings.trade_threshold)
     _outcomes(ctx.engine, result)
@@ -215,6 +209,39 @@ def _threshold_reach(result: TradeResult, signals: list[strategy.Signal], thresh
             "bought today"
         )
         log.warning("%s.", result.threshold_not_reached)
+
+
+def _refuse_stale(
+    engine: Engine, broker: Broker, account_id: str, day: date, decided: bool, missed: bool
+) -> str | None:
+    """Why the day is stale by the broker's clock (None: it is not); stale predictions
+    that would decide or send an order are refused, unless the day is a catch-up's
+    ``missed`` one not decided yet (it is then not traded at all)."""
+    stale = _stale(broker, day)
+    planned = [
+        r
+        for r in book.day_orders(engine, day, broker.name, account_id)
+        if r["status"] == OrderState.PLANNED
+    ]
+    if stale and (not decided or planned) and not (missed and not decided):
+        raise DataError(f"{stale}: no order was sent.")
+    return stale
+
+
+def _missed(
+    broker: Broker, account_id: str, day: date, stale: str, checked: Reconciliation
+) -> TradeResult:
+    """A catch-up's missed day that is stale by the broker's clock: not traded, saying so."""
+    log.warning("%s: a missed day, not traded.", stale)
+    return TradeResult(
+        day=day,
+        broker=broker.name,
+        account=account_id,
+        model_version=None,
+        decisions={},
+        not_traded=f"{stale}: a missed day, not traded",
+        reconciliation=checked,
+    )
 
 
 def _stale(broker: Broker, day: date) -> str | None:
@@ -244,6 +271,24 @@ def _halted(ctx: Context) -> str | None:
     return why
 
 
+def _stop_if_halted(ctx: Context, broker: Broker, account_id: str, halted: str | None) -> list[str]:
+    """A halted run cancels this system's open orders (a halt from the dashboard or by
+    ``TRADING_HALTED`` reaches the broker this way); the ids canceled."""
+    if halted is None:
+        return []
+    done = execution.cancel_open(
+        ctx.engine, broker, account_id, f"canceled by the kill switch ({halted})"
+    )
+    if done.canceled or done.pending:
+        log.warning(
+            "Halted: %d open orders of this system canceled on %s%s.",
+            len(done.canceled),
+            broker.name,
+            f", {len(done.pending)} cancels not confirmed yet" if done.pending else "",
+        )
+    return done.canceled + done.pending
+
+
 def _decide(
     ctx: Context,
     broker: Broker,
@@ -252,8 +297,12 @@ def _decide(
     bars: pd.DataFrame,
     signals: list[strategy.Signal],
     model_version: str | None,
+    checked: Reconciliation,
 ) -> None:
-    """The strategy on the positions it opened, then the risk limits; recorded at once."""
+    """The strategy on the positions it opened, then the risk limits; recorded at once.
+
+    Symbols reconciliation left out are neither bought nor sold: a "hold" with the reason.
+    """
     settings = ctx.settings
     account = broker.account(day)
     owned = book.owned_positions(ctx.engine, broker.name, account_id)
@@ -262,11 +311,10 @@ def _decide(
     else:
         positions = {s: min(q, owned.get(s, 0.0)) for s, q in account.positions.items()}
         positions = {s: q for s, q in positions.items() if q > 0}
-        for symbol in sorted(set(account.positions) - set(positions)):
-            log.info("%s is held but was not bought by mlops: left alone.", symbol)
+    blocked = set(checked.not_traded)
     decisions = strategy.decide(
-        signals,
-        positions,
+        [s for s in signals if s.symbol not in blocked],
+        {s: q for s, q in positions.items() if s not in blocked},
         account.cash,
         threshold=settings.trade_threshold,
         max_position_value=settings.trade_max_position_value,
@@ -284,9 +332,25 @@ def _decide(
         open_positions=len(account.positions),
         previous_equity=None if previous is None else float(previous["equity"]),
     )
-    checked = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
-    _say_risk_cuts(decisions, checked)
-    _record(ctx.engine, day, broker.name, account_id, model_version, signals, checked)
+    limited = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
+    _say_risk_cuts(decisions, limited)
+    limited += _not_traded(signals, account.positions, checked)
+    _record(ctx.engine, day, broker.name, account_id, model_version, signals, limited)
+
+
+def _not_traded(
+    signals: list[strategy.Signal], held: dict[str, float], checked: Reconciliation
+) -> list[strategy.TradeDecision]:
+    """A "hold" for each symbol reconciliation left out that has a signal or a position."""
+    scores = {s.symbol: s.score for s in signals}
+    why = {d.symbol: d.finding for d in checked.differences if d.blocks}
+    return [
+        strategy.TradeDecision(
+            symbol, strategy.Action.HOLD, 0.0, scores.get(symbol), f"not traded: {why[symbol]}"
+        )
+        for symbol in checked.not_traded
+        if symbol in scores or symbol in held
+    ]
 
 
 def _say_risk_cuts(
@@ -370,19 +434,7 @@ def _record(
 
 def _submit_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> list[str]:
     """Send the day's orders the broker has not confirmed; the ids it took now."""
-    placed = []
-    for row in book.day_orders(engine, day, broker.name, account_id):
-        if row["status"] != OrderState.PLANNED:
-            continue
-        book.mark_attempt(engine, row["id"])
-        order = PendingOrder(
-            row["client_order_id"], row["symbol"], Side(row["side"]), row["quantity"]
-        )
-        update = broker.submit(order, sent_before=row["attempts"] > 0)
-        book.apply(engine, row, update)
-        if update.status not in (OrderState.PLANNED, *NOT_PLACED):
-            placed.append(row["client_order_id"])
-    return placed
+    return execution.send(engine, broker, book.day_orders(engine, day, broker.name, account_id))
 
 
 def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> int:

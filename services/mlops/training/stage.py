@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, insert, select, update
 
-from mlops import runs, tracking
+from mlops import alerts, runs, tracking
 from mlops.context import Context
 from mlops.contracts import catalog, datasets
 from mlops.contracts.columns import TARGET_COLUMN
@@ -713,6 +713,11 @@ def _promote(client: MlflowClient, target: _Target, version: str, evaluation: _E
                 details=json.dumps(details, sort_keys=True),
             )
         )
+    alerts.send(
+        target.settings,
+        "promotion",
+        f"{name} version {version} is the new {alias}: {evaluation.decision.reason}",
+    )
 
 
 def _version_of_run(client: MlflowClient, name: str, run_id: str) -> str | None:
