@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -632,7 +633,7 @@ def _report(exc: BaseException, command: str) -> int:
     """Print the failure's sentence on stderr; its exit code."""
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
-    from mlops.errors import Terminated, classify
+    from mlops.errors import Terminated, clause, classify
     from mlops.log import save_traceback
 
     if isinstance(exc, NoArgsIsHelpError):
@@ -653,15 +654,14 @@ def _report(exc: BaseException, command: str) -> int:
         typer.echo(f"error: mlops {command} was interrupted (SIGINT).", err=True)
         return 130
     error = classify(exc)
-    if isinstance(exc, MlopsError) and error is exc:
-        typer.echo(f"error: {exc}", err=True)
-        return exc.exit_code
+    if error is not None:  # a known class: its sentence says what to do, no traceback
+        if error is not exc:
+            logging.getLogger("mlops").debug("mlops %s failed", command, exc_info=exc)
+        typer.echo(f"error: {error}", err=True)
+        return error.exit_code
     saved = save_traceback(exc, command)
     where = f"the traceback is in {saved}" if saved else "the traceback could not be saved"
-    if error is not None:
-        typer.echo(f"error: {str(error).rstrip('.')}; {where}.", err=True)
-        return error.exit_code
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    first = clause(str(exc), 200)
     typer.echo(
         f"error: mlops {command} failed unexpectedly ({type(exc).__name__}: {first}); {where}.",
         err=True,
