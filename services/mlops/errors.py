@@ -191,6 +191,8 @@ _NETWORK_REASONS = (
     ("Temporary failure in name resolution", "host name not found"),
     ("No route to host", "no route to host"),
 )
+# Reasons that say the server itself cannot be reached (not what stands behind it).
+_SERVER_GONE = ("connection refused", "host name not found", "no route to host")
 _SERVER_ERRORS = re.compile(r"too many (5\d\d) error responses|\b(5\d\d) Server Error")
 
 
@@ -342,7 +344,7 @@ def _tracking(exc: BaseException) -> MlopsError | None:
     ):
         return not_mlflow(f"HTTP {status}" if status else "an answer that is not MLflow's", where)
     reason = network_reason(text)
-    if route.startswith(_ARTIFACTS_ROUTE) and reason is not None:
+    if route.startswith(_ARTIFACTS_ROUTE) and reason not in (None, *_SERVER_GONE):
         if reason.startswith("HTTP 5"):
             return StoreError(
                 f"The MLflow server failed to move an artifact to or from its object store "

@@ -10,7 +10,8 @@ run is ``running``):
   the command exits 143 (130 for SIGINT);
 * a process that cannot say how it ended (kill -9, a lost node, the database gone at the
   end) leaves its row ``running``; the next command marks it ``abandoned`` with the
-  reason: its process is gone (same host) or its heartbeat is older than
+  reason: its process is gone (same host: it exited without recording its end, as a
+  local note says, or it was killed) or its heartbeat is older than
   ``STAGE_LEASE_SECONDS``;
 * a second run of the same stage and day while the first holds the lease stops at once
   with :class:`~mlops.errors.AlreadyRunning` (shards of data prep each hold their own).
