@@ -461,8 +461,7 @@ def run_daily(
     ``on_training(job, reason)`` is called once that Job is created (the audit row).
     """
     day = as_of or market_today()
-    if closed := market_calendar.closed_reason(day):
-        log.info("%s: no stage Job is created for it.", closed)
+    if market_calendar.closed_day(day, "no stage Job is created for it"):
         return []
     jobs, folder = _open(api_client, namespace, templates_dir)
     bodies = [
