@@ -572,8 +572,7 @@ def daily_cmd(
     from mlops import log
     from mlops.context import database_engine
     from mlops.db.migrate import require_current
-    from mlops.market_calendar import closed_reason
-    from mlops.orchestration import market_today, record_scheduled_training, run_daily
+    from mlops.orchestration import record_scheduled_training, run_daily
     from mlops.pipeline import plan_retraining
     from mlops.settings import load_settings, parse_date
 
@@ -582,9 +581,8 @@ def daily_cmd(
     log.bind(stage="daily")
     engine = database_engine(settings)
     require_current(engine)
-    day = parse_date(as_of) or market_today()
     runs = run_daily(
-        day,
+        parse_date(as_of),
         namespace=namespace,
         templates_dir=templates_dir,
         rerun_failed=rerun_failed,
@@ -592,8 +590,7 @@ def daily_cmd(
         retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
         on_training=lambda job, reason: record_scheduled_training(engine, job, reason),
     )
-    result = {"day": day, "market_closed": closed_reason(day), "jobs": [asdict(r) for r in runs]}
-    typer.echo(json.dumps(result, default=str, indent=2))
+    typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 
 
 @app.command("dashboard")
