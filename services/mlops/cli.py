@@ -633,7 +633,7 @@ def _report(exc: BaseException, command: str) -> int:
     """Print the failure's sentence on stderr; its exit code."""
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
-    from mlops.errors import Terminated, clause, classify
+    from mlops.errors import Terminated, classify, clause
     from mlops.log import save_traceback
 
     if isinstance(exc, NoArgsIsHelpError):

@@ -280,9 +280,7 @@ def _store(exc: BaseException) -> MlopsError | None:
 _REST_ROUTE = "/api/2.0/mlflow/"
 _ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/"
 _URL = re.compile(r"(https?://\S+?)?(/api/2\.0/mlflow(?:-artifacts)?/[^\s'\")]*)")
-_CREDENTIALS = (
-    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
-)
+_CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
 
 
 def _route(text: str) -> str:

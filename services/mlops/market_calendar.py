@@ -70,16 +70,14 @@ def closed_reason(day: date) -> str | None:
     return f"{day} was {what}: the {EXCHANGE_NAME} was closed"
 
 
-def closed_day(as_of: date | None, nothing: str) -> str | None:
-    """Every stage's check of its ``--as-of`` day: None on a session (or without a day);
-    on a closed day, the reason, logged with what the stage does not do (``nothing``).
+def closed_day(as_of: date, nothing: str) -> str | None:
+    """Every stage's check of its ``--as-of`` day: None on a session; on a closed day,
+    the reason, logged with what the stage does not do (``nothing``).
 
     A stage given a closed day does nothing and ends successfully, its result carrying
     the reason as ``market_closed``: no data exists for that day by design, so there is
     nothing to fix and nothing to rerun.
     """
-    if as_of is None:
-        return None
     closed = closed_reason(as_of)
     if closed:
         log.info("%s: %s.", closed, nothing)

@@ -28,7 +28,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -417,10 +417,8 @@ def _unrecorded_end(run_id: str) -> str | None:
 
 
 def _forget_unrecorded_end(run_id: str) -> None:
-    try:
+    with suppress(OSError):
         _unrecorded_path(run_id).unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 class _Heartbeat:

@@ -129,7 +129,7 @@ def run(
 
     Never from an older dataset than the day asked for, unless ``allow_older_dataset``.
     """
-    if closed := market_calendar.closed_day(as_of, "nothing to trade"):
+    if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to trade")):
         return TradeResult(
             day=as_of,
             broker=ctx.settings.broker,

@@ -209,7 +209,9 @@ def run(
     """
     settings = ctx.settings
     name = model or settings.model_name
-    if closed := market_calendar.closed_day(as_of, f"{name} is not trained"):
+    if as_of is not None and (
+        closed := market_calendar.closed_day(as_of, f"{name} is not trained")
+    ):
         return _closed_result(name, closed)
     spec = catalog.spec(settings, name)  # these fail before anything is written
     config = load_model_config(settings, spec.config_path)
@@ -279,7 +281,7 @@ def run_all(
     Each is tried whatever happened to the others; when any failed, one error names them
     all (of the first failure's class, so its exit code), carrying the others' results.
     """
-    if closed := market_calendar.closed_day(as_of, "no model is trained"):
+    if as_of is not None and (closed := market_calendar.closed_day(as_of, "no model is trained")):
         return [_closed_result(name, closed) for name in catalog.model_names(ctx.settings)]
     results: list[TrainResult] = []
     failures: dict[str, BaseException] = {}
