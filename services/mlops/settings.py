@@ -213,6 +213,11 @@ class Settings(BaseSettings):
     )
     stage_lease_seconds: float = Field(default=120.0, gt=0, le=86_400, alias="STAGE_LEASE_SECONDS")
 
+    # Backups (mlops backup / restore): how many to keep in the object store, and where
+    # pg_dump and pg_restore are when not on the PATH.
+    backup_retention: int = Field(default=7, ge=1, le=1000, alias="BACKUP_RETENTION")
+    postgres_bin_dir: Path | None = Field(default=None, alias="POSTGRES_BIN_DIR")
+
     # Logging.
     log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
