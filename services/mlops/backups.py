@@ -100,7 +100,8 @@ def _run(args: list[str], env: dict[str, str], what: str) -> str:
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        reason = clause(lines[-1] if lines else f"exit {done.returncode}", 240)
+        errors = [line for line in lines if "error:" in line] or lines  # not its "detail:"
+        reason = clause(errors[0] if errors else f"exit {done.returncode}", 240)
         raise DatabaseError(f"{what} failed: {reason}.")
     return done.stdout
 
