@@ -675,6 +675,59 @@ def daily_cmd(
     typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 
 
+@app.command("backup")
+def backup_cmd(
+    dump_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--dump-file",
+            help="Upload this dump (pg_dump --format=custom) instead of running pg_dump.",
+        ),
+    ] = None,
+) -> None:
+    """Back up the database to the object store (backups/), keeping BACKUP_RETENTION."""
+    from mlops import log
+    from mlops.backups import backup
+    from mlops.context import database_engine
+    from mlops.settings import load_settings
+    from mlops.store import open_store
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    log.bind(stage="backup")
+    result = backup(settings, open_store(settings), database_engine(settings), dump_file)
+    _print_result(result, None)
+
+
+@app.command("restore")
+def restore_cmd(
+    backup: Annotated[
+        str, typer.Option("--backup", help="The backup's stamp (as in its key) or latest.")
+    ] = "latest",
+    database: Annotated[
+        str | None,
+        typer.Option(help="Whose backups: the database name (default: DATABASE_URL's)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Only fetch and check the dump into this file."),
+    ] = None,
+) -> None:
+    """Restore a backup into the empty database of DATABASE_URL, then migrate it."""
+    from mlops import log
+    from mlops.backups import restore
+    from mlops.context import database_engine
+    from mlops.settings import load_settings
+    from mlops.store import open_store
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    log.bind(stage="restore")
+    engine = database_engine(settings, wait=output is None)
+    result = restore(settings, open_store(settings), engine, backup, output, database)
+    _print_result(result, None)
+
+
 @app.command("dashboard")
 def dashboard_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -741,7 +794,7 @@ def _report(exc: BaseException, command: str) -> int:
     """Print the failure's sentence on stderr; its exit code."""
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
-    from mlops.errors import Terminated, classify
+    from mlops.errors import Terminated, classify, clause
     from mlops.log import save_traceback
 
     if isinstance(exc, NoArgsIsHelpError):
@@ -762,15 +815,14 @@ def _report(exc: BaseException, command: str) -> int:
         typer.echo(f"error: mlops {command} was interrupted (SIGINT).", err=True)
         return 130
     error = classify(exc)
-    if isinstance(exc, MlopsError) and error is exc:
-        typer.echo(f"error: {exc}", err=True)
-        return exc.exit_code
+    if error is not None:  # a known class: its sentence says what to do, no traceback
+        if error is not exc:
+            logging.getLogger("mlops").debug("mlops %s failed", command, exc_info=exc)
+        typer.echo(f"error: {error}", err=True)
+        return error.exit_code
     saved = save_traceback(exc, command)
     where = f"the traceback is in {saved}" if saved else "the traceback could not be saved"
-    if error is not None:
-        typer.echo(f"error: {str(error).rstrip('.')}; {where}.", err=True)
-        return error.exit_code
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    first = clause(str(exc), 200)
     typer.echo(
         f"error: mlops {command} failed unexpectedly ({type(exc).__name__}: {first}); {where}.",
         err=True,

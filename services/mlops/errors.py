@@ -31,7 +31,9 @@ botocore, MLflow, ``OSError``) into these classes; it imports none of them.
 from __future__ import annotations
 
 import errno
+import re
 import signal
+from urllib.parse import unquote
 
 
 class MlopsError(Exception):
@@ -168,10 +170,55 @@ def _names(exc: BaseException) -> set[str]:
     return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__}
 
 
+def clause(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, cut to at most ``limit`` characters between clauses (or
+    words) with an ellipsis, never inside a word: what a sentence quotes of a library."""
+    lines = str(text).strip().splitlines()
+    line = " ".join(lines[0].split()) if lines else ""
+    if len(line) <= limit:
+        return line
+    head = line[: limit - 1]
+    for separator in ("; ", ": ", " (", ", "):
+        cut = head.rfind(separator)
+        if cut >= limit // 3:
+            return head[:cut].rstrip(" ,;:(") + "…"
+    cut = head.rfind(" ")
+    return (head[:cut] if cut > 0 else head).rstrip(" ,;:(") + "…"
+
+
+# What a network failure's text says, in a few words (checked in this order).
+_NETWORK_REASONS = (
+    ("Connection refused", "connection refused"),
+    ("Connection reset", "connection reset"),
+    ("Connection aborted", "connection aborted"),
+    ("RemoteDisconnected", "connection closed without an answer"),
+    ("Remote end closed", "connection closed without an answer"),
+    ("Read timed out", "no answer in time"),
+    ("timed out", "no answer in time"),
+    ("Name or service not known", "host name not found"),
+    ("Temporary failure in name resolution", "host name not found"),
+    ("No route to host", "no route to host"),
+)
+# Reasons that say the server itself cannot be reached (not what stands behind it).
+_SERVER_GONE = ("connection refused", "host name not found", "no route to host")
+_SERVER_ERRORS = re.compile(r"too many (5\d\d) error responses|\b(5\d\d) Server Error")
+
+
+def network_reason(text: str) -> str | None:
+    """A failed HTTP call's reason in a few words ("connection refused", "HTTP 500"), or
+    None when the text names none of the known ones."""
+    answered = _SERVER_ERRORS.search(text)
+    if answered:
+        return f"HTTP {answered.group(1) or answered.group(2)}"
+    for marker, words in _NETWORK_REASONS:
+        if marker in text:
+            return words
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
-    line = text.splitlines()[0].strip() if text else type(exc).__name__
-    return line[:300]
+    return clause(text, 300) if text else type(exc).__name__
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -237,15 +284,88 @@ def _store(exc: BaseException) -> MlopsError | None:
     return None
 
 
+# MLflow's REST routes and the route of its artifact proxy (``--serve-artifacts``).
+_REST_ROUTE = "/api/2.0/mlflow/"
+_ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/"
+_URL = re.compile(r"(https?://\S+?)?(/api/2\.0/mlflow(?:-artifacts)?/[^\s'\")]*)")
+_CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+
+
+def _route(text: str) -> str:
+    """The MLflow route a failure's text names (``/api/2.0/mlflow/runs/get``), or "": the
+    longest mention (urllib3's carries the query: which folder a listing asked for)."""
+    routes = [unquote(found.group(2)) for found in _URL.finditer(text)]
+    return max(routes, key=len, default="")
+
+
+def _http_status(exc: BaseException, text: str) -> int | None:
+    """The HTTP status MLflow's error reports: its error code, or its "error code NNN"."""
+    found = re.search(r"failed with error code (\d{3})", text)
+    if found:
+        return int(found.group(1))
+    code = str(getattr(exc, "error_code", ""))
+    return {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}.get(
+        code
+    )
+
+
+def login_refused(status: int, where: str) -> ConfigError:
+    """MLflow refused the credentials (401) or the user's permission (403)."""
+    if status == 401:
+        return ConfigError(
+            f"The MLflow tracking server refused the login (HTTP 401 on {where}): check "
+            f"{_CREDENTIALS}."
+        )
+    return ConfigError(
+        f"The MLflow tracking server refused the user access (HTTP 403 on {where}): check "
+        f"{_CREDENTIALS} and that user's permissions."
+    )
+
+
+def not_mlflow(answer: str, where: str, uri: str = "") -> ConfigError:
+    """The tracking URI answers, but not as an MLflow tracking server."""
+    named = f"MLFLOW_TRACKING_URI ({uri})" if uri else "MLFLOW_TRACKING_URI"
+    return ConfigError(
+        f"{named} does not point at an MLflow tracking server ({answer} on {where}): "
+        "check MLFLOW_TRACKING_URI."
+    )
+
+
 def _tracking(exc: BaseException) -> MlopsError | None:
-    if "mlflow.exceptions.MlflowException" not in _names(exc):
+    names = _names(exc)
+    http_error = "requests.exceptions.RequestException" in names
+    if "mlflow.exceptions.MlflowException" not in names and not http_error:
         return None
     text = " ".join(str(exc).split())  # a download lists every file's failure
-    start = text.find("API request to")
-    unreachable = start >= 0 and ("failed with exception" in text or "failed with timeout" in text)
+    route = _route(text)
+    if http_error and not route:
+        return None  # a request to somewhere else than MLflow
+    where = route or "its API"
+    status = _http_status(exc, text)
+    if status in (401, 403):
+        return login_refused(status, where)
+    if route.startswith(_REST_ROUTE) and (
+        (status is not None and 400 <= status < 500 and "Response body:" in text)
+        or "response body was not in a valid JSON format" in text
+    ):
+        return not_mlflow(f"HTTP {status}" if status else "an answer that is not MLflow's", where)
+    reason = network_reason(text)
+    if route.startswith(_ARTIFACTS_ROUTE) and reason not in (None, *_SERVER_GONE):
+        if reason.startswith("HTTP 5"):
+            return StoreError(
+                f"The MLflow server failed to move an artifact to or from its object store "
+                f"({reason} on {route}): check the object store behind MLflow, then rerun."
+            )
+        return TrackingError(
+            f"An artifact transfer through the MLflow server failed ({reason} on {route}): "
+            "the MLflow server or the object store behind it failed; check both, then rerun."
+        )
+    unreachable = "API request to" in text and (
+        "failed with exception" in text or "failed with timeout" in text
+    )
     if unreachable or "TEMPORARILY_UNAVAILABLE" in str(getattr(exc, "error_code", "")):
-        detail = text[start : start + 300] if start >= 0 else _first_line(exc)
-        return TrackingError(f"The MLflow tracking server is not answering: {detail}.")
+        detail = reason or clause(text.partition("exception ")[2] or text, 120)
+        return TrackingError(f"The MLflow tracking server is not answering ({detail} on {where}).")
     return None
 
 

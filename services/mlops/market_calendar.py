@@ -2,8 +2,9 @@
 
 Sessions, holidays and early closes come from ``exchange_calendars`` (a maintained
 library: its NYSE calendar carries every regular and ad-hoc closing, such as national
-days of mourning, and the 13:00 early closes). Data prep, trade, monitor and
-``mlops daily`` treat a day that is not a session as closed; trading with a broker asks
+days of mourning, and the 13:00 early closes). Every stage (data prep, train,
+batch-infer, trade, monitor) and ``mlops daily`` treat a day that is not a session as
+closed (:func:`closed_day`): nothing done, exit 0; trading with a broker asks
 which session is the latest completed one at the broker's clock.
 
 Days outside the calendar's range (before 1990 or more than a year ahead) fall back to
@@ -59,14 +60,28 @@ def is_session(day: date) -> bool:
 
 
 def closed_reason(day: date) -> str | None:
-    """None on a session; otherwise why the market is closed (weekend, holiday's name)."""
+    """None on a session; otherwise why the market was closed (weekend, holiday's name)."""
     if is_session(day):
         return None
     if day.weekday() >= 5:
-        return f"{day} is a {day:%A}: the {EXCHANGE_NAME} is closed"
+        return f"{day} was a {day:%A}: the {EXCHANGE_NAME} was closed"
     name = holiday_name(day)
     what = f"a holiday ({name})" if name else "a holiday"
-    return f"{day} is {what}: the {EXCHANGE_NAME} is closed"
+    return f"{day} was {what}: the {EXCHANGE_NAME} was closed"
+
+
+def closed_day(as_of: date, nothing: str) -> str | None:
+    """Every stage's check of its ``--as-of`` day: None on a session; on a closed day,
+    the reason, logged with what the stage does not do (``nothing``).
+
+    A stage given a closed day does nothing and ends successfully, its result carrying
+    the reason as ``market_closed``: no data exists for that day by design, so there is
+    nothing to fix and nothing to rerun.
+    """
+    closed = closed_reason(as_of)
+    if closed:
+        log.info("%s: %s.", closed, nothing)
+    return closed
 
 
 def holiday_name(day: date) -> str | None:

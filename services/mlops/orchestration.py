@@ -468,8 +468,7 @@ def run_daily(
     (``mlops trade --missed-day``: a broker with a clock does not trade it, and says so).
     """
     day = as_of or market_today()
-    if closed := market_calendar.closed_reason(day):
-        log.info("%s: no stage Job is created for it.", closed)
+    if market_calendar.closed_day(day, "no stage Job is created for it"):
         return []
     jobs, folder = _open(api_client, namespace, templates_dir)
     bodies = [

@@ -10,7 +10,8 @@ run is ``running``):
   the command exits 143 (130 for SIGINT);
 * a process that cannot say how it ended (kill -9, a lost node, the database gone at the
   end) leaves its row ``running``; the next command marks it ``abandoned`` with the
-  reason: its process is gone (same host) or its heartbeat is older than
+  reason: its process is gone (same host: it exited without recording its end, as a
+  local note says, or it was killed) or its heartbeat is older than
   ``STAGE_LEASE_SECONDS``;
 * a second run of the same stage and day while the first holds the lease stops at once
   with :class:`~mlops.errors.AlreadyRunning` (shards of data prep each hold their own).
@@ -27,7 +28,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -290,9 +291,15 @@ def _abandon_reason(row: Any, lease_seconds: float, now: datetime) -> str | None
     seen = _aware(row.heartbeat_at or row.started_at)
     when = f"{seen:%Y-%m-%d %H:%M:%S} UTC"
     if row.host == HOST and row.pid and row.pid != os.getpid() and not pid_alive(row.pid):
+        ended = _unrecorded_end(row.run_id)
+        if ended is not None:
+            return (
+                f"abandoned: its process (pid {row.pid} on {row.host}) exited without "
+                f"recording its end ({ended}); last heartbeat {when}"
+            )
         return (
-            f"abandoned: its process (pid {row.pid} on {row.host}) is gone, killed or crashed "
-            f"without recording its end; last heartbeat {when}"
+            f"abandoned: its process (pid {row.pid} on {row.host}) was killed (or crashed) "
+            f"before it could record its end; last heartbeat {when}"
         )
     age = (now - seen).total_seconds()
     if age > lease_seconds:
@@ -321,6 +328,7 @@ def _mark_abandoned(engine: Engine, row: Any, reason: str) -> bool:
         ).rowcount
     if done:
         logger.warning("Stage run %s (%s) %s", row.run_id[:8], row.stage, reason)
+        _forget_unrecorded_end(row.run_id)
     return bool(done)
 
 
@@ -374,6 +382,7 @@ def _finish(engine: Engine, run: StageRun, status: str, error: str | None) -> No
             describe_failure(exc),
         )
         _pending.append((engine, run.run_id, status, error, details))
+        _note_unrecorded_end(run.run_id, status, error)
 
 
 def _write_end(engine: Engine, run_id: str, status: str, error: str | None, details: str) -> None:
@@ -404,6 +413,40 @@ def finish_pending() -> None:
         except Exception:
             continue
         _pending.remove(entry)
+        _forget_unrecorded_end(run_id)
+
+
+# How a run ended that its process could not record, in a local file: a later command on
+# this host then says the process exited (and how) rather than calling it killed.
+
+
+def _unrecorded_path(run_id: str) -> Path:
+    return mlops_log.error_log_dir() / "unrecorded-ends" / f"{run_id}.json"
+
+
+def _note_unrecorded_end(run_id: str, status: str, error: str | None) -> None:
+    """Best effort: a full or read-only disk only loses the distinction."""
+    path = _unrecorded_path(run_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"status": status, "error": error, "pid": os.getpid()}))
+    except OSError as exc:
+        logger.debug("Could not note the unrecorded end of run %s: %s", run_id[:8], exc)
+
+
+def _unrecorded_end(run_id: str) -> str | None:
+    """How the run ended ("failed: <sentence>", "succeeded"), if its process noted it."""
+    try:
+        noted = json.loads(_unrecorded_path(run_id).read_text())
+    except (OSError, ValueError):
+        return None
+    status, error = str(noted.get("status", "ended")), noted.get("error")
+    return f"{status}: {error}" if error else status
+
+
+def _forget_unrecorded_end(run_id: str) -> None:
+    with suppress(OSError):
+        _unrecorded_path(run_id).unlink(missing_ok=True)
 
 
 class _Heartbeat:

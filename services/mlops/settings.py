@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlops.errors import ConfigError
+from mlops.symbols import SYMBOL_RULE, is_symbol
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "replace-me", "your-key-here"}
 
@@ -259,6 +260,11 @@ class Settings(BaseSettings):
     )
     stage_lease_seconds: float = Field(default=120.0, gt=0, le=86_400, alias="STAGE_LEASE_SECONDS")
 
+    # Backups (mlops backup / restore): how many to keep in the object store, and where
+    # pg_dump and pg_restore are when not on the PATH.
+    backup_retention: int = Field(default=7, ge=1, le=1000, alias="BACKUP_RETENTION")
+    postgres_bin_dir: Path | None = Field(default=None, alias="POSTGRES_BIN_DIR")
+
     # Logging.
     log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -318,6 +324,10 @@ class Settings(BaseSettings):
             raise ValueError("ALPHAVANTAGE_API_KEY must be set when DATA_SOURCE=alphavantage")
         if self.data_source == "alphavantage" and not self.symbol_list:
             raise ValueError("SYMBOLS must list at least one symbol when DATA_SOURCE=alphavantage")
+        wrong = [s for s in self.symbol_list if not is_symbol(s)]
+        if wrong:
+            listed = ", ".join(repr(s) for s in wrong)
+            raise ValueError(f"SYMBOLS holds {listed}, not a ticker ({SYMBOL_RULE})")
         if self.broker == "alpaca":
             for name, secret in (
                 ("ALPACA_API_KEY", self.alpaca_api_key),

@@ -20,7 +20,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from mlops.errors import TrackingError
+from mlops.errors import TrackingError, clause, login_refused, network_reason, not_mlflow
 from mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,8 +60,12 @@ def probe(settings: Settings) -> None:
     for attempt in range(1, attempts + 1):
         try:
             response = requests.get(url, timeout=timeout)
-            if response.status_code < 500:
+            if response.status_code < 400:
                 return
+            if response.status_code in (401, 403):  # MLflow itself never guards /health
+                raise login_refused(response.status_code, url)
+            if response.status_code < 500:
+                raise not_mlflow(f"HTTP {response.status_code}", "/health", uri)
             why = f"HTTP {response.status_code}"
         except requests.Timeout:
             why = f"no answer within {settings.mlflow_timeout_seconds} s"
@@ -86,10 +90,7 @@ def probe(settings: Settings) -> None:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Connection reset", "timed out", "Name or service"):
-        if marker in text:
-            return marker.lower()
-    return " ".join(text.split())[:160] or type(exc).__name__
+    return network_reason(text) or clause(text, 160) or type(exc).__name__
 
 
 def connect(settings: Settings) -> MlflowClient:

@@ -18,6 +18,7 @@ from mlops.data_prep.stage import run
 from mlops.db.schema import datasets as datasets_table
 from mlops.errors import ConfigError, DataError
 from mlops.store import get_parquet
+from mlops.symbols import NOT_A_SYMBOL
 
 LAST = date(2017, 12, 29)
 
@@ -46,6 +47,33 @@ def test_a_bar_dated_after_today_is_quarantined_not_published(make_ctx, tmp_path
     (row,) = quarantine.itertuples()
     assert row.date == pd.Timestamp("2030-01-02") and row.symbol == "AAPL"
     assert row.reason.startswith("date is after today (")
+
+
+def test_symbols_that_are_not_tickers_are_quarantined_not_published(
+    make_ctx, tmp_path: Path
+) -> None:
+    """Issue 21: a file with ``../../EVIL`` and an SQL-looking symbol was published, then
+    batch-infer failed on the 16-character column and the broker bought the quote."""
+    sample = load_sample()
+    tail = sample[sample["symbol"] == "AAPL"].iloc[-8:]
+    bad = ["../../EVIL", "Q'\"X; DROP TABLE DATASETS;--", "SEVENTEEN-LETTERS"]
+    extra = [tail.assign(symbol=symbol) for symbol in [*bad, "BRK.B"]]
+    path = tmp_path / "bars.csv"
+    pd.concat([sample, *extra]).to_csv(path, index=False)
+    ctx = make_ctx(DATA_SOURCE="files", DATA_FILES=str(path))
+    result = run(ctx)
+    manifest, frame = datasets.load(ctx.store, result.version)
+    assert "BRK.B" in manifest.symbols and not set(bad) & set(manifest.symbols)
+    assert not set(bad) & set(frame["symbol"].astype(str))
+    quarantine = get_parquet(ctx.store, manifest.quarantine_key)
+    assert sorted(set(quarantine["symbol"])) == sorted(bad)
+    assert set(quarantine["reason"]) == {NOT_A_SYMBOL}
+    assert result.quarantined == 3 * len(tail)
+
+
+def test_symbols_setting_holds_tickers_only(make_settings, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"SYMBOLS holds '\.\./\.\./EVIL', not a ticker"):
+        make_settings(tmp_path, SYMBOLS="AAPL,../../EVIL")
 
 
 def test_with_as_of_later_bars_are_not_known_yet_and_future_ones_quarantined(

@@ -19,6 +19,7 @@ from mlops.data_prep.stage import run
 from mlops.db.schema import datasets as datasets_table
 from mlops.errors import DataError
 from mlops.store import get_parquet
+from mlops.symbols import NOT_A_SYMBOL, SYMBOL_MAX_LENGTH
 
 LAST = date(2017, 12, 29)
 
@@ -42,6 +43,10 @@ def _bars(**overrides: list) -> pd.DataFrame:
     [
         ("date", pd.NaT, "date does not parse"),
         ("symbol", pd.NA, "symbol is empty"),
+        ("symbol", "../../EVIL", NOT_A_SYMBOL),
+        ("symbol", "Q'\"X; DROP TABLE DATASETS;--", NOT_A_SYMBOL),
+        ("symbol", "A" * (SYMBOL_MAX_LENGTH + 1), NOT_A_SYMBOL),
+        ("symbol", "BRK..B", NOT_A_SYMBOL),
         ("close", np.nan, "a price is missing"),
         ("open", 0.0, "a price is not positive"),
         ("low", -1.0, "a price is not positive"),
@@ -57,6 +62,16 @@ def test_each_row_rule(column: str, value: object, reason: str) -> None:
     reasons = row_reasons(bars)
     assert reasons[0] == "" and reasons[2] == ""
     assert reason in reasons[1].split("; ")
+
+
+def test_tickers_with_a_dot_or_a_hyphen_and_the_longest_pass() -> None:
+    good = ["BRK.B", "BF-B", "A", "X" * SYMBOL_MAX_LENGTH]
+    bars = _bars(
+        date=pd.to_datetime(["2017-01-03"] * 4),
+        symbol=pd.array(good, dtype="string"),
+        **{c: [v[0]] * 4 for c, v in _bars().drop(columns=["date", "symbol"]).items()},
+    )
+    assert list(row_reasons(bars)) == [""] * 4
 
 
 def test_duplicates_are_all_quarantined() -> None:

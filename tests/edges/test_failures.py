@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mlops import runs
+from mlops import errors, runs
 from mlops.db import migrate
 from mlops.db.engine import make_engine, wait_for_database
 from mlops.db.schema import stage_runs
@@ -66,7 +66,29 @@ def test_an_infrastructure_cause_wins_over_the_stage_reading_of_it() -> None:
     except ModelError as exc:
         found = classify(exc)
     assert isinstance(found, TrackingError) and found.exit_code == 8
-    assert "is not answering: API request to http://x/api" in str(found)
+    assert str(found) == "The MLflow tracking server is not answering (refused on its API)."
+
+
+def test_a_sentence_quotes_one_clause_of_a_library_never_cut_inside_a_word() -> None:
+    from mlflow.exceptions import MlflowException
+
+    urllib3_text = (
+        "API request to http://mlflow:5000/api/2.0/mlflow/runs/create failed with exception "
+        "HTTPConnectionPool(host='mlflow', port=5000): Max retries exceeded with url: "
+        "/api/2.0/mlflow/runs/create (Caused by NewConnectionError('<urllib3.connection."
+        "HTTPConnection object at 0x7f3c2e1b5d90>: Failed to establish a new connection: "
+        "[Errno 111] Connection refused'))"
+    )
+    found = classify(MlflowException(urllib3_text))
+    assert str(found) == (
+        "The MLflow tracking server is not answering (connection refused on "
+        "/api/2.0/mlflow/runs/create)."
+    )
+    long = "word " * 100
+    cut = errors.clause(long, 50)
+    assert len(cut) <= 50 and cut.endswith("word…")
+    assert errors.clause("first; " + "x" * 300 + " second", 100) == "first…"
+    assert errors.clause("short one\nsecond line") == "short one"
 
 
 def test_unknown_errors_are_not_classified() -> None:
@@ -218,7 +240,59 @@ def test_a_run_whose_process_is_gone_is_abandoned_by_the_next_one(engine) -> Non
         pass
     dead, mine = _rows(engine)
     assert dead.status == "abandoned" and f"pid {pid} on {runs.HOST}" in dead.error
+    assert "was killed (or crashed) before it could record its end" in dead.error
     assert mine.status == "succeeded"
+
+
+def test_a_process_that_exited_without_recording_its_end_is_not_called_killed(
+    engine, tmp_path, monkeypatch
+) -> None:
+    """A run whose end the database refused (a full disk: exit 9), in a process that then
+    exited: the next command on the host says it exited and how, not "killed"."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("ERROR_LOG_DIR", str(tmp_path / "errors"))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(gone.stdout)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            stage_runs.insert().values(
+                run_id="exited",
+                stage="monitor",
+                started_at=now,
+                heartbeat_at=now,
+                status="running",
+                host=runs.HOST,
+                pid=pid,
+                lease_key="monitor|latest",
+            )
+        )
+
+    def refused(*_args, **_kwargs):
+        raise DiskFullError("The database could not write: disk full; free some space, then rerun.")
+
+    monkeypatch.setattr(runs, "_write_end", refused)
+    ended = runs.StageRun(run_id="exited", stage="monitor", run_date=None, engine=engine)
+    runs._finish(engine, ended, "failed", "No space left on device: free some space, then rerun.")
+    monkeypatch.undo()
+    runs._pending.clear()  # the process exited: what it kept in memory is gone
+    monkeypatch.setenv("ERROR_LOG_DIR", str(tmp_path / "errors"))
+
+    with runs.record_stage_run(engine, "monitor", None):
+        pass
+    exited, mine = _rows(engine)
+    assert exited.status == "abandoned", exited.error
+    assert (
+        f"its process (pid {pid} on {runs.HOST}) exited without recording its end (failed: "
+        "No space left on device: free some space, then rerun.)"
+    ) in exited.error
+    assert "killed" not in exited.error
+    assert mine.status == "succeeded"
+    assert not list((tmp_path / "errors" / "unrecorded-ends").iterdir())  # forgotten once told
 
 
 def test_a_silent_run_elsewhere_is_abandoned_only_past_the_lease(engine) -> None:

@@ -87,7 +87,7 @@ def test_sigterm_and_kill9_during_the_write(make_world, cli, spawn, stage) -> No
     abandoned = kill.runs(stage)[0]
     assert abandoned.status == "abandoned"
     assert f"its process (pid {processes[kill.database].pid} on" in abandoned.error
-    assert "is gone, killed or crashed" in abandoned.error
+    assert "was killed (or crashed) before it could record its end" in abandoned.error
     assert _written(term) == _written(kill)  # both converged to the same state
 
 

@@ -152,6 +152,15 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     for engine in (reader, stage):
         engine.dispose()
 
+    # The backup role dumps everything (rows and sequences) and writes nothing.
+    from mlops.backups import dump
+    from mlops.settings import load_settings
+
+    backup = url.set(username="mlops_backup", password="pw-mlops_backup")
+    dump(load_settings(DATABASE_URL=backup.render_as_string(hide_password=False)), tmp_path / "d")
+    assert (tmp_path / "d").stat().st_size > 0
+    assert not _can(_as(url, "mlops_backup"), "UPDATE retrain_requests SET status = 'x'")
+
 
 def test_migrate_again_changes_passwords_and_keeps_rights(
     owned_database, tmp_path, subprocess_env

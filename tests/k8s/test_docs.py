@@ -81,7 +81,7 @@ def commands(text: str | None = None) -> list[str]:
 
 def _words(command: str) -> list[str]:
     words = shlex.split(command)
-    while words and re.match(r"^[A-Z_]+=", words[0]):  # VAR=value prefixes
+    while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):  # VAR=value prefixes
         words = words[1:]
     return words
 

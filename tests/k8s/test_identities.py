@@ -51,6 +51,8 @@ EXPECTED = {
     "mlops-daily": ("mlops_orchestrator", None, None),
     "mlops-serve": (None, None, "mlops-reader"),
     "mlops-dashboard": ("mlops_dashboard", "dashboard", "mlops-dashboard"),
+    # pg_dump (its init container, as the same role) and the upload of the dump.
+    "mlops-backup": ("mlops_backup", "backup", None),
 }
 
 
@@ -86,9 +88,25 @@ def test_every_mlops_workload_has_the_identities_of_its_purpose() -> None:
     for item in _mlops_workloads():
         if item.name in ("mlops-mlflow", "mlops-mlflow-users"):
             continue
-        (c,) = containers(item)
+        (c,) = pod_template(item)["spec"]["containers"]
         seen[item.name] = _identity(c)
     assert seen == EXPECTED
+
+
+def test_the_backup_dumps_as_the_backup_role_from_the_servers_image() -> None:
+    """pg_dump must be as new as the server: the init container runs the server's image,
+    with the role and password of the mlops container."""
+    cronjob = doc("CronJob", "mlops-backup")
+    (dump,) = pod_template(cronjob)["spec"]["initContainers"]
+    (server,) = containers(doc("StatefulSet", "mlops-postgres"))
+    assert dump["image"] == server["image"]
+    (mlops,) = pod_template(cronjob)["spec"]["containers"]
+    for name in ("PGUSER", "PGPASSWORD"):
+        assert env_of(dump)[name] == env_of(mlops)[name]
+    key = secret_key(env_of(dump)["PGPASSWORD"])
+    assert secret_volume_items(doc("Job", "mlops-migrate"))["mlops_backup"] == key
+    assert mlops["args"][:2] == ["backup", "--dump-file"]
+    assert mlops["args"][2] == dump["args"][-1].removeprefix("--file=")
 
 
 @pytest.mark.parametrize("pair", list(mlops_containers()), ids=lambda p: p[0].rel)
@@ -239,11 +257,20 @@ def _policy(name: str) -> dict:
     return json.loads(config_maps()["mlops-minio-policies"][f"{name}.json"])
 
 
-def _allowed(name: str, action: str, bucket: str, key: str | None = None) -> bool:
-    """The IAM subset the policies use: Allow statements, actions and resources with *."""
+def _allowed(
+    name: str, action: str, bucket: str, key: str | None = None, prefix: str | None = None
+) -> bool:
+    """The IAM subset the policies use: Allow statements, actions and resources with *, and
+    a listing's ``s3:prefix`` condition (StringLike)."""
     resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
     for statement in _policy(name)["Statement"]:
-        assert statement["Effect"] == "Allow" and set(statement) == {"Effect", "Action", "Resource"}
+        assert statement["Effect"] == "Allow"
+        assert set(statement) - {"Condition"} == {"Effect", "Action", "Resource"}
+        if "Condition" in statement:
+            (patterns,) = (c["s3:prefix"] for c in statement["Condition"].values())
+            assert list(statement["Condition"]) == ["StringLike"]
+            if prefix is None or not any(fnmatch.fnmatchcase(prefix, p) for p in patterns):
+                continue
         if any(fnmatch.fnmatchcase(action, a) for a in statement["Action"]) and any(
             fnmatch.fnmatchcase(resource, r) for r in statement["Resource"]
         ):
@@ -287,8 +314,18 @@ WALKFORWARD_KEYS = [  # a walk-forward's outputs, and a point under its training
     *keys.walkforward_output_keys("20170531-every21-0123456789").values(),
     *keys.walkforward_point_keys("20170531-every21-9876543210", 0),
 ]
+BACKUP_KEYS = [
+    "backups/mlops/20170531T060000000000Z.dump",
+    "backups/mlops/20170531T060000000000Z.json",
+]
 ALL_KEYS = (
-    DATASET_KEYS + QUARANTINE_KEYS + RAW_KEYS + PREDICTION_KEYS + REPORT_KEYS + WALKFORWARD_KEYS
+    DATASET_KEYS
+    + QUARANTINE_KEYS
+    + RAW_KEYS
+    + PREDICTION_KEYS
+    + REPORT_KEYS
+    + WALKFORWARD_KEYS
+    + BACKUP_KEYS
 )
 
 # Each stage's outputs (written, and read back to see whether they exist) and inputs.
@@ -297,6 +334,7 @@ WRITES = {
     "batch-infer": PREDICTION_KEYS,
     "monitor": REPORT_KEYS,
     "train": WALKFORWARD_KEYS,  # the walk-forward's points and outputs (its identity)
+    "backup": BACKUP_KEYS,
 }
 READS = {
     "train": DATASET_KEYS,
@@ -330,4 +368,10 @@ def test_each_minio_user_may_exactly_what_its_stage_needs(name: str) -> None:
     for action in ("s3:DeleteObject", "s3:ListBucket", "s3:PutBucketPolicy"):
         assert not _allowed(name, action, BUCKET), name
         assert not _allowed(name, action, BUCKET, "datasets/x"), name
+    # Only the backup lists and deletes (its retention), and only under backups/.
+    for key in ALL_KEYS:
+        deletes = _allowed(name, "s3:DeleteObject", BUCKET, key)
+        assert deletes == (name == "backup" and key in BACKUP_KEYS), f"{name} deletes {key}"
+    assert _allowed(name, "s3:ListBucket", BUCKET, prefix="backups/mlops/") == (name == "backup")
+    assert not _allowed(name, "s3:ListBucket", BUCKET, prefix="datasets/")
     assert not _allowed(name, "s3:GetObject", MLFLOW_BUCKET, "artifacts/x"), name

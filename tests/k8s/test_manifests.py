@@ -226,7 +226,7 @@ def test_every_job_has_a_pod_failure_policy(item: Doc) -> None:
         "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }, f"{item}: an evicted or preempted pod is replaced without counting"
-    (container,) = containers(item)
+    (container,) = pod_template(item)["spec"]["containers"]  # init containers: retried
     fail_job = [r for r in rules if r["action"] == "FailJob"]
     assert len(fail_job) == 1 and len(rules) == 2, item
     codes = fail_job[0]["onExitCodes"]

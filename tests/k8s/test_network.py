@@ -38,6 +38,7 @@ EGRESS = {
     "mlops-daily": {DNS, "postgres", API},
     "mlops-serve": {DNS, "mlflow"},
     "mlops-dashboard": {DNS, "postgres", "minio", "mlflow", API},
+    "mlops-backup": {DNS, "postgres", "minio"},
 }
 PORTS = {"postgres": 5432, "minio": 9000, "mlflow": 5000}
 

@@ -154,16 +154,16 @@ def test_the_rest_client_reads_what_mlflows_client_reads(
         )
 
 
-def test_a_refused_login_is_a_registry_error_not_a_missing_champion(
+def test_a_refused_login_is_a_setting_to_fix_not_a_missing_champion(
     trained: Trained, auth_server: AuthServer
 ) -> None:
-    from mlops.errors import ModelError
+    from mlops.errors import ConfigError
     from mlops.serving.registry import connect
 
     env = auth_server.env(MLFLOW_TRACKING_PASSWORD="wrong")
     with mock.patch.dict(os.environ, env):
         settings = trained.settings(MLFLOW_TRACKING_URI=auth_server.url)
-        with pytest.raises(ModelError, match="registry could not be read"):
+        with pytest.raises(ConfigError, match=r"refused the login \(HTTP 401 on /api/2.0/mlflow/"):
             connect(settings).champion(settings.model_name, settings.champion_alias)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 
-from conftest import run_in_process
+from conftest import clean_environ, run_in_process
 from mlops import market_calendar as cal
 from mlops.db.schema import datasets, monitoring_metrics, orders
 from mlops.monitoring import stage as monitor
@@ -55,31 +57,37 @@ def test_early_closes_end_the_session_at_13_00():
     assert cal.latest_completed_session(datetime(2017, 6, 3, 12, tzinfo=UTC)) == date(2017, 6, 2)
 
 
-def test_data_prep_publishes_nothing_for_a_holiday(make_settings, tmp_path, subprocess_env):
-    """`mlops data-prep --as-of 2017-07-04`: exit 0, says closed, no dataset for that day."""
-    env = subprocess_env(MLOPS_HOME=str(tmp_path))
+@pytest.fixture(scope="module")
+def migrated_home(tmp_path_factory) -> dict[str, str]:
+    env = clean_environ({"MLOPS_HOME": str(tmp_path_factory.mktemp("closed-days"))})
     assert run_in_process(env, "migrate").returncode == 0
-    done = run_in_process(env, "data-prep", "--as-of", "2017-07-04")
-    assert done.returncode == 0, done.stderr
-    start = done.stdout.rfind("\n{\n")  # the result follows the log lines
-    result = json.loads(done.stdout[start + 1 :] if start >= 0 else done.stdout)
-    assert result["version"] is None and "July 4th" in result["market_closed"]
-    assert "no dataset is published" in done.stdout + done.stderr
-    ctx = make_ctx(make_settings, tmp_path)
-    assert count(ctx, datasets) == 0
+    return env
 
 
-def test_batch_infer_scores_nothing_on_a_weekend_and_says_so(tmp_path, subprocess_env):
-    """No dataset exists for a Saturday by design: exit 0 with the reason, not exit 3
-    asking for a data prep that would publish nothing.
-    """
-    env = subprocess_env(MLOPS_HOME=str(tmp_path))
-    assert run_in_process(env, "migrate").returncode == 0
-    done = run_in_process(env, "batch-infer", "--as-of", "2017-06-03")
+def _closed_reasons(command: str, result: Any, log: str) -> list[str]:
+    if command == "train --all":
+        return [model["market_closed"] for model in result["models"]]
+    if command == "daily":  # its result lists the Jobs it ran: none; the log says why
+        assert result == []
+        return re.findall(r"\d{4}-\d\d-\d\d was .*: the NYSE was closed", log)
+    return [result["market_closed"]]
+
+
+@pytest.mark.parametrize("day", [date(2017, 6, 3), JULY_4])
+@pytest.mark.parametrize(
+    "command", ["data-prep", "train", "train --all", "batch-infer", "trade", "monitor", "daily"]
+)
+def test_every_stage_does_nothing_on_a_closed_day_and_says_so(migrated_home, command, day):
+    """No dataset exists for a Saturday or a holiday by design: every stage exits 0 with
+    the reason as ``market_closed`` (the daily run: no Job, the reason in its log), not
+    exit 3 asking for a data prep that would publish nothing (batch-infer and train did)."""
+    done = run_in_process(migrated_home, *command.split(), "--as-of", day.isoformat())
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert "2017-06-03" in result["market_closed"] and result["new_rows"] == 0
-    assert "nothing to score" in done.stderr
+    reasons = _closed_reasons(command, json.loads(done.stdout), done.stderr)
+    assert reasons and all(
+        r.startswith(f"{day} was ") and r.endswith(": the NYSE was closed") for r in reasons
+    ), reasons
+    assert "error" not in done.stderr.lower()
 
 
 def test_trade_and_monitor_do_nothing_on_thanksgiving(make_settings, tmp_path):
@@ -89,6 +97,7 @@ def test_trade_and_monitor_do_nothing_on_thanksgiving(make_settings, tmp_path):
     watched = monitor.run(ctx, as_of=THANKSGIVING)
     assert "Thanksgiving" in watched.market_closed and watched.evaluated == 0
     assert count(ctx, orders) == 0 and count(ctx, monitoring_metrics) == 0
+    assert count(ctx, datasets) == 0
 
 
 def test_daily_creates_no_job_on_a_holiday():

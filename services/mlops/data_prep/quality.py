@@ -2,7 +2,9 @@
 
 Per row (quarantined, with the reason for each row): the date parses and is not after
 today (a bar from the future is a typo or a bad feed, and would make the whole dataset
-"as of" that day), the symbol is set, prices are present and positive, volume is present
+"as of" that day), the symbol is set and is a ticker (``mlops.symbols``: the rule the
+database's symbol columns hold; ``../../EVIL`` or a quote never reaches a key, a query or
+an order), prices are present and positive, volume is present
 and not negative, high is at least max(open, close), low at most min(open, close), and
 (symbol, date) is not duplicated (every copy is quarantined: there is no telling which
 one is right), and, for a symbol that carries adjusted closes, the row has one (positive).
@@ -45,6 +47,7 @@ import pandas as pd
 from mlops.data_prep.bars import ADJUSTED_CLOSE, PRICE_COLUMNS
 from mlops.data_prep.splits import SPLITS, Split, back_adjust, match_splits
 from mlops.errors import DataError
+from mlops.symbols import NOT_A_SYMBOL, is_symbol
 
 
 @dataclass
@@ -88,6 +91,7 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
     volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
     no_date = bars["date"].isna().to_numpy(dtype=bool)
     symbol = bars["symbol"]
+    no_symbol = (symbol.isna() | (symbol.fillna("") == "")).to_numpy(dtype=bool)
     future = np.zeros(len(bars), dtype=bool)
     if latest is not None:
         future = (bars["date"] > latest).fillna(False).to_numpy(dtype=bool)
@@ -95,7 +99,8 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
         rules: list[tuple[str, np.ndarray]] = [
             ("date does not parse", no_date),
             (f"date is after today ({latest:%Y-%m-%d})" if latest is not None else "", future),
-            ("symbol is empty", (symbol.isna() | (symbol.fillna("") == "")).to_numpy(dtype=bool)),
+            ("symbol is empty", no_symbol),
+            (NOT_A_SYMBOL, _not_symbols(symbol) & ~no_symbol),
             ("a price is missing", np.isnan(prices).any(axis=1)),
             ("a price is not positive", (prices <= 0).any(axis=1)),
             ("volume is missing or negative", np.isnan(volume) | (volume < 0)),
@@ -112,6 +117,13 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
         if hit.any():
             reasons[hit] = np.where(reasons[hit] == "", text, reasons[hit] + "; " + text)
     return pd.Series(reasons, index=bars.index, name="reason")
+
+
+def _not_symbols(symbol: pd.Series) -> np.ndarray:
+    """True where the symbol breaks ``mlops.symbols``' rule (each distinct value checked once)."""
+    codes, uniques = pd.factorize(symbol)  # a missing symbol is -1: the last entry, False
+    bad = np.array([not is_symbol(str(u)) for u in uniques] + [False], dtype=bool)
+    return bad[codes]
 
 
 def sort_by_symbol_and_date(frame: pd.DataFrame) -> pd.DataFrame:

@@ -100,8 +100,9 @@ class _Timer:
 
 def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> DataPrepResult:
     """Load, check, featurize and publish the bars known on ``as_of`` (default: all)."""
-    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
-        log.info("%s: no dataset is published for it.", closed)
+    if as_of is not None and (
+        closed := market_calendar.closed_day(as_of, "no dataset is published for it")
+    ):
         return DataPrepResult(None, as_of, 0, [], 0, False, market_closed=closed)
     settings = ctx.settings
     shard = Shard.from_settings(settings)

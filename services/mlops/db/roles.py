@@ -12,7 +12,9 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 - ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
   table and writes only the audit of its actions (``model_actions``) and the kill switch
   (``trading_halts``);
-- ``mlops_reader`` reads every table and writes none (for people: psql, notebooks).
+- ``mlops_reader`` reads every table and writes none (for people: psql, notebooks);
+- ``mlops_backup`` reads every table and the sequences' positions, what ``pg_dump`` needs
+  (``mlops backup``, the backup CronJob), and writes none.
 
 The passwords come from files, one per role named after it, in the folder
 ``DB_ROLE_PASSWORDS_DIR`` (in the cluster: the Secret's keys mounted into the migrate
@@ -83,7 +85,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "trading_halts": WRITE,
     },
     "mlops_reader": {name: READ for name in metadata.tables},
+    "mlops_backup": {name: READ for name in metadata.tables},
 }
+# Roles that also read every sequence's position (pg_dump saves them with the rows).
+SEQUENCE_READERS = frozenset({"mlops_backup"})
 
 
 def writes(role: str) -> bool:
@@ -170,6 +175,8 @@ def _apply(conn: Connection, role: str, password: str) -> None:
     conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}")
     conn.exec_driver_sql(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {name}")
     conn.exec_driver_sql(f"GRANT SELECT ON {quote(VERSION_TABLE)} TO {name}")
+    if role in SEQUENCE_READERS:
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}")
     for table, privileges in ROLES[role].items():
         conn.exec_driver_sql(f"GRANT {', '.join(privileges)} ON {quote(table)} TO {name}")
         if "INSERT" in privileges:

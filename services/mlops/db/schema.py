@@ -21,6 +21,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from mlops.symbols import SYMBOL_MAX_LENGTH  # the data prep's rule fits these columns
+
 metadata = MetaData()
 
 stage_runs = Table(
@@ -63,7 +65,7 @@ predictions = Table(
     "predictions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("symbol", String(16), nullable=False),
+    Column("symbol", String(SYMBOL_MAX_LENGTH), nullable=False),
     Column("prediction_date", Date, nullable=False, index=True),
     Column("model_name", String(128), nullable=False),
     Column("model_version", String(32), nullable=False),
@@ -84,7 +86,7 @@ trade_decisions = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("decision_date", Date, nullable=False, index=True),
-    Column("symbol", String(16), nullable=False),
+    Column("symbol", String(SYMBOL_MAX_LENGTH), nullable=False),
     Column("action", String(8), nullable=False),
     Column("quantity", Float, nullable=False),
     Column("expected_change", Float, nullable=True),
@@ -105,7 +107,7 @@ orders = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("client_order_id", String(64), nullable=False, unique=True),
     Column("decision_date", Date, nullable=False, index=True),
-    Column("symbol", String(16), nullable=False),
+    Column("symbol", String(SYMBOL_MAX_LENGTH), nullable=False),
     Column("side", String(4), nullable=False),
     Column("quantity", Float, nullable=False),
     Column("broker", String(16), nullable=False),
@@ -209,7 +211,7 @@ monitoring_metrics = Table(
     Column("metric_date", Date, nullable=False, index=True),
     Column("model_name", String(128), nullable=False),
     Column("model_version", String(32), nullable=False),
-    Column("symbol", String(16), nullable=False),
+    Column("symbol", String(SYMBOL_MAX_LENGTH), nullable=False),
     Column("metric", String(32), nullable=False),
     Column("value", Float, nullable=True),
     Column("window_days", Integer, nullable=False),

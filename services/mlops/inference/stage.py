@@ -134,8 +134,7 @@ def run(
     """Score the dataset published for ``as_of`` (never an older one unless allowed); on a
     day the market is closed, nothing (data prep publishes no dataset for it either).
     """
-    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
-        log.info("%s: nothing to score.", closed)
+    if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to score")):
         name = ctx.settings.model_name
         return BatchInferResult(as_of, name, "", "", [], [], 0, "", market_closed=closed)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)

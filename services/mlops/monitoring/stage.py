@@ -145,8 +145,7 @@ def run(
     ctx: Context, as_of: date | None = None, *, allow_older_dataset: bool = False
 ) -> MonitorResult:
     """Monitor as of the dataset published for ``as_of`` (never an older one unless allowed)."""
-    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
-        log.info("%s: nothing to monitor.", closed)
+    if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to monitor")):
         return MonitorResult(as_of, None, 0, {}, None, False, market_closed=closed)
     settings = ctx.settings
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)

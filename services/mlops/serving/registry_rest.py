@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from mlops.contracts.models import MISSING_CODES, ModelRef
-from mlops.errors import ModelError
+from mlops.errors import ModelError, login_refused, not_mlflow
 from mlops.settings import Settings
 
 API = "/api/2.0/mlflow"
@@ -175,6 +175,11 @@ class RegistryRest:
             return response
         code, message = _error(response)
         response.close()
+        if response.status_code in (401, 403):
+            raise login_refused(response.status_code, what)
+        # MLflow answers its REST routes' errors in JSON: a 4xx without it is another server.
+        if code is None and 400 <= response.status_code < 500 and what.startswith(f"{API}/"):
+            raise not_mlflow(message, what, self.base)
         if response.status_code == 404 or code in MISSING_CODES:
             raise NotFound(f"{what}: {message}")
         raise ModelError(f"The MLflow registry could not be read: {message} ({what}).")

@@ -148,8 +148,7 @@ def run(
     not traded: the result says why, and the run succeeds (orders of it still waiting
     to be sent are an error as on any day).
     """
-    if as_of is not None and (closed := market_calendar.closed_reason(as_of)):
-        log.info("%s: nothing to trade.", closed)
+    if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to trade")):
         return TradeResult(as_of, ctx.settings.broker, None, {}, market_closed=closed)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     _, bars = datasets.load(ctx.store, version)

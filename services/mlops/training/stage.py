@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, insert, select, update
 
-from mlops import alerts, runs, tracking
+from mlops import alerts, market_calendar, runs, tracking
 from mlops.context import Context
 from mlops.contracts import catalog, datasets
 from mlops.contracts.columns import TARGET_COLUMN
@@ -124,6 +124,14 @@ class TrainResult:
     dm_p_value_champion: float | None = None
     challenger: bool = False  # not promoted, beats the naive forecast: alias challenger
     already_trained: bool = False  # a run with the same key had registered this version
+    market_closed: str | None = None  # why nothing was trained: not a trading session
+
+
+def _closed_result(name: str, closed: str) -> TrainResult:
+    """What training answers for a day the market was closed: nothing trained."""
+    return TrainResult(
+        "", name, "", "", False, "nothing trained", None, {}, {}, None, market_closed=closed
+    )
 
 
 @dataclass
@@ -201,6 +209,10 @@ def run(
     """
     settings = ctx.settings
     name = model or settings.model_name
+    if as_of is not None and (
+        closed := market_calendar.closed_day(as_of, f"{name} is not trained")
+    ):
+        return _closed_result(name, closed)
     spec = catalog.spec(settings, name)  # these fail before anything is written
     config = load_model_config(settings, spec.config_path)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
@@ -269,6 +281,8 @@ def run_all(
     Each is tried whatever happened to the others; when any failed, one error names them
     all (of the first failure's class, so its exit code), carrying the others' results.
     """
+    if as_of is not None and (closed := market_calendar.closed_day(as_of, "no model is trained")):
+        return [_closed_result(name, closed) for name in catalog.model_names(ctx.settings)]
     results: list[TrainResult] = []
     failures: dict[str, BaseException] = {}
     for name in catalog.model_names(ctx.settings):
