@@ -142,7 +142,7 @@ def test_each_credential_is_the_one_its_user_was_created_with(pair) -> None:
 def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() -> None:
     (serve,) = containers(doc("Deployment", "mlops-serve"))
     keys_used = {secret_key(e) for e in env_of(serve).values()} - {None}
-    assert keys_used == {"MLFLOW_READER_PASSWORD", "SERVE_API_TOKEN"}
+    assert keys_used == {"MLFLOW_READER_PASSWORD", "SERVE_API_TOKEN", "SERVE_ADMIN_TOKEN"}
     assert not secret_volume_items(doc("Deployment", "mlops-serve"))
     (dash,) = containers(doc("Deployment", "mlops-dashboard"))
     keys_used = {secret_key(e) for e in env_of(dash).values()} - {None}
