@@ -179,6 +179,11 @@ class Settings(BaseSettings):
 
     # Trading.
     broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")
+    # How long an order is good for at the broker: day (from the next open to the close;
+    # sent after the close, it joins the next session's first trades) or opg (the opening
+    # auction only: the open the backtest fills at; Alpaca takes it from 19:00 to 9:28 New
+    # York time). docs/trading.md, "Execution".
+    trade_time_in_force: Literal["day", "opg"] = Field(default="day", alias="TRADE_TIME_IN_FORCE")
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
     # The rule (docs/trading.md): threshold buys the best forecast at or past
     # TRADE_THRESHOLD and sells held positions forecast to fall past it; rotation also

@@ -40,6 +40,26 @@ def order_row(ctx):
     return row
 
 
+@pytest.mark.parametrize("time_in_force", ["day", "opg"])
+def test_orders_are_good_for_the_time_in_force_setting(
+    make_settings, tmp_path, fake, time_in_force
+):
+    """TRADE_TIME_IN_FORCE reaches Alpaca as alpaca-py sends it (day by default)."""
+    env = {} if time_in_force == "day" else {"TRADE_TIME_IN_FORCE": time_in_force}
+    ctx = alpaca_ctx(make_settings, tmp_path, fake, **env)
+    predict(ctx, DAY1, BUY_GOOGL)
+    assert trade.run(ctx, as_of=DAY1).orders_placed
+    (order,) = fake.orders.values()
+    assert (order["symbol"], order["time_in_force"]) == ("GOOGL", time_in_force)
+
+
+def test_an_unknown_time_in_force_is_a_configuration_error(make_settings, tmp_path):
+    from mlops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TRADE_TIME_IN_FORCE"):
+        make_settings(tmp_path, TRADE_TIME_IN_FORCE="gtc")
+
+
 def test_orders_go_over_http_once_and_fills_are_synced(make_settings, tmp_path, fake):
     ctx = alpaca_ctx(make_settings, tmp_path, fake)
     predict(ctx, DAY1, BUY_GOOGL)

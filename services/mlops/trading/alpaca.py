@@ -152,7 +152,8 @@ class AlpacaBroker:
         last = "no attempt made"
         for attempt in range(1, attempts + 1):
             try:
-                return _update(self.client.submit_order(_request(order)))
+                request = _request(order, self.settings.trade_time_in_force)
+                return _update(self.client.submit_order(request))
             except APIError as exc:
                 status = exc.status_code
                 last = _message(exc)
@@ -318,7 +319,9 @@ def _make_client(settings: Settings) -> Any:
     return client
 
 
-def _request(order: PendingOrder) -> Any:
+def _request(order: PendingOrder, time_in_force: str = "day") -> Any:
+    """A market order, good for the day (``day``) or for the opening auction (``opg``,
+    ``TRADE_TIME_IN_FORCE``; docs/trading.md says when each fits)."""
     from alpaca.trading.enums import OrderSide, TimeInForce
     from alpaca.trading.requests import MarketOrderRequest
 
@@ -326,7 +329,7 @@ def _request(order: PendingOrder) -> Any:
         symbol=order.symbol,
         qty=order.quantity,
         side=OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL,
-        time_in_force=TimeInForce.DAY,
+        time_in_force=TimeInForce(time_in_force),
         client_order_id=order.client_order_id,
     )
 
