@@ -1,0 +1,168 @@
+"""The direction classifier's portable export gives LudwigModel.predict's probabilities
+(inputs under zscore, minmax, iq and no normalisation, a hidden layer), and is served and
+scored where neither torch nor Ludwig can be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.trained_model import (
+    CLASSIFIER,
+    CLASSIFIER_ALIAS,
+    CLASSIFIER_INPUTS,
+    CLASSIFIER_NORMALIZATIONS,
+    Trained,
+)
+from mlops.contracts.portable import PortablePredictor
+from mlops.contracts.predictor import FastPredictor
+
+pytestmark = pytest.mark.slow
+
+# The portable export equals LudwigModel.predict within this (as training checks it).
+PORTABLE_ATOL = 1e-6
+_BLOCK = "import sys\nfor _name in ('torch', 'ludwig', 'talib'):\n    sys.modules[_name] = None\n"
+
+
+def _ludwig_probabilities(trained: Trained, frame: pd.DataFrame) -> np.ndarray:
+    from ludwig.api import LudwigModel
+
+    model = LudwigModel.load(
+        str(trained.classifier_dir / "model"), backend="local", logging_level=logging.ERROR
+    )
+    predictions, _ = model.predict(frame[CLASSIFIER_INPUTS].reset_index(drop=True))
+    return predictions["next_up_probabilities_True"].to_numpy(dtype="float64")
+
+
+def test_the_export_gives_ludwigs_probabilities_under_every_normalisation(trained) -> None:
+    folder = trained.classifier_dir / "portable"
+    spec = json.loads((folder / "portable.json").read_text())
+    assert (spec["version"], spec["output"]) == (2, "binary")
+    assert {i["name"]: i["norm"]["kind"] for i in spec["inputs"] if i["type"] == "number"} == (
+        CLASSIFIER_NORMALIZATIONS
+    )
+    assert len(spec["combiner"]) == 1  # the hidden layer
+    frame = trained.frame  # warm-up rows included: their missing values take the fill
+    assert frame[CLASSIFIER_INPUTS].isna().any(axis=None)
+    expected = _ludwig_probabilities(trained, frame)
+    assert ((expected > 0) & (expected < 1)).all() and expected.std() > 0
+    portable = PortablePredictor.from_dir(folder)
+    np.testing.assert_allclose(portable.predict_frame(frame), expected, rtol=0, atol=PORTABLE_ATOL)
+    fast = FastPredictor.from_dir(trained.classifier_dir)
+    np.testing.assert_allclose(fast.predict_frame(frame), expected, rtol=0, atol=PORTABLE_ATOL)
+    records = frame[CLASSIFIER_INPUTS].head(10).to_dict("records")  # the small-list path
+    np.testing.assert_allclose(
+        portable.predict_records(records), expected[:10], rtol=0, atol=PORTABLE_ATOL
+    )
+
+
+def test_a_version_1_reader_refuses_a_classifiers_export(trained, tmp_path) -> None:
+    import shutil
+
+    from mlops.contracts.portable import UnsupportedModelError
+
+    folder = shutil.copytree(trained.classifier_dir / "portable", tmp_path / "portable")
+    spec = json.loads((folder / "portable.json").read_text())
+    (folder / "portable.json").write_text(json.dumps({**spec, "version": 3}))
+    with pytest.raises(UnsupportedModelError, match="is not mlops-portable v1 or v2"):
+        PortablePredictor.from_dir(folder)
+
+
+def test_serve_answers_the_probability_and_class_without_torch_or_ludwig(
+    trained, subprocess_env
+) -> None:
+    rows = trained.scorable.tail(4).reset_index(drop=True)
+    code = (
+        _BLOCK + "sys.modules['pyarrow'] = None\n" + "import json, time\n"
+        "from fastapi.testclient import TestClient\n"
+        "from mlops.serving.app import create_app\n"
+        "from mlops.settings import load_settings\n"
+        "records = json.loads(sys.stdin.read())\n"
+        "with TestClient(create_app(load_settings())) as client:\n"
+        "    deadline = time.monotonic() + 300\n"
+        "    while client.get('/readyz').status_code != 200:\n"
+        "        assert time.monotonic() < deadline, client.get('/readyz').text\n"
+        "        time.sleep(0.1)\n"
+        "    answer = client.post('/predict', json=records)\n"
+        "    form = client.post('/predict', data=records[0])\n"
+        "print(json.dumps({'status': answer.status_code, 'body': answer.json(),\n"
+        "    'form': form.json(), 'heavy': sorted(m for m in ('torch', 'ludwig')\n"
+        "    if sys.modules.get(m) is not None)}))\n"
+    )
+    env = subprocess_env(
+        MLOPS_HOME=str(trained.home),
+        MODEL_NAME=CLASSIFIER,
+        CHAMPION_ALIAS=CLASSIFIER_ALIAS,
+        SERVE_POLL_SECONDS="0.2",
+    )
+    # No close: a classifier predicts no price, so it does not need one.
+    records = rows[CLASSIFIER_INPUTS].to_json(orient="records")
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=records,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["status"] == 200, out
+    assert out["heavy"] == []
+    expected = _ludwig_probabilities(trained, rows)
+    answers = out["body"]["predictions"]
+    np.testing.assert_allclose(
+        [a["probability"] for a in answers], expected, rtol=0, atol=PORTABLE_ATOL
+    )
+    assert [a["predicted_class"] for a in answers] == (expected >= 0.5).tolist()
+    assert [a["next_up_predictions"] for a in answers] == (expected >= 0.5).tolist()
+    assert out["form"]["probability"] == pytest.approx(expected[0], abs=PORTABLE_ATOL)
+    assert "predicted_close" not in answers[0] and "predicted_close" not in out["form"]
+
+
+def test_batch_infer_stores_the_probability_without_torch_or_ludwig(
+    trained, subprocess_env, tmp_path
+) -> None:
+    import shutil
+
+    from sqlalchemy import create_engine, select
+
+    from mlops.db.schema import predictions
+
+    database = tmp_path / "mlops.db"  # a copy: the rows written here stay out of the others'
+    shutil.copy(trained.home / "mlops.db", database)
+    code = _BLOCK + (
+        "from mlops.cli import main\n"
+        "sys.argv = ['mlops', 'batch-infer', '--as-of', '2017-05-31']\n"
+        "main()\n"
+    )
+    env = subprocess_env(
+        MLOPS_HOME=str(trained.home),
+        DATABASE_URL=f"sqlite:///{database}",
+        MODEL_NAME=CLASSIFIER,
+        CHAMPION_ALIAS=CLASSIFIER_ALIAS,
+        LOG_LEVEL="WARNING",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as conn:
+        rows = pd.read_sql(
+            select(predictions).where(predictions.c.model_name == CLASSIFIER), conn
+        ).sort_values("symbol")
+    engine.dispose()
+    assert len(rows) == 5 and set(rows["score_kind"]) == {"probability"}
+    assert rows["predicted_close"].isna().all() and rows["expected_change"].isna().all()
+    last_day = trained.scorable[trained.scorable["date"] == trained.scorable["date"].max()]
+    expected = _ludwig_probabilities(trained, last_day.sort_values("symbol"))
+    np.testing.assert_allclose(rows["score"].to_numpy(), expected, rtol=0, atol=PORTABLE_ATOL)
