@@ -306,6 +306,10 @@ class Scores:
     score: np.ndarray
     predicted_close: np.ndarray | None
 
+    def predicted_or_score(self) -> np.ndarray:
+        """The predicted close; a classifier's probability (it predicts no close)."""
+        return self.score if self.predicted_close is None else self.predicted_close
+
 
 def predict_scores(model: Any, frame: pd.DataFrame) -> Scores:
     """The model's output for each row of ``frame``, its kind, and (regressors) the close."""
