@@ -62,6 +62,9 @@ CHAMPION_STACK_TAG = "mlops_champion_stack"
 #   forecast's (``mape``; a direction classifier's ``log_loss``; none on older versions:
 #   ``mape``), which a manual promotion compares too;
 PROMOTION_METRIC_TAG = "promotion_metric"
+# - version tag ``train_up_rate``: a direction classifier's training window's share of
+#   rises, the base-rate classifier monitoring compares it with;
+TRAIN_UP_RATE_TAG = "train_up_rate"
 PROMOTION_TAG = "promotion"
 PROMOTION_DECISION_TAG = "promotion_reason"
 PROMOTED_BY_TAG = "mlops_promoted_by"

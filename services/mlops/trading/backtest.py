@@ -152,7 +152,9 @@ def run(
     window = window.reset_index(drop=True)
     predicted = served.on(window) if served is not None else _predict(predictor, window)
     rules = rules_from(ctx.settings)
-    probability = predictor is not None and is_classifier(predictor.target)
+    # A direction classifier's forecasts are probabilities (a stand-in without a target:
+    # predicted closes).
+    probability = is_classifier(str(getattr(predictor, "target", "")))
     comparison = compare(window, predicted, rules, probability=probability)
     key = _key(version, label, first, last, rules)
     days = comparison.market.days

@@ -60,6 +60,7 @@ from mlops.contracts.models import (
     MODEL_ARTIFACT_PATH,
     PROMOTED_BY_TAG,
     PROMOTION_METRIC_TAG,
+    TRAIN_UP_RATE_TAG,
     Lineage,
     ModelRef,
     champion,
@@ -861,6 +862,9 @@ def _version_tags(name: str, evaluation: _Evaluation) -> dict[str, str]:
         if metric in evaluation.baseline:
             figures[f"baseline_holdout_{metric}"] = evaluation.baseline[metric]
     figures.update({k: v for k, v in evaluation.tests.items() if k.startswith("dm_p_value_")})
+    train = evaluation.per_split.get("train", {})
+    if "up_rate" in train and "log_loss" in holdout:  # a classifier's base rate
+        figures[TRAIN_UP_RATE_TAG] = train["up_rate"]
     return {
         "model_name": name,
         **{k: f"{v:.6g}" if k.startswith("dm_") else f"{v:.6f}" for k, v in figures.items()},
