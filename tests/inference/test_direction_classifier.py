@@ -1,6 +1,7 @@
 """The direction classifier's portable export gives LudwigModel.predict's probabilities
-(inputs under zscore, minmax, iq and no normalisation, a hidden layer), and is served and
-scored where neither torch nor Ludwig can be imported.
+(inputs under zscore, minmax, iq and no normalisation, a hidden layer), and is scored and
+served where neither torch nor Ludwig can be imported (as in the batch-infer and serve
+images).
 """
 
 from __future__ import annotations
@@ -75,12 +76,29 @@ def test_a_version_1_reader_refuses_a_classifiers_export(trained, tmp_path) -> N
         PortablePredictor.from_dir(folder)
 
 
-def test_serve_answers_the_probability_and_class_without_torch_or_ludwig(
-    trained, subprocess_env
+def test_batch_infer_stores_and_serve_answers_the_probability_without_torch_or_ludwig(
+    trained, subprocess_env, tmp_path
 ) -> None:
+    """One process where torch, Ludwig, TA-Lib and pyarrow cannot be imported: batch-infer
+    stores the classifier champion's probabilities, then the server answers them.
+    """
+    import shutil
+
+    from sqlalchemy import create_engine, select
+
+    from mlops.db.schema import predictions
+
+    database = tmp_path / "mlops.db"  # a copy: the rows written here stay out of the others'
+    shutil.copy(trained.home / "mlops.db", database)
     rows = trained.scorable.tail(4).reset_index(drop=True)
-    code = (
-        _BLOCK + "sys.modules['pyarrow'] = None\n" + "import json, time\n"
+    code = _BLOCK + (
+        "import json, time\n"
+        "from mlops.cli import main\n"
+        "try:\n"
+        "    main(['batch-infer', '--as-of', '2017-05-31'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "sys.modules['pyarrow'] = None  # the serve image has none\n"
         "from fastapi.testclient import TestClient\n"
         "from mlops.serving.app import create_app\n"
         "from mlops.settings import load_settings\n"
@@ -98,15 +116,16 @@ def test_serve_answers_the_probability_and_class_without_torch_or_ludwig(
     )
     env = subprocess_env(
         MLOPS_HOME=str(trained.home),
+        DATABASE_URL=f"sqlite:///{database}",
         MODEL_NAME=CLASSIFIER,
         CHAMPION_ALIAS=CLASSIFIER_ALIAS,
         SERVE_POLL_SECONDS="0.2",
+        LOG_LEVEL="WARNING",
     )
-    # No close: a classifier predicts no price, so it does not need one.
-    records = rows[CLASSIFIER_INPUTS].to_json(orient="records")
+    # No close in the records: a classifier predicts no price, so it needs none.
     result = subprocess.run(
         [sys.executable, "-c", code],
-        input=records,
+        input=rows[CLASSIFIER_INPUTS].to_json(orient="records"),
         capture_output=True,
         text=True,
         env=env,
@@ -115,8 +134,23 @@ def test_serve_answers_the_probability_and_class_without_torch_or_ludwig(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["status"] == 200, out
     assert out["heavy"] == []
+
+    # batch-infer: the probability and its kind, no close nor change.
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as conn:
+        stored = pd.read_sql(
+            select(predictions).where(predictions.c.model_name == CLASSIFIER), conn
+        ).sort_values("symbol")
+    engine.dispose()
+    assert len(stored) == 5 and set(stored["score_kind"]) == {"probability"}
+    assert stored["predicted_close"].isna().all() and stored["expected_change"].isna().all()
+    last_day = trained.scorable[trained.scorable["date"] == trained.scorable["date"].max()]
+    expected = _ludwig_probabilities(trained, last_day.sort_values("symbol"))
+    np.testing.assert_allclose(stored["score"].to_numpy(), expected, rtol=0, atol=PORTABLE_ATOL)
+
+    # /predict: the probability and the predicted class (Ludwig's names too).
+    assert out["status"] == 200, out
     expected = _ludwig_probabilities(trained, rows)
     answers = out["body"]["predictions"]
     np.testing.assert_allclose(
@@ -126,43 +160,3 @@ def test_serve_answers_the_probability_and_class_without_torch_or_ludwig(
     assert [a["next_up_predictions"] for a in answers] == (expected >= 0.5).tolist()
     assert out["form"]["probability"] == pytest.approx(expected[0], abs=PORTABLE_ATOL)
     assert "predicted_close" not in answers[0] and "predicted_close" not in out["form"]
-
-
-def test_batch_infer_stores_the_probability_without_torch_or_ludwig(
-    trained, subprocess_env, tmp_path
-) -> None:
-    import shutil
-
-    from sqlalchemy import create_engine, select
-
-    from mlops.db.schema import predictions
-
-    database = tmp_path / "mlops.db"  # a copy: the rows written here stay out of the others'
-    shutil.copy(trained.home / "mlops.db", database)
-    code = _BLOCK + (
-        "from mlops.cli import main\n"
-        "sys.argv = ['mlops', 'batch-infer', '--as-of', '2017-05-31']\n"
-        "main()\n"
-    )
-    env = subprocess_env(
-        MLOPS_HOME=str(trained.home),
-        DATABASE_URL=f"sqlite:///{database}",
-        MODEL_NAME=CLASSIFIER,
-        CHAMPION_ALIAS=CLASSIFIER_ALIAS,
-        LOG_LEVEL="WARNING",
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    engine = create_engine(f"sqlite:///{database}")
-    with engine.connect() as conn:
-        rows = pd.read_sql(
-            select(predictions).where(predictions.c.model_name == CLASSIFIER), conn
-        ).sort_values("symbol")
-    engine.dispose()
-    assert len(rows) == 5 and set(rows["score_kind"]) == {"probability"}
-    assert rows["predicted_close"].isna().all() and rows["expected_change"].isna().all()
-    last_day = trained.scorable[trained.scorable["date"] == trained.scorable["date"].max()]
-    expected = _ludwig_probabilities(trained, last_day.sort_values("symbol"))
-    np.testing.assert_allclose(rows["score"].to_numpy(), expected, rtol=0, atol=PORTABLE_ATOL)
