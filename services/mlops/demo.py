@@ -6,7 +6,10 @@ stages in order, then, when the retrain rule says so, a training of every catalo
 that is not paused: ``mlops models pause`` holds one back). Every stage is the same
 function its Kubernetes Job runs; the stages are called in process instead of as Jobs.
 The summary ends with one line per model: its champion and challenger, the champion's
-holdout MAPE against the naive forecast's, its Diebold-Mariano p-values and its live MAPE.
+holdout MAPE against the naive forecast's, its Diebold-Mariano p-values and its live MAPE;
+for the direction classifier (``stock-direction``, scored in shadow when it has a
+champion or a challenger), its log loss, accuracy and AUC against the base-rate
+classifier's, on its holdout and live.
 """
 
 from __future__ import annotations
@@ -198,14 +201,25 @@ def scheduled_training(ctx: Context, train: Callable[[str], Any]) -> list[tuple[
 
 
 def _training_row(day: date, result: Any) -> dict[str, Any]:
+    """A training's figures: MAPE against the naive forecast's, or a direction classifier's
+    log loss (its gate's metric), accuracy and AUC against the base rate's.
+    """
+    holdout, baseline = result.holdout, result.baseline
+    champion = result.champion_holdout or {}
     return {
         "model": result.model_name,
         "as_of": day.isoformat(),
         "version": result.model_version,
         "promoted": result.promoted,
-        "holdout_mape": result.holdout["mape"],
-        "baseline_mape": result.baseline["mape"],
-        "champion_mape": (result.champion_holdout or {}).get("mape"),
+        "holdout_mape": holdout.get("mape"),
+        "baseline_mape": baseline.get("mape"),
+        "champion_mape": champion.get("mape"),
+        "holdout_log_loss": holdout.get("log_loss"),
+        "baseline_log_loss": baseline.get("log_loss"),
+        "champion_log_loss": champion.get("log_loss"),
+        "holdout_accuracy": holdout.get("accuracy"),
+        "baseline_accuracy": baseline.get("accuracy"),
+        "holdout_auc": holdout.get("auc"),
         "reason": result.reason,
     }
 
@@ -307,9 +321,29 @@ def model_table(ctx: Context) -> list[dict[str, Any]]:
                 "live_mape": shown.live.get("mape") if shown else None,
                 "live_naive_mape": shown.live.get("naive_mape") if shown else None,
                 "live_dm_p_naive": shown.live.get("dm_p_naive") if shown else None,
+                **_classifier_cells(shown),
             }
         )
     return table
+
+
+def _classifier_cells(shown: Any) -> dict[str, float | None]:
+    """A direction classifier's accuracy and AUC (and log loss) against the base rate's,
+    on its holdout and live (None for a regressor, or where there is no such figure).
+    """
+    holdout = shown.holdout if shown else {}
+    live = shown.live if shown else {}
+    return {
+        "holdout_log_loss": holdout.get("holdout_log_loss"),
+        "naive_log_loss": holdout.get("baseline_holdout_log_loss"),
+        "holdout_accuracy": holdout.get("holdout_accuracy"),
+        "holdout_auc": holdout.get("holdout_auc"),
+        "live_accuracy": live.get("accuracy"),
+        "live_naive_accuracy": live.get("naive_accuracy"),
+        "live_auc": live.get("auc"),
+        "live_log_loss": live.get("log_loss"),
+        "live_naive_log_loss": live.get("naive_log_loss"),
+    }
 
 
 def latest_equity(conn: Any, broker: str) -> Any:
@@ -345,7 +379,7 @@ def models_table(models: list[dict[str, Any]]) -> Any:
     for m in models:
         name = m["model"] + (" (paused)" if m["paused"] else "")
         table.add_column(name, justify="right", overflow="fold")
-    lines = (
+    lines: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("champion", lambda m: m["champion"] or "-"),
         ("challenger", lambda m: m["challenger"] or "-"),
         ("holdout MAPE", lambda m: _percent(m["holdout_mape"])),
@@ -355,10 +389,33 @@ def models_table(models: list[dict[str, Any]]) -> Any:
         ("live MAPE", lambda m: _percent(m["live_mape"])),
         ("live naive", lambda m: _percent(m["live_naive_mape"])),
         ("live p vs naive", lambda m: _p(m["live_dm_p_naive"])),
-    )
+    ]
+    if any(m.get("holdout_log_loss") is not None for m in models):
+        lines += [
+            ("holdout log loss (classifier)", lambda m: _loss(m, "holdout_log_loss")),
+            ("base rate's log loss", lambda m: _loss(m, "naive_log_loss")),
+            ("holdout accuracy / AUC", lambda m: _pair(m, "holdout_accuracy", "holdout_auc")),
+            ("live accuracy / AUC", lambda m: _pair(m, "live_accuracy", "live_auc")),
+            ("base rate's live accuracy", lambda m: _share(m.get("live_naive_accuracy"))),
+        ]
     for label, cell in lines:
         table.add_row(label, *(cell(m) for m in models))
     return table
+
+
+def _loss(m: dict[str, Any], key: str) -> str:
+    value = m.get(key)
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _pair(m: dict[str, Any], accuracy: str, auc: str) -> str:
+    if m.get(accuracy) is None and m.get(auc) is None:
+        return "-"
+    return f"{_share(m.get(accuracy))} / {_p(m.get(auc))}"
 
 
 def print_summary(console: Any, s: DemoSummary) -> None:
@@ -369,12 +426,25 @@ def print_summary(console: Any, s: DemoSummary) -> None:
     table.add_column("value", justify="right")
     table.add_column("against", justify="right")
     for t in s.trainings:
+        outcome = " -> champion" if t["promoted"] else " -> kept old"
+        if t.get("holdout_log_loss") is not None:  # the direction classifier
+            champion = t.get("champion_log_loss")
+            table.add_row(
+                f"{t['model']} v{t['version']} trained to {t['as_of']}",
+                f"holdout log loss {t['holdout_log_loss']:.4f}, accuracy "
+                f"{_share(t.get('holdout_accuracy'))}, AUC {_p(t.get('holdout_auc'))}",
+                f"base rate {t['baseline_log_loss']:.4f}, accuracy "
+                f"{_share(t.get('baseline_accuracy'))}"
+                + ("" if champion is None else f", champion {champion:.4f}")
+                + outcome,
+            )
+            continue
         table.add_row(
             f"{t['model']} v{t['version']} trained to {t['as_of']}",
             f"holdout MAPE {t['holdout_mape']:.4%}",
             f"naive {t['baseline_mape']:.4%}"
             + ("" if t["champion_mape"] is None else f", champion {t['champion_mape']:.4%}")
-            + (" -> champion" if t["promoted"] else " -> kept old"),
+            + outcome,
         )
     m = s.replay_metrics
     if m:

@@ -349,6 +349,12 @@ LIVE_METRICS = (
     "dm_p_champion",
     "ic",
     "rank_ic",
+    # A direction classifier's, and the base-rate classifier's on the same rows.
+    "log_loss",
+    "naive_log_loss",
+    "accuracy",
+    "naive_accuracy",
+    "auc",
 )
 LIVE_SYMBOL = "ALL"
 # Holdout figures shown (run metrics, else version tags of the same names).
@@ -527,6 +533,16 @@ def _figure(value: float | None, percent: bool = False) -> str:
     return f"{value:.3%}" if percent else f"{value:.3f}"
 
 
+def _live_cells(live: dict[str, float]) -> tuple[str, str]:
+    """The LIVE MAPE and LIVE NAIVE cells: a direction classifier's log loss and the base
+    rate's instead, marked ``LL``.
+    """
+    if "log_loss" in live:
+        naive = live.get("naive_log_loss")
+        return f"LL {live['log_loss']:.4f}", "-" if naive is None else f"LL {naive:.4f}"
+    return _figure(live.get("mape"), True), _figure(live.get("naive_mape"), True)
+
+
 def _holdout_cells(holdout: dict[str, float]) -> tuple[str, str]:
     """The HOLDOUT MAPE and NAIVE cells: a direction classifier's log loss and the base
     rate's instead, marked ``LL``.
@@ -572,8 +588,7 @@ def table(rows: list[VersionRow]) -> str:
                 *_holdout_cells(h),
                 _figure(h.get("dm_p_value_naive")),
                 _figure(h.get("dm_p_value_champion")),
-                _figure(live.get("mape"), True),
-                _figure(live.get("naive_mape"), True),
+                *_live_cells(live),
                 _figure(live.get("dm_p_naive")),
                 _figure(live.get("ic")),
                 r.live_date or "-",
