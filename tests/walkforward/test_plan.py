@@ -77,3 +77,14 @@ def test_a_window_that_cannot_be_planned_says_why(published):
         retrain_points(days, date(2017, 6, 1), date(2017, 5, 1), 20, 180)
     with pytest.raises(DataError, match="start on 2015-09-"):
         retrain_points(days, date(2015, 3, 2), date(2017, 5, 1), 20, 180)
+
+
+def test_the_direction_classifier_is_not_replayed(published):
+    from mlops.walkforward.run import make_plan
+
+    ctx, frames = published
+    frame, start = frames["full"], date(2017, 3, 1)
+    plan = make_plan(ctx.settings, frame, "v", start, None, 60, "expanding", None)
+    assert plan.models == ["stock-close", "stock-close-mlp", "stock-close-pooled"]
+    with pytest.raises(ConfigError, match="stock-direction is a direction classifier"):
+        make_plan(ctx.settings, frame, "v", start, None, 60, "expanding", ["stock-direction"])

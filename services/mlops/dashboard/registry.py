@@ -21,6 +21,8 @@ FIGURE_TAGS = (
     "dm_p_value_naive",
     "dm_p_value_champion",
 )
+# A direction classifier's (its gate's log loss against the base rate's, and its AUC).
+CLASSIFIER_TAGS = ("holdout_log_loss", "baseline_holdout_log_loss", "holdout_auc")
 COLUMNS = (
     "model",
     "version",
@@ -32,6 +34,7 @@ COLUMNS = (
     "live_mape",
     "live_naive_mape",
     "live_dm_p_naive",
+    *CLASSIFIER_TAGS,
 )
 
 
@@ -79,7 +82,7 @@ def read_registry(
                 "dataset_version": tags.get("dataset_version", ""),
                 "train_end": tags.get("train_end", ""),
             }
-            for tag in FIGURE_TAGS:
+            for tag in (*FIGURE_TAGS, *CLASSIFIER_TAGS):
                 row[tag] = _number(tags.get(tag))
             row.update(live.get((name, version), {}))
             rows.append({c: row.get(c) for c in COLUMNS})
