@@ -138,7 +138,7 @@ def test_the_summary_has_one_row_per_catalog_model(demo):
         assert row["versions"] >= 1 and not row["paused"]
         if name == "stock-direction":  # its accuracy and AUC against the base rate's
             assert row["holdout_mape"] is None
-            assert 0 < row["holdout_log_loss"] and 0 < row["naive_log_loss"]
+            assert row["holdout_log_loss"] > 0 and row["naive_log_loss"] > 0
             assert 0 <= row["holdout_accuracy"] <= 1 and 0 <= row["holdout_auc"] <= 1
         else:
             assert row["holdout_mape"] is not None and row["naive_mape"] is not None

@@ -59,12 +59,14 @@ class UnsupportedModelError(ValueError):
 
 def output_type(config: Mapping[str, Any]) -> str:
     """``number`` (a regressor) or ``binary`` (a classifier): the config's output type."""
-    return str(config["output_features"][0].get("type", NUMBER_OUTPUT))
+    outputs = config.get("output_features") or [{}]
+    return str(outputs[0].get("type", NUMBER_OUTPUT))
 
 
 def class_threshold(config: Mapping[str, Any]) -> float:
     """The probability at or above which a binary output predicts ``True``."""
-    return float(config["output_features"][0].get("threshold") or DEFAULT_THRESHOLD)
+    outputs = config.get("output_features") or [{}]
+    return float(outputs[0].get("threshold") or DEFAULT_THRESHOLD)
 
 
 class Predictor(Protocol):

@@ -152,10 +152,7 @@ def run(
     window = window.reset_index(drop=True)
     predicted = served.on(window) if served is not None else _predict(predictor, window)
     rules = rules_from(ctx.settings)
-    # A direction classifier's forecasts are probabilities (a stand-in without a target:
-    # predicted closes).
-    probability = is_classifier(str(getattr(predictor, "target", "")))
-    comparison = compare(window, predicted, rules, probability=probability)
+    comparison = compare(window, predicted, rules, probability=_is_classifier(predictor))
     key = _key(version, label, first, last, rules)
     days = comparison.market.days
     result = BacktestResult(
@@ -179,7 +176,6 @@ def run(
         seconds=0.0,
         **_rule_fields(comparison),
         notes=report.notes(comparison, trained),
-        probability=probability,
     )
     _publish(ctx, result, comparison, label)
     result.seconds = round(time.perf_counter() - began, 2)
@@ -261,6 +257,7 @@ def _rule_fields(comparison: Comparison) -> dict[str, Any]:
         "sell": rules.sell,
         "threshold": rules.level(comparison.market),
         "threshold_not_reached": report.threshold_note(comparison),
+        "probability": comparison.market.probability,
     }
 
 
@@ -397,6 +394,12 @@ def _predict(predictor: Any, window: pd.DataFrame) -> pd.Series:
     if usable.any():
         values[usable] = predict_scores(predictor, window[usable]).predicted_or_score()
     return values
+
+
+def _is_classifier(predictor: Any) -> bool:
+    """Whether the model's forecasts are a direction classifier's probabilities (naive, or
+    a stand-in without a target: predicted closes)."""
+    return is_classifier(str(getattr(predictor, "target", "")))
 
 
 def _key(version: str, label: str, first: date, last: date, rules: Rules) -> str:
