@@ -7,9 +7,12 @@ that is not paused: ``mlops models pause`` holds one back). Every stage is the s
 function its Kubernetes Job runs; the stages are called in process instead of as Jobs.
 The summary ends with one line per model: its champion and challenger, the champion's
 holdout MAPE against the naive forecast's, its Diebold-Mariano p-values and its live MAPE;
-for the direction classifier (``stock-direction``, scored in shadow when it has a
-champion or a challenger), its log loss, accuracy and AUC against the base-rate
-classifier's, on its holdout and live.
+for the direction classifier (``stock-direction``), its log loss, accuracy and AUC
+against the base-rate classifier's, on its holdout and live. The classifier is scored in
+shadow whatever its first gate decided: when it neither became its model's champion nor
+the challenger (a daily direction rarely beats the base rate), the demo promotes it with
+``mlops models promote --force``'s code, actor ``demo``, the reason in the audit table;
+it never trades (only ``MODEL_NAME``'s champion does).
 """
 
 from __future__ import annotations
@@ -150,6 +153,7 @@ def run(
         stage("data-prep", cutoff)
         initial = {name: train(cutoff)(name) for name in model_names(settings)}
         trainings.extend(_training_row(cutoff, result) for result in initial.values())
+        shadow_classifiers(ctx, initial.values())
         first = initial[settings.model_name]
         if not first.promoted:
             raise ModelError(
@@ -172,6 +176,34 @@ def run(
     (home / "summary.json").write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     print_summary(console, summary)
     return summary
+
+
+def shadow_classifiers(ctx: Context, results: Any) -> None:
+    """Every direction classifier the demo trained gets scored in shadow: one with neither
+    the champion nor the challenger alias is made its model's champion (forced, recorded
+    in ``model_actions`` with its reason), so the summary can show its live figures.
+    """
+    from mlops.model_admin import promote
+
+    for result in results:
+        if "log_loss" not in result.holdout or result.promoted or result.challenger:
+            continue
+        promote(
+            ctx.mlflow,
+            ctx.engine,
+            result.model_name,
+            result.model_version,
+            alias=ctx.settings.champion_alias,
+            reason="demo: scored in shadow to show its live accuracy and AUC against the "
+            f"base rate, although its gate said: {result.reason}",
+            actor="demo",
+            force=True,
+        )
+        log.warning(
+            "Demo: %s v%s scored in shadow although it does not beat the base rate.",
+            result.model_name,
+            result.model_version,
+        )
 
 
 def stage_functions() -> dict[str, Callable[..., Any]]:
