@@ -79,12 +79,15 @@ def test_a_window_that_cannot_be_planned_says_why(published):
         retrain_points(days, date(2015, 3, 2), date(2017, 5, 1), 20, 180)
 
 
-def test_the_direction_classifier_is_not_replayed(published):
-    from mlops.walkforward.run import make_plan
+def test_the_direction_classifier_is_not_replayed():
+    import yaml
 
-    ctx, frames = published
-    frame, start = frames["full"], date(2017, 3, 1)
-    plan = make_plan(ctx.settings, frame, "v", start, None, 60, "expanding", None)
-    assert plan.models == ["stock-close", "stock-close-mlp", "stock-close-pooled"]
+    from mlops.contracts.catalog import packaged_dir
+    from mlops.walkforward.run import _regressors
+
+    names = ["stock-close", "stock-close-mlp", "stock-direction"]
+    configs = {n: yaml.safe_load((packaged_dir() / f"{n}.yaml").read_text()) for n in names}
+    kept, kept_configs = _regressors(names, configs, asked=False)  # the catalog's default
+    assert kept == ["stock-close", "stock-close-mlp"] and list(kept_configs) == kept
     with pytest.raises(ConfigError, match="stock-direction is a direction classifier"):
-        make_plan(ctx.settings, frame, "v", start, None, 60, "expanding", ["stock-direction"])
+        _regressors(names, configs, asked=True)  # named in --models
