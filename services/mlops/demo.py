@@ -6,7 +6,13 @@ stages in order, then, when the retrain rule says so, a training of every catalo
 that is not paused: ``mlops models pause`` holds one back). Every stage is the same
 function its Kubernetes Job runs; the stages are called in process instead of as Jobs.
 The summary ends with one line per model: its champion and challenger, the champion's
-holdout MAPE against the naive forecast's, its Diebold-Mariano p-values and its live MAPE.
+holdout MAPE against the naive forecast's, its Diebold-Mariano p-values and its live MAPE;
+for the direction classifier (``stock-direction``), its log loss, accuracy and AUC
+against the base-rate classifier's, on its holdout and live. The classifier is scored in
+shadow whatever its first gate decided: when it neither became its model's champion nor
+the challenger (a daily direction rarely beats the base rate), the demo promotes it with
+``mlops models promote --force``'s code, actor ``demo``, the reason in the audit table;
+it never trades (only ``MODEL_NAME``'s champion does).
 """
 
 from __future__ import annotations
@@ -147,6 +153,7 @@ def run(
         stage("data-prep", cutoff)
         initial = {name: train(cutoff)(name) for name in model_names(settings)}
         trainings.extend(_training_row(cutoff, result) for result in initial.values())
+        shadow_classifiers(ctx, initial.values())
         first = initial[settings.model_name]
         if not first.promoted:
             raise ModelError(
@@ -169,6 +176,34 @@ def run(
     (home / "summary.json").write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n")
     print_summary(console, summary)
     return summary
+
+
+def shadow_classifiers(ctx: Context, results: Any) -> None:
+    """Every direction classifier the demo trained gets scored in shadow: one with neither
+    the champion nor the challenger alias is made its model's champion (forced, recorded
+    in ``model_actions`` with its reason), so the summary can show its live figures.
+    """
+    from mlops.model_admin import promote
+
+    for result in results:
+        if "log_loss" not in result.holdout or result.promoted or result.challenger:
+            continue
+        promote(
+            ctx.mlflow,
+            ctx.engine,
+            result.model_name,
+            result.model_version,
+            alias=ctx.settings.champion_alias,
+            reason="demo: scored in shadow to show its live accuracy and AUC against the "
+            f"base rate, although its gate said: {result.reason}",
+            actor="demo",
+            force=True,
+        )
+        log.warning(
+            "Demo: %s v%s scored in shadow although it does not beat the base rate.",
+            result.model_name,
+            result.model_version,
+        )
 
 
 def stage_functions() -> dict[str, Callable[..., Any]]:
@@ -198,14 +233,25 @@ def scheduled_training(ctx: Context, train: Callable[[str], Any]) -> list[tuple[
 
 
 def _training_row(day: date, result: Any) -> dict[str, Any]:
+    """A training's figures: MAPE against the naive forecast's, or a direction classifier's
+    log loss (its gate's metric), accuracy and AUC against the base rate's.
+    """
+    holdout, baseline = result.holdout, result.baseline
+    champion = result.champion_holdout or {}
     return {
         "model": result.model_name,
         "as_of": day.isoformat(),
         "version": result.model_version,
         "promoted": result.promoted,
-        "holdout_mape": result.holdout["mape"],
-        "baseline_mape": result.baseline["mape"],
-        "champion_mape": (result.champion_holdout or {}).get("mape"),
+        "holdout_mape": holdout.get("mape"),
+        "baseline_mape": baseline.get("mape"),
+        "champion_mape": champion.get("mape"),
+        "holdout_log_loss": holdout.get("log_loss"),
+        "baseline_log_loss": baseline.get("log_loss"),
+        "champion_log_loss": champion.get("log_loss"),
+        "holdout_accuracy": holdout.get("accuracy"),
+        "baseline_accuracy": baseline.get("accuracy"),
+        "holdout_auc": holdout.get("auc"),
         "reason": result.reason,
     }
 
@@ -305,6 +351,7 @@ def model_table(ctx: Context) -> list[dict[str, Any]]:
                 "dm_p_naive": shown.holdout.get("dm_p_value_naive") if shown else None,
                 "dm_p_champion": shown.holdout.get("dm_p_value_champion") if shown else None,
                 **_live(shown.live if shown else {}),
+                **_classifier_cells(shown),
             }
         )
     return table
@@ -320,6 +367,25 @@ def _live(live: dict[str, Any]) -> dict[str, Any]:
         "live_naive_mape": window.get("naive_mape"),
         "live_dm_p_naive": window.get("dm_p_naive"),
         "live_day_mape": day.get("mape"),
+    }
+
+
+def _classifier_cells(shown: Any) -> dict[str, float | None]:
+    """A direction classifier's accuracy and AUC (and log loss) against the base rate's,
+    on its holdout and live (None for a regressor, or where there is no such figure).
+    """
+    holdout = shown.holdout if shown else {}
+    live = (shown.live if shown else {}).get("window", {})
+    return {
+        "holdout_log_loss": holdout.get("holdout_log_loss"),
+        "naive_log_loss": holdout.get("baseline_holdout_log_loss"),
+        "holdout_accuracy": holdout.get("holdout_accuracy"),
+        "holdout_auc": holdout.get("holdout_auc"),
+        "live_accuracy": live.get("accuracy"),
+        "live_naive_accuracy": live.get("naive_accuracy"),
+        "live_auc": live.get("auc"),
+        "live_log_loss": live.get("log_loss"),
+        "live_naive_log_loss": live.get("naive_log_loss"),
     }
 
 
@@ -357,7 +423,7 @@ def models_table(models: list[dict[str, Any]]) -> Any:
     for m in models:
         name = m["model"] + (" (paused)" if m["paused"] else "")
         table.add_column(name, justify="right", overflow="fold")
-    lines = (
+    lines: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("champion", lambda m: m["champion"] or "-"),
         ("challenger", lambda m: m["challenger"] or "-"),
         ("holdout MAPE", lambda m: _percent(m["holdout_mape"])),
@@ -367,10 +433,33 @@ def models_table(models: list[dict[str, Any]]) -> Any:
         ("window MAPE", lambda m: _percent(m["live_mape"])),
         ("window naive", lambda m: _percent(m["live_naive_mape"])),
         ("window p(naive)", lambda m: _p(m["live_dm_p_naive"])),
-    )
+    ]
+    if any(m.get("holdout_log_loss") is not None for m in models):
+        lines += [
+            ("holdout log loss (classifier)", lambda m: _loss(m, "holdout_log_loss")),
+            ("base rate's log loss", lambda m: _loss(m, "naive_log_loss")),
+            ("holdout accuracy / AUC", lambda m: _pair(m, "holdout_accuracy", "holdout_auc")),
+            ("live accuracy / AUC", lambda m: _pair(m, "live_accuracy", "live_auc")),
+            ("base rate's live accuracy", lambda m: _share(m.get("live_naive_accuracy"))),
+        ]
     for label, cell in lines:
         table.add_row(label, *(cell(m) for m in models))
     return table
+
+
+def _loss(m: dict[str, Any], key: str) -> str:
+    value = m.get(key)
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _pair(m: dict[str, Any], accuracy: str, auc: str) -> str:
+    if m.get(accuracy) is None and m.get(auc) is None:
+        return "-"
+    return f"{_share(m.get(accuracy))} / {_p(m.get(auc))}"
 
 
 def print_summary(console: Any, s: DemoSummary) -> None:
@@ -381,12 +470,25 @@ def print_summary(console: Any, s: DemoSummary) -> None:
     table.add_column("value", justify="right")
     table.add_column("against", justify="right")
     for t in s.trainings:
+        outcome = " -> champion" if t["promoted"] else " -> kept old"
+        if t.get("holdout_log_loss") is not None:  # the direction classifier
+            champion = t.get("champion_log_loss")
+            table.add_row(
+                f"{t['model']} v{t['version']} trained to {t['as_of']}",
+                f"holdout log loss {t['holdout_log_loss']:.4f}, accuracy "
+                f"{_share(t.get('holdout_accuracy'))}, AUC {_p(t.get('holdout_auc'))}",
+                f"base rate {t['baseline_log_loss']:.4f}, accuracy "
+                f"{_share(t.get('baseline_accuracy'))}"
+                + ("" if champion is None else f", champion {champion:.4f}")
+                + outcome,
+            )
+            continue
         table.add_row(
             f"{t['model']} v{t['version']} trained to {t['as_of']}",
             f"holdout MAPE {t['holdout_mape']:.4%}",
             f"naive {t['baseline_mape']:.4%}"
             + ("" if t["champion_mape"] is None else f", champion {t['champion_mape']:.4%}")
-            + (" -> champion" if t["promoted"] else " -> kept old"),
+            + outcome,
         )
     m = s.replay_metrics
     if m:

@@ -1,5 +1,6 @@
-"""Regression metrics on prices, the information coefficient and the Diebold-Mariano
-test, shared by training, monitoring, model management and the walk-forward.
+"""Regression metrics on prices, classification metrics on probabilities, the information
+coefficient and the Diebold-Mariano test, shared by training, monitoring, model management
+and the walk-forward.
 """
 
 from __future__ import annotations
@@ -43,6 +44,59 @@ def directional_accuracy(actual: Array, predicted: Array, last: Array) -> float:
     if not (y.shape == p.shape == x.shape) or y.size == 0:
         raise ValueError("actual, predicted and last must be non-empty and of the same shape")
     return float(np.mean(np.sign(p - x) == np.sign(y - x)))
+
+
+# Probabilities are kept this far from 0 and 1 in a log loss (a certain forecast that is
+# wrong costs -log(1e-15), about 34.5, not infinity).
+PROBABILITY_EPSILON = 1e-15
+
+
+def log_losses(actual: Array, probability: Array) -> np.ndarray:
+    """Each forecast's log loss: ``-log p`` when the event happened, ``-log(1 - p)`` if not."""
+    y = np.asarray(actual, dtype="float64")
+    p = np.asarray(probability, dtype="float64")
+    p = np.clip(p, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON)
+    if y.shape != p.shape:
+        raise ValueError("actual and probability must be of the same shape")
+    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
+
+
+def roc_auc(actual: Array, score: Array) -> float | None:
+    """The area under the ROC curve (ties count half: the Mann-Whitney statistic); None
+    when only one class occurs.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(actual, dtype="float64") > 0.5
+    s = np.asarray(score, dtype="float64")
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def classification_metrics(
+    actual: Array, probability: Array, threshold: float = 0.5
+) -> dict[str, float]:
+    """Log loss, Brier score, accuracy (the class is ``probability >= threshold``), AUC
+    (left out when one class alone occurs) and the share of events (``up_rate``) of
+    probabilistic forecasts of a binary event (``actual`` 1 or 0).
+    """
+    y = np.asarray(actual, dtype="float64")
+    p = np.asarray(probability, dtype="float64")
+    if y.shape != p.shape or y.size == 0:
+        raise ValueError("actual and probability must be non-empty and of the same shape")
+    figures = {
+        "log_loss": float(np.mean(log_losses(y, p))),
+        "brier": float(np.mean((p - y) ** 2)),
+        "accuracy": float(np.mean((p >= threshold) == (y > 0.5))),
+        "up_rate": float(np.mean(y)),
+    }
+    auc = roc_auc(y, p)
+    if auc is not None:
+        figures["auc"] = auc
+    return figures
 
 
 @dataclass(frozen=True)

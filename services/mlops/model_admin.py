@@ -30,6 +30,7 @@ from mlops.contracts.models import (
     PROMOTED,
     PROMOTED_BY_TAG,
     PROMOTION_DECISION_TAG,
+    PROMOTION_METRIC_TAG,
     PROMOTION_REASON_TAG,
     PROMOTION_TAG,
     ROLLED_BACK,
@@ -254,13 +255,16 @@ def _promote(
     if current is not None and current.version == ref.version:
         raise ConfigError(f"Model {name} version {version} is already the {alias}.")
     figures = holdout_figures(client, ref)
-    mape, naive = figures.get("holdout_mape"), figures.get("baseline_holdout_mape")
+    # The figure its gate compared: MAPE, or a direction classifier's log loss.
+    metric = ref.tags.get(PROMOTION_METRIC_TAG) or "mape"
+    mape, naive = figures.get(f"holdout_{metric}"), figures.get(f"baseline_holdout_{metric}")
     loses = mape is None or naive is None or not mape < naive
     if loses and not force:
+        shown = "MAPE" if metric == "mape" else metric.replace("_", " ")
         why = (
             "has no holdout figures to compare with the naive forecast"
             if mape is None or naive is None
-            else f"loses to the naive forecast on its holdout (MAPE {mape:.6f} vs {naive:.6f})"
+            else f"loses to the naive forecast on its holdout ({shown} {mape:.6f} vs {naive:.6f})"
         )
         raise ModelError(
             f"Model {name} version {version} {why}; not promoted (use --force to promote it "
@@ -452,6 +456,11 @@ HOLDOUT_FIGURES = (
     "baseline_holdout_mape",
     "dm_p_value_naive",
     "dm_p_value_champion",
+    # A direction classifier's: log loss (its gate's metric), AUC, accuracy, the base rate's.
+    "holdout_log_loss",
+    "baseline_holdout_log_loss",
+    "holdout_auc",
+    "holdout_accuracy",
 )
 
 
@@ -608,6 +617,28 @@ def _figure(value: float | None, percent: bool = False) -> str:
     return f"{value:.3%}" if percent else f"{value:.3f}"
 
 
+def _live_cells(live: dict[str, float]) -> tuple[str, str]:
+    """The LIVE MAPE and LIVE NAIVE cells: a direction classifier's log loss and the base
+    rate's instead, marked ``LL``.
+    """
+    if "log_loss" in live:
+        naive = live.get("naive_log_loss")
+        return f"LL {live['log_loss']:.4f}", "-" if naive is None else f"LL {naive:.4f}"
+    return _figure(live.get("mape"), True), _figure(live.get("naive_mape"), True)
+
+
+def _holdout_cells(holdout: dict[str, float]) -> tuple[str, str]:
+    """The HOLDOUT MAPE and NAIVE cells: a direction classifier's log loss and the base
+    rate's instead, marked ``LL``.
+    """
+    if "holdout_log_loss" in holdout:
+        mine, naive = holdout["holdout_log_loss"], holdout.get("baseline_holdout_log_loss")
+        return f"LL {mine:.4f}", "-" if naive is None else f"LL {naive:.4f}"
+    return _figure(holdout.get("holdout_mape"), True), _figure(
+        holdout.get("baseline_holdout_mape"), True
+    )
+
+
 def table(rows: list[VersionRow]) -> str:
     """``rows`` as a plain text table, one line per version: the holdout, the latest
     session's own live figures (DAY) and the trailing window's (WINDOW, its length in
@@ -649,17 +680,14 @@ def table(rows: list[VersionRow]) -> str:
                 "paused" if r.paused else "active",
                 r.train_window or "-",
                 r.dataset_version or "-",
-                _figure(h.get("holdout_mape"), True),
-                _figure(h.get("baseline_holdout_mape"), True),
+                *_holdout_cells(h),
                 _figure(h.get("dm_p_value_naive")),
                 _figure(h.get("dm_p_value_champion")),
                 r.live.get("session_date") or "-",
-                _figure(day.get("mape"), True),
-                _figure(day.get("naive_mape"), True),
+                *_live_cells(day),
                 _figure(day.get("ic")),
                 span,
-                _figure(window.get("mape"), True),
-                _figure(window.get("naive_mape"), True),
+                *_live_cells(window),
                 _figure(window.get("dm_p_naive")),
             )
         )

@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     # York time). docs/trading.md, "Execution".
     trade_time_in_force: Literal["day", "opg"] = Field(default="day", alias="TRADE_TIME_IN_FORCE")
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
+    # A direction classifier as the trading model (docs/trading.md): buy the highest
+    # probability of a rise at or above this, sell a held position below 1 minus it.
+    trade_probability_threshold: float = Field(
+        default=0.55, gt=0.5, lt=1, alias="TRADE_PROBABILITY_THRESHOLD"
+    )
     # The rule (docs/trading.md): threshold buys the best forecast at or past
     # TRADE_THRESHOLD and sells held positions forecast to fall past it; rotation also
     # sells every held position forecast lower than that candidate (after the original

@@ -41,7 +41,13 @@ def test_predictions_are_stored_for_every_scored_symbol_and_day(demo):
     # Four replayed days (2017-06-01..06) with five symbols trading each day.
     assert rows.groupby("prediction_date")["symbol"].nunique().tolist() == [5, 5, 5, 5]
     assert not rows.duplicated(["symbol", "prediction_date", "model_name", "model_version"]).any()
-    assert (rows["predicted_close"] > 0).all()
+    # The regressors predict a close; the direction classifier (scored in shadow) a
+    # probability of a rise, and no close.
+    regressors = rows[rows["score_kind"] != "probability"]
+    assert len(regressors) > 0 and (regressors["predicted_close"] > 0).all()
+    classifier = rows[rows["score_kind"] == "probability"]
+    assert set(classifier["model_name"]) == {"stock-direction"}
+    assert classifier["score"].between(0, 1).all() and classifier["predicted_close"].isna().all()
 
 
 def test_champion_alias_points_at_a_registered_version(demo):
@@ -127,10 +133,19 @@ def test_dashboard_shows_the_replay(demo):
 def test_the_summary_has_one_row_per_catalog_model(demo):
     _, summary = demo
     rows = {m["model"]: m for m in summary.models}
-    assert list(rows) == ["stock-close", "stock-close-mlp", "stock-close-pooled"]
+    assert list(rows) == ["stock-close", "stock-close-mlp", "stock-close-pooled", "stock-direction"]
     assert rows["stock-close"]["champion"] == summary.champion_version
     trained = {t["model"] for t in summary.trainings}
     assert trained == set(rows), "the demo trains every catalog model first"
-    for row in rows.values():
+    for name, row in rows.items():
         assert row["versions"] >= 1 and not row["paused"]
-        assert row["holdout_mape"] is not None and row["naive_mape"] is not None
+        if name == "stock-direction":  # its accuracy and AUC against the base rate's
+            assert row["holdout_mape"] is None
+            assert row["holdout_log_loss"] > 0 and row["naive_log_loss"] > 0
+            assert 0 <= row["holdout_accuracy"] <= 1 and 0 <= row["holdout_auc"] <= 1
+            # Scored in shadow over the replay: its live figures against the base rate's.
+            assert row["champion"] is not None or row["challenger"] is not None
+            assert 0 <= row["live_accuracy"] <= 1 and 0 <= row["live_auc"] <= 1
+            assert 0 <= row["live_naive_accuracy"] <= 1
+        else:
+            assert row["holdout_mape"] is not None and row["naive_mape"] is not None

@@ -4,7 +4,8 @@ The copy shares the trained runs' artifacts (read only) and owns its registry, d
 and store, emptied of the predictions and monitoring other tests left in the trained
 home: ``stock-close`` v1 champion and v2 challenger, and ``stock-close-mlp`` v1 (the
 same artifacts as ``stock-close`` v1, registered again under that name) its champion.
-``stock-close-pooled`` has no version.
+``stock-close-pooled`` has no version. With ``classifier``, the direction classifier
+``stock-direction`` v1 (see :mod:`inference.trained_model`) is its model's champion too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from inference.trained_model import Trained
+from inference.trained_model import CLASSIFIER, Trained
 from mlops.contracts.models import CHALLENGER_ALIAS
 from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 
@@ -50,7 +51,9 @@ class ShadowHome:
         self.ctx.engine.dispose()
 
 
-def shadow_home(trained: Trained, tmp_path: Path, **env: object) -> ShadowHome:
+def shadow_home(
+    trained: Trained, tmp_path: Path, *, classifier: bool = False, **env: object
+) -> ShadowHome:
     from mlops.context import open_context
 
     home = tmp_path / "home"
@@ -71,4 +74,6 @@ def shadow_home(trained: Trained, tmp_path: Path, **env: object) -> ShadowHome:
     first = client.get_model_version(name, champion)
     shadow = ShadowHome(ctx, champion, challenger)
     shadow.register(OTHER_MODEL, first.source, first.run_id, settings.champion_alias)
+    if classifier:
+        client.set_registered_model_alias(CLASSIFIER, settings.champion_alias, "1")
     return shadow

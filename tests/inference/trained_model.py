@@ -6,10 +6,19 @@ MLflow, local store). Version 1 uses the default seed, version 2 another seed, s
 answers differ. Two epochs rarely beat the naive forecast, and then training leaves the
 ``champion`` alias unset; the tests need a champion, so the alias is set here on version
 1 whatever the promotion decided.
+
+Beside it, the direction classifier ``stock-direction`` is trained once (version 1, two
+epochs) from a variant of its packaged config whose inputs use every normalisation the
+portable export reproduces (zscore, minmax, iq, none) and whose combiner has a hidden
+layer. It gets neither the champion nor the challenger alias (whatever its gate decided),
+so the tests of the regressor see no classifier scored; it holds the alias
+``direction-test`` instead, which a test makes the champion alias (CHAMPION_ALIAS) to
+serve it, and tests that score it set its champion in a copy of the home.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -24,6 +33,17 @@ from mlops.contracts import datasets
 from mlops.training.model_config import default_config_path, input_names
 
 AS_OF = date(2017, 5, 31)
+CLASSIFIER = "stock-direction"
+# The classifier's inputs and their normalisations (the variant of the packaged config).
+CLASSIFIER_NORMALIZATIONS = {
+    "rsi_14": "minmax",
+    "return_1d": "zscore",
+    "range_pct": None,
+    "log_volume": "iq",
+    "close_to_sma_10": "zscore",
+}
+CLASSIFIER_INPUTS = [*CLASSIFIER_NORMALIZATIONS, "symbol"]
+CLASSIFIER_ALIAS = "direction-test"
 # The input features of the default model config.
 INPUTS = input_names(yaml.safe_load(default_config_path().read_text()))
 
@@ -49,6 +69,7 @@ class Trained:
     versions: tuple[str, str]
     model_dirs: dict[str, Path]  # version -> local MLflow model folder
     frame: pd.DataFrame  # the whole published dataset (warm-up rows included)
+    classifier_dir: Path  # the classifier's version 1, a local MLflow model folder
 
     @property
     def scorable(self) -> pd.DataFrame:
@@ -96,7 +117,14 @@ def _train(home: Path) -> Trained:
     first = train.run(ctx, as_of=AS_OF)
     other_seed = load_settings(MLOPS_HOME=str(home), TRAIN_EPOCHS=2, RANDOM_SEED=7, **PINNED)
     second = train.run(Context(other_seed, ctx.engine, ctx.store), as_of=AS_OF)
+    classifier = train.run(
+        Context(_classifier_settings(home), ctx.engine, ctx.store), as_of=AS_OF, model=CLASSIFIER
+    )
     client = tracking.connect(settings)
+    for alias in (settings.champion_alias, "challenger"):
+        with contextlib.suppress(Exception):  # the gate may have set neither
+            client.delete_registered_model_alias(CLASSIFIER, alias)
+    client.set_registered_model_alias(CLASSIFIER, CLASSIFIER_ALIAS, classifier.model_version)
     # Training may not beat the naive forecast and then sets no champion: set it here.
     client.set_registered_model_alias(
         settings.model_name, settings.champion_alias, first.model_version
@@ -105,6 +133,7 @@ def _train(home: Path) -> Trained:
     for version in (first.model_version, second.model_version):
         source = client.get_model_version(settings.model_name, version).source
         dirs[version] = Path(unquote(urlparse(source).path))
+    source = client.get_model_version(CLASSIFIER, classifier.model_version).source
     _, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine, AS_OF))
     ctx.engine.dispose()
     return Trained(
@@ -113,4 +142,26 @@ def _train(home: Path) -> Trained:
         versions=(first.model_version, second.model_version),
         model_dirs=dirs,
         frame=frame,
+        classifier_dir=Path(unquote(urlparse(source).path)),
+    )
+
+
+def _classifier_settings(home: Path):  # -> Settings
+    """Settings naming the classifier's variant config (MODEL_CONFIG_PATH of MODEL_NAME)."""
+    from mlops.contracts.catalog import packaged_dir
+    from mlops.settings import load_settings
+
+    config = yaml.safe_load((packaged_dir() / f"{CLASSIFIER}.yaml").read_text())
+    config["input_features"] = [
+        {"name": name, "type": "number", "preprocessing": {"normalization": norm}}
+        for name, norm in CLASSIFIER_NORMALIZATIONS.items()
+    ] + [{"name": "symbol", "type": "category"}]
+    config["combiner"] = {"type": "concat", "num_fc_layers": 1, "output_size": 8}
+    path = home / "classifier.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_settings(
+        MLOPS_HOME=str(home),
+        TRAIN_EPOCHS=2,
+        **{**PINNED, "MODEL_CONFIG_PATH": str(path)},
+        MODEL_NAME=CLASSIFIER,
     )

@@ -72,6 +72,25 @@ def test_a_version_that_loses_to_the_naive_is_refused_unless_forced(registry: Re
     assert json.loads(last["details"])["previous"] == v1
 
 
+def test_a_classifier_is_promoted_on_its_gates_metric_log_loss(registry: Registry) -> None:
+    """A direction classifier's version names its gate's figure (``promotion_metric``):
+    a manual promotion compares its log loss with the base rate's, not MAPE.
+    """
+    # MAPE figures that would pass, a log loss that loses to the base rate: refused.
+    loser = registry.register(0.010, 0.012, holdout_log_loss=0.70, baseline_holdout_log_loss=0.69)
+    winner = registry.register(0.013, 0.012, holdout_log_loss=0.68, baseline_holdout_log_loss=0.69)
+    for version in (loser, winner):
+        registry.client.set_model_version_tag(
+            registry.name, version, model_admin.PROMOTION_METRIC_TAG, "log_loss"
+        )
+    with pytest.raises(
+        ModelError, match=r"loses to the naive forecast on its holdout \(log loss 0.700000 vs"
+    ):
+        _promote(registry, loser)
+    _promote(registry, winner)  # its MAPE loses, its log loss wins: promoted
+    assert registry.alias() == winner
+
+
 def test_significance_is_required_when_promotion_max_p_value_is_set(registry: Registry) -> None:
     doubtful = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
     with pytest.raises(ModelError, match=r"not significantly better.*p 0\.4000 decides"):

@@ -1,6 +1,7 @@
 """``mlops monitor`` on a week of shadow scoring: figures per model, version and symbol,
 live paired tests, each session's IC and Rank IC, the calibrated drift alarm and the day's
-trigger flags.
+trigger flags; the direction classifier scored beside the regressors gets a classifier's
+figures against its base rate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from scipy import stats
 from sqlalchemy import select
 
 from inference.shadow import OTHER_MODEL, shadow_home
-from inference.trained_model import Trained
+from inference.trained_model import CLASSIFIER, Trained
 from mlops.contracts import datasets, keys
 from mlops.contracts.columns import DRIFT_FEATURES
 from mlops.contracts.predictions import realized
@@ -76,7 +77,7 @@ def week(trained: Trained, tmp_path_factory):
     from mlops.inference import stage as batch_infer
     from mlops.monitoring import stage as monitor
 
-    home = shadow_home(trained, tmp_path_factory.mktemp("week"))
+    home = shadow_home(trained, tmp_path_factory.mktemp("week"), classifier=True)
     for day in DAYS:
         home.prepare(day)
         batch_infer.run(home.ctx, as_of=day)
@@ -132,6 +133,7 @@ def test_every_version_gets_its_figures_per_symbol_and_overall(week):
         ("stock-close", v1, "champion"),
         ("stock-close", v2, "challenger"),
         (OTHER_MODEL, "1", "champion"),
+        (CLASSIFIER, "1", "champion"),
     }
     # The retrain rule reads the trading champion's figures alone.
     assert result.model_version == v1 and result.evaluated == 5 * len(DAYS)
@@ -174,6 +176,8 @@ def test_each_session_gets_its_ic_and_rank_ic_as_scipy_computes_them(week):
     _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, MONITOR_DAY))
     joined = realized(preds, bars)
     joined["p"] = joined.predicted_close / joined.last_close - 1.0
+    classifier = joined.score_kind == "probability"  # ranks by its probability of a rise
+    joined.loc[classifier, "p"] = joined.loc[classifier, "score"]
     joined["r"] = joined.actual_close / joined.last_close - 1.0
     versions = {(v.model_name, v.model_version): v for v in result.versions}
     for (name, version), scored in joined.groupby(["model_name", "model_version"]):
@@ -198,6 +202,7 @@ def test_each_session_gets_its_ic_and_rank_ic_as_scipy_computes_them(week):
     assert {(v["model_name"], v["ic_date"]) for v in summary["versions"]} == {
         ("stock-close", "2017-06-12"),
         (OTHER_MODEL, "2017-06-12"),
+        (CLASSIFIER, "2017-06-12"),
     }
     assert all(isinstance(v["rank_ic_mean"], float) for v in summary["versions"])
 
@@ -252,3 +257,56 @@ def test_the_cached_calibration_decides_the_alarm(week):
     with ctx.engine.connect() as conn:
         (request,) = conn.execute(select(retrain_requests)).mappings().all()
     assert request["requested_date"] == MONITOR_DAY and "drift share" in request["reason"]
+
+
+def test_the_classifier_gets_accuracy_auc_brier_and_log_loss_against_its_base_rate(week):
+    home, result = week
+    ctx = home.ctx
+    metrics = _metrics(ctx)
+    with ctx.engine.connect() as conn:
+        preds = pd.read_sql(select(predictions).where(predictions.c.model_name == CLASSIFIER), conn)
+    assert set(preds.score_kind) == {"probability"} and preds.predicted_close.isna().all()
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, MONITOR_DAY))
+    mine = realized(preds, bars)
+    y = (mine.actual_close > mine.last_close).to_numpy(dtype=float)
+    p = mine.score.to_numpy()
+    rate = float(ctx.mlflow.get_model_version(CLASSIFIER, "1").tags["train_up_rate"])
+    assert 0.3 < rate < 0.7
+
+    def log_loss(q):
+        return float(np.mean(-(y * np.log(q) + (1 - y) * np.log(1 - q))))
+
+    auc = stats.mannwhitneyu(p[y == 1], p[y == 0]).statistic / ((y == 1).sum() * (y == 0).sum())
+    expected = {
+        "n": 5 * len(DAYS),
+        "log_loss": log_loss(p),
+        "brier": float(np.mean((p - y) ** 2)),
+        "accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+        "auc": auc,
+        "up_rate": y.mean(),
+        "naive_log_loss": log_loss(np.full_like(p, rate)),
+        "naive_brier": float(np.mean((rate - y) ** 2)),
+        "naive_accuracy": float(np.mean((rate >= 0.5) == (y == 1))),
+    }
+    for metric, value in expected.items():
+        assert _value(metrics, CLASSIFIER, "1", metric) == pytest.approx(value, abs=1e-12), metric
+    assert _value(metrics, CLASSIFIER, "1", "mape") is None  # no regression figure
+    per_symbol = metrics[(metrics.model_name == CLASSIFIER) & (metrics.symbol == "TSLA")]
+    assert {"accuracy", "log_loss", "brier", "naive_log_loss"} <= set(per_symbol.metric)
+    # The paired test on the days' mean log loss against the base rate.
+    daily = (
+        pd.DataFrame(
+            {
+                "day": mine.prediction_date,
+                "model": -(y * np.log(p) + (1 - y) * np.log(1 - p)),
+                "naive": -(y * np.log(rate) + (1 - y) * np.log(1 - rate)),
+            }
+        )
+        .groupby("day")[["model", "naive"]]
+        .mean()
+    )
+    expected_p = diebold_mariano(daily["model"].to_numpy(), daily["naive"].to_numpy()).p_value
+    assert _value(metrics, CLASSIFIER, "1", "dm_p_naive") == pytest.approx(expected_p)
+    (figures,) = [v for v in result.versions if v.model_name == CLASSIFIER]
+    assert figures.mape is None and figures.log_loss == pytest.approx(expected["log_loss"])
+    assert figures.auc == pytest.approx(auc) and figures.naive_log_loss is not None

@@ -1,4 +1,4 @@
-"""One embedded home where ``mlops train --all`` trained the three bundled models once per
+"""One embedded home where ``mlops train --all`` trained the four bundled models once per
 session (one epoch each, on the bundled sample up to 2017-05-31), for the training tests.
 
 Tests that train more use model names of their own (a catalog folder of copies), so they
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 AS_OF = "2017-05-31"
-BUNDLED = ("stock-close", "stock-close-mlp", "stock-close-pooled")
+BUNDLED = ("stock-close", "stock-close-mlp", "stock-close-pooled", "stock-direction")
+CLASSIFIERS = frozenset({"stock-direction"})  # the direction classifier's gate: log loss
 
 
 @dataclass(frozen=True)

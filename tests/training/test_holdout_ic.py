@@ -16,17 +16,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from training.conftest import BUNDLED
+from training.conftest import BUNDLED, CLASSIFIERS
 
 pytestmark = pytest.mark.slow
 
 
-def _scipy_ic(holdout: pd.DataFrame, predicted: np.ndarray) -> dict[str, list[float]]:
-    """Each session's Pearson and Spearman correlation of predicted against realised
-    next-day returns, sessions where either side does not vary left out."""
-    frame = holdout.assign(
-        p=predicted / holdout["close"] - 1.0, r=holdout["next_close"] / holdout["close"] - 1.0
-    )
+def _scipy_ic(holdout: pd.DataFrame, signal: np.ndarray) -> dict[str, list[float]]:
+    """Each session's Pearson and Spearman correlation of the signal (a predicted return, a
+    classifier's probability of a rise) against realised next-day returns, sessions where
+    either side does not vary left out."""
+    frame = holdout.assign(p=signal, r=holdout["next_close"] / holdout["close"] - 1.0)
     found: dict[str, list[float]] = {"ic": [], "rank_ic": []}
     for _, rows in frame.groupby("date"):
         if len(rows) < 2 or rows["p"].nunique() < 2 or rows["r"].nunique() < 2:
@@ -65,7 +64,12 @@ def test_the_holdout_ic_equals_scipy_in_the_result_run_tags_and_a_rerun(world):
             ).holdout
             source = client.get_model_version(name, result["model_version"]).source
             model = FastPredictor.from_dir(unquote(urlparse(source).path))
-            expected = _scipy_ic(holdout, predict_close(model, holdout))
+            signal = (
+                model.predict_frame(holdout)  # the probability of a rise
+                if name in CLASSIFIERS
+                else predict_close(model, holdout) / holdout["close"].to_numpy() - 1.0
+            )
+            expected = _scipy_ic(holdout, signal)
             ic, rank = np.array(expected["ic"]), np.array(expected["rank_ic"])
             assert len(ic) >= settings.holdout_days - 1, name  # about one IC per session
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from mlops.contracts.models import CHALLENGER_ALIAS, PAUSED_TAG, champion, champion_stack
 from mlops.db.schema import model_actions, stage_runs
-from training.conftest import AS_OF, BUNDLED
+from training.conftest import AS_OF, BUNDLED, CLASSIFIERS
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +41,16 @@ def test_train_all_registers_every_catalog_model_under_its_own_name(world):
         assert version == "1" and not result["already_trained"]
         tags = client.get_model_version(name, version).tags
         assert tags["model_name"] == name
-        assert float(tags["holdout_mape"]) == pytest.approx(result["holdout"]["mape"], abs=1e-6)
-        assert float(tags["holdout_wmape"]) == pytest.approx(result["holdout"]["wmape"], abs=1e-6)
-        assert float(tags["baseline_holdout_mape"]) == pytest.approx(
-            result["baseline"]["mape"], abs=1e-6
+        # The gate's metric: MAPE, a direction classifier's log loss (against the base rate).
+        metric = "log_loss" if name in CLASSIFIERS else "mape"
+        assert tags["promotion_metric"] == metric
+        shown = ("log_loss", "accuracy", "auc", "brier") if name in CLASSIFIERS else ("wmape",)
+        for figure in {metric, *shown}:
+            assert float(tags[f"holdout_{figure}"]) == pytest.approx(
+                result["holdout"][figure], abs=1e-6
+            )
+        assert float(tags[f"baseline_holdout_{metric}"]) == pytest.approx(
+            result["baseline"][metric], abs=1e-6
         )
         p_naive = result["dm_p_value_naive"]
         assert 0.0 <= p_naive <= 1.0
@@ -68,7 +74,7 @@ def test_train_all_registers_every_catalog_model_under_its_own_name(world):
         # The gate's decision, as the registry and the audit table hold it.
         alias = champion(client, name, "champion")
         challenger = champion(client, name, CHALLENGER_ALIAS)
-        beats_naive = result["holdout"]["mape"] < result["baseline"]["mape"]
+        beats_naive = result["holdout"][metric] < result["baseline"][metric]
         assert result["promoted"] == beats_naive  # first version: no champion to beat
         assert (alias.version if alias else None) == (version if result["promoted"] else None)
         assert (challenger.version if challenger else None) == (
@@ -97,7 +103,11 @@ def test_a_paused_model_is_skipped_by_all_but_trained_by_model(world):
         outcome = world.cli("train", "--all", "--as-of", AS_OF)
         assert outcome.code == 0, str(outcome)
         results = outcome.json()["models"]
-        assert [r["model_name"] for r in results] == ["stock-close", "stock-close-pooled"]
+        assert [r["model_name"] for r in results] == [
+            "stock-close",
+            "stock-close-pooled",
+            "stock-direction",
+        ]
         assert all(r["already_trained"] and r["model_version"] == "1" for r in results)
         first = {r["model_name"]: r["holdout"] for r in world.trained["models"]}
         for r in results:  # read back from the run: the figures, the holdout IC among them
@@ -203,7 +213,7 @@ def test_unknown_model_and_contradictory_options_are_one_sentence(world):
     assert unknown.code == 2, str(unknown)
     assert unknown.errors == [
         "error: No model named 'no-such-model' in the catalog; known: stock-close, "
-        "stock-close-mlp, stock-close-pooled."
+        "stock-close-mlp, stock-close-pooled, stock-direction."
     ]
     both = world.cli("train", "--model", "stock-close", "--all")
     assert both.code == 2, str(both)

@@ -8,10 +8,10 @@ from mlops.contracts.catalog import catalog, model_names, packaged_dir, spec
 from mlops.errors import ConfigError
 from mlops.settings import load_settings
 
-BUNDLED = ["stock-close", "stock-close-mlp", "stock-close-pooled"]
+BUNDLED = ["stock-close", "stock-close-mlp", "stock-close-pooled", "stock-direction"]
 
 
-def test_the_packaged_catalog_holds_the_three_bundled_models():
+def test_the_packaged_catalog_holds_the_four_bundled_models():
     assert model_names(load_settings()) == BUNDLED
     assert spec(load_settings(), "stock-close-mlp").config_path == (
         packaged_dir() / "stock-close-mlp.yaml"
@@ -20,7 +20,7 @@ def test_the_packaged_catalog_holds_the_three_bundled_models():
 
 def test_a_trading_model_named_otherwise_is_the_default_config_under_that_name():
     models = catalog(load_settings(MODEL_NAME="my-model"))
-    assert list(models) == ["my-model", "stock-close-mlp", "stock-close-pooled"]
+    assert list(models) == ["my-model", "stock-close-mlp", "stock-close-pooled", "stock-direction"]
     assert models["my-model"].config_path == packaged_dir() / "stock-close.yaml"
 
 
@@ -43,6 +43,7 @@ def test_a_folder_without_the_trading_model_is_refused(tmp_path):
 
 def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(
-        ConfigError, match="known: stock-close, stock-close-mlp, stock-close-pooled"
+        ConfigError,
+        match="known: stock-close, stock-close-mlp, stock-close-pooled, stock-direction",
     ):
         spec(load_settings(), "nope")

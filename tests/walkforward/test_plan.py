@@ -77,3 +77,17 @@ def test_a_window_that_cannot_be_planned_says_why(published):
         retrain_points(days, date(2017, 6, 1), date(2017, 5, 1), 20, 180)
     with pytest.raises(DataError, match="start on 2015-09-"):
         retrain_points(days, date(2015, 3, 2), date(2017, 5, 1), 20, 180)
+
+
+def test_the_direction_classifier_is_not_replayed():
+    import yaml
+
+    from mlops.contracts.catalog import packaged_dir
+    from mlops.walkforward.run import _regressors
+
+    names = ["stock-close", "stock-close-mlp", "stock-direction"]
+    configs = {n: yaml.safe_load((packaged_dir() / f"{n}.yaml").read_text()) for n in names}
+    kept, kept_configs = _regressors(names, configs, asked=False)  # the catalog's default
+    assert kept == ["stock-close", "stock-close-mlp"] and list(kept_configs) == kept
+    with pytest.raises(ConfigError, match="stock-direction is a direction classifier"):
+        _regressors(names, configs, asked=True)  # named in --models

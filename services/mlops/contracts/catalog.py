@@ -1,8 +1,9 @@
 """The model catalog: which named model configurations exist, and where their configs are.
 
 A catalog is a folder of Ludwig configs, one ``<model name>.yaml`` per model
-(``MODEL_CONFIGS_DIR``; the packaged default holds ``stock-close``, ``stock-close-mlp``
-and ``stock-close-pooled``; in the cluster the ConfigMap ``mlops-model-configs``). Each
+(``MODEL_CONFIGS_DIR``; the packaged default holds ``stock-close``, ``stock-close-mlp``,
+``stock-close-pooled`` and the direction classifier ``stock-direction``; in the cluster
+the ConfigMap ``mlops-model-configs``). Each
 model is registered in the MLflow registry under its own name. ``MODEL_NAME`` names the
 trading model, whose champion feeds trading and serving; ``MODEL_CONFIG_PATH``, when set,
 is that model's config (and adds it to the catalog when the folder lacks it); without

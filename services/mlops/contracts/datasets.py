@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from mlops import market_calendar
+from mlops.contracts.columns import with_direction
 from mlops.contracts.keys import manifest_key
 from mlops.db.schema import datasets
 from mlops.errors import DataError
@@ -180,7 +181,10 @@ def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load(store: ObjectStore, version: str) -> tuple[Manifest, pd.DataFrame]:
-    """A published dataset and its manifest, all parts in one frame sorted by date, symbol."""
+    """A published dataset and its manifest, all parts in one frame sorted by date, symbol,
+    with the direction target ``next_up`` derived from ``next_close`` (see
+    :func:`~mlops.contracts.columns.with_direction`).
+    """
     manifest = read_manifest(store, version)
     frames = []
     for part in manifest.part_list:
@@ -197,4 +201,4 @@ def load(store: ObjectStore, version: str) -> tuple[Manifest, pd.DataFrame]:
         raise DataError(
             f"Dataset {version} holds {len(frame)} rows but its manifest says {manifest.rows}."
         )
-    return manifest, frame
+    return manifest, with_direction(frame)

@@ -29,7 +29,18 @@ from mlops.db.schema import monitoring_metrics as mm
 
 ALL = "ALL"
 SESSION = 1  # window_days of a session's own figures
-SESSION_METRICS = ("mape", "wmape", "directional_accuracy", "naive_mape", "n", "ic", "rank_ic")
+# A direction classifier's figures, and the base-rate classifier's on the same rows.
+CLASSIFIER_METRICS = ("log_loss", "naive_log_loss", "accuracy", "naive_accuracy", "auc", "brier")
+SESSION_METRICS = (
+    "mape",
+    "wmape",
+    "directional_accuracy",
+    "naive_mape",
+    "n",
+    "ic",
+    "rank_ic",
+    *CLASSIFIER_METRICS,
+)
 WINDOW_METRICS = (
     "mape",
     "wmape",
@@ -45,6 +56,7 @@ WINDOW_METRICS = (
     "paired_naive_mape",
     "paired_diff_low",
     "paired_diff_high",
+    *CLASSIFIER_METRICS,
 )
 
 

@@ -20,7 +20,13 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from mlops.contracts.columns import TARGET_RETURN_COLUMN
+from mlops.contracts.columns import (
+    PROBABILITY,
+    RETURN,
+    TARGET_RETURN_COLUMN,
+    is_classifier,
+    score_kind,
+)
 from mlops.errors import ModelError
 
 if TYPE_CHECKING:
@@ -52,6 +58,13 @@ CHAMPION_STACK_TAG = "mlops_champion_stack"
 #   a rollback); ``mlops_promoted_by``: who made it the champion (training's gate ``train``,
 #   ``cli:<login>``, ``dashboard:<user>``) and ``mlops_promotion_reason`` the reason a
 #   person gave, both cleared when the champion is rolled back from it.
+# - version tag ``promotion_metric``: the holdout figure the gate compared with the naive
+#   forecast's (``mape``; a direction classifier's ``log_loss``; none on older versions:
+#   ``mape``), which a manual promotion compares too;
+PROMOTION_METRIC_TAG = "promotion_metric"
+# - version tag ``train_up_rate``: a direction classifier's training window's share of
+#   rises, the base-rate classifier monitoring compares it with;
+TRAIN_UP_RATE_TAG = "train_up_rate"
 PROMOTION_TAG = "promotion"
 PROMOTION_DECISION_TAG = "promotion_reason"
 PROMOTED_BY_TAG = "mlops_promoted_by"
@@ -269,12 +282,55 @@ def predict_close(model: Any, frame: pd.DataFrame) -> np.ndarray:
 
     ``model`` is a predictor or a ``LudwigModel`` (turned into the fast predictor, which
     computes what ``LudwigModel.predict`` would, or Ludwig's own for a config it does not
-    reproduce).
+    reproduce). A classifier predicts no close: ModelError.
     """
     from mlops.contracts.predictor import as_predictor
 
     predictor = as_predictor(model)
+    if is_classifier(predictor.target):
+        raise ModelError(
+            f"A model of {predictor.target} is a direction classifier: it predicts the "
+            "probability of a rise, not a close."
+        )
     values = predictor.predict_frame(frame.reset_index(drop=True))
     if predictor.target == TARGET_RETURN_COLUMN:
         return frame["close"].to_numpy(dtype="float64") * (1.0 + values)
     return values
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's forecasts for rows of a features frame: the model's own output
+    (``score``: a close, a return or a probability, by ``kind``) and, for a regressor, the
+    predicted close (None for a classifier).
+    """
+
+    kind: str  # price | return | probability (mlops.contracts.columns.score_kind)
+    score: np.ndarray
+    predicted_close: np.ndarray | None
+
+    def predicted_or_score(self) -> np.ndarray:
+        """The predicted close; a classifier's probability (it predicts no close)."""
+        return self.score if self.predicted_close is None else self.predicted_close
+
+
+def predict_scores(model: Any, frame: pd.DataFrame) -> Scores:
+    """The model's output for each row of ``frame``, its kind, and (regressors) the close."""
+    from mlops.contracts.predictor import as_predictor
+
+    predictor = as_predictor(model)
+    values = predictor.predict_frame(frame.reset_index(drop=True))
+    kind = score_kind(predictor.target)
+    if kind == PROBABILITY:
+        return Scores(kind, values, None)
+    close = values
+    if kind == RETURN:
+        close = frame["close"].to_numpy(dtype="float64") * (1.0 + values)
+    return Scores(kind, values, close)
+
+
+def target_of(model: Any) -> str:
+    """The target a model (a predictor or a ``LudwigModel``) was trained on."""
+    from mlops.contracts.predictor import as_predictor
+
+    return as_predictor(model).target

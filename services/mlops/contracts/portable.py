@@ -10,7 +10,10 @@ arrays) after checking that it predicts what ``LudwigModel.predict`` does. The f
   the embedding table or none for the passthrough encoder);
 * the concat combiner's and the output feature's fully connected stacks (weight, bias,
   activation, residual), the regressor, the prediction's ``clip``;
-* the output normalisation, undone in float64.
+* the output normalisation, undone in float64;
+* the output's type: ``number`` (a regressor: the value) or ``binary`` (a classifier: the
+  sigmoid of the regressor's logit in float32, Ludwig's probability of ``True``, as
+  float64); a binary export is format version 2, which readers of version 1 refuse.
 
 The preprocessing classes here are shared with :mod:`mlops.contracts.predictor`, the
 torch-based fast predictor training uses, so both read Ludwig's metadata one way.
@@ -39,7 +42,12 @@ PORTABLE_FOLDER = "portable"
 SPEC_FILE = "portable.json"
 ARRAYS_FILE = "portable.npz"
 FORMAT = "mlops-portable"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a regressor's export (readers of 1 know no other output)
+BINARY_FORMAT_VERSION = 2  # a classifier's: version 1 plus the output type
+FORMAT_VERSIONS = frozenset({FORMAT_VERSION, BINARY_FORMAT_VERSION})
+NUMBER_OUTPUT, BINARY_OUTPUT = "number", "binary"
+# Ludwig's default decision threshold of a binary output.
+DEFAULT_THRESHOLD = 0.5
 UNKNOWN_SYMBOL = "<UNK>"
 # A list of this many rows or fewer is preprocessed in plain Python (no pandas objects).
 _SMALL = 64
@@ -49,8 +57,22 @@ class UnsupportedModelError(ValueError):
     """The model uses something the fast path does not reproduce exactly."""
 
 
+def output_type(config: Mapping[str, Any]) -> str:
+    """``number`` (a regressor) or ``binary`` (a classifier): the config's output type."""
+    outputs = config.get("output_features") or [{}]
+    return str(outputs[0].get("type", NUMBER_OUTPUT))
+
+
+def class_threshold(config: Mapping[str, Any]) -> float:
+    """The probability at or above which a binary output predicts ``True``."""
+    outputs = config.get("output_features") or [{}]
+    return float(outputs[0].get("threshold") or DEFAULT_THRESHOLD)
+
+
 class Predictor(Protocol):
-    """What serving and batch inference need of a model."""
+    """What serving and batch inference need of a model. ``predict_*`` give one float64
+    per row: a regressor's predicted value, or a classifier's probability of ``True``.
+    """
 
     kind: str  # "fast" or "ludwig"
     config: dict[str, Any]
@@ -271,19 +293,24 @@ class DenseLayer:
 
 @dataclass(frozen=True)
 class Network:
-    """Everything after preprocessing: combiner stack, output stack, regressor, clip."""
+    """Everything after preprocessing: combiner stack, output stack, regressor, clip, and
+    for a binary output the sigmoid (Ludwig's probability of ``True``).
+    """
 
     combiner: list[DenseLayer]
     output_fc: list[DenseLayer]
     decoder: DenseLayer
     clip: tuple[float, float] | None
     output_norm: Affine
+    output: str = NUMBER_OUTPUT
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for layer in (*self.combiner, *self.output_fc, self.decoder):
             x = layer(x)
         if self.clip is not None:
             x = np.clip(x, np.float32(self.clip[0]), np.float32(self.clip[1]))
+        if self.output == BINARY_OUTPUT:
+            x = _sigmoid(x)
         return self.output_norm.inverse64(x.reshape(-1))
 
 
@@ -321,11 +348,16 @@ class ColumnsPredictor:
     """Frames and records as columns, for a predictor that implements ``predict_columns``."""
 
     kind: str
+    config: dict[str, Any]
     target: str
     input_features: dict[str, str]
 
     def describe(self) -> dict[str, Any]:
         return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
+
+    @property
+    def output_type(self) -> str:
+        return output_type(self.config)
 
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's output (``<target>_predictions``) for each row, as float64."""
@@ -366,8 +398,9 @@ class PortablePredictor(ColumnsPredictor):
         """From a folder holding ``portable.json`` and ``portable.npz`` (or its parent)."""
         folder = portable_dir(path)
         spec = json.loads((folder / SPEC_FILE).read_text())
-        if spec.get("format") != FORMAT or spec.get("version") != FORMAT_VERSION:
-            raise UnsupportedModelError(f"{folder / SPEC_FILE} is not {FORMAT} v{FORMAT_VERSION}")
+        if spec.get("format") != FORMAT or spec.get("version") not in FORMAT_VERSIONS:
+            known = " or ".join(f"v{v}" for v in sorted(FORMAT_VERSIONS))
+            raise UnsupportedModelError(f"{folder / SPEC_FILE} is not {FORMAT} {known}")
         with np.load(folder / ARRAYS_FILE, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         return decode(spec, arrays)
@@ -421,9 +454,10 @@ def encode(
             for i, layer in enumerate(stack)
         ]
 
+    binary = network.output == BINARY_OUTPUT
     spec = {
         "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "version": BINARY_FORMAT_VERSION if binary else FORMAT_VERSION,
         "config": config,
         "inputs": [_encode_input(s, put) for s in inputs],
         "combiner": layers("combiner", network.combiner),
@@ -431,6 +465,7 @@ def encode(
         "decoder": layers("decoder", [network.decoder])[0],
         "clip": list(network.clip) if network.clip is not None else None,
         "output_norm": _encode_affine(network.output_norm),
+        **({"output": BINARY_OUTPUT} if binary else {}),
     }
     return spec, arrays
 
@@ -497,6 +532,7 @@ def decode(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Portabl
         decoder=layer(spec["decoder"]),
         clip=None if clip is None else (float(clip[0]), float(clip[1])),
         output_norm=affine(spec["output_norm"]),
+        output=str(spec.get("output", NUMBER_OUTPUT)),
     )
     return PortablePredictor(dict(spec["config"]), inputs, network)
 

@@ -3,8 +3,12 @@
 One row per (symbol, prediction date, model name, model version): the predicted next
 close, the close it was made from, the expected change and the version's ``role`` that
 day: ``champion`` for the version holding the champion alias (the trading model's champion
-alone feeds trading), ``challenger`` for a version scored in shadow beside it. Monitoring
-joins them with the close that came true (:func:`realized`).
+alone feeds trading), ``challenger`` for a version scored in shadow beside it. The model's
+own output is ``score``, of the kind ``score_kind``: ``price`` (a model of the next close),
+``return`` (of the next return) or ``probability`` (a direction classifier's probability
+that the next close is above the last one; its rows have no predicted close nor expected
+change). Rows written before the score's kind existed say ``price`` and have no score.
+Monitoring joins them with the close that came true (:func:`realized`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ numbers come out of a few array operations:
   predictions): passthrough number encoders, embedding lookups for categories, the
   concat combiner's fully connected stack, the output feature's fully connected stack
   and its regressor, the ``clip`` of the prediction module;
-* the output is denormalised in float64, as Ludwig's postprocessing does.
+* the output is denormalised in float64, as Ludwig's postprocessing does; a binary
+  output (a classifier, no calibration) is the sigmoid of the regressor's logit, Ludwig's
+  probability of ``True`` (``<target>_probabilities_True``), as float64.
 
 The weights and the training-set metadata are read from a ``LudwigModel`` or from a saved
 model folder (``model_hyperparameters.json``, ``training_set_metadata.json``,
@@ -40,6 +42,8 @@ import numpy as np
 import pandas as pd
 
 from mlops.contracts.portable import (
+    BINARY_OUTPUT,
+    NUMBER_OUTPUT,
     UNKNOWN_SYMBOL,
     Affine,
     CategoryInput,
@@ -51,6 +55,7 @@ from mlops.contracts.portable import (
     Predictor,
     UnsupportedModelError,
     has_portable,
+    output_type,
 )
 
 if TYPE_CHECKING:
@@ -110,7 +115,7 @@ class _Layer:
 
 
 class FastPredictor(ColumnsPredictor):
-    """An ECD regression model evaluated without Ludwig's per-call pipeline.
+    """An ECD regressor or binary classifier evaluated without Ludwig's per-call pipeline.
 
     Thread-safe: it holds no mutable state after construction.
     """
@@ -159,8 +164,11 @@ class FastPredictor(ColumnsPredictor):
             input_size=self.width,
         )
 
-        if output.get("type") != "number":
+        self._output = str(output.get("type"))
+        if self._output not in {NUMBER_OUTPUT, BINARY_OUTPUT}:
             raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
+        if self._output == BINARY_OUTPUT and output.get("calibration"):
+            raise UnsupportedModelError("a calibrated binary output")
         if output.get("dependencies"):
             raise UnsupportedModelError("output feature dependencies")
         decoder = output.get("decoder") or {}
@@ -190,6 +198,8 @@ class FastPredictor(ColumnsPredictor):
         out_norm = (out_meta.get("preprocessing") or output.get("preprocessing") or {}).get(
             "normalization"
         )
+        if self._output == BINARY_OUTPUT:
+            out_norm = None  # a probability: nothing to undo
         if out_norm not in _OUTPUT_NORMALIZATIONS:
             raise UnsupportedModelError(f"output normalization {out_norm!r}")
         self._output_norm = Affine.from_metadata(out_norm, out_meta, self.target)
@@ -246,6 +256,7 @@ class FastPredictor(ColumnsPredictor):
             decoder=dense(self._decoder),
             clip=self._clip,
             output_norm=self._output_norm,
+            output=self._output,
         )
         return PortablePredictor(self.config, list(self._inputs), network)
 
@@ -278,6 +289,8 @@ class FastPredictor(ColumnsPredictor):
         logits = torch.nn.functional.linear(x, self._decoder.weight, self._decoder.bias)
         if self._clip is not None:
             logits = torch.clamp(logits, self._clip[0], self._clip[1])
+        if self._output == BINARY_OUTPUT:
+            logits = torch.sigmoid(logits)
         return self._output_norm.inverse64(logits.reshape(-1).numpy())
 
 
@@ -439,13 +452,17 @@ class LudwigPredictor:
     def describe(self) -> dict[str, Any]:
         return {"predictor": self.kind, "target": self.target, "inputs": self.input_features}
 
+    @property
+    def output_type(self) -> str:
+        return output_type(self.config)
+
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         if frame.empty:
             return np.empty(0, dtype=np.float64)
         inputs = frame[list(self.input_features)].reset_index(drop=True)
         with self._lock:
             predictions, _ = self.model.predict(inputs)
-        return predictions[f"{self.target}_predictions"].to_numpy(dtype="float64")
+        return ludwig_output(predictions, self.target, self.config)
 
     def predict_columns(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> np.ndarray:
         frame = pd.DataFrame({name: list(columns[name]) for name in self.input_features})
@@ -455,6 +472,17 @@ class LudwigPredictor:
         return self.predict_columns(
             {name: [record.get(name) for record in records] for name in self.input_features}
         )
+
+
+def ludwig_output(predictions: pd.DataFrame, target: str, config: Mapping[str, Any]) -> np.ndarray:
+    """What a predictor gives for ``LudwigModel.predict``'s frame: a regressor's
+    ``<target>_predictions``, a classifier's probability of ``True``.
+    """
+    if config["output_features"][0].get("type") == BINARY_OUTPUT:
+        column = f"{target}_probabilities_True"
+    else:
+        column = f"{target}_predictions"
+    return predictions[column].to_numpy(dtype="float64")
 
 
 _warned: set[str] = set()

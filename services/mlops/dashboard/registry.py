@@ -23,6 +23,8 @@ FIGURE_TAGS = (
     "dm_p_value_naive",
     "dm_p_value_champion",
 )
+# A direction classifier's (its gate's log loss against the base rate's, and its AUC).
+CLASSIFIER_TAGS = ("holdout_log_loss", "baseline_holdout_log_loss", "holdout_auc")
 COLUMNS = (
     "model",
     "version",
@@ -40,6 +42,9 @@ COLUMNS = (
     "live_window_mape",
     "live_window_naive_mape",
     "live_window_dm_p_naive",
+    "live_window_log_loss",
+    "live_window_naive_log_loss",
+    *CLASSIFIER_TAGS,
 )
 
 
@@ -87,7 +92,7 @@ def read_registry(
                 "dataset_version": tags.get("dataset_version", ""),
                 "train_end": tags.get("train_end", ""),
             }
-            for tag in FIGURE_TAGS:
+            for tag in (*FIGURE_TAGS, *CLASSIFIER_TAGS):
                 row[tag] = _number(tags.get(tag))
             row.update(_live_columns(live.get((name, version))))
             rows.append({c: row.get(c) for c in COLUMNS})
@@ -108,6 +113,9 @@ def _live_columns(found: LiveFigures | None) -> dict[str, Any]:
         "live_window_mape": window.get("mape"),
         "live_window_naive_mape": window.get("naive_mape"),
         "live_window_dm_p_naive": window.get("dm_p_naive"),
+        # A direction classifier's (no MAPE): its log loss and the base rate's.
+        "live_window_log_loss": window.get("log_loss"),
+        "live_window_naive_log_loss": window.get("naive_log_loss"),
     }
 
 

@@ -69,13 +69,18 @@ predictions = Table(
     Column("prediction_date", Date, nullable=False, index=True),
     Column("model_name", String(128), nullable=False),
     Column("model_version", String(32), nullable=False),
-    Column("predicted_close", Float, nullable=False),
+    # A regressor's predicted close and change; NULL for a classifier (migration 0010).
+    Column("predicted_close", Float, nullable=True),
     Column("last_close", Float, nullable=False),
-    Column("expected_change", Float, nullable=False),
+    Column("expected_change", Float, nullable=True),
     Column("dataset_version", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # champion (feeds trading) or challenger (scored in shadow); migration 0005.
     Column("role", String(16), nullable=False, server_default="champion"),
+    # What the model output (migration 0010): price (a close), return, or probability (of
+    # a rise: a direction classifier's), and that output; rows before 0007: price, NULL.
+    Column("score_kind", String(16), nullable=False, server_default="price"),
+    Column("score", Float, nullable=True),
     UniqueConstraint(
         "symbol", "prediction_date", "model_name", "model_version", name="uq_predictions_key"
     ),

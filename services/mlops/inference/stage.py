@@ -1,6 +1,10 @@
 """``mlops batch-infer``: predict the next close of every symbol from its latest prepared day,
 with the trading model's champion and, in shadow, every other version worth watching.
 
+Each row keeps the model's own output and its kind (``score``, ``score_kind``: a close, a
+return, or a direction classifier's probability of a rise); a regressor's rows also hold
+the predicted close and the expected change, a classifier's hold none (NULL).
+
 For each model of the catalog (``MODEL_NAME`` first), the versions scored are its champion
 and its challenger (:func:`~mlops.contracts.models.shadow_refs`: never an archived one).
 The trading model must have a champion, and one that is not archived (the command is
@@ -35,11 +39,12 @@ from mlops.contracts import catalog, datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
 from mlops.contracts.models import (
     ModelRef,
+    Scores,
     archived_champion,
     champion,
     is_archived,
     load_registered,
-    predict_close,
+    predict_scores,
     require_champion,
     shadow_refs,
 )
@@ -151,7 +156,7 @@ def run(
     for ref, role in plan:
         try:
             model = load_registered(ctx.mlflow, ref)
-            predicted = predict_close(model, rows)
+            predicted = predict_scores(model, rows)
         except Exception as exc:
             if not scored:  # the trading champion: nothing to trade without it
                 raise
@@ -171,25 +176,30 @@ def run(
 
 
 def _batch(
-    rows: pd.DataFrame, ref: ModelRef, role: str, predicted: object, dataset_version: str
+    rows: pd.DataFrame, ref: ModelRef, role: str, predicted: Scores, dataset_version: str
 ) -> pd.DataFrame:
-    batch = pd.DataFrame(
+    last = rows["close"].to_numpy(dtype="float64")
+    close: object = None  # a classifier predicts no close: NULL
+    change: object = None
+    if predicted.predicted_close is not None:
+        close = predicted.predicted_close
+        change = (predicted.predicted_close - last) / last
+    return pd.DataFrame(
         {
             "symbol": rows["symbol"].astype(str),
             "prediction_date": rows["date"].iloc[0].date(),
             "model_name": ref.name,
             "model_version": ref.version,
-            "predicted_close": predicted,
-            "last_close": rows["close"].to_numpy(dtype="float64"),
+            "predicted_close": close,
+            "last_close": last,
             "dataset_version": dataset_version,
             "created_at": utcnow(),
             "role": role,
+            "expected_change": change,
+            "score_kind": predicted.kind,
+            "score": predicted.score,
         }
     )
-    batch["expected_change"] = (batch["predicted_close"] - batch["last_close"]) / batch[
-        "last_close"
-    ]
-    return batch
 
 
 def _write(ctx: Context, batch: pd.DataFrame, ref: ModelRef, role: str, day: date) -> ScoredVersion:

@@ -17,17 +17,29 @@ window's.
 A challenger is compared with its model's champion on the same rows only
 (:func:`paired_figures`): the (day, symbol) pairs both scored, each one's MAPE and the naive
 forecast's on them, and a 95 % confidence interval of the mean daily MAPE difference.
+
+A direction classifier's rows (``score_kind`` ``probability``) get a classifier's figures
+instead (:func:`classifier_figures`): accuracy, AUC, Brier score and log loss of its
+probability of a rise against whether the close rose, the same figures of the base-rate
+classifier (the version's training window's up-rate, every row) as ``naive_*``, and
+paired tests on each day's mean log loss (:func:`classifier_tests`). Its IC is that of the
+probability against the realised return.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import pandas as pd
 
-from mlops.contracts.columns import TARGET_DATE_COLUMN
+from mlops.contracts.columns import PROBABILITY, TARGET_DATE_COLUMN
 from mlops.metrics import (
+    classification_metrics,
     daily_ic,
     diebold_mariano,
     directional_accuracy,
+    log_losses,
     regression_metrics,
 )
 
@@ -113,12 +125,70 @@ def paired_figures(paired: pd.DataFrame, difference: pd.Series) -> dict[str, flo
     return figures
 
 
-def session_figures(frame: pd.DataFrame) -> pd.DataFrame:
-    """Each session's own :func:`figures` and :func:`session_ic` (NaN where a session has
-    none), indexed by the session whose closes came true (``target_date``).
+def session_figures(
+    frame: pd.DataFrame, figure: Callable[[pd.DataFrame], dict[str, float]] = figures
+) -> pd.DataFrame:
+    """Each session's own ``figure`` (:func:`figures`, or a classifier's) and
+    :func:`session_ic` (NaN where a session has none), indexed by the session whose
+    closes came true (``target_date``).
     """
-    own = {session: figures(part) for session, part in frame.groupby(TARGET_DATE_COLUMN, sort=True)}
+    groups = frame.groupby(TARGET_DATE_COLUMN, sort=True)
+    own = {session: figure(part) for session, part in groups}
     return pd.DataFrame.from_dict(own, orient="index").join(session_ic(frame)).sort_index()
+
+
+def is_probability(frame: pd.DataFrame) -> bool:
+    """Whether the rows are a direction classifier's (its probability of a rise)."""
+    return "score_kind" in frame.columns and bool((frame["score_kind"] == PROBABILITY).all())
+
+
+def rose(frame: pd.DataFrame) -> pd.Series:
+    """Whether each realized prediction's next close came above its last close (1 or 0)."""
+    return (frame["actual_close"] > frame["last_close"]).astype("float64")
+
+
+def classifier_figures(frame: pd.DataFrame, base_rate: float | None) -> dict[str, float]:
+    """Accuracy, AUC, Brier score, log loss and the up-rate of a classifier's realized
+    rows (``score``: its probability of a rise), the base-rate classifier's as
+    ``naive_*`` (when the rate is known), and n.
+    """
+    actual, probability = rose(frame), frame["score"].to_numpy(dtype="float64")
+    figures = classification_metrics(actual, probability)
+    if base_rate is not None:
+        naive = classification_metrics(actual, np.full(len(frame), base_rate))
+        figures.update({f"naive_{k}": v for k, v in naive.items() if k != "up_rate"})
+    return {**figures, "n": float(len(frame))}
+
+
+def daily_log_loss(frame: pd.DataFrame, column: str = "score") -> pd.Series:
+    """Each day's mean log loss of ``column`` (a probability of a rise)."""
+    losses = pd.Series(log_losses(rose(frame), frame[column].to_numpy(dtype="float64")))
+    return losses.groupby(frame["prediction_date"].to_numpy()).mean().sort_index()
+
+
+def classifier_tests(
+    rows: pd.DataFrame, champion_rows: pd.DataFrame | None, base_rate: float | None
+) -> dict[str, float]:
+    """``dm_p_naive`` (against the base-rate classifier) and, given the champion's rows,
+    ``dm_p_champion``: one-sided Diebold-Mariano p-values on the days' mean log loss.
+    """
+    tests: dict[str, float] = {}
+    if base_rate is not None:
+        naive = rows.assign(naive=base_rate)
+        p_naive = dm_p_value(daily_log_loss(naive), daily_log_loss(naive, "naive"))
+        if p_naive is not None:
+            tests["dm_p_naive"] = p_naive
+    if champion_rows is not None and not champion_rows.empty:
+        paired = rows.merge(
+            champion_rows[[*PAIR_KEY, "score"]], on=PAIR_KEY, suffixes=("", "_champion")
+        )
+        if not paired.empty:
+            p_champion = dm_p_value(
+                daily_log_loss(paired), daily_log_loss(paired, "score_champion")
+            )
+            if p_champion is not None:
+                tests["dm_p_champion"] = p_champion
+    return tests
 
 
 def session_ic(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +198,10 @@ def session_ic(frame: pd.DataFrame) -> pd.DataFrame:
     against the realised ``actual_close / last_close - 1``.
     """
     days = frame[TARGET_DATE_COLUMN]
-    predicted = frame["predicted_close"] / frame["last_close"] - 1.0
+    if is_probability(frame):  # a classifier: its probability of a rise ranks the symbols
+        predicted = frame["score"].astype("float64")
+    else:
+        predicted = frame["predicted_close"] / frame["last_close"] - 1.0
     realised = frame["actual_close"] / frame["last_close"] - 1.0
     return pd.DataFrame(
         {

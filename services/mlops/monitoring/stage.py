@@ -7,13 +7,18 @@ MAPE, WMAPE, directional accuracy, the naive forecast's MAE, RMSE, MAPE and WMAP
 same rows, n, and the live window's paired tests ``dm_p_naive`` and ``dm_p_champion``
 (:mod:`mlops.monitoring.scores`), dated the monitored day (``window_days``: the window);
 a challenger also its figures beside the champion's on the rows both scored (``paired_*``).
-Each session of the window also gets its own ``mape``, ``naive_mape``, ``n``, ``ic`` and
-``rank_ic`` (``ALL``, dated that session, ``window_days`` 1; no IC for a session with fewer
-than two symbols). :mod:`mlops.contracts.live_figures` reads them back.
+Each session of the window also gets its own figures, ``ic`` and ``rank_ic`` (``ALL``,
+dated that session, ``window_days`` 1; no IC for a session with fewer than two symbols).
+:mod:`mlops.contracts.live_figures` reads them back. A direction classifier's versions get
+a classifier's figures instead: accuracy, AUC, Brier score, log loss and the up-rate, the
+base-rate classifier's (the version's training window's up-rate, its tag
+``train_up_rate``) as ``naive_*``, n, and the paired tests on daily log loss.
 
 The retrain request is about the trading model's champion alone: its MAPE above
-``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO`` times the naive forecast's, or
-its feature drift share above the calibrated threshold (:mod:`mlops.monitoring.drift`);
+``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO`` times the naive forecast's (a
+direction classifier's: its log loss above that many times the base rate's; MAPE does not
+apply), or its feature drift share above the calibrated threshold
+(:mod:`mlops.monitoring.drift`);
 each trigger's firing is recorded every day (0 or 1), with the drift share, its threshold
 and each feature's p-value.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -34,7 +40,7 @@ from mlops import alerts, market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
-from mlops.contracts.models import ModelRef, champion
+from mlops.contracts.models import TRAIN_UP_RATE_TAG, ModelRef, champion, version_ref
 from mlops.contracts.predictions import CHALLENGER_ROLE, CHAMPION_ROLE, realized
 from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 from mlops.db.upsert import insert_new, upsert
@@ -61,7 +67,7 @@ class VersionFigures:
     model_version: str
     role: str  # the registry's now: champion or challenger
     n: int
-    mape: float
+    mape: float | None  # a regressor's; a classifier's figures are the ones below
     dm_p_naive: float | None = None
     dm_p_champion: float | None = None
     ic_date: date | None = None  # the latest session with an IC
@@ -70,6 +76,11 @@ class VersionFigures:
     ic_mean: float | None = None  # the mean daily IC and Rank IC over ic_sessions sessions
     rank_ic_mean: float | None = None
     ic_sessions: int = 0
+    # A direction classifier's window: log loss and the base rate's, accuracy and AUC.
+    log_loss: float | None = None
+    naive_log_loss: float | None = None
+    accuracy: float | None = None
+    auc: float | None = None
 
 
 @dataclass
@@ -223,23 +234,60 @@ def _score_versions(
         for model_version, group in by_model.groupby("model_version"):
             model_version = str(model_version)
             is_top = top is not None and top.version == model_version
-            overall = scores.figures(group)
-            tests = scores.paired_tests(group, None if is_top else top_rows)
+            figure, tests = _version_scores(ctx, name, model_version, group, top_rows, is_top)
+            overall = figure(group)
             rows.add(name, model_version, ALL, {**overall, **tests})
             for symbol, part in group.groupby("symbol"):
-                rows.add(name, model_version, str(symbol), scores.figures(part))
-            sessions = scores.session_figures(group)
+                rows.add(name, model_version, str(symbol), figure(part))
+            sessions = scores.session_figures(group, figure)
             rows.add_sessions(name, model_version, sessions)
             figures = VersionFigures(
                 name,
                 model_version,
                 CHAMPION_ROLE if is_top else CHALLENGER_ROLE,
                 len(group),
-                overall["mape"],
+                overall.get("mape"),
                 tests.get("dm_p_naive"),
                 tests.get("dm_p_champion"),
+                log_loss=overall.get("log_loss"),
+                naive_log_loss=overall.get("naive_log_loss"),
+                accuracy=overall.get("accuracy"),
+                auc=overall.get("auc"),
             )
             result.versions.append(_with_ic(figures, sessions[["ic", "rank_ic"]]))
+
+
+def _version_scores(
+    ctx: Context,
+    name: str,
+    version: str,
+    group: pd.DataFrame,
+    top_rows: pd.DataFrame | None,
+    is_top: bool,
+) -> tuple[Callable[[pd.DataFrame], dict[str, float]], dict[str, float]]:
+    """How a version's rows are scored (a regressor's figures, or a classifier's against
+    its base rate) and its paired tests against the naive forecast and its champion.
+    """
+    champion_rows = None if is_top else top_rows
+    if not scores.is_probability(group):
+        return scores.figures, scores.paired_tests(group, champion_rows)
+    rate = base_rate(ctx, name, version)
+    return (
+        lambda rows: scores.classifier_figures(rows, rate),
+        scores.classifier_tests(group, champion_rows, rate),
+    )
+
+
+def base_rate(ctx: Context, name: str, version: str) -> float | None:
+    """The base-rate classifier's probability for a classifier version: the up-rate of
+    its training window (its version tag ``train_up_rate``); None when it has none.
+    """
+    ref = version_ref(ctx.mlflow, name, version)
+    value = (ref.tags if ref is not None else {}).get(TRAIN_UP_RATE_TAG)
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def _with_ic(figures: VersionFigures, sessions: pd.DataFrame) -> VersionFigures:
@@ -270,6 +318,12 @@ def _score_trading_champion(
     if current.empty:
         return
     result.evaluated = len(current)
+    if scores.is_probability(current):  # a classifier: no regression report
+        version = str(current["model_version"].iloc[-1])
+        result.metrics = scores.classifier_figures(
+            current, base_rate(ctx, ctx.settings.model_name, version)
+        )
+        return
     result.metrics = scores.figures(current)
     ctx.store.put_bytes(
         f"{prefix}/quality.html", quality_report(current), "text/html; charset=utf-8"
@@ -369,6 +423,12 @@ def _triggers(result: MonitorResult, settings: Settings) -> dict[str, str | None
     ratio = settings.monitor_baseline_ratio
     if enough and naive and mape > naive * ratio:
         triggers["trigger_naive_ratio"] = f"MAPE {mape:.4f} above {ratio} x naive {naive:.4f}"
+    loss, naive_loss = result.metrics.get("log_loss"), result.metrics.get("naive_log_loss")
+    scored = result.metrics.get("n", 0) >= MIN_SCORED
+    if scored and loss is not None and naive_loss and loss > naive_loss * ratio:
+        triggers["trigger_naive_ratio"] = (
+            f"log loss {loss:.4f} above {ratio} x the base rate's {naive_loss:.4f}"
+        )
     limit = result.drift_threshold
     if result.drift_share is not None and limit is not None and result.drift_share > limit:
         triggers["trigger_drift"] = (

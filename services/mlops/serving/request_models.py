@@ -4,7 +4,8 @@ For each loaded model (one ``(name, version)``), :class:`RequestModels` builds t
 with ``pydantic.create_model`` from ``predictor.input_features`` (name -> Ludwig type):
 
 * ``record``, a JSON record: every input feature and ``close`` (the last close, which
-  turns a predicted return into a price) are required; numbers must be JSON numbers;
+  turns a predicted return into a price) are required (a direction classifier's
+  ``close`` is optional: it predicts no price); numbers must be JSON numbers;
 * ``form_record``, ``ludwig serve``'s form fields (and the rows of its ``dataset``
   table): numbers may be given as text; ``close`` is optional.
 
@@ -31,6 +32,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import create_model as _create_model
 from pydantic_core import PydanticCustomError
 
+from mlops.contracts.columns import is_classifier
 from mlops.serving.api_errors import MAX_ERRORS, ApiError, error_item, invalid
 
 CLOSE = "close"
@@ -108,7 +110,9 @@ class RequestModels:
         return cls(
             target=target,
             input_features=dict(input_features),
-            record=_model("Record", fields, input_features, text=False),
+            record=_model(
+                "Record", fields, input_features, text=False, optional_close=is_classifier(target)
+            ),
             form_record=_model("FormRecord", fields, input_features, text=True),
             fields=fields,
         )
@@ -203,15 +207,20 @@ class RequestModels:
 
 
 def _model(
-    title: str, fields: Mapping[str, str], input_features: Mapping[str, str], *, text: bool
+    title: str,
+    fields: Mapping[str, str],
+    input_features: Mapping[str, str],
+    *,
+    text: bool,
+    optional_close: bool = False,
 ) -> type[BaseModel]:
     definitions: dict[str, Any] = {}
     for attribute, name in fields.items():
         kind = input_features.get(name, "number")  # close is a number
         annotation = field_type(kind, positive=name == CLOSE, text=text)
-        if name in input_features or not text:
+        if name in input_features or not (text or optional_close):
             info = Field(alias=name)
-        else:  # the close of a form: optional
+        else:  # the close of a form or a classifier's: optional
             info = Field(default=None, alias=name, json_schema_extra=_no_default)
         definitions[attribute] = (annotation, info)
     config = ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": True})

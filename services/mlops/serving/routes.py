@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.responses import Response
 
+from mlops.contracts.portable import class_threshold
 from mlops.serving import bodies
 from mlops.serving.api_errors import ApiError, error_item, error_responses
 from mlops.serving.metrics import ServeMetrics
@@ -65,6 +66,11 @@ def _identity(loaded: LoadedModel) -> dict[str, str]:
     return {"model_name": loaded.name, "model_version": loaded.version}
 
 
+def _threshold(loaded: LoadedModel) -> float:
+    """A classifier's decision threshold (its predicted class); unused by a regressor."""
+    return class_threshold(loaded.predictor.config)
+
+
 # POST /predict
 
 
@@ -82,7 +88,7 @@ async def handle_predict(request: Request, serving: Serving) -> Response:
     raw = await run_model(loaded.predictor, columns, len(records))
 
     def respond() -> Response:
-        result = answer(models.target, raw, columns[CLOSE])
+        result = answer(models.target, raw, columns.get(CLOSE), _threshold(loaded))
         return JSONResponse({**_identity(loaded), **records_body(result)})
 
     response = await bodies.off_loop(heavy, respond)
@@ -108,7 +114,7 @@ async def _predict_form(
         raise ApiError(422, "the form is empty", [error_item(["body"], "empty form", "missing")])
     columns = models.check([fields], lambda i, name: ["body", name], form=True)
     raw = await run_model(loaded.predictor, columns, 1)
-    result = answer(models.target, raw, columns.get(CLOSE))
+    result = answer(models.target, raw, columns.get(CLOSE), _threshold(loaded))
     serving.metrics.count_predictions("/predict", loaded.version, 1)
     return JSONResponse({**form_body(result), **_identity(loaded)})
 
@@ -131,7 +137,7 @@ async def handle_batch_predict(request: Request, serving: Serving) -> Response:
     raw = await run_model(loaded.predictor, columns, len(data))
 
     def respond() -> Response:
-        result = answer(models.target, raw, closes)
+        result = answer(models.target, raw, closes, _threshold(loaded))
         return JSONResponse({**_identity(loaded), **table_body(result, index)})
 
     response = await bodies.off_loop(heavy, respond)

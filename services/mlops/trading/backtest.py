@@ -38,9 +38,9 @@ import pandas as pd
 
 from mlops.context import Context
 from mlops.contracts import datasets
-from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.columns import WARMUP_COLUMN, is_classifier
 from mlops.contracts.keys import walkforward_output_keys
-from mlops.contracts.models import ModelRef, champion, load_registered, predict_close
+from mlops.contracts.models import ModelRef, champion, load_registered, predict_scores
 from mlops.contracts.predictions import on_rows
 from mlops.db.schema import backtest_runs
 from mlops.db.upsert import insert_new
@@ -102,10 +102,11 @@ class BacktestResult:
     seconds: float
     rule: str  # TRADE_RULE
     sell: str  # TRADE_SELL
-    threshold: float  # TRADE_THRESHOLD
+    threshold: float  # TRADE_THRESHOLD (a classifier's: TRADE_PROBABILITY_THRESHOLD)
     # Set when no forecast of the model reached the threshold: the sentence that says so.
     threshold_not_reached: str | None
     notes: list[str] = field(default_factory=list)
+    probability: bool = False  # the model is a direction classifier, traded on probabilities
 
 
 @dataclass
@@ -151,7 +152,7 @@ def run(
     window = window.reset_index(drop=True)
     predicted = served.on(window) if served is not None else _predict(predictor, window)
     rules = rules_from(ctx.settings)
-    comparison = compare(window, predicted, rules)
+    comparison = compare(window, predicted, rules, probability=_is_classifier(predictor))
     key = _key(version, label, first, last, rules)
     days = comparison.market.days
     result = BacktestResult(
@@ -244,6 +245,7 @@ def rules_from(settings: Any) -> Rules:
         costs=Costs(settings.backtest_slippage_bps, settings.backtest_commission_per_share),
         rule=settings.trade_rule,
         sell=settings.trade_sell,
+        probability_threshold=settings.trade_probability_threshold,
     )
 
 
@@ -253,19 +255,23 @@ def _rule_fields(comparison: Comparison) -> dict[str, Any]:
     return {
         "rule": rules.rule,
         "sell": rules.sell,
-        "threshold": rules.threshold,
+        "threshold": rules.level(comparison.market),
         "threshold_not_reached": report.threshold_note(comparison),
+        "probability": comparison.market.probability,
     }
 
 
-def compare(frame: pd.DataFrame, predicted: pd.Series, rules: Rules) -> Comparison:
+def compare(
+    frame: pd.DataFrame, predicted: pd.Series, rules: Rules, *, probability: bool = False
+) -> Comparison:
     """The model, the naive forecast and buy-and-hold over the sessions of ``frame``.
 
     The model's and the naive forecast's figures also say how their forecasts stood
     against the threshold (:meth:`Reach.figures`: sessions with a forecast at or past it,
-    the largest expected change).
+    the largest expected change). ``probability``: the model's forecasts are a direction
+    classifier's probabilities of a rise, traded against TRADE_PROBABILITY_THRESHOLD.
     """
-    market = Market.from_frame(frame, predicted)
+    market = Market.from_frame(frame, predicted, probability=probability)
     naive = Market(
         market.days, market.symbols, market.open, market.close, market.last_close, market.close
     )
@@ -275,9 +281,9 @@ def compare(frame: pd.DataFrame, predicted: pd.Series, rules: Rules) -> Comparis
         "buy_and_hold": buy_and_hold(market, rules.initial_cash, rules.costs),
     }
     figures = {name: performance.figures(sim, rules.initial_cash) for name, sim in runs.items()}
-    reached = reach(market, rules.threshold)
+    reached = reach(market, rules.level(market))
     figures["model"].update(reached.figures())
-    figures["naive"].update(reach(naive, rules.threshold).figures())
+    figures["naive"].update(reach(naive, rules.level(naive)).figures())
     return Comparison(market=market, runs=runs, figures=figures, rules=rules, reach=reached)
 
 
@@ -379,14 +385,21 @@ def _window(
 
 
 def _predict(predictor: Any, window: pd.DataFrame) -> pd.Series:
-    """Each row's predicted next close (NaN while indicators warm up); naive: the close."""
+    """Each row's predicted next close, a classifier's probability of a rise (NaN while
+    indicators warm up); naive: the close."""
     if predictor is None:
         return window["close"].astype("float64")
     usable = ~window[WARMUP_COLUMN].astype(bool) if WARMUP_COLUMN in window else window["close"] > 0
     values = pd.Series(np.nan, index=window.index, dtype="float64")
     if usable.any():
-        values[usable] = predict_close(predictor, window[usable])
+        values[usable] = predict_scores(predictor, window[usable]).predicted_or_score()
     return values
+
+
+def _is_classifier(predictor: Any) -> bool:
+    """Whether the model's forecasts are a direction classifier's probabilities (naive, or
+    a stand-in without a target: predicted closes)."""
+    return is_classifier(str(getattr(predictor, "target", "")))
 
 
 def _key(version: str, label: str, first: date, last: date, rules: Rules) -> str:
@@ -406,7 +419,7 @@ def _publish(ctx: Context, result: BacktestResult, comparison: Comparison, label
     """Summary, chart, curves and trades to the store, a row in the database, artifacts to
     MLflow."""
     rows = report.table(result.figures, label, result.in_sample_sessions)
-    notes = [*result.notes, report.conditions(comparison.rules)]
+    notes = [*result.notes, report.conditions(comparison.rules, comparison.market.probability)]
     summary = json.loads(json.dumps({**asdict(result), "notes": notes, "table": rows}, default=str))
     put_json(ctx.store, result.summary_key, summary)
     chart = report.report_html(
@@ -488,7 +501,7 @@ def _log(result: BacktestResult, label: str, rules: Rules) -> None:
         int(naive["trades"] or 0),
         100 * (hold["total_return"] or 0.0),
         int(hold["trades"] or 0),
-        report.conditions(rules),
+        report.conditions(rules, result.probability),
         "".join(f" {n}" for n in result.notes),
         result.seconds,
     )

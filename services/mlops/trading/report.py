@@ -80,11 +80,17 @@ def table(
     return rows
 
 
-def conditions(rules: Rules) -> str:
-    """The rule, the costs, the fills and the risk-free rate every figure assumes."""
+def conditions(rules: Rules, probability: bool = False) -> str:
+    """The rule, the costs, the fills and the risk-free rate every figure assumes
+    (``probability``: the model is a direction classifier, traded on its probability)."""
     costs = rules.costs
+    level = (
+        f"a probability threshold of {rules.probability_threshold:.3f}"
+        if probability
+        else f"a threshold of {rules.threshold:.3%}"
+    )
     return (
-        f"Rule: {rules.rule} at a threshold of {rules.threshold:.3%}, sell {rules.sell}. "
+        f"Rule: {rules.rule} at {level}, sell {rules.sell}. "
         f"Costs: {costs.slippage_bps:g} bp slippage and {costs.commission_per_share:g} per "
         "share; fills at the next session's open; risk-free rate "
         f"{performance.RISK_FREE_RATE:g}."
@@ -120,15 +126,16 @@ def threshold_note(comparison: Comparison) -> str | None:
     if reached is None or reached.sessions:
         return None
     sessions = len(comparison.market.days)
+    probability = comparison.market.probability
+    what = "probability of a rise" if probability else "expected change"
+    shown = f"{reached.largest:.3f}" if probability else f"{reached.largest or 0:+.3%}"
+    level = f"{reached.threshold:.3f}" if probability else f"+{reached.threshold:.3%}"
     if reached.largest is None:
         largest = "no session had a forecast"
     else:
-        largest = (
-            f"the largest expected change was {reached.largest:+.3%}, {reached.symbol} on "
-            f"{reached.day}"
-        )
+        largest = f"the largest {what} was {shown}, {reached.symbol} on {reached.day}"
     return (
-        f"No forecast of the model reached the buy threshold +{reached.threshold:.3%} in any "
+        f"No forecast of the model reached the buy threshold {level} in any "
         f"of the {sessions} sessions ({largest}): the strategy never bought, and its column "
         "is cash throughout."
     )
@@ -151,7 +158,10 @@ def report_html(
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r.values()) + "</tr>" for r in rows
     )
-    paragraphs = "".join(f"<p>{html.escape(n)}</p>" for n in [*notes, conditions(comparison.rules)])
+    paragraphs = "".join(
+        f"<p>{html.escape(n)}</p>"
+        for n in [*notes, conditions(comparison.rules, comparison.market.probability)]
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"

@@ -57,6 +57,11 @@ class Rules:
     costs: Costs
     rule: strategy.Rule = "threshold"  # TRADE_RULE
     sell: strategy.Sell = "all_losers"  # TRADE_SELL
+    probability_threshold: float = 0.55  # TRADE_PROBABILITY_THRESHOLD (a classifier's)
+
+    def level(self, market: Market) -> float:
+        """The threshold of the market's forecasts: probabilities or predicted closes."""
+        return self.probability_threshold if market.probability else self.threshold
 
 
 @dataclass(frozen=True)
@@ -120,11 +125,15 @@ class Market:
     open: np.ndarray
     close: np.ndarray
     last_close: np.ndarray  # forward-filled: a delisted symbol keeps its last close
-    predicted: np.ndarray
+    predicted: np.ndarray  # predicted closes; a classifier's: probabilities of a rise
+    probability: bool = False
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, predicted: pd.Series) -> Market:
-        """``frame``: date, symbol, open, close rows; ``predicted``: aligned to its index."""
+    def from_frame(
+        cls, frame: pd.DataFrame, predicted: pd.Series, *, probability: bool = False
+    ) -> Market:
+        """``frame``: date, symbol, open, close rows; ``predicted``: aligned to its index
+        (``probability``: a classifier's probabilities of a rise)."""
         data = frame[["date", "symbol", "open", "close"]].assign(predicted=predicted.to_numpy())
         wide = data.pivot(index="date", columns="symbol", values=["open", "close", "predicted"])
         wide = wide.sort_index()
@@ -137,20 +146,28 @@ class Market:
             close=close,
             last_close=pd.DataFrame(close).ffill().to_numpy(),
             predicted=wide["predicted"].reindex(columns=symbols).to_numpy(dtype="float64"),
+            probability=probability,
         )
+
+    def scores(self) -> np.ndarray:
+        """What the strategy compares with the threshold: the expected change of each
+        forecast (a classifier's probability itself); NaN where there is none."""
+        if self.probability:
+            return self.predicted
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.predicted - self.close) / self.close
 
 
 def simulate(market: Market, rules: Rules) -> Simulation:
     """Walk forward over every session of ``market`` (see the module)."""
-    if never_buys(market, rules.threshold):
+    if never_buys(market, rules.level(market)):
         return idle(market, rules.initial_cash)
     return walk(market, rules)
 
 
 def never_buys(market: Market, threshold: float) -> bool:
     """True when no session's forecast reaches ``threshold``: the strategy never buys."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change = (market.predicted - market.close) / market.close
+    change = market.scores()
     both = ~np.isnan(market.predicted) & ~np.isnan(market.close)
     if not np.isfinite(change[both]).all():
         return False  # a zero close: let the walk meet it as live trading would
@@ -159,8 +176,7 @@ def never_buys(market: Market, threshold: float) -> bool:
 
 def reach(market: Market, threshold: float) -> Reach:
     """How many sessions had a forecast at or past ``threshold``, and the largest one."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change = (market.predicted - market.close) / market.close
+    change = market.scores()
     known = ~np.isnan(market.predicted) & ~np.isnan(market.close) & np.isfinite(change)
     if not known.any():
         return Reach(threshold, 0, None, None, None)
@@ -206,17 +222,23 @@ def _decide(
     close, predicted = market.close[i], market.predicted[i]
     live = np.flatnonzero(~np.isnan(close) & ~np.isnan(predicted))
     symbols, forecasts, closes = market.symbols, predicted[live].tolist(), close[live].tolist()
-    signals = [
-        strategy.Signal(symbols[j], p, c)
-        for j, p, c in zip(live.tolist(), forecasts, closes, strict=True)
-    ]
+    if market.probability:
+        signals = [
+            strategy.Signal(symbols[j], None, c, probability=p)
+            for j, p, c in zip(live.tolist(), forecasts, closes, strict=True)
+        ]
+    else:
+        signals = [
+            strategy.Signal(symbols[j], p, c)
+            for j, p, c in zip(live.tolist(), forecasts, closes, strict=True)
+        ]
     if not signals and not book.positions:
         return []
     decisions = strategy.decide(
         signals,
         book.positions,
         book.cash,
-        threshold=rules.threshold,
+        threshold=rules.level(market),
         max_position_value=rules.max_position_value,
         rule=rules.rule,
         sell=rules.sell,

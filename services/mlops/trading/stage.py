@@ -13,6 +13,8 @@ and send nothing); sync every order the broker has that is not final; the kill s
 rewritten. When no forecast of the day reaches ``TRADE_THRESHOLD`` the stage says so (a
 warning, and ``threshold_not_reached`` in the result, with the largest expected change):
 nothing can be bought that day.
+A direction classifier as the trading model is traded on its probability of a rise
+against ``TRADE_PROBABILITY_THRESHOLD`` (:mod:`mlops.trading.strategy`), said the same way.
 
 Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
 a client order id unique to the broker account, so the same day twice places nothing
@@ -33,10 +35,12 @@ from sqlalchemy import Engine, select
 from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets
+from mlops.contracts.columns import PROBABILITY
 from mlops.contracts.predictions import CHAMPION_ROLE
 from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
+from mlops.settings import Settings
 from mlops.trading import book, execution, strategy
 from mlops.trading.broker import (
     Account,
@@ -89,10 +93,12 @@ class TradeResult:
     rerun: bool = False
     market_closed: str | None = None
     halted: str | None = None
-    # The day's largest expected change of any forecast, and, when it is below the
-    # threshold (nothing can be bought), the sentence that says so.
+    # The day's largest expected change of any forecast (a classifier's: the largest
+    # probability of a rise, in largest_probability), and, when it is below the threshold
+    # (nothing can be bought), the sentence that says so.
     largest_expected_change: float | None = None
     threshold_not_reached: str | None = None
+    largest_probability: float | None = None
     # A missed day (mlops daily --catch-up) whose predictions the broker's clock calls
     # stale: not traded, and why.
     not_traded: str | None = None
@@ -128,10 +134,32 @@ def latest_signals(
             return [], None
         rows = conn.execute(
             select(
-                predictions.c.symbol, predictions.c.predicted_close, predictions.c.last_close
+                predictions.c.symbol,
+                predictions.c.predicted_close,
+                predictions.c.last_close,
+                predictions.c.score_kind,
+                predictions.c.score,
             ).where(*champion_rows, predictions.c.model_version == newest)
         ).all()
-    return [strategy.Signal(s, float(p), float(c)) for s, p, c in rows], newest
+    return [_signal(*row) for row in rows], newest
+
+
+def _signal(
+    symbol: str, close: float | None, last: float, kind: str, score: float | None
+) -> strategy.Signal:
+    """A prediction row as a signal: a classifier's probability, a regressor's close."""
+    if kind == PROBABILITY:
+        return strategy.Signal(symbol, None, float(last), probability=float(score or 0.0))
+    return strategy.Signal(symbol, float(close or 0.0), float(last))
+
+
+def threshold_for(settings: Settings, signals: list[strategy.Signal]) -> float:
+    """The threshold of the signals' kind: TRADE_PROBABILITY_THRESHOLD for a classifier's
+    probabilities, TRADE_THRESHOLD for a regressor's expected changes.
+    """
+    if strategy.is_probability(signals):
+        return settings.trade_probability_threshold
+    return settings.trade_threshold
 
 
 def run(
@@ -187,7 +215,7 @@ def run(
         reconciliation=checked,
         orders_canceled=canceled,
     )
-    _threshold_reach(result, signals, ctx.settings.trade_threshold)
+    _threshold_reach(result, signals, threshold_for(ctx.settings, signals))
     _outcomes(ctx.engine, result)
     _snapshot(ctx, broker, result, bars, stale)
     if result.orders_rejected or result.orders_pending:
@@ -196,16 +224,30 @@ def run(
 
 
 def _threshold_reach(result: TradeResult, signals: list[strategy.Signal], threshold: float) -> None:
-    """The day's largest expected change; a warning when it is below the threshold."""
+    """The day's largest expected change (a classifier's: probability of a rise); a warning
+    when it is below the threshold.
+    """
     top = strategy.strongest(signals)
     if top is None:
         return
-    result.largest_expected_change = top.score
+    if strategy.is_probability(signals):
+        result.largest_probability = top.score
+        setting, level, largest = (
+            "TRADE_PROBABILITY_THRESHOLD",
+            f"{threshold:.3f}",
+            f"probability of a rise is {top.score:.3f}",
+        )
+    else:
+        result.largest_expected_change = top.score
+        setting, level, largest = (
+            "TRADE_THRESHOLD",
+            f"+{threshold:.3%}",
+            f"expected change is {top.score:+.3%}",
+        )
     if top.score < threshold:
         result.threshold_not_reached = (
-            f"No forecast for {result.day} reaches TRADE_THRESHOLD +{threshold:.3%}: the "
-            f"largest expected change is {top.score:+.3%} ({top.symbol}), so nothing can be "
-            "bought today"
+            f"No forecast for {result.day} reaches {setting} {level}: the largest "
+            f"{largest} ({top.symbol}), so nothing can be bought today"
         )
         log.warning("%s.", result.threshold_not_reached)
 
@@ -315,7 +357,7 @@ def _decide(
         [s for s in signals if s.symbol not in blocked],
         {s: q for s, q in positions.items() if s not in blocked},
         account.cash,
-        threshold=settings.trade_threshold,
+        threshold=threshold_for(settings, signals),
         max_position_value=settings.trade_max_position_value,
         rule=settings.trade_rule,
         sell=settings.trade_sell,

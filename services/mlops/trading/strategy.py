@@ -1,12 +1,19 @@
 """The trading rules, as a pure function: one decision, with its reason, per symbol.
 
-A signal's score is what the rules rank and compare with ``TRADE_THRESHOLD``: for the
-regressor that feeds trading today, the expected change = (predicted close - latest
-close) / latest close. At or above +threshold it is a predicted gain, below -threshold a
-predicted loss. The candidate is the symbol with the highest predicted gain that is not
-held yet; it is bought with up to ``max_position_value`` of the available cash, in whole
-shares. Held positions are then sold whole by the rule (``TRADE_RULE``) and the sell
-setting (``TRADE_SELL``):
+A signal's score is what the rules rank and compare with the threshold, and it comes from
+the trading model's kind:
+
+* a regressor's: the expected change = (predicted close - latest close) / latest close,
+  against ``TRADE_THRESHOLD``: at or above +threshold it is a predicted gain, below
+  -threshold a predicted loss;
+* a direction classifier's: the probability that the next close is above the latest,
+  against ``TRADE_PROBABILITY_THRESHOLD``: at or above it a predicted gain, below 1 minus
+  it a predicted loss.
+
+The candidate is the symbol with the highest predicted gain that is not held yet; it is
+bought with up to ``max_position_value`` of the available cash, in whole shares. Held
+positions are then sold whole by the rule (``TRADE_RULE``) and the sell setting
+(``TRADE_SELL``):
 
 * ``threshold`` (the default): held positions predicted to fall past the threshold are
   sold, every one (``all_losers``) or only the one predicted to fall most
@@ -43,23 +50,70 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Signal:
+    """One symbol's forecast: a regressor's predicted close, or a direction classifier's
+    probability of a rise (``predicted_close`` None then).
+    """
+
     symbol: str
-    predicted_close: float
+    predicted_close: float | None
     last_close: float
+    probability: float | None = None
 
     @property
-    def expected_change(self) -> float:
+    def expected_change(self) -> float | None:
+        if self.predicted_close is None:
+            return None
         return (self.predicted_close - self.last_close) / self.last_close
 
     @property
     def score(self) -> float:
-        """What the rules rank and compare with the threshold: the expected change.
-
-        The seam for another kind of model: a classifier's signal (a probability that
-        the close rises) would give its own score and be compared with a threshold of its
-        own kind; no such model feeds trading yet.
+        """What the rules rank and compare with the threshold: a classifier's probability
+        of a rise, a regressor's expected change.
         """
-        return self.expected_change
+        if self.probability is not None:
+            return self.probability
+        change = self.expected_change
+        if change is None:
+            raise ValueError(f"the signal of {self.symbol} has neither a close nor a probability")
+        return change
+
+
+def is_probability(signals: list[Signal]) -> bool:
+    """Whether ``signals`` are a classifier's (probabilities of a rise); never a mix."""
+    kinds = {s.probability is not None for s in signals}
+    if len(kinds) > 1:
+        raise ValueError("signals mix probabilities and predicted closes")
+    return kinds == {True}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Where a score's levels are and how it reads, for one kind of signal."""
+
+    threshold: float
+    probability: bool = False
+
+    @property
+    def sell_below(self) -> float:
+        """A held position whose score is below this is a predicted loss."""
+        return 1.0 - self.threshold if self.probability else -self.threshold
+
+    def show(self, score: float) -> str:
+        return f"P(rise) {score:.3f}" if self.probability else f"{score:+.3%}"
+
+    @property
+    def buy_level(self) -> str:
+        return f"{self.threshold:.3f}" if self.probability else f"+{self.threshold:.3%}"
+
+    @property
+    def sell_level(self) -> str:
+        return f"{self.sell_below:.3f}" if self.probability else f"-{self.threshold:.3%}"
+
+    @property
+    def band(self) -> str:
+        if self.probability:
+            return f"between {self.sell_level} and {self.buy_level}"
+        return f"within ±{self.threshold:.3%}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +137,9 @@ def decide(
     orders_only: bool = False,
 ) -> list[TradeDecision]:
     """One decision per symbol with a signal, plus one per held symbol without a signal
-    (see the module for ``rule`` and ``sell``).
+    (see the module for ``rule`` and ``sell``). ``threshold`` is of the signals' kind:
+    ``TRADE_THRESHOLD`` for predicted closes, ``TRADE_PROBABILITY_THRESHOLD`` for
+    probabilities.
 
     ``orders_only`` (the backtest's simulation): only the decisions about held symbols and
     the candidate, the ones that can place an order; every other symbol's "hold" and its
@@ -94,6 +150,7 @@ def decide(
             f"rule must be one of {', '.join(RULES)} and sell one of {', '.join(SELLS)}, "
             f"got {rule!r} and {sell!r}"
         )
+    scale = Scale(threshold, is_probability(signals))
     by_symbol = {s.symbol: s for s in signals}
     held = {sym for sym, qty in positions.items() if qty > 0}
     decisions = [
@@ -106,10 +163,12 @@ def decide(
         key=lambda s: (-s.score, s.symbol),
         default=None,
     )
-    losers = [by_symbol[s] for s in held if s in by_symbol and by_symbol[s].score < -threshold]
+    losers = [
+        by_symbol[s] for s in held if s in by_symbol and by_symbol[s].score < scale.sell_below
+    ]
     worst = min(losers, key=lambda s: (s.score, s.symbol), default=None)
     held_rule = _HeldRule(
-        threshold=threshold,
+        scale=scale,
         candidate=best if rule == "rotation" else None,
         rotation=rule == "rotation",
         worst=worst if sell == "worst_loser" else None,
@@ -120,9 +179,9 @@ def decide(
         if signal.symbol in held:
             decisions.append(held_rule.decide(signal, positions[signal.symbol]))
         elif signal is best:
-            decisions.append(_buy_best(signal, cash, threshold, max_position_value))
+            decisions.append(_buy_best(signal, cash, scale, max_position_value))
         else:
-            decisions.append(_not_bought(signal, best, threshold))
+            decisions.append(_not_bought(signal, best, scale))
     return decisions
 
 
@@ -135,72 +194,72 @@ def strongest(signals: list[Signal]) -> Signal | None:
 class _HeldRule:
     """What happens to a held position with a signal."""
 
-    threshold: float
+    scale: Scale
     candidate: Signal | None  # rotation: the candidate held positions are measured against
     rotation: bool
     worst: Signal | None  # worst_loser: the only loser sold (None: every loser is sold)
 
     def decide(self, signal: Signal, quantity: float) -> TradeDecision:
-        score, threshold, candidate = signal.score, self.threshold, self.candidate
-        pct = f"{score:+.3%}"
+        score, scale, candidate = signal.score, self.scale, self.candidate
+        pct, change = scale.show(score), signal.expected_change
         if candidate is not None and score < candidate.score:
             reason = (
                 f"held, predicted {pct}, below the candidate {candidate.symbol}'s "
-                f"{candidate.score:+.3%}: sell all (rotation)"
+                f"{scale.show(candidate.score)}: sell all (rotation)"
             )
-            return TradeDecision(signal.symbol, Action.SELL, quantity, score, reason)
-        if score < -threshold:
+            return TradeDecision(signal.symbol, Action.SELL, quantity, change, reason)
+        if score < scale.sell_below:
             worst = self.worst
             if worst is None:
-                reason = f"held and predicted loss {pct} is below -{threshold:.3%}: sell all"
+                reason = f"held and predicted loss {pct} is below {scale.sell_level}: sell all"
             elif worst is signal:
                 reason = (
-                    f"held and predicted loss {pct} is the worst below -{threshold:.3%}: "
+                    f"held and predicted loss {pct} is the worst below {scale.sell_level}: "
                     "sell all (worst loser only)"
                 )
             else:
                 reason = (
-                    f"held and predicted loss {pct} is below -{threshold:.3%}, but "
-                    f"{worst.symbol}'s {worst.score:+.3%} is worse: keep (worst loser only)"
+                    f"held and predicted loss {pct} is below {scale.sell_level}, but "
+                    f"{worst.symbol}'s {scale.show(worst.score)} is worse: keep "
+                    "(worst loser only)"
                 )
-                return TradeDecision(signal.symbol, Action.HOLD, 0.0, score, reason)
-            return TradeDecision(signal.symbol, Action.SELL, quantity, score, reason)
+                return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, reason)
+            return TradeDecision(signal.symbol, Action.SELL, quantity, change, reason)
         if candidate is not None:
             reason = (
                 f"held; predicted {pct}, not below the candidate {candidate.symbol}'s "
-                f"{candidate.score:+.3%}: keep"
+                f"{scale.show(candidate.score)}: keep"
             )
         elif self.rotation:
-            reason = f"held; predicted {pct}: keep (no candidate at +{threshold:.3%} to rotate to)"
+            reason = f"held; predicted {pct}: keep (no candidate at {scale.buy_level} to rotate to)"
         else:
             reason = f"held; predicted {pct}: keep"
-        return TradeDecision(signal.symbol, Action.HOLD, 0.0, score, reason)
+        return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, reason)
 
 
 def _buy_best(
-    signal: Signal, cash: float, threshold: float, max_position_value: float
+    signal: Signal, cash: float, scale: Scale, max_position_value: float
 ) -> TradeDecision:
     """The highest predicted gain: bought in whole shares with up to the position budget."""
-    change = signal.score
-    pct = f"{change:+.3%}"
+    pct, change = scale.show(signal.score), signal.expected_change
     quantity = math.floor(min(cash, max_position_value) / signal.last_close)
     if quantity < 1:
         reason = f"highest predicted gain {pct}, but cash {cash:.2f} buys no share"
         return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, reason)
     reason = (
-        f"highest predicted gain {pct} (>= +{threshold:.3%}): "
+        f"highest predicted gain {pct} (>= {scale.buy_level}): "
         f"buy {quantity} at about {signal.last_close:.2f}"
     )
     return TradeDecision(signal.symbol, Action.BUY, float(quantity), change, reason)
 
 
-def _not_bought(signal: Signal, best: Signal | None, threshold: float) -> TradeDecision:
-    change = signal.score
-    pct = f"{change:+.3%}"
-    if change >= threshold:
+def _not_bought(signal: Signal, best: Signal | None, scale: Scale) -> TradeDecision:
+    score, change = signal.score, signal.expected_change
+    pct = scale.show(score)
+    if score >= scale.threshold:
         reason = f"predicted gain {pct}, but {best.symbol if best else '-'} is higher"
-    elif change < -threshold:
+    elif score < scale.sell_below:
         reason = f"predicted loss {pct}; not held"
     else:
-        reason = f"predicted {pct} is within ±{threshold:.3%}"
+        reason = f"predicted {pct} is {scale.band}"
     return TradeDecision(signal.symbol, Action.HOLD, 0.0, change, reason)

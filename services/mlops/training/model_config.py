@@ -13,7 +13,8 @@ from mlops.contracts.columns import (
     MODEL_INPUT_COLUMNS,
     TARGET_COLUMN,
     TARGET_RETURN_COLUMN,
-    TARGETS,
+    TARGET_UP_COLUMN,
+    is_classifier,
 )
 from mlops.errors import ConfigError
 from mlops.settings import Settings
@@ -52,8 +53,16 @@ def load_model_config(settings: Settings, path: Path | None = None) -> dict[str,
     return config
 
 
+# The Ludwig type of each output feature a model may have.
+OUTPUT_TYPES = {TARGET_COLUMN: "number", TARGET_RETURN_COLUMN: "number", TARGET_UP_COLUMN: "binary"}
+
+
 def output_name(config: dict[str, Any]) -> str:
     return config["output_features"][0]["name"]
+
+
+def is_classifier_config(config: dict[str, Any]) -> bool:
+    return is_classifier(output_name(config))
 
 
 def input_names(config: dict[str, Any]) -> list[str]:
@@ -63,10 +72,17 @@ def input_names(config: dict[str, Any]) -> list[str]:
 def validate(config: dict[str, Any], *, source: str) -> None:
     """Ludwig's own schema check plus what the pipeline needs of the config."""
     outputs = config.get("output_features") or []
-    if len(outputs) != 1 or outputs[0].get("name") not in TARGETS:
+    if len(outputs) != 1 or outputs[0].get("name") not in OUTPUT_TYPES:
         raise ConfigError(
             f"Model config {source} must have exactly one output feature named "
-            f"{TARGET_COLUMN} or {TARGET_RETURN_COLUMN}."
+            f"{TARGET_COLUMN} or {TARGET_RETURN_COLUMN} (a regressor, type number) or "
+            f"{TARGET_UP_COLUMN} (a direction classifier, type binary)."
+        )
+    name, kind = outputs[0]["name"], outputs[0].get("type")
+    if kind != OUTPUT_TYPES[name]:
+        raise ConfigError(
+            f"Model config {source}: the output feature {name} must be of type "
+            f"{OUTPUT_TYPES[name]}, not {kind!r}."
         )
     if not config.get("input_features"):
         raise ConfigError(f"Model config {source} has no input_features.")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.contracts.columns import TARGET_COLUMN, TARGET_DATE_COLUMN, TARGET_RETURN_COLUMN
+from mlops.contracts.columns import LOOKAHEAD_COLUMNS, TARGET_DATE_COLUMN
 from mlops.errors import ConfigError, DataError
 
 EXPANDING = "expanding"
@@ -159,7 +159,7 @@ def point_in_time(frame: pd.DataFrame, day: date, window: Window) -> pd.DataFram
             rows = rows[rows["date"] >= days[-window.sessions]]
     rows = rows.copy()
     unknown = ~(rows[TARGET_DATE_COLUMN] <= pd.Timestamp(day))  # NaT: unknown too
-    for column in (TARGET_COLUMN, TARGET_RETURN_COLUMN):
+    for column in LOOKAHEAD_COLUMNS:
         if column in rows:
             rows.loc[unknown, column] = np.nan
     rows.loc[unknown, TARGET_DATE_COLUMN] = pd.NaT

@@ -42,7 +42,7 @@ from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.store import open_store
 from mlops.trading.backtest import rules_from
-from mlops.training.model_config import load_model_config
+from mlops.training.model_config import is_classifier_config, load_model_config
 from mlops.walkforward import experiment, points, publish
 from mlops.walkforward.plan import Plan, Window, plan_key, retrain_points, sessions_of
 
@@ -179,6 +179,25 @@ def _walk(
     return result
 
 
+def _regressors(
+    names: list[str], configs: dict[str, dict[str, Any]], *, asked: bool
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The models a walk-forward replays: the regressors. A direction classifier (traded on
+    probabilities, judged on log loss) is left out of the catalog's with an info line, and
+    refused when named in ``--models``.
+    """
+    classifiers = [n for n in names if is_classifier_config(configs[n])]
+    if classifiers and asked:
+        raise ConfigError(
+            f"The walk-forward replays regressors only; {', '.join(classifiers)} is a "
+            "direction classifier: leave it out of --models."
+        )
+    if classifiers:
+        log.info("Direction classifiers are not replayed: %s", ", ".join(classifiers))
+    kept = [n for n in names if n not in classifiers]
+    return kept, {n: configs[n] for n in kept}
+
+
 def make_plan(
     settings: Settings,
     frame: pd.DataFrame,
@@ -207,6 +226,7 @@ def make_plan(
     warmup = int(frame.groupby("symbol")["warmup"].sum().max()) if "warmup" in frame else 0
     found = retrain_points(days, start, end, retrain_every, needed + warmup + 1)
     configs = {n: load_model_config(settings, catalog.spec(settings, n).config_path) for n in names}
+    names, configs = _regressors(names, configs, asked=models is not None)
     trainings = {
         "dataset": version,
         "from": start,
@@ -221,7 +241,10 @@ def make_plan(
     results = {
         **trainings,
         "max_p_value": settings.promotion_max_p_value,
-        "rules": asdict(rules_from(settings)),
+        # Regressors only: the classifier's threshold is not theirs (nor in the key).
+        "rules": {
+            k: v for k, v in asdict(rules_from(settings)).items() if k != "probability_threshold"
+        },
     }
     return Plan(
         key=plan_key(results, end, retrain_every),
