@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mlops.contracts import datasets, keys
+from mlops.contracts.columns import with_direction
 from mlops.data_prep import dataset, stage
 from mlops.data_prep.features import compute_features
 from mlops.data_prep.quality import check_bars
@@ -40,7 +41,8 @@ def test_the_stage_gives_what_the_plain_functions_give(make_ctx) -> None:
     ctx = make_ctx()
     _, frame = datasets.load(ctx.store, run(ctx).version)
     expected = compute_features(check_bars(load_sample(), max_bad_share=0.01).good)
-    pd.testing.assert_frame_equal(frame, expected)
+    # Loaded with its direction label (derived at load, never stored).
+    pd.testing.assert_frame_equal(frame, with_direction(expected))
 
 
 def test_many_parts_load_as_one_frame(make_ctx, tmp_path, monkeypatch) -> None:
@@ -97,7 +99,7 @@ def test_schema_1_manifests_still_load(make_ctx) -> None:
     put_json(ctx.store, keys.manifest_key(old["version"]), old)
     manifest, loaded = datasets.load(ctx.store, old["version"])
     assert manifest.schema_version == 1 and manifest.stale_symbols == []
-    pd.testing.assert_frame_equal(loaded, frame)
+    pd.testing.assert_frame_equal(loaded, with_direction(frame))
 
 
 def test_publish_of_a_frame_still_works(make_ctx) -> None:
@@ -116,7 +118,8 @@ def test_publish_of_a_frame_still_works(make_ctx) -> None:
     assert datasets.latest_version(ctx.engine, LAST) == manifest.version
     again, new_again = dataset.publish(ctx.store, ctx.engine, frame, as_of=LAST, source="test")
     assert (again.version, new_again) == (manifest.version, False)
-    pd.testing.assert_frame_equal(datasets.load(ctx.store, manifest.version)[1], frame)
+    loaded = datasets.load(ctx.store, manifest.version)[1]
+    pd.testing.assert_frame_equal(loaded, with_direction(frame))
     assert json.loads(ctx.store.get_bytes(manifest.key)) == asdict(manifest)
     with pytest.raises(DataError, match="No rows to publish"):
         dataset.publish(ctx.store, ctx.engine, frame.iloc[:0], as_of=LAST, source="test")

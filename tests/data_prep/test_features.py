@@ -80,6 +80,10 @@ def _reference_features(bars: pd.DataFrame) -> pd.DataFrame:
     out[TARGET_COLUMN] = bars["close"].shift(-1)
     out["next_return"] = out[TARGET_COLUMN] / bars["close"] - 1.0
     out["target_date"] = bars["date"].shift(-1)
+    # The direction label a dataset is loaded with (contracts.columns.with_direction).
+    out["next_up"] = np.where(
+        out[TARGET_COLUMN].isna(), np.nan, (out[TARGET_COLUMN] > bars["close"]).astype(float)
+    )
     return out
 
 
