@@ -107,7 +107,7 @@ def test_orders_follow_the_strategy_and_the_predictions(demo):
 
 def test_dashboard_shows_the_replay(demo):
     from mlops.context import open_context
-    from mlops.dashboard.app import create_app, render_sections
+    from mlops.dashboard.app import create_app, render_sections, section
     from mlops.settings import load_settings
 
     _, summary = demo
@@ -115,7 +115,8 @@ def test_dashboard_shows_the_replay(demo):
     client = create_app(ctx).server.test_client()
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/").status_code == 200
-    quality, window = render_sections(ctx, "mape")[:2]
+    sections = render_sections(ctx, "mape")
+    quality, window = section(sections, "quality-chart"), section(sections, "quality-window-chart")
     assert quality.layout.title.text.startswith("MAPE of each session")
     assert [t.name for t in quality.data][-1] == "naive forecast" and len(quality.data) >= 2
     assert window.layout.title.text.startswith("MAPE over the trailing 20-session window")

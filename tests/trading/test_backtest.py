@@ -154,7 +154,7 @@ def test_risk_limits_bind_in_the_backtest_too(sample):
 
 
 def test_mlops_backtest_naive_writes_table_chart_and_row(make_settings, tmp_path, subprocess_env):
-    from mlops.dashboard.app import create_app, render_sections
+    from mlops.dashboard.app import create_app, render_sections, section
     from mlops.db.schema import backtest_runs
 
     from .helpers import make_ctx, rows
@@ -175,7 +175,7 @@ def test_mlops_backtest_naive_writes_table_chart_and_row(make_settings, tmp_path
     summary = ctx.store.get_bytes(result["summary_key"])
     assert json.loads(summary)["table"][0]["figure"] == "final equity"
     client = create_app(ctx).server.test_client()
-    backtests = str(render_sections(ctx, "mape")[7])  # the page's Backtests section
+    backtests = str(section(render_sections(ctx, "mape"), "backtests"))
     assert f"/backtests/{row['run_key']}/chart" in backtests and "final equity" in backtests
     chart = client.get(f"/backtests/{row['run_key']}/chart")
     assert chart.status_code == 200 and "<polyline" in chart.text

@@ -268,7 +268,7 @@ def test_from_inside_the_training_data_is_refused(home, stand_in_model):
 
 
 def test_an_allowed_in_sample_run_says_so_everywhere(home, stand_in_model):
-    from mlops.dashboard.app import create_app, render_sections
+    from mlops.dashboard.app import create_app, render_sections, section
     from mlops.store import get_json, get_parquet
 
     done = run_in_process(
@@ -300,10 +300,10 @@ def test_an_allowed_in_sample_run_says_so_everywhere(home, stand_in_model):
     fills = get_parquet(ctx.store, result["trades_key"])
     assert (fills["simulation"] == "model").sum() == trades > 10
     # The dashboard: the section and the trade list page.
-    section = str(render_sections(ctx, "mape")[7])
-    assert said in section and costs in section and "risk-free rate 0" in section
-    assert f"/backtests/{result['run_key']}/trades" in section
-    assert "number of trades (fills)" in section
+    shown = str(section(render_sections(ctx, "mape"), "backtests"))
+    assert said in shown and costs in shown and "risk-free rate 0" in shown
+    assert f"/backtests/{result['run_key']}/trades" in shown
+    assert "number of trades (fills)" in shown
     client = create_app(ctx).server.test_client()
     page = client.get(f"/backtests/{result['run_key']}/trades")
     assert page.status_code == 200 and said in page.text

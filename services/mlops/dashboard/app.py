@@ -198,19 +198,7 @@ def _page_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
     from dash import Input, Output, State
 
     @app.callback(
-        Output("quality-chart", "figure"),
-        Output("quality-window-chart", "figure"),
-        Output("versus-chart", "figure"),
-        Output("models-table", "children"),
-        Output("names", "children"),
-        Output("drift-chart", "figure"),
-        Output("trigger-chart", "figure"),
-        Output("equity-charts", "children"),
-        Output("backtests", "children"),
-        Output("retrains", "children"),
-        Output("audit", "children"),
-        Output("stage-runs", "children"),
-        Output("reports", "children"),
+        *(Output(element, prop) for element, prop in SECTIONS),
         Output("auth-state", "children"),
         Input("refresh", "data"),
         Input("metric", "value"),
@@ -243,6 +231,29 @@ def _viewer(ctx: Context, gate: Gate, credentials: Credentials) -> tuple[Princip
     if principal is None:
         return None, "Viewing anonymously: sign in to act."
     return principal, f"Signed in as {principal.name} ({principal.role})."
+
+
+# The page's sections the callback fills, in the order render_sections gives them.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("quality-chart", "figure"),
+    ("quality-window-chart", "figure"),
+    ("versus-chart", "figure"),
+    ("models-table", "children"),
+    ("names", "children"),
+    ("drift-chart", "figure"),
+    ("trigger-chart", "figure"),
+    ("equity-charts", "children"),
+    ("backtests", "children"),
+    ("retrains", "children"),
+    ("audit", "children"),
+    ("stage-runs", "children"),
+    ("reports", "children"),
+)
+
+
+def section(sections: tuple[Any, ...], element: str) -> Any:
+    """The content of the section ``element`` among ``render_sections``' outputs."""
+    return sections[[name for name, _ in SECTIONS].index(element)]
 
 
 def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) -> tuple[Any, ...]:
