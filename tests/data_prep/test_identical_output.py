@@ -105,6 +105,7 @@ def universe(tmp_path: Path) -> Path:
 def test_the_benchmark_datas_dataset_is_unchanged(make_ctx, universe: Path, monkeypatch) -> None:
     monkeypatch.setattr(stage, "PART_ROWS", 700)  # a part every two or three symbols
     monkeypatch.setattr(dataset, "GROUP_ROWS", 300)
+    monkeypatch.setattr(stage, "BATCH_ROWS", 1000)  # batches of four symbols or so
     ctx = make_ctx(DATA_SOURCE="files", DATA_FILES=str(universe), QUALITY_MAX_BAD_SHARE=0.2)
     result = run(ctx, as_of=AS_OF)
     manifest, frame = datasets.load(ctx.store, result.version)

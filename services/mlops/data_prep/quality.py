@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.data_prep.bars import ADJUSTED_CLOSE, PRICE_COLUMNS
-from mlops.data_prep.splits import SPLITS, Split, back_adjust, match_splits
+from mlops.data_prep.splits import SPLITS, Split, back_adjust, match_splits, split_candidates
 from mlops.errors import DataError
 
 
@@ -213,6 +213,46 @@ def zero_volume_flags(bars: pd.DataFrame) -> list[QualityFlag]:
     return flags
 
 
+def _symbol_edges(symbols: pd.Series) -> list[int]:
+    """The row where each run of one symbol begins, then the number of rows."""
+    values = symbols.to_numpy()
+    changes = np.flatnonzero(values[1:] != values[:-1]) + 1
+    return [0, *changes.tolist(), len(values)]
+
+
+def _suspect_symbols(
+    good: pd.DataFrame, edges: list[int], max_gap_days: int, max_jump_factor: float
+) -> np.ndarray:
+    """True on the rows of each symbol that ``series_breaks`` or ``zero_volume_flags``
+    may flag: a gap, a large move (a split's or a jump's) or a volume of 0. A superset of
+    what they flag; moves across two symbols' rows do not count."""
+    n = len(good)
+    if n < 2:
+        return np.ones(n, dtype=bool)
+    days = _days(good["date"])
+    open_ = good["open"].to_numpy(dtype="float64")
+    close = good["close"].to_numpy(dtype="float64")
+    hit = np.zeros(n, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the same expressions as theirs
+        ratio = close[1:] / close[:-1]
+        hit[1:] = (
+            (np.busday_count(days[:-1] + np.timedelta64(1, "D"), days[1:]) > max_gap_days)
+            | (ratio > max_jump_factor)
+            | (ratio < 1.0 / max_jump_factor)
+            | split_candidates(open_, close)
+        )
+    hit[edges[1:-1]] = False  # from one symbol's last row to the next one's first
+    hit |= good["volume"].to_numpy(dtype="float64") == 0
+    return _spread(hit, edges)
+
+
+def _spread(hit: np.ndarray, edges: list[int]) -> np.ndarray:
+    """Per row: whether any row of its symbol (between ``edges``) is hit."""
+    bounds = np.asarray(edges)
+    any_hit = np.logical_or.reduceat(hit, bounds[:-1]) if len(hit) else hit
+    return np.repeat(any_hit, np.diff(bounds))
+
+
 def stale_symbols(last_days: dict[str, date], as_of: date, stale_after_days: int) -> list[str]:
     """Symbols whose last bar is more than ``stale_after_days`` trading days before as_of."""
     stale = []
@@ -230,6 +270,8 @@ class SymbolCheck:
     starts: np.ndarray  # aligned with ``good``: True where a series segment starts
     flags: list[QualityFlag]
     adjusted: list[str] = field(default_factory=list)  # symbols put on their adjusted close
+    edges: list[int] = field(default_factory=list)  # where each symbol's rows in ``good`` begin,
+    # and their end (len(good))
 
 
 @dataclass
@@ -260,12 +302,20 @@ class QualityGate:
         quarantined = quarantined.assign(reason=reasons[bad]).reset_index(drop=True)
         self.total_rows += len(bars)
         self._note(quarantined)
+        edges = _symbol_edges(good["symbol"])
+        starts, flags = self._breaks(good, edges)
+        return SymbolCheck(good, quarantined, starts, flags, adjusted, edges)
+
+    def _breaks(self, good: pd.DataFrame, edges: list[int]) -> tuple[np.ndarray, list[QualityFlag]]:
+        """``series_breaks`` and ``zero_volume_flags`` of every symbol in ``good`` (sorted by
+        symbol, then date; ``edges`` its symbol boundaries). The rules are looked up on the
+        whole batch at once; only symbols with a possible finding are gone through one by one.
+        """
         starts = np.zeros(len(good), dtype=bool)
         flags: list[QualityFlag] = []
-        symbols = good["symbol"].to_numpy()
-        edges = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), len(good)]
+        suspects = _suspect_symbols(good, edges, self.max_gap_days, self.max_jump_factor)
         for lo, hi in itertools.pairwise(edges):
-            if hi > lo:
+            if hi > lo and suspects[lo]:
                 starts[lo:hi], part_flags = series_breaks(
                     good.iloc[lo:hi],
                     max_gap_days=self.max_gap_days,
@@ -273,7 +323,7 @@ class QualityGate:
                 )
                 flags.extend(part_flags)
                 flags.extend(zero_volume_flags(good.iloc[lo:hi]))
-        return SymbolCheck(good, quarantined, starts, flags, adjusted)
+        return starts, flags
 
     def _note(self, quarantined: pd.DataFrame) -> None:
         self.bad_rows += len(quarantined)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mlops import market_calendar
@@ -37,7 +38,7 @@ from mlops.context import Context
 from mlops.contracts.datasets import Manifest
 from mlops.data_prep import dataset
 from mlops.data_prep.dataset import MAX_FLAGS, PART_ROWS, Contents, PartWriter, StagedPart
-from mlops.data_prep.features import symbol_features
+from mlops.data_prep.features import batch_features
 from mlops.data_prep.quality import QualityFlag, QualityGate, stale_symbols
 from mlops.data_prep.shards import Shard
 from mlops.data_prep.sources import iter_bars
@@ -46,6 +47,8 @@ from mlops.settings import Settings
 from mlops.store import ObjectStore
 
 log = logging.getLogger(__name__)
+
+BATCH_ROWS = 100_000  # rows checked and featurized at a time (many symbols at once)
 
 
 @dataclass
@@ -250,7 +253,9 @@ def prepare(
     staging = _Staging(PartWriter(folder, PART_ROWS), PartWriter(folder, PART_ROWS, "quarantine"))
     timer = _Timer()
     cutoff = pd.Timestamp(as_of) if as_of is not None else None
-    frames = iter_bars(settings, store, shard=shard, as_of=as_of, skipped=staging.skipped)
+    frames = iter_bars(
+        settings, store, shard=shard, as_of=as_of, skipped=staging.skipped, batch_rows=BATCH_ROWS
+    )
     while True:
         with timer("read"):
             bars = next(frames, None)
@@ -314,13 +319,17 @@ def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer
         return
     staging.flags.extend(check.flags)
     staging.adjusted.update(check.adjusted)
-    good = check.good
-    for symbol, rows in good.groupby("symbol", sort=True).indices.items():
-        with timer("features"):
-            features = symbol_features(good.iloc[rows], check.starts[rows])
-        with timer("write"):
-            staging.parts.add(features)
-        staging.last_days[str(symbol)] = good["date"].iloc[rows].max().date()
+    good, edges = check.good, check.edges
+    segment_starts = check.starts.copy()
+    segment_starts[edges[:-1]] = True  # every symbol's first row
+    with timer("features"):
+        features = batch_features(good, segment_starts)
+    with timer("write"):
+        staging.parts.add(features, runs=np.diff(edges).tolist())
+    dates = good["date"].to_numpy()
+    symbols = good["symbol"].to_numpy()
+    for last in (e - 1 for e in edges[1:]):  # sorted by date: its last row is its last day
+        staging.last_days[str(symbols[last])] = pd.Timestamp(dates[last]).date()
 
 
 def _check_totals(
