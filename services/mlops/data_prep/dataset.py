@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.core.util.hashing import combine_hash_arrays
 from sqlalchemy import Engine
 
 from mlops.contracts import keys
@@ -197,12 +198,18 @@ class PartWriter:
         self._first: pd.Timestamp | None = None
         self._last: pd.Timestamp | None = None
         self._columns: list[str] = []
+        self._columns_schema: Any = None  # of the ``Columns`` added, from their first rows
 
-    def add(self, frame: pd.DataFrame, runs: Iterable[int] | None = None) -> None:
+    def add(self, frame: pd.DataFrame | Columns, runs: Iterable[int] | None = None) -> None:
         """Add ``frame``'s rows; ``runs``: the lengths of its pieces (default: one piece)."""
-        if frame.empty:
+        if len(frame) == 0:
             return
-        rows = _Rows.of(frame)
+        if isinstance(frame, Columns):
+            if self._columns_schema is None:
+                self._columns_schema = frame.schema()
+            rows = _Rows.of_columns(frame, self._columns_schema)
+        else:
+            rows = _Rows.of(frame)
         taken = 0  # rows of ``frame`` before this are pending (or written)
         end = 0
         for length in [len(frame)] if runs is None else runs:
@@ -292,6 +299,38 @@ def parquet_options(schema: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """Rows as named columns, in the dataset's order: numpy arrays, and the symbol as a
+    ``pd.Categorical`` (codes into the names). What the stage hands ``PartWriter``
+    without building a DataFrame; the rows, their hashes and their Parquet schema are
+    those of the DataFrame of these columns with the symbol as pandas' ``string``."""
+
+    arrays: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def frame(self, rows: slice | None = None) -> pd.DataFrame:
+        """These columns as a DataFrame (the symbol as ``string``), or some of their rows."""
+        cut = rows or slice(None)
+        return pd.DataFrame(
+            {
+                name: pd.array(np.asarray(values[cut], dtype=object), dtype="string")
+                if isinstance(values, pd.Categorical)
+                else values[cut]
+                for name, values in self.arrays.items()
+            }
+        )
+
+    def schema(self) -> Any:
+        """The Arrow schema ``pa.Table.from_pandas`` gives their DataFrame (pandas metadata
+        included, so readers get the same dtypes back)."""
+        import pyarrow as pa
+
+        return pa.Schema.from_pandas(self.frame(slice(0, 1)), preserve_index=False)
+
+
+@dataclass(frozen=True)
 class _Rows:
     """Rows on their way into a part: as Arrow, with their row hashes and what they hold."""
 
@@ -311,6 +350,27 @@ class _Rows:
         if "symbol" in frame.columns:
             codes, names = pd.factorize(frame["symbol"])
         dates = frame["date"].to_numpy(dtype="datetime64[ns]") if "date" in frame.columns else None
+        return cls(table, hashes, codes, names, dates)
+
+    @classmethod
+    def of_columns(cls, columns: Columns, schema: Any) -> _Rows:
+        import pyarrow as pa
+
+        arrays, codes, names = [], None, None
+        for name, values in columns.arrays.items():
+            if isinstance(values, pd.Categorical):
+                codes, names = values.codes.astype("int64"), np.asarray(values.categories, object)
+                indices = pa.array(values.codes, mask=values.codes < 0)
+                dictionary = pa.array(names, type=pa.string())
+                arrays.append(pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string()))
+            else:
+                arrays.append(pa.array(values, from_pandas=True))
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        hashes = combine_hash_arrays(
+            (pd.util.hash_array(v) for v in columns.arrays.values()), len(columns.arrays)
+        )
+        date = columns.arrays.get("date")
+        dates = None if date is None else np.asarray(date, dtype="datetime64[ns]")
         return cls(table, hashes, codes, names, dates)
 
     @property

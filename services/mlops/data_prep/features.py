@@ -80,9 +80,10 @@ def segment_arrays(
     return new
 
 
-def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> pd.DataFrame:
-    """Features of several symbols' bars at once, sorted by symbol, then date (as the
-    quality gate leaves them): the same rows as ``symbol_features`` symbol by symbol.
+def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> dict[str, np.ndarray]:
+    """The feature and target columns of several symbols' bars at once, sorted by symbol,
+    then date (as the quality gate leaves them): the columns ``symbol_features`` adds,
+    symbol by symbol, with the same values.
 
     ``segment_starts`` marks each row that starts a series segment (a symbol's first row
     or a break); each segment is computed on its own, on contiguous slices of the columns.
@@ -91,7 +92,7 @@ def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> pd.DataFra
     columns = {c: bars[c].to_numpy(dtype="float64") for c in ("close", "high", "low", "volume")}
     dates = bars["date"].to_numpy(dtype="datetime64[ns]")
     edges = [*np.flatnonzero(segment_starts).tolist(), n]
-    if not edges or edges[0] != 0:
+    if edges[0] != 0:
         edges.insert(0, 0)
     out: dict[str, np.ndarray] = {}
     for lo, hi in itertools.pairwise(edges):
@@ -106,9 +107,7 @@ def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> pd.DataFra
             out = {c: np.empty(n, dtype=v.dtype) for c, v in new.items()}
         for c, values in new.items():
             out[c][lo:hi] = values
-    frame = {c: bars[c] for c in bars.columns}
-    frame.update({c: pd.Series(v, index=bars.index) for c, v in out.items()})
-    return pd.DataFrame(frame, index=bars.index)
+    return out
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:

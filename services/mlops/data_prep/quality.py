@@ -76,6 +76,44 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
 
     ``latest``: the newest possible trading day (today); later bars are quarantined.
     """
+    keys = _RowKeys.of(bars)
+    return pd.Series(_reasons(bars, latest, keys), index=bars.index, name="reason")
+
+
+@dataclass(frozen=True)
+class _RowKeys:
+    """Each row's symbol (a code into the sorted names, -1 when missing) and day, and the
+    rows' order by symbol, then day (stable): the symbol column is gone through once."""
+
+    codes: np.ndarray
+    names: np.ndarray
+    days: np.ndarray  # int64 nanoseconds, NaT as the smallest int64
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame) -> _RowKeys:
+        codes, names = pd.factorize(bars["symbol"], sort=True)
+        days = bars["date"].to_numpy(dtype="datetime64[ns]").view("int64")
+        order = np.lexsort((days, codes))  # the last key sorts first
+        return cls(codes.astype("int64", copy=False), np.asarray(names, dtype=object), days, order)
+
+    def empty_symbol(self) -> np.ndarray:
+        blank = np.flatnonzero(self.names == "")
+        return (self.codes == -1) | np.isin(self.codes, blank)
+
+    def duplicated(self) -> np.ndarray:
+        """Every row whose (symbol, day) another row has too (``keep=False``)."""
+        codes, days = self.codes[self.order], self.days[self.order]
+        same = (codes[1:] == codes[:-1]) & (days[1:] == days[:-1])
+        twice = np.zeros(len(codes), dtype=bool)
+        twice[1:] |= same
+        twice[:-1] |= same
+        out = np.empty_like(twice)
+        out[self.order] = twice
+        return out
+
+
+def _reasons(bars: pd.DataFrame, latest: pd.Timestamp | None, keys: _RowKeys) -> np.ndarray:
     missing_adjusted = np.zeros(len(bars), dtype=bool)
     if ADJUSTED_CLOSE in bars.columns:
         adjusted = bars[ADJUSTED_CLOSE].to_numpy(dtype="float64", na_value=np.nan)
@@ -86,38 +124,36 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
     prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
     open_, high, low, close = prices.T
     volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
-    no_date = bars["date"].isna().to_numpy(dtype=bool)
-    symbol = bars["symbol"]
+    no_date = keys.days == np.iinfo(np.int64).min  # NaT
     future = np.zeros(len(bars), dtype=bool)
     if latest is not None:
-        future = (bars["date"] > latest).fillna(False).to_numpy(dtype=bool)
+        future = ~no_date & (keys.days > pd.Timestamp(latest).value)  # nanoseconds
     with np.errstate(invalid="ignore"):
         rules: list[tuple[str, np.ndarray]] = [
             ("date does not parse", no_date),
             (f"date is after today ({latest:%Y-%m-%d})" if latest is not None else "", future),
-            ("symbol is empty", (symbol.isna() | (symbol.fillna("") == "")).to_numpy(dtype=bool)),
+            ("symbol is empty", keys.empty_symbol()),
             ("a price is missing", np.isnan(prices).any(axis=1)),
             ("a price is not positive", (prices <= 0).any(axis=1)),
             ("volume is missing or negative", np.isnan(volume) | (volume < 0)),
             ("high is below open or close", high < np.fmax(open_, close)),
             ("low is above open or close", low > np.fmin(open_, close)),
             ("adjusted close is missing or not positive", missing_adjusted),
-            (
-                "duplicate (symbol, date)",
-                bars.duplicated(subset=["symbol", "date"], keep=False).to_numpy() & ~no_date,
-            ),
+            ("duplicate (symbol, date)", keys.duplicated() & ~no_date),
         ]
     reasons = np.full(len(bars), "", dtype=object)
     for text, hit in rules:
         if hit.any():
             reasons[hit] = np.where(reasons[hit] == "", text, reasons[hit] + "; " + text)
-    return pd.Series(reasons, index=bars.index, name="reason")
+    return reasons
 
 
 def sort_by_symbol_and_date(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows by symbol, then date (a no-op, without a copy of the data, when already so)."""
-    codes, _ = pd.factorize(frame["symbol"], sort=True)
-    order = np.lexsort((frame["date"].to_numpy(), codes))  # the last key sorts first
+    return _take(frame, _RowKeys.of(frame).order)
+
+
+def _take(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     if (order == np.arange(len(order))).all():
         return frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
@@ -213,13 +249,6 @@ def zero_volume_flags(bars: pd.DataFrame) -> list[QualityFlag]:
     return flags
 
 
-def _symbol_edges(symbols: pd.Series) -> list[int]:
-    """The row where each run of one symbol begins, then the number of rows."""
-    values = symbols.to_numpy()
-    changes = np.flatnonzero(values[1:] != values[:-1]) + 1
-    return [0, *changes.tolist(), len(values)]
-
-
 def _suspect_symbols(
     good: pd.DataFrame, edges: list[int], max_gap_days: int, max_jump_factor: float
 ) -> np.ndarray:
@@ -272,6 +301,8 @@ class SymbolCheck:
     adjusted: list[str] = field(default_factory=list)  # symbols put on their adjusted close
     edges: list[int] = field(default_factory=list)  # where each symbol's rows in ``good`` begin,
     # and their end (len(good))
+    codes: np.ndarray | None = None  # aligned with ``good``: each row's symbol in ``names``
+    names: np.ndarray | None = None
 
 
 @dataclass
@@ -293,18 +324,21 @@ class QualityGate:
         The good rows come back adjusted (when they carry an adjusted close) and with the
         canonical columns only; so do the quarantined ones, with their ``reason``.
         """
-        reasons = row_reasons(bars, self.latest)
-        bad = (reasons != "").to_numpy()
-        good, adjusted = back_adjust(sort_by_symbol_and_date(bars[~bad] if bad.any() else bars))
+        keys = _RowKeys.of(bars)
+        reasons = _reasons(bars, self.latest, keys)
+        bad = reasons != ""
+        order = keys.order[~bad[keys.order]]  # the good rows by symbol, then date
+        good, adjusted = back_adjust(_take(bars, order))
         quarantined = bars[bad]
         if ADJUSTED_CLOSE in quarantined.columns:  # one layout for every quarantined row
             quarantined = quarantined.drop(columns=ADJUSTED_CLOSE)
         quarantined = quarantined.assign(reason=reasons[bad]).reset_index(drop=True)
         self.total_rows += len(bars)
         self._note(quarantined)
-        edges = _symbol_edges(good["symbol"])
+        codes = keys.codes[order]
+        edges = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), len(codes)]
         starts, flags = self._breaks(good, edges)
-        return SymbolCheck(good, quarantined, starts, flags, adjusted, edges)
+        return SymbolCheck(good, quarantined, starts, flags, adjusted, edges, codes, keys.names)
 
     def _breaks(self, good: pd.DataFrame, edges: list[int]) -> tuple[np.ndarray, list[QualityFlag]]:
         """``series_breaks`` and ``zero_volume_flags`` of every symbol in ``good`` (sorted by

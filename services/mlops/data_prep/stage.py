@@ -37,9 +37,16 @@ from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts.datasets import Manifest
 from mlops.data_prep import dataset
-from mlops.data_prep.dataset import MAX_FLAGS, PART_ROWS, Contents, PartWriter, StagedPart
+from mlops.data_prep.dataset import (
+    MAX_FLAGS,
+    PART_ROWS,
+    Columns,
+    Contents,
+    PartWriter,
+    StagedPart,
+)
 from mlops.data_prep.features import batch_features
-from mlops.data_prep.quality import QualityFlag, QualityGate, stale_symbols
+from mlops.data_prep.quality import QualityFlag, QualityGate, SymbolCheck, stale_symbols
 from mlops.data_prep.shards import Shard
 from mlops.data_prep.sources import iter_bars
 from mlops.errors import ConfigError, DataError
@@ -329,11 +336,22 @@ def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer
     with timer("features"):
         features = batch_features(good, segment_starts)
     with timer("write"):
-        staging.parts.add(features, runs=np.diff(edges).tolist())
+        staging.parts.add(_columns(good, check, features), runs=np.diff(edges).tolist())
     dates = good["date"].to_numpy()
     symbols = good["symbol"].to_numpy()
     for last in (e - 1 for e in edges[1:]):  # sorted by date: its last row is its last day
         staging.last_days[str(symbols[last])] = pd.Timestamp(dates[last]).date()
+
+
+def _columns(good: pd.DataFrame, check: SymbolCheck, features: dict[str, np.ndarray]) -> Columns:
+    """The dataset's rows of one batch: its good bars' columns, then the features."""
+    arrays: dict[str, object] = {}
+    for name in good.columns:
+        if name == "symbol" and check.codes is not None:
+            arrays[name] = pd.Categorical.from_codes(check.codes, categories=check.names)
+        else:
+            arrays[name] = good[name].to_numpy()
+    return Columns({**arrays, **features})
 
 
 def _check_totals(
