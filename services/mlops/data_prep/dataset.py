@@ -437,7 +437,7 @@ def _describe(staged: list[StagedPart], part_keys: list[str]) -> Contents:
 def _put_files(store: ObjectStore, staged: list[StagedPart], part_keys: list[str]) -> None:
     for part, key in zip(staged, part_keys, strict=True):
         if not store.exists(key):  # content-addressed keys: same key, same bytes
-            store.put_bytes(key, part.path.read_bytes(), "application/vnd.apache.parquet")
+            store.put_file(key, part.path, "application/vnd.apache.parquet")
 
 
 def dataset_hash(

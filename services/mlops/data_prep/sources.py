@@ -479,7 +479,7 @@ def iter_bars(
 
     def noted(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
-            found.update(frame["symbol"].dropna().unique())
+            found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
             if not adjust and ADJUSTED_CLOSE in frame.columns:
                 frame = frame.drop(columns=ADJUSTED_CLOSE)
             yield frame
