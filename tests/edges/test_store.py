@@ -81,6 +81,15 @@ def test_delete(store) -> None:
     store.delete("d/e.txt")  # deleting a missing object is not an error
 
 
+def test_put_file_copies_a_local_file_in(store, tmp_path: Path) -> None:
+    source = tmp_path / "part.parquet"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 7))  # more than one sendfile call may do
+    store.put_bytes("p/part.parquet", b"old")
+    store.put_file("p/part.parquet", source, "application/vnd.apache.parquet")
+    assert store.get_bytes("p/part.parquet") == source.read_bytes()
+    assert store.list("p/") == ["p/part.parquet"]
+
+
 def test_missing_key_raises_clear_store_error(store) -> None:
     with pytest.raises(StoreError, match=r"'no/such/key\.json' does not exist"):
         store.get_bytes("no/such/key.json")
@@ -235,3 +244,25 @@ def test_local_refuses_symlink_escape(tmp_path: Path) -> None:
 
 def test_local_list_on_missing_root_is_empty(tmp_path: Path) -> None:
     assert LocalStore(tmp_path / "never-created").list("") == []
+
+
+def test_local_failed_file_copy_keeps_old_object(tmp_path: Path, monkeypatch) -> None:
+    """A full disk in the middle of ``put_file``: its sentence, the old object, no temp file."""
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("f/part.parquet", b"old contents")
+    source = tmp_path / "part.parquet"
+    source.write_bytes(b"new contents that never fully land")
+    real_sendfile = os.sendfile
+
+    def half(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        if offset > 0:
+            raise OSError(28, "No space left on device")
+        return real_sendfile(out_fd, in_fd, offset, max(1, count // 2))
+
+    monkeypatch.setattr(os, "sendfile", half)
+    with pytest.raises(DiskFullError, match=r"cannot write 'f/part\.parquet': No space left"):
+        store.put_file("f/part.parquet", source)
+    monkeypatch.undo()
+    assert store.get_bytes("f/part.parquet") == b"old contents"
+    visible, hidden = _visible_and_hidden(tmp_path / "store" / "f")
+    assert (visible, hidden) == (["part.parquet"], [])

@@ -357,7 +357,7 @@ class _Rows:
         import pyarrow as pa
 
         arrays, codes, names = [], None, None
-        for name, values in columns.arrays.items():
+        for values in columns.arrays.values():
             if isinstance(values, pd.Categorical):
                 codes, names = values.codes.astype("int64"), np.asarray(values.categories, object)
                 indices = pa.array(values.codes, mask=values.codes < 0)

@@ -154,7 +154,8 @@ def sort_by_symbol_and_date(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _take(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
-    if (order == np.arange(len(order))).all():
+    """The rows at ``order`` (all of them in their order: the frame itself, no copy)."""
+    if len(order) == len(frame) and (order == np.arange(len(order))).all():
         return frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
 

@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops.data_prep.bars import ADJUSTED_CLOSE, BAR_COLUMNS, canonicalize, column_sources
@@ -350,23 +351,38 @@ def _arrow_piece(path: Path, symbol: str, mapping: dict[str, str]) -> Any:
         return None
     try:
         parquet = pq.ParquetFile(path)
-        schema = parquet.schema_arrow
-        index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-        names = [n for n in schema.names if n not in index]
-        if parquet.metadata.num_rows == 0 or len(set(names)) < len(names):
+        chosen = _arrow_columns(parquet, path, mapping)
+        if chosen is None:
             return None
-        chosen = column_sources([*names, "symbol"], {k: v for k, v in mapping.items() if k != "symbol"}, str(path))
-        chosen.pop("symbol")
-        types = {ours: schema.field(str(theirs)).type for ours, theirs in chosen.items()}
-        if not (pa.types.is_timestamp(types["date"]) or pa.types.is_date(types["date"])):
-            return None
-        if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for c, t in types.items() if c != "date"):
-            return None
-        table = parquet.read(columns=[str(chosen[c]) for c in chosen], use_threads=False)
-    except Exception:
+        table = parquet.read(columns=list(chosen.values()), use_threads=False)
+    except Exception:  # read_bar_file tells what is wrong with the file
         return None
     table = table.rename_columns(list(chosen)).replace_schema_metadata(None)
-    return table.append_column("symbol", pa.repeat(pa.scalar(symbol, pa.string()), table.num_rows))
+    indices = pa.array(np.zeros(len(table), dtype="int32"))
+    symbols = pa.DictionaryArray.from_arrays(indices, pa.array([symbol], pa.string()))
+    return table.append_column("symbol", symbols)  # a categorical for pandas: made once
+
+
+def _arrow_columns(parquet: Any, path: Path, mapping: dict[str, str]) -> dict[str, str] | None:
+    """The file's column for each canonical one but the symbol (the file's name), when they
+    are plain: a date or timestamp, numbers; None otherwise."""
+    import pyarrow as pa
+
+    schema = parquet.schema_arrow
+    pandas_index = (schema.pandas_metadata or {}).get("index_columns", [])
+    names = [n for n in schema.names if n not in pandas_index]  # pandas reads those as index
+    if parquet.metadata.num_rows == 0 or len(set(names)) < len(names):
+        return None
+    theirs = {k: v for k, v in mapping.items() if k != "symbol"}
+    chosen = {k: str(v) for k, v in column_sources([*names, "symbol"], theirs, str(path)).items()}
+    del chosen["symbol"]
+    types = {ours: schema.field(column).type for ours, column in chosen.items()}
+    if not (pa.types.is_timestamp(types["date"]) or pa.types.is_date(types["date"])):
+        return None
+    numbers = (
+        pa.types.is_integer(t) or pa.types.is_floating(t) for c, t in types.items() if c != "date"
+    )
+    return chosen if all(numbers) else None
 
 
 def iter_file_bars(
@@ -479,7 +495,8 @@ def iter_bars(
 
     def noted(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
-            found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
+            if wanted:  # only to tell which of them had no bars
+                found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
             if not adjust and ADJUSTED_CLOSE in frame.columns:
                 frame = frame.drop(columns=ADJUSTED_CLOSE)
             yield frame

@@ -303,11 +303,13 @@ def _known_on(
     """Replaying history: only what was known after that day's close (and the impossible
     future bars, for the gate to quarantine); a symbol left with nothing is skipped.
     """
-    dates = bars["date"]
-    known = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
-    if len(known) < len(bars):
-        for symbol in _symbols(bars) - _symbols(known):
-            staging.skipped[symbol] = f"it has no bar on or before {cutoff.date()}"
+    days = bars["date"].to_numpy(dtype="datetime64[ns]")
+    keep = np.isnat(days) | (days <= cutoff.to_datetime64()) | (days > latest.to_datetime64())
+    if keep.all():
+        return bars
+    known = bars[keep]
+    for symbol in _symbols(bars) - _symbols(known):
+        staging.skipped[symbol] = f"it has no bar on or before {cutoff.date()}"
     return known
 
 
