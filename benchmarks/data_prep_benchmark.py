@@ -211,15 +211,17 @@ def reference(folder: Path, out: Path) -> None:
             }
             warmup = np.isnan(np.column_stack([close, *features.values()])).any(axis=1)
             next_close = np.r_[close[1:], np.nan]
+            next_return = next_close / close - 1.0
+            target_date = np.r_[date.to_numpy()[1:], np.datetime64("NaT", "ns")]
             columns = {
                 "date": date,
                 "symbol": pa.repeat(pa.scalar(path.stem, pa.string()), len(close)),
                 **{c: bars.column(c) for c in ("open", "high", "low", "close", "volume")},
-                **{c: pa.array(v, from_pandas=True) for c, v in features.items()},
+                **{c: pa.array(v, mask=np.isnan(v)) for c, v in features.items()},
                 "warmup": pa.array(warmup),
-                "next_close": pa.array(next_close, from_pandas=True),
-                "next_return": pa.array(next_close / close - 1.0, from_pandas=True),
-                "target_date": pa.array(np.r_[date.to_numpy()[1:], np.datetime64("NaT", "ns")]),
+                "next_close": pa.array(next_close, mask=np.isnan(next_close)),
+                "next_return": pa.array(next_return, mask=np.isnan(next_return)),
+                "target_date": pa.array(target_date, mask=np.isnat(target_date)),
             }
             table = pa.table(columns)
         with phases("write"):

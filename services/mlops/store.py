@@ -92,8 +92,10 @@ class LocalStore:
             raise
 
     def put_file(self, key: str, source: Path, content_type: str = "") -> None:
-        """``put_bytes`` of a local file's content, copied by the kernel (no pass through
-        Python's memory: a dataset part is tens of MB); atomic for the key alike."""
+        """``put_bytes`` of a local file's content, atomic for the key alike, without the
+        bytes passing through Python (a dataset part is tens of MB): a hard link to the
+        file when it is on the store's file system, else a copy by the kernel. Either
+        way the file must not change afterwards (a staged part never does)."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,15 +103,12 @@ class LocalStore:
         except OSError as exc:
             raise self._failure("write", key, exc) from exc
         try:
-            with os.fdopen(fd, "wb") as handle, open(source, "rb") as data:
-                size = os.fstat(data.fileno()).st_size
-                sent = 0
-                while sent < size:
-                    done = os.sendfile(handle.fileno(), data.fileno(), sent, size - sent)
-                    if done == 0:
-                        raise OSError(errno.EIO, f"{source} ended early while copying it")
-                    sent += done
-                os.fsync(handle.fileno())
+            with os.fdopen(fd, "wb") as handle:
+                if _linked(Path(source), Path(tmp)):
+                    with open(tmp, "rb") as linked:
+                        os.fsync(linked.fileno())
+                else:
+                    _copy(Path(source), handle)
             os.replace(tmp, path)
         except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
@@ -161,6 +160,37 @@ class LocalStore:
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
+
+
+def _linked(source: Path, target: Path) -> bool:
+    """Replace the (empty) ``target`` with a hard link to ``source``; False when the file
+    systems or their kinds do not allow it (nothing changed then)."""
+    spare = target.with_name(target.name + ".link")
+    try:
+        os.link(source, spare)
+    except OSError as exc:
+        if exc.errno in {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES}:
+            return False
+        raise
+    try:
+        os.replace(spare, target)
+    except BaseException:
+        spare.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _copy(source: Path, handle: Any) -> None:
+    """Copy ``source`` into the open file ``handle`` in the kernel (sendfile), then fsync."""
+    with open(source, "rb") as data:
+        size = os.fstat(data.fileno()).st_size
+        sent = 0
+        while sent < size:
+            done = os.sendfile(handle.fileno(), data.fileno(), sent, size - sent)
+            if done == 0:
+                raise OSError(errno.EIO, f"{source} ended early while copying it")
+            sent += done
+    os.fsync(handle.fileno())
 
 
 class S3Store:

@@ -124,6 +124,9 @@ def canonicalize(
 def _midnights(dates: pd.Series) -> bool:
     """Every date is at midnight already (or missing): normalizing would change nothing."""
     values = dates.to_numpy()
+    if values.dtype == np.dtype("datetime64[ns]"):  # the usual case, in integers
+        nanoseconds = values.view("int64")
+        return bool(((nanoseconds % 86_400_000_000_000 == 0) | np.isnat(values)).all())
     values = values[~np.isnat(values)]
     return bool((values == values.astype("datetime64[D]")).all())
 

@@ -364,11 +364,9 @@ class _Rows:
                 dictionary = pa.array(names, type=pa.string())
                 arrays.append(pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string()))
             else:
-                arrays.append(pa.array(values, from_pandas=True))
+                arrays.append(_arrow(values))
         table = pa.Table.from_arrays(arrays, schema=schema)
-        hashes = combine_hash_arrays(
-            (pd.util.hash_array(v) for v in columns.arrays.values()), len(columns.arrays)
-        )
+        hashes = _row_hashes(list(columns.arrays.values()))
         date = columns.arrays.get("date")
         dates = None if date is None else np.asarray(date, dtype="datetime64[ns]")
         return cls(table, hashes, codes, names, dates)
@@ -411,6 +409,31 @@ class _Rows:
             return None
         known = self.dates[~np.isnat(self.dates)]
         return known if known.size else None
+
+
+HASH_ROWS = 16_384  # rows hashed at a time: every column's share stays in the cache
+
+
+def _row_hashes(columns: list[Any]) -> np.ndarray:
+    """``row_hashes`` of the DataFrame of these columns, a cache-sized slice at a time
+    (each row's hash depends on that row alone)."""
+    n = len(columns[0])
+    out = np.empty(n, dtype="uint64")
+    for lo in range(0, n, HASH_ROWS):
+        cut = slice(lo, min(n, lo + HASH_ROWS))
+        out[cut] = combine_hash_arrays((pd.util.hash_array(c[cut]) for c in columns), len(columns))
+    return out
+
+
+def _arrow(values: np.ndarray) -> Any:
+    """A numpy column as Arrow, missing values (NaN, NaT) as nulls, as from a DataFrame."""
+    import pyarrow as pa
+
+    if values.dtype.kind == "f":
+        return pa.array(values, mask=np.isnan(values))
+    if values.dtype.kind == "M":
+        return pa.array(values, mask=np.isnat(values))
+    return pa.array(values, from_pandas=True)
 
 
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:

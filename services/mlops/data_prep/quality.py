@@ -93,9 +93,14 @@ class _RowKeys:
     @classmethod
     def of(cls, bars: pd.DataFrame) -> _RowKeys:
         codes, names = pd.factorize(bars["symbol"], sort=True)
+        codes = codes.astype("int64", copy=False)
         days = bars["date"].to_numpy(dtype="datetime64[ns]").view("int64")
-        order = np.lexsort((days, codes))  # the last key sorts first
-        return cls(codes.astype("int64", copy=False), np.asarray(names, dtype=object), days, order)
+        step, later = np.diff(codes), np.diff(days)
+        if ((step > 0) | ((step == 0) & (later > 0))).all():  # sorted already, no ties
+            order = np.arange(len(codes))
+        else:
+            order = np.lexsort((days, codes))  # the last key sorts first
+        return cls(codes, np.asarray(names, dtype=object), days, order)
 
     def empty_symbol(self) -> np.ndarray:
         blank = np.flatnonzero(self.names == "")
@@ -156,6 +161,9 @@ def sort_by_symbol_and_date(frame: pd.DataFrame) -> pd.DataFrame:
 def _take(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
     """The rows at ``order`` (all of them in their order: the frame itself, no copy)."""
     if len(order) == len(frame) and (order == np.arange(len(order))).all():
+        index = frame.index
+        if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+            return frame
         return frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
 
