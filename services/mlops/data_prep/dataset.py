@@ -60,6 +60,7 @@ from sqlalchemy import Engine
 
 from mlops.contracts import keys
 from mlops.contracts.datasets import Manifest, read_manifest
+from mlops.data_prep.background import WriteBehind
 from mlops.db.schema import datasets
 from mlops.db.upsert import insert_new
 from mlops.errors import DataError
@@ -165,8 +166,9 @@ class StagedPart:
 class PartWriter:
     """Streams feature rows, symbol by symbol, into local Parquet parts of bounded size.
 
-    Rows are written in row groups of about ``group_rows`` as they come (memory: one row
-    group plus the frame being added), in the order they were added; a part is closed
+    Rows are written in row groups of about ``group_rows`` as they come, encoded and
+    written by a thread while the caller goes on (memory: up to three row groups plus
+    the frame being added), in the order they were added; a part is closed
     once it holds ``max_rows``. A frame may hold several pieces (``runs``: one symbol's
     rows each) that count as added one at a time: a part ends between two pieces, never
     inside one, so the parts do not depend on how many symbols a frame holds. Each part's
@@ -199,6 +201,7 @@ class PartWriter:
         self._last: pd.Timestamp | None = None
         self._columns: list[str] = []
         self._columns_schema: Any = None  # of the ``Columns`` added, from their first rows
+        self._writes = WriteBehind()  # Parquet encoding and writing, in a thread
 
     def add(self, frame: pd.DataFrame | Columns, runs: Iterable[int] | None = None) -> None:
         """Add ``frame``'s rows; ``runs``: the lengths of its pieces (default: one piece)."""
@@ -255,7 +258,7 @@ class PartWriter:
             table = table.cast(self._schema)
         else:
             table = table.replace_schema_metadata(self._schema.metadata)
-        self._writer.write_table(table)
+        self._writes.submit(self._writer.write_table, table)
         for part in pending:
             self._digest.update(part.hashes.tobytes())
             self._rows += part.rows
@@ -268,6 +271,7 @@ class PartWriter:
         self._write_group()
         if self._writer is None:
             return
+        self._writes.wait()
         self._writer.close()
         assert self._path is not None
         self.parts.append(
@@ -285,7 +289,10 @@ class PartWriter:
         self._rows, self._symbols, self._first, self._last = 0, set(), None, None
 
     def close(self) -> list[StagedPart]:
-        self._close_part()
+        try:
+            self._close_part()
+        finally:
+            self._writes.close()
         return self.parts
 
 

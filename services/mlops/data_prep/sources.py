@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops.data_prep.background import read_ahead
 from mlops.data_prep.bars import ADJUSTED_CLOSE, BAR_COLUMNS, canonicalize, column_sources
 from mlops.data_prep.columns import ColumnMaps
 from mlops.data_prep.shards import Shard, stable_hash
@@ -303,6 +304,29 @@ def _read_symbol(paths: list[Path], maps: ColumnMaps) -> pd.DataFrame:
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
+def _symbol_frames(
+    symbols: list[str], files: dict[str, list[Path]], maps: ColumnMaps, batch_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The frames of these symbols' files (one symbol per frame, or batched through Arrow
+    where they qualify: read ahead in a thread, see ``background``)."""
+    if batch_rows <= 0:
+        for symbol in symbols:
+            yield _read_symbol(files[symbol], maps)
+        return
+
+    def read(symbol: str) -> list[Any]:
+        return [_arrow_piece(path, symbol, maps.for_file(path)) for path in files[symbol]]
+
+    pieces = _ArrowPieces()
+    for symbol, tables in zip(symbols, read_ahead(read, symbols), strict=True):
+        if not pieces.add(tables):
+            yield from pieces.flush()
+            yield _read_symbol(files[symbol], maps)
+        elif pieces.rows >= batch_rows:
+            yield from pieces.flush()
+    yield from pieces.flush()
+
+
 class _ArrowPieces:
     """Per-symbol Parquet files read with Arrow, several symbols made canonical at once.
 
@@ -310,18 +334,16 @@ class _ArrowPieces:
     volume are numbers (so ``canonicalize`` does the same to every row, whichever file it
     comes from, and a batch gives the frames ``read_bar_file`` would, back to back); all
     files of a batch, and of a symbol, have the same column types. ``add`` returns False
-    for a symbol that does not qualify: the caller reads it the usual way.
+    for a symbol that does not qualify (or whose types differ from the batch's): the
+    caller flushes the batch and reads that symbol the usual way.
     """
 
-    def __init__(self, batch_rows: int) -> None:
-        self.batch_rows = batch_rows
+    def __init__(self) -> None:
         self.tables: list[Any] = []
         self.rows = 0
 
-    def add(self, symbol: str, files: list[tuple[Path, dict[str, str]]]) -> bool:
-        if self.batch_rows <= 0:
-            return False
-        tables = [_arrow_piece(path, symbol, mapping) for path, mapping in files]
+    def add(self, tables: list[Any]) -> bool:
+        """Take one symbol's files (``_arrow_piece`` of each); False when one is None."""
         schema = tables[0].schema if tables[0] is not None else None
         if schema is None or any(t is None or not t.schema.equals(schema) for t in tables):
             return False
@@ -423,20 +445,12 @@ def iter_file_bars(
                     if not chunk.empty:
                         buckets.add(chunk)
                         seen.update(chunk["symbol"].dropna().unique())
-        pieces = _ArrowPieces(batch_rows)
-        for symbol in sorted(per_symbol):
-            if not owned(symbol):
-                continue
-            paths = per_symbol[symbol]
-            if buckets is not None and symbol in seen:
-                buckets.add(_read_symbol(paths, maps))  # in a long file too: merge them
-            elif pieces.add(symbol, [(p, maps.for_file(p)) for p in paths]):
-                if pieces.rows >= batch_rows:
-                    yield from pieces.flush()
-            else:
-                yield from pieces.flush()
-                yield _read_symbol(paths, maps)
-        yield from pieces.flush()
+        symbols = [s for s in sorted(per_symbol) if owned(s)]
+        if buckets is not None:
+            for symbol in (s for s in symbols if s in seen):  # in a long file too: merged
+                buckets.add(_read_symbol(per_symbol[symbol], maps))
+            symbols = [s for s in symbols if s not in seen]
+        yield from _symbol_frames(symbols, per_symbol, maps, batch_rows)
         if buckets is not None:
             yield from buckets.groups()
 
@@ -492,21 +506,26 @@ def iter_bars(
         )
 
     found: set[str] = set()
-
-    def noted(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for frame in frames:
-            if wanted:  # only to tell which of them had no bars
-                found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
-            if not adjust and ADJUSTED_CLOSE in frame.columns:
-                frame = frame.drop(columns=ADJUSTED_CLOSE)
-            yield frame
-
-    yield from batched(noted(frames), batch_rows) if batch_rows > 0 else noted(frames)
+    frames = _noted(frames, found if wanted else None, adjust)
+    yield from batched(frames, batch_rows) if batch_rows > 0 else frames
     missing = sorted(s for s in wanted if shard.owns(s) and s not in found)
     for symbol in missing:
         skipped.setdefault(symbol, "the source has no bars for it")
     if missing and report:
         log.warning("No bars for symbols %s; they are skipped.", ", ".join(missing))
+
+
+def _noted(
+    frames: Iterable[pd.DataFrame], found: set[str] | None, adjust: bool
+) -> Iterator[pd.DataFrame]:
+    """The frames, their symbols added to ``found`` (when given: to tell the wanted symbols
+    that had no bars), their ``adjusted_close`` dropped unless ``adjust``."""
+    for frame in frames:
+        if found is not None:
+            found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
+        if not adjust and ADJUSTED_CLOSE in frame.columns:
+            frame = frame.drop(columns=ADJUSTED_CLOSE)
+        yield frame
 
 
 def batched(frames: Iterable[pd.DataFrame], batch_rows: int) -> Iterator[pd.DataFrame]:

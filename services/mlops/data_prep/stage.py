@@ -36,7 +36,7 @@ import pandas as pd
 from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts.datasets import Manifest
-from mlops.data_prep import dataset
+from mlops.data_prep import background, dataset
 from mlops.data_prep.dataset import (
     MAX_FLAGS,
     PART_ROWS,
@@ -93,19 +93,26 @@ class Prepared:
 
 
 class _Timer:
-    """Seconds per phase: wall (``name``) and CPU of the process, all threads (``name_cpu``)."""
+    """Seconds per phase: wall (``name``) and CPU (``name_cpu``) of this thread; the CPU of
+    the reads ahead and writes behind (``background``) is added to ``read`` and ``write``
+    by ``add_thread_cpu``."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._threads = background.thread_cpu()
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        began, cpu = time.perf_counter(), time.process_time()
+        began, cpu = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - began
-            self.seconds[f"{name}_cpu"] += time.process_time() - cpu
+            self.seconds[f"{name}_cpu"] += time.thread_time() - cpu
+
+    def add_thread_cpu(self) -> None:
+        for kind, seconds in background.thread_cpu().items():
+            self.seconds[f"{kind}_cpu"] += seconds - self._threads.get(kind, 0.0)
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
@@ -283,6 +290,7 @@ def prepare(
     _warn(stale, staging, effective, settings.stale_after_days)
     with timer("write"):
         staged, staged_quarantine = staging.parts.close(), staging.quarantine.close()
+    timer.add_thread_cpu()
     return Prepared(
         as_of=effective,
         parts=staged,
