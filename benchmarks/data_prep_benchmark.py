@@ -489,17 +489,30 @@ def _table(runs: list[Run]) -> str:
 
 
 def _ratios(runs: list[Run]) -> list[str]:
-    """Per size: the stage's CPU against the reference's, and whether the datasets match."""
+    """The stage's CPU against the reference's on the same files, and which runs
+    published the same dataset (the reference's parts; the baseline's version)."""
     lines = []
     for ref in (r for r in runs if r.case.startswith("reference")):
         for r in runs:
-            if r.symbols != ref.symbols or r.shards != "1" or r.cpu is None or not ref.cpu:
+            if r.symbols != ref.symbols or not r.case.startswith("file per symbol"):
+                continue
+            if r.shards != "1" or r.cpu is None or not ref.cpu:
                 continue
             same = "the same dataset" if r.version == ref.version else "A DIFFERENT DATASET"
             lines.append(
                 f"{r.symbols} symbols, {r.case}: {r.cpu / ref.cpu:.2f} x the reference's CPU "
                 f"({r.cpu:.1f} s against {ref.cpu:.1f} s), {same}"
             )
+    for before in (r for r in runs if r.case.endswith(")") and " (" in r.case):
+        case = before.case.rsplit(" (", 1)[0]
+        for r in runs:
+            if r.case == case and r.symbols == before.symbols and r.shards == before.shards:
+                same = "the same dataset" if r.version == before.version else "A DIFFERENT ONE"
+                lines.append(
+                    f"{r.symbols} symbols, {case}: {r.cpu or 0:.1f} s of CPU against "
+                    f"{before.cpu or 0:.1f} s before ({before.case}), {same}"
+                )
+                break
     return lines
 
 
@@ -551,6 +564,12 @@ def main() -> None:
         if not args.no_long:
             runs.append(measure_single(work, args.shard_symbols, args.years, long_file=True))
             print(f"  {args.shard_symbols} symbols, long file: {runs[-1].process_wall:.1f} s")
+            if baseline is not None:
+                name = f" ({args.baseline_rev})"
+                runs.append(
+                    measure_single(work, args.shard_symbols, args.years, True, baseline, name)
+                )
+                print(f"  long file, {args.baseline_rev}: {runs[-1].process_wall:.1f} s")
         for count in [int(s) for s in args.shards.split(",") if s]:
             runs.extend(measure_shards(work, args.shard_symbols, args.years, count))
             print(f"  {count} shards: {runs[-1].process_wall:.1f} s", flush=True)
