@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from mlops.data_prep.shards import Shard, stable_hash
 from mlops.errors import DataError, MlopsError
 from mlops.settings import Settings
 from mlops.store import ObjectStore
+
+if TYPE_CHECKING:
+    from mlops.data_prep.fetch import FetchReport
 
 log = logging.getLogger(__name__)
 
@@ -463,6 +466,7 @@ def iter_bars(
     as_of: object = None,
     skipped: dict[str, str] | None = None,
     batch_rows: int = 0,
+    fetch: FetchReport | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Bars from the configured source, one symbol per frame, for this shard's symbols.
 
@@ -474,7 +478,7 @@ def iter_bars(
     (on shard 0) so the quality gate can quarantine them. A frame has an
     ``adjusted_close`` column only when the source carries one and ``adjusts`` says so.
     ``skipped``, when given, receives the wanted symbols the source had no bars for, and
-    why (once the frames are exhausted).
+    why (once the frames are exhausted); ``fetch`` what Alpha Vantage was asked.
     """
     shard = shard or Shard()
     wanted = set(settings.symbol_list)
@@ -497,13 +501,7 @@ def iter_bars(
             settings.data_files, maps, owned=owned, shard_count=shard.count, batch_rows=batch_rows
         )
     else:
-        from mlops.data_prep.alphavantage import iter_alphavantage
-        from mlops.store import open_store
-
-        symbols = [s for s in settings.symbol_list if shard.owns(s)]
-        frames = iter_alphavantage(
-            settings, store or open_store(settings), symbols, until=as_of, unknown=skipped
-        )
+        frames = _alphavantage_frames(settings, store, shard, as_of, skipped, fetch)
 
     found: set[str] = set()
     frames = _noted(frames, found if wanted else None, adjust)
@@ -513,6 +511,23 @@ def iter_bars(
         skipped.setdefault(symbol, "the source has no bars for it")
     if missing and report:
         log.warning("No bars for symbols %s; they are skipped.", ", ".join(missing))
+
+
+def _alphavantage_frames(
+    settings: Settings,
+    store: ObjectStore | None,
+    shard: Shard,
+    as_of: object,
+    skipped: dict[str, str],
+    fetch: FetchReport | None,
+) -> Iterator[pd.DataFrame]:
+    from mlops.data_prep.alphavantage import iter_alphavantage
+    from mlops.store import open_store
+
+    symbols = [s for s in settings.symbol_list if shard.owns(s)]
+    return iter_alphavantage(
+        settings, store or open_store(settings), symbols, until=as_of, unknown=skipped, report=fetch
+    )
 
 
 def _noted(

@@ -46,6 +46,7 @@ from mlops.data_prep.dataset import (
     StagedPart,
 )
 from mlops.data_prep.features import batch_features
+from mlops.data_prep.fetch import FetchReport
 from mlops.data_prep.quality import QualityFlag, QualityGate, SymbolCheck, stale_symbols
 from mlops.data_prep.shards import Shard
 from mlops.data_prep.sources import iter_bars
@@ -74,6 +75,7 @@ class DataPrepResult:
     skipped_symbols: dict[str, str] = field(default_factory=dict)  # symbol: why
     adjusted_symbols: list[str] = field(default_factory=list)  # on their adjusted close
     quarantine_keys: list[str] = field(default_factory=list)  # this run's quarantined rows
+    requests: int = 0  # sent to Alpha Vantage by this run (retries included)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Prepared:
     timings: dict[str, float]
     skipped_symbols: dict[str, str] = field(default_factory=dict)
     adjusted_symbols: list[str] = field(default_factory=list)
+    requests: int = 0  # to Alpha Vantage
 
 
 class _Timer:
@@ -155,8 +158,11 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
     timings["total_cpu"] = round(time.process_time() - cpu, 3)
     if shard.count == 1:
         _log_dataset(manifest, new, quality, timings)
-        return _result(manifest, new, quality, shard.name, timings)
-    return _shard_published(ctx, shard, prepared.as_of, shard_manifest, timings)
+        result = _result(manifest, new, quality, shard.name, timings)
+    else:
+        result = _shard_published(ctx, shard, prepared.as_of, shard_manifest, timings)
+    result.requests = prepared.requests
+    return result
 
 
 def _publish_dataset(
@@ -255,7 +261,7 @@ def prepare(
     *,
     now: date | None = None,
 ) -> Prepared:
-    """Read, check and featurize this shard's symbols one at a time into local parts.
+    """Read, check and featurize this shard's symbols, a batch at a time, into local parts.
 
     Bars after today are quarantined (a typo or a bad feed). With ``as_of`` in the past,
     bars after it and up to today were not known yet on that day: they are left out, so a
@@ -270,19 +276,17 @@ def prepare(
     )
     staging = _Staging(PartWriter(folder, PART_ROWS), PartWriter(folder, PART_ROWS, "quarantine"))
     timer = _Timer()
-    cutoff = pd.Timestamp(as_of) if as_of is not None else None
+    fetch = FetchReport()
     frames = iter_bars(
-        settings, store, shard=shard, as_of=as_of, skipped=staging.skipped, batch_rows=BATCH_ROWS
+        settings,
+        store,
+        shard=shard,
+        as_of=as_of,
+        skipped=staging.skipped,
+        batch_rows=BATCH_ROWS,
+        fetch=fetch,
     )
-    while True:
-        with timer("read"):
-            bars = next(frames, None)
-            if bars is not None and cutoff is not None and cutoff < latest:
-                bars = _known_on(bars, cutoff, latest, staging)
-        if bars is None:
-            break
-        if not bars.empty:
-            _stage_batch(gate, bars, staging, timer)
+    _stage_all(frames, gate, staging, timer, as_of, latest)
     effective = _check_totals(gate, staging, shard, as_of, store, latest.date())
     stale = stale_symbols(staging.last_days, effective, settings.stale_after_days)
     for symbol in staging.last_days:
@@ -302,7 +306,29 @@ def prepare(
         timings=timer.rounded(),
         skipped_symbols=dict(sorted(staging.skipped.items())),
         adjusted_symbols=sorted(staging.adjusted),
+        requests=fetch.requests,
     )
+
+
+def _stage_all(
+    frames: Iterator[pd.DataFrame],
+    gate: QualityGate,
+    staging: _Staging,
+    timer: _Timer,
+    as_of: date | None,
+    latest: pd.Timestamp,
+) -> None:
+    """Each batch of bars known on ``as_of`` through the gate, the features and the parts."""
+    cutoff = pd.Timestamp(as_of) if as_of is not None else None
+    while True:
+        with timer("read"):
+            bars = next(frames, None)
+            if bars is not None and cutoff is not None and cutoff < latest:
+                bars = _known_on(bars, cutoff, latest, staging)
+        if bars is None:
+            break
+        if not bars.empty:
+            _stage_batch(gate, bars, staging, timer)
 
 
 def _known_on(
