@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 
 from mlops.context import Context, open_context
+from mlops.data_prep import alphavantage as av_module
 from mlops.data_prep.sources import load_sample
 from mlops.db import migrate
 from mlops.db.engine import make_engine
@@ -42,6 +44,13 @@ RATE_LIMIT_NOTE = {
     "Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls "
     "per minute and 500 calls per day. Please visit https://www.alphavantage.co/premium/ if "
     "you would like to target a higher API call frequency."
+}
+RATE_LIMIT_PER_SECOND = {
+    "Information": "Thank you for using Alpha Vantage! Please consider spreading out your free "
+    "API requests more sparingly (1 request per second). You may subscribe to any of the "
+    "premium plans at https://www.alphavantage.co/premium/ to lift the free key rate limit "
+    "(25 requests per day), raise the per-minute limit to a higher amount corresponding to the "
+    "premium membership tier you subscribed to, and remove the daily rate limit."
 }
 PREMIUM_INFORMATION = {
     "Information": "Thank you for using Alpha Vantage! This is a premium endpoint. You may "
@@ -104,6 +113,7 @@ class FakeAlphaVantage:
     url: str
     bars: pd.DataFrame  # what the server knows, all symbols
     until: pd.Timestamp | None = None  # the server's "today": no bars after it
+    today: pd.Timestamp | None = None  # the client's day (default: ``until``, else the last bar)
     scripts: dict[str, list[Answer]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
@@ -111,6 +121,13 @@ class FakeAlphaVantage:
     def script(self, symbol: str, *answers: Answer) -> None:
         """Answers for the next requests of ``symbol``; after them, real data."""
         self.scripts[symbol] = list(answers)
+
+    def now(self) -> datetime:
+        """The client's clock: evening (UTC) of ``today``, else of ``until``, else of the
+        sample's last day, so that the fetch budget's days follow the server's."""
+        day = self.today if self.today is not None else self.until
+        day = day if day is not None else self.bars["date"].max()
+        return pd.Timestamp(day).normalize().to_pydatetime().replace(hour=22, tzinfo=UTC)
 
     def requests_for(self, symbol: str) -> list[dict[str, str]]:
         return [r for r in self.requests if r.get("symbol") == symbol]
@@ -178,8 +195,10 @@ def alphavantage() -> Iterator[FakeAlphaVantage]:
 
 
 @pytest.fixture
-def av_env(alphavantage: FakeAlphaVantage) -> dict[str, object]:
-    """Settings for the fake server, with tiny retry waits and timeouts."""
+def av_env(alphavantage: FakeAlphaVantage, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Settings for the fake server, with tiny retry waits and timeouts; the client's clock
+    follows the server's day (``FakeAlphaVantage.now``)."""
+    monkeypatch.setattr(av_module, "now", alphavantage.now)
     return {
         "DATA_SOURCE": "alphavantage",
         "ALPHAVANTAGE_API_KEY": API_KEY,

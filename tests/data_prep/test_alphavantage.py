@@ -21,8 +21,8 @@ from .conftest import (
     API_KEY,
     ERROR_MESSAGE,
     PREMIUM_INFORMATION,
-    RATE_LIMIT_INFORMATION,
     RATE_LIMIT_NOTE,
+    RATE_LIMIT_PER_SECOND,
     Answer,
 )
 
@@ -116,7 +116,7 @@ def test_unknown_symbol_is_reported_and_skipped_without_failing_the_others(
 
 
 @pytest.mark.parametrize(
-    "notice", [RATE_LIMIT_INFORMATION, RATE_LIMIT_NOTE], ids=["information", "note"]
+    "notice", [RATE_LIMIT_PER_SECOND, RATE_LIMIT_NOTE], ids=["per-second", "per-minute"]
 )
 def test_rate_limit_is_retried_with_backoff(make_ctx, av_env, alphavantage, notice) -> None:
     ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL"}))
@@ -131,7 +131,7 @@ def test_rate_limit_is_retried_with_backoff(make_ctx, av_env, alphavantage, noti
 
 
 @pytest.mark.parametrize(
-    "notice", [RATE_LIMIT_INFORMATION, RATE_LIMIT_NOTE], ids=["information", "note"]
+    "notice", [RATE_LIMIT_PER_SECOND, RATE_LIMIT_NOTE], ids=["per-second", "per-minute"]
 )
 def test_persistent_rate_limit_fails_that_symbol_clearly(
     make_ctx, av_env, alphavantage, notice

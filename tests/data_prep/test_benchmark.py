@@ -20,15 +20,29 @@ def test_benchmark_runs_and_prints_its_table(tmp_path: Path, subprocess_env) -> 
     )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| case | symbols | shards | rows |")
+    assert lines[0].startswith("| case | symbols | shards | rows | stage wall s | stage CPU s |")
+    assert (
+        "| read wall / CPU | checks wall / CPU | features wall / CPU | write wall / CPU |"
+        in (lines[0])
+    )
     table = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
     cases = [row[0] for row in table]
     rows = [int(row[3].replace(",", "")) for row in table]
-    # 1 year = 252 weekdays a symbol: 3 symbols, then 4 (long file, N=1, N=2).
-    assert cases[:3] == ["file per symbol", "long file", "file per symbol"]
-    assert rows[:3] == [3 * 252, 4 * 252, 4 * 252]
-    shards = sorted(c.removesuffix(" (finalized)") for c in cases[3:5])
+    # 1 year = 252 weekdays a symbol: 3 symbols and their reference, then 4 (long file,
+    # N=1, N=2).
+    assert cases[:4] == [
+        "file per symbol",
+        "reference (Arrow, TA-Lib)",
+        "long file",
+        "file per symbol",
+    ]
+    assert rows[:4] == [3 * 252, 3 * 252, 4 * 252, 4 * 252]
+    stage, reference = table[0], table[1]
+    assert all(" / " in cell for cell in stage[10:15])  # wall / CPU of every phase
+    assert stage[-1] == reference[-1] != ""  # the same dataset hash
+    assert "3 symbols, file per symbol: " in done.stdout and "the same dataset" in done.stdout
+    shards = sorted(c.removesuffix(" (finalized)") for c in cases[4:6])
     assert shards == ["shard 0 of 2", "shard 1 of 2"]
-    assert sum(c.endswith("(finalized)") for c in cases[3:5]) == 1  # the last one to finish
-    assert cases[5] == "**N=2 side by side**"
-    assert rows[3] + rows[4] == rows[5] == 4 * 252
+    assert sum(c.endswith("(finalized)") for c in cases[4:6]) == 1  # the last one to finish
+    assert cases[6] == "**N=2 side by side**"
+    assert rows[4] + rows[5] == rows[6] == 4 * 252

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -79,6 +80,15 @@ def test_delete(store) -> None:
     assert not store.exists("d/e.txt")
     assert store.list("d/") == []
     store.delete("d/e.txt")  # deleting a missing object is not an error
+
+
+def test_put_file_copies_a_local_file_in(store, tmp_path: Path) -> None:
+    source = tmp_path / "part.parquet"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 7))  # more than one sendfile call may do
+    store.put_bytes("p/part.parquet", b"old")
+    store.put_file("p/part.parquet", source, "application/vnd.apache.parquet")
+    assert store.get_bytes("p/part.parquet") == source.read_bytes()
+    assert store.list("p/") == ["p/part.parquet"]
 
 
 def test_missing_key_raises_clear_store_error(store) -> None:
@@ -235,3 +245,51 @@ def test_local_refuses_symlink_escape(tmp_path: Path) -> None:
 
 def test_local_list_on_missing_root_is_empty(tmp_path: Path) -> None:
     assert LocalStore(tmp_path / "never-created").list("") == []
+
+
+def test_local_put_file_links_on_one_file_system_and_copies_across(
+    tmp_path: Path, monkeypatch
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    source = tmp_path / "part.parquet"
+    source.write_bytes(b"the staged part")
+    store.put_file("a/part.parquet", source)
+    assert (tmp_path / "store" / "a" / "part.parquet").stat().st_ino == source.stat().st_ino
+
+    def other_device(*_args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", other_device)
+    store.put_file("b/part.parquet", source)
+    copied = tmp_path / "store" / "b" / "part.parquet"
+    assert copied.stat().st_ino != source.stat().st_ino
+    assert copied.read_bytes() == b"the staged part"
+    assert _visible_and_hidden(tmp_path / "store" / "b") == (["part.parquet"], [])
+
+
+def test_local_failed_file_copy_keeps_old_object(tmp_path: Path, monkeypatch) -> None:
+    """A full disk in the middle of ``put_file``'s copy (the source on another file
+    system): its sentence, the old object, no temp file."""
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("f/part.parquet", b"old contents")
+    source = tmp_path / "part.parquet"
+    source.write_bytes(b"new contents that never fully land")
+    real_sendfile = os.sendfile
+
+    def other_device(*_args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", other_device)
+
+    def half(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        if offset > 0:
+            raise OSError(28, "No space left on device")
+        return real_sendfile(out_fd, in_fd, offset, max(1, count // 2))
+
+    monkeypatch.setattr(os, "sendfile", half)
+    with pytest.raises(DiskFullError, match=r"cannot write 'f/part\.parquet': No space left"):
+        store.put_file("f/part.parquet", source)
+    monkeypatch.undo()
+    assert store.get_bytes("f/part.parquet") == b"old contents"
+    visible, hidden = _visible_and_hidden(tmp_path / "store" / "f")
+    assert (visible, hidden) == (["part.parquet"], [])

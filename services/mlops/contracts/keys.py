@@ -9,6 +9,7 @@
     quarantine/<as_of>/refused-<hash>.parquet         bad rows of a batch it refused whole
     raw/alphavantage/<symbol>/bars.parquet            stored history per symbol
     raw/alphavantage/<symbol>/responses/              every API answer, before parsing
+    raw/alphavantage/<symbol>/fetch.json              the day and outcome of its last request
     predictions/<day>/<model>-v<version>.parquet      one batch of predictions
     reports/monitoring/<day>/{quality,drift}.html     evidently reports, summary.json
     reports/drift-calibration/<model>-v<version>.json   a version's drift calibration
@@ -94,6 +95,10 @@ def raw_bars_key(symbol: str) -> str:
 
 def raw_responses_prefix(symbol: str) -> str:
     return f"{RAW_ALPHAVANTAGE_PREFIX}/{_safe(symbol)}/responses/"
+
+
+def raw_fetch_log_key(symbol: str) -> str:
+    return f"{RAW_ALPHAVANTAGE_PREFIX}/{_safe(symbol)}/fetch.json"
 
 
 def predictions_key(day: date, model_name: str, model_version: str) -> str:

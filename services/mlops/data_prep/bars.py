@@ -112,11 +112,23 @@ def canonicalize(
         dates = pd.to_datetime(dates, errors="coerce")
     if getattr(dates.dt, "tz", None) is not None:  # a trading day is a calendar date
         dates = dates.dt.tz_localize(None)
-    frame["date"] = dates.dt.normalize().astype("datetime64[ns]")
+    if not _midnights(dates):
+        dates = dates.dt.normalize()
+    frame["date"] = dates.astype("datetime64[ns]")
     frame["symbol"] = _clean_symbols(frame["symbol"])
     for column in [*PRICE_COLUMNS, "volume", *(c for c in OPTIONAL_COLUMNS if c in chosen)]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
+
+
+def _midnights(dates: pd.Series) -> bool:
+    """Every date is at midnight already (or missing): normalizing would change nothing."""
+    values = dates.to_numpy()
+    if values.dtype == np.dtype("datetime64[ns]"):  # the usual case, in integers
+        nanoseconds = values.view("int64")
+        return bool(((nanoseconds % 86_400_000_000_000 == 0) | np.isnat(values)).all())
+    values = values[~np.isnat(values)]
+    return bool((values == values.astype("datetime64[D]")).all())
 
 
 def _clean_symbols(symbols: pd.Series) -> pd.Series:

@@ -53,11 +53,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from pandas.core.util.hashing import combine_hash_arrays
 from sqlalchemy import Engine
 
 from mlops.contracts import keys
 from mlops.contracts.datasets import Manifest, read_manifest
+from mlops.data_prep.background import WriteBehind
 from mlops.db.schema import datasets
 from mlops.db.upsert import insert_new
 from mlops.errors import DataError
@@ -163,12 +166,15 @@ class StagedPart:
 class PartWriter:
     """Streams feature rows, symbol by symbol, into local Parquet parts of bounded size.
 
-    Rows are written in row groups of about ``group_rows`` as they come (memory: one row
-    group plus the largest symbol), in the order they were added; a part is closed once it
-    holds ``max_rows``. Each part's content hash is computed on the way (row hashes, so it
-    equals ``content_hash`` of the whole part). Nothing reaches the store until the
-    parts are published: a batch refused by the quality gate leaves no dataset there (only
-    its bad rows, see ``put_refused``).
+    Rows are written in row groups of about ``group_rows`` as they come, encoded and
+    written by a thread while the caller goes on (memory: up to three row groups plus
+    the frame being added), in the order they were added; a part is closed
+    once it holds ``max_rows``. A frame may hold several pieces (``runs``: one symbol's
+    rows each) that count as added one at a time: a part ends between two pieces, never
+    inside one, so the parts do not depend on how many symbols a frame holds. Each part's
+    content hash is computed on the way (row hashes, so it equals ``content_hash`` of the
+    whole part). Nothing reaches the store until the parts are published: a batch refused
+    by the quality gate leaves no dataset there (only its bad rows, see ``put_refused``).
     """
 
     def __init__(
@@ -176,14 +182,14 @@ class PartWriter:
         folder: Path,
         max_rows: int = PART_ROWS,
         name: str = "part",
-        group_rows: int = GROUP_ROWS,
+        group_rows: int | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.max_rows = max_rows
         self.name = name
-        self.group_rows = group_rows
+        self.group_rows = GROUP_ROWS if group_rows is None else group_rows
         self.parts: list[StagedPart] = []
-        self._pending: list[pd.DataFrame] = []
+        self._pending: list[_Rows] = []
         self._pending_rows = 0
         self._writer: Any = None
         self._schema: Any = None
@@ -194,18 +200,40 @@ class PartWriter:
         self._first: pd.Timestamp | None = None
         self._last: pd.Timestamp | None = None
         self._columns: list[str] = []
+        self._columns_schema: Any = None  # of the ``Columns`` added, from their first rows
+        self._writes = WriteBehind()  # Parquet encoding and writing, in a thread
 
-    def add(self, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def add(self, frame: pd.DataFrame | Columns, runs: Iterable[int] | None = None) -> None:
+        """Add ``frame``'s rows; ``runs``: the lengths of its pieces (default: one piece)."""
+        if len(frame) == 0:
             return
-        if self._rows + self._pending_rows and (
-            self._rows + self._pending_rows + len(frame) > self.max_rows
-        ):
-            self._close_part()
-        self._pending.append(frame)
-        self._pending_rows += len(frame)
-        if self._pending_rows >= self.group_rows:
-            self._write_group()
+        if isinstance(frame, Columns):
+            if self._columns_schema is None:
+                self._columns_schema = frame.schema()
+            rows = _Rows.of_columns(frame, self._columns_schema)
+        else:
+            rows = _Rows.of(frame)
+        taken = 0  # rows of ``frame`` before this are pending (or written)
+        end = 0
+        for length in [len(frame)] if runs is None else runs:
+            if length == 0:
+                continue
+            held = self._rows + self._pending_rows
+            if held and held + length > self.max_rows:
+                self._take(rows, taken, end)
+                taken = end
+                self._close_part()
+            end += length
+            self._pending_rows += length
+            if self._pending_rows >= self.group_rows:
+                self._take(rows, taken, end)
+                taken = end
+                self._write_group()
+        self._take(rows, taken, end)
+
+    def _take(self, rows: _Rows, start: int, end: int) -> None:
+        if end > start:
+            self._pending.append(rows.slice(start, end))
 
     def _write_group(self) -> None:
         import pyarrow as pa
@@ -213,34 +241,37 @@ class PartWriter:
 
         if not self._pending:
             return
-        frames = self._pending
-        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        self._pending, self._pending_rows = [], 0
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        tables = [p.table for p in pending]
+        for i, other in enumerate(tables[1:], start=1):  # one schema, as pd.concat would
+            if not other.schema.equals(tables[0].schema, check_metadata=False):
+                tables[i] = other.cast(tables[0].schema)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         if self._writer is None:
             self._path = self.folder / f"{self.name}-{len(self.parts):05d}.parquet"
             self._schema = table.schema
-            self._writer = pq.ParquetWriter(self._path, self._schema)
-            self._digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
-            self._columns = list(map(str, frame.columns))
+            options = parquet_options(table.schema)
+            self._writer = pq.ParquetWriter(self._path, self._schema, **options)
+            self._digest = hashlib.sha256(",".join(table.schema.names).encode())
+            self._columns = list(table.schema.names)
         elif not table.schema.equals(self._schema, check_metadata=False):
             table = table.cast(self._schema)
         else:
             table = table.replace_schema_metadata(self._schema.metadata)
-        self._writer.write_table(table)
-        self._digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-        self._rows += len(frame)
-        if "symbol" in frame.columns:
-            self._symbols.update(frame["symbol"].dropna().unique().tolist())
-        if "date" in frame.columns and frame["date"].notna().any():
-            first, last = frame["date"].min(), frame["date"].max()
-            self._first = first if self._first is None else min(self._first, first)
-            self._last = last if self._last is None else max(self._last, last)
+        self._writes.submit(self._writer.write_table, table)
+        for part in pending:
+            self._digest.update(part.hashes.tobytes())
+            self._rows += part.rows
+            self._symbols.update(part.symbols)
+            if part.first is not None and part.last is not None:
+                self._first = part.first if self._first is None else min(self._first, part.first)
+                self._last = part.last if self._last is None else max(self._last, part.last)
 
     def _close_part(self) -> None:
         self._write_group()
         if self._writer is None:
             return
+        self._writes.wait()
         self._writer.close()
         assert self._path is not None
         self.parts.append(
@@ -258,8 +289,163 @@ class PartWriter:
         self._rows, self._symbols, self._first, self._last = 0, set(), None, None
 
     def close(self) -> list[StagedPart]:
-        self._close_part()
+        try:
+            self._close_part()
+        finally:
+            self._writes.close()
         return self.parts
+
+
+def parquet_options(schema: Any) -> dict[str, Any]:
+    """How parts are written: dictionary encoding for the columns that repeat (symbol,
+    dates, reasons), not for the prices and features, whose values rarely repeat (trying
+    it costs three times the writing time and makes no smaller file)."""
+    import pyarrow as pa
+
+    return {"use_dictionary": [f.name for f in schema if not pa.types.is_floating(f.type)]}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Rows as named columns, in the dataset's order: numpy arrays, and the symbol as a
+    ``pd.Categorical`` (codes into the names). What the stage hands ``PartWriter``
+    without building a DataFrame; the rows, their hashes and their Parquet schema are
+    those of the DataFrame of these columns with the symbol as pandas' ``string``."""
+
+    arrays: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def frame(self, rows: slice | None = None) -> pd.DataFrame:
+        """These columns as a DataFrame (the symbol as ``string``), or some of their rows."""
+        cut = rows or slice(None)
+        return pd.DataFrame(
+            {
+                name: pd.array(np.asarray(values[cut], dtype=object), dtype="string")
+                if isinstance(values, pd.Categorical)
+                else values[cut]
+                for name, values in self.arrays.items()
+            }
+        )
+
+    def schema(self) -> Any:
+        """The Arrow schema ``pa.Table.from_pandas`` gives their DataFrame (pandas metadata
+        included, so readers get the same dtypes back)."""
+        import pyarrow as pa
+
+        return pa.Schema.from_pandas(self.frame(slice(0, 1)), preserve_index=False)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Rows on their way into a part: as Arrow, with their row hashes and what they hold."""
+
+    table: Any  # pyarrow.Table
+    hashes: Any  # numpy uint64, one per row
+    symbol_codes: Any  # numpy int64 codes into ``names`` (-1: none)
+    names: Any  # the symbols' names
+    dates: Any  # numpy datetime64[ns] or None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Rows:
+        import pyarrow as pa
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        hashes = row_hashes(frame)
+        codes, names = (None, None)
+        if "symbol" in frame.columns:
+            codes, names = pd.factorize(frame["symbol"])
+        dates = frame["date"].to_numpy(dtype="datetime64[ns]") if "date" in frame.columns else None
+        return cls(table, hashes, codes, names, dates)
+
+    @classmethod
+    def of_columns(cls, columns: Columns, schema: Any) -> _Rows:
+        import pyarrow as pa
+
+        arrays, codes, names = [], None, None
+        for values in columns.arrays.values():
+            if isinstance(values, pd.Categorical):
+                codes, names = values.codes.astype("int64"), np.asarray(values.categories, object)
+                indices = pa.array(values.codes, mask=values.codes < 0)
+                dictionary = pa.array(names, type=pa.string())
+                arrays.append(pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string()))
+            else:
+                arrays.append(_arrow(values))
+        table = pa.Table.from_arrays(arrays, schema=schema)
+        hashes = _row_hashes(list(columns.arrays.values()))
+        date = columns.arrays.get("date")
+        dates = None if date is None else np.asarray(date, dtype="datetime64[ns]")
+        return cls(table, hashes, codes, names, dates)
+
+    @property
+    def rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def slice(self, start: int, end: int) -> _Rows:
+        if start == 0 and end == self.rows:
+            return self
+        cut = slice(start, end)
+        return _Rows(
+            self.table.slice(start, end - start),
+            self.hashes[cut],
+            None if self.symbol_codes is None else self.symbol_codes[cut],
+            self.names,
+            None if self.dates is None else self.dates[cut],
+        )
+
+    @property
+    def symbols(self) -> list[str]:
+        if self.symbol_codes is None:
+            return []
+        codes = np.unique(self.symbol_codes)
+        return [str(self.names[c]) for c in codes[codes >= 0]]
+
+    @property
+    def first(self) -> pd.Timestamp | None:
+        known = self._known_dates()
+        return None if known is None else pd.Timestamp(known.min())
+
+    @property
+    def last(self) -> pd.Timestamp | None:
+        known = self._known_dates()
+        return None if known is None else pd.Timestamp(known.max())
+
+    def _known_dates(self) -> Any:
+        if self.dates is None:
+            return None
+        known = self.dates[~np.isnat(self.dates)]
+        return known if known.size else None
+
+
+HASH_ROWS = 16_384  # rows hashed at a time: every column's share stays in the cache
+
+
+def _row_hashes(columns: list[Any]) -> np.ndarray:
+    """``row_hashes`` of the DataFrame of these columns, a cache-sized slice at a time
+    (each row's hash depends on that row alone)."""
+    n = len(columns[0])
+    out = np.empty(n, dtype="uint64")
+    for lo in range(0, n, HASH_ROWS):
+        cut = slice(lo, min(n, lo + HASH_ROWS))
+        out[cut] = combine_hash_arrays((pd.util.hash_array(c[cut]) for c in columns), len(columns))
+    return out
+
+
+def _arrow(values: np.ndarray) -> Any:
+    """A numpy column as Arrow, missing values (NaN, NaT) as nulls, as from a DataFrame."""
+    import pyarrow as pa
+
+    if values.dtype.kind == "f":
+        return pa.array(values, mask=np.isnan(values))
+    if values.dtype.kind == "M":
+        return pa.array(values, mask=np.isnat(values))
+    return pa.array(values, from_pandas=True)
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """``pd.util.hash_pandas_object(frame, index=False)``, as a numpy array."""
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def _describe(staged: list[StagedPart], part_keys: list[str]) -> Contents:
@@ -281,7 +467,7 @@ def _describe(staged: list[StagedPart], part_keys: list[str]) -> Contents:
 def _put_files(store: ObjectStore, staged: list[StagedPart], part_keys: list[str]) -> None:
     for part, key in zip(staged, part_keys, strict=True):
         if not store.exists(key):  # content-addressed keys: same key, same bytes
-            store.put_bytes(key, part.path.read_bytes(), "application/vnd.apache.parquet")
+            store.put_file(key, part.path, "application/vnd.apache.parquet")
 
 
 def dataset_hash(

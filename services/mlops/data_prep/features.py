@@ -8,6 +8,8 @@ indicators are causal, the differences look back); only the target looks one day
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import talib
@@ -38,11 +40,23 @@ def symbol_features(bars: pd.DataFrame, segment_starts: np.ndarray | None = None
 
 
 def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
-    close = bars["close"].to_numpy(dtype="float64")
-    high = bars["high"].to_numpy(dtype="float64")
-    low = bars["low"].to_numpy(dtype="float64")
-    volume = bars["volume"].to_numpy(dtype="float64")
-    dates = bars["date"].to_numpy(dtype="datetime64[ns]")
+    new = segment_arrays(
+        bars["close"].to_numpy(dtype="float64"),
+        bars["high"].to_numpy(dtype="float64"),
+        bars["low"].to_numpy(dtype="float64"),
+        bars["volume"].to_numpy(dtype="float64"),
+        bars["date"].to_numpy(dtype="datetime64[ns]"),
+    )
+    out = {c: bars[c] for c in bars.columns}
+    out.update({c: pd.Series(v, index=bars.index) for c, v in new.items()})
+    return pd.DataFrame(out, index=bars.index)
+
+
+def segment_arrays(
+    close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray, dates: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The feature and target columns of one unbroken, date-sorted series (contiguous
+    float64 arrays; ``dates`` as datetime64[ns]), in the dataset's column order."""
     previous = np.r_[np.nan, close[:-1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         new: dict[str, np.ndarray] = {
@@ -63,9 +77,37 @@ def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
         new[TARGET_COLUMN] = np.r_[close[1:], np.nan]
         new[TARGET_RETURN_COLUMN] = new[TARGET_COLUMN] / close - 1.0
     new[TARGET_DATE_COLUMN] = np.r_[dates[1:], np.datetime64("NaT", "ns")]
-    out = {c: bars[c] for c in bars.columns}
-    out.update({c: pd.Series(v, index=bars.index) for c, v in new.items()})
-    return pd.DataFrame(out, index=bars.index)
+    return new
+
+
+def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> dict[str, np.ndarray]:
+    """The feature and target columns of several symbols' bars at once, sorted by symbol,
+    then date (as the quality gate leaves them): the columns ``symbol_features`` adds,
+    symbol by symbol, with the same values.
+
+    ``segment_starts`` marks each row that starts a series segment (a symbol's first row
+    or a break); each segment is computed on its own, on contiguous slices of the columns.
+    """
+    n = len(bars)
+    columns = {c: bars[c].to_numpy(dtype="float64") for c in ("close", "high", "low", "volume")}
+    dates = bars["date"].to_numpy(dtype="datetime64[ns]")
+    edges = [*np.flatnonzero(segment_starts).tolist(), n]
+    if edges[0] != 0:
+        edges.insert(0, 0)
+    out: dict[str, np.ndarray] = {}
+    for lo, hi in itertools.pairwise(edges):
+        new = segment_arrays(
+            columns["close"][lo:hi],
+            columns["high"][lo:hi],
+            columns["low"][lo:hi],
+            columns["volume"][lo:hi],
+            dates[lo:hi],
+        )
+        if not out:
+            out = {c: np.empty(n, dtype=v.dtype) for c, v in new.items()}
+        for c, values in new.items():
+            out[c][lo:hi] = values
+    return out
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:

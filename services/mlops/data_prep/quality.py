@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from mlops.data_prep.bars import ADJUSTED_CLOSE, PRICE_COLUMNS
-from mlops.data_prep.splits import SPLITS, Split, back_adjust, match_splits
+from mlops.data_prep.splits import SPLITS, Split, back_adjust, match_splits, split_candidates
 from mlops.errors import DataError
 from mlops.symbols import NOT_A_SYMBOL, is_symbol
 
@@ -79,6 +79,55 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
 
     ``latest``: the newest possible trading day (today); later bars are quarantined.
     """
+    keys = _RowKeys.of(bars)
+    return pd.Series(_reasons(bars, latest, keys), index=bars.index, name="reason")
+
+
+@dataclass(frozen=True)
+class _RowKeys:
+    """Each row's symbol (a code into the sorted names, -1 when missing) and day, and the
+    rows' order by symbol, then day (stable): the symbol column is gone through once."""
+
+    codes: np.ndarray
+    names: np.ndarray
+    days: np.ndarray  # int64 nanoseconds, NaT as the smallest int64
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame) -> _RowKeys:
+        codes, names = pd.factorize(bars["symbol"], sort=True)
+        codes = codes.astype("int64", copy=False)
+        days = bars["date"].to_numpy(dtype="datetime64[ns]").view("int64")
+        step, later = np.diff(codes), np.diff(days)
+        if ((step > 0) | ((step == 0) & (later > 0))).all():  # sorted already, no ties
+            order = np.arange(len(codes))
+        else:
+            order = np.lexsort((days, codes))  # the last key sorts first
+        return cls(codes, np.asarray(names, dtype=object), days, order)
+
+    def empty_symbol(self) -> np.ndarray:
+        blank = np.flatnonzero(self.names == "")
+        return (self.codes == -1) | np.isin(self.codes, blank)
+
+    def not_symbols(self) -> np.ndarray:
+        """True where the symbol breaks ``mlops.symbols``' rule (each name checked once; a
+        missing symbol is not this reason)."""
+        bad = np.array([not is_symbol(str(n)) for n in self.names] + [False], dtype=bool)
+        return bad[self.codes]  # code -1 (missing): the last entry, False
+
+    def duplicated(self) -> np.ndarray:
+        """Every row whose (symbol, day) another row has too (``keep=False``)."""
+        codes, days = self.codes[self.order], self.days[self.order]
+        same = (codes[1:] == codes[:-1]) & (days[1:] == days[:-1])
+        twice = np.zeros(len(codes), dtype=bool)
+        twice[1:] |= same
+        twice[:-1] |= same
+        out = np.empty_like(twice)
+        out[self.order] = twice
+        return out
+
+
+def _reasons(bars: pd.DataFrame, latest: pd.Timestamp | None, keys: _RowKeys) -> np.ndarray:
     missing_adjusted = np.zeros(len(bars), dtype=bool)
     if ADJUSTED_CLOSE in bars.columns:
         adjusted = bars[ADJUSTED_CLOSE].to_numpy(dtype="float64", na_value=np.nan)
@@ -89,48 +138,43 @@ def row_reasons(bars: pd.DataFrame, latest: pd.Timestamp | None = None) -> pd.Se
     prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
     open_, high, low, close = prices.T
     volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
-    no_date = bars["date"].isna().to_numpy(dtype=bool)
-    symbol = bars["symbol"]
-    no_symbol = (symbol.isna() | (symbol.fillna("") == "")).to_numpy(dtype=bool)
+    no_date = keys.days == np.iinfo(np.int64).min  # NaT
+    no_symbol = keys.empty_symbol()
     future = np.zeros(len(bars), dtype=bool)
     if latest is not None:
-        future = (bars["date"] > latest).fillna(False).to_numpy(dtype=bool)
+        future = ~no_date & (keys.days > pd.Timestamp(latest).value)  # nanoseconds
     with np.errstate(invalid="ignore"):
         rules: list[tuple[str, np.ndarray]] = [
             ("date does not parse", no_date),
             (f"date is after today ({latest:%Y-%m-%d})" if latest is not None else "", future),
             ("symbol is empty", no_symbol),
-            (NOT_A_SYMBOL, _not_symbols(symbol) & ~no_symbol),
+            (NOT_A_SYMBOL, keys.not_symbols() & ~no_symbol),
             ("a price is missing", np.isnan(prices).any(axis=1)),
             ("a price is not positive", (prices <= 0).any(axis=1)),
             ("volume is missing or negative", np.isnan(volume) | (volume < 0)),
             ("high is below open or close", high < np.fmax(open_, close)),
             ("low is above open or close", low > np.fmin(open_, close)),
             ("adjusted close is missing or not positive", missing_adjusted),
-            (
-                "duplicate (symbol, date)",
-                bars.duplicated(subset=["symbol", "date"], keep=False).to_numpy() & ~no_date,
-            ),
+            ("duplicate (symbol, date)", keys.duplicated() & ~no_date),
         ]
     reasons = np.full(len(bars), "", dtype=object)
     for text, hit in rules:
         if hit.any():
             reasons[hit] = np.where(reasons[hit] == "", text, reasons[hit] + "; " + text)
-    return pd.Series(reasons, index=bars.index, name="reason")
-
-
-def _not_symbols(symbol: pd.Series) -> np.ndarray:
-    """True where the symbol breaks ``mlops.symbols``' rule (each distinct value checked once)."""
-    codes, uniques = pd.factorize(symbol)  # a missing symbol is -1: the last entry, False
-    bad = np.array([not is_symbol(str(u)) for u in uniques] + [False], dtype=bool)
-    return bad[codes]
+    return reasons
 
 
 def sort_by_symbol_and_date(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows by symbol, then date (a no-op, without a copy of the data, when already so)."""
-    codes, _ = pd.factorize(frame["symbol"], sort=True)
-    order = np.lexsort((frame["date"].to_numpy(), codes))  # the last key sorts first
-    if (order == np.arange(len(order))).all():
+    return _take(frame, _RowKeys.of(frame).order)
+
+
+def _take(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
+    """The rows at ``order`` (all of them in their order: the frame itself, no copy)."""
+    if len(order) == len(frame) and (order == np.arange(len(order))).all():
+        index = frame.index
+        if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+            return frame
         return frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
 
@@ -225,6 +269,39 @@ def zero_volume_flags(bars: pd.DataFrame) -> list[QualityFlag]:
     return flags
 
 
+def _suspect_symbols(
+    good: pd.DataFrame, edges: list[int], max_gap_days: int, max_jump_factor: float
+) -> np.ndarray:
+    """True on the rows of each symbol that ``series_breaks`` or ``zero_volume_flags``
+    may flag: a gap, a large move (a split's or a jump's) or a volume of 0. A superset of
+    what they flag; moves across two symbols' rows do not count."""
+    n = len(good)
+    if n < 2:
+        return np.ones(n, dtype=bool)
+    days = _days(good["date"])
+    open_ = good["open"].to_numpy(dtype="float64")
+    close = good["close"].to_numpy(dtype="float64")
+    hit = np.zeros(n, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the same expressions as theirs
+        ratio = close[1:] / close[:-1]
+        hit[1:] = (
+            (np.busday_count(days[:-1] + np.timedelta64(1, "D"), days[1:]) > max_gap_days)
+            | (ratio > max_jump_factor)
+            | (ratio < 1.0 / max_jump_factor)
+            | split_candidates(open_, close)
+        )
+    hit[edges[1:-1]] = False  # from one symbol's last row to the next one's first
+    hit |= good["volume"].to_numpy(dtype="float64") == 0
+    return _spread(hit, edges)
+
+
+def _spread(hit: np.ndarray, edges: list[int]) -> np.ndarray:
+    """Per row: whether any row of its symbol (between ``edges``) is hit."""
+    bounds = np.asarray(edges)
+    any_hit = np.logical_or.reduceat(hit, bounds[:-1]) if len(hit) else hit
+    return np.repeat(any_hit, np.diff(bounds))
+
+
 def stale_symbols(last_days: dict[str, date], as_of: date, stale_after_days: int) -> list[str]:
     """Symbols whose last bar is more than ``stale_after_days`` trading days before as_of."""
     stale = []
@@ -242,6 +319,10 @@ class SymbolCheck:
     starts: np.ndarray  # aligned with ``good``: True where a series segment starts
     flags: list[QualityFlag]
     adjusted: list[str] = field(default_factory=list)  # symbols put on their adjusted close
+    edges: list[int] = field(default_factory=list)  # where each symbol's rows in ``good`` begin,
+    # and their end (len(good))
+    codes: np.ndarray | None = None  # aligned with ``good``: each row's symbol in ``names``
+    names: np.ndarray | None = None
 
 
 @dataclass
@@ -263,21 +344,32 @@ class QualityGate:
         The good rows come back adjusted (when they carry an adjusted close) and with the
         canonical columns only; so do the quarantined ones, with their ``reason``.
         """
-        reasons = row_reasons(bars, self.latest)
-        bad = (reasons != "").to_numpy()
-        good, adjusted = back_adjust(sort_by_symbol_and_date(bars[~bad] if bad.any() else bars))
+        keys = _RowKeys.of(bars)
+        reasons = _reasons(bars, self.latest, keys)
+        bad = reasons != ""
+        order = keys.order[~bad[keys.order]]  # the good rows by symbol, then date
+        good, adjusted = back_adjust(_take(bars, order))
         quarantined = bars[bad]
         if ADJUSTED_CLOSE in quarantined.columns:  # one layout for every quarantined row
             quarantined = quarantined.drop(columns=ADJUSTED_CLOSE)
         quarantined = quarantined.assign(reason=reasons[bad]).reset_index(drop=True)
         self.total_rows += len(bars)
         self._note(quarantined)
+        codes = keys.codes[order]
+        edges = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), len(codes)]
+        starts, flags = self._breaks(good, edges)
+        return SymbolCheck(good, quarantined, starts, flags, adjusted, edges, codes, keys.names)
+
+    def _breaks(self, good: pd.DataFrame, edges: list[int]) -> tuple[np.ndarray, list[QualityFlag]]:
+        """``series_breaks`` and ``zero_volume_flags`` of every symbol in ``good`` (sorted by
+        symbol, then date; ``edges`` its symbol boundaries). The rules are looked up on the
+        whole batch at once; only symbols with a possible finding are gone through one by one.
+        """
         starts = np.zeros(len(good), dtype=bool)
         flags: list[QualityFlag] = []
-        symbols = good["symbol"].to_numpy()
-        edges = [0, *(np.flatnonzero(symbols[1:] != symbols[:-1]) + 1).tolist(), len(good)]
+        suspects = _suspect_symbols(good, edges, self.max_gap_days, self.max_jump_factor)
         for lo, hi in itertools.pairwise(edges):
-            if hi > lo:
+            if hi > lo and suspects[lo]:
                 starts[lo:hi], part_flags = series_breaks(
                     good.iloc[lo:hi],
                     max_gap_days=self.max_gap_days,
@@ -285,7 +377,7 @@ class QualityGate:
                 )
                 flags.extend(part_flags)
                 flags.extend(zero_volume_flags(good.iloc[lo:hi]))
-        return SymbolCheck(good, quarantined, starts, flags, adjusted)
+        return starts, flags
 
     def _note(self, quarantined: pd.DataFrame) -> None:
         self.bad_rows += len(quarantined)

@@ -30,16 +30,21 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
+from mlops.data_prep.background import read_ahead
 from mlops.data_prep.bars import ADJUSTED_CLOSE, BAR_COLUMNS, canonicalize, column_sources
 from mlops.data_prep.columns import ColumnMaps
 from mlops.data_prep.shards import Shard, stable_hash
 from mlops.errors import DataError, MlopsError
 from mlops.settings import Settings
 from mlops.store import ObjectStore
+
+if TYPE_CHECKING:
+    from mlops.data_prep.fetch import FetchReport
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +125,18 @@ def _file_columns(path: Path) -> list[str]:
         if path.suffix.lower() == ".csv":
             return list(pd.read_csv(path, nrows=0).columns)
         if _is_parquet(path):
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
+            return list(_parquet_schema(path).names)
     except FileNotFoundError:
         raise DataError(f"Data file {path} does not exist.") from None
     except Exception as exc:
         raise _unreadable(path, exc) from None
     raise DataError(f"{path} is neither a .csv nor a .parquet file.")
+
+
+def _parquet_schema(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path)
 
 
 def _needed_columns(columns: list[str], mapping: dict[str, str] | None) -> list[str] | None:
@@ -293,14 +302,128 @@ def _owned_rows(frame: pd.DataFrame, owned: Callable[[object], bool]) -> pd.Data
     return frame[mask] if not mask.all() else frame
 
 
+def _read_symbol(paths: list[Path], maps: ColumnMaps) -> pd.DataFrame:
+    parts = [read_bar_file(p, maps.for_file(p)) for p in paths]
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _symbol_frames(
+    symbols: list[str], files: dict[str, list[Path]], maps: ColumnMaps, batch_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The frames of these symbols' files (one symbol per frame, or batched through Arrow
+    where they qualify: read ahead in a thread, see ``background``)."""
+    if batch_rows <= 0:
+        for symbol in symbols:
+            yield _read_symbol(files[symbol], maps)
+        return
+
+    def read(symbol: str) -> list[Any]:
+        return [_arrow_piece(path, symbol, maps.for_file(path)) for path in files[symbol]]
+
+    pieces = _ArrowPieces()
+    for symbol, tables in zip(symbols, read_ahead(read, symbols), strict=True):
+        if not pieces.add(tables):
+            yield from pieces.flush()
+            yield _read_symbol(files[symbol], maps)
+        elif pieces.rows >= batch_rows:
+            yield from pieces.flush()
+    yield from pieces.flush()
+
+
+class _ArrowPieces:
+    """Per-symbol Parquet files read with Arrow, several symbols made canonical at once.
+
+    A file qualifies when its date column is a date or timestamp and its prices and
+    volume are numbers (so ``canonicalize`` does the same to every row, whichever file it
+    comes from, and a batch gives the frames ``read_bar_file`` would, back to back); all
+    files of a batch, and of a symbol, have the same column types. ``add`` returns False
+    for a symbol that does not qualify (or whose types differ from the batch's): the
+    caller flushes the batch and reads that symbol the usual way.
+    """
+
+    def __init__(self) -> None:
+        self.tables: list[Any] = []
+        self.rows = 0
+
+    def add(self, tables: list[Any]) -> bool:
+        """Take one symbol's files (``_arrow_piece`` of each); False when one is None."""
+        schema = tables[0].schema if tables[0] is not None else None
+        if schema is None or any(t is None or not t.schema.equals(schema) for t in tables):
+            return False
+        if self.tables and not schema.equals(self.tables[0].schema):
+            return False
+        self.tables.extend(tables)
+        self.rows += sum(t.num_rows for t in tables)
+        return True
+
+    def flush(self) -> Iterator[pd.DataFrame]:
+        if not self.tables:
+            return
+        import pyarrow as pa
+
+        table = pa.concat_tables(self.tables)
+        self.tables, self.rows = [], 0
+        yield canonicalize(table.to_pandas(), source="Parquet files")
+
+
+def _arrow_piece(path: Path, symbol: str, mapping: dict[str, str]) -> Any:
+    """One symbol's Parquet file as an Arrow table of canonical columns, or None when it
+    does not qualify (see ``_ArrowPieces``; ``read_bar_file`` then reads it, or says why not)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not _is_parquet(path):
+        return None
+    try:
+        parquet = pq.ParquetFile(path)
+        chosen = _arrow_columns(parquet, path, mapping)
+        if chosen is None:
+            return None
+        table = parquet.read(columns=list(chosen.values()), use_threads=False)
+    except Exception:  # read_bar_file tells what is wrong with the file
+        return None
+    table = table.rename_columns(list(chosen)).replace_schema_metadata(None)
+    indices = pa.array(np.zeros(len(table), dtype="int32"))
+    symbols = pa.DictionaryArray.from_arrays(indices, pa.array([symbol], pa.string()))
+    return table.append_column("symbol", symbols)  # a categorical for pandas: made once
+
+
+def _arrow_columns(parquet: Any, path: Path, mapping: dict[str, str]) -> dict[str, str] | None:
+    """The file's column for each canonical one but the symbol (the file's name), when they
+    are plain: a date or timestamp, numbers; None otherwise."""
+    import pyarrow as pa
+
+    schema = parquet.schema_arrow
+    pandas_index = (schema.pandas_metadata or {}).get("index_columns", [])
+    names = [n for n in schema.names if n not in pandas_index]  # pandas reads those as index
+    if parquet.metadata.num_rows == 0 or len(set(names)) < len(names):
+        return None
+    theirs = {k: v for k, v in mapping.items() if k != "symbol"}
+    chosen = {k: str(v) for k, v in column_sources([*names, "symbol"], theirs, str(path)).items()}
+    del chosen["symbol"]
+    types = {ours: schema.field(column).type for ours, column in chosen.items()}
+    if not (pa.types.is_timestamp(types["date"]) or pa.types.is_date(types["date"])):
+        return None
+    numbers = (
+        pa.types.is_integer(t) or pa.types.is_floating(t) for c, t in types.items() if c != "date"
+    )
+    return chosen if all(numbers) else None
+
+
 def iter_file_bars(
     location: str,
     mapping: ColumnMaps | dict[str, str] | None = None,
     *,
     owned: Callable[[object], bool] = lambda _symbol: True,
     shard_count: int = 1,
+    batch_rows: int = 0,
 ) -> Iterator[pd.DataFrame]:
-    """Bars of the files at ``location``, one symbol per frame, only symbols ``owned``."""
+    """Bars of the files at ``location``, one symbol per frame, only symbols ``owned``.
+
+    With ``batch_rows``, the Parquet files of consecutive symbols (one file per symbol)
+    whose columns have the same types are read with Arrow and come as one frame of about
+    that many rows, in the order of their symbols (see ``_ArrowPieces``).
+    """
     maps = _as_maps(mapping)
     files = list_files(location)
     maps.check_files(files)
@@ -325,15 +448,12 @@ def iter_file_bars(
                     if not chunk.empty:
                         buckets.add(chunk)
                         seen.update(chunk["symbol"].dropna().unique())
-        for symbol in sorted(per_symbol):
-            if not owned(symbol):
-                continue
-            parts = [read_bar_file(p, maps.for_file(p)) for p in per_symbol[symbol]]
-            frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-            if buckets is not None and symbol in seen:
-                buckets.add(frame)  # the symbol is in a long file too: merge them
-            else:
-                yield frame
+        symbols = [s for s in sorted(per_symbol) if owned(s)]
+        if buckets is not None:
+            for symbol in (s for s in symbols if s in seen):  # in a long file too: merged
+                buckets.add(_read_symbol(per_symbol[symbol], maps))
+            symbols = [s for s in symbols if s not in seen]
+        yield from _symbol_frames(symbols, per_symbol, maps, batch_rows)
         if buckets is not None:
             yield from buckets.groups()
 
@@ -345,14 +465,20 @@ def iter_bars(
     shard: Shard | None = None,
     as_of: object = None,
     skipped: dict[str, str] | None = None,
+    batch_rows: int = 0,
+    fetch: FetchReport | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Bars from the configured source, one symbol per frame, for this shard's symbols.
+
+    With ``batch_rows``, consecutive symbols come together in frames of about that many
+    rows when nothing downstream can tell (see ``batched``): the quality gate and the
+    features then run on many symbols at once.
 
     Limited to ``SYMBOLS`` when set; rows without a symbol come as a frame of their own
     (on shard 0) so the quality gate can quarantine them. A frame has an
     ``adjusted_close`` column only when the source carries one and ``adjusts`` says so.
     ``skipped``, when given, receives the wanted symbols the source had no bars for, and
-    why (once the frames are exhausted).
+    why (once the frames are exhausted); ``fetch`` what Alpha Vantage was asked.
     """
     shard = shard or Shard()
     wanted = set(settings.symbol_list)
@@ -371,27 +497,93 @@ def iter_bars(
     elif settings.data_source == "files":
         assert settings.data_files is not None
         maps = ColumnMaps.parse(settings.data_column_map)  # checked before any file is read
-        frames = iter_file_bars(settings.data_files, maps, owned=owned, shard_count=shard.count)
-    else:
-        from mlops.data_prep.alphavantage import iter_alphavantage
-        from mlops.store import open_store
-
-        symbols = [s for s in settings.symbol_list if shard.owns(s)]
-        frames = iter_alphavantage(
-            settings, store or open_store(settings), symbols, until=as_of, unknown=skipped
+        frames = iter_file_bars(
+            settings.data_files, maps, owned=owned, shard_count=shard.count, batch_rows=batch_rows
         )
+    else:
+        frames = _alphavantage_frames(settings, store, shard, as_of, skipped, fetch)
 
     found: set[str] = set()
-    for frame in frames:
-        found.update(frame["symbol"].dropna().unique())
-        if not adjust and ADJUSTED_CLOSE in frame.columns:
-            frame = frame.drop(columns=ADJUSTED_CLOSE)
-        yield frame
+    frames = _noted(frames, found if wanted else None, adjust)
+    yield from batched(frames, batch_rows) if batch_rows > 0 else frames
     missing = sorted(s for s in wanted if shard.owns(s) and s not in found)
     for symbol in missing:
         skipped.setdefault(symbol, "the source has no bars for it")
     if missing and report:
         log.warning("No bars for symbols %s; they are skipped.", ", ".join(missing))
+
+
+def _alphavantage_frames(
+    settings: Settings,
+    store: ObjectStore | None,
+    shard: Shard,
+    as_of: object,
+    skipped: dict[str, str],
+    fetch: FetchReport | None,
+) -> Iterator[pd.DataFrame]:
+    from mlops.data_prep.alphavantage import iter_alphavantage
+    from mlops.store import open_store
+
+    symbols = [s for s in settings.symbol_list if shard.owns(s)]
+    return iter_alphavantage(
+        settings, store or open_store(settings), symbols, until=as_of, unknown=skipped, report=fetch
+    )
+
+
+def _noted(
+    frames: Iterable[pd.DataFrame], found: set[str] | None, adjust: bool
+) -> Iterator[pd.DataFrame]:
+    """The frames, their symbols added to ``found`` (when given: to tell the wanted symbols
+    that had no bars), their ``adjusted_close`` dropped unless ``adjust``."""
+    for frame in frames:
+        if found is not None:
+            found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
+        if not adjust and ADJUSTED_CLOSE in frame.columns:
+            frame = frame.drop(columns=ADJUSTED_CLOSE)
+        yield frame
+
+
+def batched(frames: Iterable[pd.DataFrame], batch_rows: int) -> Iterator[pd.DataFrame]:
+    """Consecutive one-symbol frames combined into frames of about ``batch_rows`` rows.
+
+    Only frames that change nothing downstream are combined: the same columns and types,
+    each frame's symbol after the previous one's (the quality gate sorts a batch by
+    symbol, so the rows keep their order), every row with a symbol. Others, and frames of
+    ``batch_rows`` or more, pass on their own.
+    """
+    pending: list[pd.DataFrame] = []
+    rows = 0
+    last: str | None = None
+    for frame in frames:
+        symbol = _only_symbol(frame) if len(frame) < batch_rows else None
+        if pending and (
+            symbol is None
+            or last is None
+            or symbol <= last
+            or rows + len(frame) > batch_rows
+            or not frame.dtypes.equals(pending[0].dtypes)
+        ):
+            yield _combined(pending)
+            pending, rows = [], 0
+        if symbol is None:
+            yield frame
+            continue
+        pending.append(frame)
+        rows, last = rows + len(frame), symbol
+    if pending:
+        yield _combined(pending)
+
+
+def _only_symbol(frame: pd.DataFrame) -> str | None:
+    """The frame's one symbol, or None (no rows, no symbol, or several)."""
+    values = frame["symbol"].to_numpy(dtype=object, na_value=None)
+    if not len(values) or not isinstance(values[0], str) or not (values == values[0]).all():
+        return None
+    return values[0]
+
+
+def _combined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def load_bars(settings: Settings, store: ObjectStore | None = None) -> pd.DataFrame:

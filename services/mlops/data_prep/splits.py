@@ -70,6 +70,7 @@ SPLITS: tuple[Split, ...] = tuple(
     [Split(n, m) for n, m in _FORWARD] + [Split(m, n) for n, m in _FORWARD]
 )
 _LOG_FACTORS = np.log([s.factor for s in SPLITS])
+_LEAST_MOVE = float(np.abs(_LOG_FACTORS).min()) - np.log1p(SPLIT_TOLERANCE)
 
 
 def match_splits(open_: np.ndarray, close: np.ndarray) -> np.ndarray:
@@ -84,10 +85,8 @@ def match_splits(open_: np.ndarray, close: np.ndarray) -> np.ndarray:
     move = np.log(close[1:] / close[:-1])
     overnight = np.log(open_[1:] / close[:-1])
     tolerance = np.log1p(SPLIT_TOLERANCE)
-    # Only moves at least as large as the smallest split's (rare) are looked at closely.
-    least = float(np.abs(_LOG_FACTORS).min()) - tolerance
     size = np.abs(move)
-    for i in np.flatnonzero((size >= least) | (np.abs(overnight) >= least)):
+    for i in np.flatnonzero(_large(size, overnight)):
         off_move, off_night = np.abs(move[i] - _LOG_FACTORS), np.abs(overnight[i] - _LOG_FACTORS)
         k = int(np.argmin(np.minimum(off_move, off_night)))
         half = abs(_LOG_FACTORS[k]) / 2
@@ -100,6 +99,20 @@ def match_splits(open_: np.ndarray, close: np.ndarray) -> np.ndarray:
         if abs(_LOG_FACTORS[k]) >= SPLIT_MIN_SIGMAS * typical:  # beyond an ordinary day
             found[i] = k
     return found
+
+
+def _large(size: np.ndarray, overnight: np.ndarray) -> np.ndarray:
+    """Moves at least as large as the smallest split's (rare): only they are looked at closely."""
+    return (size >= _LEAST_MOVE) | (np.abs(overnight) >= _LEAST_MOVE)
+
+
+def split_candidates(open_: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """For each move between consecutive bars, whether ``match_splits`` looks at it closely
+    (a superset of its matches; the bars may be several symbols' back to back)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        move = np.log(close[1:] / close[:-1])
+        overnight = np.log(open_[1:] / close[:-1])
+    return _large(np.abs(move), overnight)
 
 
 def back_adjust(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

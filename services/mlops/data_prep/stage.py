@@ -30,15 +30,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts.datasets import Manifest
-from mlops.data_prep import dataset
-from mlops.data_prep.dataset import MAX_FLAGS, PART_ROWS, Contents, PartWriter, StagedPart
-from mlops.data_prep.features import symbol_features
-from mlops.data_prep.quality import QualityFlag, QualityGate, stale_symbols
+from mlops.data_prep import background, dataset
+from mlops.data_prep.dataset import (
+    MAX_FLAGS,
+    PART_ROWS,
+    Columns,
+    Contents,
+    PartWriter,
+    StagedPart,
+)
+from mlops.data_prep.features import batch_features
+from mlops.data_prep.fetch import FetchReport
+from mlops.data_prep.quality import QualityFlag, QualityGate, SymbolCheck, stale_symbols
 from mlops.data_prep.shards import Shard
 from mlops.data_prep.sources import iter_bars
 from mlops.errors import ConfigError, DataError
@@ -46,6 +55,8 @@ from mlops.settings import Settings
 from mlops.store import ObjectStore
 
 log = logging.getLogger(__name__)
+
+BATCH_ROWS = 100_000  # rows checked and featurized at a time (many symbols at once)
 
 
 @dataclass
@@ -59,11 +70,12 @@ class DataPrepResult:
     shard: str = "0-of-1"
     stale_symbols: list[str] = field(default_factory=list)
     quality_flags: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase; _cpu: CPU
     market_closed: str | None = None  # why nothing was published: not a trading session
     skipped_symbols: dict[str, str] = field(default_factory=dict)  # symbol: why
     adjusted_symbols: list[str] = field(default_factory=list)  # on their adjusted close
     quarantine_keys: list[str] = field(default_factory=list)  # this run's quarantined rows
+    requests: int = 0  # sent to Alpha Vantage by this run (retries included)
 
 
 @dataclass
@@ -80,19 +92,30 @@ class Prepared:
     timings: dict[str, float]
     skipped_symbols: dict[str, str] = field(default_factory=dict)
     adjusted_symbols: list[str] = field(default_factory=list)
+    requests: int = 0  # to Alpha Vantage
 
 
 class _Timer:
+    """Seconds per phase: wall (``name``) and CPU (``name_cpu``) of this thread; the CPU of
+    the reads ahead and writes behind (``background``) is added to ``read`` and ``write``
+    by ``add_thread_cpu``."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._threads = background.thread_cpu()
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - began
+            self.seconds[f"{name}_cpu"] += time.thread_time() - cpu
+
+    def add_thread_cpu(self) -> None:
+        for kind, seconds in background.thread_cpu().items():
+            self.seconds[f"{kind}_cpu"] += seconds - self._threads.get(kind, 0.0)
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
@@ -113,7 +136,7 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
             f"With DATA_PREP_SHARDS={shard.count} every shard needs the same --as-of, so "
             "that their parts form one dataset."
         )
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     timer = _Timer()
     with tempfile.TemporaryDirectory(prefix="mlops-data-prep-") as folder:
         prepared = prepare(settings, ctx.store, shard, as_of, Path(folder))
@@ -133,10 +156,14 @@ def run(ctx: Context, as_of: date | None = None, *, finalize: bool = False) -> D
                 )
     timings = {**prepared.timings, **timer.rounded()}
     timings["total"] = round(time.perf_counter() - began, 3)
+    timings["total_cpu"] = round(time.process_time() - cpu, 3)
     if shard.count == 1:
         _log_dataset(manifest, new, quality, timings)
-        return _result(manifest, new, quality, shard.name, timings)
-    return _shard_published(ctx, shard, prepared.as_of, shard_manifest, timings)
+        result = _result(manifest, new, quality, shard.name, timings)
+    else:
+        result = _shard_published(ctx, shard, prepared.as_of, shard_manifest, timings)
+    result.requests = prepared.requests
+    return result
 
 
 def _publish_dataset(
@@ -235,7 +262,7 @@ def prepare(
     *,
     now: date | None = None,
 ) -> Prepared:
-    """Read, check and featurize this shard's symbols one at a time into local parts.
+    """Read, check and featurize this shard's symbols, a batch at a time, into local parts.
 
     Bars after today are quarantined (a typo or a bad feed). With ``as_of`` in the past,
     bars after it and up to today were not known yet on that day: they are left out, so a
@@ -250,17 +277,17 @@ def prepare(
     )
     staging = _Staging(PartWriter(folder, PART_ROWS), PartWriter(folder, PART_ROWS, "quarantine"))
     timer = _Timer()
-    cutoff = pd.Timestamp(as_of) if as_of is not None else None
-    frames = iter_bars(settings, store, shard=shard, as_of=as_of, skipped=staging.skipped)
-    while True:
-        with timer("read"):
-            bars = next(frames, None)
-            if bars is not None and cutoff is not None and cutoff < latest:
-                bars = _known_on(bars, cutoff, latest, staging)
-        if bars is None:
-            break
-        if not bars.empty:
-            _stage_batch(gate, bars, staging, timer)
+    fetch = FetchReport()
+    frames = iter_bars(
+        settings,
+        store,
+        shard=shard,
+        as_of=as_of,
+        skipped=staging.skipped,
+        batch_rows=BATCH_ROWS,
+        fetch=fetch,
+    )
+    _stage_all(frames, gate, staging, timer, as_of, latest)
     effective = _check_totals(gate, staging, shard, as_of, store, latest.date())
     stale = stale_symbols(staging.last_days, effective, settings.stale_after_days)
     for symbol in staging.last_days:
@@ -268,6 +295,7 @@ def prepare(
     _warn(stale, staging, effective, settings.stale_after_days)
     with timer("write"):
         staged, staged_quarantine = staging.parts.close(), staging.quarantine.close()
+    timer.add_thread_cpu()
     return Prepared(
         as_of=effective,
         parts=staged,
@@ -279,7 +307,29 @@ def prepare(
         timings=timer.rounded(),
         skipped_symbols=dict(sorted(staging.skipped.items())),
         adjusted_symbols=sorted(staging.adjusted),
+        requests=fetch.requests,
     )
+
+
+def _stage_all(
+    frames: Iterator[pd.DataFrame],
+    gate: QualityGate,
+    staging: _Staging,
+    timer: _Timer,
+    as_of: date | None,
+    latest: pd.Timestamp,
+) -> None:
+    """Each batch of bars known on ``as_of`` through the gate, the features and the parts."""
+    cutoff = pd.Timestamp(as_of) if as_of is not None else None
+    while True:
+        with timer("read"):
+            bars = next(frames, None)
+            if bars is not None and cutoff is not None and cutoff < latest:
+                bars = _known_on(bars, cutoff, latest, staging)
+        if bars is None:
+            break
+        if not bars.empty:
+            _stage_batch(gate, bars, staging, timer)
 
 
 def _known_on(
@@ -288,11 +338,13 @@ def _known_on(
     """Replaying history: only what was known after that day's close (and the impossible
     future bars, for the gate to quarantine); a symbol left with nothing is skipped.
     """
-    dates = bars["date"]
-    known = bars[dates.isna() | (dates <= cutoff) | (dates > latest)]
-    if len(known) < len(bars):
-        for symbol in _symbols(bars) - _symbols(known):
-            staging.skipped[symbol] = f"it has no bar on or before {cutoff.date()}"
+    days = bars["date"].to_numpy(dtype="datetime64[ns]")
+    keep = np.isnat(days) | (days <= cutoff.to_datetime64()) | (days > latest.to_datetime64())
+    if keep.all():
+        return bars
+    known = bars[keep]
+    for symbol in _symbols(bars) - _symbols(known):
+        staging.skipped[symbol] = f"it has no bar on or before {cutoff.date()}"
     return known
 
 
@@ -315,13 +367,28 @@ def _stage_batch(gate: QualityGate, bars: pd.DataFrame, staging: _Staging, timer
         return
     staging.flags.extend(check.flags)
     staging.adjusted.update(check.adjusted)
-    good = check.good
-    for symbol, rows in good.groupby("symbol", sort=True).indices.items():
-        with timer("features"):
-            features = symbol_features(good.iloc[rows], check.starts[rows])
-        with timer("write"):
-            staging.parts.add(features)
-        staging.last_days[str(symbol)] = good["date"].iloc[rows].max().date()
+    good, edges = check.good, check.edges
+    segment_starts = check.starts.copy()
+    segment_starts[edges[:-1]] = True  # every symbol's first row
+    with timer("features"):
+        features = batch_features(good, segment_starts)
+    with timer("write"):
+        staging.parts.add(_columns(good, check, features), runs=np.diff(edges).tolist())
+    dates = good["date"].to_numpy()
+    symbols = good["symbol"].to_numpy()
+    for last in (e - 1 for e in edges[1:]):  # sorted by date: its last row is its last day
+        staging.last_days[str(symbols[last])] = pd.Timestamp(dates[last]).date()
+
+
+def _columns(good: pd.DataFrame, check: SymbolCheck, features: dict[str, np.ndarray]) -> Columns:
+    """The dataset's rows of one batch: its good bars' columns, then the features."""
+    arrays: dict[str, object] = {}
+    for name in good.columns:
+        if name == "symbol" and check.codes is not None:
+            arrays[name] = pd.Categorical.from_codes(check.codes, categories=check.names)
+        else:
+            arrays[name] = good[name].to_numpy()
+    return Columns({**arrays, **features})
 
 
 def _check_totals(
