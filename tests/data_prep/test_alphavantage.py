@@ -248,8 +248,8 @@ def test_answer_without_time_series_is_a_failure(make_ctx, av_env, alphavantage,
 
 
 def test_slow_answer_times_out_and_is_retried(make_ctx, av_env, alphavantage) -> None:
-    ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL", "ALPHAVANTAGE_TIMEOUT_SECONDS": 0.3}))
-    alphavantage.script("AAPL", Answer("slow", seconds=1.5))
+    ctx = make_ctx(**(av_env | {"SYMBOLS": "AAPL", "ALPHAVANTAGE_TIMEOUT_SECONDS": 1.0}))
+    alphavantage.script("AAPL", Answer("slow", seconds=3.0))
     bars = load_alphavantage(ctx.settings, ctx.store, until=LAST)
     assert len(alphavantage.requests_for("AAPL")) == 2
     pd.testing.assert_frame_equal(bars.reset_index(drop=True), _sample("AAPL"))
