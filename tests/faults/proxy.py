@@ -200,8 +200,10 @@ class Proxy:
         if hit is None:
             return False
         if hit.action == "kill":
-            self.kill()
+            # Set before the kill: the command sees the reset at once and may return, and
+            # the test check the event, before this thread runs again (CI saw exactly that).
             hit.fired.set()
+            self.kill()
             return True
         hit.fired.set()
         self.released.wait(timeout=300)
