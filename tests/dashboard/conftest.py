@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/dashboard/`` (gitignored), one per browser te
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,7 +69,9 @@ def dashboard_url(seeded: Any) -> Iterator[str]:
                 time.sleep(0.2)
             yield url
         finally:
-            server.terminate()
+            # SIGINT: gunicorn's quick shutdown (SIGTERM would wait graceful_timeout for the
+            # browser's kept-alive connections).
+            server.send_signal(signal.SIGINT)
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
