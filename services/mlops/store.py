@@ -20,8 +20,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from mlops.errors import (
     ConfigError,
@@ -73,29 +74,31 @@ class LocalStore:
         return path
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise self._failure("write", key, exc) from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise self._failure("write", key, exc) from exc
-            raise
+        def fill(handle: BinaryIO, tmp: Path) -> None:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        self._write_atomically(key, fill)
 
     def put_file(self, key: str, source: Path, content_type: str = "") -> None:
         """``put_bytes`` of a local file's content, atomic for the key alike, without the
         bytes passing through Python (a dataset part is tens of MB): a hard link to the
         file when it is on the store's file system, else a copy by the kernel. Either
         way the file must not change afterwards (a staged part never does)."""
+
+        def fill(handle: BinaryIO, tmp: Path) -> None:
+            if _linked(Path(source), tmp):
+                with open(tmp, "rb") as linked:
+                    os.fsync(linked.fileno())
+            else:
+                _copy(Path(source), handle)
+
+        self._write_atomically(key, fill)
+
+    def _write_atomically(self, key: str, fill: Callable[[BinaryIO, Path], None]) -> None:
+        """``fill`` a temporary file beside the key's path, then move it into place: a
+        reader sees the old object or the new one, never part of it."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,11 +107,7 @@ class LocalStore:
             raise self._failure("write", key, exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
-                if _linked(Path(source), Path(tmp)):
-                    with open(tmp, "rb") as linked:
-                        os.fsync(linked.fileno())
-                else:
-                    _copy(Path(source), handle)
+                fill(handle, Path(tmp))
             os.replace(tmp, path)
         except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
