@@ -176,6 +176,33 @@ def _rows(engine):
         return conn.execute(select(stage_runs).order_by(stage_runs.c.id)).all()
 
 
+def _running_in_a_gone_process(engine, run_id: str, stage: str) -> int:
+    """A stage run left running on this host by a process that has exited; its pid."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(gone.stdout)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            stage_runs.insert().values(
+                run_id=run_id,
+                stage=stage,
+                run_date=None,
+                started_at=now,
+                heartbeat_at=now,
+                status="running",
+                host=runs.HOST,
+                pid=pid,
+                lease_key=f"{stage}|latest",
+            )
+        )
+    return pid
+
+
 def test_a_run_holds_its_lease_and_writes_heartbeats(engine) -> None:
     day = date(2017, 6, 1)
     with runs.record_stage_run(engine, "monitor", day, heartbeat_seconds=0.05) as run:
@@ -214,28 +241,7 @@ def test_sigterm_inside_a_stage_is_recorded_and_the_handler_restored(engine) -> 
 
 
 def test_a_run_whose_process_is_gone_is_abandoned_by_the_next_one(engine) -> None:
-    import subprocess
-    import sys
-
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    pid = int(gone.stdout)
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(
-            stage_runs.insert().values(
-                run_id="dead",
-                stage="train",
-                run_date=None,
-                started_at=now,
-                heartbeat_at=now,
-                status="running",
-                host=runs.HOST,
-                pid=pid,
-                lease_key="train|latest",
-            )
-        )
+    pid = _running_in_a_gone_process(engine, "dead", "train")
     with runs.record_stage_run(engine, "train", None):
         pass
     dead, mine = _rows(engine)
