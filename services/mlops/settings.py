@@ -184,6 +184,16 @@ class Settings(BaseSettings):
     # auction only: the open the backtest fills at; Alpaca takes it from 19:00 to 9:28 New
     # York time). docs/trading.md, "Execution".
     trade_time_in_force: Literal["day", "opg"] = Field(default="day", alias="TRADE_TIME_IN_FORCE")
+    # Market orders (take the session's price) or limit orders at the decision day's close
+    # moved by TRADE_LIMIT_BUFFER_BPS (a buy at close x (1 + buffer), a sell at close x
+    # (1 - buffer)): a limit the session does not reach does not fill, and the day order
+    # expires. The paper broker and the backtest fill by the same rule. docs/trading.md.
+    trade_order_type: Literal["market", "limit"] = Field(
+        default="market", alias="TRADE_ORDER_TYPE"
+    )
+    trade_limit_buffer_bps: float = Field(
+        default=50.0, ge=0, le=1000, alias="TRADE_LIMIT_BUFFER_BPS"
+    )
     trade_threshold: float = Field(default=0.005, gt=0, lt=1, alias="TRADE_THRESHOLD")
     # A direction classifier as the trading model (docs/trading.md): buy the highest
     # probability of a rise at or above this, sell a held position below 1 minus it.
@@ -237,8 +247,9 @@ class Settings(BaseSettings):
     risk_price_buffer: float = Field(default=0.01, ge=0, lt=1, alias="RISK_PRICE_BUFFER")
     risk_daily_loss_limit: float = Field(default=0.05, gt=0, le=1, alias="RISK_DAILY_LOSS_LIMIT")
 
-    # Backtest (`mlops backtest`): fills at the next session's open, moved against the
-    # order by the slippage, plus a commission per share.
+    # Backtest (`mlops backtest`): fills at the next session's open (limit orders, with
+    # TRADE_ORDER_TYPE=limit: as the paper broker fills them), moved against the order by
+    # the slippage (never past a limit), plus a commission per share.
     backtest_slippage_bps: float = Field(default=1.0, ge=0, le=1000, alias="BACKTEST_SLIPPAGE_BPS")
     backtest_commission_per_share: float = Field(
         default=0.0, ge=0, alias="BACKTEST_COMMISSION_PER_SHARE"

@@ -28,7 +28,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from mlops.errors import ConfigError, DataError, ModelError
 from mlops.runs import utcnow
 from mlops.store import get_json, get_parquet, put_json, put_parquet
 from mlops.trading import performance, report
+from mlops.trading.order_types import MARKET
 from mlops.trading.report import COLUMNS
 from mlops.trading.risk import RiskLimits
 from mlops.trading.simulation import (
@@ -246,6 +247,9 @@ def rules_from(settings: Any) -> Rules:
         rule=settings.trade_rule,
         sell=settings.trade_sell,
         probability_threshold=settings.trade_probability_threshold,
+        order_type=settings.trade_order_type,
+        limit_buffer_bps=settings.trade_limit_buffer_bps,
+        time_in_force=settings.trade_time_in_force,
     )
 
 
@@ -272,9 +276,7 @@ def compare(
     classifier's probabilities of a rise, traded against TRADE_PROBABILITY_THRESHOLD.
     """
     market = Market.from_frame(frame, predicted, probability=probability)
-    naive = Market(
-        market.days, market.symbols, market.open, market.close, market.last_close, market.close
-    )
+    naive = replace(market, predicted=market.close, probability=False)
     runs = {
         "model": simulate(market, rules),
         "naive": simulate(naive, rules),
@@ -403,7 +405,11 @@ def _is_classifier(predictor: Any) -> bool:
 
 
 def _key(version: str, label: str, first: date, last: date, rules: Rules) -> str:
-    text = json.dumps([version, label, str(first), str(last), asdict(rules)], default=str)
+    fields = asdict(rules)
+    if rules.order_type == MARKET:  # market orders: the keys they had before limit orders
+        for name in ("order_type", "limit_buffer_bps", "time_in_force"):
+            fields.pop(name)
+    text = json.dumps([version, label, str(first), str(last), fields], default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     return f"{last:%Y%m%d}-{label}-{digest}"
 

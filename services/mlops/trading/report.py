@@ -89,11 +89,17 @@ def conditions(rules: Rules, probability: bool = False) -> str:
         if probability
         else f"a threshold of {rules.threshold:.3%}"
     )
+    fills = "fills at the next session's open"
+    if rules.order_type == "limit":
+        reach = "at its open only" if rules.time_in_force == "opg" else "within its range"
+        fills = (
+            f"limit orders {rules.limit_buffer_bps:g} bp past the decision's close, filled "
+            f"by the next session {reach} (a limit not reached does not fill)"
+        )
     return (
         f"Rule: {rules.rule} at {level}, sell {rules.sell}. "
         f"Costs: {costs.slippage_bps:g} bp slippage and {costs.commission_per_share:g} per "
-        "share; fills at the next session's open; risk-free rate "
-        f"{performance.RISK_FREE_RATE:g}."
+        f"share; {fills}; risk-free rate {performance.RISK_FREE_RATE:g}."
     )
 
 

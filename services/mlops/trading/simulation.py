@@ -11,6 +11,14 @@ truncating the history after D changes no trade decided before D.
 Costs: fills move against the order by ``slippage_bps`` (a buy pays open x (1 + s), a
 sell gets open x (1 - s)) and pay ``commission_per_share``.
 
+Order types (``TRADE_ORDER_TYPE``, :mod:`mlops.trading.order_types`, the paper broker's
+rule): a market order fills at the open; a limit order at the decision day's close moved
+by the buffer fills at the open when the open is through its limit, else at the limit
+when the session's high and low reach it (not for ``opg``), else not at all (the day
+order expires). The slippage moves a limit order's fill against it but never past its
+limit, and a fill's ``cost`` is taken against the price the session offered (the open,
+or the limit).
+
 A market whose forecasts never reach the buy threshold (the naive forecast, "no change")
 never opens a position under either rule (``threshold`` or ``rotation``: both buy only a
 candidate at or past the threshold, and sell only what was bought): :func:`simulate` then
@@ -28,7 +36,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from mlops.trading import strategy
+from mlops.trading import order_types, strategy
 from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
 
 SESSIONS_PER_YEAR = 252
@@ -39,11 +47,11 @@ class Costs:
     slippage_bps: float = 1.0
     commission_per_share: float = 0.0
 
-    def buy_price(self, open_: float) -> float:
-        return open_ * (1 + self.slippage_bps / 10_000)
+    def buy_price(self, open_: float, limit: float = math.inf) -> float:
+        return min(open_ * (1 + self.slippage_bps / 10_000), limit)
 
-    def sell_price(self, open_: float) -> float:
-        return open_ * (1 - self.slippage_bps / 10_000)
+    def sell_price(self, open_: float, limit: float = 0.0) -> float:
+        return max(open_ * (1 - self.slippage_bps / 10_000), limit)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,9 @@ class Rules:
     rule: strategy.Rule = "threshold"  # TRADE_RULE
     sell: strategy.Sell = "all_losers"  # TRADE_SELL
     probability_threshold: float = 0.55  # TRADE_PROBABILITY_THRESHOLD (a classifier's)
+    order_type: str = order_types.MARKET  # TRADE_ORDER_TYPE
+    limit_buffer_bps: float = 50.0  # TRADE_LIMIT_BUFFER_BPS
+    time_in_force: str = "day"  # TRADE_TIME_IN_FORCE: opg fills a limit at the open only
 
     def level(self, market: Market) -> float:
         """The threshold of the market's forecasts: probabilities or predicted closes."""
@@ -127,26 +138,37 @@ class Market:
     last_close: np.ndarray  # forward-filled: a delisted symbol keeps its last close
     predicted: np.ndarray  # predicted closes; a classifier's: probabilities of a rise
     probability: bool = False
+    # The sessions' ranges, which limit orders need (None: the frame had no high and low).
+    high: np.ndarray | None = None
+    low: np.ndarray | None = None
 
     @classmethod
     def from_frame(
         cls, frame: pd.DataFrame, predicted: pd.Series, *, probability: bool = False
     ) -> Market:
-        """``frame``: date, symbol, open, close rows; ``predicted``: aligned to its index
-        (``probability``: a classifier's probabilities of a rise)."""
-        data = frame[["date", "symbol", "open", "close"]].assign(predicted=predicted.to_numpy())
-        wide = data.pivot(index="date", columns="symbol", values=["open", "close", "predicted"])
+        """``frame``: date, symbol, open, close (and high, low) rows; ``predicted``: aligned
+        to its index (``probability``: a classifier's probabilities of a rise)."""
+        prices = ["open", "close", *(c for c in ("high", "low") if c in frame.columns)]
+        data = frame[["date", "symbol", *prices]].assign(predicted=predicted.to_numpy())
+        wide = data.pivot(index="date", columns="symbol", values=[*prices, "predicted"])
         wide = wide.sort_index()
         symbols = sorted(data["symbol"].unique())
-        close = wide["close"].reindex(columns=symbols).to_numpy(dtype="float64")
+
+        def grid(column: str) -> np.ndarray:
+            return wide[column].reindex(columns=symbols).to_numpy(dtype="float64")
+
+        ranged = "high" in prices and "low" in prices
+        close = grid("close")
         return cls(
             days=[d.date() for d in pd.DatetimeIndex(wide.index)],
             symbols=symbols,
-            open=wide["open"].reindex(columns=symbols).to_numpy(dtype="float64"),
+            open=grid("open"),
             close=close,
             last_close=pd.DataFrame(close).ffill().to_numpy(),
-            predicted=wide["predicted"].reindex(columns=symbols).to_numpy(dtype="float64"),
+            predicted=grid("predicted"),
             probability=probability,
+            high=grid("high") if ranged else None,
+            low=grid("low") if ranged else None,
         )
 
     def scores(self) -> np.ndarray:
@@ -196,6 +218,8 @@ def idle(market: Market, initial_cash: float) -> Simulation:
 
 def walk(market: Market, rules: Rules) -> Simulation:
     """The session-by-session loop of :func:`simulate` (see the module)."""
+    if rules.order_type == order_types.LIMIT and (market.high is None or market.low is None):
+        raise ValueError("limit orders need the sessions' high and low prices")
     n = len(market.days)
     book = _Book(cash=rules.initial_cash)
     sim = Simulation(days=market.days, equity=np.zeros(n), invested=np.zeros(n))
@@ -203,7 +227,7 @@ def walk(market: Market, rules: Rules) -> Simulation:
     pending: list[strategy.TradeDecision] = []
     for i in range(n):
         if pending:
-            _fill(market, rules.costs, book, pending, i, index, sim.fills)
+            _fill(market, rules, book, pending, i, index, sim.fills)
         held = sum(q * market.last_close[i, index[s]] for s, q in book.positions.items())
         sim.invested[i] = held
         sim.equity[i] = book.cash + held
@@ -261,34 +285,36 @@ def _decide(
 
 def _fill(
     market: Market,
-    costs: Costs,
+    rules: Rules,
     book: _Book,
     orders: list[strategy.TradeDecision],
     i: int,
     index: dict[str, int],
     fills: list[Fill],
 ) -> None:
-    """Fill the previous session's orders at session ``i``'s open: sells first."""
+    """Fill the previous session's orders on session ``i`` (at the open, or a limit's
+    price): sells first."""
     decided, day = market.days[i - 1], market.days[i]
+    per_share = rules.costs.commission_per_share
     for d in sorted(orders, key=lambda o: (o.action != strategy.Action.SELL, o.symbol)):
-        open_ = market.open[i, index[d.symbol]]
-        if math.isnan(open_):
-            continue  # no bar: the day order expires
-        per_share = costs.commission_per_share
+        offered = _offered(market, rules, str(d.action), i, index[d.symbol])
+        if offered is None:
+            continue  # no bar, or a limit not reached: the day order expires
+        reference, limit = offered
         if d.action == strategy.Action.SELL:
             quantity = min(d.quantity, book.positions.get(d.symbol, 0.0))
             if quantity <= 0:
                 continue
-            price = costs.sell_price(open_)
+            price = rules.costs.sell_price(reference, limit or 0.0)
             book.cash += quantity * (price - per_share)
             entry = book.entry_day.get(d.symbol)
             pnl = _close_position(book, d.symbol, quantity, quantity * (price - per_share))
-            cost = quantity * (open_ - price + per_share)
+            cost = quantity * (reference - price + per_share)
             fills.append(
                 Fill(decided, day, d.symbol, str(d.action), quantity, price, cost, entry, pnl)
             )
         else:
-            price = costs.buy_price(open_)
+            price = rules.costs.buy_price(reference, limit or math.inf)
             quantity = min(d.quantity, math.floor(max(book.cash, 0.0) / (price + per_share)))
             if quantity < 1:
                 continue  # insufficient cash at the open
@@ -297,8 +323,30 @@ def _fill(
             book.entry_day.setdefault(d.symbol, day)
             book.positions[d.symbol] = book.positions.get(d.symbol, 0.0) + quantity
             book.cost_basis[d.symbol] = book.cost_basis.get(d.symbol, 0.0) + paid
-            cost = quantity * (price - open_ + per_share)
+            cost = quantity * (price - reference + per_share)
             fills.append(Fill(decided, day, d.symbol, str(d.action), quantity, price, cost))
+
+
+def _offered(
+    market: Market, rules: Rules, side: str, i: int, j: int
+) -> tuple[float, float | None] | None:
+    """The price session ``i`` offers an order on symbol ``j`` and the order's limit (None:
+    a market order); None when it does not fill (no bar, or a limit not reached)."""
+    limit = None
+    if rules.order_type == order_types.LIMIT:
+        assert market.high is not None and market.low is not None
+        close = market.close[i - 1, j]
+        if math.isnan(close):
+            return None
+        limit = order_types.limit_price(side, float(close), rules.limit_buffer_bps)
+        high, low = float(market.high[i, j]), float(market.low[i, j])
+    else:
+        high = low = math.nan
+    reference = order_types.fill_reference(
+        side, limit, float(market.open[i, j]), high, low,
+        opening_only=rules.time_in_force == "opg",
+    )  # fmt: skip
+    return None if reference is None else (reference, limit)
 
 
 def _close_position(book: _Book, symbol: str, quantity: float, proceeds: float) -> float:
