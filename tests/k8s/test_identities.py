@@ -154,10 +154,11 @@ def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() 
         "DASHBOARD_USERS",
         "DASHBOARD_TOKEN",
     }
-    # The role reads everything and writes the audit of its actions and the kill switch;
-    # the MinIO policy reads reports; the MLflow user edits the catalog's models only.
+    # The role reads everything and writes the audit of its actions, the kill switch and
+    # the alerts these send; the MinIO policy reads reports; the MLflow user edits the
+    # catalog's models only.
     writes = {t for t, p in roles.ROLES["mlops_dashboard"].items() if p != roles.READ}
-    assert writes == {"model_actions", "trading_halts"}
+    assert writes == {"model_actions", "trading_halts", "alerts"}
     assert all(p == roles.READ for p in roles.ROLES["mlops_reader"].values())
     for statement in _policy("dashboard")["Statement"]:
         assert statement["Action"] == ["s3:GetObject"]

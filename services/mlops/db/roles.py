@@ -10,8 +10,10 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 - the orchestrator reads the retrain requests and the training runs, and audits the
   day's scheduled training in ``model_actions``;
 - ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
-  table and writes only the audit of its actions (``model_actions``) and the kill switch
-  (``trading_halts``);
+  table and writes only the audit of its actions (``model_actions``), the kill switch
+  (``trading_halts``) and the alerts these send (``alerts``);
+- every role that may send an alert (:mod:`mlops.alerts`) records it in ``alerts``
+  (SELECT, INSERT: an alert is never changed);
 - ``mlops_reader`` reads every table and writes none (for people: psql, notebooks);
 - ``mlops_backup`` reads every table and the sequences' positions, what ``pg_dump`` needs
   (``mlops backup``, the backup CronJob), and writes none.
@@ -41,10 +43,12 @@ VERSION_TABLE = "alembic_version"  # read by every command (the schema check)
 
 READ = ("SELECT",)
 WRITE = ("SELECT", "INSERT", "UPDATE")
+# The alerts (mlops.alerts): whoever may send one records it, and never changes one.
+ALERTS = {"alerts": ("SELECT", "INSERT")}
 
 # role -> table -> privileges. A test keeps this in step with the tables the code uses.
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "mlops_data_prep": {"stage_runs": WRITE, "datasets": WRITE},
+    "mlops_data_prep": {"stage_runs": WRITE, "datasets": WRITE, **ALERTS},
     "mlops_train": {
         "stage_runs": WRITE,
         "datasets": READ,
@@ -53,8 +57,14 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "model_actions": WRITE,
         # `mlops walk-forward` trains with the training stage's image and identity.
         "walkforward_runs": WRITE,
+        **ALERTS,
     },
-    "mlops_batch_infer": {"stage_runs": WRITE, "datasets": READ, "predictions": WRITE},
+    "mlops_batch_infer": {
+        "stage_runs": WRITE,
+        "datasets": READ,
+        "predictions": WRITE,
+        **ALERTS,
+    },
     "mlops_trade": {
         "stage_runs": WRITE,
         "datasets": READ,
@@ -66,6 +76,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         # trading package and run with its identity.
         "trading_halts": WRITE,
         "backtest_runs": WRITE,
+        **ALERTS,
     },
     "mlops_monitor": {
         "stage_runs": WRITE,
@@ -73,16 +84,20 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "predictions": READ,
         "monitoring_metrics": WRITE,
         "retrain_requests": WRITE,
+        **ALERTS,
     },
     "mlops_orchestrator": {
         "stage_runs": READ,
         "retrain_requests": READ,
         "model_actions": WRITE,
+        **ALERTS,
     },
     "mlops_dashboard": {
         **{name: READ for name in metadata.tables},
         "model_actions": WRITE,
         "trading_halts": WRITE,
+        # A halt, a resume or a promotion from the dashboard sends an alert.
+        **ALERTS,
     },
     "mlops_reader": {name: READ for name in metadata.tables},
     "mlops_backup": {name: READ for name in metadata.tables},

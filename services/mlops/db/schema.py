@@ -133,6 +133,9 @@ orders = Table(
     # Submissions tried; a planned order with attempts > 0 is looked up before a resend.
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=True),
+    # The limit a limit order was placed with (TRADE_ORDER_TYPE=limit, migration 0011);
+    # NULL: a market order.
+    Column("limit_price", Float, nullable=True),
 )
 
 equity_snapshots = Table(
@@ -263,4 +266,19 @@ model_actions = Table(
     Column("details", Text, nullable=True),
     # done, or refused (migration 0008): a refusal's reason is its sentence.
     Column("outcome", String(16), nullable=False, server_default="done"),
+)
+
+# Alerts sent or attempted (mlops.alerts, migration 0011): one row per alert, whether the
+# webhook took it or not; the dashboard lists the newest.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    # The event: "mlops trade failed", "orders not placed", "trading halted", ...
+    Column("kind", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("delivered", Boolean, nullable=False),
+    # Why it was not delivered (the webhook's answer, redacted); NULL when it was.
+    Column("detail", Text, nullable=True),
 )

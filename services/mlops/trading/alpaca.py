@@ -320,18 +320,22 @@ def _make_client(settings: Settings) -> Any:
 
 
 def _request(order: PendingOrder, time_in_force: str = "day") -> Any:
-    """A market order, good for the day (``day``) or for the opening auction (``opg``,
+    """A market order, or a limit order at the order's limit price (``TRADE_ORDER_TYPE``),
+    good for the day (``day``) or for the opening auction (``opg``,
     ``TRADE_TIME_IN_FORCE``; docs/trading.md says when each fits)."""
     from alpaca.trading.enums import OrderSide, TimeInForce
-    from alpaca.trading.requests import MarketOrderRequest
+    from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
-    return MarketOrderRequest(
-        symbol=order.symbol,
-        qty=order.quantity,
-        side=OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL,
-        time_in_force=TimeInForce(time_in_force),
-        client_order_id=order.client_order_id,
-    )
+    fields: dict[str, Any] = {
+        "symbol": order.symbol,
+        "qty": order.quantity,
+        "side": OrderSide.BUY if order.side == Side.BUY else OrderSide.SELL,
+        "time_in_force": TimeInForce(time_in_force),
+        "client_order_id": order.client_order_id,
+    }
+    if order.limit_price is not None:
+        return LimitOrderRequest(limit_price=order.limit_price, **fields)
+    return MarketOrderRequest(**fields)
 
 
 def _update(found: Any) -> OrderUpdate:
@@ -358,6 +362,7 @@ def _listed(found: Any) -> BrokerOrder:
         quantity=float(found.qty) if found.qty is not None else 0.0,
         update=_update(found),
         submitted_at=found.submitted_at,
+        limit_price=float(found.limit_price) if found.limit_price is not None else None,
     )
 
 

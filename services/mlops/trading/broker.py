@@ -56,6 +56,7 @@ class PendingOrder:
     symbol: str
     side: Side
     quantity: float
+    limit_price: float | None = None  # None: a market order (TRADE_ORDER_TYPE)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class BrokerOrder:
     quantity: float
     update: OrderUpdate  # its state as the broker has it now
     submitted_at: datetime | None = None
+    limit_price: float | None = None  # None: a market order
 
     @property
     def is_open(self) -> bool:

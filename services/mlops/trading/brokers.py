@@ -15,4 +15,6 @@ def make_broker(settings: Settings, engine: Engine) -> Broker:
         return AlpacaBroker(engine, settings)
     from mlops.trading.paper import PaperBroker
 
-    return PaperBroker(engine, settings.paper_initial_cash)
+    return PaperBroker(
+        engine, settings.paper_initial_cash, opening_only=settings.trade_time_in_force == "opg"
+    )

@@ -47,7 +47,11 @@ def send(
             break
         book.mark_attempt(engine, row["id"])
         order = PendingOrder(
-            row["client_order_id"], row["symbol"], Side(row["side"]), row["quantity"]
+            row["client_order_id"],
+            row["symbol"],
+            Side(row["side"]),
+            row["quantity"],
+            limit_price=row["limit_price"],
         )
         update = broker.submit(order, sent_before=row["attempts"] > 0)
         book.apply(engine, row, update)

@@ -1,10 +1,15 @@
 """The built-in paper broker: cash, positions and fills kept in the database.
 
-Orders are market orders good for one day: an order decided after day D's close fills at
-the open of the next trading day in the data, or expires when its symbol has no bar that
-day (a delisted symbol, for example). Cash and positions are derived from the fills, as
-of any day (so a past day's snapshot shows that day's holdings). It has one account,
-``paper``, and no clock of its own: the day being replayed is its "now".
+Orders are good for one day: an order decided after day D's close is filled by the next
+trading day in the data, or expires when its symbol has no bar that day (a delisted
+symbol, for example). A market order fills at that day's open; a limit order
+(``TRADE_ORDER_TYPE=limit``) at the open when the open is through its limit, else at the
+limit when the day's low (a buy) or high (a sell) reaches it (never with
+``TRADE_TIME_IN_FORCE=opg``, the opening auction only), else it expires unfilled: the rule
+of :mod:`mlops.trading.order_types`, which the backtest fills by too. Cash and positions
+are derived from the fills, as of any day (so a past day's snapshot shows that day's
+holdings). It has one account, ``paper``, and no clock of its own: the day being
+replayed is its "now".
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from mlops import market_calendar
 from mlops.db.schema import orders
-from mlops.trading import book
+from mlops.trading import book, order_types
 from mlops.trading.broker import (
     Account,
     BrokerClock,
@@ -37,9 +42,10 @@ ACCOUNT = "paper"
 class PaperBroker:
     name = NAME
 
-    def __init__(self, engine: Engine, initial_cash: float) -> None:
+    def __init__(self, engine: Engine, initial_cash: float, *, opening_only: bool = False) -> None:
         self.engine = engine
         self.initial_cash = initial_cash
+        self.opening_only = opening_only  # TRADE_TIME_IN_FORCE=opg: a limit fills at the open
 
     def account_id(self) -> str:
         return ACCOUNT
@@ -126,17 +132,26 @@ class PaperBroker:
                 continue
             next_day = later[0]
             bar = bars[(bars["symbol"] == row["symbol"]) & (bars["date"] == next_day)]
-            if bar.empty:
-                update = OrderUpdate(
-                    status=OrderState.EXPIRED,
-                    broker_status="expired",
-                    error=f"no {row['symbol']} bar on {next_day.date()}: day order expired",
-                )
-            else:
-                update = self._fill(row, float(bar["open"].iloc[0]), next_day.date())
+            update = self._session(row, bar, next_day.date())
             book.apply(self.engine, row, update)
             changed += 1
         return changed
+
+    def _session(self, row: Mapping[Any, Any], bar: pd.DataFrame, day: date) -> OrderUpdate:
+        """What ``day``'s bar does to the order: a fill, or the day order's expiry."""
+        if bar.empty:
+            return _expired(f"no {row['symbol']} bar on {day}: day order expired")
+        side, limit = str(row["side"]), row["limit_price"]
+        open_, high, low = (float(bar[c].iloc[0]) for c in ("open", "high", "low"))
+        price = order_types.fill_reference(
+            side, limit, open_, high, low, opening_only=self.opening_only
+        )
+        if price is None:
+            why = order_types.not_reached(
+                side, limit, open_, high, low, opening_only=self.opening_only
+            )
+            return _expired(f"{why} on {day}: day order expired")
+        return self._fill(row, price, day)
 
     def _fill(self, row: Mapping[Any, Any], price: float, fill_date: date) -> OrderUpdate:
         quantity = float(row["quantity"])
@@ -156,6 +171,10 @@ class PaperBroker:
             fill_price=price,
             filled_at=market_calendar.session_open(fill_date),
         )
+
+
+def _expired(why: str) -> OrderUpdate:
+    return OrderUpdate(status=OrderState.EXPIRED, broker_status="expired", error=why)
 
 
 def _rejected(why: str) -> OrderUpdate:

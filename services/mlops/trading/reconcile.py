@@ -164,6 +164,7 @@ def _order_row(broker: str, account: str, order: BrokerOrder, own: OwnId) -> dic
         "symbol": order.symbol,
         "side": own.side,
         "quantity": order.quantity,
+        "limit_price": order.limit_price,
         "broker": broker,
         "account": account,
         "status": update.status,

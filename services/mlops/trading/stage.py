@@ -41,7 +41,7 @@ from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
 from mlops.settings import Settings
-from mlops.trading import book, execution, strategy
+from mlops.trading import book, execution, order_types, strategy
 from mlops.trading.broker import (
     Account,
     Broker,
@@ -70,6 +70,7 @@ class OrderOutcome:
     filled_quantity: float | None = None
     fill_price: float | None = None
     error: str | None = None
+    limit_price: float | None = None  # a limit order's limit; None: a market order
 
 
 @dataclass
@@ -376,7 +377,7 @@ def _decide(
     limited = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
     _say_risk_cuts(decisions, limited)
     limited += _not_traded(signals, account.positions, checked)
-    _record(ctx.engine, day, broker.name, account_id, model_version, signals, limited)
+    _record(ctx.engine, day, broker.name, account_id, model_version, signals, limited, settings)
 
 
 def _not_traded(
@@ -433,6 +434,7 @@ def _record(
     model_version: str | None,
     signals: list[strategy.Signal],
     decisions: list[strategy.TradeDecision],
+    settings: Settings,
 ) -> None:
     by_symbol = {s.symbol: s for s in signals}
     now = utcnow()
@@ -463,6 +465,10 @@ def _record(
                     "symbol": d.symbol,
                     "side": d.action,
                     "quantity": d.quantity,
+                    # TRADE_ORDER_TYPE=limit: the limit, from the decision's close.
+                    "limit_price": order_types.limit_for(
+                        settings, d.action, signal.last_close if signal else None
+                    ),
                     "broker": broker,
                     "account": account,
                     "status": OrderState.PLANNED,
@@ -505,6 +511,7 @@ def _outcomes(engine: Engine, result: TradeResult) -> None:
             filled_quantity=row["filled_quantity"],
             fill_price=row["fill_price"],
             error=row["error"],
+            limit_price=row["limit_price"],
         )
         result.orders.append(outcome)
         what = f"{outcome.side.upper()} {outcome.quantity:g} {outcome.symbol} ({result.day})"
