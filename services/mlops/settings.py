@@ -188,9 +188,7 @@ class Settings(BaseSettings):
     # moved by TRADE_LIMIT_BUFFER_BPS (a buy at close x (1 + buffer), a sell at close x
     # (1 - buffer)): a limit the session does not reach does not fill, and the day order
     # expires. The paper broker and the backtest fill by the same rule. docs/trading.md.
-    trade_order_type: Literal["market", "limit"] = Field(
-        default="market", alias="TRADE_ORDER_TYPE"
-    )
+    trade_order_type: Literal["market", "limit"] = Field(default="market", alias="TRADE_ORDER_TYPE")
     trade_limit_buffer_bps: float = Field(
         default=50.0, ge=0, le=1000, alias="TRADE_LIMIT_BUFFER_BPS"
     )

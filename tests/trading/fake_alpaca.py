@@ -7,7 +7,9 @@ Routes alpaca-py 0.44 calls: ``GET /v2/account``, ``GET /v2/positions``, ``GET
 ``cancel_order_by_id``) and ``DELETE /v2/orders`` (207, one entry per open order:
 ``cancel_orders``). Orders start in ``initial_status`` (``accepted``, or ``new`` as
 Alpaca answers outside market hours) and are filled later by :meth:`FakeAlpaca.fill`
-(partially or whole) or :meth:`fill_all`; positions and cash follow the fills.
+(partially or whole), :meth:`fill_all`, or :meth:`trade_session` (a session's bar: market
+orders at its open, limit orders, ``type=limit`` with ``limit_price``, as its range
+allows, the rest of the day orders expire); positions and cash follow the fills.
 Faults are injected per route (:meth:`FakeAlpaca.fail`): an HTTP status with a message,
 ``"drop"`` (the connection closes before any reply) or ``"lost"`` (the order is taken,
 then the connection closes: a lost reply).
@@ -114,6 +116,28 @@ class FakeAlpaca:
             if order["status"] in ("new", "accepted", "partially_filled"):
                 self.fill(cid, float(order["qty"]), price)
 
+    def trade_session(self, bars: dict[str, tuple[float, float, float]]) -> None:
+        """A session passes: ``bars`` maps a symbol to its (open, high, low). Each open order
+        on a symbol with a bar fills whole: a market order at the open; a buy limit at the
+        open if the open is at or below it, else at the limit if the low reaches it; a sell
+        limit the other way round (an ``opg`` limit only at the open). What does not fill
+        expires, as a day order does at the close."""
+        for cid, order in list(self.orders.items()):
+            if order["status"] in FINAL or order["symbol"] not in bars:
+                continue
+            open_, high, low = bars[order["symbol"]]
+            price: float | None = open_
+            if order["type"] == "limit":
+                limit = float(order["limit_price"])
+                buy = order["side"] == "buy"
+                if (open_ > limit) if buy else (open_ < limit):  # not through at the open
+                    reached = low <= limit if buy else high >= limit
+                    price = limit if reached and order["time_in_force"] != "opg" else None
+            if price is None:
+                self.set_status(cid, "expired")
+            else:
+                self.fill(cid, float(order["qty"]), price)
+
     def open_orders(self) -> list[dict[str, Any]]:
         return [o for o in self.orders.values() if o["status"] not in FINAL]
 
@@ -185,8 +209,9 @@ class FakeAlpaca:
             "filled_qty": "0",
             "filled_avg_price": None,
             "order_class": "simple",
-            "order_type": "market",
-            "type": "market",
+            "order_type": body.get("type", "market"),
+            "type": body.get("type", "market"),
+            "limit_price": None if body.get("limit_price") is None else str(body["limit_price"]),
             "side": body["side"],
             "time_in_force": body["time_in_force"],
             "status": self.initial_status,

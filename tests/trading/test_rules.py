@@ -53,7 +53,14 @@ def noisy(sample) -> pd.Series:
     return sample["close"] * (1 + rng.normal(0, 0.008, len(sample)))
 
 
-def event_loop(bars: pd.DataFrame, forecasts: pd.Series, rule: str, sell: str):
+def event_loop(
+    bars: pd.DataFrame,
+    forecasts: pd.Series,
+    rule: str,
+    sell: str,
+    limit_bps: float | None = None,
+    opening_only: bool = False,
+):
     """The rules as the docs state them, session by session; (fills, equity at each close).
 
     Each session: the previous session's orders fill at the open, sells first (by symbol),
@@ -64,30 +71,58 @@ def event_loop(bars: pd.DataFrame, forecasts: pd.Series, rule: str, sell: str):
     cash in whole shares at the close. Sold whole: under rotation with a candidate, every
     held symbol forecast lower than the candidate; otherwise the held symbols forecast to
     fall past the threshold, all of them or only the worst (the first symbol of a tie).
+
+    ``limit_bps`` (TRADE_ORDER_TYPE=limit, docs/trading.md "Execution"): each order is a
+    limit at the decision's close moved by that many basis points against it (a buy
+    above, a sell below; in cents). It fills at the open, moved by the slippage but never
+    past the limit, when the open is through the limit; else, unless ``opening_only``
+    (opg), at the limit when the session's low (a buy) or high (a sell) reaches it; else
+    not at all.
     """
     slip = SLIPPAGE / 10_000
     table = bars.assign(forecast=forecasts.to_numpy())
     sessions = {
-        day.date(): {r.symbol: (r.open, r.close, r.forecast) for r in rows.itertuples(index=False)}
+        day.date(): {
+            r.symbol: (r.open, r.close, r.forecast, r.high, r.low)
+            for r in rows.itertuples(index=False)
+        }
         for day, rows in table.groupby("date", sort=True)
     }
+
+    def offered(side: str, bar: tuple, decided_close: float) -> float | None:
+        open_, _, _, high, low = bar
+        if limit_bps is None:
+            return open_ * (1 + slip) if side == "buy" else open_ * (1 - slip)
+        if side == "buy":
+            limit = round(decided_close * (1 + limit_bps / 10_000), 2)
+            if open_ <= limit:
+                return min(open_ * (1 + slip), limit)
+            return limit if low <= limit and not opening_only else None
+        limit = round(decided_close * (1 - limit_bps / 10_000), 2)
+        if open_ >= limit:
+            return max(open_ * (1 - slip), limit)
+        return limit if high >= limit and not opening_only else None
+
     cash, shares, last = CASH, {}, {}
     sells: list[str] = []
     buy: tuple[str, int] | None = None
+    decided: dict[str, float] = {}  # the decision day's closes
     fills, equity = [], []
     days = list(sessions)
     for n, day in enumerate(days):
         bars_today = sessions[day]
         for symbol in sorted(sells):
             if symbol in bars_today and symbol in shares:
-                price = bars_today[symbol][0] * (1 - slip)
+                price = offered("sell", bars_today[symbol], decided.get(symbol, math.nan))
+                if price is None:
+                    continue
                 quantity = shares.pop(symbol)
                 cash += quantity * (price - FEE)
                 fills.append((day, symbol, "sell", quantity, price))
         if buy is not None and buy[0] in bars_today:
             symbol, wanted = buy
-            price = bars_today[symbol][0] * (1 + slip)
-            quantity = min(wanted, math.floor(cash / (price + FEE)))
+            price = offered("buy", bars_today[symbol], decided[symbol])
+            quantity = 0 if price is None else min(wanted, math.floor(cash / (price + FEE)))
             if quantity >= 1:
                 cash -= quantity * (price + FEE)
                 shares[symbol] = shares.get(symbol, 0) + quantity
@@ -96,6 +131,7 @@ def event_loop(bars: pd.DataFrame, forecasts: pd.Series, rule: str, sell: str):
         equity.append(cash + sum(q * last[s] for s, q in shares.items()))
         if n == len(days) - 1:
             break
+        decided = {s: bar[1] for s, bar in bars_today.items()}
         change = {
             s: (bar[2] - bar[1]) / bar[1] for s, bar in bars_today.items() if not math.isnan(bar[2])
         }
