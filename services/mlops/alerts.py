@@ -12,11 +12,18 @@ answer is final. Never failing: :func:`send` returns whether the alert was deliv
 raises nothing, so an alert never changes a stage's outcome; an undelivered one is a
 warning in the log. The URL is a secret (Slack's carries its token in its path): it is a
 ``SecretStr`` setting, and the log shows only its scheme and host.
+
+Recorded: every alert sent or attempted is a row of ``alerts`` (when, its kind, its text,
+whether the receiver took it, and if not why), which the dashboard lists. The record is
+as bounded and as harmless as the POST: its own short-lived connection (5 s limits on
+Postgres), and a database that cannot take it is a warning, never the caller's failure. Without
+``ALERT_WEBHOOK_URL`` nothing is sent and nothing recorded.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import requests
@@ -33,6 +40,9 @@ log = logging.getLogger(__name__)
 FIRST_WAIT_SECONDS = 0.5
 MAX_WAIT_SECONDS = 4.0
 MAX_TEXT = 3000  # Slack shows up to 40,000 characters; an alert is one sentence
+RECORD_SECONDS = 5  # the most recording an alert may wait for the database
+# The kind of a stage that ended with exit 12 (mlops.errors.ORDERS_NOT_PLACED_EXIT_CODE).
+ORDERS_NOT_PLACED = "orders not placed"
 
 
 class _Transient(Exception):
@@ -44,8 +54,17 @@ def send(settings: Settings, event: str, text: str) -> bool:
     nothing, False."""
     if settings.alert_webhook_url is None:
         return False
+    sentence = " ".join(text.split())
+    delivered, why = _deliver(settings, event, sentence)
+    record(settings, event, sentence, delivered, why)
+    return delivered
+
+
+def _deliver(settings: Settings, event: str, sentence: str) -> tuple[bool, str | None]:
+    """POST the alert, retried; whether it was delivered, and if not why (redacted)."""
+    assert settings.alert_webhook_url is not None
     url = settings.alert_webhook_url.get_secret_value()
-    payload = {"text": f"[mlops] {event}: {' '.join(text.split())}"[:MAX_TEXT]}
+    payload = {"text": f"[mlops] {event}: {sentence}"[:MAX_TEXT]}
     try:
         for attempt in Retrying(
             stop=stop_after_attempt(settings.alert_max_attempts),
@@ -68,8 +87,43 @@ def send(settings: Settings, event: str, text: str) -> bool:
             why,
             settings.alert_max_attempts,
         )
+        return False, why
+    return True, None
+
+
+def record(
+    settings: Settings, kind: str, text: str, delivered: bool, why: str | None = None
+) -> bool:
+    """Keep the alert in ``alerts``; False (and a warning) when the database cannot take
+    it (down, not migrated, a role without the grant): never raises."""
+    from mlops.db.engine import make_engine, reason
+    from mlops.db.schema import alerts
+
+    row = {
+        "created_at": datetime.now(UTC),
+        "kind": kind[:64],
+        "text": text[:MAX_TEXT],
+        "delivered": delivered,
+        "detail": None if delivered else (why or "not delivered"),
+    }
+    try:
+        engine = make_engine(
+            settings.db_url, connect_timeout=RECORD_SECONDS, statement_timeout=RECORD_SECONDS
+        )
+        try:
+            with engine.begin() as conn:
+                conn.execute(alerts.insert().values(**row))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # the alert went (or not) already; its record is a bonus
+        log.warning("Alert %r not recorded in the database (%s).", kind, reason(exc))
         return False
     return True
+
+
+def is_failure(kind: str) -> bool:
+    """An alert about a failed command, whose text is the command's error sentence."""
+    return kind.endswith(" failed") or kind == ORDERS_NOT_PLACED
 
 
 def _post(url: str, payload: dict[str, str], timeout: float) -> None:

@@ -647,6 +647,7 @@ def daily_cmd(
     from mlops.db.migrate import require_current
     from mlops.orchestration import market_today, record_scheduled_training, run_catch_up
     from mlops.pipeline import missed_sessions, plan_retraining
+    from mlops.runs import alert_failure
     from mlops.settings import load_settings, parse_date
 
     settings = load_settings()
@@ -663,15 +664,21 @@ def daily_cmd(
             len(days),
             ", ".join(d.isoformat() for d in days) or "none",
         )
-    runs = run_catch_up(
-        days,
-        namespace=namespace,
-        templates_dir=templates_dir,
-        rerun_failed=rerun_failed,
-        poll_seconds=poll_seconds,
-        retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
-        on_training=lambda job, reason: record_scheduled_training(engine, job, reason),
-    )
+    try:
+        runs = run_catch_up(
+            days,
+            namespace=namespace,
+            templates_dir=templates_dir,
+            rerun_failed=rerun_failed,
+            poll_seconds=poll_seconds,
+            retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
+            on_training=lambda job, reason: record_scheduled_training(engine, job, reason),
+        )
+    except BaseException as exc:
+        # A stage Job that failed without its own alert (killed: out of memory, its
+        # deadline) is known here: the day's run says which, and what did not start.
+        alert_failure(settings, "daily", day, exc)
+        raise
     typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, insert
 
+from mlops import alerts
 from mlops.contracts import live_figures
 from mlops.contracts.models import (
     ARCHIVED,
@@ -483,6 +484,7 @@ class VersionRow:
 
 # The registry actions by name, as `mlops models ACTION` and the dashboard's buttons say them.
 REGISTRY_ACTIONS = ("promote", "rollback", "archive", "pause", "resume")
+CHAMPION_MOVES = ("promote", "rollback")  # the ones that send an alert
 
 
 def perform(
@@ -502,11 +504,19 @@ def perform(
     refusal is audited (``outcome`` refused, its sentence as the reason), then raised.
     """
     try:
-        return _perform(client, engine, settings, action, name, version, reason, actor, force)
+        done = _perform(client, engine, settings, action, name, version, reason, actor, force)
     except REFUSALS as exc:
         record_refusal(engine, action, name, version, actor=actor, reason=str(exc))
         exc.audited = True
         raise
+    if done.action in CHAMPION_MOVES:  # a new champion trades tomorrow: someone should know
+        alerts.send(
+            settings,
+            "promotion" if done.action == "promote" else "rollback",
+            f"{name} version {done.model_version} is the new {settings.champion_alias} "
+            f"({done.action} by {actor}: {done.reason})",
+        )
+    return done
 
 
 def _perform(

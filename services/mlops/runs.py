@@ -187,15 +187,16 @@ def run_stage(
             )
             run.details.update(payload if isinstance(payload, dict) else {"result": payload})
     except BaseException as exc:
-        _alert_failure(settings, name, as_of, exc)
+        alert_failure(settings, name, as_of, exc)
         raise
     return result
 
 
-def _alert_failure(settings: Any, name: str, as_of: date | None, exc: BaseException) -> None:
-    """The alert for a stage ending non-zero: its exit code and its sentence."""
+def alert_failure(settings: Any, name: str, as_of: date | None, exc: BaseException) -> None:
+    """The alert for a command ending non-zero: its exit code and its sentence (a trade
+    whose orders were not placed, exit 12, is an ``orders not placed`` alert)."""
     from mlops import alerts
-    from mlops.errors import Terminated, classify
+    from mlops.errors import ORDERS_NOT_PLACED_EXIT_CODE, Terminated, classify
 
     if isinstance(exc, Terminated):
         code, sentence = exc.exit_code, str(exc)
@@ -206,8 +207,11 @@ def _alert_failure(settings: Any, name: str, as_of: date | None, exc: BaseExcept
         code = error.exit_code if error is not None else 1
         sentence = str(error if error is not None else f"{type(exc).__name__}: {exc}")
     day = as_of.isoformat() if as_of else "the latest day"
+    kind = (
+        alerts.ORDERS_NOT_PLACED if code == ORDERS_NOT_PLACED_EXIT_CODE else f"mlops {name} failed"
+    )
     alerts.send(
-        settings, f"mlops {name} failed", f"mlops {name} for {day} ended with exit {code}: "
+        settings, kind, f"mlops {name} for {day} ended with exit {code}: "
         f"{(sentence.strip().splitlines() or [''])[0][:500]}"
     )  # fmt: skip
 

@@ -544,3 +544,57 @@ def test_viewing_can_require_a_sign_in(seeded):
     assert page.status_code == 200 and "MLOps control plane" in page.text
     (row,) = audit_rows(seeded.engine, action="view", outcome="refused")
     assert json.loads(row["details"])["claimed_user"] == "vera"
+
+
+def _table_rows(answer: Any, element: str) -> list[list[str]]:
+    """The cells of the table a section of a :func:`render_page` answer holds."""
+    tree = json.loads(answer.text)["response"][element]["children"]
+    _, body = tree["props"]["children"]
+    return [
+        [td["props"]["children"] for td in tr["props"]["children"]]
+        for tr in body["props"]["children"]
+    ]
+
+
+def test_the_last_twenty_alerts_are_listed_and_a_failures_text_only_for_operators(seeded):
+    from datetime import UTC, datetime, timedelta
+
+    from mlops import alerts
+    from mlops.dashboard import app as dashboard
+    from mlops.db.schema import alerts as alert_rows
+
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    halts = [
+        {
+            "created_at": start + timedelta(seconds=n),
+            "kind": "trading halted",
+            "text": f"halt {n} (by cli:ops)",
+            "delivered": True,
+        }
+        for n in range(21)
+    ]
+    with seeded.engine.begin() as conn:
+        conn.execute(alert_rows.insert(), halts)
+    failure = (
+        "mlops monitor for 2017-06-02 ended with exit 8: The MLflow tracking server at "
+        "http://u:pw-77@mlflow:5000 is not answering"
+    )
+    assert alerts.record(seeded.settings, "mlops monitor failed", failure, False, "HTTP 500")
+    app = create_app(_with_users(seeded))
+    page = render_page(app, app.server.test_client(), user="otto", password=USERS["otto"][1])
+    shown = _table_rows(page, "alerts")
+    assert len(shown) == 20  # the newest 20 of 22, newest first
+    assert shown[0][1:] == [
+        "mlops monitor failed",
+        "no",
+        failure.replace("u:pw-77@", "***@"),
+        "HTTP 500",
+    ]
+    assert [row[1:] for row in shown[1:]] == [
+        ["trading halted", "yes", f"halt {n} (by cli:ops)", ""] for n in range(20, 1, -1)
+    ]
+    # Anonymous: a failure's text (an error sentence) and why it was not delivered hidden.
+    anonymous = dashboard._alerts(data.latest_alerts(seeded.engine), None)
+    first = [td.children for td in anonymous.children[1].children[0].children]
+    hidden = dashboard.HIDDEN_ERROR
+    assert first[1:] == ["mlops monitor failed", "no", hidden, hidden]

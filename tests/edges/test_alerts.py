@@ -1,13 +1,15 @@
 """Alerts (``ALERT_WEBHOOK_URL``): a Slack-compatible POST that never fails the stage.
 
 A local receiver takes them, answers 500, or hangs; the secret path of the URL never
-reaches the output.
+reaches the output. Every alert sent or attempted is a row of ``alerts`` (the dashboard
+lists them: tests/dashboard/test_server.py).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from datetime import date
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,7 +17,9 @@ import pytest
 
 from conftest import run_in_process
 from mlops import alerts
-from trading.helpers import make_ctx
+from mlops.db.schema import alerts as alert_rows
+from mlops.runs import alert_failure
+from trading.helpers import make_ctx, rows
 
 SECRET_PATH = "/services/T0000/B0000/XXsecretXXtoken"
 
@@ -104,7 +108,7 @@ def alert_env(subprocess_env, tmp_path, receiver: Receiver) -> dict[str, str]:
 def test_a_failed_stage_and_a_halt_reach_the_webhook(
     make_settings, tmp_path, subprocess_env, receiver
 ):
-    make_ctx(make_settings, tmp_path)  # a migrated database, no dataset
+    ctx = make_ctx(make_settings, tmp_path)  # a migrated database, no dataset
     env = alert_env(subprocess_env, tmp_path, receiver)
     failed = run_in_process(env, "trade", "--as-of", "2017-06-01")
     assert failed.returncode == 3
@@ -118,13 +122,16 @@ def test_a_failed_stage_and_a_halt_reach_the_webhook(
     assert texts[1].startswith("[mlops] trading halted: Trading is halted: 0 open orders")
     assert texts[1].endswith(": earnings)") and "(by cli:" in texts[1]
     assert receiver.paths == [SECRET_PATH, SECRET_PATH] and len(texts) == 2
+    recorded = [(r["kind"], r["delivered"], r["detail"]) for r in rows(ctx, alert_rows)]
+    assert recorded == [("mlops trade failed", True, None), ("trading halted", True, None)]
+    assert [f"[mlops] {r['kind']}: {r['text']}" for r in rows(ctx, alert_rows)] == texts
 
 
 @pytest.mark.parametrize("receiver", ["500", "hang"], indirect=True)
 def test_a_receiver_that_fails_or_hangs_does_not_fail_the_stage(
     make_settings, tmp_path, subprocess_env, receiver
 ):
-    make_ctx(make_settings, tmp_path)
+    ctx = make_ctx(make_settings, tmp_path)
     env = alert_env(subprocess_env, tmp_path, receiver)
     failed = run_in_process(env, "trade", "--as-of", "2017-06-01")
     assert failed.returncode == 3  # the stage's own exit code, not the alert's
@@ -139,6 +146,36 @@ def test_a_receiver_that_fails_or_hangs_does_not_fail_the_stage(
         assert f"not delivered to http://127.0.0.1:{port}/[redacted] ({why}" in warning
     output = failed.stdout + failed.stderr + halted.stdout + halted.stderr
     assert "XXsecretXXtoken" not in output
+    # Recorded all the same: not delivered, and why (redacted like the log).
+    recorded = [(r["kind"], r["delivered"], r["detail"]) for r in rows(ctx, alert_rows)]
+    assert recorded == [("mlops trade failed", False, why), ("trading halted", False, why)]
+    assert "XXsecretXXtoken" not in str(rows(ctx, alert_rows))
+
+
+@pytest.mark.parametrize("receiver", ["ok"], indirect=True)
+def test_orders_not_placed_is_its_own_alert_and_a_database_down_is_a_warning(
+    make_settings, tmp_path, receiver, caplog
+):
+    from mlops.trading.broker import OrdersNotPlacedError
+
+    ctx = make_ctx(make_settings, tmp_path, ALERT_WEBHOOK_URL=receiver.url)
+    why = OrdersNotPlacedError("1 of 1 orders decided for 2017-06-01 on alpaca were not placed")
+    alert_failure(ctx.settings, "trade", date(2017, 6, 1), why)
+    assert receiver.posts[-1]["text"] == (
+        "[mlops] orders not placed: mlops trade for 2017-06-01 ended with exit 12: 1 of 1 "
+        "orders decided for 2017-06-01 on alpaca were not placed"
+    )
+    assert [(r["kind"], r["delivered"]) for r in rows(ctx, alert_rows)] == [
+        ("orders not placed", True)
+    ]
+    # A database that cannot take the record: the alert is still delivered, and the
+    # record's failure is one warning, not the caller's error.
+    gone = make_settings(
+        tmp_path / "gone", ALERT_WEBHOOK_URL=receiver.url, DATABASE_URL="sqlite:////proc/no/db"
+    )
+    with caplog.at_level("WARNING"):
+        assert alerts.send(gone, "trading halted", "by cli:ops")
+    assert "Alert 'trading halted' not recorded in the database" in caplog.text
 
 
 def test_the_webhook_url_is_checked_and_never_shown(make_settings, tmp_path):

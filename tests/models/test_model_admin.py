@@ -101,8 +101,12 @@ def test_significance_is_required_when_promotion_max_p_value_is_set(registry: Re
 
 
 def test_perform_applies_the_settings_promotion_rule_for_cli_and_dashboard_alike(
-    registry: Registry,
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        model_admin.alerts, "send", lambda _settings, kind, text: sent.append((kind, text))
+    )
     doubtful = registry.register(0.010, 0.012, dm_p_value_naive=0.4)
     strict = registry.settings.model_copy(update={"promotion_max_p_value": 0.05})
     with pytest.raises(ModelError, match=r"not significantly better.*PROMOTION_MAX_P_VALUE 0\.05"):
@@ -116,6 +120,14 @@ def test_perform_applies_the_settings_promotion_rule_for_cli_and_dashboard_alike
         reason="no significance rule", actor=ACTOR,
     )  # fmt: skip
     assert (done.action, registry.alias()) == ("promote", doubtful)
+    # A champion moved by hand is an alert (the refused promotion above was none).
+    assert sent == [
+        (
+            "promotion",
+            f"{registry.name} version {doubtful} is the new champion (promote by {ACTOR}: "
+            "no significance rule)",
+        )
+    ]
     with pytest.raises(ConfigError, match="Unknown model action 'delete'"):
         model_admin.perform(
             registry.client, registry.engine, registry.settings, "delete", registry.name,

@@ -18,8 +18,8 @@ server checks who signs in and calls :func:`mlops.dashboard.actions.perform`.
 
 Every answer carries :data:`mlops.web_safety.FRAME_HEADERS` (no framing by another
 site), and every page or JSON answer has credentials in URIs redacted
-(:func:`mlops.web_safety.redact_credentials`). The stages' error texts are shown only to a
-signed-in operator or admin. With ``DASHBOARD_ANONYMOUS_VIEW=false`` every route but
+(:func:`mlops.web_safety.redact_credentials`). The stages' error texts (and the text of
+an alert about a failure) are shown only to a signed-in operator or admin. With ``DASHBOARD_ANONYMOUS_VIEW=false`` every route but
 ``/healthz`` asks for HTTP basic auth.
 """
 
@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from mlops import alerts
 from mlops.access import Principal
 from mlops.context import Context
 from mlops.contracts import keys, live_figures
@@ -131,6 +132,8 @@ def _layout(enabled: bool) -> Any:
             html.Div(id="audit"),
             html.H2("Recent stage runs"),
             html.Div(id="stage-runs"),
+            html.H2("Alerts"),
+            html.Div(id="alerts"),
             html.H2("Monitoring reports"),
             html.Div(id="reports"),
             dcc.Store(id="refresh", data=0),
@@ -247,6 +250,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("retrains", "children"),
     ("audit", "children"),
     ("stage-runs", "children"),
+    ("alerts", "children"),
     ("reports", "children"),
 )
 
@@ -288,6 +292,7 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
             _stage_runs(figures.runs, viewer),
             ["stage", "run_date", "started_at", "finished_at", "status", "error"],
         ),
+        _alerts(data.latest_alerts(ctx.engine), viewer),
         _report_links(ctx),
     )
 
@@ -305,6 +310,28 @@ def _stage_runs(runs: pd.DataFrame, viewer: Principal | None) -> pd.DataFrame:
     else:
         shown["error"] = shown["error"].where(shown["error"].isna(), HIDDEN_ERROR)
     return shown
+
+
+def _alerts(found: pd.DataFrame, viewer: Principal | None) -> Any:
+    """The last alerts sent or attempted: a failure's text (a command's error sentence) and
+    why one was not delivered only for operators and admins, as the stage runs' errors."""
+    from dash import html
+
+    if found.empty:
+        return html.P("No alert sent yet (alerts need ALERT_WEBHOOK_URL).")
+    shown = found.copy()
+    shown["delivered"] = shown["delivered"].map(lambda taken: "yes" if taken else "no")
+    sees = viewer is not None and viewer.sees_errors
+    secret = shown["kind"].map(alerts.is_failure)
+    shown["text"] = [
+        (redact_credentials(text) if sees else HIDDEN_ERROR) if hidden else text
+        for text, hidden in zip(shown["text"], secret, strict=True)
+    ]
+    detail = shown["detail"].notna()
+    shown.loc[detail, "detail"] = (
+        shown.loc[detail, "detail"].map(redact_credentials) if sees else HIDDEN_ERROR
+    )
+    return table(shown, ["created_at", "kind", "delivered", "text", "detail"], "alerts")
 
 
 def _registry(

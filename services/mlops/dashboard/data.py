@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from mlops.contracts import live_figures
 from mlops.contracts.keys import walkforward_output_keys
 from mlops.db.schema import (
+    alerts,
     backtest_runs,
     equity_snapshots,
     model_actions,
@@ -86,6 +87,13 @@ def load_figures(engine: Engine, broker: str | None = None) -> Figures:
         metrics["metric_date"] = pd.to_datetime(metrics["metric_date"])
         metrics["model_version"] = metrics["model_version"].astype(str)
     return Figures(metrics, equity, backtests, runs, retrains, actions)
+
+
+def latest_alerts(engine: Engine, limit: int = 20) -> pd.DataFrame:
+    """The newest alerts sent or attempted (mlops.alerts), newest first."""
+    query = select(alerts).order_by(alerts.c.created_at.desc(), alerts.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        return pd.read_sql(query, conn)
 
 
 def series_label(model_name: str, model_version: str) -> str:
