@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import date
 from collections.abc import Iterator
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest

@@ -19,8 +19,8 @@ server checks who signs in and calls :func:`mlops.dashboard.actions.perform`.
 Every answer carries :data:`mlops.web_safety.FRAME_HEADERS` (no framing by another
 site), and every page or JSON answer has credentials in URIs redacted
 (:func:`mlops.web_safety.redact_credentials`). The stages' error texts (and the text of
-an alert about a failure) are shown only to a signed-in operator or admin. With ``DASHBOARD_ANONYMOUS_VIEW=false`` every route but
-``/healthz`` asks for HTTP basic auth.
+an alert about a failure) are shown only to a signed-in operator or admin. With
+``DASHBOARD_ANONYMOUS_VIEW=false`` every route but ``/healthz`` asks for HTTP basic auth.
 """
 
 from __future__ import annotations
