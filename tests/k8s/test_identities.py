@@ -153,6 +153,7 @@ def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() 
         "MLFLOW_DASHBOARD_PASSWORD",
         "DASHBOARD_USERS",
         "DASHBOARD_TOKEN",
+        "ALERT_WEBHOOK_URL",  # a halt, a resume or a promotion from the page alerts
     }
     # The role reads everything and writes the audit of its actions, the kill switch and
     # the alerts these send; the MinIO policy reads reports; the MLflow user edits the

@@ -272,10 +272,10 @@ def test_daily_cronjob_runs_the_orchestrator_after_the_close_on_weekdays() -> No
     assert c["args"] == ["daily", "--catch-up"]
     assert c["image"].startswith("mlops-orchestrator:")
     labels = pod_template(daily)["metadata"]["labels"]
-    # It reads the retrain requests from Postgres and talks to the Kubernetes API; it needs
-    # neither the store nor MLflow.
+    # It reads the retrain requests from Postgres and talks to the Kubernetes API (and
+    # sends an alert when the day fails); it needs neither the store nor MLflow.
     clients = {k for k in labels if k.endswith("-client")}
-    assert clients == {"mlops/postgres-client", "mlops/kube-api-client"}
+    assert clients == {"mlops/postgres-client", "mlops/kube-api-client", "mlops/alert-client"}
 
 
 def test_weekly_training_cronjob_runs_the_train_job_template() -> None:

@@ -27,17 +27,17 @@ EGRESS = {
     "mlops-mlflow-users": {DNS, "mlflow"},
     "mlops-migrate": {DNS, "postgres"},
     "mlops-data-prep": {DNS, "postgres", "minio", INTERNET},
-    "mlops-train": {DNS, "postgres", "minio", "mlflow"},
-    "mlops-train-weekly": {DNS, "postgres", "minio", "mlflow"},
+    "mlops-train": {DNS, "postgres", "minio", "mlflow", INTERNET},
+    "mlops-train-weekly": {DNS, "postgres", "minio", "mlflow", INTERNET},
     "mlops-walk-forward-plan": {DNS, "postgres", "minio", "mlflow"},
     "mlops-walk-forward": {DNS, "postgres", "minio", "mlflow"},
     "mlops-walk-forward-finalize": {DNS, "postgres", "minio", "mlflow"},
-    "mlops-batch-infer": {DNS, "postgres", "minio", "mlflow"},
+    "mlops-batch-infer": {DNS, "postgres", "minio", "mlflow", INTERNET},
     "mlops-trade": {DNS, "postgres", "minio", INTERNET},
-    "mlops-monitor": {DNS, "postgres", "minio", "mlflow"},
-    "mlops-daily": {DNS, "postgres", API},
+    "mlops-monitor": {DNS, "postgres", "minio", "mlflow", INTERNET},
+    "mlops-daily": {DNS, "postgres", API, INTERNET},
     "mlops-serve": {DNS, "mlflow"},
-    "mlops-dashboard": {DNS, "postgres", "minio", "mlflow", API},
+    "mlops-dashboard": {DNS, "postgres", "minio", "mlflow", API, INTERNET},
     "mlops-backup": {DNS, "postgres", "minio"},
 }
 PORTS = {"postgres": 5432, "minio": 9000, "mlflow": 5000}
@@ -115,12 +115,38 @@ def test_each_pod_reaches_exactly_what_it_needs(item: Doc) -> None:
 
 
 def test_the_external_apis_are_for_data_prep_and_trade_only() -> None:
-    reach = {
+    """The internet: the external APIs for data prep and trade; the alert webhook for the
+    pods that send alerts (each reads ALERT_WEBHOOK_URL), and for no one else."""
+
+    def reach(label: str) -> set[str]:
+        return {
+            w.name
+            for w in workloads()
+            if pod_template(w)["metadata"]["labels"].get(label) == "true"
+            and INTERNET in _destinations({label: "true"})
+        }
+
+    assert reach("mlops/external-api-client") == {"mlops-data-prep", "mlops-trade"}
+    alerting = {
+        w.name
+        for w in workloads()
+        if any(
+            e["name"] == "ALERT_WEBHOOK_URL"
+            for c in pod_template(w)["spec"]["containers"]
+            for e in c.get("env", [])
+        )
+    }
+    assert reach("mlops/alert-client") == alerting
+    assert alerting == {
+        "mlops-data-prep", "mlops-train", "mlops-train-weekly", "mlops-batch-infer",
+        "mlops-trade", "mlops-monitor", "mlops-daily", "mlops-dashboard",
+    }  # fmt: skip
+    anywhere = {
         w.name
         for w in workloads()
         if INTERNET in _destinations(pod_template(w)["metadata"]["labels"])
     }
-    assert reach == {"mlops-data-prep", "mlops-trade"}
+    assert anywhere == alerting | reach("mlops/external-api-client")
 
 
 @pytest.mark.parametrize("app", sorted(PORTS))
