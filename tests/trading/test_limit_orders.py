@@ -32,9 +32,11 @@ FLAT = {"AAPL": 0.0, "COKE": 0.0, "GOOGL": 0.0, "TSLA": 0.0, "YHOO": 0.0}
 
 @pytest.fixture(scope="module")
 def year() -> tuple[pd.DataFrame, pd.Series]:
-    """2017's bars and forecasts within about +-1 % of the close (a candidate most days)."""
+    """Half a year's bars (2017-01 to 06) and forecasts within about +-1 % of the close (a
+    candidate most days)."""
     sample = load_sample()
-    bars = sample[sample["date"].dt.year == 2017].sort_values(["symbol", "date"])
+    half = (sample["date"].dt.year == 2017) & (sample["date"].dt.month <= 6)
+    bars = sample[half].sort_values(["symbol", "date"])
     bars = bars.reset_index(drop=True)
     rng = np.random.default_rng(17)
     return bars, bars["close"] * (1 + rng.normal(0, 0.008, len(bars)))
@@ -133,16 +135,21 @@ def test_paper_broker_fills_a_limit_only_where_the_session_reaches_it(
 
 
 def test_opg_limit_fills_at_the_open_or_not_at_all(make_settings, tmp_path):
-    ctx = make_ctx(
-        make_settings, tmp_path,
-        TRADE_ORDER_TYPE="limit", TRADE_LIMIT_BUFFER_BPS="0", TRADE_TIME_IN_FORCE="opg",
-    )  # fmt: skip
-    predict(ctx, DAY2, {**FLAT, "GOOGL": 0.02})  # 06-05: low 995.45 reaches 996.12, open not
-    trade.run(ctx, as_of=DAY2)
-    predict(ctx, DAY3, FLAT)
-    trade.run(ctx, as_of=DAY3)
-    ((status, error),) = [(r["status"], r["error"]) for r in rows(ctx, orders)]
-    assert status == "expired" and "buy limit 996.12 not reached at the open (997.89; opg)" in error
+    """TRADE_TIME_IN_FORCE=opg makes the paper broker's limit a limit-on-open: the buy the
+    day order filled at its limit on 2017-06-05 (above) expires, its open being above."""
+    from mlops.trading.brokers import make_broker
+    from mlops.trading.paper import PaperBroker
+
+    opg = make_settings(tmp_path, TRADE_ORDER_TYPE="limit", TRADE_TIME_IN_FORCE="opg")
+    broker = make_broker(opg, None)  # type: ignore[arg-type]
+    assert isinstance(broker, PaperBroker) and broker.opening_only
+    row = {"symbol": "GOOGL", "side": "buy", "limit_price": 996.12, "quantity": 10.0}
+    bar = pd.DataFrame({"open": [997.89], "high": [1007.4], "low": [995.45]})  # 2017-06-05
+    missed = broker._session(row, bar, DAY3)
+    assert (missed.status, missed.error) == (
+        "expired",
+        "buy limit 996.12 not reached at the open (997.89; opg) on 2017-06-05: day order expired",
+    )
 
 
 def test_alpaca_gets_a_limit_order_and_the_bar_decides_its_fill(make_settings, tmp_path, caplog):
