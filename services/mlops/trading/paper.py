@@ -4,7 +4,8 @@ Orders are market orders good for one day: an order decided after day D's close 
 the open of the next trading day in the data, or expires when its symbol has no bar that
 day (a delisted symbol, for example). Cash and positions are derived from the fills, as
 of any day (so a past day's snapshot shows that day's holdings). It has one account,
-``paper``, and no clock of its own: the day being replayed is its "now".
+``paper``, with one book per strategy (each starts with ``PAPER_INITIAL_CASH``), and no
+clock of its own: the day being replayed is its "now".
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from mlops import market_calendar
-from mlops.db.schema import orders
+from mlops.db.schema import DEFAULT_STRATEGY, orders
 from mlops.trading import book
 from mlops.trading.broker import (
     Account,
@@ -37,9 +38,12 @@ ACCOUNT = "paper"
 class PaperBroker:
     name = NAME
 
-    def __init__(self, engine: Engine, initial_cash: float) -> None:
+    def __init__(
+        self, engine: Engine, initial_cash: float, *, strategy: str = DEFAULT_STRATEGY
+    ) -> None:
         self.engine = engine
         self.initial_cash = initial_cash
+        self.strategy = strategy
 
     def account_id(self) -> str:
         return ACCOUNT
@@ -54,6 +58,7 @@ class PaperBroker:
         ).where(
             orders.c.broker == NAME,
             orders.c.account == ACCOUNT,
+            orders.c.strategy == self.strategy,
             orders.c.status == OrderState.FILLED,
         )
         if day is not None:
@@ -93,7 +98,7 @@ class PaperBroker:
                 update=book.as_update(row),
                 submitted_at=row["submitted_at"],
             )
-            for row in book.account_orders(self.engine, NAME, ACCOUNT)
+            for row in book.account_orders(self.engine, NAME, ACCOUNT, self.strategy)
             if row["status"] not in (OrderState.PLANNED, OrderState.UNPLACED)
         ]
 
@@ -113,7 +118,7 @@ class PaperBroker:
         """Fill or expire accepted orders decided before ``day``; returns how many changed."""
         pending = [
             row
-            for row in book.open_orders(self.engine, NAME, ACCOUNT)
+            for row in book.open_orders(self.engine, NAME, ACCOUNT, self.strategy)
             if row["decision_date"] < day
         ]
         if not pending:

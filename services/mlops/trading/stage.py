@@ -16,9 +16,14 @@ nothing can be bought that day.
 A direction classifier as the trading model is traded on its probability of a rise
 against ``TRADE_PROBABILITY_THRESHOLD`` (:mod:`mlops.trading.strategy`), said the same way.
 
-Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
-a client order id unique to the broker account, so the same day twice places nothing
-twice. When an order the strategy decided could not be placed (refused, or not confirmed
+One strategy per run (:mod:`mlops.contracts.strategies`; without a strategies file, the
+default one, with the settings as they are): its model, rule, thresholds, risk limits and
+broker account are its settings', and its decisions, orders, snapshots and kill switch are
+its own, so two strategies trade the same day, also at the same time.
+
+Reruns are safe: decisions are unique per (day, symbol, broker, account, strategy) and
+orders carry a client order id unique to the strategy's broker account, so the same day
+twice places nothing twice. When an order the strategy decided could not be placed (refused, or not confirmed
 after the retries) the stage says so per order and ends with exit code 12
 (:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording everything.
 """
@@ -26,7 +31,7 @@ after the retries) the stage says so per order and ends with exit code 12
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import pandas as pd
@@ -37,6 +42,7 @@ from mlops.context import Context
 from mlops.contracts import datasets
 from mlops.contracts.columns import PROBABILITY
 from mlops.contracts.predictions import CHAMPION_ROLE
+from mlops.contracts.strategies import DEFAULT_STRATEGY, Strategy, default_strategy
 from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
@@ -79,6 +85,7 @@ class TradeResult:
     model_version: str | None
     decisions: dict[str, str]
     account: str = ""
+    strategy: str = DEFAULT_STRATEGY
     # Sent by this run and taken by the broker; the day's orders the broker refused or
     # that could not be placed; those not confirmed yet (the next run retries them).
     orders_placed: list[str] = field(default_factory=list)
@@ -168,28 +175,34 @@ def run(
     *,
     allow_older_dataset: bool = False,
     missed_day: bool = False,
+    strategy: Strategy | None = None,
 ) -> TradeResult:
-    """Trade the day ``as_of`` (default: the latest day in the data); see the module.
+    """Trade the day ``as_of`` (default: the latest day in the data) with ``strategy``
+    (default: the settings as they are, the default strategy); see the module.
 
     Never from an older dataset than the day asked for, unless ``allow_older_dataset``.
     A ``missed_day`` (a catch-up's past session) that the broker's clock calls stale is
     not traded: the result says why, and the run succeeds (orders of it still waiting
     to be sent are an error as on any day).
     """
+    strategy = strategy or default_strategy(ctx.settings)
+    ctx = replace(ctx, settings=strategy.settings)
     if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to trade")):
-        return TradeResult(as_of, ctx.settings.broker, None, {}, market_closed=closed)
+        return TradeResult(
+            as_of, ctx.settings.broker, None, {}, strategy=strategy.name, market_closed=closed
+        )
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
-    broker = make_broker(ctx.settings, ctx.engine)
+    broker = make_broker(ctx.settings, ctx.engine, strategy.name)
     account_id = broker.account_id()
     checked = reconcile(ctx.engine, broker, account_id, ctx.settings)
-    already = book.decided(ctx.engine, day, broker.name, account_id)
+    already = book.decided(ctx.engine, day, broker.name, account_id, broker.strategy)
     stale = _refuse_stale(ctx.engine, broker, account_id, day, bool(already), missed_day)
     if stale and missed_day and not already:
         return _missed(broker, account_id, day, stale, checked)
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
-    halted = _halted(ctx)
+    halted = _halted(ctx, broker.strategy)
     canceled = _stop_if_halted(ctx, broker, account_id, halted)
     if checked.not_traded and ctx.settings.reconcile_strict and not halted:
         raise ReconciliationError(f"{checked.sentence()}; {STRICT_STOP}", result=checked)
@@ -206,8 +219,9 @@ def run(
         day=day,
         broker=broker.name,
         account=account_id,
+        strategy=broker.strategy,
         model_version=model_version,
-        decisions=book.decided(ctx.engine, day, broker.name, account_id),
+        decisions=book.decided(ctx.engine, day, broker.name, account_id, broker.strategy),
         orders_placed=placed,
         orders_settled=settled,
         rerun=bool(already),
@@ -261,7 +275,7 @@ def _refuse_stale(
     stale = _stale(broker, day)
     planned = [
         r
-        for r in book.day_orders(engine, day, broker.name, account_id)
+        for r in book.day_orders(engine, day, broker.name, account_id, broker.strategy)
         if r["status"] == OrderState.PLANNED
     ]
     if stale and (not decided or planned) and not (missed and not decided):
@@ -278,6 +292,7 @@ def _missed(
         day=day,
         broker=broker.name,
         account=account_id,
+        strategy=broker.strategy,
         model_version=None,
         decisions={},
         not_traded=f"{stale}: a missed day, not traded",
@@ -300,11 +315,11 @@ def _stale(broker: Broker, day: date) -> str | None:
     )
 
 
-def _halted(ctx: Context) -> str | None:
+def _halted(ctx: Context, strategy: str) -> str | None:
     if ctx.settings.trading_halted:
         why = "TRADING_HALTED is true"
     else:
-        halted, reason = book.halt_state(ctx.engine)
+        halted, reason = book.halt_state(ctx.engine, strategy)
         if not halted:
             return None
         why = f"`mlops trading halt`: {reason}" if reason else "`mlops trading halt`"
@@ -346,7 +361,7 @@ def _decide(
     """
     settings = ctx.settings
     account = broker.account(day)
-    owned = book.owned_positions(ctx.engine, broker.name, account_id)
+    owned = book.owned_positions(ctx.engine, broker.name, account_id, broker.strategy)
     if settings.trade_manage_all_positions:
         positions = dict(account.positions)
     else:
@@ -365,7 +380,7 @@ def _decide(
     prices = {s.symbol: s.last_close for s in signals}
     closes = last_closes(bars, day)
     held = _held_value(account, closes)
-    previous = book.previous_snapshot(ctx.engine, day, broker.name, account_id)
+    previous = book.previous_snapshot(ctx.engine, day, broker.name, account_id, broker.strategy)
     portfolio = Portfolio(
         cash=account.cash,
         equity=account.equity if account.equity is not None else account.cash + held,
@@ -376,7 +391,7 @@ def _decide(
     limited = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
     _say_risk_cuts(decisions, limited)
     limited += _not_traded(signals, account.positions, checked)
-    _record(ctx.engine, day, broker.name, account_id, model_version, signals, limited)
+    _record(ctx.engine, day, broker, account_id, model_version, signals, limited)
 
 
 def _not_traded(
@@ -428,7 +443,7 @@ def _held_value(account: Account, closes: dict[str, float]) -> float:
 def _record(
     engine: Engine,
     day: date,
-    broker: str,
+    broker: Broker,
     account: str,
     model_version: str | None,
     signals: list[strategy.Signal],
@@ -449,8 +464,9 @@ def _record(
                 "predicted_close": signal.predicted_close if signal else None,
                 "last_close": signal.last_close if signal else None,
                 "model_version": model_version,
-                "broker": broker,
+                "broker": broker.name,
                 "account": account,
+                "strategy": broker.strategy,
                 "reason": d.reason,
                 "created_at": now,
             }
@@ -458,13 +474,16 @@ def _record(
         if d.action in (strategy.Action.BUY, strategy.Action.SELL):
             order_rows.append(
                 {
-                    "client_order_id": client_order_id(broker, account, day, d.symbol, d.action),
+                    "client_order_id": client_order_id(
+                        broker.name, account, day, d.symbol, d.action, strategy=broker.strategy
+                    ),
                     "decision_date": day,
                     "symbol": d.symbol,
                     "side": d.action,
                     "quantity": d.quantity,
-                    "broker": broker,
+                    "broker": broker.name,
                     "account": account,
+                    "strategy": broker.strategy,
                     "status": OrderState.PLANNED,
                     "attempts": 0,
                     "submitted_at": now,
@@ -475,13 +494,14 @@ def _record(
 
 def _submit_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> list[str]:
     """Send the day's orders the broker has not confirmed; the ids it took now."""
-    return execution.send(engine, broker, book.day_orders(engine, day, broker.name, account_id))
+    planned = book.day_orders(engine, day, broker.name, account_id, broker.strategy)
+    return execution.send(engine, broker, planned)
 
 
 def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> int:
     """Earlier days' orders never confirmed: what the broker has, else ``unplaced``."""
     closed = 0
-    for row in book.planned_before(engine, day, broker.name, account_id):
+    for row in book.planned_before(engine, day, broker.name, account_id, broker.strategy):
         found = broker.lookup(row["client_order_id"]) if row["attempts"] > 0 else None
         if found is None:
             found = OrderUpdate(
@@ -494,7 +514,9 @@ def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: dat
 
 def _outcomes(engine: Engine, result: TradeResult) -> None:
     """The day's orders as they stand, one log line each, sorted into the result's lists."""
-    for row in book.day_orders(engine, result.day, result.broker, result.account):
+    for row in book.day_orders(
+        engine, result.day, result.broker, result.account, result.strategy
+    ):
         outcome = OrderOutcome(
             client_order_id=row["client_order_id"],
             symbol=row["symbol"],
@@ -535,9 +557,9 @@ def _not_placed_sentence(result: TradeResult) -> str:
 def _snapshot(
     ctx: Context, broker: Broker, result: TradeResult, bars: pd.DataFrame, stale: str | None
 ) -> None:
-    """The day's equity against buy-and-hold, kept once per (day, broker account)."""
-    day, account_id = result.day, result.account
-    kept = book.snapshot(ctx.engine, day, broker.name, account_id)
+    """The day's equity against buy-and-hold, kept once per (day, broker account, strategy)."""
+    day, account_id, strategy = result.day, result.account, result.strategy
+    kept = book.snapshot(ctx.engine, day, broker.name, account_id, strategy)
     if kept is None and stale:
         result.snapshot = "skipped: the broker's account is not as of this day"
         return
@@ -546,7 +568,7 @@ def _snapshot(
         closes = last_closes(bars, day)
         held = _held_value(account, closes)
         equity = account.equity if account.equity is not None else account.cash + held
-        first = book.first_snapshot(ctx.engine, broker.name, account_id)
+        first = book.first_snapshot(ctx.engine, broker.name, account_id, strategy)
         start, start_equity = day, equity
         if first is not None and first["snapshot_date"] < day:
             start, start_equity = first["snapshot_date"], float(first["equity"])
@@ -554,6 +576,7 @@ def _snapshot(
             "snapshot_date": day,
             "broker": broker.name,
             "account": account_id,
+            "strategy": strategy,
             "cash": float(account.cash),
             "positions_value": equity - float(account.cash),
             "equity": equity,
@@ -563,7 +586,7 @@ def _snapshot(
             "created_at": utcnow(),
         }
         book.keep_snapshot(ctx.engine, row)
-        kept = book.snapshot(ctx.engine, day, broker.name, account_id)
+        kept = book.snapshot(ctx.engine, day, broker.name, account_id, strategy)
         result.snapshot = "new"
     else:
         result.snapshot = "kept"
