@@ -744,6 +744,7 @@ def daily_cmd(
     """Run the day's stages as Kubernetes Jobs in order, then train if the retrain rule says so."""
     from mlops import log
     from mlops.context import database_engine
+    from mlops.contracts import strategies
     from mlops.db.migrate import require_current
     from mlops.orchestration import market_today, record_scheduled_training, run_catch_up
     from mlops.pipeline import missed_sessions, plan_retraining
@@ -752,6 +753,8 @@ def daily_cmd(
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     log.bind(stage="daily")
+    # One trade Job per strategy of the file (checked before any Job is made); none: one.
+    specs = strategies.load(settings) if settings.strategies_file else None
     engine = database_engine(settings)
     require_current(engine)
     day = parse_date(as_of) or market_today()
@@ -771,6 +774,7 @@ def daily_cmd(
         poll_seconds=poll_seconds,
         retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
         on_training=lambda job, reason: record_scheduled_training(engine, job, reason),
+        strategies=specs,
     )
     typer.echo(json.dumps([asdict(r) for r in runs], indent=2))
 

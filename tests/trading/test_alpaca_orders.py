@@ -104,6 +104,7 @@ def test_p1_client_order_ids_are_unique_per_broker_account(make_settings, tmp_pa
     ids = {r["broker"]: r["client_order_id"] for r in rows(ctx, orders)}
     assert set(ids) == {"paper", "alpaca"} and ids["paper"] != ids["alpaca"]
     assert result.orders_placed == [ids["alpaca"]]
+
     # Another Alpaca account, or another strategy, gets other ids for the same decision;
     # the default strategy's are those from before strategies existed.
     def cid(account: str, strategy: str = "default") -> str:

@@ -35,14 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops.db.schema import DEFAULT_STRATEGY
 from mlops.errors import ConfigError
 from mlops.settings import Settings, load_settings_from
 
-__all__ = ["DEFAULT_STRATEGY", "Strategy", "StrategySpec", "load", "select", "default_strategy"]
+__all__ = ["DEFAULT_STRATEGY", "Strategy", "StrategySpec", "default_strategy", "load", "select"]
 
 # A strategy's name: in client order ids, Job and lease names, labels (a DNS label that
 # starts with a letter, so it never reads as a date).
@@ -121,9 +120,12 @@ class StrategySpec(BaseModel):
 
     @model_validator(mode="after")
     def _secret_needs_a_folder(self) -> StrategySpec:
-        if self.secret is not None and self.credentials is None:
+        if self.secret is not None and (
+            self.credentials is None or not self.credentials.is_absolute()
+        ):
             raise ValueError(
-                f"secret {self.secret} needs credentials: the folder it is mounted at"
+                f"secret {self.secret} needs credentials: the absolute folder its trade Job "
+                "mounts it at"
             )
         return self
 

@@ -42,6 +42,7 @@ from mlops.dashboard.registry import COLUMNS, Registry, read_registry
 from mlops.dashboard.tables import STYLE, six, table
 from mlops.errors import MlopsError
 from mlops.store import StoreError
+from mlops.trading import leaderboard, performance
 from mlops.web_safety import forbid_framing, redact_credentials
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ def _layout(enabled: bool) -> Any:
             dcc.Graph(id="trigger-chart"),
             html.H2("Equity"),
             html.Div(id="equity-charts"),
+            html.H2("Leaderboard"),
+            html.Div(id="leaderboard"),
             html.H2("Backtests"),
             html.Div(id="backtests"),
             *walkforward.layout(),
@@ -243,6 +246,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("drift-chart", "figure"),
     ("trigger-chart", "figure"),
     ("equity-charts", "children"),
+    ("leaderboard", "children"),
     ("backtests", "children"),
     ("retrains", "children"),
     ("audit", "children"),
@@ -278,6 +282,7 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
         charts.drift(data.drift(figures.metrics)),
         charts.triggers(data.trigger_counts(figures.metrics)),
         equity or html.P("No equity snapshots yet: run mlops trade."),
+        _leaderboard(ctx),
         _backtests(figures.backtests),
         table(figures.retrains, ["requested_date", "model_version", "status", "reason"]),
         table(
@@ -289,6 +294,29 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
             ["stage", "run_date", "started_at", "finished_at", "status", "error"],
         ),
         _report_links(ctx),
+    )
+
+
+def _leaderboard(ctx: Context) -> Any:
+    """Every strategy's standing (:mod:`mlops.trading.leaderboard`, as the command shows it)."""
+    from dash import html
+
+    board = leaderboard.compute(ctx.engine)
+    if not board:
+        return html.P("No equity snapshots yet: run mlops trade.")
+    titles = [title for _, title, _ in leaderboard.COLUMNS]
+    shown = table(pd.DataFrame([leaderboard.cells(row) for row in board]), titles, "leaderboard")
+    if min(row.sessions for row in board) >= performance.SHORT_WINDOW:
+        return shown
+    return html.Div(
+        [
+            shown,
+            html.P(
+                f"Sharpe ratios over fewer than {performance.SHORT_WINDOW} sessions are "
+                "unreliable; slippage is each fill against its decision's close (positive: "
+                "worse)."
+            ),
+        ]
     )
 
 
@@ -574,8 +602,14 @@ def _routes(server: Any, ctx: Context, gate: Gate) -> None:
 
     @server.get("/api/equity")
     def api_equity() -> Any:
-        broker = request.args.get("broker") or None
-        return jsonify(data.records(data.load_figures(ctx.engine, broker).equity))
+        """Equity snapshots, of one ``broker``, ``account`` or ``strategy`` when given."""
+        chosen = {k: request.args.get(k) or None for k in ("broker", "account", "strategy")}
+        return jsonify(data.records(data.load_figures(ctx.engine, **chosen).equity))
+
+    @server.get("/api/leaderboard")
+    def api_leaderboard() -> Any:
+        board = leaderboard.compute(ctx.engine)
+        return jsonify(json.loads(json.dumps([asdict(r) for r in board], default=str)))
 
     @server.get("/backtests/<run_key>/chart")
     def backtest_chart(run_key: str) -> Any:

@@ -35,9 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _mine(table: Any, broker: str, account: str, strategy: str) -> Any:
-    return and_(
-        table.c.broker == broker, table.c.account == account, table.c.strategy == strategy
-    )
+    return and_(table.c.broker == broker, table.c.account == account, table.c.strategy == strategy)
 
 
 def decided(engine: Engine, day: date, broker: str, account: str, strategy: str) -> dict[str, str]:

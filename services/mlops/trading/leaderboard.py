@@ -113,7 +113,9 @@ def _standing(key: Any, curve: pd.DataFrame, fills: pd.DataFrame) -> Standing:
     bench_return = None if bench_value is None or start <= 0 else bench_value / start - 1
     total = float(measured["total_return"] or 0.0)
     mine = fills[
-        (fills["strategy"] == strategy) & (fills["broker"] == broker) & (fills["account"] == account)
+        (fills["strategy"] == strategy)
+        & (fills["broker"] == broker)
+        & (fills["account"] == account)
     ]
     slips = slippage_bps(mine)
     return Standing(

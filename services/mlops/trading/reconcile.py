@@ -5,9 +5,10 @@ and alone as ``mlops trading reconcile``:
 
 1. **Adopt.** The broker's orders are listed (open and closed). Those this strategy
    placed on this account (the client order id's prefix, with the strategy's token, its
-   digest computed again) that the book lacks are written into it with what the broker says (status, fills), each with
-   a decision row for its day: a fresh or restored database against an account it
-   traded knows its positions and decided days again, so nothing is bought twice.
+   digest computed again) that the book lacks are written into it with what the broker
+   says (status, fills), each with a decision row for its day: a fresh or restored
+   database against an account it traded knows its positions and decided days again, so
+   nothing is bought twice.
    Orders the book has are brought up to date from the same listing.
 2. **Differences**, each one sentence (a warning, and an entry in the result):
    a position whose quantity this system's fills do not add up to; an open order this

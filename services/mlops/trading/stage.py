@@ -23,9 +23,10 @@ its own, so two strategies trade the same day, also at the same time.
 
 Reruns are safe: decisions are unique per (day, symbol, broker, account, strategy) and
 orders carry a client order id unique to the strategy's broker account, so the same day
-twice places nothing twice. When an order the strategy decided could not be placed (refused, or not confirmed
-after the retries) the stage says so per order and ends with exit code 12
-(:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording everything.
+twice places nothing twice. When an order the strategy decided could not be placed
+(refused, or not confirmed after the retries) the stage says so per order and ends with
+exit code 12 (:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording
+everything.
 """
 
 from __future__ import annotations
@@ -514,9 +515,7 @@ def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: dat
 
 def _outcomes(engine: Engine, result: TradeResult) -> None:
     """The day's orders as they stand, one log line each, sorted into the result's lists."""
-    for row in book.day_orders(
-        engine, result.day, result.broker, result.account, result.strategy
-    ):
+    for row in book.day_orders(engine, result.day, result.broker, result.account, result.strategy):
         outcome = OrderOutcome(
             client_order_id=row["client_order_id"],
             symbol=row["symbol"],
