@@ -68,7 +68,7 @@ def test_two_strategies_trade_the_same_day_at_once_each_on_its_own_account(
         env = alpaca_env(fake, STRATEGIES_FILE=str(path))
         ctx = make_ctx(make_settings, tmp_path, **env)
         predict(ctx, DAY1, BUY_COKE)
-        red, blue = strategies.select(ctx.settings)
+        red = strategies.select(ctx.settings, "red")[0]
 
         # Red's run holds its lease and waits at the broker while blue's whole run goes.
         red_account.fail("GET", "/v2/account", "hold")
@@ -176,9 +176,9 @@ def test_an_unknown_strategy_or_a_bad_file_is_one_sentence_and_exit_2(
         )
     assert count(make_ctx(make_settings, tmp_path), stage_runs) == 0
 
-    def refused(listed: list[dict] | str) -> str:
+    def refused(listed: list[dict]) -> str:
         bad = tmp_path / "bad.yaml"
-        bad.write_text(listed if isinstance(listed, str) else yaml.safe_dump({"strategies": listed}))
+        bad.write_text(yaml.safe_dump({"strategies": listed}))
         settings = make_settings(tmp_path, STRATEGIES_FILE=str(bad))
         with pytest.raises(ConfigError) as raised:
             strategies.select(settings)
