@@ -171,8 +171,7 @@ def test_an_unknown_strategy_or_a_bad_file_is_one_sentence_and_exit_2(
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line == (
-            f"error: There is no strategy 'nope' in STRATEGIES_FILE {path}; the strategies "
-            "are red."
+            f"error: There is no strategy 'nope' in STRATEGIES_FILE {path}; the strategies are red."
         )
     assert count(make_ctx(make_settings, tmp_path), stage_runs) == 0
 
@@ -199,8 +198,7 @@ def test_an_unknown_strategy_or_a_bad_file_is_one_sentence_and_exit_2(
         "the name red is given to two strategies."
     )
     assert refused([{"name": "red", "credentials": str(tmp_path / "none")}]) == (
-        f"Strategy red: its credentials file {tmp_path / 'none' / 'ALPACA_API_KEY'} does not "
-        "exist."
+        f"Strategy red: its credentials file {tmp_path / 'none' / 'ALPACA_API_KEY'} does not exist."
     )
     assert refused([{"name": "red", "settings": {"TRADE_THRESHOLD": 2}}]).startswith(
         "Strategy red: Setting TRADE_THRESHOLD is invalid: Input should be less than 1"
