@@ -67,7 +67,8 @@ def compute(engine: Engine) -> list[Standing]:
         for key, curve in snapshots.groupby(KEY, sort=True)
         if not curve.empty
     ]
-    rows.sort(key=lambda r: (-r.total_return, r.strategy, r.broker, r.account))
+    # Returns equal to 1e-10 (the same figures of two books) rank by name.
+    rows.sort(key=lambda r: (-round(r.total_return, 10), r.strategy, r.broker, r.account))
     for rank, row in enumerate(rows, start=1):
         row.rank = rank
     return rows
