@@ -347,7 +347,7 @@ def trading_status_cmd(strategy: StrategyName = None) -> None:
 
     ctx = _context()
     if strategy is not None:
-        strategies.select(ctx.settings, strategy)
+        strategies.named(ctx.settings, strategy)
     typer.echo(json.dumps(status(ctx, strategy), indent=2, default=str))
 
 

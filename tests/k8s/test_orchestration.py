@@ -19,6 +19,7 @@ import yaml
 
 from conftest import run_in_process
 from mlops import orchestration
+from mlops.contracts.strategies import StrategySpec
 from mlops.orchestration import (
     OrchestrationError,
     build_job,
@@ -28,7 +29,6 @@ from mlops.orchestration import (
     trigger_retraining,
     with_as_of,
 )
-from mlops.contracts.strategies import StrategySpec
 from mlops.pipeline import DAILY_STAGES, RetrainPlan
 
 from .fake_kube import FakeKube

@@ -30,6 +30,7 @@ from .fake_alpaca import FakeAlpaca
 from .helpers import DAY1, DAY2, alpaca_env, count, make_ctx, predict, rows
 
 BUY_COKE = {"AAPL": 0.0, "COKE": 0.03}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_strategies(folder: Path, listed: list[dict]) -> Path:
@@ -221,6 +222,12 @@ def test_without_a_file_the_one_strategy_is_the_settings_as_they_are(make_settin
     assert only.name == "default" and only.settings is settings and only.lease == ""
     with pytest.raises(ConfigError, match="STRATEGIES_FILE is not set, so the only strategy"):
         strategies.select(settings, "red")
+    # The cluster's default file is that strategy alone.
+    config_map = yaml.safe_load((ROOT / "config-maps" / "strategies.yaml").read_text())
+    (tmp_path / "strategies.yaml").write_text(config_map["data"]["strategies.yaml"])
+    with_file = make_settings(tmp_path, STRATEGIES_FILE=str(tmp_path / "strategies.yaml"))
+    (default,) = strategies.select(with_file)
+    assert default.name == "default" and default.settings is with_file
 
 
 def seed_book(ctx) -> None:

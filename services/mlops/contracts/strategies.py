@@ -41,7 +41,15 @@ from mlops.db.schema import DEFAULT_STRATEGY
 from mlops.errors import ConfigError
 from mlops.settings import Settings, load_settings_from
 
-__all__ = ["DEFAULT_STRATEGY", "Strategy", "StrategySpec", "default_strategy", "load", "select"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "Strategy",
+    "StrategySpec",
+    "default_strategy",
+    "load",
+    "named",
+    "select",
+]
 
 # A strategy's name: in client order ids, Job and lease names, labels (a DNS label that
 # starts with a letter, so it never reads as a date).
@@ -202,19 +210,26 @@ def select(settings: Settings, name: str | None = None) -> list[Strategy]:
     its values and its credentials files."""
     specs = load(settings)
     if name is not None:
-        found = [s for s in specs if s.name == name]
-        if not found:
-            where = (
-                f"in STRATEGIES_FILE {settings.strategies_file}"
-                if settings.strategies_file
-                else "(STRATEGIES_FILE is not set, so the only strategy is default)"
-            )
-            raise ConfigError(
-                f"There is no strategy {name!r} {where}; the strategies are "
-                f"{', '.join(s.name for s in specs)}."
-            )
-        specs = found
+        specs = [named(settings, name, specs)]
     return [resolve(settings, spec) for spec in specs]
+
+
+def named(settings: Settings, name: str, specs: list[StrategySpec] | None = None) -> StrategySpec:
+    """The strategy ``name`` as the file writes it (not resolved: no credentials read); an
+    unknown name is one sentence (exit 2)."""
+    specs = load(settings) if specs is None else specs
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    where = (
+        f"in STRATEGIES_FILE {settings.strategies_file}"
+        if settings.strategies_file
+        else "(STRATEGIES_FILE is not set, so the only strategy is default)"
+    )
+    raise ConfigError(
+        f"There is no strategy {name!r} {where}; the strategies are "
+        f"{', '.join(s.name for s in specs)}."
+    )
 
 
 def resolve(settings: Settings, spec: StrategySpec) -> Strategy:

@@ -70,7 +70,7 @@ def set_halted(
     reason = reason.strip()
     scope = ALL_STRATEGIES if strategy is None else strategy
     if strategy is not None:
-        strategies.select(ctx.settings, strategy)  # an unknown name is refused, nothing written
+        strategies.named(ctx.settings, strategy)  # an unknown name is refused, nothing written
     if not halted:
         state = _resume(ctx, reason, actor, scope)
         alerts.send(ctx.settings, "trading resumed", f"{state['message']} (by {actor or '?'})")
@@ -116,11 +116,7 @@ def _stop_books(ctx: Context, strategy: str | None, why: str, flatten: bool) -> 
     if len(books) == 1:
         return stop_the_book(ctx, books[0], why, flatten)
     each = {s.name: stop_the_book(ctx, s, why, flatten) for s in books}
-    message = "Trading is halted: " + " ".join(
-        f"{name}: {done['message'].removeprefix('Trading is halted: ')}"
-        for name, done in each.items()
-    )
-    return {"strategies": each, "message": message}
+    return {"strategies": each, "message": " ".join(d["message"] for d in each.values())}
 
 
 def stop_the_book(
@@ -152,7 +148,8 @@ def stop_the_book(
         parts.append(f"{len(closing)} positions being closed with market orders")
         if left:
             parts.append(f"not this system's, left alone: {', '.join(left)}")
-    done["message"] = "Trading is halted: " + "; ".join(parts) + "."
+    whose = "" if strategy.name == DEFAULT_STRATEGY else f" of strategy {strategy.name}"
+    done["message"] = f"Trading{whose} is halted: " + "; ".join(parts) + "."
     log.warning("%s", done["message"])
     return done
 
