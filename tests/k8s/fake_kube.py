@@ -14,8 +14,8 @@ It implements only what ``mlops.orchestration`` calls, over real HTTP, so the re
 A created Job finishes after ``polls_to_finish`` reads, as ``outcomes[name]`` or
 ``outcomes[stage]`` says (``Complete``, ``Failed`` or ``Running`` for never). With an
 ``executor`` it is run for real instead: ``executor(job)`` (in a thread) returns an exit
-code and the pod's log, and the Job completes or fails by that code. ``events`` records creations, finishes and
-deletions in order.
+code and the pod's log, and the Job completes or fails by that code. ``events`` records
+creations, finishes and deletions in order.
 """
 
 from __future__ import annotations
