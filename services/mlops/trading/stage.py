@@ -178,24 +178,21 @@ def run(
     missed_day: bool = False,
     strategy: Strategy | None = None,
 ) -> TradeResult:
-    """Trade the day ``as_of`` (default: the latest day in the data) with ``strategy``
-    (default: the settings as they are, the default strategy); see the module.
-
-    Never from an older dataset than the day asked for, unless ``allow_older_dataset``.
-    A ``missed_day`` (a catch-up's past session) that the broker's clock calls stale is
-    not traded: the result says why, and the run succeeds (orders of it still waiting
-    to be sent are an error as on any day).
+    """Trade the day ``as_of`` (default: the latest in the data) with ``strategy`` (default:
+    the settings as they are); see the module. Never from an older dataset than the day
+    asked for, unless ``allow_older_dataset``. A ``missed_day`` (a catch-up's past session)
+    the broker's clock calls stale is not traded: the result says why, and the run succeeds
+    (its orders still waiting to be sent are an error as on any day).
     """
-    strategy = strategy or default_strategy(ctx.settings)
-    ctx = replace(ctx, settings=strategy.settings)
+    chosen = strategy or default_strategy(ctx.settings)
+    ctx = replace(ctx, settings=chosen.settings)
     if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to trade")):
-        return TradeResult(
-            as_of, ctx.settings.broker, None, {}, strategy=strategy.name, market_closed=closed
-        )
+        name = ctx.settings.broker
+        return TradeResult(as_of, name, None, {}, strategy=chosen.name, market_closed=closed)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
-    broker = make_broker(ctx.settings, ctx.engine, strategy.name)
+    broker = make_broker(ctx.settings, ctx.engine, chosen.name)
     account_id = broker.account_id()
     checked = reconcile(ctx.engine, broker, account_id, ctx.settings)
     already = book.decided(ctx.engine, day, broker.name, account_id, broker.strategy)
@@ -209,11 +206,6 @@ def run(
         raise ReconciliationError(f"{checked.sentence()}; {STRICT_STOP}", result=checked)
     signals, model_version = latest_signals(ctx.engine, day, ctx.settings.model_name)
     if not already and not halted:
-        if not signals:
-            raise DataError(
-                f"No predictions for {day} from the champion of {ctx.settings.model_name}: "
-                "run `mlops batch-infer` first."
-            )
         _decide(ctx, broker, account_id, day, bars, signals, model_version, checked)
     placed = [] if halted or stale else _submit_planned(ctx.engine, broker, account_id, day)
     result = TradeResult(
@@ -361,6 +353,11 @@ def _decide(
     Symbols reconciliation left out are neither bought nor sold: a "hold" with the reason.
     """
     settings = ctx.settings
+    if not signals:
+        raise DataError(
+            f"No predictions for {day} from the champion of {settings.model_name}: "
+            "run `mlops batch-infer` first."
+        )
     account = broker.account(day)
     owned = book.owned_positions(ctx.engine, broker.name, account_id, broker.strategy)
     if settings.trade_manage_all_positions:
