@@ -2,8 +2,9 @@
 
 Routes besides the page: ``/healthz`` (probes), ``/reports/<day>/<name>.html`` (the
 evidently reports in the store), ``/backtests/<run_key>/chart`` (a backtest's equity
-chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics`` and
-``/api/equity`` (the same figures as JSON), and a walk-forward's report, trade list and
+chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics``, ``/api/equity``
+(``?broker=``, ``?account=``, ``?strategy=``) and ``/api/leaderboard`` (the same figures as
+JSON), and a walk-forward's report, trade list and
 champion timeline (:mod:`mlops.dashboard.walkforward`, which draws its section too).
 
 ``POST /api/actions`` takes the same actions as the buttons from a script (JSON body,
