@@ -42,6 +42,16 @@ Output = Annotated[
 ]
 
 
+StrategyName = Annotated[
+    str | None,
+    typer.Option(
+        "--strategy",
+        help="One strategy of STRATEGIES_FILE by name; default: every strategy, each in turn "
+        "(without the file, the one strategy is default).",
+    ),
+]
+
+
 AllowOlder = Annotated[
     bool,
     typer.Option(
@@ -217,17 +227,71 @@ def trade_cmd(
             "clock (Alpaca), stale predictions are not traded and the run says so.",
         ),
     ] = False,
+    strategy: StrategyName = None,
 ) -> None:
-    """Turn the latest predictions into orders with the trading rule (TRADE_RULE)."""
+    """Turn the latest predictions into orders with each strategy's rule (TRADE_RULE), on
+    its own account; the result of several strategies is under ``strategies``."""
+    from mlops.contracts import strategies
+    from mlops.settings import load_settings
     from mlops.trading.stage import run
 
-    _stage(
-        "trade", run, output, as_of=as_of, allow_older_dataset=allow_older, missed_day=missed_day
-    )
+    chosen = strategies.select(load_settings(), strategy)  # all checked before any trades
+    options = {"as_of": as_of, "allow_older_dataset": allow_older, "missed_day": missed_day}
+    if len(chosen) == 1:
+        one = chosen[0]
+        _stage("trade", run, output, lease=lambda _: one.lease, strategy=one, **options)
+        return
+    _trade_each(chosen, output, **options)
+
+
+def _trade_each(chosen: list[Any], output: Path | None, **options: Any) -> None:
+    """``mlops trade`` for several strategies, each in turn, each its own stage run: one
+    failing does not stop the others; the command then ends with the first failure's exit
+    code and a sentence naming each failure."""
+    from mlops import log
+    from mlops.context import open_context
+    from mlops.runs import run_stage
+    from mlops.settings import load_settings, parse_date
+    from mlops.trading.stage import run
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    as_of: date | None = parse_date(options.pop("as_of", None))
+    ctx = open_context(settings)
+    results: dict[str, Any] = {}
+    failed: list[tuple[str, MlopsError]] = []
+    for one in chosen:
+        log.bind(stage=f"trade/{one.name}")
+        try:
+            results[one.name] = run_stage(
+                ctx, "trade", run, as_of, lease=one.lease, strategy=one, **options
+            )
+        except MlopsError as exc:
+            found = getattr(exc, "result", None)
+            results[one.name] = {
+                **(asdict(found) if is_dataclass(found) and not isinstance(found, type) else {}),
+                "error": str(exc),
+                "exit_code": exc.exit_code,
+            }
+            failed.append((one.name, exc))
+    _print_result({"strategies": {k: _plain(v) for k, v in results.items()}}, output)
+    if failed:
+        error = MlopsError(
+            f"{len(failed)} of {len(chosen)} strategies failed ("
+            + "; ".join(f"{name}: {str(exc).rstrip('.')}" for name, exc in failed)
+            + "); the others traded"
+        )
+        error.exit_code = failed[0][1].exit_code
+        raise error
+
+
+def _plain(result: Any) -> Any:
+    return asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
 
 
 trading_app = typer.Typer(
-    help="The kill switch (halt, resume, status) and reconciliation with the broker.",
+    help="The kill switch (halt, resume, status), reconciliation with the broker and the "
+    "strategies' leaderboard.",
     no_args_is_help=True,
 )
 app.add_typer(trading_app, name="trading")
@@ -242,50 +306,86 @@ def trading_halt_cmd(
             "--flatten", help="Also close this system's positions with market sell orders."
         ),
     ] = False,
+    strategy: StrategyName = None,
 ) -> None:
-    """Halt trading: cancel this system's open orders at the broker (and with --flatten
-    close its positions); `mlops trade` decides and sends nothing until `resume`."""
+    """Halt trading (of one strategy, or of all): cancel its open orders at the broker (and
+    with --flatten close its positions); `mlops trade` decides and sends nothing until
+    `resume`."""
     from mlops.model_admin import default_actor
     from mlops.trading.switch import set_halted
 
-    state = set_halted(_context(), True, reason, actor=default_actor("cli"), flatten=flatten)
+    state = set_halted(
+        _context(),
+        True,
+        reason,
+        actor=default_actor("cli"),
+        flatten=flatten,
+        strategy=strategy,
+    )
     typer.echo(json.dumps(state, indent=2, default=str))
 
 
 @trading_app.command("resume")
 def trading_resume_cmd(
     reason: Annotated[str, typer.Option("--reason", help="Why trading may go on.")] = "",
+    strategy: StrategyName = None,
 ) -> None:
-    """Resume trading after `mlops trading halt` (TRADING_HALTED=true still halts)."""
+    """Resume trading (of one strategy, or of all) after `mlops trading halt`
+    (TRADING_HALTED=true still halts)."""
     from mlops.model_admin import default_actor
     from mlops.trading.switch import set_halted
 
-    state = set_halted(_context(), False, reason, actor=default_actor("cli"))
+    state = set_halted(_context(), False, reason, actor=default_actor("cli"), strategy=strategy)
     typer.echo(json.dumps(state, indent=2, default=str))
 
 
 @trading_app.command("status")
-def trading_status_cmd() -> None:
-    """Whether trading is halted, by whom and why."""
+def trading_status_cmd(strategy: StrategyName = None) -> None:
+    """Whether trading is halted (for one strategy, or for any), by whom and why."""
+    from mlops.contracts import strategies
     from mlops.trading.switch import status
 
-    typer.echo(json.dumps(status(_context()), indent=2))
+    ctx = _context()
+    if strategy is not None:
+        strategies.named(ctx.settings, strategy)
+    typer.echo(json.dumps(status(ctx, strategy), indent=2, default=str))
 
 
 @trading_app.command("reconcile")
-def trading_reconcile_cmd(output: Output = None) -> None:
-    """Compare the book with the broker's positions and orders: adopt this system's orders
-    the book lacks, list what it cannot explain (RECONCILE_STRICT=true: exit 5 then)."""
+def trading_reconcile_cmd(output: Output = None, strategy: StrategyName = None) -> None:
+    """Compare each strategy's book with its broker's positions and orders: adopt its
+    orders the book lacks, list what it cannot explain (RECONCILE_STRICT=true: exit 5
+    then); several strategies' results are under ``strategies``."""
+    from mlops.contracts import strategies
     from mlops.trading.brokers import make_broker
     from mlops.trading.reconcile import ReconciliationError, reconcile
 
     ctx = _context()
-    broker = make_broker(ctx.settings, ctx.engine)
-    account = broker.account_id()
-    found = reconcile(ctx.engine, broker, account, ctx.settings)
-    _print_result(found, output)
-    if found.not_traded and ctx.settings.reconcile_strict:
-        raise ReconciliationError(f"{found.sentence()} (RECONCILE_STRICT=true).")
+    found, strict = {}, []
+    for one in strategies.select(ctx.settings, strategy):
+        broker = make_broker(one.settings, ctx.engine, one.name)
+        checked = reconcile(ctx.engine, broker, broker.account_id(), one.settings)
+        found[one.name] = checked
+        if checked.not_traded and one.settings.reconcile_strict:
+            strict.append(checked.sentence())
+    if len(found) == 1:
+        _print_result(next(iter(found.values())), output)
+    else:
+        _print_result({"strategies": {k: asdict(v) for k, v in found.items()}}, output)
+    if strict:
+        raise ReconciliationError(f"{'; '.join(strict)} (RECONCILE_STRICT=true).")
+
+
+@trading_app.command("leaderboard")
+def trading_leaderboard_cmd(output: Output = None) -> None:
+    """Each strategy's equity against buy-and-hold, total return, Sharpe ratio, max
+    drawdown, trades and mean fill slippage against the decision's close (JSON on stdout,
+    a table on stderr)."""
+    from mlops.trading import leaderboard
+
+    board = leaderboard.compute(_context().engine)
+    typer.echo(leaderboard.text_table(board), err=True)
+    _print_result({"strategies": [asdict(row) for row in board]}, output)
 
 
 def _context() -> Any:
@@ -644,6 +744,7 @@ def daily_cmd(
     """Run the day's stages as Kubernetes Jobs in order, then train if the retrain rule says so."""
     from mlops import log
     from mlops.context import database_engine
+    from mlops.contracts import strategies
     from mlops.db.migrate import require_current
     from mlops.orchestration import market_today, record_scheduled_training, run_catch_up
     from mlops.pipeline import missed_sessions, plan_retraining
@@ -653,6 +754,8 @@ def daily_cmd(
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     log.bind(stage="daily")
+    # One trade Job per strategy of the file (checked before any Job is made); none: one.
+    specs = strategies.load(settings) if settings.strategies_file else None
     engine = database_engine(settings)
     require_current(engine)
     day = parse_date(as_of) or market_today()
@@ -673,6 +776,7 @@ def daily_cmd(
             poll_seconds=poll_seconds,
             retrain=lambda day: plan_retraining(engine, day, settings.retrain_cooldown_days),
             on_training=lambda job, reason: record_scheduled_training(engine, job, reason),
+            strategies=specs,
         )
     except BaseException as exc:
         # A stage Job that failed without its own alert (killed: out of memory, its

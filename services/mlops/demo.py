@@ -32,14 +32,14 @@ from sqlalchemy import func, select
 
 from mlops import log as mlops_log
 from mlops.context import Context, open_context
-from mlops.contracts import keys
+from mlops.contracts import keys, strategies
 from mlops.contracts.catalog import model_names
 from mlops.data_prep.sources import load_sample
 from mlops.db import migrate
 from mlops.db.engine import make_engine
 from mlops.db.schema import equity_snapshots, orders, predictions, retrain_requests
 from mlops.errors import ConfigError, ModelError
-from mlops.pipeline import DAILY_STAGES, TRAIN_STAGE, plan_retraining, scheduled_models
+from mlops.pipeline import TRAIN_STAGE, plan_retraining, scheduled_models, stage_parts
 from mlops.runs import run_stage
 from mlops.settings import load_settings
 
@@ -131,8 +131,15 @@ def run(
     reports: list[str] = []
     last_drift: float | None = None
 
-    def stage(name: str, day: date) -> Any:
-        return run_stage(ctx, name, stages[name], day)
+    # The trade stage once per strategy of STRATEGIES_FILE, as the daily run does.
+    specs = strategies.load(settings) if settings.strategies_file else None
+    chosen = {s.name: s for s in strategies.select(settings)}
+
+    def stage(name: str, day: date, strategy: str | None = None) -> Any:
+        if strategy is None:
+            return run_stage(ctx, name, stages[name], day)
+        one = chosen[strategy]
+        return run_stage(ctx, name, stages[name], day, lease=one.lease, strategy=one)
 
     def train(day: date) -> Callable[[str], Any]:
         return lambda model: run_stage(
@@ -162,7 +169,7 @@ def run(
             )
         for day in replay:
             progress.update(task, description=f"replaying {day}")
-            results = {name: stage(name, day) for name in DAILY_STAGES}
+            results = {p.stage: stage(p.stage, day, p.strategy) for p in stage_parts(specs)}
             watched = results["monitor"]
             last_drift = watched.drift_share if watched.drift_share is not None else last_drift
             reports.extend(watched.reports.values())

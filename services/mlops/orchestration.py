@@ -15,6 +15,15 @@ template gets a per-day name (``mlops-trade-20240105``), ``--as-of <day>`` (repl
 day the manifest names for runs by hand) and labels naming the day; image, resources,
 security context and settings stay exactly as in the manifest.
 
+The trade stage runs once per strategy (``mlops.pipeline.stage_parts``; the strategies
+file, ``STRATEGIES_FILE``, mounted into the orchestrator): one Job per strategy
+(``mlops-trade-<strategy>-20240105``; the default strategy's keeps the stage's name) with
+``--strategy <name>``, all of the day's trade Jobs side by side. A strategy with its own
+account's Secret (``secret`` and ``credentials`` in the file) gets that Secret mounted at
+its ``credentials`` folder and not the shared Alpaca keys of ``mlops-secrets``: each trade
+Job holds its own account's keys only. A strategy that fails does not stop the others;
+the stages after trade wait for all of them.
+
 Idempotent per day: a Job of that name that already succeeded is not recreated, one
 still running is waited for, and one that failed stops the run unless ``rerun_failed``
 (then it is deleted and created again).
@@ -51,8 +60,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlops import market_calendar
+from mlops.contracts.strategies import KEY_FILES, StrategySpec
 from mlops.errors import ConfigError, MlopsError
-from mlops.pipeline import DAILY_STAGES, SCHEDULED_TRAIN_ARGS, TRAIN_STAGE, RetrainPlan
+from mlops.pipeline import (
+    DAILY_STAGES,
+    SCHEDULED_TRAIN_ARGS,
+    TRADE_STAGE,
+    TRAIN_STAGE,
+    RetrainPlan,
+    StagePart,
+    stage_parts,
+)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -75,6 +93,7 @@ MARKET_TIMEZONE = "America/New_York"
 RUN_DATE_LABEL = "mlops/run-date"
 TRIGGER_LABEL = "mlops/triggered-by"
 STAGE_LABEL = "mlops/stage"
+STRATEGY_LABEL = "mlops/strategy"
 REASON_ANNOTATION = "mlops/retrain-reason"
 MODEL_LABEL = "mlops/model"
 
@@ -157,8 +176,9 @@ def load_template(templates_dir: Path, stage: str) -> dict[str, Any]:
     return job
 
 
-TRADE_STAGE = "trade"
 MISSED_DAY_FLAG = "--missed-day"
+# The volume of a strategy's own account Secret in its trade Job.
+CREDENTIALS_VOLUME = "account-credentials"
 
 
 def job_name(template: dict[str, Any], as_of: date, infix: str = "") -> str:
@@ -456,8 +476,10 @@ def run_daily(
     retrain: Callable[[date], RetrainPlan] | None = None,
     on_training: Callable[[str, str], None] | None = None,
     missed_day: bool = False,
+    strategies: Sequence[StrategySpec] | None = None,
 ) -> list[StageRun]:
-    """Run ``stages`` for ``as_of`` (default: today in New York) as Jobs, in order.
+    """Run ``stages`` for ``as_of`` (default: today in New York) as Jobs, in order (the
+    trade stage once per strategy of ``strategies``, side by side; None: once).
 
     Each stage's Job is created only after the previous one completed; the first failure
     (or time-out) raises ``OrchestrationError`` and nothing after it is created. Every
@@ -471,19 +493,18 @@ def run_daily(
     if market_calendar.closed_day(day, "no stage Job is created for it"):
         return []
     jobs, folder = _open(api_client, namespace, templates_dir)
+    specs = {s.name: s for s in strategies or []}
     bodies = [
-        (stage, build_job(load_template(folder, stage), stage, day, jobs.namespace))
-        for stage in stages
+        (part, _part_job(folder, part, day, jobs.namespace, specs, missed_day))
+        for part in stage_parts(strategies, stages)
     ]
-    for stage, body in bodies:
-        if missed_day and stage == TRADE_STAGE:
-            container = body["spec"]["template"]["spec"]["containers"][0]
-            container["args"] = [*container["args"], MISSED_DAY_FLAG]
     log.info("Daily run for %s in namespace %s: %s", day, jobs.namespace, " -> ".join(stages))
     results: list[StageRun] = []
-    for index, (stage, body) in enumerate(bodies):
+    for index, stage in enumerate(stages):
         later = ", ".join(stages[index + 1 :]) or "none"
-        results.append(_run_job(jobs, stage, body, day, later, rerun_failed, poll_seconds, sleep))
+        group = [body for part, body in bodies if part.stage == stage]
+        run = _run_side_by_side if len(group) > 1 else _run_job
+        results.extend(run(jobs, stage, group, day, later, rerun_failed, poll_seconds, sleep))
     if retrain is None:
         return results
     plan = retrain(day)
@@ -492,10 +513,60 @@ def run_daily(
         return results
     body = _train_job(jobs, folder, day, plan.reason)
     started = (lambda job: on_training(job, plan.reason)) if on_training else None
-    results.append(
-        _run_job(jobs, TRAIN_STAGE, body, day, "none", rerun_failed, poll_seconds, sleep, started)
+    results.extend(
+        _run_job(jobs, TRAIN_STAGE, [body], day, "none", rerun_failed, poll_seconds, sleep, started)
     )
     return results
+
+
+def _part_job(
+    folder: Path,
+    part: StagePart,
+    day: date,
+    namespace: str,
+    specs: dict[str, StrategySpec],
+    missed_day: bool,
+) -> dict[str, Any]:
+    """The Job of one part of the day: its stage's template for the day, with the part's
+    options, and for a strategy with its own account its Secret instead of the shared keys."""
+    body = build_job(
+        load_template(folder, part.stage), part.stage, day, namespace, infix=part.infix
+    )
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [*container["args"], *part.args]
+    if missed_day and part.stage == TRADE_STAGE:
+        container["args"] = [*container["args"], MISSED_DAY_FLAG]
+    spec = specs.get(part.strategy or "")
+    if spec is not None:
+        _own_account(body, spec)
+    return body
+
+
+def _own_account(body: dict[str, Any], spec: StrategySpec) -> None:
+    """Label the Job with its strategy; with its own Secret, mount that Secret at its
+    credentials folder and drop the shared Alpaca keys from the environment."""
+    for meta in (body["metadata"], body["spec"]["template"]["metadata"]):
+        meta["labels"] = {**meta.get("labels", {}), STRATEGY_LABEL: spec.name}
+    if spec.secret is None or spec.credentials is None:
+        return
+    pod = body["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["env"] = [e for e in container.get("env", []) if e.get("name") not in KEY_FILES]
+    pod["volumes"] = [
+        *(pod.get("volumes") or []),
+        {
+            "name": CREDENTIALS_VOLUME,
+            "secret": {
+                "secretName": spec.secret,
+                "items": [{"key": key, "path": key} for key in KEY_FILES],
+                "defaultMode": 0o440,
+            },
+        },
+    ]
+    container["volumeMounts"] = [
+        *(container.get("volumeMounts") or []),
+        {"name": CREDENTIALS_VOLUME, "mountPath": str(spec.credentials), "readOnly": True},
+    ]
 
 
 def run_catch_up(days: Sequence[date], **daily: Any) -> list[StageRun]:
@@ -518,22 +589,76 @@ def run_catch_up(days: Sequence[date], **daily: Any) -> list[StageRun]:
 def _run_job(
     jobs: Jobs,
     stage: str,
-    body: dict[str, Any],
+    bodies: list[dict[str, Any]],
     day: date,
     later: str,
     rerun_failed: bool,
     poll_seconds: float,
     sleep: Callable[[float], None],
     started: Callable[[str], None] | None = None,
-) -> StageRun:
+) -> list[StageRun]:
     """Start the stage's Job for the day (unless it already succeeded) and wait for it."""
+    (body,) = bodies
     name = body["metadata"]["name"]
     action = _start(jobs, body, rerun_failed, poll_seconds, sleep)
     if started is not None and action in ("created", "recreated"):
         started(name)
+    failed = _finish(jobs, stage, name, body, action, day, poll_seconds, sleep)
+    if failed:
+        raise OrchestrationError(
+            f"Stage {stage} failed for {day}: {failed}. Stages not started: {later}. See "
+            f"`kubectl -n {jobs.namespace} logs job/{name}`; rerun the day with "
+            "`mlops daily --rerun-failed`."
+        )
+    return [StageRun(stage, name, action, "succeeded")]
+
+
+def _run_side_by_side(
+    jobs: Jobs,
+    stage: str,
+    bodies: list[dict[str, Any]],
+    day: date,
+    later: str,
+    rerun_failed: bool,
+    poll_seconds: float,
+    sleep: Callable[[float], None],
+) -> list[StageRun]:
+    """The stage's Jobs of the day (one per strategy) all started, then each waited for:
+    one failing does not stop the others; the stage fails when any did."""
+    names = [body["metadata"]["name"] for body in bodies]
+    actions = [_start(jobs, body, rerun_failed, poll_seconds, sleep) for body in bodies]
+    failures = [
+        why
+        for name, body, action in zip(names, bodies, actions, strict=True)
+        if (why := _finish(jobs, stage, name, body, action, day, poll_seconds, sleep))
+    ]
+    if failures:
+        raise OrchestrationError(
+            f"Stage {stage} failed for {day}: {len(failures)} of its {len(bodies)} Jobs "
+            f"failed ({'; '.join(failures)}), the others succeeded. Stages not started: "
+            f"{later}. See `kubectl -n {jobs.namespace} logs job/<name>`; rerun the day "
+            "with `mlops daily --rerun-failed`."
+        )
+    return [
+        StageRun(stage, name, action, "succeeded")
+        for name, action in zip(names, actions, strict=True)
+    ]
+
+
+def _finish(
+    jobs: Jobs,
+    stage: str,
+    name: str,
+    body: dict[str, Any],
+    action: str,
+    day: date,
+    poll_seconds: float,
+    sleep: Callable[[float], None],
+) -> str:
+    """Wait for a started Job; why it failed ("" when it succeeded)."""
     if action == "already-succeeded":
         log.info("Stage %s: Job %s already succeeded for %s; not rerun.", stage, name, day)
-        return StageRun(stage, name, action, "succeeded")
+        return ""
     log.info("Stage %s: waiting for Job %s (%s).", stage, name, action)
     state = _wait(jobs, name, _wait_seconds(body), poll_seconds, sleep)
     if state.phase == "failed":
@@ -541,13 +666,9 @@ def _run_job(
         if tail:
             log.error("Last log lines of Job %s:\n%s", name, tail.rstrip())
         why = ": ".join(p for p in (state.reason, state.message) if p) or "failed"
-        raise OrchestrationError(
-            f"Stage {stage} failed for {day}: Job {name} {why}. Stages not started: "
-            f"{later}. See `kubectl -n {jobs.namespace} logs job/{name}`; rerun the day "
-            "with `mlops daily --rerun-failed`."
-        )
+        return f"Job {name} {why}"
     log.info("Stage %s: Job %s succeeded.", stage, name)
-    return StageRun(stage, name, action, "succeeded")
+    return ""
 
 
 def _train_job(jobs: Jobs, folder: Path, day: date, reason: str) -> dict[str, Any]:

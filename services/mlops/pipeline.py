@@ -10,6 +10,11 @@ The retrain rule: train when a retrain request is open for the day or earlier an
 least ``RETRAIN_COOLDOWN_DAYS`` weekdays have passed since the day of the last successful
 training (so a noisy alarm cannot retrain every day).
 
+The trade stage runs once per strategy (:func:`stage_parts`; the strategies file,
+``mlops.contracts.strategies``): in the cluster one trade Job per strategy, each with its
+own account's Secret only, side by side; in the demo one call per strategy. Without a
+strategies file it is one run, exactly as before strategies existed.
+
 What a scheduled training trains (the retrain rule's, the weekly CronJob's): every model
 of the catalog that is not paused (``mlops models pause``), :func:`scheduled_models`. In
 the cluster that is ``mlops train --all`` (:data:`SCHEDULED_TRAIN_ARGS`), whose training
@@ -18,6 +23,7 @@ stage skips paused models the same way; the demo trains :func:`scheduled_models`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -28,6 +34,7 @@ from sqlalchemy import Engine, select
 from mlops import market_calendar
 from mlops.contracts.catalog import model_names
 from mlops.contracts.models import is_paused
+from mlops.contracts.strategies import DEFAULT_STRATEGY, StrategySpec
 from mlops.db.schema import retrain_requests, stage_runs
 from mlops.errors import ConfigError
 from mlops.settings import Settings
@@ -37,8 +44,43 @@ if TYPE_CHECKING:
 
 DAILY_STAGES: tuple[str, ...] = ("data-prep", "batch-infer", "trade", "monitor")
 TRAIN_STAGE = "train"
+TRADE_STAGE = "trade"
+STRATEGY_OPTION = "--strategy"
 # The command of a scheduled training: every catalog model that is not paused.
 SCHEDULED_TRAIN_ARGS: tuple[str, ...] = (TRAIN_STAGE, "--all")
+
+
+@dataclass(frozen=True)
+class StagePart:
+    """One run of the day: a stage, or the trade stage of one strategy."""
+
+    stage: str
+    strategy: str | None = None  # None: the stage runs once, for everything
+
+    @property
+    def args(self) -> list[str]:
+        """What the stage's command gets besides its day."""
+        return [] if self.strategy is None else [STRATEGY_OPTION, self.strategy]
+
+    @property
+    def infix(self) -> str:
+        """Its part of a per-day name (the default strategy's names are the stage's own)."""
+        return "" if self.strategy in (None, DEFAULT_STRATEGY) else str(self.strategy)
+
+
+def stage_parts(
+    strategies: Sequence[StrategySpec] | None, stages: Sequence[str] = DAILY_STAGES
+) -> list[StagePart]:
+    """The day's runs in order: each stage once, the trade stage once per strategy (once,
+    as before strategies, when ``strategies`` is None: no strategies file). The parts of
+    one stage are independent of each other and may run side by side."""
+    parts: list[StagePart] = []
+    for stage in stages:
+        if stage == TRADE_STAGE and strategies is not None:
+            parts.extend(StagePart(stage, spec.name) for spec in strategies)
+        else:
+            parts.append(StagePart(stage))
+    return parts
 
 
 @dataclass(frozen=True)

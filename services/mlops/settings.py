@@ -6,6 +6,7 @@ Settings are built inside each command (``load_settings``), never at import.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -178,6 +179,9 @@ class Settings(BaseSettings):
     dashboard_allowed_origins: str = Field(default="", alias="DASHBOARD_ALLOWED_ORIGINS")
 
     # Trading.
+    # The strategies file (docs/trading.md, "Strategies"): named strategies, each with its
+    # own trading settings and account. Unset: one strategy, "default", these settings.
+    strategies_file: Path | None = Field(default=None, alias="STRATEGIES_FILE")
     broker: Literal["paper", "alpaca"] = Field(default="paper", alias="BROKER")
     # How long an order is good for at the broker: day (from the next open to the close;
     # sent after the close, it joins the next session's first trades) or opg (the opening
@@ -411,6 +415,25 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_one_sentence(exc)) from None
+
+
+def load_settings_from(base: Settings, overrides: Mapping[str, object]) -> Settings:
+    """``base`` with some settings given other values (by their variable names), checked
+    as a whole like the environment's; a bad value raises ``ConfigError``."""
+    values: dict[str, object] = {name: getattr(base, name) for name in Settings.model_fields}
+    for alias, value in overrides.items():
+        values[_field_of(alias)] = value
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_one_sentence(exc)) from None
+
+
+def _field_of(alias: str) -> str:
+    for name, info in Settings.model_fields.items():
+        if alias.upper() in (name.upper(), (info.alias or "").upper()):
+            return name
+    raise ConfigError(f"There is no setting {alias}.")
 
 
 def _one_sentence(exc: ValidationError) -> str:

@@ -28,6 +28,13 @@ CHAMPIONS = {"stock-close": "1", "stock-close-mlp": "1", "stock-close-pooled": "
 CHALLENGERS = {"stock-close": "2", "stock-close-mlp": "2", "stock-close-pooled": "2"}
 DAYS = [date(2017, 6, 1) + timedelta(days=d) for d in range(14) if (d + 3) % 7 < 5]
 TOKEN = "s3cret-dashboard-token"
+# Equity snapshots: (strategy, broker, account, cash) of each book, one a day each; the
+# strategy red trades paper beside the default strategy.
+SNAPSHOT_BOOKS = (
+    ("default", "paper", "paper", 100_000.0),
+    ("default", "alpaca", "PA1", 5e3),
+    ("red", "paper", "paper", 20_000.0),
+)
 # The browser tests' user: an operator (name, password).
 OPERATOR = ("tester", "tester-password-1")
 
@@ -146,12 +153,13 @@ def _metrics(ctx: Context) -> None:
             ],
         )
         for n, day in enumerate(DAYS):
-            for broker, account, cash in (("paper", "paper", 100_000.0), ("alpaca", "PA1", 5e3)):
+            for strategy, broker, account, cash in SNAPSHOT_BOOKS:
                 conn.execute(
                     equity_snapshots.insert().values(
                         snapshot_date=day,
                         broker=broker,
                         account=account,
+                        strategy=strategy,
                         cash=cash,
                         positions_value=0.0,
                         equity=cash * (1 + 0.001 * n),

@@ -105,7 +105,13 @@ def test_the_page_shows_every_model_and_version(browser, dashboard_url, seeded, 
             f"the chart {chart}",
         )
     titles = browser.find_element(By.ID, "equity-charts").text
-    assert "alpaca PA1" in titles and "paper" in titles
+    assert "alpaca PA1" in titles and "strategy red, paper" in titles
+    standings = browser.find_elements(By.CSS_SELECTOR, "table.leaderboard tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in standings] == [
+        "default",
+        "default",
+        "red",
+    ]
     rows = browser.find_elements(By.CSS_SELECTOR, "table.models tbody tr")
     assert len(rows) == sum(len(v) for v in MODELS.values())
     assert {r.find_elements(By.TAG_NAME, "td")[0].text for r in rows} == set(MODELS)

@@ -81,9 +81,9 @@ def test_the_figures_of_every_model_version(seeded):
     assert [t.name for t in headline.data][-1] == "naive forecast"
     assert len(headline.data) == len(versions) + 1
     accounts = [label for label, _ in charts.equity_by_account(figures.equity)]
-    assert accounts == ["alpaca PA1", "paper"]
+    assert accounts == ["alpaca PA1", "paper", "strategy red, paper"]
     paper = data.load_figures(seeded.engine, broker="paper").equity
-    assert set(paper["broker"]) == {"paper"} and len(paper) == len(DAYS)
+    assert set(paper["broker"]) == {"paper"} and len(paper) == 2 * len(DAYS)
     rows = metrics_rows(figures.metrics)
     assert rows[0]["metric_date"] == DAYS[0].isoformat() and "mape" in rows[0]
     assert {r["window_days"] for r in rows} == {1, WINDOW}
@@ -243,6 +243,23 @@ def test_routes(seeded, tmp_path):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     equity = client.get("/api/equity", query_string={"broker": "alpaca"}).get_json()
     assert {r["broker"] for r in equity} == {"alpaca"} and len(equity) == len(DAYS)
+    # One strategy's, or one account's curve alone (two strategies share the paper account).
+    for where, book in (({"strategy": "red"}, ("red", "paper")), ({"account": "PA1"}, None)):
+        found = client.get("/api/equity", query_string=where).get_json()
+        assert len(found) == len(DAYS), where
+        if book is not None:
+            assert {(r["strategy"], r["account"]) for r in found} == {book}
+        else:
+            assert {r["account"] for r in found} == {"PA1"}
+    board = client.get("/api/leaderboard").get_json()
+    # Each book gains 0.1 % a session, buy-and-hold 0.2 %: equal returns, ranked by name.
+    assert [(r["rank"], r["strategy"], r["account"]) for r in board] == [
+        (1, "default", "PA1"),
+        (2, "default", "paper"),
+        (3, "red", "paper"),
+    ]
+    assert board[0]["total_return"] == pytest.approx(0.001 * (len(DAYS) - 1))
+    assert board[0]["excess_return"] == pytest.approx(-0.001 * (len(DAYS) - 1))
     metrics = client.get("/api/metrics").get_json()
     assert metrics[-1]["metric_date"] == DAYS[-1].isoformat()
     seeded.store.put_bytes("reports/monitoring/2017-06-01/drift.html", b"<!doctype html>x")

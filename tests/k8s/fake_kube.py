@@ -11,11 +11,11 @@ It implements only what ``mlops.orchestration`` calls, over real HTTP, so the re
 - ``GET    /apis/batch/v1/namespaces/{ns}/cronjobs/{name}``     a CronJob put in ``cronjobs``
 - ``PATCH  /apis/batch/v1/namespaces/{ns}/cronjobs/{name}``     its ``spec.suspend`` only
 
-A created Job finishes after ``polls_to_finish`` reads, as ``outcomes[stage]`` says
-(``Complete``, ``Failed`` or ``Running`` for never). With an ``executor`` it is run for
-real instead: ``executor(job)`` (in a thread) returns an exit code and the pod's log, and
-the Job completes or fails by that code. ``events`` records creations, finishes and
-deletions in order.
+A created Job finishes after ``polls_to_finish`` reads, as ``outcomes[name]`` or
+``outcomes[stage]`` says (``Complete``, ``Failed`` or ``Running`` for never). With an
+``executor`` it is run for real instead: ``executor(job)`` (in a thread) returns an exit
+code and the pod's log, and the Job completes or fails by that code. ``events`` records
+creations, finishes and deletions in order.
 """
 
 from __future__ import annotations
@@ -221,7 +221,9 @@ class FakeKube:
                         job = fake.jobs[key]
                         if fake.executor is None and not job.get("status", {}).get("conditions"):
                             fake.reads[key] = fake.reads.get(key, 0) + 1
-                            outcome = fake.outcomes.get(stage_of(job), "Complete")
+                            outcome = fake.outcomes.get(
+                                key[1], fake.outcomes.get(stage_of(job), "Complete")
+                            )
                             if fake.reads[key] >= fake.polls_to_finish and outcome != "Running":
                                 job = fake.jobs[key] = finished(job, outcome)
                                 fake.events.append((outcome.lower(), key[1]))

@@ -19,6 +19,7 @@ import yaml
 
 from conftest import run_in_process
 from mlops import orchestration
+from mlops.contracts.strategies import StrategySpec
 from mlops.orchestration import (
     OrchestrationError,
     build_job,
@@ -75,6 +76,49 @@ def test_runs_the_daily_stages_in_order_each_after_the_last_completed(kube: Fake
         expected += [("create", _name(stage)), ("complete", _name(stage))]
     assert kube.events == expected
     assert kube.authorization == {"Bearer test-token"}
+
+
+def test_the_trade_stage_is_one_job_per_strategy_side_by_side_each_with_its_own_secret(
+    kube: FakeKube,
+) -> None:
+    import kubernetes_validate
+
+    red = StrategySpec(
+        name="red", credentials=Path("/etc/mlops/alpaca/red"), secret="mlops-alpaca-red"
+    )
+    names = {s: f"mlops-trade-{s}-20240105" for s in ("red", "blue")}
+    kube.outcomes[names["red"]] = "Failed"
+    with pytest.raises(OrchestrationError) as raised:
+        _daily(kube, strategies=[red, StrategySpec(name="blue")])
+    # Both Jobs started before either ended; red failing did not stop blue, but monitor
+    # waits for a day whose every strategy traded.
+    events = kube.events
+    assert events.index(("create", names["blue"])) < events.index(("failed", names["red"]))
+    assert ("complete", names["blue"]) in events and _name("monitor") not in kube.created()
+    assert str(raised.value).startswith(
+        f"Stage trade failed for 2024-01-05: 1 of its 2 Jobs failed (Job {names['red']} "
+        "BackoffLimitExceeded: Job has reached the specified backoff limit), the others "
+        "succeeded. Stages not started: monitor."
+    )
+    jobs = {s: kube.jobs[(NS, name)] for s, name in names.items()}
+    for strategy, job in jobs.items():
+        kubernetes_validate.validate(job, "1.30", strict=True)
+        assert job["metadata"]["labels"]["mlops/strategy"] == strategy
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["trade", "--as-of", "2024-01-05", "--strategy", strategy]
+    pods = {s: job["spec"]["template"]["spec"] for s, job in jobs.items()}
+    env = {s: {e["name"] for e in pod["containers"][0]["env"]} for s, pod in pods.items()}
+    # Red holds its own account's Secret, mounted where its credentials are, and not the
+    # shared keys; blue (no Secret of its own) trades the environment's account.
+    assert not {"ALPACA_API_KEY", "ALPACA_SECRET_KEY"} & env["red"]
+    assert {"ALPACA_API_KEY", "ALPACA_SECRET_KEY"} <= env["blue"]
+    secrets = {
+        s: [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        for s, pod in pods.items()
+    }
+    assert secrets == {"red": ["mlops-alpaca-red"], "blue": []}
+    mounts = {m["mountPath"]: m for m in pods["red"]["containers"][0]["volumeMounts"]}
+    assert mounts["/etc/mlops/alpaca/red"]["readOnly"] is True
 
 
 def test_each_job_is_its_manifest_named_and_dated_for_the_day(kube: FakeKube) -> None:

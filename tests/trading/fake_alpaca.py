@@ -12,7 +12,11 @@ orders at its open, limit orders, ``type=limit`` with ``limit_price``, as its ra
 allows, the rest of the day orders expire); positions and cash follow the fills.
 Faults are injected per route (:meth:`FakeAlpaca.fail`): an HTTP status with a message,
 ``"drop"`` (the connection closes before any reply) or ``"lost"`` (the order is taken,
-then the connection closes: a lost reply).
+then the connection closes: a lost reply), or ``"hold"`` (the request waits until the test
+calls :meth:`FakeAlpaca.release`).
+One server keeps several accounts, one per API key (:meth:`FakeAlpaca.add_account`), each
+with its own account number, orders, cash, positions and faults; the key of the first
+account is any key not added.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def _now() -> str:
 class FakeAlpaca:
     """Keeps orders, cash and positions in memory."""
 
-    def __init__(self, account_number: str = "PA0000TEST") -> None:
+    def __init__(self, account_number: str = "PA0000TEST", *, listen: bool = True) -> None:
         self.orders: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.posts = 0
@@ -57,6 +61,12 @@ class FakeAlpaca:
         self.fail_account = False
         self.slow_seconds = 2.0
         self.lock = threading.Lock()
+        self.accounts: dict[str, FakeAlpaca] = {}  # API key -> another account
+        self.root: FakeAlpaca = self  # the server's first account: its clock is everyone's
+        self.held = threading.Event()  # a "hold" fault's request arrived
+        self.released = threading.Event()
+        if not listen:
+            return
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -75,6 +85,20 @@ class FakeAlpaca:
         self.server.server_close()
 
     # Test controls.
+
+    def add_account(self, api_key: str, account_number: str) -> FakeAlpaca:
+        """Another account on this server, reached with ``api_key``."""
+        account = FakeAlpaca(account_number, listen=False)
+        account.root = self
+        self.accounts[api_key] = account
+        return account
+
+    def for_key(self, api_key: str | None) -> FakeAlpaca:
+        return self.accounts.get(api_key or "", self)
+
+    def release(self) -> None:
+        """Let the requests a ``"hold"`` fault keeps waiting go on."""
+        self.released.set()
 
     def fail(self, method: str, path: str, *faults: Any) -> None:
         """Answer the next requests to ``method path`` with these faults, in order.
@@ -148,7 +172,7 @@ class FakeAlpaca:
     # Answers.
 
     def _clock(self) -> dict[str, Any]:
-        now = self.clock_now or datetime.now(UTC)
+        now = self.root.clock_now or datetime.now(UTC)
         today = now.date()
         is_open = market_calendar.is_session(today) and (
             market_calendar.session_open(today) <= now < market_calendar.session_close(today)
@@ -273,7 +297,11 @@ class FakeAlpaca:
                 self._send(401, {"code": 40110000, "message": "request is not authorized"})
                 return False
 
+            def _account(self) -> FakeAlpaca:
+                return fake.for_key(self.headers.get("APCA-API-KEY-ID"))
+
             def _fault(self, method: str, path: str) -> Any:
+                fake = self._account()
                 with fake.lock:
                     fake.requests.append((method, path))
                     queue = fake.faults.get((method, path))
@@ -286,6 +314,11 @@ class FakeAlpaca:
                     return True
                 if fault in ("lost", "slow"):
                     return False
+                if fault == "hold":
+                    account = self._account()
+                    account.held.set()
+                    account.released.wait(timeout=60)
+                    return False
                 status, message = fault if isinstance(fault, tuple) else (fault, "")
                 self._send(status, {"code": status * 100000, "message": message or "internal"})
                 return True
@@ -293,6 +326,7 @@ class FakeAlpaca:
             def do_GET(self) -> None:
                 if not self._authorized():
                     return
+                fake = self._account()
                 url = urlparse(self.path)
                 fault = self._fault("GET", url.path)
                 if fault is not None and self._answer_fault(fault):
@@ -321,6 +355,7 @@ class FakeAlpaca:
             def do_POST(self) -> None:
                 if not self._authorized():
                     return
+                fake = self._account()
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 path = urlparse(self.path).path
@@ -350,6 +385,7 @@ class FakeAlpaca:
             def do_DELETE(self) -> None:
                 if not self._authorized():
                     return
+                fake = self._account()
                 path = urlparse(self.path).path
                 fault = self._fault("DELETE", path)
                 if fault is not None and self._answer_fault(fault):

@@ -5,6 +5,7 @@ Each test names the problem of issue 9 it covers (P1 ... P11).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 
@@ -103,10 +104,17 @@ def test_p1_client_order_ids_are_unique_per_broker_account(make_settings, tmp_pa
     ids = {r["broker"]: r["client_order_id"] for r in rows(ctx, orders)}
     assert set(ids) == {"paper", "alpaca"} and ids["paper"] != ids["alpaca"]
     assert result.orders_placed == [ids["alpaca"]]
-    # Another Alpaca account gets other ids for the same decision.
-    assert client_order_id("alpaca", "PA1", DAY1, "COKE", "buy") != client_order_id(
-        "alpaca", "PA2", DAY1, "COKE", "buy"
-    )
+
+    # Another Alpaca account, or another strategy, gets other ids for the same decision;
+    # the default strategy's are those from before strategies existed.
+    def cid(account: str, strategy: str = "default") -> str:
+        return client_order_id("alpaca", account, DAY1, "COKE", "buy", strategy=strategy)
+
+    assert cid("PA1") != cid("PA2") and cid("PA1", "red") not in (cid("PA1"), cid("PA2"))
+    tag = hashlib.sha256(b"alpaca|PA1").hexdigest()[:6]
+    digest = hashlib.sha256(b"alpaca|PA1|2017-06-01|COKE|buy").hexdigest()[:10]
+    assert cid("PA1") == f"mlops-alpaca-{tag}-20170601-COKE-buy-{digest}"
+    assert cid("PA1", "red").startswith(f"mlops-alpaca-{tag}-red-20170601-COKE-buy-")
     assert len(ids["alpaca"]) <= 64
 
 

@@ -1,4 +1,5 @@
-"""Risk limits on hand-made cases, and migration 0002 on a database holding 0001's rows."""
+"""Risk limits on hand-made cases, and migrations 0002 and 0011 on a database holding
+0001's rows."""
 
 from __future__ import annotations
 
@@ -122,10 +123,16 @@ def test_migration_0002_keeps_old_rows_meaningful(old_database):
             )
         ).all()
         snap = conn.execute(text("SELECT account, source FROM equity_snapshots")).one()
+        # Migration 0011: every row from before strategies is the default strategy's.
+        strategies = {
+            table: set(conn.execute(text(f"SELECT strategy FROM {table}")).scalars())
+            for table in ("orders", "equity_snapshots")
+        }
     assert [tuple(r) for r in got] == [
         ("c0", "planned", "paper", None, None, 0),  # ours, never sent: planned
         ("c1", "filled", "paper", "filled", 5.0, 1),
         ("c2", "new", "", "new", None, 1),  # Alpaca's own "new": kept, synced
     ]
     assert tuple(snap) == ("paper", "closes")
+    assert strategies == {"orders": {"default"}, "equity_snapshots": {"default"}}
     migrate.upgrade(engine)  # idempotent

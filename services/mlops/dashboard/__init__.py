@@ -6,7 +6,8 @@ directional accuracy; one line per ``model:version``, the naive forecast dashed)
 champion against its challengers and the naive forecast, the models table (versions,
 aliases, status, holdout against naive, Diebold-Mariano p-values, live figures), the
 drift share with its calibrated threshold and how often each retrain trigger fired,
-equity against buy-and-hold per broker account, backtests, walk-forwards (headline
+equity against buy-and-hold per strategy and broker account, the strategies' leaderboard
+(:mod:`mlops.trading.leaderboard`), backtests, walk-forwards (headline
 figures, equity against buy-and-hold, IC per retrain period, the champion timeline, the
 report and the trades), retrain requests, the audit of model actions, stage runs and
 links to the evidently reports.

@@ -2,8 +2,9 @@
 
 Routes besides the page: ``/healthz`` (probes), ``/reports/<day>/<name>.html`` (the
 evidently reports in the store), ``/backtests/<run_key>/chart`` (a backtest's equity
-chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics`` and
-``/api/equity`` (the same figures as JSON), and a walk-forward's report, trade list and
+chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics``, ``/api/equity``
+(``?broker=``, ``?account=``, ``?strategy=``) and ``/api/leaderboard`` (the same figures as
+JSON), and a walk-forward's report, trade list and
 champion timeline (:mod:`mlops.dashboard.walkforward`, which draws its section too).
 
 ``POST /api/actions`` takes the same actions as the buttons from a script (JSON body,
@@ -43,6 +44,7 @@ from mlops.dashboard.registry import COLUMNS, Registry, read_registry
 from mlops.dashboard.tables import STYLE, six, table
 from mlops.errors import MlopsError
 from mlops.store import StoreError
+from mlops.trading import leaderboard, performance
 from mlops.web_safety import forbid_framing, redact_credentials
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,8 @@ def _layout(enabled: bool) -> Any:
             dcc.Graph(id="trigger-chart"),
             html.H2("Equity"),
             html.Div(id="equity-charts"),
+            html.H2("Leaderboard"),
+            html.Div(id="leaderboard"),
             html.H2("Backtests"),
             html.Div(id="backtests"),
             *walkforward.layout(),
@@ -246,6 +250,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("drift-chart", "figure"),
     ("trigger-chart", "figure"),
     ("equity-charts", "children"),
+    ("leaderboard", "children"),
     ("backtests", "children"),
     ("retrains", "children"),
     ("audit", "children"),
@@ -282,6 +287,7 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
         charts.drift(data.drift(figures.metrics)),
         charts.triggers(data.trigger_counts(figures.metrics)),
         equity or html.P("No equity snapshots yet: run mlops trade."),
+        _leaderboard(ctx),
         _backtests(figures.backtests),
         table(figures.retrains, ["requested_date", "model_version", "status", "reason"]),
         table(
@@ -294,6 +300,29 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
         ),
         _alerts(data.latest_alerts(ctx.engine), viewer),
         _report_links(ctx),
+    )
+
+
+def _leaderboard(ctx: Context) -> Any:
+    """Every strategy's standing (:mod:`mlops.trading.leaderboard`, as the command shows it)."""
+    from dash import html
+
+    board = leaderboard.compute(ctx.engine)
+    if not board:
+        return html.P("No equity snapshots yet: run mlops trade.")
+    titles = [title for _, title, _ in leaderboard.COLUMNS]
+    shown = table(pd.DataFrame([leaderboard.cells(row) for row in board]), titles, "leaderboard")
+    if min(row.sessions for row in board) >= performance.SHORT_WINDOW:
+        return shown
+    return html.Div(
+        [
+            shown,
+            html.P(
+                f"Sharpe ratios over fewer than {performance.SHORT_WINDOW} sessions are "
+                "unreliable; slippage is each fill against its decision's close (positive: "
+                "worse)."
+            ),
+        ]
     )
 
 
@@ -601,8 +630,14 @@ def _routes(server: Any, ctx: Context, gate: Gate) -> None:
 
     @server.get("/api/equity")
     def api_equity() -> Any:
-        broker = request.args.get("broker") or None
-        return jsonify(data.records(data.load_figures(ctx.engine, broker).equity))
+        """Equity snapshots, of one ``broker``, ``account`` or ``strategy`` when given."""
+        chosen = {k: request.args.get(k) or None for k in ("broker", "account", "strategy")}
+        return jsonify(data.records(data.load_figures(ctx.engine, **chosen).equity))
+
+    @server.get("/api/leaderboard")
+    def api_leaderboard() -> Any:
+        board = leaderboard.compute(ctx.engine)
+        return jsonify(json.loads(json.dumps([asdict(r) for r in board], default=str)))
 
     @server.get("/backtests/<run_key>/chart")
     def backtest_chart(run_key: str) -> Any:

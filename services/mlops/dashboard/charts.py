@@ -8,6 +8,7 @@ import pandas as pd
 
 from mlops.contracts import live_figures
 from mlops.dashboard import data
+from mlops.db.schema import DEFAULT_STRATEGY
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -157,7 +158,7 @@ def champion_vs_challengers(
 
 
 def equity(rows: pd.DataFrame, label: str) -> go.Figure:
-    """One broker account's equity against buy-and-hold of the same symbols."""
+    """One strategy's equity on one broker account against buy-and-hold of the same symbols."""
     import plotly.graph_objects as go
 
     figure = _figure(f"Equity against buy-and-hold: {label}", "equity")
@@ -169,12 +170,16 @@ def equity(rows: pd.DataFrame, label: str) -> go.Figure:
 
 
 def equity_by_account(equity_rows: pd.DataFrame) -> list[tuple[str, go.Figure]]:
-    """One figure per (broker, account): brokers are never mixed in one line."""
+    """One figure per (strategy, broker, account): neither strategies nor brokers are ever
+    mixed in one line (the default strategy's title is the account alone, as before)."""
     found: list[tuple[str, go.Figure]] = []
     if equity_rows.empty:
         return found
-    for (broker, account), rows in equity_rows.groupby(["broker", "account"], sort=True):
+    rows_by = equity_rows.groupby(["strategy", "broker", "account"], sort=True)
+    for (strategy, broker, account), rows in rows_by:
         label = f"{broker} {account}" if account and account != broker else str(broker)
+        if strategy != DEFAULT_STRATEGY:
+            label = f"strategy {strategy}, {label}"
         found.append((label, equity(rows, label)))
     return found
 

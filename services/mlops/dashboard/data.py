@@ -47,13 +47,21 @@ class Figures:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_figures(engine: Engine, broker: str | None = None) -> Figures:
-    """Read every table the page shows (equity of one broker when ``broker`` is given)."""
+def load_figures(
+    engine: Engine,
+    broker: str | None = None,
+    *,
+    account: str | None = None,
+    strategy: str | None = None,
+) -> Figures:
+    """Read every table the page shows (the equity of one broker, account or strategy when
+    given)."""
     equity_query = select(equity_snapshots).order_by(
         equity_snapshots.c.snapshot_date, equity_snapshots.c.id
     )
-    if broker:
-        equity_query = equity_query.where(equity_snapshots.c.broker == broker)
+    for column, wanted in (("broker", broker), ("account", account), ("strategy", strategy)):
+        if wanted:
+            equity_query = equity_query.where(equity_snapshots.c[column] == wanted)
     metric_columns = [
         monitoring_metrics.c.metric_date,
         monitoring_metrics.c.model_name,

@@ -25,6 +25,13 @@ from mlops.symbols import SYMBOL_MAX_LENGTH  # the data prep's rule fits these c
 
 metadata = MetaData()
 
+# The strategy of the rows written before strategies existed, and of every row when there
+# is no strategies file (mlops.contracts.strategies); migration 0011 sets it as the
+# ``strategy`` columns' default. A kill-switch row for every strategy at once says ALL.
+DEFAULT_STRATEGY = "default"
+ALL_STRATEGIES = "*"
+STRATEGY_MAX_LENGTH = 32
+
 stage_runs = Table(
     "stage_runs",
     metadata,
@@ -103,14 +110,19 @@ trade_decisions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # The broker's account (Alpaca's account number; "paper" for the built-in broker).
     Column("account", String(64), nullable=False, server_default=""),
-    UniqueConstraint("decision_date", "symbol", "broker", "account", name="uq_trade_decisions_key"),
+    # The strategy that decided (migration 0011): two strategies decide the same day.
+    Column("strategy", String(STRATEGY_MAX_LENGTH), nullable=False, server_default="default"),
+    UniqueConstraint(
+        "decision_date", "symbol", "broker", "account", "strategy", name="uq_trade_decisions_key"
+    ),
 )
 
 orders = Table(
     "orders",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("client_order_id", String(64), nullable=False, unique=True),
+    # Up to Alpaca's 128 characters (migration 0011: a strategy's token is in it).
+    Column("client_order_id", String(128), nullable=False, unique=True),
     Column("decision_date", Date, nullable=False, index=True),
     Column("symbol", String(SYMBOL_MAX_LENGTH), nullable=False),
     Column("side", String(4), nullable=False),
@@ -136,6 +148,7 @@ orders = Table(
     # The limit a limit order was placed with (TRADE_ORDER_TYPE=limit, migration 0011);
     # NULL: a market order.
     Column("limit_price", Float, nullable=True),
+    Column("strategy", String(STRATEGY_MAX_LENGTH), nullable=False, server_default="default"),
 )
 
 equity_snapshots = Table(
@@ -153,10 +166,14 @@ equity_snapshots = Table(
     Column("account", String(64), nullable=False, server_default=""),
     # Where the figures come from: "broker" (the broker's account) or "closes" (the data).
     Column("source", String(16), nullable=False, server_default="closes"),
-    UniqueConstraint("snapshot_date", "broker", "account", name="uq_equity_snapshots_key"),
+    Column("strategy", String(STRATEGY_MAX_LENGTH), nullable=False, server_default="default"),
+    UniqueConstraint(
+        "snapshot_date", "broker", "account", "strategy", name="uq_equity_snapshots_key"
+    ),
 )
 
-# The kill switch: `mlops trading halt` / `resume` add a row; the newest row is in force.
+# The kill switch: `mlops trading halt` / `resume` add a row; for a strategy, the newest row
+# of that strategy or of all of them ("*") is in force.
 trading_halts = Table(
     "trading_halts",
     metadata,
@@ -168,6 +185,8 @@ trading_halts = Table(
     Column("actor", String(128), nullable=False, server_default=""),
     # What the halt did at the broker (JSON: orders canceled, closing orders sent).
     Column("details", Text, nullable=True),
+    # Whose book (migration 0011): a strategy's name, or "*" for every strategy.
+    Column("strategy", String(STRATEGY_MAX_LENGTH), nullable=False, server_default="default"),
 )
 
 # `mlops backtest` runs: their figures, and where the table and the chart are stored.

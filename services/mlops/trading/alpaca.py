@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 from sqlalchemy import Engine
 
+from mlops.db.schema import DEFAULT_STRATEGY
 from mlops.errors import BrokerError, ConfigError
 from mlops.settings import Settings
 from mlops.trading import book
@@ -95,12 +96,18 @@ class AlpacaBroker:
     name = NAME
 
     def __init__(
-        self, engine: Engine, settings: Settings, sleep: Callable[[float], None] = time.sleep
+        self,
+        engine: Engine,
+        settings: Settings,
+        sleep: Callable[[float], None] = time.sleep,
+        *,
+        strategy: str = DEFAULT_STRATEGY,
     ) -> None:
         check_endpoint(settings)
         assert settings.alpaca_api_key is not None and settings.alpaca_secret_key is not None
         self.engine = engine
         self.settings = settings
+        self.strategy = strategy
         self.sleep = sleep
         self.client = _make_client(settings)
         self._account_id: str | None = None
@@ -212,7 +219,7 @@ class AlpacaBroker:
     def sync(self, bars: pd.DataFrame, day: date) -> int:
         """Ask the broker about every order it has that is not final; record what changed."""
         changed = 0
-        for row in book.open_orders(self.engine, NAME, self.account_id()):
+        for row in book.open_orders(self.engine, NAME, self.account_id(), self.strategy):
             found = self.lookup(row["client_order_id"])
             if found is None:
                 log.warning("Alpaca has no order %s any more.", row["client_order_id"])

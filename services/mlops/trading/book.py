@@ -1,4 +1,7 @@
-"""The order book in the database: decisions and orders of one broker account.
+"""The order book in the database: decisions and orders of one strategy's broker account.
+
+Every read and write is of one strategy on one broker account (``broker``, ``account``,
+``strategy``): two strategies trade the same day side by side, each its own book.
 
 Every write to ``orders`` after the first goes through :func:`apply`, which records what
 the broker said (lifecycle state, the broker's status word, filled quantity, average
@@ -15,7 +18,13 @@ from typing import Any
 
 from sqlalchemy import Engine, RowMapping, and_, select, update
 
-from mlops.db.schema import equity_snapshots, orders, trade_decisions, trading_halts
+from mlops.db.schema import (
+    ALL_STRATEGIES,
+    equity_snapshots,
+    orders,
+    trade_decisions,
+    trading_halts,
+)
 from mlops.db.upsert import insert_new
 from mlops.runs import utcnow
 from mlops.trading.broker import OrderUpdate
@@ -25,14 +34,14 @@ Row = RowMapping
 log = logging.getLogger(__name__)
 
 
-def _mine(table: Any, broker: str, account: str) -> Any:
-    return and_(table.c.broker == broker, table.c.account == account)
+def _mine(table: Any, broker: str, account: str, strategy: str) -> Any:
+    return and_(table.c.broker == broker, table.c.account == account, table.c.strategy == strategy)
 
 
-def decided(engine: Engine, day: date, broker: str, account: str) -> dict[str, str]:
+def decided(engine: Engine, day: date, broker: str, account: str, strategy: str) -> dict[str, str]:
     """The day's recorded decisions, symbol -> action."""
     query = select(trade_decisions.c.symbol, trade_decisions.c.action).where(
-        trade_decisions.c.decision_date == day, _mine(trade_decisions, broker, account)
+        trade_decisions.c.decision_date == day, _mine(trade_decisions, broker, account, strategy)
     )
     with engine.connect() as conn:
         return {s: a for s, a in conn.execute(query).all()}
@@ -45,38 +54,40 @@ def record(engine: Engine, decision_rows: list[dict[str, Any]], order_rows: list
             conn,
             trade_decisions,
             decision_rows,
-            keys=["decision_date", "symbol", "broker", "account"],
+            keys=["decision_date", "symbol", "broker", "account", "strategy"],
         )
         insert_new(conn, orders, order_rows, keys=["client_order_id"])
 
 
-def day_orders(engine: Engine, day: date, broker: str, account: str) -> list[Row]:
+def day_orders(engine: Engine, day: date, broker: str, account: str, strategy: str) -> list[Row]:
     query = (
         select(orders)
-        .where(orders.c.decision_date == day, _mine(orders, broker, account))
+        .where(orders.c.decision_date == day, _mine(orders, broker, account, strategy))
         .order_by(orders.c.side.desc(), orders.c.id)  # sells first
     )
     with engine.connect() as conn:
         return list(conn.execute(query).mappings())
 
 
-def planned_before(engine: Engine, day: date, broker: str, account: str) -> list[Row]:
+def planned_before(
+    engine: Engine, day: date, broker: str, account: str, strategy: str
+) -> list[Row]:
     """Orders of earlier days never confirmed by the broker."""
     query = select(orders).where(
         orders.c.decision_date < day,
         orders.c.status == OrderState.PLANNED,
-        _mine(orders, broker, account),
+        _mine(orders, broker, account, strategy),
     )
     with engine.connect() as conn:
         return list(conn.execute(query).mappings())
 
 
-def open_orders(engine: Engine, broker: str, account: str) -> list[Row]:
+def open_orders(engine: Engine, broker: str, account: str, strategy: str) -> list[Row]:
     """Orders the broker has that are not final yet."""
     query = (
         select(orders)
         .where(
-            _mine(orders, broker, account),
+            _mine(orders, broker, account, strategy),
             orders.c.status.not_in([*TERMINAL, OrderState.PLANNED]),
         )
         .order_by(orders.c.decision_date, orders.c.side.desc(), orders.c.id)
@@ -85,9 +96,9 @@ def open_orders(engine: Engine, broker: str, account: str) -> list[Row]:
         return list(conn.execute(query).mappings())
 
 
-def account_orders(engine: Engine, broker: str, account: str) -> list[Row]:
-    """Every order of the account in the book, oldest first."""
-    query = select(orders).where(_mine(orders, broker, account)).order_by(orders.c.id)
+def account_orders(engine: Engine, broker: str, account: str, strategy: str) -> list[Row]:
+    """Every order of the strategy's account in the book, oldest first."""
+    query = select(orders).where(_mine(orders, broker, account, strategy)).order_by(orders.c.id)
     with engine.connect() as conn:
         return list(conn.execute(query).mappings())
 
@@ -98,10 +109,10 @@ def order(engine: Engine, client_order_id: str) -> Row | None:
         return conn.execute(query).mappings().first()
 
 
-def planned(engine: Engine, broker: str, account: str) -> list[Row]:
+def planned(engine: Engine, broker: str, account: str, strategy: str) -> list[Row]:
     """Orders of any day recorded but not confirmed by the broker."""
     query = select(orders).where(
-        orders.c.status == OrderState.PLANNED, _mine(orders, broker, account)
+        orders.c.status == OrderState.PLANNED, _mine(orders, broker, account, strategy)
     )
     with engine.connect() as conn:
         return list(conn.execute(query.order_by(orders.c.id)).mappings())
@@ -189,10 +200,10 @@ def _same(old: Any, new: Any) -> bool:
     return bool(old == new)
 
 
-def owned_positions(engine: Engine, broker: str, account: str) -> dict[str, float]:
-    """Net filled quantity per symbol of the orders this system placed on the account."""
+def owned_positions(engine: Engine, broker: str, account: str, strategy: str) -> dict[str, float]:
+    """Net filled quantity per symbol of the orders the strategy placed on the account."""
     query = select(orders.c.symbol, orders.c.side, orders.c.filled_quantity).where(
-        _mine(orders, broker, account), orders.c.filled_quantity.is_not(None)
+        _mine(orders, broker, account, strategy), orders.c.filled_quantity.is_not(None)
     )
     held: dict[str, float] = {}
     with engine.connect() as conn:
@@ -201,25 +212,40 @@ def owned_positions(engine: Engine, broker: str, account: str) -> dict[str, floa
     return {s: q for s, q in held.items() if q > 1e-9}
 
 
-def halt_state(engine: Engine) -> tuple[bool, str]:
-    """Whether `mlops trading halt` is in force, and why."""
-    latest = latest_halt(engine)
+def halt_state(engine: Engine, strategy: str) -> tuple[bool, str]:
+    """Whether `mlops trading halt` is in force for ``strategy``, and why."""
+    latest = latest_halt(engine, strategy)
     return (False, "") if latest is None else (bool(latest["halted"]), str(latest["reason"]))
 
 
-def latest_halt(engine: Engine) -> Row | None:
-    """The kill switch's newest row (halted or resumed, by whom, why, when)."""
+def latest_halt(engine: Engine, strategy: str) -> Row | None:
+    """The kill switch's newest row for ``strategy`` (halted or resumed, by whom, why,
+    when): its own or one for every strategy; with :data:`ALL_STRATEGIES`, the newest of
+    any strategy."""
     query = select(trading_halts).order_by(trading_halts.c.id.desc()).limit(1)
+    if strategy != ALL_STRATEGIES:
+        query = query.where(trading_halts.c.strategy.in_([strategy, ALL_STRATEGIES]))
     with engine.connect() as conn:
         return conn.execute(query).mappings().first()
 
 
-def set_halt(engine: Engine, halted: bool, reason: str, actor: str = "") -> int:
-    """A new row of the kill switch; its id."""
+def halt_names(engine: Engine) -> set[str]:
+    """The strategies the kill switch ever named (not :data:`ALL_STRATEGIES`)."""
+    query = select(trading_halts.c.strategy).distinct()
+    with engine.connect() as conn:
+        return {s for s in conn.execute(query).scalars() if s != ALL_STRATEGIES}
+
+
+def set_halt(engine: Engine, halted: bool, reason: str, actor: str = "", *, strategy: str) -> int:
+    """A new row of the kill switch for ``strategy`` (or :data:`ALL_STRATEGIES`); its id."""
     with engine.begin() as conn:
         inserted = conn.execute(
             trading_halts.insert().values(
-                halted=halted, reason=reason, actor=actor[:128], created_at=utcnow()
+                halted=halted,
+                reason=reason,
+                actor=actor[:128],
+                created_at=utcnow(),
+                strategy=strategy,
             )
         ).inserted_primary_key
     assert inserted is not None
@@ -236,18 +262,18 @@ def halt_details(engine: Engine, row_id: int, details: Mapping[str, Any]) -> Non
         )
 
 
-def snapshot(engine: Engine, day: date, broker: str, account: str) -> Row | None:
+def snapshot(engine: Engine, day: date, broker: str, account: str, strategy: str) -> Row | None:
     query = select(equity_snapshots).where(
-        equity_snapshots.c.snapshot_date == day, _mine(equity_snapshots, broker, account)
+        equity_snapshots.c.snapshot_date == day, _mine(equity_snapshots, broker, account, strategy)
     )
     with engine.connect() as conn:
         return conn.execute(query).mappings().first()
 
 
-def first_snapshot(engine: Engine, broker: str, account: str) -> Row | None:
+def first_snapshot(engine: Engine, broker: str, account: str, strategy: str) -> Row | None:
     query = (
         select(equity_snapshots)
-        .where(_mine(equity_snapshots, broker, account))
+        .where(_mine(equity_snapshots, broker, account, strategy))
         .order_by(equity_snapshots.c.snapshot_date)
         .limit(1)
     )
@@ -255,10 +281,15 @@ def first_snapshot(engine: Engine, broker: str, account: str) -> Row | None:
         return conn.execute(query).mappings().first()
 
 
-def previous_snapshot(engine: Engine, day: date, broker: str, account: str) -> Row | None:
+def previous_snapshot(
+    engine: Engine, day: date, broker: str, account: str, strategy: str
+) -> Row | None:
     query = (
         select(equity_snapshots)
-        .where(equity_snapshots.c.snapshot_date < day, _mine(equity_snapshots, broker, account))
+        .where(
+            equity_snapshots.c.snapshot_date < day,
+            _mine(equity_snapshots, broker, account, strategy),
+        )
         .order_by(equity_snapshots.c.snapshot_date.desc())
         .limit(1)
     )
@@ -271,6 +302,11 @@ def keep_snapshot(engine: Engine, row: dict[str, Any]) -> bool:
     row = {**row, "positions": json.dumps(row["positions"], sort_keys=True)}
     with engine.begin() as conn:
         return (
-            insert_new(conn, equity_snapshots, [row], keys=["snapshot_date", "broker", "account"])
+            insert_new(
+                conn,
+                equity_snapshots,
+                [row],
+                keys=["snapshot_date", "broker", "account", "strategy"],
+            )
             > 0
         )

@@ -95,6 +95,7 @@ class BrokerOrder:
 
 class Broker(Protocol):
     name: str
+    strategy: str  # whose book it keeps: the strategy trading this account
 
     def account(self, day: date | None = None) -> Account: ...
 

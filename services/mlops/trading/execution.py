@@ -38,7 +38,7 @@ def send(
     for row in rows:
         if row["status"] != OrderState.PLANNED:
             continue
-        if stop_when_halted and book.halt_state(engine)[0]:
+        if stop_when_halted and book.halt_state(engine, row["strategy"])[0]:
             log.warning(
                 "Trading was halted while orders were being sent: %s and the ones after it "
                 "are not sent.",
@@ -73,7 +73,7 @@ def cancel_open(engine: Engine, broker: Broker, account: str, why: str) -> Cance
     """Cancel every open order of this system on the account, the kill switch's own
     closing sells excepted; planned orders not at the broker are closed as canceled."""
     done = Canceled()
-    for row in book.account_orders(engine, broker.name, account):
+    for row in book.account_orders(engine, broker.name, account, broker.strategy):
         cid = row["client_order_id"]
         if is_closing_id(cid) or is_terminal(row["status"]):
             continue

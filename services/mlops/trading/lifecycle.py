@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
+from mlops.db.schema import DEFAULT_STRATEGY
+
 
 class OrderState(StrEnum):
     """The ``status`` column of ``orders``."""
@@ -105,23 +107,34 @@ def is_open_at_broker(state: str) -> bool:
 CLOSE = "close"
 
 
-def client_order_id(broker: str, account: str, day: date, symbol: str, side: str) -> str:
-    """The same decision of one broker account always gets the same id, and no other does.
+def client_order_id(
+    broker: str, account: str, day: date, symbol: str, side: str, *, strategy: str
+) -> str:
+    """The same decision of one strategy on one broker account always gets the same id,
+    and no other does.
 
     Brokers keep client order ids unique per account, so the broker and the account are
     part of the id (an order of the paper broker never blocks one for Alpaca, nor one
-    Alpaca account another's); the digest covers all of it. ``side`` is ``buy``,
-    ``sell`` or :data:`CLOSE` (a sell of the kill switch).
+    Alpaca account another's), and so is the strategy (a token after the prefix, see
+    :func:`id_prefix`); the digest covers all of it. ``side`` is ``buy``, ``sell`` or
+    :data:`CLOSE` (a sell of the kill switch).
     """
     key = f"{broker}|{account}|{day.isoformat()}|{symbol}|{side}"
+    if strategy != DEFAULT_STRATEGY:
+        key += f"|{strategy}"
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"{id_prefix(broker, account)}{day:%Y%m%d}-{symbol[:16]}-{side}-{digest[:10]}"
+    prefix = id_prefix(broker, account, strategy)
+    return f"{prefix}{day:%Y%m%d}-{symbol[:16]}-{side}-{digest[:10]}"
 
 
-def id_prefix(broker: str, account: str) -> str:
-    """What every client order id of this system on one broker account starts with."""
+def id_prefix(broker: str, account: str, strategy: str) -> str:
+    """What every client order id of one strategy on one broker account starts with: the
+    default strategy's ids are those from before strategies (``mlops-alpaca-3f9a1c-``),
+    another's carry its name (``mlops-alpaca-3f9a1c-red-``; a name starts with a letter,
+    a day with a digit, so neither is read as the other)."""
     tag = hashlib.sha256(f"{broker}|{account}".encode()).hexdigest()[:6]
-    return f"mlops-{broker[:6]}-{tag}-"
+    token = "" if strategy == DEFAULT_STRATEGY else f"{strategy}-"
+    return f"mlops-{broker[:6]}-{tag}-{token}"
 
 
 @dataclass(frozen=True)
@@ -133,13 +146,15 @@ class OwnId:
     closing: bool  # a sell of the kill switch, not of the strategy
 
 
-def parse_own_id(broker: str, account: str, cid: str, symbol: str) -> OwnId | None:
-    """``cid``'s day and side when this system made it for ``symbol`` on this account.
+def parse_own_id(
+    broker: str, account: str, cid: str, symbol: str, *, strategy: str
+) -> OwnId | None:
+    """``cid``'s day and side when this strategy made it for ``symbol`` on this account.
 
-    None for any other id: another system's, another account's, or one that only looks
-    like ours (the digest is computed again and must match).
+    None for any other id: another system's, another account's or strategy's, or one
+    that only looks like ours (the digest is computed again and must match).
     """
-    prefix = id_prefix(broker, account)
+    prefix = id_prefix(broker, account, strategy)
     if not cid.startswith(prefix):
         return None
     rest = cid[len(prefix) :]
@@ -153,7 +168,7 @@ def parse_own_id(broker: str, account: str, cid: str, symbol: str) -> OwnId | No
     word = parts[1]
     if (
         word not in ("buy", "sell", CLOSE)
-        or client_order_id(broker, account, day, symbol, word) != cid
+        or client_order_id(broker, account, day, symbol, word, strategy=strategy) != cid
     ):
         return None
     return OwnId(day=day, side="sell" if word == CLOSE else word, closing=word == CLOSE)

@@ -8,7 +8,9 @@ limit when the day's low (a buy) or high (a sell) reaches it (never with
 ``TRADE_TIME_IN_FORCE=opg``, the opening auction only), else it expires unfilled: the rule
 of :mod:`mlops.trading.order_types`, which the backtest fills by too. Cash and positions
 are derived from the fills, as of any day (so a past day's snapshot shows that day's
-holdings). It has one account, ``paper``, and no clock of its own: the day being
+holdings). It has one account,
+``paper``, with one book per strategy (each starts with ``PAPER_INITIAL_CASH``), and no
+clock of its own: the day being
 replayed is its "now".
 """
 
@@ -23,7 +25,7 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from mlops import market_calendar
-from mlops.db.schema import orders
+from mlops.db.schema import DEFAULT_STRATEGY, orders
 from mlops.trading import book, order_types
 from mlops.trading.broker import (
     Account,
@@ -42,10 +44,18 @@ ACCOUNT = "paper"
 class PaperBroker:
     name = NAME
 
-    def __init__(self, engine: Engine, initial_cash: float, *, opening_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        initial_cash: float,
+        *,
+        opening_only: bool = False,
+        strategy: str = DEFAULT_STRATEGY,
+    ) -> None:
         self.engine = engine
         self.initial_cash = initial_cash
         self.opening_only = opening_only  # TRADE_TIME_IN_FORCE=opg: a limit fills at the open
+        self.strategy = strategy
 
     def account_id(self) -> str:
         return ACCOUNT
@@ -60,6 +70,7 @@ class PaperBroker:
         ).where(
             orders.c.broker == NAME,
             orders.c.account == ACCOUNT,
+            orders.c.strategy == self.strategy,
             orders.c.status == OrderState.FILLED,
         )
         if day is not None:
@@ -99,7 +110,7 @@ class PaperBroker:
                 update=book.as_update(row),
                 submitted_at=row["submitted_at"],
             )
-            for row in book.account_orders(self.engine, NAME, ACCOUNT)
+            for row in book.account_orders(self.engine, NAME, ACCOUNT, self.strategy)
             if row["status"] not in (OrderState.PLANNED, OrderState.UNPLACED)
         ]
 
@@ -119,7 +130,7 @@ class PaperBroker:
         """Fill or expire accepted orders decided before ``day``; returns how many changed."""
         pending = [
             row
-            for row in book.open_orders(self.engine, NAME, ACCOUNT)
+            for row in book.open_orders(self.engine, NAME, ACCOUNT, self.strategy)
             if row["decision_date"] < day
         ]
         if not pending:

@@ -10,6 +10,7 @@ days to a year: the table flags them (:func:`flagged`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,17 +44,35 @@ ANNUALISED = frozenset({"cagr", "volatility", "sharpe", "sharpe_ci", "sortino", 
 
 def figures(sim: Simulation, initial_cash: float) -> dict[str, float | None]:
     """Every figure of :data:`FIGURES` for one simulation."""
-    equity = np.concatenate([[initial_cash], sim.equity])
-    returns = np.diff(equity) / equity[:-1]
+    curve = curve_figures(sim.equity, initial_cash)
     years = max(len(sim.equity), 1) / SESSIONS_PER_YEAR
-    growth = equity[-1] / initial_cash
+    traded = sum(f.quantity * f.price for f in sim.fills)
+    mean_equity = float(np.mean(sim.equity)) if len(sim.equity) else initial_cash
+    trips = sim.round_trips
+    return {
+        **curve,
+        "turnover": traded / mean_equity / years if mean_equity > 0 else None,
+        "hit_rate": sum(p > 0 for p in trips) / len(trips) if trips else None,
+        "exposure": float(np.mean(sim.invested / sim.equity)) if len(sim.equity) else 0.0,
+        "trades": float(len(sim.fills)),
+        "costs": float(sum(f.cost for f in sim.fills)),
+    }
+
+
+def curve_figures(values: Sequence[float] | np.ndarray, start: float) -> dict[str, float | None]:
+    """The figures of an equity curve alone: ``values`` at each session's close, from
+    ``start`` before the first (final equity, total return, CAGR, volatility, Sharpe ratio
+    and its interval, Sortino ratio, max drawdown, sessions). A backtest's simulation and
+    a live strategy's equity snapshots (the leaderboard) are measured by this one code."""
+    closes = np.asarray(values, dtype=float)
+    equity = np.concatenate([[start], closes])
+    returns = np.diff(equity) / equity[:-1]
+    years = max(len(closes), 1) / SESSIONS_PER_YEAR
+    growth = equity[-1] / start
     spread = float(np.std(returns, ddof=1)) if len(returns) > 1 else 0.0
     mean = float(np.mean(returns)) if len(returns) else 0.0
     downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) else 0.0
     scale = math.sqrt(SESSIONS_PER_YEAR)
-    traded = sum(f.quantity * f.price for f in sim.fills)
-    mean_equity = float(np.mean(sim.equity)) if len(sim.equity) else initial_cash
-    trips = sim.round_trips
     low, high = sharpe_interval(mean / spread, len(returns)) if spread > 0 else (None, None)
     return {
         "final_equity": float(equity[-1]),
@@ -65,12 +84,7 @@ def figures(sim: Simulation, initial_cash: float) -> dict[str, float | None]:
         "sharpe_ci_high": high,
         "sortino": mean / downside * scale if downside > 0 else None,
         "max_drawdown": float(np.min(equity / np.maximum.accumulate(equity) - 1)),
-        "turnover": traded / mean_equity / years if mean_equity > 0 else None,
-        "hit_rate": sum(p > 0 for p in trips) / len(trips) if trips else None,
-        "exposure": float(np.mean(sim.invested / sim.equity)) if len(sim.equity) else 0.0,
-        "trades": float(len(sim.fills)),
-        "costs": float(sum(f.cost for f in sim.fills)),
-        "sessions": float(len(sim.equity)),
+        "sessions": float(len(closes)),
     }
 
 

@@ -3,11 +3,12 @@
 Run by every ``mlops trade`` before it decides, by the kill switch before it cancels,
 and alone as ``mlops trading reconcile``:
 
-1. **Adopt.** The broker's orders are listed (open and closed). Those this system placed
-   on this account (the client order id's prefix, its digest computed again) that the
-   book lacks are written into it with what the broker says (status, fills), each with
-   a decision row for its day: a fresh or restored database against an account it
-   traded knows its positions and decided days again, so nothing is bought twice.
+1. **Adopt.** The broker's orders are listed (open and closed). Those this strategy
+   placed on this account (the client order id's prefix, with the strategy's token, its
+   digest computed again) that the book lacks are written into it with what the broker
+   says (status, fills), each with a decision row for its day: a fresh or restored
+   database against an account it traded knows its positions and decided days again, so
+   nothing is bought twice.
    Orders the book has are brought up to date from the same listing.
 2. **Differences**, each one sentence (a warning, and an entry in the result):
    a position whose quantity this system's fills do not add up to; an open order this
@@ -60,6 +61,7 @@ class Difference:
 class Reconciliation:
     broker: str
     account: str
+    strategy: str = ""
     orders_listed: int = 0
     adopted: list[str] = field(default_factory=list)  # client order ids written into the book
     updated: int = 0  # orders of the book brought up to date from the listing
@@ -89,13 +91,16 @@ class ReconciliationError(BrokerError):
 def reconcile(
     engine: Engine, broker: Broker, account_id: str, settings: Settings
 ) -> Reconciliation:
-    """Adopt this system's orders the book lacks, then list what it cannot explain."""
+    """Adopt the strategy's orders the book lacks, then list what it cannot explain."""
     manage_all = settings.trade_manage_all_positions
     listed = broker.orders()
-    result = Reconciliation(broker.name, account_id, orders_listed=len(listed))
+    strategy = broker.strategy
+    result = Reconciliation(broker.name, account_id, strategy, orders_listed=len(listed))
     ours: list[tuple[BrokerOrder, OwnId]] = []
     for order in listed:
-        own = parse_own_id(broker.name, account_id, order.client_order_id, order.symbol)
+        own = parse_own_id(
+            broker.name, account_id, order.client_order_id, order.symbol, strategy=strategy
+        )
         if own is not None:
             ours.append((order, own))
         elif order.is_open:
@@ -132,16 +137,21 @@ def _adopt_and_update(
     ours: list[tuple[BrokerOrder, OwnId]],
     result: Reconciliation,
 ) -> None:
-    known = {r["client_order_id"]: r for r in book.account_orders(engine, broker, account)}
+    strategy = result.strategy
+    known = {
+        r["client_order_id"]: r for r in book.account_orders(engine, broker, account, strategy)
+    }
     decision_rows, order_rows = [], []
     for order, own in ours:
         row = known.get(order.client_order_id)
         if row is not None:
             result.updated += book.apply(engine, row, order.update)
             continue
-        order_rows.append(_order_row(broker, account, order, own))
+        order_rows.append({**_order_row(broker, account, order, own), "strategy": strategy})
         if not own.closing:
-            decision_rows.append(_decision_row(broker, account, order, own.day))
+            decision_rows.append(
+                {**_decision_row(broker, account, order, own.day), "strategy": strategy}
+            )
         result.adopted.append(order.client_order_id)
         log.warning(
             "Adopted order %s (%s %g %s, decided %s, %s) from %s: the book did not have it.",
@@ -204,7 +214,7 @@ def _missing(
     engine: Engine, broker: str, account: str, listed: set[str], result: Reconciliation
 ) -> None:
     """Orders the book has open that the broker does not list."""
-    for row in book.account_orders(engine, broker, account):
+    for row in book.account_orders(engine, broker, account, result.strategy):
         if not is_open_at_broker(row["status"]) or row["client_order_id"] in listed:
             continue
         result.differences.append(
@@ -228,7 +238,7 @@ def _positions(
 ) -> None:
     """Each position against the net fills of this system's orders."""
     held = broker.account().positions
-    owned = book.owned_positions(engine, broker.name, account)
+    owned = book.owned_positions(engine, broker.name, account, broker.strategy)
     for symbol in sorted(set(held) | set(owned)):
         quantity, explained = held.get(symbol, 0.0), owned.get(symbol, 0.0)
         if abs(quantity - explained) < TOLERANCE:

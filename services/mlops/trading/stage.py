@@ -16,17 +16,23 @@ nothing can be bought that day.
 A direction classifier as the trading model is traded on its probability of a rise
 against ``TRADE_PROBABILITY_THRESHOLD`` (:mod:`mlops.trading.strategy`), said the same way.
 
-Reruns are safe: decisions are unique per (day, symbol, broker, account) and orders carry
-a client order id unique to the broker account, so the same day twice places nothing
-twice. When an order the strategy decided could not be placed (refused, or not confirmed
-after the retries) the stage says so per order and ends with exit code 12
-(:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording everything.
+One strategy per run (:mod:`mlops.contracts.strategies`; without a strategies file, the
+default one, with the settings as they are): its model, rule, thresholds, risk limits and
+broker account are its settings', and its decisions, orders, snapshots and kill switch are
+its own, so two strategies trade the same day, also at the same time.
+
+Reruns are safe: decisions are unique per (day, symbol, broker, account, strategy) and
+orders carry a client order id unique to the strategy's broker account, so the same day
+twice places nothing twice. When an order the strategy decided could not be placed
+(refused, or not confirmed after the retries) the stage says so per order and ends with
+exit code 12 (:class:`~mlops.trading.broker.OrdersNotPlacedError`), after recording
+everything.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import pandas as pd
@@ -37,6 +43,7 @@ from mlops.context import Context
 from mlops.contracts import datasets
 from mlops.contracts.columns import PROBABILITY
 from mlops.contracts.predictions import CHAMPION_ROLE
+from mlops.contracts.strategies import DEFAULT_STRATEGY, Strategy, default_strategy
 from mlops.db.schema import predictions
 from mlops.errors import DataError
 from mlops.runs import utcnow
@@ -80,6 +87,7 @@ class TradeResult:
     model_version: str | None
     decisions: dict[str, str]
     account: str = ""
+    strategy: str = DEFAULT_STRATEGY
     # Sent by this run and taken by the broker; the day's orders the broker refused or
     # that could not be placed; those not confirmed yet (the next run retries them).
     orders_placed: list[str] = field(default_factory=list)
@@ -169,46 +177,45 @@ def run(
     *,
     allow_older_dataset: bool = False,
     missed_day: bool = False,
+    strategy: Strategy | None = None,
 ) -> TradeResult:
-    """Trade the day ``as_of`` (default: the latest day in the data); see the module.
-
-    Never from an older dataset than the day asked for, unless ``allow_older_dataset``.
-    A ``missed_day`` (a catch-up's past session) that the broker's clock calls stale is
-    not traded: the result says why, and the run succeeds (orders of it still waiting
-    to be sent are an error as on any day).
+    """Trade the day ``as_of`` (default: the latest in the data) with ``strategy`` (default:
+    the settings as they are); see the module. Never from an older dataset than the day
+    asked for, unless ``allow_older_dataset``. A ``missed_day`` (a catch-up's past session)
+    the broker's clock calls stale is not traded: the result says why, and the run succeeds
+    (its orders still waiting to be sent are an error as on any day).
     """
+    chosen = strategy or default_strategy(ctx.settings)
+    ctx = replace(ctx, settings=chosen.settings)
     if as_of is not None and (closed := market_calendar.closed_day(as_of, "nothing to trade")):
-        return TradeResult(as_of, ctx.settings.broker, None, {}, market_closed=closed)
+        name = ctx.settings.broker
+        return TradeResult(as_of, name, None, {}, strategy=chosen.name, market_closed=closed)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     _, bars = datasets.load(ctx.store, version)
     day = bars["date"].max().date()
-    broker = make_broker(ctx.settings, ctx.engine)
+    broker = make_broker(ctx.settings, ctx.engine, chosen.name)
     account_id = broker.account_id()
     checked = reconcile(ctx.engine, broker, account_id, ctx.settings)
-    already = book.decided(ctx.engine, day, broker.name, account_id)
+    already = book.decided(ctx.engine, day, broker.name, account_id, broker.strategy)
     stale = _refuse_stale(ctx.engine, broker, account_id, day, bool(already), missed_day)
     if stale and missed_day and not already:
         return _missed(broker, account_id, day, stale, checked)
     settled = broker.sync(bars, day) + _close_old_planned(ctx.engine, broker, account_id, day)
-    halted = _halted(ctx)
+    halted = _halted(ctx, broker.strategy)
     canceled = _stop_if_halted(ctx, broker, account_id, halted)
     if checked.not_traded and ctx.settings.reconcile_strict and not halted:
         raise ReconciliationError(f"{checked.sentence()}; {STRICT_STOP}", result=checked)
     signals, model_version = latest_signals(ctx.engine, day, ctx.settings.model_name)
     if not already and not halted:
-        if not signals:
-            raise DataError(
-                f"No predictions for {day} from the champion of {ctx.settings.model_name}: "
-                "run `mlops batch-infer` first."
-            )
         _decide(ctx, broker, account_id, day, bars, signals, model_version, checked)
     placed = [] if halted or stale else _submit_planned(ctx.engine, broker, account_id, day)
     result = TradeResult(
         day=day,
         broker=broker.name,
         account=account_id,
+        strategy=broker.strategy,
         model_version=model_version,
-        decisions=book.decided(ctx.engine, day, broker.name, account_id),
+        decisions=book.decided(ctx.engine, day, broker.name, account_id, broker.strategy),
         orders_placed=placed,
         orders_settled=settled,
         rerun=bool(already),
@@ -262,7 +269,7 @@ def _refuse_stale(
     stale = _stale(broker, day)
     planned = [
         r
-        for r in book.day_orders(engine, day, broker.name, account_id)
+        for r in book.day_orders(engine, day, broker.name, account_id, broker.strategy)
         if r["status"] == OrderState.PLANNED
     ]
     if stale and (not decided or planned) and not (missed and not decided):
@@ -279,6 +286,7 @@ def _missed(
         day=day,
         broker=broker.name,
         account=account_id,
+        strategy=broker.strategy,
         model_version=None,
         decisions={},
         not_traded=f"{stale}: a missed day, not traded",
@@ -301,11 +309,11 @@ def _stale(broker: Broker, day: date) -> str | None:
     )
 
 
-def _halted(ctx: Context) -> str | None:
+def _halted(ctx: Context, strategy: str) -> str | None:
     if ctx.settings.trading_halted:
         why = "TRADING_HALTED is true"
     else:
-        halted, reason = book.halt_state(ctx.engine)
+        halted, reason = book.halt_state(ctx.engine, strategy)
         if not halted:
             return None
         why = f"`mlops trading halt`: {reason}" if reason else "`mlops trading halt`"
@@ -346,8 +354,13 @@ def _decide(
     Symbols reconciliation left out are neither bought nor sold: a "hold" with the reason.
     """
     settings = ctx.settings
+    if not signals:
+        raise DataError(
+            f"No predictions for {day} from the champion of {settings.model_name}: "
+            "run `mlops batch-infer` first."
+        )
     account = broker.account(day)
-    owned = book.owned_positions(ctx.engine, broker.name, account_id)
+    owned = book.owned_positions(ctx.engine, broker.name, account_id, broker.strategy)
     if settings.trade_manage_all_positions:
         positions = dict(account.positions)
     else:
@@ -366,7 +379,7 @@ def _decide(
     prices = {s.symbol: s.last_close for s in signals}
     closes = last_closes(bars, day)
     held = _held_value(account, closes)
-    previous = book.previous_snapshot(ctx.engine, day, broker.name, account_id)
+    previous = book.previous_snapshot(ctx.engine, day, broker.name, account_id, broker.strategy)
     portfolio = Portfolio(
         cash=account.cash,
         equity=account.equity if account.equity is not None else account.cash + held,
@@ -377,7 +390,7 @@ def _decide(
     limited = apply_limits(decisions, prices, portfolio, RiskLimits.from_settings(settings))
     _say_risk_cuts(decisions, limited)
     limited += _not_traded(signals, account.positions, checked)
-    _record(ctx.engine, day, broker.name, account_id, model_version, signals, limited, settings)
+    _record(ctx.engine, day, broker, account_id, model_version, signals, limited, settings)
 
 
 def _not_traded(
@@ -429,7 +442,7 @@ def _held_value(account: Account, closes: dict[str, float]) -> float:
 def _record(
     engine: Engine,
     day: date,
-    broker: str,
+    broker: Broker,
     account: str,
     model_version: str | None,
     signals: list[strategy.Signal],
@@ -451,8 +464,9 @@ def _record(
                 "predicted_close": signal.predicted_close if signal else None,
                 "last_close": signal.last_close if signal else None,
                 "model_version": model_version,
-                "broker": broker,
+                "broker": broker.name,
                 "account": account,
+                "strategy": broker.strategy,
                 "reason": d.reason,
                 "created_at": now,
             }
@@ -460,7 +474,9 @@ def _record(
         if d.action in (strategy.Action.BUY, strategy.Action.SELL):
             order_rows.append(
                 {
-                    "client_order_id": client_order_id(broker, account, day, d.symbol, d.action),
+                    "client_order_id": client_order_id(
+                        broker.name, account, day, d.symbol, d.action, strategy=broker.strategy
+                    ),
                     "decision_date": day,
                     "symbol": d.symbol,
                     "side": d.action,
@@ -469,8 +485,9 @@ def _record(
                     "limit_price": order_types.limit_for(
                         settings, d.action, signal.last_close if signal else None
                     ),
-                    "broker": broker,
+                    "broker": broker.name,
                     "account": account,
+                    "strategy": broker.strategy,
                     "status": OrderState.PLANNED,
                     "attempts": 0,
                     "submitted_at": now,
@@ -481,13 +498,14 @@ def _record(
 
 def _submit_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> list[str]:
     """Send the day's orders the broker has not confirmed; the ids it took now."""
-    return execution.send(engine, broker, book.day_orders(engine, day, broker.name, account_id))
+    planned = book.day_orders(engine, day, broker.name, account_id, broker.strategy)
+    return execution.send(engine, broker, planned)
 
 
 def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: date) -> int:
     """Earlier days' orders never confirmed: what the broker has, else ``unplaced``."""
     closed = 0
-    for row in book.planned_before(engine, day, broker.name, account_id):
+    for row in book.planned_before(engine, day, broker.name, account_id, broker.strategy):
         found = broker.lookup(row["client_order_id"]) if row["attempts"] > 0 else None
         if found is None:
             found = OrderUpdate(
@@ -500,7 +518,7 @@ def _close_old_planned(engine: Engine, broker: Broker, account_id: str, day: dat
 
 def _outcomes(engine: Engine, result: TradeResult) -> None:
     """The day's orders as they stand, one log line each, sorted into the result's lists."""
-    for row in book.day_orders(engine, result.day, result.broker, result.account):
+    for row in book.day_orders(engine, result.day, result.broker, result.account, result.strategy):
         outcome = OrderOutcome(
             client_order_id=row["client_order_id"],
             symbol=row["symbol"],
@@ -542,9 +560,9 @@ def _not_placed_sentence(result: TradeResult) -> str:
 def _snapshot(
     ctx: Context, broker: Broker, result: TradeResult, bars: pd.DataFrame, stale: str | None
 ) -> None:
-    """The day's equity against buy-and-hold, kept once per (day, broker account)."""
-    day, account_id = result.day, result.account
-    kept = book.snapshot(ctx.engine, day, broker.name, account_id)
+    """The day's equity against buy-and-hold, kept once per (day, broker account, strategy)."""
+    day, account_id, strategy = result.day, result.account, result.strategy
+    kept = book.snapshot(ctx.engine, day, broker.name, account_id, strategy)
     if kept is None and stale:
         result.snapshot = "skipped: the broker's account is not as of this day"
         return
@@ -553,7 +571,7 @@ def _snapshot(
         closes = last_closes(bars, day)
         held = _held_value(account, closes)
         equity = account.equity if account.equity is not None else account.cash + held
-        first = book.first_snapshot(ctx.engine, broker.name, account_id)
+        first = book.first_snapshot(ctx.engine, broker.name, account_id, strategy)
         start, start_equity = day, equity
         if first is not None and first["snapshot_date"] < day:
             start, start_equity = first["snapshot_date"], float(first["equity"])
@@ -561,6 +579,7 @@ def _snapshot(
             "snapshot_date": day,
             "broker": broker.name,
             "account": account_id,
+            "strategy": strategy,
             "cash": float(account.cash),
             "positions_value": equity - float(account.cash),
             "equity": equity,
@@ -570,7 +589,7 @@ def _snapshot(
             "created_at": utcnow(),
         }
         book.keep_snapshot(ctx.engine, row)
-        kept = book.snapshot(ctx.engine, day, broker.name, account_id)
+        kept = book.snapshot(ctx.engine, day, broker.name, account_id, strategy)
         result.snapshot = "new"
     else:
         result.snapshot = "kept"
