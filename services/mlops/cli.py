@@ -342,7 +342,10 @@ def models_list_cmd(
 
     ctx = _context()
     rows = inventory(
-        ctx.mlflow, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
+        ctx.mlflow,
+        ctx.engine,
+        model_names(ctx.settings, ctx.store),
+        alias=ctx.settings.champion_alias,
     )
     text = json.dumps([asdict(r) for r in rows], indent=2)
     if output is not None:

@@ -565,7 +565,7 @@ def _routes(server: Any, ctx: Context, gate: Gate) -> None:
             rows = inventory(
                 ctx.mlflow,
                 ctx.engine,
-                model_names(ctx.settings),
+                model_names(ctx.settings, ctx.store),
                 alias=ctx.settings.champion_alias,
             )
         except MlopsError as exc:

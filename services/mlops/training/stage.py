@@ -233,7 +233,7 @@ def run(
         closed := market_calendar.closed_day(as_of, f"{name} is not trained")
     ):
         return _closed_result(name, closed)
-    spec = catalog.spec(settings, name)  # these fail before anything is written
+    spec = catalog.spec(settings, ctx.store, name)  # these fail before anything is written
     config = load_model_config(settings, spec.config_path)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     manifest, frame = datasets.load(ctx.store, version)
@@ -302,10 +302,12 @@ def run_all(
     all (of the first failure's class, so its exit code), carrying the others' results.
     """
     if as_of is not None and (closed := market_calendar.closed_day(as_of, "no model is trained")):
-        return [_closed_result(name, closed) for name in catalog.model_names(ctx.settings)]
+        return [
+            _closed_result(name, closed) for name in catalog.model_names(ctx.settings, ctx.store)
+        ]
     results: list[TrainResult] = []
     failures: dict[str, BaseException] = {}
-    for name in catalog.model_names(ctx.settings):
+    for name in catalog.model_names(ctx.settings, ctx.store):
         if is_paused(ctx.mlflow, name):
             log.info("Model %s is paused (`mlops models resume %s`): not trained", name, name)
             continue
