@@ -56,6 +56,8 @@ BUTTONS = {
     "retrain": "Retrain now",
     "halt": "Halt trading",
     "unhalt": "Resume trading",
+    "create": "Create model",
+    "delete": "Delete",
 }
 INDEX = (
     "<!DOCTYPE html><html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}"
@@ -172,6 +174,17 @@ def _action_form(enabled: bool) -> Any:
                     ),
                 ],
                 style={"margin": "0.5em 0"},
+            ),
+            html.Details(
+                [
+                    html.Summary("New model: its Ludwig YAML (for Create model)"),
+                    dcc.Textarea(
+                        id="config",
+                        value="",
+                        placeholder="input_features: ...\noutput_features: ...",
+                        style={"width": "100%", "height": "14em", "fontFamily": "monospace"},
+                    ),
+                ]
             ),
             html.Div(
                 [
@@ -418,15 +431,21 @@ def _action_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
         State("version", "value"),
         State("reason", "value"),
         State("force", "value"),
+        State("config", "value"),
         prevent_initial_call=True,
     )
     def ask(*args: Any) -> tuple[Any, ...]:
-        model, version, reason, force = args[len(BUTTONS) :]
+        model, version, reason, force, config = args[len(BUTTONS) :]
         pressed = str(callback_context.triggered_id or "").removeprefix("btn-")
         if pressed not in BUTTONS:
             return no_update, no_update, no_update, no_update
         request = actions.ActionRequest(
-            pressed, model or "", version or "", reason or "", "force" in (force or [])
+            pressed,
+            model or "",
+            version or "",
+            reason or "",
+            "force" in (force or []),
+            (config or "") if pressed == "create" else "",
         )
         asked = actions.question(request, ctx.settings.champion_alias)
         return True, asked, asdict(request), ""
@@ -484,6 +503,7 @@ def _fields(pending: dict[str, Any]) -> dict[str, Any]:
         "version": str(pending.get("version") or ""),
         "reason": str(pending.get("reason") or ""),
         "force": bool(pending.get("force")),
+        "config": str(pending.get("config") or ""),
     }
 
 
