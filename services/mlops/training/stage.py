@@ -596,21 +596,24 @@ def _log_evaluation(
 
 def _log_model(client: MlflowClient, run_id: str, model: Any, holdout: pd.DataFrame) -> None:
     """The Ludwig model as an MLflow model (``ludwig`` flavour) under the run's ``model``,
-    with its portable export (``model/portable``) checked against ``LudwigModel.predict``.
+    with its portable export (``model/portable``) checked against ``LudwigModel.predict``,
+    and its ``python_function`` flavour answering from that export, with the signature
+    (inputs and outputs) and an input example of a few holdout rows
+    (:mod:`mlops.contracts.pyfunc`): MLflow then checks a request's columns and types
+    (`mlflow models serve`, pyfunc) and the answer names the predicted close.
     """
     from ludwig.contribs.mlflow.model import save_model
-    from mlflow.models import infer_signature
 
-    # The signature (inputs and outputs) and an input example, from a few holdout rows:
-    # MLflow then checks a request's columns and types (`mlflow models serve`, pyfunc).
-    inputs = holdout[[f["name"] for f in model.config["input_features"]]]
-    example = inputs.head(INPUT_EXAMPLE_ROWS).reset_index(drop=True)
-    outputs, _ = model.predict(example)
-    signature = infer_signature(example, outputs)
+    from mlops.contracts.pyfunc import example_inputs, make_native
+
+    names = [f["name"] for f in model.config["input_features"]]
+    target = model.config["output_features"][0]["name"]
+    example = example_inputs(holdout, names, target, INPUT_EXAMPLE_ROWS)
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         folder = Path(tmp) / MODEL_ARTIFACT_PATH
-        save_model(model, str(folder), signature=signature, input_example=example)
+        save_model(model, str(folder), input_example=example)
         export_portable(model, holdout, folder / PORTABLE_FOLDER)
+        make_native(folder, example)
         client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT_PATH)
 
 
