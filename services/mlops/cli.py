@@ -399,8 +399,9 @@ def _context() -> Any:
 
 
 models_app = typer.Typer(
-    help="The model registry: list the catalog's models and versions, promote, roll back, "
-    "archive, pause or resume scheduled training, retrain now. Every action is audited.",
+    help="The model registry: list the catalog's models and versions, create a model from a "
+    "Ludwig YAML, promote, roll back, archive, delete, pause or resume scheduled training, "
+    "retrain now. Every action is audited.",
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
@@ -442,7 +443,10 @@ def models_list_cmd(
 
     ctx = _context()
     rows = inventory(
-        ctx.mlflow, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
+        ctx.mlflow,
+        ctx.engine,
+        model_names(ctx.settings, ctx.store),
+        alias=ctx.settings.champion_alias,
     )
     text = json.dumps([asdict(r) for r in rows], indent=2)
     if output is not None:
@@ -458,8 +462,7 @@ def _registry_action(action: str, name: str, version: str = "", **options: Any) 
 
     ctx, client, actor = _admin(action, name, version)
     done = perform(client, ctx.engine, ctx.settings, action, name, version, actor=actor, **options)
-    typer.echo(done.sentence(), err=True)
-    typer.echo(json.dumps({**asdict(done), "sentence": done.sentence()}, default=str, indent=2))
+    _print_action(done)
 
 
 @models_app.command("promote")
@@ -507,6 +510,68 @@ def models_resume_cmd(
 ) -> None:
     """Resume the model's scheduled training."""
     _registry_action("resume", name, reason=reason)
+
+
+@models_app.command("create")
+def models_create_cmd(
+    name: Annotated[str, typer.Argument(help="The new model's name (its registry name).")],
+    config: Annotated[
+        Path, typer.Option("--config", help="The model's Ludwig YAML (checked, then stored).")
+    ],
+    reason: Reason = "",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the stored config of that name.")
+    ] = False,
+) -> None:
+    """Add a model to the stored catalog (object store; no ConfigMap edit): its Ludwig
+    YAML is checked first (Ludwig's schema, the pipeline's rules, the portable export),
+    then `mlops train --model NAME` and `train --all` train it."""
+    from mlops.errors import ConfigError
+    from mlops.model_catalog import create
+
+    try:
+        text = config.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {config} cannot be read ({exc}).") from None
+    ctx, _, actor = _admin("create", name)
+    done = create(
+        ctx.engine, ctx.store, ctx.settings, name, text, reason=reason, actor=actor, replace=replace
+    )
+    _print_action(done)
+
+
+@models_app.command("delete")
+def models_delete_cmd(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Delete this version (never the champion); default: all."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: deleting cannot be undone.")] = False,
+    reason: Reason = "",
+) -> None:
+    """Delete a version that is not the champion, or (without --version) a whole model that
+    has no champion: from the registry and the stored catalog (the audit keeps its rows)."""
+    from mlops.errors import ConfigError
+    from mlops.model_catalog import delete
+
+    what = f"version {version} of {name}" if version else f"model {name} (every version)"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"Deleting {what} cannot be undone: add --yes to confirm.")
+        if not typer.confirm(f"Delete {what}? This cannot be undone.", err=True):
+            raise ConfigError(f"Not confirmed: {what} was not deleted.")
+    ctx, client, actor = _admin("delete", name, version or "")
+    done = delete(
+        client, ctx.engine, ctx.store, ctx.settings, name, version or "", reason=reason, actor=actor
+    )
+    _print_action(done)
+
+
+def _print_action(done: Any) -> None:
+    """An action's audit row as JSON on stdout, its sentence on stderr."""
+    typer.echo(done.sentence(), err=True)
+    typer.echo(json.dumps({**asdict(done), "sentence": done.sentence()}, default=str, indent=2))
 
 
 @models_app.command("retrain")

@@ -158,7 +158,7 @@ def run(
     ) as progress:
         task = progress.add_task(f"training on data to {cutoff}", total=len(replay))
         stage("data-prep", cutoff)
-        initial = {name: train(cutoff)(name) for name in model_names(settings)}
+        initial = {name: train(cutoff)(name) for name in model_names(settings, ctx.store)}
         trainings.extend(_training_row(cutoff, result) for result in initial.values())
         shadow_classifiers(ctx, initial.values())
         first = initial[settings.model_name]
@@ -232,8 +232,8 @@ def stage_functions() -> dict[str, Callable[..., Any]]:
 
 def scheduled_training(ctx: Context, train: Callable[[str], Any]) -> list[tuple[str, Any]]:
     """Train every catalog model that is not paused (the pipeline's rule), in catalog order."""
-    names = scheduled_models(ctx.mlflow, ctx.settings)
-    held = [n for n in model_names(ctx.settings) if n not in names]
+    names = scheduled_models(ctx.mlflow, ctx.settings, ctx.store)
+    held = [n for n in model_names(ctx.settings, ctx.store) if n not in names]
     if held:
         log.warning("Paused, not retrained: %s", ", ".join(held))
     return [(name, train(name)) for name in names]
@@ -338,10 +338,13 @@ def model_table(ctx: Context) -> list[dict[str, Any]]:
     from mlops.model_admin import inventory
 
     rows = inventory(
-        ctx.mlflow, ctx.engine, model_names(ctx.settings), alias=ctx.settings.champion_alias
+        ctx.mlflow,
+        ctx.engine,
+        model_names(ctx.settings, ctx.store),
+        alias=ctx.settings.champion_alias,
     )
     table: list[dict[str, Any]] = []
-    for name in model_names(ctx.settings):
+    for name in model_names(ctx.settings, ctx.store):
         versions = [r for r in rows if r.name == name]
         best = next((r for r in versions if r.status == "champion"), None)
         challenger = next((r for r in versions if r.status == "challenger"), None)

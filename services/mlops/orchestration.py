@@ -839,7 +839,7 @@ def retrain_model(
     from mlops.contracts.catalog import spec
     from mlops.model_admin import Action, record
 
-    spec(ctx.settings, name)  # one sentence for a name the catalog lacks
+    spec(ctx.settings, ctx.store, name)  # one sentence for a name the catalog lacks
     where = runner or training_runner()
     why = reason or "retrain on demand"
     if where == "kubernetes":

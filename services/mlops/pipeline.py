@@ -42,6 +42,8 @@ from mlops.settings import Settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from mlops.store import ObjectStore
+
 DAILY_STAGES: tuple[str, ...] = ("data-prep", "batch-infer", "trade", "monitor")
 TRAIN_STAGE = "train"
 TRADE_STAGE = "trade"
@@ -171,6 +173,9 @@ def missed_sessions(engine: Engine, day: date, max_sessions: int) -> list[date]:
     return missed
 
 
-def scheduled_models(client: MlflowClient, settings: Settings) -> list[str]:
-    """The models a scheduled training trains: the catalog's, less the paused ones."""
-    return [name for name in model_names(settings) if not is_paused(client, name)]
+def scheduled_models(
+    client: MlflowClient, settings: Settings, store: ObjectStore | None
+) -> list[str]:
+    """The models a scheduled training trains: the catalog's (with the stored catalog of
+    ``store``), less the paused ones."""
+    return [name for name in model_names(settings, store) if not is_paused(client, name)]

@@ -140,13 +140,14 @@ class LocalStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root
+        # Only the prefix's folder is walked (a key under the prefix lies in it).
+        base = self.root / prefix.rpartition("/")[0]
         if not base.exists():
             return []
         keys = []
         for path in base.rglob("*"):
             if path.is_file() and not path.name.startswith("."):
-                key = path.relative_to(base).as_posix()
+                key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)

@@ -135,6 +135,8 @@ def _metrics(ctx: Context) -> None:
             "trigger_naive_ratio": 1.0 if n == 3 else 0.0,
         }
         rows += [(day, WINDOW, "stock-close", "1", k, v) for k, v in flags.items()]
+        drift = {f"drift_p:{feature}": drift_p(feature, n) for feature in FEATURES}
+        rows += [(day, WINDOW, "stock-close", "1", k, v) for k, v in drift.items()]
     with ctx.engine.begin() as conn:
         conn.execute(
             monitoring_metrics.insert(),
@@ -143,13 +145,16 @@ def _metrics(ctx: Context) -> None:
                     "metric_date": day,
                     "model_name": name,
                     "model_version": version,
-                    "symbol": "ALL",
+                    "symbol": symbol,
                     "metric": metric,
                     "value": value,
                     "window_days": window,
                     "created_at": now,
                 }
-                for day, window, name, version, metric, value in rows
+                for day, window, name, version, metric, value, symbol in [
+                    *((*row, "ALL") for row in rows),
+                    *_symbol_rows(),
+                ]
             ],
         )
         for n, day in enumerate(DAYS):
@@ -177,6 +182,35 @@ def _metrics(ctx: Context) -> None:
                 created_at=now,
             )
         )
+
+
+# Each version's window figures per symbol, and the drift test's p-value per feature.
+SYMBOLS = ("AAA", "BBB", "CCC")
+FEATURES = ("rsi_14", "return_1d", "range_pct")
+
+
+def symbol_mape(name: str, version: str, symbol: str, n: int) -> float:
+    return window_mape(name, version, n) * (1 + 0.1 * SYMBOLS.index(symbol))
+
+
+def drift_p(feature: str, n: int) -> float:
+    return 0.5 / (1 + n + 3 * FEATURES.index(feature))
+
+
+def _symbol_rows() -> list[tuple[Any, ...]]:
+    return [
+        (day, WINDOW, name, version, metric, value, symbol)
+        for n, day in enumerate(DAYS)
+        for name in MODELS
+        for version in (CHAMPIONS[name], CHALLENGERS[name])
+        for symbol in SYMBOLS
+        for metric, value in (
+            ("mape", symbol_mape(name, version, symbol, n)),
+            ("naive_mape", 0.0115),
+            ("directional_accuracy", 0.5 + 0.05 * SYMBOLS.index(symbol)),
+            ("n", 3.0),
+        )
+    ]
 
 
 def expected_drift_days() -> int:

@@ -88,12 +88,15 @@ def test_the_page_shows_every_model_and_version(browser, dashboard_url, seeded, 
     assert drawn[1]["stock-close:1"] == pytest.approx(window_mape("stock-close", "1", final))
     window_title = browser.find_element(By.CSS_SELECTOR, "#quality-window-chart .gtitle").text
     assert window_title.startswith(f"MAPE over the trailing {WINDOW}-session window")
-    # Every chart drew: quality, champion vs challengers, drift, triggers, two accounts,
+    # Every chart drew: quality, champion vs challengers, per symbol, drift (the share and
+    # per feature), triggers, two accounts,
     # the newest walk-forward's equity and IC per period.
     charts = (
         "quality-window-chart",
         "versus-chart",
+        "symbols-chart",
         "drift-chart",
+        "feature-drift-chart",
         "trigger-chart",
         "equity-0",
         "equity-1",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -615,3 +616,106 @@ def test_the_last_twenty_alerts_are_listed_and_a_failures_text_only_for_operator
     first = [td.children for td in anonymous.children[1].children[0].children]
     hidden = dashboard.HIDDEN_ERROR
     assert first[1:] == ["mlops monitor failed", "no", hidden, hidden]
+
+
+# The per-symbol and per-feature views; creating and deleting a model from the page.
+
+
+def test_the_per_symbol_and_per_feature_views_show_what_monitoring_wrote(seeded):
+    from mlops.contracts.models import champion
+    from mlops.dashboard.app import render_sections, section
+
+    from .seed import FEATURES, SYMBOLS, drift_p, symbol_mape
+
+    client = create_app(seeded).server.test_client()
+    last = len(DAYS) - 1
+    # Other tests of this module move champions: the current ones are expected.
+    now = {name: champion(seeded.mlflow, name, "champion").version for name in MODELS}
+    answer = client.get("/api/models/stock-close-pooled/symbols").get_json()
+    assert (answer["model_version"], answer["window_days"]) == (now["stock-close-pooled"], WINDOW)
+    assert answer["label"] == f"{WINDOW}-session window to {DAYS[-1]}"
+    for n, symbol in enumerate(SYMBOLS):  # the latest window's, as monitoring wrote them
+        figures = answer["symbols"][symbol]
+        expected = symbol_mape("stock-close-pooled", now["stock-close-pooled"], symbol, last)
+        assert figures["mape"] == pytest.approx(expected)
+        assert figures["directional_accuracy"] == pytest.approx(0.5 + 0.05 * n)
+    other = "2" if now["stock-close-pooled"] == "1" else "1"
+    asked = client.get(f"/api/models/stock-close-pooled/symbols?version={other}").get_json()
+    assert asked["symbols"]["AAA"]["mape"] == pytest.approx(
+        symbol_mape("stock-close-pooled", other, "AAA", last)
+    )
+    assert client.get("/api/models/nope/symbols").status_code == 404
+    sections = render_sections(seeded, "mape")
+    trading = now["stock-close"]
+    bars = section(sections, "symbols-chart")
+    assert f"stock-close:{trading} (champion) over the {WINDOW}-session window" in (
+        bars.layout.title.text
+    )
+    assert list(bars.data[0].x) == list(SYMBOLS) and bars.layout.yaxis.tickformat == ".2%"
+    assert list(bars.data[0].y) == pytest.approx(
+        [symbol_mape("stock-close", trading, s, last) for s in SYMBOLS]
+    )
+    shown = str(section(sections, "symbols-table"))
+    assert f"{symbol_mape('stock-close-mlp', now['stock-close-mlp'], 'CCC', last):.6g}" in shown
+    assert f"{WINDOW} sessions to {DAYS[-1]}" in shown
+
+    rows = client.get("/api/drift/features").get_json()
+    assert len(rows) == len(DAYS) * len(FEATURES)
+    for row in rows:
+        n = DAYS.index(date.fromisoformat(row["metric_date"]))
+        assert row["p_value"] == pytest.approx(drift_p(row["feature"], n))
+        assert (row["model_name"], row["window_days"]) == ("stock-close", WINDOW)
+    lines = section(sections, "feature-drift-chart")
+    assert [t.name for t in lines.data] == sorted(FEATURES)
+    first = [drift_p("range_pct", n) for n in range(last + 1)]
+    assert list(lines.data[0].y) == pytest.approx(first)
+    assert lines.layout.yaxis.type == "log" and "drifted" in lines.layout.title.text
+
+
+def test_a_model_is_created_and_deleted_from_the_page_by_the_roles_that_may(seeded):
+    from mlops.contracts.catalog import packaged_dir
+    from mlops.contracts.keys import stored_config_key
+
+    users = _with_users(seeded)
+    client = create_app(users).server.test_client()
+    name, key = "dash-made", stored_config_key("dash-made")
+    config = (packaged_dir() / "stock-close-mlp.yaml").read_text()
+    create = {"action": "create", "model": name, "config": config, "reason": "to try"}
+    asked = actions.question(actions.ActionRequest("delete", name), "champion")
+    assert asked == (
+        f"Delete the whole model {name} (every version); this cannot be undone (the audit "
+        "keeps its rows)?"
+    )
+    assert client.post("/api/actions", json=create, headers=_as("vera")).status_code == 403
+    evil = {**_as("otto"), "Origin": "https://evil.example", "Host": "localhost"}
+    assert client.post("/api/actions", json=create, headers=evil).status_code == 403
+    wrong = {**create, "config": config.replace("normalization: zscore", "normalization: log1p", 1)}
+    refused = client.post("/api/actions", json=wrong, headers=_as("otto"))
+    assert refused.status_code == 409 and "portable export" in refused.get_json()["sentence"]
+    assert not seeded.store.exists(key)
+    done = action_result(post_action(client, create, user="otto", password=USERS["otto"][1]))
+    assert done["className"] == "done" and done["children"] == f"Done: create {name}: to try"
+    assert seeded.store.get_bytes(key).decode() == config
+    (row,) = audit_rows(seeded.engine, action="create", outcome="done")
+    assert (row["model_name"], row["actor"]) == (name, "dashboard:otto")
+
+    delete = {"action": "delete", "model": name, "reason": "tried"}
+    answer = client.post("/api/actions", json=delete, headers=_as("otto"))
+    assert answer.status_code == 403 and "delete needs the role admin" in answer.text
+    answer = client.post("/api/actions", json={**delete, "version": "3"}, headers=_as("ada"))
+    assert answer.status_code == 409 and "No registered model named" in answer.text
+    answer = client.post("/api/actions", json=delete, headers=_as("ada"))
+    assert answer.status_code == 200, answer.text
+    assert not seeded.store.exists(key)
+    refusals = audit_rows(seeded.engine, model_name=name, outcome="refused")
+    assert [(r["action"], r["model_version"], r["actor"]) for r in refusals] == [
+        ("create", None, "dashboard:vera"),
+        ("create", None, "dashboard:anonymous"),
+        ("create", None, "dashboard:otto"),
+        ("delete", None, "dashboard:otto"),
+        ("delete", "3", "dashboard:ada"),
+    ]
+    assert [r["action"] for r in audit_rows(seeded.engine, model_name=name, outcome="done")] == [
+        "create",
+        "delete",
+    ]

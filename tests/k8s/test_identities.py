@@ -156,13 +156,15 @@ def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() 
         "ALERT_WEBHOOK_URL",  # a halt, a resume or a promotion from the page alerts
     }
     # The role reads everything and writes the audit of its actions, the kill switch and
-    # the alerts these send; the MinIO policy reads reports; the MLflow user edits the
-    # catalog's models only.
+    # the alerts these send; the MinIO policy reads reports and changes nothing but the
+    # stored catalog (models create / delete); the MLflow user edits the catalog's models.
     writes = {t for t, p in roles.ROLES["mlops_dashboard"].items() if p != roles.READ}
     assert writes == {"model_actions", "trading_halts", "alerts"}
     assert all(p == roles.READ for p in roles.ROLES["mlops_reader"].values())
     for statement in _policy("dashboard")["Statement"]:
-        assert statement["Action"] == ["s3:GetObject"]
+        if statement["Action"] != ["s3:GetObject"]:
+            catalog = [f"arn:aws:s3:::{BUCKET}/{keys.MODEL_CATALOG_PREFIX}/*"]
+            assert statement["Resource"] in (catalog, [f"arn:aws:s3:::{BUCKET}"])
     mlflow_users = {
         e["name"]: e.get("value") for e in containers(doc("Job", "mlops-mlflow-users"))[0]["env"]
     }
@@ -320,6 +322,10 @@ BACKUP_KEYS = [
     "backups/mlops/20170531T060000000000Z.dump",
     "backups/mlops/20170531T060000000000Z.json",
 ]
+CATALOG_KEYS = [keys.stored_config_key("my-model")]  # `mlops models create`
+CATALOG_PREFIX = f"{keys.MODEL_CATALOG_PREFIX}/"
+# Who lists the stored catalog (every reader of the catalog) and who changes it.
+CATALOG_READERS = {"train", "batch-infer", "dashboard"}
 ALL_KEYS = (
     DATASET_KEYS
     + QUARANTINE_KEYS
@@ -328,6 +334,7 @@ ALL_KEYS = (
     + REPORT_KEYS
     + WALKFORWARD_KEYS
     + BACKUP_KEYS
+    + CATALOG_KEYS
 )
 
 # Each stage's outputs (written, and read back to see whether they exist) and inputs.
@@ -337,10 +344,11 @@ WRITES = {
     "monitor": REPORT_KEYS,
     "train": WALKFORWARD_KEYS,  # the walk-forward's points and outputs (its identity)
     "backup": BACKUP_KEYS,
+    "dashboard": CATALOG_KEYS,  # mlops models create / delete
 }
 READS = {
-    "train": DATASET_KEYS,
-    "batch-infer": DATASET_KEYS,
+    "train": DATASET_KEYS + CATALOG_KEYS,
+    "batch-infer": DATASET_KEYS + CATALOG_KEYS,
     "trade": DATASET_KEYS,
     "monitor": DATASET_KEYS,
     "dashboard": REPORT_KEYS + WALKFORWARD_KEYS,  # its walk-forward section and routes
@@ -370,10 +378,16 @@ def test_each_minio_user_may_exactly_what_its_stage_needs(name: str) -> None:
     for action in ("s3:DeleteObject", "s3:ListBucket", "s3:PutBucketPolicy"):
         assert not _allowed(name, action, BUCKET), name
         assert not _allowed(name, action, BUCKET, "datasets/x"), name
-    # Only the backup lists and deletes (its retention), and only under backups/.
+    # Only the backup lists and deletes under backups/ (its retention); the catalog's
+    # readers list the stored catalog, and the dashboard deletes from it (`models delete`).
     for key in ALL_KEYS:
         deletes = _allowed(name, "s3:DeleteObject", BUCKET, key)
-        assert deletes == (name == "backup" and key in BACKUP_KEYS), f"{name} deletes {key}"
+        allowed = (name == "backup" and key in BACKUP_KEYS) or (
+            name == "dashboard" and key in CATALOG_KEYS
+        )
+        assert deletes == allowed, f"{name} deletes {key}"
     assert _allowed(name, "s3:ListBucket", BUCKET, prefix="backups/mlops/") == (name == "backup")
+    lists = _allowed(name, "s3:ListBucket", BUCKET, prefix=CATALOG_PREFIX)
+    assert lists == (name in CATALOG_READERS), f"{name} lists the stored catalog"
     assert not _allowed(name, "s3:ListBucket", BUCKET, prefix="datasets/")
     assert not _allowed(name, "s3:GetObject", MLFLOW_BUCKET, "artifacts/x"), name

@@ -325,7 +325,7 @@ def test_pause_and_resume_change_what_scheduled_training_trains(
     folder = catalog_dir(registry.name, other)
     settings = load_settings(**{**_env(registry), "MODEL_CONFIGS_DIR": str(folder)})
     registry.register(0.010, 0.012)
-    assert scheduled_models(registry.client, settings) == [registry.name, other]
+    assert scheduled_models(registry.client, settings, None) == [registry.name, other]
 
     def paused(value: bool, reason: str = "") -> model_admin.Action:
         return model_admin.set_paused(
@@ -334,11 +334,11 @@ def test_pause_and_resume_change_what_scheduled_training_trains(
 
     paused(True, "config under review")
     assert is_paused(registry.client, registry.name)
-    assert scheduled_models(registry.client, settings) == [other]
+    assert scheduled_models(registry.client, settings, None) == [other]
     with pytest.raises(ConfigError, match="already paused"):
         paused(True)
     paused(False)
-    assert scheduled_models(registry.client, settings) == [registry.name, other]
+    assert scheduled_models(registry.client, settings, None) == [registry.name, other]
     with pytest.raises(ConfigError, match="already active"):
         paused(False)
     assert [(a["action"], a["reason"]) for a in registry.actions()] == [

@@ -12,21 +12,23 @@ BUNDLED = ["stock-close", "stock-close-mlp", "stock-close-pooled", "stock-direct
 
 
 def test_the_packaged_catalog_holds_the_four_bundled_models():
-    assert model_names(load_settings()) == BUNDLED
-    assert spec(load_settings(), "stock-close-mlp").config_path == (
+    assert model_names(load_settings(), None) == BUNDLED
+    assert spec(load_settings(), None, "stock-close-mlp").config_path == (
         packaged_dir() / "stock-close-mlp.yaml"
     )
 
 
 def test_a_trading_model_named_otherwise_is_the_default_config_under_that_name():
-    models = catalog(load_settings(MODEL_NAME="my-model"))
+    models = catalog(load_settings(MODEL_NAME="my-model"), None)
     assert list(models) == ["my-model", "stock-close-mlp", "stock-close-pooled", "stock-direction"]
     assert models["my-model"].config_path == packaged_dir() / "stock-close.yaml"
 
 
 def test_model_config_path_is_the_trading_models_config(tmp_path):
     path = tmp_path / "mine.yaml"
-    models = catalog(load_settings(MODEL_NAME="stock-close-pooled", MODEL_CONFIG_PATH=str(path)))
+    models = catalog(
+        load_settings(MODEL_NAME="stock-close-pooled", MODEL_CONFIG_PATH=str(path)), None
+    )
     assert next(iter(models)) == "stock-close-pooled" and sorted(models) == BUNDLED
     assert models["stock-close-pooled"].config_path == path
 
@@ -35,10 +37,10 @@ def test_a_folder_without_the_trading_model_is_refused(tmp_path):
     (tmp_path / "other.yaml").write_text("{}")
     settings = load_settings(MODEL_CONFIGS_DIR=str(tmp_path))
     with pytest.raises(ConfigError, match="'stock-close' \\(MODEL_NAME\\) has no config"):
-        catalog(settings)
-    assert model_names(load_settings(MODEL_CONFIGS_DIR=str(tmp_path), MODEL_NAME="other")) == [
-        "other"
-    ]
+        catalog(settings, None)
+    assert model_names(
+        load_settings(MODEL_CONFIGS_DIR=str(tmp_path), MODEL_NAME="other"), None
+    ) == ["other"]
 
 
 def test_an_unknown_name_lists_the_known_ones():
@@ -46,4 +48,4 @@ def test_an_unknown_name_lists_the_known_ones():
         ConfigError,
         match="known: stock-close, stock-close-mlp, stock-close-pooled, stock-direction",
     ):
-        spec(load_settings(), "nope")
+        spec(load_settings(), None, "nope")

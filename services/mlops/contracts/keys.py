@@ -17,6 +17,7 @@
     walkforward/<key>/plan.json                       a walk-forward's retrain points
     walkforward/points/<key>/<i>.{parquet,json}       one retrain point's predictions, result
     walkforward/<key>/{predictions,champions,trades,curves}.parquet, summary.json, report.html
+    catalog/models/<model>.yaml                       a model created by `mlops models create`
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ MONITORING_REPORTS_PREFIX = "reports/monitoring"
 REPORT_NAMES = ("quality", "drift")
 DRIFT_CALIBRATION_PREFIX = "reports/drift-calibration"
 WALKFORWARD_PREFIX = "walkforward"
+MODEL_CATALOG_PREFIX = "catalog/models"
+MODEL_CONFIG_SUFFIX = ".yaml"
 
 
 def dataset_folder(version: str) -> str:
@@ -148,3 +151,8 @@ def walkforward_point_keys(points_key: str, index: int) -> tuple[str, str]:
     """
     base = f"{WALKFORWARD_PREFIX}/points/{points_key}/{index:04d}"
     return f"{base}.parquet", f"{base}.json"
+
+
+def stored_config_key(model_name: str) -> str:
+    """The Ludwig config of a model of the stored catalog (``mlops models create``)."""
+    return f"{MODEL_CATALOG_PREFIX}/{model_name}{MODEL_CONFIG_SUFFIX}"

@@ -100,6 +100,121 @@ _ACTIVATIONS = {
 }
 
 
+# What the fast path (and so the portable export) reproduces: one set of rules, checked on
+# a trained model's config and metadata (FastPredictor) and, before any training, on a
+# config Ludwig has filled in with its defaults (check_config, ``mlops models create``).
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """UnsupportedModelError naming the first thing of ``config`` (with Ludwig's defaults
+    filled in: ``ModelConfig.from_dict(c).to_dict()``) the export does not reproduce."""
+    check_model(config)
+    for feature in config.get("input_features") or []:
+        check_input(feature, feature.get("preprocessing") or {})
+
+
+def check_model(config: Mapping[str, Any]) -> None:
+    """The model type, combiner and output feature (the inputs: :func:`check_input`)."""
+    if config.get("model_type", "ecd") != "ecd":
+        raise UnsupportedModelError(f"model_type {config.get('model_type')!r}")
+    outputs = config.get("output_features") or []
+    if len(outputs) != 1:
+        raise UnsupportedModelError("exactly one output feature is supported")
+    if not config.get("input_features"):
+        raise UnsupportedModelError("no input features")
+    combiner = config.get("combiner") or {}
+    if combiner.get("type", "concat") != "concat":
+        raise UnsupportedModelError(f"combiner {combiner.get('type')!r}")
+    if combiner.get("batch_ensemble"):
+        raise UnsupportedModelError("the concat combiner's batch_ensemble")
+    fc_activations(
+        "combiner.fc_stack",
+        combiner.get("fc_layers"),
+        combiner.get("num_fc_layers", 0),
+        combiner.get("norm"),
+        combiner.get("activation", "relu"),
+    )
+    output = outputs[0]
+    if str(output.get("type")) not in {NUMBER_OUTPUT, BINARY_OUTPUT}:
+        raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
+    if output.get("type") == BINARY_OUTPUT and output.get("calibration"):
+        raise UnsupportedModelError("a calibrated binary output")
+    if output.get("dependencies"):
+        raise UnsupportedModelError("output feature dependencies")
+    decoder = output.get("decoder") or {}
+    if decoder.get("type", "regressor") != "regressor":
+        raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
+    fc_activations(
+        f"output_features.module_dict.{output.get('name')}__ludwig.fc_stack",
+        decoder.get("fc_layers"),
+        decoder.get("num_fc_layers", 0),
+        decoder.get("fc_norm"),
+        decoder.get("fc_activation", "relu"),
+    )
+    clip = output.get("clip")
+    if clip is not None and not (isinstance(clip, (list, tuple)) and len(clip) == 2):
+        raise UnsupportedModelError(f"clip {clip!r}")
+    output_normalization(output, {})
+
+
+def output_normalization(output: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
+    """The output's normalisation (the metadata's, else the config's; none for a binary
+    output: a probability has nothing to undo)."""
+    if output.get("type") == BINARY_OUTPUT:
+        return None
+    norm = (meta.get("preprocessing") or output.get("preprocessing") or {}).get("normalization")
+    if norm not in _OUTPUT_NORMALIZATIONS:
+        raise UnsupportedModelError(f"output normalization {norm!r}")
+    return norm
+
+
+def check_input(feature: Mapping[str, Any], pre: Mapping[str, Any]) -> None:
+    """One input feature with its preprocessing (``pre``)."""
+    name, kind = feature["name"], feature.get("type")
+    if feature.get("tied"):
+        raise UnsupportedModelError(f"tied input feature {name!r}")
+    if feature.get("column", name) != name:
+        raise UnsupportedModelError(f"input feature {name!r} reads another column")
+    strategy = pre.get("missing_value_strategy", "fill_with_const")
+    if strategy not in _ROW_WISE_FILL:
+        raise UnsupportedModelError(f"missing_value_strategy {strategy!r} of {name!r}")
+    encoder = (feature.get("encoder") or {}).get("type")
+    if kind == "number":
+        if encoder != "passthrough":
+            raise UnsupportedModelError(f"number encoder {encoder!r} of {name!r}")
+        if pre.get("outlier_strategy") is not None:
+            raise UnsupportedModelError(f"outlier_strategy of {name!r}")
+        if pre.get("normalization") not in _NORMALIZATIONS:
+            raise UnsupportedModelError(f"normalization {pre.get('normalization')!r} of {name!r}")
+    elif kind == "category":
+        if encoder not in {"dense", "sparse", "passthrough"}:
+            raise UnsupportedModelError(f"category encoder {encoder!r} of {name!r}")
+    else:
+        raise UnsupportedModelError(f"input feature type {kind!r} of {name!r}")
+
+
+def fc_activations(
+    prefix: str,
+    layers: Sequence[Mapping[str, Any]] | None,
+    num_layers: int,
+    norm: str | None,
+    activation: str | None,
+) -> list[str | None]:
+    """The activation of each layer of a fully connected stack (Ludwig's ``FCStack``)."""
+    if norm is not None:
+        raise UnsupportedModelError(f"norm {norm!r} in {prefix}")
+    specs = [dict(layer) for layer in layers] if layers is not None else [{}] * num_layers
+    found: list[str | None] = []
+    for spec in specs:
+        if spec.get("norm") is not None:
+            raise UnsupportedModelError(f"norm {spec['norm']!r} in {prefix}")
+        act = spec.get("activation", activation)
+        if act is not None and act not in _ACTIVATIONS:
+            raise UnsupportedModelError(f"activation {act!r} in {prefix}")
+        found.append(act)
+    return found
+
+
 # Preprocessing specifications, read from the training-set metadata.
 
 
@@ -131,12 +246,8 @@ class FastPredictor(ColumnsPredictor):
         import torch
 
         self.config = config
-        if config.get("model_type", "ecd") != "ecd":
-            raise UnsupportedModelError(f"model_type {config.get('model_type')!r}")
-        outputs = config.get("output_features") or []
-        if len(outputs) != 1:
-            raise UnsupportedModelError("exactly one output feature is supported")
-        output = outputs[0]
+        check_model(config)
+        output = config["output_features"][0]
         self.target: str = output["name"]
         self.input_features: dict[str, str] = {}
         self._inputs: list[NumberInput | CategoryInput] = []
@@ -144,15 +255,8 @@ class FastPredictor(ColumnsPredictor):
         for feature in config.get("input_features") or []:
             self._inputs.append(_input_spec(feature, metadata, tensors))
             self.input_features[feature["name"]] = feature["type"]
-        if not self._inputs:
-            raise UnsupportedModelError("no input features")
         self.width = sum(1 if isinstance(s, NumberInput) else s.width for s in self._inputs)
-
         combiner = config.get("combiner") or {}
-        if combiner.get("type", "concat") != "concat":
-            raise UnsupportedModelError(f"combiner {combiner.get('type')!r}")
-        if combiner.get("batch_ensemble"):
-            raise UnsupportedModelError("the concat combiner's batch_ensemble")
         self._combiner = _fc_stack(
             tensors,
             "combiner.fc_stack",
@@ -165,15 +269,7 @@ class FastPredictor(ColumnsPredictor):
         )
 
         self._output = str(output.get("type"))
-        if self._output not in {NUMBER_OUTPUT, BINARY_OUTPUT}:
-            raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
-        if self._output == BINARY_OUTPUT and output.get("calibration"):
-            raise UnsupportedModelError("a calibrated binary output")
-        if output.get("dependencies"):
-            raise UnsupportedModelError("output feature dependencies")
         decoder = output.get("decoder") or {}
-        if decoder.get("type", "regressor") != "regressor":
-            raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
         prefix = f"output_features.module_dict.{self.target}__ludwig"
         self._output_fc = _fc_stack(
             tensors,
@@ -191,17 +287,9 @@ class FastPredictor(ColumnsPredictor):
             None,
         )
         clip = output.get("clip")
-        if clip is not None and not (isinstance(clip, (list, tuple)) and len(clip) == 2):
-            raise UnsupportedModelError(f"clip {clip!r}")
         self._clip = None if clip is None else (float(clip[0]), float(clip[1]))
         out_meta = metadata.get(self.target, {})
-        out_norm = (out_meta.get("preprocessing") or output.get("preprocessing") or {}).get(
-            "normalization"
-        )
-        if self._output == BINARY_OUTPUT:
-            out_norm = None  # a probability: nothing to undo
-        if out_norm not in _OUTPUT_NORMALIZATIONS:
-            raise UnsupportedModelError(f"output normalization {out_norm!r}")
+        out_norm = output_normalization(output, out_meta)
         self._output_norm = Affine.from_metadata(out_norm, out_meta, self.target)
         self._torch = torch
         # Check the shapes once, on a row of fill values, so a mismatch fails at load time.
@@ -316,25 +404,13 @@ def _input_spec(
 ) -> NumberInput | CategoryInput:
     name = feature["name"]
     kind = feature.get("type")
-    if feature.get("tied"):
-        raise UnsupportedModelError(f"tied input feature {name!r}")
-    if feature.get("column", name) != name:
-        raise UnsupportedModelError(f"input feature {name!r} reads another column")
     meta = metadata.get(name)
     if meta is None:
         raise UnsupportedModelError(f"no training-set metadata for {name!r}")
     pre = meta.get("preprocessing") or feature.get("preprocessing") or {}
+    check_input(feature, pre)
     encoder = (feature.get("encoder") or {}).get("type")
-    strategy = pre.get("missing_value_strategy", "fill_with_const")
-    if strategy not in _ROW_WISE_FILL:
-        raise UnsupportedModelError(f"missing_value_strategy {strategy!r} of {name!r}")
     if kind == "number":
-        if encoder != "passthrough":
-            raise UnsupportedModelError(f"number encoder {encoder!r} of {name!r}")
-        if pre.get("outlier_strategy") is not None:
-            raise UnsupportedModelError(f"outlier_strategy of {name!r}")
-        if pre.get("normalization") not in _NORMALIZATIONS:
-            raise UnsupportedModelError(f"normalization {pre.get('normalization')!r} of {name!r}")
         fill = pre.get("computed_fill_value")
         return NumberInput(
             name=name,
@@ -342,8 +418,6 @@ def _input_spec(
             norm=Affine.from_metadata(pre.get("normalization"), meta, name),
         )
     if kind == "category":
-        if encoder not in {"dense", "sparse", "passthrough"}:
-            raise UnsupportedModelError(f"category encoder {encoder!r} of {name!r}")
         idx2str = [str(s) for s in meta["idx2str"]]
         str2idx = {str(k): int(v) for k, v in meta["str2idx"].items()}
         if UNKNOWN_SYMBOL in str2idx:
@@ -383,17 +457,9 @@ def _fc_stack(
     input_size: int | None,
 ) -> list[_Layer]:
     """Ludwig's ``FCStack`` in eval mode: Linear, activation (dropout is a no-op)."""
-    if norm is not None:
-        raise UnsupportedModelError(f"norm {norm!r} in {prefix}")
-    specs = [dict(layer) for layer in layers] if layers is not None else [{}] * num_layers
     out: list[_Layer] = []
     previous = input_size
-    for i, spec in enumerate(specs):
-        if spec.get("norm") is not None:
-            raise UnsupportedModelError(f"norm {spec['norm']!r} in {prefix}")
-        act = spec.get("activation", activation)
-        if act is not None and act not in _ACTIVATIONS:
-            raise UnsupportedModelError(f"activation {act!r} in {prefix}")
+    for i, act in enumerate(fc_activations(prefix, layers, num_layers, norm, activation)):
         weight = _require(tensors, f"{prefix}.stack.{i}.layers.0.weight")
         bias = tensors.get(f"{prefix}.stack.{i}.layers.0.bias")
         size = int(weight.shape[0])

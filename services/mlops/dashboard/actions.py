@@ -5,7 +5,8 @@ comes from the dashboard's own page (its Origin), who signs in
 (:mod:`mlops.dashboard.auth`: throttled per client) and that their role may take the
 action (:mod:`mlops.access`); then it calls :mod:`mlops.model_admin` (promote, rollback,
 archive, pause, resume: each writes its audit row), :func:`mlops.orchestration.retrain_model`
-(retrain) or the trading kill switch. The actor in the audit is the signed-in user
+(retrain), :mod:`mlops.model_catalog` (create a model from a Ludwig YAML, delete a
+version or a model) or the trading kill switch. The actor in the audit is the signed-in user
 (``dashboard:<name>``). Every refusal (no users, another site, no or wrong credentials, a
 throttled client, a role that may not, a ConfigError or ModelError of the action) comes
 back as its one sentence and HTTP status, with nothing changed, and is written to the
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlops import access, model_admin
+from mlops import access, model_admin, model_catalog
 from mlops.context import Context
 from mlops.dashboard.auth import (
     BAD_ORIGIN,
@@ -47,6 +48,14 @@ ACTIONS: dict[str, tuple[str, bool, bool]] = {
     "retrain": ("Retrain {model} now", True, False),
     "halt": ("Halt trading (no decision and no order until resumed)", False, False),
     "unhalt": ("Resume trading", False, False),
+    "create": (
+        "Create model {model} from the config in the box (checked, then stored in the catalog; "
+        "train it with Retrain now)",
+        True,
+        False,
+    ),
+    # The version is optional: without one, the whole model.
+    "delete": ("Delete {what}; this cannot be undone (the audit keeps its rows)", True, False),
 }
 
 
@@ -59,6 +68,7 @@ class ActionRequest:
     version: str = ""
     reason: str = ""
     force: bool = False
+    config: str = ""  # create: the model's Ludwig YAML
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,9 @@ class Outcome:
 def question(request: ActionRequest, alias: str) -> str:
     """What the confirmation dialog asks."""
     text, _, _ = ACTIONS[request.action]
-    asked = text.format(model=request.model or "?", version=request.version or "?", alias=alias)
+    model, version = request.model or "?", request.version.strip()
+    what = f"{model} version {version}" if version else f"the whole model {model} (every version)"
+    asked = text.format(model=model, version=version or "?", alias=alias, what=what)
     forced = " even if it loses to the naive forecast (force)" if request.force else ""
     why = f" Reason: {request.reason.strip()}." if request.reason.strip() else ""
     return f"{asked}{forced if request.action == 'promote' else ''}?{why}"
@@ -150,7 +162,7 @@ def audit_refusal(
         ctx.engine,
         request.action or "-",
         request.model.strip() if needs_model else "",
-        request.version.strip() if needs_version else "",
+        request.version.strip() if needs_version or request.action == "delete" else "",
         actor=actor,
         reason=sentence,
         details=details,
@@ -171,6 +183,17 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
         return _trading_sentence(state)
     if request.action == "retrain":
         return f"Retrain of {name}: {retrain(ctx, name, actor=actor, reason=reason)}"
+    if request.action == "create":
+        created = model_catalog.create(
+            ctx.engine, ctx.store, ctx.settings, name, request.config, reason=reason, actor=actor
+        )
+        return f"Done: {created.sentence()}"
+    if request.action == "delete":
+        deleted = model_catalog.delete(
+            ctx.mlflow, ctx.engine, ctx.store, ctx.settings, name, version,
+            reason=reason, actor=actor,
+        )  # fmt: skip
+        return f"Done: {deleted.sentence()}"
     done = model_admin.perform(
         ctx.mlflow, ctx.engine, ctx.settings, request.action, name, version,
         reason=reason, actor=actor, force=request.force,

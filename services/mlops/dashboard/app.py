@@ -2,9 +2,11 @@
 
 Routes besides the page: ``/healthz`` (probes), ``/reports/<day>/<name>.html`` (the
 evidently reports in the store), ``/backtests/<run_key>/chart`` (a backtest's equity
-chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics``, ``/api/equity``
-(``?broker=``, ``?account=``, ``?strategy=``) and ``/api/leaderboard`` (the same figures as
-JSON), and a walk-forward's report, trade list and
+chart), ``/backtests/<run_key>/trades`` (its trade list), ``/api/metrics``,
+``/api/equity`` (``?broker=``, ``?account=``, ``?strategy=``), ``/api/leaderboard``,
+``/api/models`` (as ``mlops models list``), ``/api/models/<name>/symbols`` (the champion's
+latest window per symbol) and ``/api/drift/features`` (each feature's drift p-value per
+monitored day): the page's figures as JSON; and a walk-forward's report, trade list and
 champion timeline (:mod:`mlops.dashboard.walkforward`, which draws its section too).
 
 ``POST /api/actions`` takes the same actions as the buttons from a script (JSON body,
@@ -38,7 +40,7 @@ from mlops import alerts
 from mlops.access import Principal
 from mlops.context import Context
 from mlops.contracts import keys, live_figures
-from mlops.dashboard import actions, charts, data, walkforward
+from mlops.dashboard import actions, charts, data, views, walkforward
 from mlops.dashboard.auth import NO_USERS, Credentials, Gate, Refused
 from mlops.dashboard.registry import COLUMNS, Registry, read_registry
 from mlops.dashboard.tables import STYLE, six, table
@@ -59,6 +61,8 @@ BUTTONS = {
     "retrain": "Retrain now",
     "halt": "Halt trading",
     "unhalt": "Resume trading",
+    "create": "Create model",
+    "delete": "Delete",
 }
 INDEX = (
     "<!DOCTYPE html><html><head>{%metas%}<title>{%title%}</title>{%favicon%}{%css%}"
@@ -90,6 +94,7 @@ def create_app(ctx: Context, gate: Gate | None = None) -> Any:
     _guard(app.server, ctx, gate)
     _routes(app.server, ctx, gate)
     walkforward.routes(app.server, ctx)
+    views.routes(app.server, ctx)
     return app
 
 
@@ -117,11 +122,15 @@ def _layout(enabled: bool) -> Any:
             dcc.Graph(id="quality-chart"),
             dcc.Graph(id="quality-window-chart"),
             dcc.Graph(id="versus-chart"),
+            html.H2("Per symbol: each champion's latest window"),
+            dcc.Graph(id="symbols-chart"),
+            html.Div(id="symbols-table"),
             html.H2("Models"),
             html.Div(id="models-table"),
             _action_form(enabled),
             html.H2("Drift and retrain triggers"),
             dcc.Graph(id="drift-chart"),
+            dcc.Graph(id="feature-drift-chart"),
             dcc.Graph(id="trigger-chart"),
             html.H2("Equity"),
             html.Div(id="equity-charts"),
@@ -179,6 +188,17 @@ def _action_form(enabled: bool) -> Any:
                     ),
                 ],
                 style={"margin": "0.5em 0"},
+            ),
+            html.Details(
+                [
+                    html.Summary("New model: its Ludwig YAML (for Create model)"),
+                    dcc.Textarea(
+                        id="config",
+                        value="",
+                        placeholder="input_features: ...\noutput_features: ...",
+                        style={"width": "100%", "height": "14em", "fontFamily": "monospace"},
+                    ),
+                ]
             ),
             html.Div(
                 [
@@ -245,9 +265,12 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("quality-chart", "figure"),
     ("quality-window-chart", "figure"),
     ("versus-chart", "figure"),
+    ("symbols-chart", "figure"),
+    ("symbols-table", "children"),
     ("models-table", "children"),
     ("names", "children"),
     ("drift-chart", "figure"),
+    ("feature-drift-chart", "figure"),
     ("trigger-chart", "figure"),
     ("equity-charts", "children"),
     ("leaderboard", "children"),
@@ -274,6 +297,9 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
     live = live_figures.read(ctx.engine)
     registry, registry_error = _registry(ctx, live)
     roles = _roles(registry, ctx.settings.champion_alias)
+    champions = sorted(key for key, role in roles.items() if role == "champion")
+    per_symbol = live_figures.read_symbols(ctx.engine, champions)
+    trading = next((k for k in champions if k[0] == ctx.settings.model_name), None)
     equity = [
         dcc.Graph(figure=figure, id=f"equity-{n}")
         for n, (_, figure) in enumerate(charts.equity_by_account(figures.equity))
@@ -282,9 +308,12 @@ def render_sections(ctx: Context, metric: str, viewer: Principal | None = None) 
         charts.metric_over_time(figures.metrics, metric),
         charts.metric_over_time(figures.metrics, metric, window=True),
         charts.champion_vs_challengers(live, roles),
+        charts.symbols(per_symbol.get(trading) if trading else None, ctx.settings.model_name),
+        table(views.symbol_rows(per_symbol), list(views.SYMBOL_COLUMNS), "symbols"),
         _models_table(registry, registry_error),
         [html.Option(value=name) for name in (registry.names if registry else [])],
         charts.drift(data.drift(figures.metrics)),
+        charts.feature_drift(live_figures.read_feature_drift(ctx.engine)),
         charts.triggers(data.trigger_counts(figures.metrics)),
         equity or html.P("No equity snapshots yet: run mlops trade."),
         _leaderboard(ctx),
@@ -474,15 +503,21 @@ def _action_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
         State("version", "value"),
         State("reason", "value"),
         State("force", "value"),
+        State("config", "value"),
         prevent_initial_call=True,
     )
     def ask(*args: Any) -> tuple[Any, ...]:
-        model, version, reason, force = args[len(BUTTONS) :]
+        model, version, reason, force, config = args[len(BUTTONS) :]
         pressed = str(callback_context.triggered_id or "").removeprefix("btn-")
         if pressed not in BUTTONS:
             return no_update, no_update, no_update, no_update
         request = actions.ActionRequest(
-            pressed, model or "", version or "", reason or "", "force" in (force or [])
+            pressed,
+            model or "",
+            version or "",
+            reason or "",
+            "force" in (force or []),
+            (config or "") if pressed == "create" else "",
         )
         asked = actions.question(request, ctx.settings.champion_alias)
         return True, asked, asdict(request), ""
@@ -540,6 +575,7 @@ def _fields(pending: dict[str, Any]) -> dict[str, Any]:
         "version": str(pending.get("version") or ""),
         "reason": str(pending.get("reason") or ""),
         "force": bool(pending.get("force")),
+        "config": str(pending.get("config") or ""),
     }
 
 
@@ -621,7 +657,7 @@ def _routes(server: Any, ctx: Context, gate: Gate) -> None:
             rows = inventory(
                 ctx.mlflow,
                 ctx.engine,
-                model_names(ctx.settings),
+                model_names(ctx.settings, ctx.store),
                 alias=ctx.settings.champion_alias,
             )
         except MlopsError as exc:

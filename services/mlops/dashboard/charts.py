@@ -269,3 +269,71 @@ def walkforward_ic(periods: pd.DataFrame) -> go.Figure:
                 )
             )
     return figure
+
+
+def symbols(found: live_figures.SymbolFigures | None, title_model: str) -> go.Figure:
+    """A champion's MAPE per symbol over its latest window, the naive forecast's on the
+    same rows beside it, the direction accuracy in each bar's hover."""
+    import plotly.graph_objects as go
+
+    if found is None or not found.symbols:
+        return _figure(f"MAPE per symbol: no per-symbol figures of {title_model}'s champion yet")
+    span = f"{found.window_days}-session window to {found.window_date}"
+    figure = _figure(
+        f"MAPE per symbol: {found.model_name}:{found.model_version} (champion) over the {span}",
+        "MAPE",
+    )
+    names = sorted(found.symbols)
+    rows = [found.symbols[s] for s in names]
+    accuracy = [r.get("directional_accuracy") for r in rows]
+    hover = [
+        f"{s}: n {r.get('n', 0):.0f}, direction accuracy " + ("-" if a is None else f"{a:.1%}")
+        for s, r, a in zip(names, rows, accuracy, strict=True)
+    ]
+    figure.add_trace(
+        go.Bar(x=names, y=[r.get("mape") for r in rows], name="champion", hovertext=hover)
+    )
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=[r.get("naive_mape") for r in rows],
+            name="naive, same rows",
+            marker_color="gray",
+        )
+    )
+    figure.update_layout(barmode="group")
+    figure.update_yaxes(tickformat=".2%")
+    return figure
+
+
+def feature_drift(rows: list[live_figures.FeatureDrift]) -> go.Figure:
+    """Each feature's drift p-value on each monitored day (log scale), the drift line
+    (p <= threshold: the feature drifted) dashed."""
+    import plotly.graph_objects as go
+
+    from mlops.monitoring.drift import P_VALUE_THRESHOLD
+
+    figure = _figure(
+        "Drift per feature: KS p-value of the recent window against the champion's training "
+        f"window, each monitored day (at or below {P_VALUE_THRESHOLD}: drifted)",
+        "p-value",
+    )
+    by_feature: dict[str, list[live_figures.FeatureDrift]] = {}
+    for row in rows:
+        by_feature.setdefault(row.feature, []).append(row)
+    for feature, found in sorted(by_feature.items()):
+        figure.add_trace(
+            go.Scatter(
+                x=[r.metric_date for r in found],
+                y=[r.p_value for r in found],
+                mode="lines+markers",
+                name=feature,
+            )
+        )
+    if rows:
+        figure.add_hline(
+            y=P_VALUE_THRESHOLD, line={"dash": "dash", "color": "red"}, annotation_text="drift"
+        )
+    figure.update_yaxes(type="log")
+    figure.update_xaxes(rangebreaks=[{"bounds": ["sat", "mon"]}])
+    return figure

@@ -112,7 +112,7 @@ def scoring_plan(ctx: Context, refused: list[str] | None = None) -> list[tuple[M
     """
     settings, client = ctx.settings, ctx.mlflow
     plan: list[tuple[ModelRef, str]] = []
-    for name in catalog.model_names(settings):
+    for name in catalog.model_names(settings, ctx.store):
         top: ModelRef | None = (
             require_champion(client, name, settings.champion_alias)
             if name == settings.model_name

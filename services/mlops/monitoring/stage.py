@@ -40,6 +40,7 @@ from mlops import alerts, market_calendar
 from mlops.context import Context
 from mlops.contracts import datasets, keys
 from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.live_figures import FEATURE_DRIFT_PREFIX
 from mlops.contracts.models import TRAIN_UP_RATE_TAG, ModelRef, champion, version_ref
 from mlops.contracts.predictions import CHALLENGER_ROLE, CHAMPION_ROLE, realized
 from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
@@ -368,7 +369,7 @@ def _check_drift(
     result.drift_threshold = (
         settings.monitor_drift_share_threshold if threshold is None else threshold
     )
-    p_rows = {f"drift_p:{column}": p for column, p in result.drift_p_values.items()}
+    p_rows = {f"{FEATURE_DRIFT_PREFIX}{c}": p for c, p in result.drift_p_values.items()}
     rows.add(
         ref.name,
         ref.version,

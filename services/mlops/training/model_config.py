@@ -31,7 +31,7 @@ def load_model_config(settings: Settings, path: Path | None = None) -> dict[str,
     """
     path = path or settings.model_config_path or default_config_path()
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except FileNotFoundError:
         setting = (
             "MODEL_CONFIG_PATH"
@@ -39,17 +39,47 @@ def load_model_config(settings: Settings, path: Path | None = None) -> dict[str,
             else "The model catalog (MODEL_CONFIGS_DIR)"
         )
         raise ConfigError(f"{setting} points at {path}, which does not exist.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "it does not parse"
-        raise ConfigError(f"Model config {path} is not valid YAML{where}: {problem}.") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"Model config {path} must be a mapping of Ludwig settings.")
+    config = parse(text, source=str(path))
     config = copy.deepcopy(config)
     if settings.train_epochs is not None:
         config.setdefault("trainer", {})["epochs"] = settings.train_epochs
     validate(config, source=str(path))
+    return config
+
+
+def parse(text: str, *, source: str) -> dict[str, Any]:
+    """The mapping of Ludwig settings in the YAML ``text`` (ConfigError: one sentence)."""
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "it does not parse"
+        raise ConfigError(f"Model config {source} is not valid YAML{where}: {problem}.") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"Model config {source} must be a mapping of Ludwig settings.")
+    return config
+
+
+def check_new(text: str, *, source: str) -> dict[str, Any]:
+    """A config offered for the catalog (``mlops models create``), checked before any
+    training: it parses, passes :func:`validate` (Ludwig's schema and the pipeline's
+    rules) and is one the portable export reproduces (with Ludwig's defaults filled in,
+    :func:`mlops.contracts.predictor.check_config`); ConfigError (one sentence) if not.
+    """
+    config = parse(text, source=source)
+    validate(config, source=source)
+    from ludwig.schema.model_types.base import ModelConfig
+
+    from mlops.contracts.predictor import UnsupportedModelError, check_config
+
+    try:
+        check_config(ModelConfig.from_dict(copy.deepcopy(config)).to_dict())
+    except UnsupportedModelError as exc:
+        raise ConfigError(
+            f"Model config {source} uses {exc}, which the portable export (what serve and "
+            "batch-infer load) does not reproduce; nothing was stored (see docs/serving.md)."
+        ) from None
     return config
 
 

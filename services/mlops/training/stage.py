@@ -233,7 +233,7 @@ def run(
         closed := market_calendar.closed_day(as_of, f"{name} is not trained")
     ):
         return _closed_result(name, closed)
-    spec = catalog.spec(settings, name)  # these fail before anything is written
+    spec = catalog.spec(settings, ctx.store, name)  # these fail before anything is written
     config = load_model_config(settings, spec.config_path)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     manifest, frame = datasets.load(ctx.store, version)
@@ -302,10 +302,12 @@ def run_all(
     all (of the first failure's class, so its exit code), carrying the others' results.
     """
     if as_of is not None and (closed := market_calendar.closed_day(as_of, "no model is trained")):
-        return [_closed_result(name, closed) for name in catalog.model_names(ctx.settings)]
+        return [
+            _closed_result(name, closed) for name in catalog.model_names(ctx.settings, ctx.store)
+        ]
     results: list[TrainResult] = []
     failures: dict[str, BaseException] = {}
-    for name in catalog.model_names(ctx.settings):
+    for name in catalog.model_names(ctx.settings, ctx.store):
         if is_paused(ctx.mlflow, name):
             log.info("Model %s is paused (`mlops models resume %s`): not trained", name, name)
             continue
@@ -594,21 +596,24 @@ def _log_evaluation(
 
 def _log_model(client: MlflowClient, run_id: str, model: Any, holdout: pd.DataFrame) -> None:
     """The Ludwig model as an MLflow model (``ludwig`` flavour) under the run's ``model``,
-    with its portable export (``model/portable``) checked against ``LudwigModel.predict``.
+    with its portable export (``model/portable``) checked against ``LudwigModel.predict``,
+    and its ``python_function`` flavour answering from that export, with the signature
+    (inputs and outputs) and an input example of a few holdout rows
+    (:mod:`mlops.contracts.pyfunc`): MLflow then checks a request's columns and types
+    (`mlflow models serve`, pyfunc) and the answer names the predicted close.
     """
     from ludwig.contribs.mlflow.model import save_model
-    from mlflow.models import infer_signature
 
-    # The signature (inputs and outputs) and an input example, from a few holdout rows:
-    # MLflow then checks a request's columns and types (`mlflow models serve`, pyfunc).
-    inputs = holdout[[f["name"] for f in model.config["input_features"]]]
-    example = inputs.head(INPUT_EXAMPLE_ROWS).reset_index(drop=True)
-    outputs, _ = model.predict(example)
-    signature = infer_signature(example, outputs)
+    from mlops.contracts.pyfunc import example_inputs, make_native
+
+    names = [f["name"] for f in model.config["input_features"]]
+    target = model.config["output_features"][0]["name"]
+    example = example_inputs(holdout, names, target, INPUT_EXAMPLE_ROWS)
     with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
         folder = Path(tmp) / MODEL_ARTIFACT_PATH
-        save_model(model, str(folder), signature=signature, input_example=example)
+        save_model(model, str(folder), input_example=example)
         export_portable(model, holdout, folder / PORTABLE_FOLDER)
+        make_native(folder, example)
         client.log_artifacts(run_id, str(folder), MODEL_ARTIFACT_PATH)
 
 

@@ -104,7 +104,7 @@ def train_point(
     rows = _rows_to_predict(frame, splits, plan.end)
     outcomes, predictions = {}, []
     for name in plan.models:
-        outcome, predicted = _train_model(settings, name, splits, rows)
+        outcome, predicted = _train_model(settings, store, name, splits, rows)
         outcomes[name] = outcome
         predictions.append(
             pd.DataFrame(
@@ -143,10 +143,10 @@ def _rows_to_predict(frame: pd.DataFrame, splits: Splits, end: date) -> pd.DataF
 
 
 def _train_model(
-    settings: Settings, name: str, splits: Splits, rows: pd.DataFrame
+    settings: Settings, store: ObjectStore, name: str, splits: Splits, rows: pd.DataFrame
 ) -> tuple[ModelOutcome, Any]:
     began = time.perf_counter()
-    config = load_model_config(settings, catalog.spec(settings, name).config_path)
+    config = load_model_config(settings, catalog.spec(settings, store, name).config_path)
     model, _ = fit(config, splits, settings.random_seed)
     _, per_split = split_figures(model, splits)
     predicted = predict_close(model, rows)

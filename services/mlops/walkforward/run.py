@@ -40,7 +40,7 @@ from mlops.db.upsert import insert_new
 from mlops.errors import ConfigError, Terminated
 from mlops.runs import utcnow
 from mlops.settings import Settings
-from mlops.store import open_store
+from mlops.store import ObjectStore, open_store
 from mlops.trading.backtest import rules_from
 from mlops.training.model_config import is_classifier_config, load_model_config
 from mlops.walkforward import experiment, points, publish
@@ -96,7 +96,9 @@ def run(
     end = end or as_of
     version = datasets.covering_version(ctx.engine, end, earliest=True)
     _, frame = datasets.load(ctx.store, version)
-    plan = make_plan(ctx.settings, frame, version, start, end, retrain_every, window, models)
+    plan = make_plan(
+        ctx.settings, ctx.store, frame, version, start, end, retrain_every, window, models
+    )
     timings["load"] = round(time.perf_counter() - began, 2)
     if plan_only:
         return _result(plan, PLANNED, [], {"plan": plan.to_dict()}, {}, None, timings)
@@ -200,6 +202,7 @@ def _regressors(
 
 def make_plan(
     settings: Settings,
+    store: ObjectStore,
     frame: pd.DataFrame,
     version: str,
     start: date,
@@ -213,9 +216,9 @@ def make_plan(
     end = end or days[-1]
     if end > days[-1]:
         end = days[-1]
-    names = models or catalog.model_names(settings)
+    names = models or catalog.model_names(settings, store)
     for name in names:
-        catalog.spec(settings, name)  # an unknown name stops here, with the catalog listed
+        catalog.spec(settings, store, name)  # an unknown name stops here, with the catalog listed
     parsed = Window.parse(window)
     needed = settings.validation_days + settings.holdout_days + 30
     if parsed.sessions is not None and parsed.sessions < needed + 1:
@@ -225,7 +228,9 @@ def make_plan(
         )
     warmup = int(frame.groupby("symbol")["warmup"].sum().max()) if "warmup" in frame else 0
     found = retrain_points(days, start, end, retrain_every, needed + warmup + 1)
-    configs = {n: load_model_config(settings, catalog.spec(settings, n).config_path) for n in names}
+    configs = {
+        n: load_model_config(settings, catalog.spec(settings, store, n).config_path) for n in names
+    }
     names, configs = _regressors(names, configs, asked=models is not None)
     trainings = {
         "dataset": version,
