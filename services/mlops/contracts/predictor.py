@@ -17,7 +17,10 @@ numbers come out of a few array operations:
   and its regressor, the ``clip`` of the prediction module;
 * the output is denormalised in float64, as Ludwig's postprocessing does; a binary
   output (a classifier, no calibration) is the sigmoid of the regressor's logit, Ludwig's
-  probability of ``True`` (``<target>_probabilities_True``), as float64.
+  probability of ``True`` (``<target>_probabilities_True``), as float64; a category
+  output (no calibration, not the CORN loss) is the softmax of its classifier's logits,
+  Ludwig's ``<target>_probabilities`` (rows x classes, in the order of its vocabulary,
+  which is written into the config's output feature as ``classes``).
 
 The weights and the training-set metadata are read from a ``LudwigModel`` or from a saved
 model folder (``model_hyperparameters.json``, ``training_set_metadata.json``,
@@ -43,6 +46,8 @@ import pandas as pd
 
 from mlops.contracts.portable import (
     BINARY_OUTPUT,
+    CATEGORY_OUTPUT,
+    CLASSES_KEY,
     NUMBER_OUTPUT,
     UNKNOWN_SYMBOL,
     Affine,
@@ -115,7 +120,8 @@ class _Layer:
 
 
 class FastPredictor(ColumnsPredictor):
-    """An ECD regressor or binary classifier evaluated without Ludwig's per-call pipeline.
+    """An ECD regressor, binary or category classifier evaluated without Ludwig's per-call
+    pipeline.
 
     Thread-safe: it holds no mutable state after construction.
     """
@@ -165,15 +171,9 @@ class FastPredictor(ColumnsPredictor):
         )
 
         self._output = str(output.get("type"))
-        if self._output not in {NUMBER_OUTPUT, BINARY_OUTPUT}:
-            raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
-        if self._output == BINARY_OUTPUT and output.get("calibration"):
-            raise UnsupportedModelError("a calibrated binary output")
-        if output.get("dependencies"):
-            raise UnsupportedModelError("output feature dependencies")
-        decoder = output.get("decoder") or {}
-        if decoder.get("type", "regressor") != "regressor":
-            raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
+        decoder = _output_decoder(output)
+        if self._output == CATEGORY_OUTPUT:
+            self.config = _with_classes(config, metadata.get(self.target) or {})
         prefix = f"output_features.module_dict.{self.target}__ludwig"
         self._output_fc = _fc_stack(
             tensors,
@@ -198,8 +198,8 @@ class FastPredictor(ColumnsPredictor):
         out_norm = (out_meta.get("preprocessing") or output.get("preprocessing") or {}).get(
             "normalization"
         )
-        if self._output == BINARY_OUTPUT:
-            out_norm = None  # a probability: nothing to undo
+        if self._output != NUMBER_OUTPUT:
+            out_norm = None  # probabilities: nothing to undo
         if out_norm not in _OUTPUT_NORMALIZATIONS:
             raise UnsupportedModelError(f"output normalization {out_norm!r}")
         self._output_norm = Affine.from_metadata(out_norm, out_meta, self.target)
@@ -289,9 +289,39 @@ class FastPredictor(ColumnsPredictor):
         logits = torch.nn.functional.linear(x, self._decoder.weight, self._decoder.bias)
         if self._clip is not None:
             logits = torch.clamp(logits, self._clip[0], self._clip[1])
+        if self._output == CATEGORY_OUTPUT:
+            return torch.softmax(logits, -1).numpy().astype(np.float64)
         if self._output == BINARY_OUTPUT:
             logits = torch.sigmoid(logits)
         return self._output_norm.inverse64(logits.reshape(-1).numpy())
+
+
+def _output_decoder(output: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The output feature's decoder, refusing what the fast path does not mirror: another
+    output type, calibration, the CORN loss, dependencies, another decoder."""
+    kind = str(output.get("type"))
+    if kind not in {NUMBER_OUTPUT, BINARY_OUTPUT, CATEGORY_OUTPUT}:
+        raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
+    if kind != NUMBER_OUTPUT and output.get("calibration"):
+        raise UnsupportedModelError(f"a calibrated {kind} output")
+    if kind == CATEGORY_OUTPUT and (output.get("loss") or {}).get("type") == "corn":
+        raise UnsupportedModelError("a category output with the CORN loss")
+    if output.get("dependencies"):
+        raise UnsupportedModelError("output feature dependencies")
+    decoder = output.get("decoder") or {}
+    expected = "classifier" if kind == CATEGORY_OUTPUT else "regressor"
+    if decoder.get("type", expected) != expected:
+        raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
+    return decoder
+
+
+def _with_classes(config: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with its category output's vocabulary as ``classes`` (the order of the
+    probabilities), so the export carries them."""
+    if "idx2str" not in meta:
+        raise UnsupportedModelError("no vocabulary in the category output's metadata")
+    output = {**config["output_features"][0], CLASSES_KEY: [str(c) for c in meta["idx2str"]]}
+    return {**config, "output_features": [output, *config["output_features"][1:]]}
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -456,6 +486,13 @@ class LudwigPredictor:
     def output_type(self) -> str:
         return output_type(self.config)
 
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """A category output's classes (its vocabulary); else None."""
+        if self.output_type != CATEGORY_OUTPUT:
+            return None
+        return tuple(str(c) for c in self.model.training_set_metadata[self.target]["idx2str"])
+
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         if frame.empty:
             return np.empty(0, dtype=np.float64)
@@ -476,13 +513,15 @@ class LudwigPredictor:
 
 def ludwig_output(predictions: pd.DataFrame, target: str, config: Mapping[str, Any]) -> np.ndarray:
     """What a predictor gives for ``LudwigModel.predict``'s frame: a regressor's
-    ``<target>_predictions``, a classifier's probability of ``True``.
+    ``<target>_predictions``, a classifier's probability of ``True``, a category output's
+    ``<target>_probabilities`` (rows x classes).
     """
-    if config["output_features"][0].get("type") == BINARY_OUTPUT:
-        column = f"{target}_probabilities_True"
-    else:
-        column = f"{target}_predictions"
-    return predictions[column].to_numpy(dtype="float64")
+    kind = config["output_features"][0].get("type")
+    if kind == CATEGORY_OUTPUT:
+        rows = predictions[f"{target}_probabilities"]
+        return np.array([np.asarray(row, dtype="float64") for row in rows]).reshape(len(rows), -1)
+    suffix = "probabilities_True" if kind == BINARY_OUTPUT else "predictions"
+    return predictions[f"{target}_{suffix}"].to_numpy(dtype="float64")
 
 
 _warned: set[str] = set()
