@@ -196,7 +196,8 @@ def test_the_backtest_table_trades_the_replays_forecasts_by_both_rules(demo):
             fills = {(f.decided, f.symbol, f.side) for f in comparison.runs["model"].fills}
             last = date.fromisoformat(summary.end)
             live = placed[placed["decision_date"] < last]
-            assert fills == set(zip(live["decision_date"], live["symbol"], live["side"]))
+            orders_ = zip(live["decision_date"], live["symbol"], live["side"], strict=True)
+            assert fills == set(orders_)
     console = Console(record=True, width=240)
     print_summary(console, summary)
     text = console.export_text()
