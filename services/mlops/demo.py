@@ -13,6 +13,13 @@ shadow whatever its first gate decided: when it neither became its model's champ
 the challenger (a daily direction rarely beats the base rate), the demo promotes it with
 ``mlops models promote --force``'s code, actor ``demo``, the reason in the audit table;
 it never trades (only ``MODEL_NAME``'s champion does).
+
+The summary's backtest table trades the trading champion's forecasts of the replay (the
+ones that fed ``mlops trade``) by each rule, ``threshold`` and ``rotation``
+(``TRADE_SELL`` and every other setting as the replay's), side by side with the naive
+forecast and buy-and-hold: ``mlops backtest``'s simulation
+(:func:`mlops.trading.backtest.compare_rules`: fills at the next session's open, with its
+costs), and the sentence saying so when no forecast reached the buy threshold.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ class DemoSummary:
     last_drift_share: float | None
     retrain_requests: int
     models: list[dict[str, Any]]
+    backtest: dict[str, Any]  # the replay's forecasts traded by each rule (rule_backtests)
     reports: list[str]
     home: str
     database_url: str
@@ -307,6 +315,7 @@ def _summarize(
         }
     current = champion(ctx.mlflow, settings.model_name, settings.champion_alias)
     models = model_table(ctx)
+    backtest = rule_backtests(settings, traded, bars)
     return DemoSummary(
         start=replay[0].isoformat(),
         end=replay[-1].isoformat(),
@@ -324,11 +333,51 @@ def _summarize(
         last_drift_share=last_drift,
         retrain_requests=int(requests),
         models=models,
+        backtest=backtest,
         reports=reports,
         home=str(settings.mlops_home.resolve()),
         database_url=settings.db_url,
         mlflow_tracking_uri=settings.tracking_uri,
     )
+
+
+def rule_backtests(settings: Any, traded: pd.DataFrame, bars: pd.DataFrame) -> dict[str, Any]:
+    """The trading champion's forecasts of the replay (``traded``: its prediction rows)
+    traded by each rule with ``mlops backtest``'s simulation: each rule's figures, the
+    naive forecast's and buy-and-hold's, the threshold, and the sentence saying that no
+    forecast reached it (None when one did); empty without forecasts.
+    """
+    from mlops.contracts.columns import PROBABILITY
+    from mlops.contracts.predictions import on_rows
+    from mlops.trading.backtest import compare_rules, rules_from
+    from mlops.trading.report import threshold_note
+
+    if traded.empty:
+        return {}
+    # A day scored by two champion versions (a promotion and a rerun): the newer one's.
+    rows = traded.assign(_version=pd.to_numeric(traded["model_version"], errors="coerce"))
+    rows = rows.sort_values("_version").drop_duplicates(["prediction_date", "symbol"], keep="last")
+    probability = bool((rows["score_kind"] == PROBABILITY).all())
+    value = rows["score"] if probability else rows["predicted_close"]
+    days = pd.to_datetime(rows["prediction_date"])
+    keyed = pd.Series(
+        value.to_numpy(dtype="float64"),
+        index=pd.MultiIndex.from_arrays([days.to_numpy(), rows["symbol"].to_numpy()]),
+    )
+    window = bars[bars["date"].isin(days.unique())].reset_index(drop=True)
+    predicted = pd.Series(on_rows(keyed, window), index=window.index)
+    runs = compare_rules(window, predicted, rules_from(settings), probability=probability)
+    first = next(iter(runs.values()))
+    return {
+        "sessions": len(first.market.days),
+        "sell": settings.trade_sell,
+        "probability": probability,
+        "threshold": first.rules.level(first.market),
+        "rules": {rule: comparison.figures["model"] for rule, comparison in runs.items()},
+        "naive": first.figures["naive"],
+        "buy_and_hold": first.figures["buy_and_hold"],
+        "threshold_not_reached": threshold_note(first),
+    }
 
 
 def model_table(ctx: Context) -> list[dict[str, Any]]:
@@ -457,6 +506,40 @@ def models_table(models: list[dict[str, Any]]) -> Any:
     return table
 
 
+def backtest_table(backtest: dict[str, Any]) -> Any:
+    """The replay's forecasts traded by each rule (one column per rule), beside the naive
+    forecast and buy-and-hold: ``mlops backtest``'s figures (:func:`rule_backtests`)."""
+    from rich.table import Table
+
+    from mlops.trading import performance
+
+    level = (
+        f"probability {backtest['threshold']:.3f}"
+        if backtest["probability"]
+        else f"{backtest['threshold']:+.2%}"
+    )
+    table = Table(
+        title=f"Backtest of the replay: the traded champion's forecasts by each rule (buy "
+        f"threshold {level}, TRADE_SELL {backtest['sell']}; fills at the next open, with "
+        "costs)"
+    )
+    table.add_column("figure")
+    columns = [
+        *(f"rule {rule}" for rule in backtest["rules"]),
+        "naive forecast",
+        "buy-and-hold",
+    ]
+    figures = [*backtest["rules"].values(), backtest["naive"], backtest["buy_and_hold"]]
+    for title in columns:
+        table.add_column(title, justify="right")
+    for key, label, kind in performance.FIGURES:
+        table.add_row(
+            performance.flagged(label, key, backtest["sessions"]),
+            *(performance.cell(f, key, kind) for f in figures),
+        )
+    return table
+
+
 def _loss(m: dict[str, Any], key: str) -> str:
     value = m.get(key)
     return "-" if value is None else f"{value:.4f}"
@@ -534,6 +617,10 @@ def print_summary(console: Any, s: DemoSummary) -> None:
             f"{s.retrain_requests} retrain requests",
         )
     console.print(table)
+    if s.backtest:
+        console.print(backtest_table(s.backtest))
+        if s.backtest["threshold_not_reached"]:
+            console.print(f"[bold red]{s.backtest['threshold_not_reached']}[/bold red]")
     console.print(models_table(s.models))
     folder = f"{s.home}/store/{keys.MONITORING_REPORTS_PREFIX}/"
     console.print(f"Reports: {len(s.reports)} HTML files under {folder}")

@@ -80,8 +80,9 @@ def classification_metrics(
     actual: Array, probability: Array, threshold: float = 0.5
 ) -> dict[str, float]:
     """Log loss, Brier score, accuracy (the class is ``probability >= threshold``), AUC
-    (left out when one class alone occurs) and the share of events (``up_rate``) of
-    probabilistic forecasts of a binary event (``actual`` 1 or 0).
+    (left out when one class alone occurs), the expected calibration error (``ece``,
+    :func:`expected_calibration_error` over :data:`CALIBRATION_BINS` bins) and the share of
+    events (``up_rate``) of probabilistic forecasts of a binary event (``actual`` 1 or 0).
     """
     y = np.asarray(actual, dtype="float64")
     p = np.asarray(probability, dtype="float64")
@@ -96,7 +97,73 @@ def classification_metrics(
     auc = roc_auc(y, p)
     if auc is not None:
         figures["auc"] = auc
+    ece = expected_calibration_error(reliability_curve(y, p))
+    if ece is not None:
+        figures["ece"] = ece
     return figures
+
+
+# A reliability curve's bins: this many of equal width over [0, 1].
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bin of a reliability curve: the forecasts whose probability lies in
+    ``(low, high]`` (the first bin includes 0), how many (``n``), their mean probability
+    and the share of them whose event happened (None for an empty bin)."""
+
+    low: float
+    high: float
+    n: int
+    mean_probability: float | None
+    observed_rate: float | None
+
+
+def reliability_curve(
+    actual: Array, probability: Array, bins: int = CALIBRATION_BINS
+) -> list[ReliabilityBin]:
+    """The binned predicted probability against the observed rate of the event (``actual``
+    1 or 0), ``bins`` bins of equal width, right-closed as scikit-learn's
+    ``calibration_curve(strategy="uniform")`` bins them; empty bins included.
+    """
+    y = np.asarray(actual, dtype="float64")
+    p = np.asarray(probability, dtype="float64")
+    if y.shape != p.shape:
+        raise ValueError("actual and probability must be of the same shape")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.searchsorted(edges[1:-1], p)
+    curve = []
+    for b in range(bins):
+        inside = index == b
+        n = int(inside.sum())
+        curve.append(
+            ReliabilityBin(
+                float(edges[b]),
+                float(edges[b + 1]),
+                n,
+                float(p[inside].mean()) if n else None,
+                float(y[inside].mean()) if n else None,
+            )
+        )
+    return curve
+
+
+def expected_calibration_error(curve: list[ReliabilityBin]) -> float | None:
+    """The expected calibration error of a reliability curve: the mean, weighted by each
+    bin's forecasts, of the gap between the bin's mean probability and its observed rate
+    (None when no bin holds a forecast)."""
+    total = sum(b.n for b in curve)
+    if total == 0:
+        return None
+    return float(
+        sum(
+            b.n * abs(b.observed_rate - b.mean_probability)
+            for b in curve
+            if b.n and b.observed_rate is not None and b.mean_probability is not None
+        )
+        / total
+    )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -150,3 +151,54 @@ def test_the_summary_has_one_row_per_catalog_model(demo):
             assert 0 <= row["live_naive_accuracy"] <= 1
         else:
             assert row["holdout_mape"] is not None and row["naive_mape"] is not None
+
+
+def test_the_backtest_table_trades_the_replays_forecasts_by_both_rules(demo):
+    """Both rules side by side on the forecasts that fed trading: the threshold rule's
+    backtest makes the replay's own trades, and each column is ``mlops backtest``'s
+    simulation of those forecasts under its rule.
+    """
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from mlops.context import open_context
+    from mlops.contracts import datasets
+    from mlops.demo import print_summary
+    from mlops.settings import load_settings
+    from mlops.trading.backtest import compare, rules_from
+
+    _, summary = demo
+    backtest = summary.backtest
+    assert list(backtest["rules"]) == ["threshold", "rotation"]
+    assert backtest["sessions"] == summary.days and backtest["threshold"] == summary.threshold
+    engine = create_engine(summary.database_url)
+    with engine.connect() as conn:
+        traded = pd.read_sql(
+            select(predictions).where(
+                predictions.c.model_name == "stock-close", predictions.c.role == "champion"
+            ),
+            conn,
+        )
+        placed = pd.read_sql(select(orders), conn)
+    bars = traded.assign(date=pd.to_datetime(traded["prediction_date"]))
+    settings = load_settings(MLOPS_HOME=summary.home, TRADE_THRESHOLD=summary.threshold)
+    ctx = open_context(settings)
+    _, frame = datasets.load(ctx.store, datasets.latest_version(ctx.engine))
+    window = frame[frame["date"].isin(bars["date"].unique())].reset_index(drop=True)
+    predicted = window.merge(bars[["date", "symbol", "predicted_close"]], how="left")
+    for rule in ("threshold", "rotation"):
+        comparison = compare(
+            window, predicted["predicted_close"], replace(rules_from(settings), rule=rule)
+        )
+        assert backtest["rules"][rule] == pytest.approx(comparison.figures["model"]), rule
+        if rule == "threshold":  # the replay's own trades (the last day's fill after it)
+            fills = {(f.decided, f.symbol, f.side) for f in comparison.runs["model"].fills}
+            last = date.fromisoformat(summary.end)
+            live = placed[placed["decision_date"] < last]
+            orders_ = zip(live["decision_date"], live["symbol"], live["side"], strict=True)
+            assert fills == set(orders_)
+    console = Console(record=True, width=240)
+    print_summary(console, summary)
+    text = console.export_text()
+    assert "rule threshold" in text and "rule rotation" in text

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from inference.torch_free import blocked, run
 from inference.trained_model import (
     CLASSIFIER,
     CLASSIFIER_ALIAS,
@@ -29,7 +28,6 @@ pytestmark = pytest.mark.slow
 
 # The portable export equals LudwigModel.predict within this (as training checks it).
 PORTABLE_ATOL = 1e-6
-_BLOCK = "import sys\nfor _name in ('torch', 'ludwig', 'talib'):\n    sys.modules[_name] = None\n"
 
 
 def _ludwig_probabilities(trained: Trained, frame: pd.DataFrame) -> np.ndarray:
@@ -71,8 +69,8 @@ def test_a_version_1_reader_refuses_a_classifiers_export(trained, tmp_path) -> N
 
     folder = shutil.copytree(trained.classifier_dir / "portable", tmp_path / "portable")
     spec = json.loads((folder / "portable.json").read_text())
-    (folder / "portable.json").write_text(json.dumps({**spec, "version": 3}))
-    with pytest.raises(UnsupportedModelError, match="is not mlops-portable v1 or v2"):
+    (folder / "portable.json").write_text(json.dumps({**spec, "version": 4}))
+    with pytest.raises(UnsupportedModelError, match="is not mlops-portable v1, v2 or v3"):
         PortablePredictor.from_dir(folder)
 
 
@@ -91,7 +89,7 @@ def test_batch_infer_stores_and_serve_answers_the_probability_without_torch_or_l
     database = tmp_path / "mlops.db"  # a copy: the rows written here stay out of the others'
     shutil.copy(trained.home / "mlops.db", database)
     rows = trained.scorable.tail(4).reset_index(drop=True)
-    code = _BLOCK + (
+    code = blocked() + (
         "import json, time\n"
         "from mlops.cli import main\n"
         "try:\n"
@@ -123,15 +121,7 @@ def test_batch_infer_stores_and_serve_answers_the_probability_without_torch_or_l
         LOG_LEVEL="WARNING",
     )
     # No close in the records: a classifier predicts no price, so it needs none.
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        input=rows[CLASSIFIER_INPUTS].to_json(orient="records"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    result = run(code, env, rows[CLASSIFIER_INPUTS].to_json(orient="records"))
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []

@@ -310,3 +310,57 @@ def test_the_classifier_gets_accuracy_auc_brier_and_log_loss_against_its_base_ra
     (figures,) = [v for v in result.versions if v.model_name == CLASSIFIER]
     assert figures.mape is None and figures.log_loss == pytest.approx(expected["log_loss"])
     assert figures.auc == pytest.approx(auc) and figures.naive_log_loss is not None
+
+
+def _ece(y: np.ndarray, p: np.ndarray) -> float:
+    """The expected calibration error from scikit-learn's reliability curve (10 bins of
+    equal width, right-closed) and its counts per bin."""
+    from sklearn.calibration import calibration_curve
+
+    observed, mean = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, 11)[1:-1], p), minlength=10)
+    counts = counts[counts > 0]
+    return float(np.sum(counts * np.abs(observed - mean)) / len(p))
+
+
+def test_the_classifier_champion_gets_its_calibration_per_day_and_window_and_a_report(week):
+    """The expected calibration error as scikit-learn's reliability curve gives it, stored
+    for the window, each session and each symbol; the champion's evidently report holds
+    the classification preset and the reliability curve with the same error.
+    """
+    from pathlib import Path
+
+    home, result = week
+    ctx = home.ctx
+    metrics = _metrics(ctx)
+    with ctx.engine.connect() as conn:
+        preds = pd.read_sql(select(predictions).where(predictions.c.model_name == CLASSIFIER), conn)
+    _, bars = datasets.load(ctx.store, datasets.latest_version(ctx.engine, MONITOR_DAY))
+    mine = realized(preds, bars)
+    y = (mine.actual_close > mine.last_close).to_numpy(dtype=float)
+    p = mine.score.to_numpy()
+    window = _ece(y, p)
+    assert 0 < window < 1
+    assert _value(metrics, CLASSIFIER, "1", "ece") == pytest.approx(window, abs=1e-12)
+    rate = float(ctx.mlflow.get_model_version(CLASSIFIER, "1").tags["train_up_rate"])
+    assert _value(metrics, CLASSIFIER, "1", "naive_ece") == pytest.approx(abs(y.mean() - rate))
+    for session, day in mine.groupby("target_date"):
+        rose = (day.actual_close > day.last_close).to_numpy(dtype=float)
+        expected = _ece(rose, day.score.to_numpy())
+        assert _value(metrics, CLASSIFIER, "1", "ece", session=session) == pytest.approx(expected)
+    tsla = mine[mine.symbol == "TSLA"]
+    expected = _ece((tsla.actual_close > tsla.last_close).to_numpy(dtype=float), tsla.score)
+    assert _value(metrics, CLASSIFIER, "1", "ece", "TSLA") == pytest.approx(expected)
+    (figures,) = [v for v in result.versions if v.model_name == CLASSIFIER]
+    assert figures.ece == pytest.approx(window)
+    # The report: evidently's classification preset, the reliability curve and the ECE.
+    uri = result.reports[f"classification-{CLASSIFIER}"]
+    page = Path(uri.removeprefix("file://")).read_text(encoding="utf-8")
+    for shown in ("Reliability curve", "Expected calibration error", "LogLoss", "ROC Curve"):
+        assert shown in page, shown
+    assert f"{window:.4f}" in page
+    # Regressor champions get none; the trading champion keeps its quality report.
+    assert {k for k in result.reports if k.startswith("classification-")} == {
+        f"classification-{CLASSIFIER}"
+    }
+    assert "quality" in result.reports

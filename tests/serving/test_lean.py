@@ -9,32 +9,14 @@ numbers from the registered version's portable export.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from inference.torch_free import INFER_ABSENT, SERVE_ABSENT, blocked, run
 from inference.trained_model import INPUTS, Trained
 
 pytestmark = pytest.mark.slow
-
-# Importing a module whose sys.modules entry is None raises ImportError.
-_BLOCK = "import sys\nfor _name in {names!r}:\n    sys.modules[_name] = None\n"
-SERVE_ABSENT = ("torch", "ludwig", "talib", "pyarrow")
-INFER_ABSENT = ("torch", "ludwig", "talib")
-
-
-def _run(code: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
 
 
 def _ludwig_closes(trained: Trained, rows) -> np.ndarray:
@@ -54,7 +36,7 @@ def _ludwig_closes(trained: Trained, rows) -> np.ndarray:
 def test_serve_answers_without_torch_ludwig_or_pyarrow(trained, subprocess_env) -> None:
     trained.set_champion(trained.versions[0])
     rows = trained.scorable.tail(3).reset_index(drop=True)
-    code = _BLOCK.format(names=SERVE_ABSENT) + (
+    code = blocked(SERVE_ABSENT) + (
         "import json, time\n"
         "from fastapi.testclient import TestClient\n"
         "from mlops.serving.app import create_app\n"
@@ -69,7 +51,7 @@ def test_serve_answers_without_torch_ludwig_or_pyarrow(trained, subprocess_env) 
         "print(json.dumps({'status': answer.status_code, 'body': answer.json()}))\n"
     )
     env = subprocess_env(MLOPS_HOME=str(trained.home), SERVE_POLL_SECONDS="0.2")
-    result = _run(code, env, rows[[*INPUTS, "close"]].to_json(orient="records"))
+    result = run(code, env, rows[[*INPUTS, "close"]].to_json(orient="records"))
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["status"] == 200, out
@@ -84,7 +66,7 @@ def test_batch_infer_scores_without_torch_or_ludwig(trained, subprocess_env, tmp
     # A copy of the shared database: the predictions written here stay out of the others'.
     database = tmp_path / "mlops.db"
     shutil.copy(trained.home / "mlops.db", database)
-    code = _BLOCK.format(names=INFER_ABSENT) + (
+    code = blocked(INFER_ABSENT) + (
         "from mlops.cli import main\n"
         "sys.argv = ['mlops', 'batch-infer', '--as-of', '2017-05-31']\n"
         "main()\n"
@@ -92,7 +74,7 @@ def test_batch_infer_scores_without_torch_or_ludwig(trained, subprocess_env, tmp
     env = subprocess_env(
         MLOPS_HOME=str(trained.home), DATABASE_URL=f"sqlite:///{database}", LOG_LEVEL="WARNING"
     )
-    result = _run(code, env)
+    result = run(code, env)
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads(result.stdout[result.stdout.index("{") :])
     assert scored["model_version"] == trained.versions[0]

@@ -32,7 +32,16 @@ from mlops.db.schema import monitoring_metrics as mm
 ALL = "ALL"
 SESSION = 1  # window_days of a session's own figures
 # A direction classifier's figures, and the base-rate classifier's on the same rows.
-CLASSIFIER_METRICS = ("log_loss", "naive_log_loss", "accuracy", "naive_accuracy", "auc", "brier")
+CLASSIFIER_METRICS = (
+    "log_loss",
+    "naive_log_loss",
+    "accuracy",
+    "naive_accuracy",
+    "auc",
+    "brier",
+    "ece",
+    "naive_ece",
+)
 SESSION_METRICS = (
     "mape",
     "wmape",

@@ -11,9 +11,14 @@ arrays) after checking that it predicts what ``LudwigModel.predict`` does. The f
 * the concat combiner's and the output feature's fully connected stacks (weight, bias,
   activation, residual), the regressor, the prediction's ``clip``;
 * the output normalisation, undone in float64;
-* the output's type: ``number`` (a regressor: the value) or ``binary`` (a classifier: the
+* the output's type: ``number`` (a regressor: the value), ``binary`` (a classifier: the
   sigmoid of the regressor's logit in float32, Ludwig's probability of ``True``, as
-  float64); a binary export is format version 2, which readers of version 1 refuse.
+  float64) or ``category`` (a classifier of several classes: the softmax of the
+  classifier's logits in float32, Ludwig's ``<target>_probabilities``, one row of class
+  probabilities per input row in the order of the output's vocabulary, ``classes``); a
+  binary export is format version 2, which readers of version 1 refuse, a category
+  export version 3, which readers of versions 1 and 2 refuse (they would read its
+  logits as one number).
 
 The preprocessing classes here are shared with :mod:`mlops.contracts.predictor`, the
 torch-based fast predictor training uses, so both read Ludwig's metadata one way.
@@ -44,8 +49,11 @@ ARRAYS_FILE = "portable.npz"
 FORMAT = "mlops-portable"
 FORMAT_VERSION = 1  # a regressor's export (readers of 1 know no other output)
 BINARY_FORMAT_VERSION = 2  # a classifier's: version 1 plus the output type
-FORMAT_VERSIONS = frozenset({FORMAT_VERSION, BINARY_FORMAT_VERSION})
-NUMBER_OUTPUT, BINARY_OUTPUT = "number", "binary"
+CATEGORY_FORMAT_VERSION = 3  # a category output's: version 2 plus its classes
+FORMAT_VERSIONS = frozenset({FORMAT_VERSION, BINARY_FORMAT_VERSION, CATEGORY_FORMAT_VERSION})
+NUMBER_OUTPUT, BINARY_OUTPUT, CATEGORY_OUTPUT = "number", "binary", "category"
+# Where a category output's classes are kept in the exported config's output feature.
+CLASSES_KEY = "classes"
 # Ludwig's default decision threshold of a binary output.
 DEFAULT_THRESHOLD = 0.5
 UNKNOWN_SYMBOL = "<UNK>"
@@ -58,9 +66,18 @@ class UnsupportedModelError(ValueError):
 
 
 def output_type(config: Mapping[str, Any]) -> str:
-    """``number`` (a regressor) or ``binary`` (a classifier): the config's output type."""
+    """``number`` (a regressor), ``binary`` or ``category`` (a classifier): the config's
+    output type."""
     outputs = config.get("output_features") or [{}]
     return str(outputs[0].get("type", NUMBER_OUTPUT))
+
+
+def output_classes(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """A category output's classes, in the order of its probabilities (its vocabulary,
+    which the fast predictor writes into the config's output feature); else None."""
+    outputs = config.get("output_features") or [{}]
+    classes = outputs[0].get(CLASSES_KEY)
+    return None if classes is None else tuple(str(c) for c in classes)
 
 
 def class_threshold(config: Mapping[str, Any]) -> float:
@@ -71,7 +88,9 @@ def class_threshold(config: Mapping[str, Any]) -> float:
 
 class Predictor(Protocol):
     """What serving and batch inference need of a model. ``predict_*`` give one float64
-    per row: a regressor's predicted value, or a classifier's probability of ``True``.
+    per row: a regressor's predicted value, or a classifier's probability of ``True``; a
+    category output's, one row of float64 class probabilities per input row (rows x
+    classes, in the order of its ``classes``).
     """
 
     kind: str  # "fast" or "ludwig"
@@ -249,6 +268,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Each row's softmax in float32, as ``torch.softmax(x, -1)`` computes it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = x - x.max(axis=-1, keepdims=True)
+        e = np.exp(shifted)
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -293,8 +320,10 @@ class DenseLayer:
 
 @dataclass(frozen=True)
 class Network:
-    """Everything after preprocessing: combiner stack, output stack, regressor, clip, and
-    for a binary output the sigmoid (Ludwig's probability of ``True``).
+    """Everything after preprocessing: combiner stack, output stack, regressor (a category
+    output's classifier: one logit per class), clip, and for a binary output the sigmoid
+    (Ludwig's probability of ``True``), for a category output the softmax (its class
+    probabilities, rows x classes).
     """
 
     combiner: list[DenseLayer]
@@ -309,6 +338,8 @@ class Network:
             x = layer(x)
         if self.clip is not None:
             x = np.clip(x, np.float32(self.clip[0]), np.float32(self.clip[1]))
+        if self.output == CATEGORY_OUTPUT:
+            return softmax(x).astype(np.float64)
         if self.output == BINARY_OUTPUT:
             x = _sigmoid(x)
         return self.output_norm.inverse64(x.reshape(-1))
@@ -359,8 +390,13 @@ class ColumnsPredictor:
     def output_type(self) -> str:
         return output_type(self.config)
 
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """A category output's classes (the columns of its probabilities); else None."""
+        return output_classes(self.config)
+
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's output (``<target>_predictions``) for each row, as float64."""
+        """The model's output for each row, as float64 (see :class:`Predictor`)."""
         missing = [name for name in self.input_features if name not in frame.columns]
         if missing:
             raise KeyError(f"missing input columns: {', '.join(missing)}")
@@ -399,7 +435,8 @@ class PortablePredictor(ColumnsPredictor):
         folder = portable_dir(path)
         spec = json.loads((folder / SPEC_FILE).read_text())
         if spec.get("format") != FORMAT or spec.get("version") not in FORMAT_VERSIONS:
-            known = " or ".join(f"v{v}" for v in sorted(FORMAT_VERSIONS))
+            *others, last = (f"v{v}" for v in sorted(FORMAT_VERSIONS))
+            known = f"{', '.join(others)} or {last}"
             raise UnsupportedModelError(f"{folder / SPEC_FILE} is not {FORMAT} {known}")
         with np.load(folder / ARRAYS_FILE, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -454,10 +491,10 @@ def encode(
             for i, layer in enumerate(stack)
         ]
 
-    binary = network.output == BINARY_OUTPUT
+    versions = {BINARY_OUTPUT: BINARY_FORMAT_VERSION, CATEGORY_OUTPUT: CATEGORY_FORMAT_VERSION}
     spec = {
         "format": FORMAT,
-        "version": BINARY_FORMAT_VERSION if binary else FORMAT_VERSION,
+        "version": versions.get(network.output, FORMAT_VERSION),
         "config": config,
         "inputs": [_encode_input(s, put) for s in inputs],
         "combiner": layers("combiner", network.combiner),
@@ -465,7 +502,7 @@ def encode(
         "decoder": layers("decoder", [network.decoder])[0],
         "clip": list(network.clip) if network.clip is not None else None,
         "output_norm": _encode_affine(network.output_norm),
-        **({"output": BINARY_OUTPUT} if binary else {}),
+        **({"output": network.output} if network.output in versions else {}),
     }
     return spec, arrays
 

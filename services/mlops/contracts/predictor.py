@@ -17,7 +17,10 @@ numbers come out of a few array operations:
   and its regressor, the ``clip`` of the prediction module;
 * the output is denormalised in float64, as Ludwig's postprocessing does; a binary
   output (a classifier, no calibration) is the sigmoid of the regressor's logit, Ludwig's
-  probability of ``True`` (``<target>_probabilities_True``), as float64.
+  probability of ``True`` (``<target>_probabilities_True``), as float64; a category
+  output (no calibration, not the CORN loss) is the softmax of its classifier's logits,
+  Ludwig's ``<target>_probabilities`` (rows x classes, in the order of its vocabulary,
+  which is written into the config's output feature as ``classes``).
 
 The weights and the training-set metadata are read from a ``LudwigModel`` or from a saved
 model folder (``model_hyperparameters.json``, ``training_set_metadata.json``,
@@ -43,6 +46,8 @@ import pandas as pd
 
 from mlops.contracts.portable import (
     BINARY_OUTPUT,
+    CATEGORY_OUTPUT,
+    CLASSES_KEY,
     NUMBER_OUTPUT,
     UNKNOWN_SYMBOL,
     Affine,
@@ -135,15 +140,7 @@ def check_model(config: Mapping[str, Any]) -> None:
         combiner.get("activation", "relu"),
     )
     output = outputs[0]
-    if str(output.get("type")) not in {NUMBER_OUTPUT, BINARY_OUTPUT}:
-        raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
-    if output.get("type") == BINARY_OUTPUT and output.get("calibration"):
-        raise UnsupportedModelError("a calibrated binary output")
-    if output.get("dependencies"):
-        raise UnsupportedModelError("output feature dependencies")
-    decoder = output.get("decoder") or {}
-    if decoder.get("type", "regressor") != "regressor":
-        raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
+    decoder = _output_decoder(output)
     fc_activations(
         f"output_features.module_dict.{output.get('name')}__ludwig.fc_stack",
         decoder.get("fc_layers"),
@@ -158,9 +155,9 @@ def check_model(config: Mapping[str, Any]) -> None:
 
 
 def output_normalization(output: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
-    """The output's normalisation (the metadata's, else the config's; none for a binary
-    output: a probability has nothing to undo)."""
-    if output.get("type") == BINARY_OUTPUT:
+    """The output's normalisation (the metadata's, else the config's; none for a binary or
+    category output: a probability has nothing to undo)."""
+    if str(output.get("type")) != NUMBER_OUTPUT:
         return None
     norm = (meta.get("preprocessing") or output.get("preprocessing") or {}).get("normalization")
     if norm not in _OUTPUT_NORMALIZATIONS:
@@ -230,7 +227,8 @@ class _Layer:
 
 
 class FastPredictor(ColumnsPredictor):
-    """An ECD regressor or binary classifier evaluated without Ludwig's per-call pipeline.
+    """An ECD regressor, binary or category classifier evaluated without Ludwig's per-call
+    pipeline.
 
     Thread-safe: it holds no mutable state after construction.
     """
@@ -269,7 +267,9 @@ class FastPredictor(ColumnsPredictor):
         )
 
         self._output = str(output.get("type"))
-        decoder = output.get("decoder") or {}
+        decoder = _output_decoder(output)
+        if self._output == CATEGORY_OUTPUT:
+            self.config = _with_classes(config, metadata.get(self.target) or {})
         prefix = f"output_features.module_dict.{self.target}__ludwig"
         self._output_fc = _fc_stack(
             tensors,
@@ -377,9 +377,39 @@ class FastPredictor(ColumnsPredictor):
         logits = torch.nn.functional.linear(x, self._decoder.weight, self._decoder.bias)
         if self._clip is not None:
             logits = torch.clamp(logits, self._clip[0], self._clip[1])
+        if self._output == CATEGORY_OUTPUT:
+            return torch.softmax(logits, -1).numpy().astype(np.float64)
         if self._output == BINARY_OUTPUT:
             logits = torch.sigmoid(logits)
         return self._output_norm.inverse64(logits.reshape(-1).numpy())
+
+
+def _output_decoder(output: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The output feature's decoder, refusing what the fast path does not mirror: another
+    output type, calibration, the CORN loss, dependencies, another decoder."""
+    kind = str(output.get("type"))
+    if kind not in {NUMBER_OUTPUT, BINARY_OUTPUT, CATEGORY_OUTPUT}:
+        raise UnsupportedModelError(f"output feature type {output.get('type')!r}")
+    if kind != NUMBER_OUTPUT and output.get("calibration"):
+        raise UnsupportedModelError(f"a calibrated {kind} output")
+    if kind == CATEGORY_OUTPUT and (output.get("loss") or {}).get("type") == "corn":
+        raise UnsupportedModelError("a category output with the CORN loss")
+    if output.get("dependencies"):
+        raise UnsupportedModelError("output feature dependencies")
+    decoder = output.get("decoder") or {}
+    expected = "classifier" if kind == CATEGORY_OUTPUT else "regressor"
+    if decoder.get("type", expected) != expected:
+        raise UnsupportedModelError(f"decoder {decoder.get('type')!r}")
+    return decoder
+
+
+def _with_classes(config: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with its category output's vocabulary as ``classes`` (the order of the
+    probabilities), so the export carries them."""
+    if "idx2str" not in meta:
+        raise UnsupportedModelError("no vocabulary in the category output's metadata")
+    output = {**config["output_features"][0], CLASSES_KEY: [str(c) for c in meta["idx2str"]]}
+    return {**config, "output_features": [output, *config["output_features"][1:]]}
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -522,6 +552,13 @@ class LudwigPredictor:
     def output_type(self) -> str:
         return output_type(self.config)
 
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        """A category output's classes (its vocabulary); else None."""
+        if self.output_type != CATEGORY_OUTPUT:
+            return None
+        return tuple(str(c) for c in self.model.training_set_metadata[self.target]["idx2str"])
+
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         if frame.empty:
             return np.empty(0, dtype=np.float64)
@@ -542,13 +579,15 @@ class LudwigPredictor:
 
 def ludwig_output(predictions: pd.DataFrame, target: str, config: Mapping[str, Any]) -> np.ndarray:
     """What a predictor gives for ``LudwigModel.predict``'s frame: a regressor's
-    ``<target>_predictions``, a classifier's probability of ``True``.
+    ``<target>_predictions``, a classifier's probability of ``True``, a category output's
+    ``<target>_probabilities`` (rows x classes).
     """
-    if config["output_features"][0].get("type") == BINARY_OUTPUT:
-        column = f"{target}_probabilities_True"
-    else:
-        column = f"{target}_predictions"
-    return predictions[column].to_numpy(dtype="float64")
+    kind = config["output_features"][0].get("type")
+    if kind == CATEGORY_OUTPUT:
+        rows = predictions[f"{target}_probabilities"]
+        return np.array([np.asarray(row, dtype="float64") for row in rows]).reshape(len(rows), -1)
+    suffix = "probabilities_True" if kind == BINARY_OUTPUT else "predictions"
+    return predictions[f"{target}_{suffix}"].to_numpy(dtype="float64")
 
 
 _warned: set[str] = set()

@@ -51,7 +51,10 @@ from mlops.web_safety import forbid_framing, redact_credentials
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})/(quality|drift)\.html$")
+# A day's reports: quality, drift, and each classifier champion's classification-<model>.
+REPORT_NAME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})/(quality|drift|classification-[a-z0-9][a-z0-9-]{0,62})\.html$"
+)
 BUTTONS = {
     "promote": "Promote",
     "rollback": "Roll back",

@@ -1,4 +1,5 @@
-"""Evidently reports: regression quality of realized predictions and feature drift."""
+"""Evidently reports: the quality of realized predictions (a regressor's, or a direction
+classifier's with its reliability curve) and feature drift."""
 
 from __future__ import annotations
 
@@ -33,6 +34,47 @@ def quality_report(joined: pd.DataFrame) -> bytes:
         Dataset.from_pandas(frame, data_definition=definition), None
     )
     return _html(snapshot)
+
+
+def classification_report(rose: pd.Series, probability: pd.Series) -> tuple[bytes, float | None]:
+    """HTML of evidently's classification preset on a direction classifier's realized
+    predictions (its ``probability`` of a rise against whether the close ``rose``, 1 or
+    0), with the reliability curve and the expected calibration error
+    (:class:`mlops.monitoring.calibration.CalibrationError`), and that error.
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    from mlops.monitoring.calibration import CalibrationError
+
+    frame = pd.DataFrame(
+        {
+            "rose": rose.astype("int64").to_numpy(),
+            "probability": probability.astype("float64").to_numpy(),
+        }
+    )
+    definition = DataDefinition(
+        numerical_columns=["probability"],
+        categorical_columns=["rose"],
+        classification=[
+            BinaryClassification(target="rose", prediction_probas="probability", pos_label=1)
+        ],
+    )
+    calibration = CalibrationError(target="rose", probability="probability")
+    metrics: list = [calibration]
+    if frame["rose"].nunique() == 2:  # the preset needs both outcomes (its AUC, its curves)
+        metrics.insert(0, ClassificationPreset())
+    snapshot = Report(metrics).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    return _html(snapshot), calibration_error(snapshot.dict())
+
+
+def calibration_error(payload: dict) -> float | None:
+    """The expected calibration error from a classifier report's metrics."""
+    for metric in payload.get("metrics", []):
+        if str(metric.get("metric_name", "")).startswith("CalibrationError"):
+            value = float(metric["value"])
+            return None if value != value else value
+    raise ValueError("The classifier report has no CalibrationError metric.")
 
 
 def drift_report(

@@ -10,9 +10,11 @@ a challenger also its figures beside the champion's on the rows both scored (``p
 Each session of the window also gets its own figures, ``ic`` and ``rank_ic`` (``ALL``,
 dated that session, ``window_days`` 1; no IC for a session with fewer than two symbols).
 :mod:`mlops.contracts.live_figures` reads them back. A direction classifier's versions get
-a classifier's figures instead: accuracy, AUC, Brier score, log loss and the up-rate, the
-base-rate classifier's (the version's training window's up-rate, its tag
-``train_up_rate``) as ``naive_*``, n, and the paired tests on daily log loss.
+a classifier's figures instead: accuracy, AUC, Brier score, log loss, the expected
+calibration error and the up-rate, the base-rate classifier's (the version's training
+window's up-rate, its tag ``train_up_rate``) as ``naive_*``, n, and the paired tests on
+daily log loss. Each model's champion that is a classifier also gets an evidently report,
+``classification-<model>.html``: the classification preset and the reliability curve.
 
 The retrain request is about the trading model's champion alone: its MAPE above
 ``MONITOR_MAPE_THRESHOLD``, above ``MONITOR_BASELINE_RATIO`` times the naive forecast's (a
@@ -47,7 +49,12 @@ from mlops.db.schema import monitoring_metrics, predictions, retrain_requests
 from mlops.db.upsert import insert_new, upsert
 from mlops.metrics import summarise_ic
 from mlops.monitoring import drift, scores
-from mlops.monitoring.reports import DRIFT_COLUMNS, drift_report, quality_report
+from mlops.monitoring.reports import (
+    DRIFT_COLUMNS,
+    classification_report,
+    drift_report,
+    quality_report,
+)
 from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.store import put_json
@@ -82,6 +89,7 @@ class VersionFigures:
     naive_log_loss: float | None = None
     accuracy: float | None = None
     auc: float | None = None
+    ece: float | None = None  # the expected calibration error
 
 
 @dataclass
@@ -171,7 +179,7 @@ def run(
     rows = _MetricRows(settings, day)
     prefix = keys.monitoring_reports_prefix(day)
     if not joined.empty:
-        _score_versions(ctx, joined, ref, result, rows)
+        _score_versions(ctx, joined, ref, result, rows, prefix)
         _score_trading_champion(ctx, joined, ref, result, prefix)
     if ref is not None:
         recent = bars[bars["date"] >= pd.Timestamp(window_start)]
@@ -221,8 +229,10 @@ def _score_versions(
     trading: ModelRef | None,
     result: MonitorResult,
     rows: _MetricRows,
+    prefix: str,
 ) -> None:
-    """Figures per model, version and symbol; paired tests and daily IC per version."""
+    """Figures per model, version and symbol; paired tests and daily IC per version; a
+    classifier champion's report."""
     settings = ctx.settings
     for name, by_model in joined.groupby("model_name"):
         name = str(name)
@@ -254,8 +264,11 @@ def _score_versions(
                 naive_log_loss=overall.get("naive_log_loss"),
                 accuracy=overall.get("accuracy"),
                 auc=overall.get("auc"),
+                ece=overall.get("ece"),
             )
             result.versions.append(_with_ic(figures, sessions[["ic", "rank_ic"]]))
+            if is_top and scores.is_probability(group):
+                _classifier_report(ctx, name, group, result, prefix)
 
 
 def _version_scores(
@@ -277,6 +290,17 @@ def _version_scores(
         lambda rows: scores.classifier_figures(rows, rate),
         scores.classifier_tests(group, champion_rows, rate),
     )
+
+
+def _classifier_report(
+    ctx: Context, name: str, rows: pd.DataFrame, result: MonitorResult, prefix: str
+) -> None:
+    """A classifier champion's evidently report (its realized window: the classification
+    preset, the reliability curve and the expected calibration error) in the store."""
+    key = f"{prefix}/classification-{name}.html"
+    body, _ = classification_report(scores.rose(rows), rows["score"])
+    ctx.store.put_bytes(key, body, "text/html; charset=utf-8")
+    result.reports[f"classification-{name}"] = ctx.store.uri(key)
 
 
 def base_rate(ctx: Context, name: str, version: str) -> float | None:
@@ -319,7 +343,7 @@ def _score_trading_champion(
     if current.empty:
         return
     result.evaluated = len(current)
-    if scores.is_probability(current):  # a classifier: no regression report
+    if scores.is_probability(current):  # a classifier: its report is written per model
         version = str(current["model_version"].iloc[-1])
         result.metrics = scores.classifier_figures(
             current, base_rate(ctx, ctx.settings.model_name, version)

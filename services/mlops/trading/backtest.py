@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ from mlops.db.upsert import insert_new
 from mlops.errors import ConfigError, DataError, ModelError
 from mlops.runs import utcnow
 from mlops.store import get_json, get_parquet, put_json, put_parquet
-from mlops.trading import performance, report
+from mlops.trading import performance, report, strategy
 from mlops.trading.order_types import MARKET
 from mlops.trading.report import COLUMNS
 from mlops.trading.risk import RiskLimits
@@ -287,6 +287,22 @@ def compare(
     figures["model"].update(reached.figures())
     figures["naive"].update(reach(naive, rules.level(naive)).figures())
     return Comparison(market=market, runs=runs, figures=figures, rules=rules, reach=reached)
+
+
+def compare_rules(
+    frame: pd.DataFrame, predicted: pd.Series, rules: Rules, *, probability: bool = False
+) -> dict[str, Comparison]:
+    """:func:`compare` once per trading rule (``threshold``, ``rotation``), every other
+    setting of ``rules`` kept: the same forecasts traded by each rule, side by side."""
+    return {
+        rule: compare(
+            frame,
+            predicted,
+            replace(rules, rule=cast(strategy.Rule, rule)),
+            probability=probability,
+        )
+        for rule in strategy.RULES
+    }
 
 
 def trades_frame(comparison: Comparison) -> pd.DataFrame:

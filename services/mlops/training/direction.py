@@ -24,7 +24,7 @@ from mlops.training.splits import Splits
 
 PROMOTION_METRIC = "log_loss"
 # The figures of a classifier on each split (``up_rate``: the split's share of rises).
-METRICS = ("log_loss", "brier", "accuracy", "auc", "up_rate")
+METRICS = ("log_loss", "brier", "accuracy", "auc", "ece", "up_rate")
 SPLITS = ("train", "validation", "holdout")
 
 

@@ -620,7 +620,9 @@ def _log_model(client: MlflowClient, run_id: str, model: Any, holdout: pd.DataFr
 def export_excess(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     """How far ``actual`` (the export's outputs) goes past the tolerance around
     ``expected`` (Ludwig's): the largest ``|a - e| - (ATOL + RTOL |e|)`` (above 0: too far)
-    and the value of ``expected`` where it is largest."""
+    and the value of ``expected`` where it is largest; a category output's probabilities
+    (rows x classes) are compared class by class."""
+    actual, expected = np.ravel(actual), np.ravel(expected)
     excess = np.abs(actual - expected) - (PORTABLE_ATOL + PORTABLE_RTOL * np.abs(expected))
     if excess.size == 0:
         return -PORTABLE_ATOL, 0.0
@@ -630,7 +632,8 @@ def export_excess(actual: np.ndarray, expected: np.ndarray) -> tuple[float, floa
 
 def export_portable(model: Any, holdout: pd.DataFrame, folder: Path) -> None:
     """Write the portable form, refusing a model it does not reproduce within
-    ``PORTABLE_ATOL + PORTABLE_RTOL x |value|`` (a classifier: its probability of a rise).
+    ``PORTABLE_ATOL + PORTABLE_RTOL x |value|`` (a classifier: its probability of a rise; a
+    category output: each class's probability).
     """
     from mlops.contracts.portable import encode, save
     from mlops.contracts.predictor import FastPredictor, UnsupportedModelError, ludwig_output
