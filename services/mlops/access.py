@@ -16,8 +16,8 @@ unknown user costs the same as a known one (a dummy hash is checked).
 
 Roles (:data:`ROLE_ACTIONS`): a **viewer** sees the page (and, with
 ``DASHBOARD_ANONYMOUS_VIEW=false``, is one of the few who may); an **operator** may also
-promote, roll back and retrain, and sees the stages' error texts; an **admin** may do
-everything (archive, pause and resume training, halt and resume trading too).
+promote, roll back, retrain and run monitoring now, and sees the stages' error texts; an
+**admin** may do everything (archive, pause and resume training, halt and resume trading too).
 
 The older single shared token, ``DASHBOARD_TOKEN``, still works: it signs in as the
 admin named ``token`` (every action then audited as ``dashboard:token``); at least
@@ -41,11 +41,11 @@ Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 # Every action the dashboard or `mlops models` can take, and who may take it.
 ALL_ACTIONS = frozenset(
-    {"promote", "rollback", "archive", "pause", "resume", "retrain", "halt", "unhalt"}
+    {"promote", "rollback", "archive", "pause", "resume", "retrain", "monitor", "halt", "unhalt"}
 )
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
-    "operator": frozenset({"promote", "rollback", "retrain"}),
+    "operator": frozenset({"promote", "rollback", "retrain", "monitor"}),
     "admin": ALL_ACTIONS,
 }
 # The roles that see the stages' error texts (they may hold hosts, paths, SQL).

@@ -7,11 +7,13 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 
 - a stage writes (SELECT, INSERT, UPDATE; never DELETE or TRUNCATE) the tables it owns
   and reads its inputs;
-- the orchestrator reads the retrain requests and the training runs, and audits the
-  day's scheduled training in ``model_actions``;
+- the orchestrator reads the retrain requests and the training runs, audits the day's
+  scheduled training in ``model_actions``, and as the controller of requests for work
+  moves ``action_requests`` rows along (SELECT, UPDATE: it never adds one);
 - ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
-  table and writes only the audit of its actions (``model_actions``) and the kill switch
-  (``trading_halts``);
+  table and writes only the audit of its actions (``model_actions``), the kill switch
+  (``trading_halts``) and new requests for work (``action_requests``: INSERT, never
+  UPDATE: how a request goes is the controller's to say);
 - ``mlops_reader`` reads every table and writes none (for people: psql, notebooks);
 - ``mlops_backup`` reads every table and the sequences' positions, what ``pg_dump`` needs
   (``mlops backup``, the backup CronJob), and writes none.
@@ -41,6 +43,8 @@ VERSION_TABLE = "alembic_version"  # read by every command (the schema check)
 
 READ = ("SELECT",)
 WRITE = ("SELECT", "INSERT", "UPDATE")
+APPEND = ("SELECT", "INSERT")
+ADVANCE = ("SELECT", "UPDATE")
 
 # role -> table -> privileges. A test keeps this in step with the tables the code uses.
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -78,11 +82,13 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "stage_runs": READ,
         "retrain_requests": READ,
         "model_actions": WRITE,
+        "action_requests": ADVANCE,
     },
     "mlops_dashboard": {
         **{name: READ for name in metadata.tables},
         "model_actions": WRITE,
         "trading_halts": WRITE,
+        "action_requests": APPEND,
     },
     "mlops_reader": {name: READ for name in metadata.tables},
     "mlops_backup": {name: READ for name in metadata.tables},

@@ -264,3 +264,33 @@ model_actions = Table(
     # done, or refused (migration 0008): a refusal's reason is its sentence.
     Column("outcome", String(16), nullable=False, server_default="done"),
 )
+
+# Requests for work (migration 0011): "retrain MODEL", "run monitoring now". The dashboard
+# writes a row; a runner (a background process on one machine, the controller in the
+# cluster) does the work and records queued -> running -> succeeded | failed on it.
+action_requests = Table(
+    "action_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # What: retrain (model_name names the model) or monitor.
+    Column("kind", String(16), nullable=False),
+    Column("model_name", String(128), nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    # Who runs it: local (a background `mlops requests run ID`) or kubernetes (a Job).
+    Column("runner", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    # Set while queued or running, cleared at the end: one open request per work.
+    Column("open_key", String(160), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    # One sentence: what came of it (or why it failed).
+    Column("result", Text, nullable=True),
+    # The cluster's Job, or the local runner's process and host.
+    Column("job", String(63), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("host", String(255), nullable=True),
+    UniqueConstraint("open_key", name="uq_action_requests_open_key"),
+)
