@@ -82,12 +82,12 @@ class Request:
     host: str | None = None
 
     def what(self) -> str:
-        """``retrain stock-close`` or ``monitoring``."""
+        """``retrain stock-close`` or ``run monitoring``."""
         return describe(self.kind, self.model_name)
 
 
 def describe(kind: str, model: str | None) -> str:
-    return f"retrain {model}" if kind == RETRAIN else "monitoring"
+    return f"retrain {model}" if kind == RETRAIN else "run monitoring"
 
 
 def command(kind: str, model: str | None) -> list[str]:

@@ -310,13 +310,19 @@ Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the audit ta
 def _admin(action: str, name: str, version: str = "") -> tuple[Any, Any, str]:
     """The context, the MLflow client and who acts: the signed-in user (``cli:<name>``)
     when DASHBOARD_USERS names users, else ``cli:<login>``."""
+    ctx, actor = _signed_in(action, name, version)
+    return ctx, ctx.mlflow, actor
+
+
+def _signed_in(action: str, name: str, version: str = "") -> tuple[Any, str]:
+    """The context (MLflow not connected yet) and who acts."""
     from mlops.model_admin import signed_in_actor
 
     ctx = _context()
     actor = signed_in_actor(
         ctx.engine, ctx.settings, action, name, version, ask_password=_ask_password
     )
-    return ctx, ctx.mlflow, actor
+    return ctx, actor
 
 
 def _ask_password() -> str:
@@ -421,7 +427,7 @@ def models_retrain_cmd(
     from mlops.orchestration import retrain_model
     from mlops.settings import parse_date
 
-    ctx, _, actor = _admin("retrain", name)
+    ctx, actor = _signed_in("retrain", name)  # MLflow only if it trains here
     try:
         outcome = retrain_model(ctx, name, actor=actor, as_of=parse_date(as_of), reason=reason)
     except REFUSALS as exc:
