@@ -24,7 +24,9 @@ SECRETS_TEMPLATE = CONFIG_MAPS / "secrets.env.example"
 MODEL_CONFIGS = ROOT / "services" / "mlops" / "resources" / "models"
 
 NAMESPACE = "mlops"
-SECRET_NAME = "mlops-secrets"
+# One Secret per identity: mlops-secrets-<identity> (create_secrets.sh makes them).
+SECRET_PREFIX = "mlops-secrets-"
+SECRETS_SCRIPT = ROOT / "create_secrets.sh"
 PIPELINE_CONFIG = "mlops-pipeline-config"
 UID = 10001
 
