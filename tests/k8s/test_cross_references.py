@@ -497,21 +497,25 @@ def test_tokens_are_mounted_only_where_the_api_is_used() -> None:
             with_token.add((item.name, spec["serviceAccountName"]))
     assert with_token == {
         ("mlops-daily", "mlops-orchestrator"),
-        ("mlops-dashboard", "mlops-dashboard"),
-    }
+        ("mlops-requests", "mlops-orchestrator"),
+    }, "the dashboard has no token: its requests are rows the controller acts on"
+
+
+ORCHESTRATOR_CRONJOBS = ("mlops-daily", "mlops-requests")
 
 
 def test_only_the_orchestrator_sees_the_job_templates() -> None:
-    spec = pod_template(doc("CronJob", "mlops-daily"))["spec"]
-    (c,) = spec["containers"]
-    env = {e["name"]: e for e in c["env"]}
-    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    folder = env["JOB_TEMPLATES_DIR"]["value"]
-    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    volume = next(v for v in spec["volumes"] if v["name"] == mounts[folder])
-    assert volume["configMap"]["name"] == "mlops-job-templates"
+    for name in ORCHESTRATOR_CRONJOBS:
+        spec = pod_template(doc("CronJob", name))["spec"]
+        (c,) = spec["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        folder = env["JOB_TEMPLATES_DIR"]["value"]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volume = next(v for v in spec["volumes"] if v["name"] == mounts[folder])
+        assert volume["configMap"]["name"] == "mlops-job-templates"
     for item in workloads():
-        if item.name != "mlops-daily":
+        if item.name not in ORCHESTRATOR_CRONJOBS:
             volumes = pod_template(item)["spec"].get("volumes") or []
             names = [(v.get("configMap") or {}).get("name") for v in volumes]
             assert "mlops-job-templates" not in names, item.name
