@@ -105,6 +105,9 @@ MAX_READ_ERRORS = 5
 class OrchestrationError(MlopsError):
     """A stage Job failed, timed out or could not be created; later stages did not run."""
 
+    # The API server's HTTP status when it answered (a refusal: 4xx), else None.
+    status: int | None = None
+
 
 @dataclass(frozen=True)
 class StageRun:
@@ -294,15 +297,22 @@ class Jobs:
     def _fail(self, doing: str, exc: Exception) -> OrchestrationError:
         from kubernetes.client.exceptions import ApiException
 
+        status = None
         if isinstance(exc, ApiException):
+            status = exc.status
             detail = f"HTTP {exc.status} {exc.reason}"
             if exc.status == 403:
                 detail += " (the service account lacks the RBAC rights in deployments/rbac.yaml)"
+            said = _api_message(exc.body)
+            if said:  # e.g. the admission policy's denial
+                detail += f": {said}"
         else:
             detail = f"{type(exc).__name__}: {exc}"
-        return OrchestrationError(
+        error = OrchestrationError(
             f"Kubernetes API call failed while {doing} in namespace {self.namespace}: {detail}."
         )
+        error.status = status
+        return error
 
     def get(self, name: str) -> Any | None:
         from kubernetes.client.exceptions import ApiException
@@ -385,6 +395,17 @@ class Jobs:
                 if ended is not None and when is not None and when >= newest:
                     newest, code = when, int(ended.exit_code)
         return code
+
+
+def _api_message(body: Any) -> str:
+    """The ``message`` of an API server's Status answer, when there is one."""
+    import json
+
+    try:
+        found = json.loads(body or "").get("message", "")
+    except (ValueError, AttributeError, TypeError):
+        return ""
+    return str(found)[:500]
 
 
 def job_state(job: Any) -> _JobState:
@@ -809,19 +830,37 @@ def process_requests(
     if not open_now:
         return []
     jobs, folder = _open(api_client, namespace, templates_dir)
+    unreachable: list[str] = []
     for request in open_now:
-        if request.status == action_requests.RUNNING:
-            _follow(engine, jobs, request)
-        else:
-            _start_request(engine, jobs, folder, request)
+        try:
+            if request.status == action_requests.RUNNING:
+                _follow(engine, jobs, request)
+            else:
+                _start_request(engine, jobs, folder, request)
+        except OrchestrationError as exc:  # the API did not answer: the next pass retries
+            log.warning("Request %d left as it is for the next pass: %s", request.id, exc)
+            unreachable.append(f"request {request.id}: {exc}")
+    if unreachable:
+        raise OrchestrationError(
+            f"{len(unreachable)} request(s) left as they were for the next pass; "
+            + " ".join(unreachable)
+        )
     return [r for r in (action_requests.get(engine, q.id) for q in open_now) if r is not None]
 
 
 def _start_request(engine: Engine, jobs: Jobs, folder: Path, request: Request) -> None:
+    """Its Job, created; a request the template or the API server refuses (a 4xx answer,
+    e.g. the admission policy's) fails with that sentence. No answer at all: raised."""
     try:
         body = build_request_job(folder, request, jobs.namespace)
+    except MlopsError as exc:  # a template missing or broken, a malformed name
+        action_requests.finish(engine, request.id, action_requests.FAILED, None, str(exc))
+        return
+    try:
         created = jobs.create(body)
-    except MlopsError as exc:
+    except OrchestrationError as exc:
+        if exc.status is None or exc.status >= 500:
+            raise
         action_requests.finish(engine, request.id, action_requests.FAILED, None, str(exc))
         return
     name = body["metadata"]["name"]

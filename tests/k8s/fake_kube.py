@@ -3,7 +3,8 @@
 It implements only what ``mlops.orchestration`` calls, over real HTTP, so the real
 ``kubernetes`` client (serialisation, URLs, errors) is exercised:
 
-- ``POST   /apis/batch/v1/namespaces/{ns}/jobs``               create (409 if it exists)
+- ``POST   /apis/batch/v1/namespaces/{ns}/jobs``               create (409 if it exists,
+  422 with the message of ``refused[name]``, as an admission policy refuses)
 - ``GET    /apis/batch/v1/namespaces/{ns}/jobs/{name}[/status]`` read (404 if missing)
 - ``DELETE /apis/batch/v1/namespaces/{ns}/jobs/{name}``         delete
 - ``GET    /api/v1/namespaces/{ns}/pods?labelSelector=job-name=X``  the Job's one pod
@@ -78,6 +79,8 @@ class FakeKube:
         self.outcomes: dict[str, str] = {}
         # The exit code of a failed Job's pod, by stage (default 1; a completed one's is 0).
         self.exit_codes: dict[str, int] = {}
+        # Job name -> the message an admission policy refuses its creation with (422).
+        self.refused: dict[str, str] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reads: dict[tuple[str, str], int] = {}
@@ -220,6 +223,8 @@ class FakeKube:
                     key = (namespace, body["metadata"]["name"])
                     if key in fake.jobs:
                         return self._status(409, "AlreadyExists", f"jobs {key[1]} already exists")
+                    if key[1] in fake.refused:
+                        return self._status(422, "Invalid", fake.refused[key[1]])
                     body["metadata"].setdefault("namespace", namespace)
                     body["metadata"]["uid"] = f"uid-{len(fake.events)}"
                     body["metadata"]["creationTimestamp"] = _now()

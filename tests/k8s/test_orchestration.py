@@ -595,6 +595,39 @@ def test_the_controller_starts_queued_requests_and_records_how_their_jobs_end(
     assert gone is not None and gone.status == "failed" and "is gone" in (gone.result or "")
 
 
+def test_a_request_the_api_refuses_fails_and_one_it_cannot_reach_waits(
+    kube: FakeKube, ctx, closed_port: int
+) -> None:
+    from kubernetes import client
+
+    from mlops import action_requests
+
+    denial = "ValidatingAdmissionPolicy 'mlops-orchestrator-creates-stage-jobs' denied request"
+    kube.refused["mlops-request-1-retrain"] = denial
+    refused = orchestration.request_work(
+        ctx, "retrain", "stock-close", actor="x", runner="kubernetes"
+    )
+    orchestration.process_requests(
+        ctx.engine, api_client=kube.api_client(), namespace=NS, templates_dir=DEPLOYMENTS
+    )
+    ended = action_requests.get(ctx.engine, refused.id)
+    assert ended is not None and ended.status == "failed"
+    assert "HTTP 422" in (ended.result or "") and denial in (ended.result or "")
+    # No answer at all: the request stays queued for the next pass, which says so.
+    waiting = orchestration.request_work(ctx, "monitor", actor="x", runner="kubernetes")
+    configuration = client.Configuration(host=f"http://127.0.0.1:{closed_port}")
+    configuration.retries = False
+    with pytest.raises(OrchestrationError, match=r"1 request\(s\) left as they were"):
+        orchestration.process_requests(
+            ctx.engine,
+            api_client=client.ApiClient(configuration),
+            namespace=NS,
+            templates_dir=DEPLOYMENTS,
+        )
+    still = action_requests.get(ctx.engine, waiting.id)
+    assert still is not None and still.status == "queued"
+
+
 def test_where_retraining_runs() -> None:
     from mlops.errors import ConfigError
 
