@@ -16,9 +16,9 @@ unknown user costs the same as a known one (a dummy hash is checked).
 
 Roles (:data:`ROLE_ACTIONS`): a **viewer** sees the page (and, with
 ``DASHBOARD_ANONYMOUS_VIEW=false``, is one of the few who may); an **operator** may also
-promote, roll back, retrain and create a model (``mlops models create``), and sees the
-stages' error texts; an **admin** may do everything (archive, delete, pause and resume
-training, halt and resume trading too).
+promote, roll back, retrain, run monitoring now and create a model (``mlops models
+create``), and sees the stages' error texts; an **admin** may do everything (archive,
+delete, pause and resume training, halt and resume trading too).
 
 The older single shared token, ``DASHBOARD_TOKEN``, still works: it signs in as the
 admin named ``token`` (every action then audited as ``dashboard:token``); at least
@@ -49,6 +49,7 @@ ALL_ACTIONS = frozenset(
         "pause",
         "resume",
         "retrain",
+        "monitor",
         "halt",
         "unhalt",
         "create",
@@ -57,7 +58,7 @@ ALL_ACTIONS = frozenset(
 )
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
-    "operator": frozenset({"promote", "rollback", "retrain", "create"}),
+    "operator": frozenset({"promote", "rollback", "retrain", "monitor", "create"}),
     "admin": ALL_ACTIONS,
 }
 # The roles that see the stages' error texts (they may hold hosts, paths, SQL).

@@ -411,13 +411,19 @@ Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the audit ta
 def _admin(action: str, name: str, version: str = "") -> tuple[Any, Any, str]:
     """The context, the MLflow client and who acts: the signed-in user (``cli:<name>``)
     when DASHBOARD_USERS names users, else ``cli:<login>``."""
+    ctx, actor = _signed_in(action, name, version)
+    return ctx, ctx.mlflow, actor
+
+
+def _signed_in(action: str, name: str, version: str = "") -> tuple[Any, str]:
+    """The context (MLflow not connected yet) and who acts."""
     from mlops.model_admin import signed_in_actor
 
     ctx = _context()
     actor = signed_in_actor(
         ctx.engine, ctx.settings, action, name, version, ask_password=_ask_password
     )
-    return ctx, ctx.mlflow, actor
+    return ctx, actor
 
 
 def _ask_password() -> str:
@@ -580,12 +586,13 @@ def models_retrain_cmd(
     as_of: AsOf = None,
     reason: Reason = "",
 ) -> None:
-    """Train the model now: in the cluster a training Job, on a laptop here (TRAINING_RUNNER)."""
+    """Train the model now: in the cluster a request the controller turns into a Job, on a
+    laptop here (TRAINING_RUNNER)."""
     from mlops.model_admin import REFUSALS, audited, record_refusal
     from mlops.orchestration import retrain_model
     from mlops.settings import parse_date
 
-    ctx, _, actor = _admin("retrain", name)
+    ctx, actor = _signed_in("retrain", name)  # MLflow only if it trains here
     try:
         outcome = retrain_model(ctx, name, actor=actor, as_of=parse_date(as_of), reason=reason)
     except REFUSALS as exc:
@@ -595,6 +602,78 @@ def models_retrain_cmd(
     typer.echo(outcome.sentence(), err=True)
     payload = asdict(outcome) if is_dataclass(outcome) else {}
     typer.echo(json.dumps({**payload, "sentence": outcome.sentence()}, default=str, indent=2))
+
+
+requests_app = typer.Typer(
+    help="Requests for work (retrain a model, run monitoring now) that the dashboard "
+    "records: list them; run one here (on one machine); turn queued ones into Jobs (the "
+    "cluster's controller).",
+    no_args_is_help=True,
+)
+app.add_typer(requests_app, name="requests")
+
+
+def _requests_engine() -> tuple[Any, Any]:
+    from mlops import log
+    from mlops.context import database_engine
+    from mlops.db.migrate import require_current
+    from mlops.settings import load_settings
+
+    settings = load_settings()
+    log.configure(settings.log_format, settings.log_level)
+    log.bind(stage="requests")
+    engine = database_engine(settings)
+    require_current(engine)
+    return settings, engine
+
+
+@requests_app.command("list")
+def requests_list_cmd(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+) -> None:
+    """The newest requests with their status, exit code and sentence (JSON)."""
+    from mlops.action_requests import recent
+
+    _, engine = _requests_engine()
+    typer.echo(json.dumps([asdict(r) for r in recent(engine, limit)], default=str, indent=2))
+
+
+@requests_app.command("run")
+def requests_run_cmd(
+    request_id: Annotated[int, typer.Argument(help="The request's id.")],
+) -> None:
+    """Run a queued request of this machine (what the dashboard starts in the background):
+    its command as a child process, its end recorded on the request."""
+    from mlops.action_requests import FAILED, run_local
+
+    settings, engine = _requests_engine()
+    done = run_local(engine, settings.mlops_home, request_id)
+    typer.echo(json.dumps(asdict(done), default=str, indent=2))
+    if done.status == FAILED:
+        raise typer.Exit(done.exit_code or 1)
+
+
+@requests_app.command("process")
+def requests_process_cmd(
+    namespace: Annotated[
+        str | None,
+        typer.Option(envvar="POD_NAMESPACE", help="Namespace; default: the pod's own."),
+    ] = None,
+    templates_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="JOB_TEMPLATES_DIR",
+            help="Folder of the job-<stage>.yaml templates; default: /etc/mlops/jobs.",
+        ),
+    ] = None,
+) -> None:
+    """The cluster's controller, one pass: queued requests become Jobs from their fixed
+    template; running ones' Jobs are read and their end recorded."""
+    from mlops.orchestration import process_requests
+
+    _, engine = _requests_engine()
+    done = process_requests(engine, namespace=namespace, templates_dir=templates_dir)
+    typer.echo(json.dumps([asdict(r) for r in done], default=str, indent=2))
 
 
 @app.command("backtest")

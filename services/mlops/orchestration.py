@@ -34,13 +34,17 @@ per model: the orchestrator needs no MLflow access to know which models are paus
 train Job reads the registry anyway), the day keeps one idempotent training Job, and the
 models train one after the other within the train Job's resources.
 
-Training one model on demand (``mlops models retrain NAME``, the dashboard's button):
-:func:`retrain_model`. In the cluster it creates a Job from the weekly train CronJob's
-template (``mlops-train-weekly``, read through the API like ``kubectl create job
---from=cronjob/...``) running ``mlops train --model NAME``, one per model and day; on a
-laptop it runs the training in process. "In the cluster" is the environment variable
-``TRAINING_RUNNER`` (``kubernetes`` or ``local``) when set, else whether
-``KUBERNETES_SERVICE_HOST`` is (Kubernetes sets it in every pod).
+Work on demand (the dashboard's "retrain now" and "run monitoring now", ``mlops models
+retrain NAME`` in a pod) is a row of ``action_requests`` (:mod:`mlops.action_requests`):
+whoever asks only records it, and only this controller creates pods. ``mlops requests
+process`` (the CronJob ``mlops-requests``, every minute, as the orchestrator) turns each
+queued request into a Job from a fixed template (:func:`build_request_job`: the stage's
+manifest ``job-train.yaml`` or ``job-monitor.yaml`` with the request's fixed command) and
+records how that Job ends (:func:`process_requests`). On a laptop ``mlops models retrain``
+trains in process, and the dashboard starts a background ``mlops requests run ID``. "In
+the cluster" is the environment variable ``TRAINING_RUNNER`` (``kubernetes`` or
+``local``) when set, else whether ``KUBERNETES_SERVICE_HOST`` is (Kubernetes sets it in
+every pod).
 
 Only the ``kubernetes`` package is needed (extra ``k8s``); it is imported when used.
 """
@@ -59,7 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mlops import market_calendar
+from mlops import action_requests, market_calendar
+from mlops.action_requests import RETRAIN, Request
 from mlops.contracts.strategies import KEY_FILES, StrategySpec
 from mlops.errors import ConfigError, MlopsError
 from mlops.pipeline import (
@@ -101,8 +106,10 @@ MODEL_LABEL = "mlops/model"
 TRAINING_RUNNER_ENV = "TRAINING_RUNNER"
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 RUNNERS = ("kubernetes", "local")
-# The CronJob whose Job template a retraining on demand copies.
-TRAIN_CRONJOB = "mlops-train-weekly"
+REQUEST_LABEL = "mlops/request"
+REQUEST_ANNOTATION = "mlops/requested-by"
+# The controller of requests for work (`mlops requests process`).
+REQUESTS_CRONJOB = "mlops-requests"
 # The audit rows of the day's scheduled training name no one model: all but the paused.
 ALL_MODELS = "*"
 
@@ -116,6 +123,9 @@ MAX_READ_ERRORS = 5
 
 class OrchestrationError(MlopsError):
     """A stage Job failed, timed out or could not be created; later stages did not run."""
+
+    # The API server's HTTP status when it answered (a refusal: 4xx), else None.
+    status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -307,15 +317,22 @@ class Jobs:
     def _fail(self, doing: str, exc: Exception) -> OrchestrationError:
         from kubernetes.client.exceptions import ApiException
 
+        status = None
         if isinstance(exc, ApiException):
+            status = exc.status
             detail = f"HTTP {exc.status} {exc.reason}"
             if exc.status == 403:
                 detail += " (the service account lacks the RBAC rights in deployments/rbac.yaml)"
+            said = _api_message(exc.body)
+            if said:  # e.g. the admission policy's denial
+                detail += f": {said}"
         else:
             detail = f"{type(exc).__name__}: {exc}"
-        return OrchestrationError(
+        error = OrchestrationError(
             f"Kubernetes API call failed while {doing} in namespace {self.namespace}: {detail}."
         )
+        error.status = status
+        return error
 
     def get(self, name: str) -> Any | None:
         from kubernetes.client.exceptions import ApiException
@@ -361,31 +378,6 @@ class Jobs:
                 raise OrchestrationError(f"Job {name} was not deleted within {timeout:.0f}s.")
             sleep(poll)
 
-    def read_cronjob(self, name: str) -> dict[str, Any]:
-        """The CronJob as a manifest (camelCase keys), to copy its Job template."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            found = self.batch.read_namespaced_cron_job(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise OrchestrationError(
-                    f"No CronJob {name} in namespace {self.namespace}: apply "
-                    "deployments/cronjob-train-weekly.yaml."
-                ) from None
-            raise self._fail(f"reading CronJob {name}", exc) from None
-        except Exception as exc:
-            raise self._fail(f"reading CronJob {name}", exc) from None
-        return self.batch.api_client.sanitize_for_serialization(found)
-
-    def suspend_cronjob(self, name: str, suspended: bool) -> None:
-        try:
-            self.batch.patch_namespaced_cron_job(
-                name, self.namespace, {"spec": {"suspend": suspended}}
-            )
-        except Exception as exc:
-            raise self._fail(f"patching CronJob {name}", exc) from None
-
     def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         """The last log lines of the Job's newest pod; empty when there is none (best effort)."""
         try:
@@ -404,6 +396,36 @@ class Jobs:
         except Exception as exc:
             log.debug("No logs for Job %s: %s", name, exc)
             return ""
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code of the Job's newest pod that ended; None when none is known."""
+        try:
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"job-name={name}"
+            ).items
+        except Exception as exc:
+            log.debug("No pods for Job %s: %s", name, exc)
+            return None
+        newest = datetime.min.replace(tzinfo=UTC)
+        code = None
+        for pod in pods:
+            for status in getattr(pod.status, "container_statuses", None) or []:
+                ended = getattr(status.state, "terminated", None)
+                when = ended and (ended.finished_at or pod.metadata.creation_timestamp)
+                if ended is not None and when is not None and when >= newest:
+                    newest, code = when, int(ended.exit_code)
+        return code
+
+
+def _api_message(body: Any) -> str:
+    """The ``message`` of an API server's Status answer, when there is one."""
+    import json
+
+    try:
+        found = json.loads(body or "").get("message", "")
+    except (ValueError, AttributeError, TypeError):
+        return ""
+    return str(found)[:500]
 
 
 def job_state(job: Any) -> _JobState:
@@ -743,17 +765,17 @@ def trigger_retraining(
     return RetrainTrigger(name, created=True)
 
 
-# Training one model on demand, and the schedules' suspend switch.
+# Training one model on demand, and the requests for work.
 
 
 @dataclass(frozen=True)
 class RetrainOutcome:
-    """What ``retrain_model`` did: a Job created (or found) in the cluster, or a training here."""
+    """What ``retrain_model`` did: a request queued for the cluster's controller, or a
+    training here."""
 
     model: str
     runner: str  # kubernetes | local
-    job: str | None = None
-    created: bool = False
+    request: int | None = None
     version: str | None = None
     promoted: bool | None = None
     reason: str = ""
@@ -762,11 +784,10 @@ class RetrainOutcome:
         if self.runner == "local":
             verdict = "promoted" if self.promoted else f"not promoted: {self.reason}"
             return f"Trained {self.model} version {self.version} ({verdict})."
-        if self.created:
-            return f"Created training Job {self.job} for {self.model}."
         return (
-            f"Training Job {self.job} for {self.model} already exists for this day; delete it "
-            "to retrain again."
+            f"Queued request {self.request} to retrain {self.model}: the controller "
+            f"(CronJob {REQUESTS_CRONJOB}) starts its Job within a minute; `mlops requests "
+            "list` shows its status."
         )
 
 
@@ -783,45 +804,6 @@ def training_runner(environ: dict[str, str] | None = None) -> str:
     return "kubernetes" if env.get(IN_CLUSTER_ENV) else "local"
 
 
-def model_job_name(model: str, day: date) -> str:
-    """``mlops-train-<model>-<yyyymmdd>``, the model part cut to fit 63 characters."""
-    head = f"mlops-{TRAIN_STAGE}-"
-    tail = f"-{day:%Y%m%d}"
-    return head + model[: 63 - len(head) - len(tail)].rstrip("-") + tail
-
-
-def build_model_job(
-    cronjob: dict[str, Any], model: str, day: date, namespace: str, as_of: date | None
-) -> dict[str, Any]:
-    """A Job from the CronJob's template that trains ``model`` alone."""
-    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
-    meta = template.get("metadata") or {}
-    labels = {
-        **(meta.get("labels") or {}),
-        RUN_DATE_LABEL: day.isoformat(),
-        TRIGGER_LABEL: "on-demand",
-        STAGE_LABEL: TRAIN_STAGE,
-        MODEL_LABEL: model,
-    }
-    spec = template["spec"]
-    pod_meta = spec["template"].setdefault("metadata", {})
-    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
-    args = [TRAIN_STAGE, "--model", model]
-    spec["template"]["spec"]["containers"][0]["args"] = with_as_of(args, as_of) if as_of else args
-    annotations = {**(meta.get("annotations") or {}), "cronjob.kubernetes.io/instantiate": "manual"}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": model_job_name(model, day),
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-        },
-        "spec": spec,
-    }
-
-
 def retrain_model(
     ctx: Context,
     name: str,
@@ -830,43 +812,35 @@ def retrain_model(
     as_of: date | None = None,
     reason: str = "",
     runner: str | None = None,
-    api_client: ApiClient | None = None,
-    namespace: str | None = None,
 ) -> RetrainOutcome:
-    """Train the catalog model ``name`` now: a Job in the cluster, else here (see the
-    module doc), paused or not (a pause only stops scheduled training); one audit row.
+    """Train the catalog model ``name`` now, paused or not (a pause only stops scheduled
+    training): in the cluster a request the controller turns into a Job (this process
+    creates no pod), else the training here; one audit row.
     """
     from mlops.contracts.catalog import spec
     from mlops.model_admin import Action, record
 
     spec(ctx.settings, ctx.store, name)  # one sentence for a name the catalog lacks
     where = runner or training_runner()
-    why = reason or "retrain on demand"
     if where == "kubernetes":
-        outcome = _retrain_in_cluster(name, as_of, api_client, namespace)
-        details: dict[str, Any] = {"runner": where, "job": outcome.job, "created": outcome.created}
-        version = None
-    else:
-        outcome = _retrain_here(ctx, name, as_of)
-        details = {"runner": where, "promoted": outcome.promoted, "decision": outcome.reason}
-        version = outcome.version
+        if as_of is not None:
+            raise ConfigError(
+                "--as-of is for a training here: in the cluster a requested training trains "
+                "on the newest dataset (run the train Job by hand for another day)."
+            )
+        request = request_work(ctx, RETRAIN, name, actor=actor, reason=reason, runner=where)
+        return RetrainOutcome(name, where, request=request.id)
+    outcome = _retrain_here(ctx, name, as_of)
+    details: dict[str, Any] = {
+        "runner": where,
+        "promoted": outcome.promoted,
+        "decision": outcome.reason,
+    }
     if as_of is not None:
         details["as_of"] = as_of.isoformat()
-    if where == "local" or outcome.created:
-        record(ctx.engine, Action("retrain", name, version, actor, why, details))
+    why = reason or "retrain on demand"
+    record(ctx.engine, Action("retrain", name, outcome.version, actor, why, details))
     return outcome
-
-
-def _retrain_in_cluster(
-    name: str, as_of: date | None, api_client: ApiClient | None, namespace: str | None
-) -> RetrainOutcome:
-    jobs = Jobs(api_client or kube_client(), resolve_namespace(namespace))
-    day = as_of or market_today()
-    body = build_model_job(jobs.read_cronjob(TRAIN_CRONJOB), name, day, jobs.namespace, as_of)
-    job = body["metadata"]["name"]
-    created = jobs.get(job) is None and jobs.create(body)
-    log.info("Retraining %s: Job %s %s.", name, job, "created" if created else "already exists")
-    return RetrainOutcome(name, "kubernetes", job=job, created=created)
 
 
 def _retrain_here(ctx: Context, name: str, as_of: date | None) -> RetrainOutcome:
@@ -891,16 +865,148 @@ def record_scheduled_training(engine: Engine, job: str, reason: str) -> None:
     record(engine, Action("retrain", ALL_MODELS, None, "orchestrator", reason, details))
 
 
-def set_schedule_suspended(
-    cronjob: str,
-    suspended: bool,
+Launcher = Callable[["Engine", Path, Request], Any]
+
+
+def request_work(
+    ctx: Context,
+    kind: str,
+    model: str | None = None,
+    *,
+    actor: str,
+    reason: str = "",
+    runner: str | None = None,
+    launcher: Launcher | None = None,
+) -> Request:
+    """Ask for ``kind`` (retrain ``model``, or monitor) without doing it: a queued row
+    and its audit row; on one machine its background runner is started too (``launcher``,
+    by default :func:`mlops.action_requests.launch`). A duplicate of an open request is
+    refused with its sentence (:class:`~mlops.action_requests.DuplicateRequest`)."""
+    from mlops.contracts.catalog import spec
+    from mlops.model_admin import Action, record
+
+    if kind == RETRAIN:
+        spec(ctx.settings, ctx.store, model or "")  # one sentence for a name the catalog lacks
+    where = runner or training_runner()
+    why = reason or f"{action_requests.describe(kind, model)} on demand"
+    request = action_requests.submit(ctx.engine, kind, model, actor=actor, reason=why, runner=where)
+    details = {"request": request.id, "runner": where}
+    record(ctx.engine, Action(kind, model or ALL_MODELS, None, actor, why, details))
+    if where == "local":
+        try:
+            (launcher or action_requests.launch)(ctx.engine, ctx.settings.mlops_home, request)
+        except OSError as exc:
+            sentence = f"The background runner could not be started: {exc}."
+            action_requests.finish(ctx.engine, request.id, action_requests.FAILED, None, sentence)
+            raise OrchestrationError(f"Request {request.id}: {sentence}") from None
+    return request
+
+
+# The controller: queued requests become Jobs from a fixed template.
+
+
+def request_job_name(request: Request) -> str:
+    """``mlops-request-<id>-<kind>``: one Job per request, whatever is asked again."""
+    return f"mlops-request-{request.id}-{request.kind}"
+
+
+def build_request_job(templates_dir: Path, request: Request, namespace: str) -> dict[str, Any]:
+    """The Job of ``request``: the manifest of its stage (``job-train.yaml`` or
+    ``job-monitor.yaml``) as it is (image, service account, Secrets, resources, security),
+    named for the request, running the request's fixed command and nothing else."""
+    args = action_requests.command(request.kind, request.model_name)
+    stage = action_requests.STAGES[request.kind]
+    job = copy.deepcopy(load_template(templates_dir, stage))
+    meta = job.setdefault("metadata", {})
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generateName", "selfLink"):
+        meta.pop(key, None)
+    job.pop("status", None)
+    labels = {TRIGGER_LABEL: "request", STAGE_LABEL: stage, REQUEST_LABEL: str(request.id)}
+    if request.model_name:
+        labels[MODEL_LABEL] = request.model_name
+    meta.update(name=request_job_name(request), namespace=namespace)
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        REQUEST_ANNOTATION: f"{request.actor}: {request.reason}"[:1000],
+    }
+    pod_meta = job["spec"]["template"].setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    return job
+
+
+def process_requests(
+    engine: Engine,
     *,
     api_client: ApiClient | None = None,
     namespace: str | None = None,
-) -> None:
-    """Suspend (or resume) a schedule of the cluster, e.g. the weekly training."""
-    if cronjob not in (TRAIN_CRONJOB, "mlops-daily"):
-        raise ConfigError(f"{cronjob} is not a schedule of mlops: {TRAIN_CRONJOB} or mlops-daily.")
-    jobs = Jobs(api_client or kube_client(), resolve_namespace(namespace))
-    jobs.suspend_cronjob(cronjob, suspended)
-    log.info("CronJob %s %s.", cronjob, "suspended" if suspended else "resumed")
+    templates_dir: Path | str | None = None,
+) -> list[Request]:
+    """One pass of the controller over the open ``kubernetes`` requests, oldest first: a
+    running one's Job is read and its end recorded; a queued one gets its Job. A request
+    that cannot get its Job (a template missing, the API refusing) fails with that
+    sentence; the pass goes on with the next. Returns the requests as they are now."""
+    open_now = action_requests.open_requests(engine, action_requests.KUBERNETES)
+    if not open_now:
+        return []
+    jobs, folder = _open(api_client, namespace, templates_dir)
+    unreachable: list[str] = []
+    for request in open_now:
+        try:
+            if request.status == action_requests.RUNNING:
+                _follow(engine, jobs, request)
+            else:
+                _start_request(engine, jobs, folder, request)
+        except OrchestrationError as exc:  # the API did not answer: the next pass retries
+            log.warning("Request %d left as it is for the next pass: %s", request.id, exc)
+            unreachable.append(f"request {request.id}: {exc}")
+    if unreachable:
+        raise OrchestrationError(
+            f"{len(unreachable)} request(s) left as they were for the next pass; "
+            + " ".join(unreachable)
+        )
+    return [r for r in (action_requests.get(engine, q.id) for q in open_now) if r is not None]
+
+
+def _start_request(engine: Engine, jobs: Jobs, folder: Path, request: Request) -> None:
+    """Its Job, created; a request the template or the API server refuses (a 4xx answer,
+    e.g. the admission policy's) fails with that sentence. No answer at all: raised."""
+    try:
+        body = build_request_job(folder, request, jobs.namespace)
+    except MlopsError as exc:  # a template missing or broken, a malformed name
+        action_requests.finish(engine, request.id, action_requests.FAILED, None, str(exc))
+        return
+    try:
+        created = jobs.create(body)
+    except OrchestrationError as exc:
+        if exc.status is None or exc.status >= 500:
+            raise
+        action_requests.finish(engine, request.id, action_requests.FAILED, None, str(exc))
+        return
+    name = body["metadata"]["name"]
+    action_requests.claim(engine, request.id, job=name)
+    log.info("Request %d: Job %s %s.", request.id, name, "created" if created else "found")
+
+
+def _follow(engine: Engine, jobs: Jobs, request: Request) -> None:
+    name = request.job or request_job_name(request)
+    found = jobs.get(name)
+    if found is None:
+        sentence = f"Job {name} is gone (deleted before it finished)."
+        action_requests.finish(engine, request.id, action_requests.FAILED, None, sentence)
+        return
+    state = job_state(found)
+    if state.phase == "running":
+        return
+    if state.phase == "succeeded":
+        shown = "mlops " + " ".join(action_requests.command(request.kind, request.model_name))
+        sentence = f"`{shown}` succeeded (Job {name})."
+        action_requests.finish(engine, request.id, action_requests.SUCCEEDED, 0, sentence)
+        return
+    code = jobs.exit_code(name)
+    why = action_requests.error_line(jobs.log_tail(name)) or ": ".join(
+        p for p in (state.reason, state.message) if p
+    )
+    sentence = f"Job {name} failed: {why or 'see its log'}"
+    action_requests.finish(engine, request.id, action_requests.FAILED, code, sentence)

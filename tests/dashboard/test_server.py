@@ -308,40 +308,6 @@ def test_the_command_refuses_a_placeholder_token(tmp_path, subprocess_env):
     assert "DASHBOARD_TOKEN is still the template's placeholder value" in done.stderr
 
 
-def test_retrain_calls_the_orchestration_and_says_what_happened(seeded, monkeypatch):
-    from mlops import orchestration
-
-    calls = []
-
-    def retrain_model(ctx, name, *, actor, reason=""):
-        calls.append((ctx, name, actor))
-        return orchestration.RetrainOutcome(
-            model=name, runner="kubernetes", job=f"mlops-train-{name}-20170601", created=True
-        )
-
-    monkeypatch.setattr(orchestration, "retrain_model", retrain_model)
-    armed = _armed(seeded)
-    gate, key = Gate(armed.settings), actions.Caller(Credentials(password=TOKEN), "c")
-    outcome = actions.perform(armed, gate, actions.ActionRequest("retrain", "stock-close-mlp"), key)
-    assert outcome == actions.Outcome(
-        True,
-        "Retrain of stock-close-mlp: Created training Job mlops-train-stock-close-mlp-20170601 "
-        "for stock-close-mlp.",
-    )
-    assert calls == [(armed, "stock-close-mlp", "dashboard:token")]
-
-    def broken(ctx, name, *, actor, reason=""):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(orchestration, "retrain_model", broken)
-    request = actions.ActionRequest("retrain", "stock-close-mlp")
-    failed = actions.perform(armed, gate, request, key)
-    assert not failed.ok and "failed unexpectedly (RuntimeError)" in failed.sentence
-    # Without users or a token the orchestration is never called.
-    refused = actions.perform(seeded, Gate(seeded.settings), request, key)
-    assert not refused.ok and len(calls) == 1
-
-
 # Named users and roles, the throttle, the headers, what a page may show.
 
 USERS = {

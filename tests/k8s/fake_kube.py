@@ -3,10 +3,12 @@
 It implements only what ``mlops.orchestration`` calls, over real HTTP, so the real
 ``kubernetes`` client (serialisation, URLs, errors) is exercised:
 
-- ``POST   /apis/batch/v1/namespaces/{ns}/jobs``               create (409 if it exists)
+- ``POST   /apis/batch/v1/namespaces/{ns}/jobs``               create (409 if it exists,
+  422 with the message of ``refused[name]``, as an admission policy refuses)
 - ``GET    /apis/batch/v1/namespaces/{ns}/jobs/{name}[/status]`` read (404 if missing)
 - ``DELETE /apis/batch/v1/namespaces/{ns}/jobs/{name}``         delete
 - ``GET    /api/v1/namespaces/{ns}/pods?labelSelector=job-name=X``  the Job's one pod
+  (once the Job finished, its container terminated with ``exit_codes[stage]``, or 0)
 - ``GET    /api/v1/namespaces/{ns}/pods/{pod}/log``             its log
 - ``GET    /apis/batch/v1/namespaces/{ns}/cronjobs/{name}``     a CronJob put in ``cronjobs``
 - ``PATCH  /apis/batch/v1/namespaces/{ns}/cronjobs/{name}``     its ``spec.suspend`` only
@@ -75,6 +77,10 @@ class FakeKube:
         self.logs: dict[str, str] = {}
         self.failing_reads = 0  # the next this many reads of a Job answer 500
         self.outcomes: dict[str, str] = {}
+        # The exit code of a failed Job's pod, by stage (default 1; a completed one's is 0).
+        self.exit_codes: dict[str, int] = {}
+        # Job name -> the message an admission policy refuses its creation with (422).
+        self.refused: dict[str, str] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.cronjobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reads: dict[tuple[str, str], int] = {}
@@ -127,6 +133,27 @@ class FakeKube:
             if key in self.jobs:
                 self.jobs[key] = finished(self.jobs[key], outcome)
                 self.events.append((outcome.lower(), key[1]))
+
+    def pod_status(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A finished Job's pod: its container terminated with the Job's exit code."""
+        conditions = {c["type"] for c in (job.get("status") or {}).get("conditions") or []}
+        if not conditions & {"Complete", "Failed"}:
+            return {"phase": "Running"}
+        code = 0 if "Complete" in conditions else self.exit_codes.get(stage_of(job), 1)
+        terminated = {"exitCode": code, "finishedAt": _now(), "reason": "Completed"}
+        return {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "mlops",
+                    "image": "mlops",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
 
     def created(self) -> list[str]:
         return [name for kind, name in self.events if kind == "create"]
@@ -196,6 +223,8 @@ class FakeKube:
                     key = (namespace, body["metadata"]["name"])
                     if key in fake.jobs:
                         return self._status(409, "AlreadyExists", f"jobs {key[1]} already exists")
+                    if key[1] in fake.refused:
+                        return self._status(422, "Invalid", fake.refused[key[1]])
                     body["metadata"].setdefault("namespace", namespace)
                     body["metadata"]["uid"] = f"uid-{len(fake.events)}"
                     body["metadata"]["creationTimestamp"] = _now()
@@ -233,6 +262,7 @@ class FakeKube:
                     name = selector.removeprefix("job-name=")
                     items = []
                     if (pods_match.group(1), name) in fake.jobs:
+                        job = fake.jobs[(pods_match.group(1), name)]
                         items.append(
                             {
                                 "metadata": {
@@ -240,7 +270,8 @@ class FakeKube:
                                     "namespace": pods_match.group(1),
                                     "creationTimestamp": _now(),
                                     "labels": {"job-name": name},
-                                }
+                                },
+                                "status": fake.pod_status(job),
                             }
                         )
                     return self._send(200, {"kind": "PodList", "apiVersion": "v1", "items": items})

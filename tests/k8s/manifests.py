@@ -24,7 +24,9 @@ SECRETS_TEMPLATE = CONFIG_MAPS / "secrets.env.example"
 MODEL_CONFIGS = ROOT / "services" / "mlops" / "resources" / "models"
 
 NAMESPACE = "mlops"
-SECRET_NAME = "mlops-secrets"
+# One Secret per identity: mlops-secrets-<identity> (create_secrets.sh makes them).
+SECRET_PREFIX = "mlops-secrets-"
+SECRETS_SCRIPT = ROOT / "create_secrets.sh"
 PIPELINE_CONFIG = "mlops-pipeline-config"
 UID = 10001
 
@@ -40,9 +42,9 @@ NON_SETTING_ENV = {
     "OMP_NUM_THREADS": "OpenMP threads (torch, BLAS, Arrow) = the CPU limit",
     "MKL_NUM_THREADS": "MKL threads = the CPU limit",
     "OPENBLAS_NUM_THREADS": "OpenBLAS threads = the CPU limit",
-    "POD_NAMESPACE": "mlops daily / the retraining trigger: the namespace to create Jobs in",
-    "JOB_TEMPLATES_DIR": "mlops daily / the retraining trigger: where job-<stage>.yaml are",
-    "TRAINING_RUNNER": "mlops models retrain: kubernetes (a Job) or local (mlops.orchestration)",
+    "POD_NAMESPACE": "mlops daily / mlops requests process: the namespace to create Jobs in",
+    "JOB_TEMPLATES_DIR": "mlops daily / mlops requests process: where job-<stage>.yaml are",
+    "TRAINING_RUNNER": "retrain / monitoring requests: kubernetes (a Job) or local (a process)",
     "WALKFORWARD_FROM": "the walk-forward Jobs: --from, expanded into their args",
     "WALKFORWARD_TO": "the walk-forward Jobs: --to, expanded into their args",
     "WALKFORWARD_RETRAIN_EVERY": "the walk-forward Jobs: --retrain-every, expanded into args",

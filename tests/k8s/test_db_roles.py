@@ -147,9 +147,20 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     assert not _can(stage, "DELETE FROM predictions")
     assert not _can(stage, "INSERT INTO orders (client_order_id) VALUES ('x')")
     assert not _can(stage, "SELECT * FROM orders")
-    assert not _can(_as(url, "mlops_orchestrator"), "UPDATE retrain_requests SET status = 'x'")
-    assert _can(_as(url, "mlops_orchestrator"), "SELECT * FROM retrain_requests")
-    for engine in (reader, stage):
+    orchestrator, dashboard = _as(url, "mlops_orchestrator"), _as(url, "mlops_dashboard")
+    assert not _can(orchestrator, "UPDATE retrain_requests SET status = 'x'")
+    assert _can(orchestrator, "SELECT * FROM retrain_requests")
+    # Requests for work: the dashboard adds them, only the controller moves them along.
+    request = (
+        "INSERT INTO action_requests (kind, actor, reason, runner, status, open_key, "
+        "created_at) VALUES ('monitor', 'dashboard:a', 'r', 'kubernetes', 'queued', "
+        "'monitor', now())"
+    )
+    assert _can(dashboard, request)
+    assert not _can(dashboard, "UPDATE action_requests SET status = 'succeeded'")
+    assert not _can(orchestrator, request)
+    assert _can(orchestrator, "UPDATE action_requests SET status = 'running'")
+    for engine in (reader, stage, orchestrator, dashboard):
         engine.dispose()
 
     # The backup role dumps everything (rows and sequences) and writes nothing.

@@ -150,8 +150,7 @@ def _check_kubectl(words: list[str]) -> None:
                 assert name in _objects(kind), f"no {kind} {name}"
     if args[:1] == ["create"] and args[1:2] == ["job"]:
         CREATED_JOBS.add(args[2])
-    if args[:2] == ["create", "secret"]:
-        assert args[2:4] == ["generic", "mlops-secrets"]
+    assert args[:2] != ["create", "secret"], "one Secret per identity: ./create_secrets.sh"
     if args[:1] == ["delete"] and args[1:2] == ["job"]:
         for name in [a for a in args[2:] if not a.startswith("-")]:
             _check_job_name(name)
@@ -199,6 +198,8 @@ def check(command: str) -> None:
         _check_wait_job(words)
     elif head == "./forward_ports.sh":
         assert len(words) == 1
+    elif head == "./create_secrets.sh":
+        assert words[1:] in ([], ["config-maps/secrets.env"]), words
     elif head in ("python", ".venv/bin/python") and words[1] == "tests/k8s/sync_configmaps.py":
         sync_configmaps.parser().parse_args(words[2:])
     elif head == ".venv/bin/python" and words[1:3] == ["-m", "pytest"]:

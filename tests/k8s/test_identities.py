@@ -49,6 +49,7 @@ EXPECTED = {
     "mlops-trade": ("mlops_trade", "trade", None),
     "mlops-monitor": ("mlops_monitor", "monitor", "mlops-reader"),
     "mlops-daily": ("mlops_orchestrator", None, None),
+    "mlops-requests": ("mlops_orchestrator", None, None),
     "mlops-serve": (None, None, "mlops-reader"),
     "mlops-dashboard": ("mlops_dashboard", "dashboard", "mlops-dashboard"),
     # pg_dump (its init container, as the same role) and the upload of the dump.
@@ -153,13 +154,15 @@ def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() 
         "MLFLOW_DASHBOARD_PASSWORD",
         "DASHBOARD_USERS",
         "DASHBOARD_TOKEN",
-        "ALERT_WEBHOOK_URL",  # a halt, a resume or a promotion from the page alerts
     }
     # The role reads everything and writes the audit of its actions, the kill switch and
     # the alerts these send; the MinIO policy reads reports and changes nothing but the
     # stored catalog (models create / delete); the MLflow user edits the catalog's models.
     writes = {t for t, p in roles.ROLES["mlops_dashboard"].items() if p != roles.READ}
-    assert writes == {"model_actions", "trading_halts", "alerts"}
+    assert writes == {"model_actions", "trading_halts", "alerts", "action_requests"}
+    # It asks for work (a new request), never says how a request went (no UPDATE).
+    assert roles.ROLES["mlops_dashboard"]["action_requests"] == ("SELECT", "INSERT")
+    assert roles.ROLES["mlops_orchestrator"]["action_requests"] == ("SELECT", "UPDATE")
     assert all(p == roles.READ for p in roles.ROLES["mlops_reader"].values())
     for statement in _policy("dashboard")["Statement"]:
         if statement["Action"] != ["s3:GetObject"]:

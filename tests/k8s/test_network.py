@@ -36,11 +36,15 @@ EGRESS = {
     "mlops-trade": {DNS, "postgres", "minio", INTERNET},
     "mlops-monitor": {DNS, "postgres", "minio", "mlflow", INTERNET},
     "mlops-daily": {DNS, "postgres", API, INTERNET},
+    "mlops-requests": {DNS, "postgres", API},
     "mlops-serve": {DNS, "mlflow"},
-    "mlops-dashboard": {DNS, "postgres", "minio", "mlflow", API, INTERNET},
+    # No Kubernetes API (its requests for work are rows the controller acts on) and no
+    # internet: its own alerts are recorded, not delivered (docs/failures.md).
+    "mlops-dashboard": {DNS, "postgres", "minio", "mlflow"},
     "mlops-backup": {DNS, "postgres", "minio"},
 }
 PORTS = {"postgres": 5432, "minio": 9000, "mlflow": 5000}
+PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
 def _ids(items: list[Doc]) -> list[str]:
@@ -77,14 +81,14 @@ def _destinations(labels: dict) -> set[str]:
             for peer in rule["to"]:
                 if "ipBlock" in peer:
                     block = peer["ipBlock"]
-                    assert block["cidr"] == "0.0.0.0/0"
-                    if block.get("except"):
+                    if block["cidr"] == "0.0.0.0/0":
                         private = [ipaddress.ip_network(n) for n in block["except"]]
-                        for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"):
-                            assert ipaddress.ip_network(net) in private
+                        for net in PRIVATE:
+                            assert net in private
                         assert ports == {("TCP", 443)}
                         found.add(INTERNET)
-                    else:
+                    else:  # the API server: private addresses only, its ports only
+                        assert ipaddress.ip_network(block["cidr"]) in PRIVATE, block
                         assert ports == {("TCP", 443), ("TCP", 6443), ("TCP", 8443)}
                         found.add(API)
                 elif "namespaceSelector" in peer:
@@ -114,6 +118,17 @@ def test_each_pod_reaches_exactly_what_it_needs(item: Doc) -> None:
     assert _destinations(labels) == EGRESS[item.name], item
 
 
+def test_the_api_server_is_for_the_orchestrator_only_and_never_the_internet() -> None:
+    reach = {
+        w.name for w in workloads() if API in _destinations(pod_template(w)["metadata"]["labels"])
+    }
+    assert reach == {"mlops-daily", "mlops-requests"}
+    (policy,) = [p for p in docs("NetworkPolicy") if p.name == "mlops-kube-api-egress"]
+    (rule,) = policy.body["spec"]["egress"]
+    blocks = [ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in rule["to"]]
+    assert blocks == PRIVATE, "no public address: the API endpoint only"
+
+
 def test_the_external_apis_are_for_data_prep_and_trade_only() -> None:
     """The internet: the external APIs for data prep and trade; the alert webhook for the
     pods that send alerts (each reads ALERT_WEBHOOK_URL), and for no one else."""
@@ -139,8 +154,8 @@ def test_the_external_apis_are_for_data_prep_and_trade_only() -> None:
     assert reach("mlops/alert-client") == alerting
     assert alerting == {
         "mlops-data-prep", "mlops-train", "mlops-train-weekly", "mlops-batch-infer",
-        "mlops-trade", "mlops-monitor", "mlops-daily", "mlops-dashboard",
-    }  # fmt: skip
+        "mlops-trade", "mlops-monitor", "mlops-daily",
+    }  # fmt: skip (not the dashboard: it has no egress beyond its backends)
     anywhere = {
         w.name
         for w in workloads()

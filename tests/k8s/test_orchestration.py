@@ -498,13 +498,8 @@ def test_the_days_training_trains_every_model_not_paused_and_is_audited_once(
     assert len(started) == 1
 
 
-# Training one model on demand (`mlops models retrain`, the dashboard).
-
-
-def _with_train_cronjob(kube: FakeKube) -> dict:
-    cronjob = yaml.safe_load((DEPLOYMENTS / "cronjob-train-weekly.yaml").read_text())
-    kube.cronjobs[(NS, cronjob["metadata"]["name"])] = cronjob
-    return cronjob
+# Training one model on demand (`mlops models retrain`, the dashboard), and the requests
+# for work the controller turns into Jobs.
 
 
 @pytest.fixture
@@ -527,31 +522,22 @@ def _audit(engine) -> list[dict]:
         return [dict(r) for r in conn.execute(select(model_actions)).mappings()]
 
 
-def test_retrain_in_the_cluster_creates_a_job_from_the_weekly_cronjobs_template(
-    kube: FakeKube, ctx
-) -> None:
-    cronjob = _with_train_cronjob(kube)
-    first = orchestration.retrain_model(
-        ctx,
-        "stock-close-mlp",
-        actor="dashboard:alice",
-        as_of=DAY,
-        reason="new features",
-        runner="kubernetes",
-        api_client=kube.api_client(),
-        namespace=NS,
+def test_retrain_in_the_cluster_queues_a_request_and_creates_no_pod(kube: FakeKube, ctx) -> None:
+    from mlops import action_requests
+
+    outcome = orchestration.retrain_model(
+        ctx, "stock-close-mlp", actor="dashboard:alice", reason="new features", runner="kubernetes"
     )
-    assert (first.job, first.created) == ("mlops-train-stock-close-mlp-20240105", True)
-    job = kube.jobs[(NS, first.job)]
-    pod = job["spec"]["template"]["spec"]
-    expected = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    assert container["args"] == ["train", "--model", "stock-close-mlp", "--as-of", "2024-01-05"]
-    assert container["image"] == expected["containers"][0]["image"]
-    assert container["env"] == expected["containers"][0]["env"]
-    assert pod["serviceAccountName"] == expected["serviceAccountName"]
-    assert job["spec"]["activeDeadlineSeconds"] == 7200
-    assert job["metadata"]["labels"][orchestration.MODEL_LABEL] == "stock-close-mlp"
+    assert outcome.runner == "kubernetes" and outcome.request == 1
+    assert outcome.sentence().startswith("Queued request 1 to retrain stock-close-mlp")
+    assert kube.requests == [], "whoever asks talks to no Kubernetes API"
+    (request,) = action_requests.recent(ctx.engine)
+    assert (request.kind, request.model_name, request.status, request.runner) == (
+        "retrain",
+        "stock-close-mlp",
+        "queued",
+        "kubernetes",
+    )
     (row,) = _audit(ctx.engine)
     assert (row["action"], row["model_name"], row["actor"], row["reason"]) == (
         "retrain",
@@ -559,48 +545,131 @@ def test_retrain_in_the_cluster_creates_a_job_from_the_weekly_cronjobs_template(
         "dashboard:alice",
         "new features",
     )
-    assert json.loads(row["details"])["job"] == first.job
-    again = orchestration.retrain_model(
-        ctx,
-        "stock-close-mlp",
-        actor="dashboard:alice",
-        as_of=DAY,
-        runner="kubernetes",
-        api_client=kube.api_client(),
-        namespace=NS,
-    )
-    assert not again.created and "already exists" in again.sentence()
-    assert kube.created() == [first.job] and len(_audit(ctx.engine)) == 1
-
-
-def test_retrain_refuses_a_model_outside_the_catalog_before_any_call(kube: FakeKube, ctx) -> None:
+    assert json.loads(row["details"]) == {"request": 1, "runner": "kubernetes"}
+    with pytest.raises(action_requests.DuplicateRequest, match=r"already queued \(request 1 by"):
+        orchestration.retrain_model(ctx, "stock-close-mlp", actor="cli:x", runner="kubernetes")
     from mlops.errors import ConfigError
 
-    _with_train_cronjob(kube)
     with pytest.raises(ConfigError, match="No model named 'nope' in the catalog"):
-        orchestration.retrain_model(
-            ctx, "nope", actor="cli:x", runner="kubernetes", api_client=kube.api_client()
+        orchestration.retrain_model(ctx, "nope", actor="cli:x", runner="kubernetes")
+    with pytest.raises(ConfigError, match="--as-of is for a training here"):
+        orchestration.retrain_model(ctx, "stock-close", actor="x", as_of=DAY, runner="kubernetes")
+    assert len(action_requests.recent(ctx.engine)) == 1 and len(_audit(ctx.engine)) == 1
+
+
+def _request(kind: str, model: str | None = None, request_id: int = 7):
+    from mlops.action_requests import Request
+
+    return Request(
+        request_id, kind, model, "dashboard:ada", "why", "kubernetes", "queued", datetime.now(UTC)
+    )
+
+
+def test_a_request_becomes_a_job_from_its_fixed_template() -> None:
+    from mlops.errors import ConfigError
+
+    for kind, model, stage, args in (
+        ("retrain", "stock-close-mlp", "train", ["train", "--model", "stock-close-mlp"]),
+        ("monitor", None, "monitor", ["monitor"]),
+    ):
+        job = orchestration.build_request_job(DEPLOYMENTS, _request(kind, model), NS)
+        template = load_template(DEPLOYMENTS, stage)
+        assert job["metadata"]["name"] == f"mlops-request-7-{kind}"
+        assert job["metadata"]["namespace"] == NS
+        labels = job["metadata"]["labels"]
+        assert labels["mlops/request"] == "7" and labels["mlops/triggered-by"] == "request"
+        pod, expected = job["spec"]["template"]["spec"], template["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == args, "the command is the kind's, nothing else"
+        # Everything else is the manifest's: image, identity, Secrets, volumes, limits.
+        assert {**container, "args": None} == {**expected["containers"][0], "args": None}
+        assert {k: v for k, v in pod.items() if k != "containers"} == {
+            k: v for k, v in expected.items() if k != "containers"
+        }
+        assert job["spec"]["podFailurePolicy"] == template["spec"]["podFailurePolicy"]
+    for bad in ("--all", "x; rm -rf /", "A", ""):
+        with pytest.raises(ConfigError, match="is no model name"):
+            orchestration.build_request_job(DEPLOYMENTS, _request("retrain", bad), NS)
+
+
+def test_the_controller_starts_queued_requests_and_records_how_their_jobs_end(
+    kube: FakeKube, ctx
+) -> None:
+    from mlops import action_requests
+
+    kube.outcomes["monitor"] = "Failed"
+    kube.exit_codes["monitor"] = 3
+    kube.logs["mlops-request-2-monitor"] = "info: ...\nerror: No dataset for 2024-01-05.\n"
+    for kind, model in (("retrain", "stock-close"), ("monitor", None)):
+        orchestration.request_work(ctx, kind, model, actor="dashboard:ada", runner="kubernetes")
+    local = orchestration.request_work(
+        ctx, "retrain", "stock-close-mlp", actor="x", runner="local", launcher=lambda *a: None
+    )
+
+    def process() -> dict[int, action_requests.Request]:
+        done = orchestration.process_requests(
+            ctx.engine, api_client=kube.api_client(), namespace=NS, templates_dir=DEPLOYMENTS
         )
-    assert kube.requests == [] and _audit(ctx.engine) == []
+        return {r.id: r for r in done}
+
+    first = process()
+    assert kube.created() == ["mlops-request-1-retrain", "mlops-request-2-monitor"]
+    assert {i: (r.status, r.job) for i, r in first.items()} == {
+        1: ("running", "mlops-request-1-retrain"),
+        2: ("running", "mlops-request-2-monitor"),
+    }, "a local request is not the controller's"
+    for _ in range(kube.polls_to_finish):
+        process()
+    ended = {r.id: r for r in action_requests.recent(ctx.engine)}
+    assert (ended[1].status, ended[1].exit_code) == ("succeeded", 0)
+    assert ended[1].result == (
+        "`mlops train --model stock-close` succeeded (Job mlops-request-1-retrain)."
+    )
+    assert (ended[2].status, ended[2].exit_code) == ("failed", 3)
+    assert ended[2].result == "Job mlops-request-2-monitor failed: No dataset for 2024-01-05."
+    assert ended[local.id].status == "queued"
+    assert process() == {}, "nothing open: no API call"
+    assert kube.created() == ["mlops-request-1-retrain", "mlops-request-2-monitor"]
+    # A Job deleted before it finished fails its request; the same work may be asked again.
+    again = orchestration.request_work(ctx, "monitor", actor="x", runner="kubernetes")
+    process()
+    del kube.jobs[(NS, f"mlops-request-{again.id}-monitor")]
+    process()
+    gone = action_requests.get(ctx.engine, again.id)
+    assert gone is not None and gone.status == "failed" and "is gone" in (gone.result or "")
 
 
-def test_retrain_without_the_train_cronjob_is_one_sentence(kube: FakeKube, ctx) -> None:
-    with pytest.raises(OrchestrationError, match="No CronJob mlops-train-weekly"):
-        orchestration.retrain_model(
-            ctx,
-            "stock-close",
-            actor="cli:x",
-            runner="kubernetes",
-            api_client=kube.api_client(),
+def test_a_request_the_api_refuses_fails_and_one_it_cannot_reach_waits(
+    kube: FakeKube, ctx, closed_port: int
+) -> None:
+    from kubernetes import client
+
+    from mlops import action_requests
+
+    denial = "ValidatingAdmissionPolicy 'mlops-orchestrator-creates-stage-jobs' denied request"
+    kube.refused["mlops-request-1-retrain"] = denial
+    refused = orchestration.request_work(
+        ctx, "retrain", "stock-close", actor="x", runner="kubernetes"
+    )
+    orchestration.process_requests(
+        ctx.engine, api_client=kube.api_client(), namespace=NS, templates_dir=DEPLOYMENTS
+    )
+    ended = action_requests.get(ctx.engine, refused.id)
+    assert ended is not None and ended.status == "failed"
+    assert "HTTP 422" in (ended.result or "") and denial in (ended.result or "")
+    # No answer at all: the request stays queued for the next pass, which says so.
+    waiting = orchestration.request_work(ctx, "monitor", actor="x", runner="kubernetes")
+    configuration = client.Configuration(host=f"http://127.0.0.1:{closed_port}")
+    configuration.retries = False
+    with pytest.raises(OrchestrationError, match=r"1 request\(s\) left as they were"):
+        orchestration.process_requests(
+            ctx.engine,
+            api_client=client.ApiClient(configuration),
             namespace=NS,
+            templates_dir=DEPLOYMENTS,
         )
-    assert _audit(ctx.engine) == []
-
-
-def test_model_job_names_fit_kubernetes() -> None:
-    name = orchestration.model_job_name("a" * 40 + "-" + "b" * 22, DAY)
-    assert len(name) <= 63 and name.endswith("-20240105")
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+    still = action_requests.get(ctx.engine, waiting.id)
+    assert still is not None and still.status == "queued"
 
 
 def test_where_retraining_runs() -> None:
@@ -615,27 +684,9 @@ def test_where_retraining_runs() -> None:
         runner({"TRAINING_RUNNER": "k8s"})
 
 
-def test_a_schedule_is_suspended_and_resumed_by_patching_it(kube: FakeKube) -> None:
-    from mlops.errors import ConfigError
-
-    _with_train_cronjob(kube)
-    key = (NS, orchestration.TRAIN_CRONJOB)
-    orchestration.set_schedule_suspended(
-        orchestration.TRAIN_CRONJOB, True, api_client=kube.api_client(), namespace=NS
-    )
-    assert kube.cronjobs[key]["spec"]["suspend"] is True
-    orchestration.set_schedule_suspended(
-        orchestration.TRAIN_CRONJOB, False, api_client=kube.api_client(), namespace=NS
-    )
-    assert kube.cronjobs[key]["spec"]["suspend"] is False
-    with pytest.raises(ConfigError, match="not a schedule of mlops"):
-        orchestration.set_schedule_suspended("mlops-postgres", True, api_client=kube.api_client())
-
-
-def test_cli_retrain_in_the_cluster(tmp_path, kube) -> None:
+def test_cli_retrain_in_the_cluster_queues_a_request_the_controller_runs(tmp_path, kube) -> None:
     from sqlalchemy import create_engine
 
-    _with_train_cronjob(kube)
     home = _migrated_home(tmp_path)
     env = {
         "KUBECONFIG": str(_kubeconfig(tmp_path, kube)),
@@ -643,24 +694,18 @@ def test_cli_retrain_in_the_cluster(tmp_path, kube) -> None:
         "TRAINING_RUNNER": "kubernetes",
         "LOG_LEVEL": "WARNING",
     }
-    result = _in_process(
-        env,
-        "models",
-        "retrain",
-        "stock-close-pooled",
-        "--as-of",
-        "2024-01-05",
-        "--reason",
-        "try it",
-    )
+    result = _in_process(env, "models", "retrain", "stock-close-pooled", "--reason", "try it")
     assert result.returncode == 0, result.stderr
-    sentence = (
-        "Created training Job mlops-train-stock-close-pooled-20240105 for stock-close-pooled."
-    )
     answer = json.loads(result.stdout)  # the outcome as JSON; its sentence on stderr too
-    assert answer["sentence"] == sentence == result.stderr.strip()
-    assert (answer["job"], answer["created"]) == ("mlops-train-stock-close-pooled-20240105", True)
-    assert kube.created() == ["mlops-train-stock-close-pooled-20240105"]
+    assert answer["sentence"] == result.stderr.strip()
+    assert answer["sentence"].startswith("Queued request 1 to retrain stock-close-pooled")
+    assert kube.requests == []
+    processed = _in_process(env, "requests", "process", "--templates-dir", str(DEPLOYMENTS))
+    assert processed.returncode == 0, processed.stderr
+    (running,) = json.loads(processed.stdout)
+    assert (running["status"], running["job"]) == ("running", "mlops-request-1-retrain")
+    listed = json.loads(_in_process(env, "requests", "list").stdout)
+    assert [(r["id"], r["status"]) for r in listed] == [(1, "running")]
     from mlops.settings import load_settings
 
     engine = create_engine(load_settings(MLOPS_HOME=str(home)).db_url)

@@ -149,7 +149,7 @@ def test_hadolint_passes_on_the_dockerfile() -> None:
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
-# shellcheck: the two scripts and the shell embedded in the manifests
+# shellcheck: the scripts and the shell embedded in the manifests
 
 
 def _shellcheck(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -158,7 +158,9 @@ def _shellcheck(*args: str, stdin: str | None = None) -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize(
-    "script", [BUILD_SCRIPT, FORWARD_SCRIPT, ROOT / "wait_job.sh"], ids=lambda p: p.name
+    "script",
+    [BUILD_SCRIPT, FORWARD_SCRIPT, ROOT / "wait_job.sh", ROOT / "create_secrets.sh"],
+    ids=lambda p: p.name,
 )
 def test_shellcheck_passes_on_the_scripts(script: Path) -> None:
     result = _shellcheck(str(script))

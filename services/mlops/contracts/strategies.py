@@ -55,6 +55,8 @@ __all__ = [
 # starts with a letter, so it never reads as a date).
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
 SECRET_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+# An account's Secret (deployments/admission-policy.yaml admits only these in trade Jobs).
+ACCOUNT_SECRET_PREFIX = "mlops-alpaca-"
 # The files of a credentials folder (the keys of the account's Secret).
 KEY_FILES = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY")
 # What a strategy may set; everything else is the environment's, for every strategy.
@@ -126,6 +128,9 @@ class StrategySpec(BaseModel):
     def _secret(cls, value: str | None) -> str | None:
         if value is not None and not SECRET_PATTERN.match(value):
             raise ValueError(f"{value!r} is not a Kubernetes Secret name")
+        if value is not None and not value.startswith(ACCOUNT_SECRET_PREFIX):
+            # The admission policy lets the orchestrator mount only these into trade Jobs.
+            raise ValueError(f"the Secret {value!r} must be named {ACCOUNT_SECRET_PREFIX}<name>")
         return value
 
     @model_validator(mode="after")

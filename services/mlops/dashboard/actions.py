@@ -4,9 +4,12 @@
 comes from the dashboard's own page (its Origin), who signs in
 (:mod:`mlops.dashboard.auth`: throttled per client) and that their role may take the
 action (:mod:`mlops.access`); then it calls :mod:`mlops.model_admin` (promote, rollback,
-archive, pause, resume: each writes its audit row), :func:`mlops.orchestration.retrain_model`
-(retrain), :mod:`mlops.model_catalog` (create a model from a Ludwig YAML, delete a
-version or a model) or the trading kill switch. The actor in the audit is the signed-in user
+archive, pause, resume: each writes its audit row), :func:`mlops.orchestration.request_work`
+(retrain, run monitoring now: a request row the dashboard answers at once; a background
+process on one machine or the cluster's controller does the work, and the page's
+"Requests" section shows how it goes), :mod:`mlops.model_catalog` (create a model from a
+Ludwig YAML, delete a version or a model) or the trading kill switch. The dashboard itself
+starts no pod and no training in its request. The actor in the audit is the signed-in user
 (``dashboard:<name>``). Every refusal (no users, another site, no or wrong credentials, a
 throttled client, a role that may not, a ConfigError or ModelError of the action) comes
 back as its one sentence and HTTP status, with nothing changed, and is written to the
@@ -46,6 +49,7 @@ ACTIONS: dict[str, tuple[str, bool, bool]] = {
     "pause": ("Pause the scheduled training of {model}", True, False),
     "resume": ("Resume the scheduled training of {model}", True, False),
     "retrain": ("Retrain {model} now", True, False),
+    "monitor": ("Run monitoring now (score, drift, retrain triggers)", False, False),
     "halt": ("Halt trading (no decision and no order until resumed)", False, False),
     "unhalt": ("Resume trading", False, False),
     "create": (
@@ -181,8 +185,8 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
         halted = request.action == "halt"
         state = switch.set_halted(ctx, halted, reason, actor=actor, at_broker=False)
         return _trading_sentence(state)
-    if request.action == "retrain":
-        return f"Retrain of {name}: {retrain(ctx, name, actor=actor, reason=reason)}"
+    if request.action in ("retrain", "monitor"):
+        return requested(ctx, request.action, name if needs_model else None, actor, reason)
     if request.action == "create":
         created = model_catalog.create(
             ctx.engine, ctx.store, ctx.settings, name, request.config, reason=reason, actor=actor
@@ -201,13 +205,18 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
     return f"Done: {done.sentence()}"
 
 
-def retrain(ctx: Context, name: str, *, actor: str, reason: str = "") -> str:
-    """Retrain ``name`` now, as ``mlops models retrain NAME`` does (in the cluster: the
-    training Job; on one machine: the training itself, in this request); its sentence.
-    """
+def requested(ctx: Context, kind: str, name: str | None, actor: str, reason: str) -> str:
+    """Record the request (and, on one machine, start its background runner); its
+    sentence. A duplicate of an open request is refused (409) with its sentence."""
     from mlops import orchestration
 
-    return orchestration.retrain_model(ctx, name, actor=actor, reason=reason).sentence()
+    request = orchestration.request_work(ctx, kind, name, actor=actor, reason=reason)
+    where = (
+        "it runs in the background"
+        if request.runner == "local"
+        else "the controller starts its Job within a minute"
+    )
+    return f"Queued request {request.id} to {request.what()}: {where}; see Requests below."
 
 
 def _trading_sentence(state: dict[str, Any]) -> str:

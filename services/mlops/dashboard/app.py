@@ -62,6 +62,7 @@ BUTTONS = {
     "pause": "Pause training",
     "resume": "Resume training",
     "retrain": "Retrain now",
+    "monitor": "Run monitoring now",
     "halt": "Halt trading",
     "unhalt": "Resume trading",
     "create": "Create model",
@@ -72,6 +73,12 @@ INDEX = (
     f"<style>{STYLE}</style></head><body>"
     "{%app_entry%}<footer>{%config%}{%scripts%}{%renderer%}</footer></body></html>"
 )
+# How often the page reads the requests' status again (they run in the background).
+REQUESTS_REFRESH_MS = 5_000
+REQUEST_COLUMNS = [
+    "id", "created_at", "actor", "kind", "model_name", "status", "exit_code", "result",
+    "started_at", "finished_at",
+]  # fmt: skip
 HIDDEN_ERROR = "(hidden: sign in as an operator or admin to see it)"
 REDACTED_TYPES = ("text/html", "application/json", "text/plain")
 
@@ -142,7 +149,10 @@ def _layout(enabled: bool) -> Any:
             html.H2("Backtests"),
             html.Div(id="backtests"),
             *walkforward.layout(),
-            html.H2("Retrain requests"),
+            html.H2("Requests (retrain, monitoring)"),
+            html.Div(id="requests"),
+            dcc.Interval(id="requests-tick", interval=REQUESTS_REFRESH_MS),
+            html.H2("Retrain triggers (monitoring)"),
             html.Div(id="retrains"),
             html.H2("Model actions (audit)"),
             html.Div(id="audit"),
@@ -228,6 +238,20 @@ def _page_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
     from dash import Input, Output, State
 
     @app.callback(
+        Output("requests", "children"),
+        Input("requests-tick", "n_intervals"),
+        Input("refresh", "data"),
+        Input("btn-signin", "n_clicks"),
+        State("user", "value"),
+        State("password", "value"),
+    )
+    def requests(_tick: int | None, _refresh: int, _signin: int, user: str, password: str):
+        from flask import request
+
+        credentials = Credentials.from_request(user, password, dict(request.headers))
+        return requests_table(ctx, gate.known(credentials))
+
+    @app.callback(
         *(Output(element, prop) for element, prop in SECTIONS),
         Output("auth-state", "children"),
         Input("refresh", "data"),
@@ -239,6 +263,22 @@ def _page_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
     def render(_refresh: int, metric: str, _signin: int, user: str, password: str):
         principal, state = _viewer(ctx, gate, Credentials.from_request(user, password, {}))
         return (*render_sections(ctx, metric or "mape", principal), state)
+
+
+def requests_table(ctx: Context, viewer: Principal | None = None) -> Any:
+    """The newest requests for work with their status (read fresh each time); why one
+    failed only for an operator or admin ``viewer`` (as the stages' error texts)."""
+    from dash import html
+
+    from mlops.action_requests import FAILED, recent
+
+    found = recent(ctx.engine)
+    if not found:
+        return html.P("None yet: the Retrain now and Run monitoring now buttons add one.")
+    rows = pd.DataFrame([asdict(r) for r in found])
+    if viewer is None or not viewer.sees_errors:
+        rows.loc[rows["status"] == FAILED, "result"] = HIDDEN_ERROR
+    return table(rows, REQUEST_COLUMNS, "requests")
 
 
 def _viewer(ctx: Context, gate: Gate, credentials: Credentials) -> tuple[Principal | None, str]:

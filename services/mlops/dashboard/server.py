@@ -25,8 +25,9 @@ def serve(ctx: Context, host: str, port: int, threads: int = 4) -> None:
                 "workers": 1,
                 "worker_class": "gthread",
                 "threads": threads,
-                # No worker timeout: an action (a local retrain trains a model) may take
-                # minutes; the gthread worker's main loop keeps answering meanwhile.
+                # No worker timeout: a page's request may wait on a slow registry; the
+                # gthread worker's main loop keeps answering meanwhile. (Work such as a
+                # retrain never runs in a request: it is a request row, mlops.action_requests.)
                 "timeout": 0,
                 "graceful_timeout": 10,
                 "accesslog": None,

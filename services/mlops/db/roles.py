@@ -7,13 +7,16 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 
 - a stage writes (SELECT, INSERT, UPDATE; never DELETE or TRUNCATE) the tables it owns
   and reads its inputs;
-- the orchestrator reads the retrain requests and the training runs, and audits the
-  day's scheduled training in ``model_actions``;
+- the orchestrator reads the retrain requests and the training runs, audits the day's
+  scheduled training in ``model_actions``, and as the controller of requests for work
+  moves ``action_requests`` rows along (SELECT, UPDATE: it never adds one);
 - ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
   table and writes only the audit of its actions (``model_actions``), the kill switch
   (``trading_halts``) and the alerts these send (``alerts``);
 - every role that may send an alert (:mod:`mlops.alerts`) records it in ``alerts``
   (SELECT, INSERT: an alert is never changed);
+- the dashboard adds new requests for work (``action_requests``: INSERT, never
+  UPDATE: how a request goes is the controller's to say);
 - ``mlops_reader`` reads every table and writes none (for people: psql, notebooks);
 - ``mlops_backup`` reads every table and the sequences' positions, what ``pg_dump`` needs
   (``mlops backup``, the backup CronJob), and writes none.
@@ -45,6 +48,8 @@ READ = ("SELECT",)
 WRITE = ("SELECT", "INSERT", "UPDATE")
 # The alerts (mlops.alerts): whoever may send one records it, and never changes one.
 ALERTS = {"alerts": ("SELECT", "INSERT")}
+APPEND = ("SELECT", "INSERT")
+ADVANCE = ("SELECT", "UPDATE")
 
 # role -> table -> privileges. A test keeps this in step with the tables the code uses.
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -91,6 +96,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "retrain_requests": READ,
         "model_actions": WRITE,
         **ALERTS,
+        "action_requests": ADVANCE,
     },
     "mlops_dashboard": {
         **{name: READ for name in metadata.tables},
@@ -98,6 +104,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "trading_halts": WRITE,
         # A halt, a resume or a promotion from the dashboard sends an alert.
         **ALERTS,
+        "action_requests": APPEND,
     },
     "mlops_reader": {name: READ for name in metadata.tables},
     "mlops_backup": {name: READ for name in metadata.tables},

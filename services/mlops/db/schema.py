@@ -26,7 +26,7 @@ from mlops.symbols import SYMBOL_MAX_LENGTH  # the data prep's rule fits these c
 metadata = MetaData()
 
 # The strategy of the rows written before strategies existed, and of every row when there
-# is no strategies file (mlops.contracts.strategies); migration 0011 sets it as the
+# is no strategies file (mlops.contracts.strategies); migration 0012 sets it as the
 # ``strategy`` columns' default. A kill-switch row for every strategy at once says ALL.
 DEFAULT_STRATEGY = "default"
 ALL_STRATEGIES = "*"
@@ -110,7 +110,7 @@ trade_decisions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # The broker's account (Alpaca's account number; "paper" for the built-in broker).
     Column("account", String(64), nullable=False, server_default=""),
-    # The strategy that decided (migration 0011): two strategies decide the same day.
+    # The strategy that decided (migration 0012): two strategies decide the same day.
     Column("strategy", String(STRATEGY_MAX_LENGTH), nullable=False, server_default="default"),
     UniqueConstraint(
         "decision_date", "symbol", "broker", "account", "strategy", name="uq_trade_decisions_key"
@@ -121,7 +121,7 @@ orders = Table(
     "orders",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    # Up to Alpaca's 128 characters (migration 0011: a strategy's token is in it).
+    # Up to Alpaca's 128 characters (migration 0012: a strategy's token is in it).
     Column("client_order_id", String(128), nullable=False, unique=True),
     Column("decision_date", Date, nullable=False, index=True),
     Column("symbol", String(SYMBOL_MAX_LENGTH), nullable=False),
@@ -185,7 +185,7 @@ trading_halts = Table(
     Column("actor", String(128), nullable=False, server_default=""),
     # What the halt did at the broker (JSON: orders canceled, closing orders sent).
     Column("details", Text, nullable=True),
-    # Whose book (migration 0011): a strategy's name, or "*" for every strategy.
+    # Whose book (migration 0012): a strategy's name, or "*" for every strategy.
     Column("strategy", String(STRATEGY_MAX_LENGTH), nullable=False, server_default="default"),
 )
 
@@ -300,4 +300,35 @@ alerts = Table(
     Column("delivered", Boolean, nullable=False),
     # Why it was not delivered (the webhook's answer, redacted); NULL when it was.
     Column("detail", Text, nullable=True),
+)
+
+
+# Requests for work (migration 0013): "retrain MODEL", "run monitoring now". The dashboard
+# writes a row; a runner (a background process on one machine, the controller in the
+# cluster) does the work and records queued -> running -> succeeded | failed on it.
+action_requests = Table(
+    "action_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # What: retrain (model_name names the model) or monitor.
+    Column("kind", String(16), nullable=False),
+    Column("model_name", String(128), nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    # Who runs it: local (a background `mlops requests run ID`) or kubernetes (a Job).
+    Column("runner", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    # Set while queued or running, cleared at the end: one open request per work.
+    Column("open_key", String(160), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    # One sentence: what came of it (or why it failed).
+    Column("result", Text, nullable=True),
+    # The cluster's Job, or the local runner's process and host.
+    Column("job", String(63), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("host", String(255), nullable=True),
+    UniqueConstraint("open_key", name="uq_action_requests_open_key"),
 )
