@@ -153,8 +153,13 @@ def test_the_external_apis_are_for_data_prep_and_trade_only() -> None:
     }
     assert reach("mlops/alert-client") == alerting
     assert alerting == {
-        "mlops-data-prep", "mlops-train", "mlops-train-weekly", "mlops-batch-infer",
-        "mlops-trade", "mlops-monitor", "mlops-daily",
+        "mlops-data-prep",
+        "mlops-train",
+        "mlops-train-weekly",
+        "mlops-batch-infer",
+        "mlops-trade",
+        "mlops-monitor",
+        "mlops-daily",
     }  # fmt: skip (not the dashboard: it has no egress beyond its backends)
     anywhere = {
         w.name
