@@ -141,7 +141,7 @@ def test_opg_limit_fills_at_the_open_or_not_at_all(make_settings, tmp_path):
     from mlops.trading.paper import PaperBroker
 
     opg = make_settings(tmp_path, TRADE_ORDER_TYPE="limit", TRADE_TIME_IN_FORCE="opg")
-    broker = make_broker(opg, None)  # type: ignore[arg-type]
+    broker = make_broker(opg, None, "default")  # type: ignore[arg-type]
     assert isinstance(broker, PaperBroker) and broker.opening_only
     row = {"symbol": "GOOGL", "side": "buy", "limit_price": 996.12, "quantity": 10.0}
     bar = pd.DataFrame({"open": [997.89], "high": [1007.4], "low": [995.45]})  # 2017-06-05
