@@ -12,6 +12,8 @@ LOCK := locks/dev.txt
 PG_BIN ?= /usr/lib/postgresql/15/bin
 LINT_PATHS := $(wildcard services tests benchmarks)
 PYTEST_ARGS ?=
+# Two workers, one per core of the build machine; PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 
 # Python 3.12 to build the venv with: pyenv's 3.12.1 when pyenv is there, else python3.12.
 ifneq ($(shell command -v pyenv 2>/dev/null),)
@@ -95,7 +97,8 @@ chromium:
 	fi
 
 test: venv postgres chromium checkov lint
-	$(VENV)/bin/python -m pytest -q --durations=30 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=30 -n $(PYTEST_WORKERS) --dist loadscope \
+		--no-loadscope-reorder $(PYTEST_ARGS)
 
 # The import contracts (stages never import each other; layers) are in pyproject.toml.
 lint: venv

@@ -50,6 +50,12 @@ _EXTRA_LEAKY = {
     "PGSERVICE",
 }
 _LOOPBACK = "127.0.0.1,localhost"
+TRACKING_PROCESS_ENV = (
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+)
 
 
 def _settings_env_names() -> set[str]:
@@ -153,6 +159,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key, raising=False)
     for key in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(key, ",".join(filter(None, [os.environ.get(key, ""), _LOOPBACK])))
+    # What mlops.tracking.connect sets for the process (MLflow's HTTP time limits): gone
+    # after each test, so a test's 1-second limit never reaches the next module's server.
+    for key in TRACKING_PROCESS_ENV:
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
 
 
 def mlflow_server_args(
@@ -460,3 +471,23 @@ def s3_bucket(s3_endpoint: str, s3_credentials: dict[str, str]) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3_client(s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+# The longest modules first. `make test` runs the suite on two workers, a module per
+# worker at a time (pytest-xdist's loadscope, in collection order): a long module that
+# started last would leave one core idle while it ran. Order never matters otherwise.
+LONGEST_FIRST = (
+    "tests/k8s/test_manifest_run.py",
+    "tests/walkforward/test_walk_forward.py",
+    "tests/faults/test_signals.py",
+    "tests/e2e/test_demo.py",
+    "tests/faults/test_killed_during.py",
+    "tests/faults/test_servers_down.py",
+    "tests/e2e/test_daily_loop_servers.py",
+    "tests/serving/test_registry_rest.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
