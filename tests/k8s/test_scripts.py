@@ -452,3 +452,12 @@ def test_wait_job_gives_up_at_its_timeout(tmp_path: Path) -> None:
     assert running.returncode == 1 and "still running after 0s" in running.stderr
     bad, _ = _wait(tmp_path, "", "mlops-train", "soon")
     assert bad.returncode == 2 and "invalid timeout" in bad.stderr
+
+
+def test_wait_job_takes_hours_and_minutes_together(tmp_path: Path) -> None:
+    for timeout in ("1h30m", "2h5s", "08m"):
+        done, _ = _wait(tmp_path, "SuccessCriteriaMet Complete ", "mlops-train", timeout)
+        assert done.returncode == 0, (timeout, done.stderr)
+    for timeout in ("1m2h", "h", "1d"):
+        bad, _ = _wait(tmp_path, "", "mlops-train", timeout)
+        assert bad.returncode == 2 and "invalid timeout" in bad.stderr, (timeout, bad.stderr)
