@@ -242,13 +242,31 @@ def trading_halt_cmd(
             "--flatten", help="Also close this system's positions with market sell orders."
         ),
     ] = False,
+    record_only: Annotated[
+        bool,
+        typer.Option(
+            "--record-only",
+            help="Only record the halt (as the dashboard does, without broker credentials): "
+            "the next `mlops trade` run cancels this system's open orders.",
+        ),
+    ] = False,
 ) -> None:
     """Halt trading: cancel this system's open orders at the broker (and with --flatten
     close its positions); `mlops trade` decides and sends nothing until `resume`."""
+    from mlops.errors import ConfigError
     from mlops.model_admin import default_actor
     from mlops.trading.switch import set_halted
 
-    state = set_halted(_context(), True, reason, actor=default_actor("cli"), flatten=flatten)
+    if record_only and flatten:
+        raise ConfigError("--flatten needs the broker: it cannot go with --record-only.")
+    state = set_halted(
+        _context(),
+        True,
+        reason,
+        actor=default_actor("cli"),
+        at_broker=not record_only,
+        flatten=flatten,
+    )
     typer.echo(json.dumps(state, indent=2, default=str))
 
 

@@ -67,6 +67,18 @@ def _as(url, role: str, tag: str = ""):
     return create_engine(url.set(username=role, password=f"pw-{role}{tag}"))
 
 
+def _halt(url, role: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """`mlops trading halt` logged in as ``role`` (in this process)."""
+    from conftest import run_in_process
+
+    login = url.set(username=role, password=f"pw-{role}")
+    env = {
+        "MLOPS_HOME": str(tmp_path / role),
+        "DATABASE_URL": login.render_as_string(hide_password=False),
+    }
+    return run_in_process(env, "trading", "halt", "--reason", "test", *options)
+
+
 def _can(engine, statement: str) -> bool:
     from sqlalchemy.exc import ProgrammingError
 
@@ -117,6 +129,13 @@ def _tables_written_by(package: str) -> set[str]:
 )
 def test_each_stage_may_write_the_tables_its_code_writes(role: str, package: str) -> None:
     written = _tables_written_by(package)
+    if package == "trading":
+        # The kill switch's code is trading's, but its writer is the dashboard's role: the
+        # Job that trades only reads it (it cannot lift its own halt).
+        assert "trading_halts" in written
+        assert roles.ROLES["mlops_trade"]["trading_halts"] == roles.READ
+        assert roles.ROLES["mlops_dashboard"]["trading_halts"] == roles.WRITE
+        written -= {"trading_halts"}
     allowed = {t for t, p in roles.ROLES[role].items() if "INSERT" in p or "UPDATE" in p}
     assert written <= allowed, f"{package} writes {sorted(written - allowed)} as {role}"
 
@@ -149,8 +168,23 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     assert not _can(stage, "SELECT * FROM orders")
     assert not _can(_as(url, "mlops_orchestrator"), "UPDATE retrain_requests SET status = 'x'")
     assert _can(_as(url, "mlops_orchestrator"), "SELECT * FROM retrain_requests")
-    for engine in (reader, stage):
+    # The kill switch: trading reads it and may not lift it; the dashboard's role writes it.
+    trade, dashboard = _as(url, "mlops_trade"), _as(url, "mlops_dashboard")
+    halt = "INSERT INTO trading_halts (halted, reason, created_at) VALUES (false, 'x', now())"
+    assert _can(trade, "SELECT count(*) FROM trading_halts")
+    assert not _can(trade, halt)
+    assert not _can(trade, "UPDATE trading_halts SET halted = false")
+    assert _can(dashboard, halt)
+    for engine in (reader, stage, trade, dashboard):
         engine.dispose()
+    refused = _halt(url, "mlops_trade", tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "error: This command's database role may not halt trading"
+    )
+    done = _halt(url, "mlops_dashboard", tmp_path, "--record-only")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["halted"] is True
 
     # The backup role dumps everything (rows and sequences) and writes nothing.
     from mlops.backups import dump
@@ -199,3 +233,4 @@ def test_without_the_variable_nothing_happens(embedded_settings) -> None:
 
     engine = make_engine(embedded_settings.db_url)
     assert roles.apply_from_environment(engine) == []
+

@@ -9,9 +9,10 @@ says, revoking anything else on the schema's tables and sequences, in one transa
   and reads its inputs;
 - the orchestrator reads the retrain requests and the training runs, and audits the
   day's scheduled training in ``model_actions``;
-- ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
-  table and writes only the audit of its actions (``model_actions``) and the kill switch
-  (``trading_halts``);
+- ``mlops_dashboard`` (the dashboard, and ``mlops models`` and ``mlops trading
+  halt|resume`` run in its pod) reads every table and writes only the audit of its
+  actions (``model_actions``) and the kill switch (``trading_halts``), which the trading
+  stage only reads: the Job that trades cannot lift its own halt;
 - ``mlops_reader`` reads every table and writes none (for people: psql, notebooks);
 - ``mlops_backup`` reads every table and the sequences' positions, what ``pg_dump`` needs
   (``mlops backup``, the backup CronJob), and writes none.
@@ -62,9 +63,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "trade_decisions": WRITE,
         "orders": WRITE,
         "equity_snapshots": WRITE,
-        # The kill switch (`mlops trading halt|resume`) and `mlops backtest` belong to the
-        # trading package and run with its identity.
-        "trading_halts": WRITE,
+        # Trading reads the kill switch and may not lift it: halts and resumes are written
+        # by the dashboard's role (its buttons, `mlops trading halt|resume` in its pod).
+        "trading_halts": READ,
+        # `mlops backtest` belongs to the trading package and runs with its identity.
         "backtest_runs": WRITE,
     },
     "mlops_monitor": {

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, func, select
 from mlops import alerts
 from mlops.context import Context
 from mlops.db.schema import datasets
-from mlops.errors import BrokerError, MlopsError
+from mlops.errors import BrokerError, ConfigError, MlopsError, classify
 from mlops.runs import utcnow
 from mlops.trading import book, execution
 from mlops.trading.broker import Broker
@@ -63,7 +63,7 @@ def set_halted(
         state = _resume(ctx, reason, actor)
         alerts.send(ctx.settings, "trading resumed", f"{state['message']} (by {actor or '?'})")
         return state
-    row_id = book.set_halt(ctx.engine, True, reason, actor)
+    row_id = _write_switch(ctx, True, reason, actor)
     log.warning("Trading halted by %s%s.", actor or "?", f": {reason}" if reason else "")
     state = status(ctx)
     who = f"by {actor or '?'}{f': {reason}' if reason else ''}"
@@ -90,6 +90,24 @@ def set_halted(
     state.update(done)
     alerts.send(ctx.settings, "trading halted", f"{done['message']} ({who})")
     return state
+
+
+def _write_switch(ctx: Context, halted: bool, reason: str, actor: str) -> int:
+    """The kill switch's new row; a role that may only read it (trading's) is told whose
+    it is."""
+    try:
+        return book.set_halt(ctx.engine, halted, reason, actor)
+    except Exception as exc:
+        error = classify(exc)
+        if isinstance(error, ConfigError) and "permission denied" in str(error).lower():
+            verb = "halt" if halted else "resume"
+            raise ConfigError(
+                f"This command's database role may not {verb} trading (it only reads the "
+                "kill switch, trading_halts): in the cluster use the dashboard, or run "
+                f"`mlops trading {verb}{' --record-only' if halted else ''}` in its pod "
+                "(kubectl -n mlops exec deploy/mlops-dashboard -- ...), whose role writes it."
+            ) from None
+        raise
 
 
 def stop_the_book(ctx: Context, why: str, flatten: bool = False) -> dict[str, Any]:
@@ -188,7 +206,7 @@ def _resume(ctx: Context, reason: str, actor: str) -> dict[str, Any]:
             " (TRADING_HALTED=true still halts it)." if ctx.settings.trading_halted else "."
         )
         return state
-    book.set_halt(ctx.engine, False, reason, actor)
+    _write_switch(ctx, False, reason, actor)
     details = json.loads(previous["details"]) if previous["details"] else {}
     resumed = {
         "halted_at": previous["created_at"],
