@@ -45,11 +45,11 @@ EXPECTED = {
     "mlops-walk-forward-plan": ("mlops_train", "train", "mlops-train"),
     "mlops-walk-forward": ("mlops_train", "train", "mlops-train"),
     "mlops-walk-forward-finalize": ("mlops_train", "train", "mlops-train"),
-    "mlops-batch-infer": ("mlops_batch_infer", "batch-infer", "mlops-reader"),
+    "mlops-batch-infer": ("mlops_batch_infer", "batch-infer", "mlops-batch-infer"),
     "mlops-trade": ("mlops_trade", "trade", None),
-    "mlops-monitor": ("mlops_monitor", "monitor", "mlops-reader"),
+    "mlops-monitor": ("mlops_monitor", "monitor", "mlops-monitor"),
     "mlops-daily": ("mlops_orchestrator", None, None),
-    "mlops-serve": (None, None, "mlops-reader"),
+    "mlops-serve": (None, None, "mlops-serve"),
     "mlops-dashboard": ("mlops_dashboard", "dashboard", "mlops-dashboard"),
     # pg_dump (its init container, as the same role) and the upload of the dump.
     "mlops-backup": ("mlops_backup", "backup", None),
@@ -91,6 +91,30 @@ def test_every_mlops_workload_has_the_identities_of_its_purpose() -> None:
         (c,) = pod_template(item)["spec"]["containers"]
         seen[item.name] = _identity(c)
     assert seen == EXPECTED
+
+
+# Workloads of one purpose: training, its schedule and the walk-forward (which trains).
+TRAINING = {
+    "mlops-train-weekly",
+    "mlops-walk-forward-plan",
+    "mlops-walk-forward",
+    "mlops-walk-forward-finalize",
+}
+
+
+def test_no_two_purposes_share_a_credential() -> None:
+    """Each Postgres role, MinIO user and MLflow user belongs to one purpose; the logins
+    for people (mlops_reader, mlops-reader) belong to no workload."""
+    for column, service in enumerate(("Postgres role", "MinIO user", "MLflow user")):
+        purposes: dict[str, set[str]] = {}
+        for workload, identities in EXPECTED.items():
+            if identities[column] is not None:
+                purpose = "mlops-train" if workload in TRAINING else workload
+                purposes.setdefault(identities[column], set()).add(purpose)
+        shared = {name: sorted(p) for name, p in purposes.items() if len(p) > 1}
+        assert shared == {}, f"{service}s shared by several purposes"
+    used = {name for identities in EXPECTED.values() for name in identities}
+    assert not used & {"mlops_reader", "mlops-reader"}
 
 
 def test_the_backup_dumps_as_the_backup_role_from_the_servers_image() -> None:
@@ -142,7 +166,7 @@ def test_each_credential_is_the_one_its_user_was_created_with(pair) -> None:
 def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() -> None:
     (serve,) = containers(doc("Deployment", "mlops-serve"))
     keys_used = {secret_key(e) for e in env_of(serve).values()} - {None}
-    assert keys_used == {"MLFLOW_READER_PASSWORD", "SERVE_API_TOKEN", "SERVE_ADMIN_TOKEN"}
+    assert keys_used == {"MLFLOW_SERVE_PASSWORD", "SERVE_API_TOKEN", "SERVE_ADMIN_TOKEN"}
     assert not secret_volume_items(doc("Deployment", "mlops-serve"))
     (dash,) = containers(doc("Deployment", "mlops-dashboard"))
     keys_used = {secret_key(e) for e in env_of(dash).values()} - {None}
@@ -347,6 +371,16 @@ READS = {
 
 @pytest.mark.parametrize("name", sorted(_minio_users()))
 def test_each_minio_user_may_exactly_what_its_stage_needs(name: str) -> None:
+    if name == "console":  # people: read and list the pipeline's bucket, nothing more
+        for key in ALL_KEYS:
+            assert _allowed(name, "s3:GetObject", BUCKET, key), key
+            for action in ("s3:PutObject", "s3:DeleteObject"):
+                assert not _allowed(name, action, BUCKET, key), (action, key)
+        assert _allowed(name, "s3:ListBucket", BUCKET, prefix="datasets/")
+        for action in ("s3:PutBucketPolicy", "s3:PutBucketVersioning", "s3:DeleteBucket"):
+            assert not _allowed(name, action, BUCKET), action
+        assert not _allowed(name, "s3:GetObject", MLFLOW_BUCKET, "artifacts/x")
+        return
     if name == "mlflow":
         for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
             assert _allowed(name, action, MLFLOW_BUCKET, "artifacts/1/abc/artifacts/model/x")
