@@ -32,10 +32,10 @@ def owned_database(postgres_server):
     drop_database_roles(postgres_server, roles.ROLES)  # cluster-wide: start from none
     admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'owner'"))
+        conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'owner-password'"))
         conn.execute(text(f"CREATE DATABASE {database} OWNER {owner}"))
         conn.execute(text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
-    url = make_url(postgres_server.url(database)).set(username=owner, password="owner")
+    url = make_url(postgres_server.url(database)).set(username=owner, password="owner-password")
     yield url
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
@@ -234,3 +234,13 @@ def test_without_the_variable_nothing_happens(embedded_settings) -> None:
     engine = make_engine(embedded_settings.db_url)
     assert roles.apply_from_environment(engine) == []
 
+
+
+def test_placeholder_or_short_role_passwords_are_refused(tmp_path) -> None:
+    from mlops.errors import ConfigError
+
+    folder = _password_dir(tmp_path)
+    for weak, why in (("changeme", "placeholder"), ("short-pw", "shorter than 12")):
+        (folder / "mlops_trade").write_text(f"{weak}\n")
+        with pytest.raises(ConfigError, match=f"database role mlops_trade .*{why}"):
+            roles.passwords_from_dir(folder)

@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine
 
 from mlops.db.schema import metadata
 from mlops.errors import ConfigError
+from mlops.settings import password_problem
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ def passwords_from_dir(folder: Path) -> dict[str, str]:
     empty = sorted(role for role, password in passwords.items() if not password)
     if empty:
         raise ConfigError(f"The password files of database roles {empty} are empty.")
+    for role, password in passwords.items():
+        problem = password_problem(f"The password file of database role {role}", password)
+        if problem is not None:
+            raise ConfigError(f"{problem}; no role was changed.")
     return passwords
 
 
