@@ -102,8 +102,8 @@ def main() -> None:
     from sqlalchemy import create_engine, delete, func, select
 
     from mlops.contracts.models import predict_close
-    from mlops.contracts.predictions import PREDICTION_KEY
     from mlops.contracts.portable import PortablePredictor
+    from mlops.contracts.predictions import PREDICTION_KEY
     from mlops.contracts.predictor import FastPredictor
     from mlops.db import migrate
     from mlops.db.schema import predictions

@@ -12,9 +12,7 @@ import numpy as np
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def test_the_benchmark_loads_the_downloaded_version_with_both_predictors(
-    trained, tmp_path
-) -> None:
+def test_the_benchmark_loads_the_downloaded_version_with_both_predictors(trained, tmp_path) -> None:
     sys.path.insert(0, str(BENCHMARKS))
     try:
         from model_setup import fetch_version

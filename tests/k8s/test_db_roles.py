@@ -43,6 +43,26 @@ def owned_database(postgres_server):
     admin.dispose()
 
 
+@pytest.fixture
+def mlflow_database(postgres_server, owned_database):
+    """MLflow's database as the init script makes it: its own owner, one table of its."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, database = f"mlflow_{suffix}", f"mlflow_{suffix}"
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {owner} LOGIN PASSWORD 'mlflow-password'"))
+        conn.execute(text(f"CREATE DATABASE {database} OWNER {owner}"))
+        conn.execute(text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+    url = make_url(postgres_server.url(database)).set(username=owner, password="mlflow-password")
+    with create_engine(url).begin() as conn:
+        conn.execute(text("CREATE TABLE runs (id serial PRIMARY KEY, name text)"))
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    drop_database_roles(postgres_server, [owner])
+    admin.dispose()
+
+
 def _password_dir(tmp_path: Path, tag: str = "") -> Path:
     folder = tmp_path / f"passwords{tag}"
     folder.mkdir()
@@ -51,11 +71,12 @@ def _password_dir(tmp_path: Path, tag: str = "") -> Path:
     return folder
 
 
-def _migrate(url, folder: Path, subprocess_env) -> subprocess.CompletedProcess:
+def _migrate(url, folder: Path, subprocess_env, **extra: str) -> subprocess.CompletedProcess:
     env = subprocess_env(
         DATABASE_URL=url.set(password=None).render_as_string(hide_password=False),
         PGPASSWORD=url.password,
         DB_ROLE_PASSWORDS_DIR=str(folder),
+        **extra,
     )
     mlops = Path(sys.executable).parent / "mlops"
     return subprocess.run(
@@ -141,10 +162,14 @@ def test_each_stage_may_write_the_tables_its_code_writes(role: str, package: str
 
 
 def test_migrate_creates_the_roles_with_exactly_their_rights(
-    owned_database, tmp_path, subprocess_env
+    owned_database, mlflow_database, tmp_path, subprocess_env
 ) -> None:
     url = owned_database
-    result = _migrate(url, _password_dir(tmp_path), subprocess_env)
+    mlflow = {
+        "MLFLOW_DATABASE_URL": mlflow_database.set(password=None).render_as_string(False),
+        "MLFLOW_DATABASE_PASSWORD": mlflow_database.password,
+    }
+    result = _migrate(url, _password_dir(tmp_path), subprocess_env, **mlflow)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Database schema at revision" in result.stderr
     assert json.loads(result.stdout) == {"revision": head_revision(), "previous": None}
@@ -179,8 +204,10 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
         engine.dispose()
     refused = _halt(url, "mlops_trade", tmp_path)
     assert refused.returncode == 2, refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith(
-        "error: This command's database role may not halt trading"
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: This command's database role may not halt trading")
     )
     done = _halt(url, "mlops_dashboard", tmp_path, "--record-only")
     assert done.returncode == 0, done.stderr
@@ -194,6 +221,17 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     dump(load_settings(DATABASE_URL=backup.render_as_string(hide_password=False)), tmp_path / "d")
     assert (tmp_path / "d").stat().st_size > 0
     assert not _can(_as(url, "mlops_backup"), "UPDATE retrain_requests SET status = 'x'")
+    # ... and MLflow's database, tables made later by its server included (and writes none).
+    with create_engine(mlflow_database).begin() as conn:
+        conn.execute(text("CREATE TABLE registered_models (name text)"))
+    backup_mlflow = mlflow_database.set(username="mlops_backup", password="pw-mlops_backup")
+    as_backup = create_engine(backup_mlflow)
+    assert _can(as_backup, "SELECT count(*) FROM registered_models")
+    assert not _can(as_backup, "INSERT INTO runs (name) VALUES ('x')")
+    as_backup.dispose()
+    mlflow_url = backup_mlflow.render_as_string(hide_password=False)
+    dump(load_settings(DATABASE_URL=mlflow_url), tmp_path / "mlflow.dump")
+    assert (tmp_path / "mlflow.dump").stat().st_size > 0
 
 
 def test_migrate_again_changes_passwords_and_keeps_rights(
@@ -233,7 +271,6 @@ def test_without_the_variable_nothing_happens(embedded_settings) -> None:
 
     engine = make_engine(embedded_settings.db_url)
     assert roles.apply_from_environment(engine) == []
-
 
 
 def test_placeholder_or_short_role_passwords_are_refused(tmp_path) -> None:

@@ -117,20 +117,35 @@ def test_no_two_purposes_share_a_credential() -> None:
     assert not used & {"mlops_reader", "mlops-reader"}
 
 
-def test_the_backup_dumps_as_the_backup_role_from_the_servers_image() -> None:
-    """pg_dump must be as new as the server: the init container runs the server's image,
-    with the role and password of the mlops container."""
+def test_the_backup_dumps_both_databases_as_the_backup_role_from_the_servers_image() -> None:
+    """pg_dump must be as new as the server: the init containers run the server's image,
+    with the role and password of the mlops container, one per database (the
+    application's, MLflow's), and the mlops container uploads both dumps."""
     cronjob = doc("CronJob", "mlops-backup")
-    (dump,) = pod_template(cronjob)["spec"]["initContainers"]
+    dumps = pod_template(cronjob)["spec"]["initContainers"]
     (server,) = containers(doc("StatefulSet", "mlops-postgres"))
-    assert dump["image"] == server["image"]
     (mlops,) = pod_template(cronjob)["spec"]["containers"]
-    for name in ("PGUSER", "PGPASSWORD"):
-        assert env_of(dump)[name] == env_of(mlops)[name]
-    key = secret_key(env_of(dump)["PGPASSWORD"])
+    files = {}
+    for dump in dumps:
+        assert dump["image"] == server["image"]
+        for name in ("PGUSER", "PGPASSWORD"):
+            assert env_of(dump)[name] == env_of(mlops)[name]
+        files[env_of(dump)["PGDATABASE"]["value"]] = dump["args"][-1].removeprefix("--file=")
+    key = secret_key(env_of(dumps[0])["PGPASSWORD"])
     assert secret_volume_items(doc("Job", "mlops-migrate"))["mlops_backup"] == key
-    assert mlops["args"][:2] == ["backup", "--dump-file"]
-    assert mlops["args"][2] == dump["args"][-1].removeprefix("--file=")
+    assert mlops["args"] == [
+        "backup", "--dump-file", files["mlops"], "--dump-file", f"mlflow={files['mlflow']}"
+    ]  # fmt: skip
+    # The migrate Job grants the backup role its reads on MLflow's database, as its owner.
+    (migrate,) = containers(doc("Job", "mlops-migrate"))
+    backend = next(
+        a for a in containers(doc("Deployment", "mlops-mlflow"))[0]["args"]
+        if a.startswith("--backend-store-uri=")
+    )  # fmt: skip
+    assert env_of(migrate)[roles.MLFLOW_DATABASE_ENV]["value"] == backend.split("=", 1)[1]
+    password = secret_key(env_of(migrate)[roles.MLFLOW_PASSWORD_ENV])
+    assert password == "POSTGRES_MLFLOW_PASSWORD"
+    assert "mlops_backup" in roles.MLFLOW_DATABASE_READERS
 
 
 @pytest.mark.parametrize("pair", list(mlops_containers()), ids=lambda p: p[0].rel)
@@ -205,11 +220,9 @@ def test_the_owners_credentials_stay_with_migrate_and_mlflow() -> None:
                 key = secret_key(env)
                 if key == "POSTGRES_MLOPS_PASSWORD":
                     assert item.name == "mlops-migrate"
-                if key in (
-                    "POSTGRES_MLFLOW_PASSWORD",
-                    "MLFLOW_ADMIN_PASSWORD",
-                    "MLFLOW_FLASK_SECRET_KEY",
-                ):
+                if key == "POSTGRES_MLFLOW_PASSWORD":  # migrate: the backup's grants there
+                    assert item.name in ("mlops-mlflow", "mlops-migrate"), f"{item}: {key}"
+                if key in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"):
                     assert item.name == "mlops-mlflow", f"{item}: {key}"
                 if key and key.startswith("MINIO_MLFLOW_"):
                     assert item.name == "mlops-mlflow", f"{item}: {key}"

@@ -539,7 +539,10 @@ def test_the_mlflow_users_job_refuses_placeholder_and_short_passwords(tmp_path: 
     for admin, why in (("changeme", "template's placeholder"), ("short-pw", "shorter than 12")):
         (secrets / "admin-password").write_text(admin)
         done = subprocess.run(
-            [sys.executable, "-I", "-S", str(script)], env=env, capture_output=True, text=True,
+            [sys.executable, "-I", "-S", str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         assert done.returncode == 2 and why in done.stderr, done.stderr
