@@ -87,8 +87,15 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 FINAL_EXIT_CODES = [2, 3, 4, 5, 12]
 
 
+PERSISTENT = DEPLOYMENTS / "persistent"  # the namespace and MinIO's claim: applied once
+
+
 def manifest_files() -> list[Path]:
-    return sorted(DEPLOYMENTS.glob("*.yaml")) + sorted(CONFIG_MAPS.glob("*.yaml"))
+    return (
+        sorted(DEPLOYMENTS.glob("*.yaml"))
+        + sorted(PERSISTENT.glob("*.yaml"))
+        + sorted(CONFIG_MAPS.glob("*.yaml"))
+    )
 
 
 @cache
