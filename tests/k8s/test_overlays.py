@@ -143,10 +143,25 @@ def test_the_registry_overlay_pulls_every_mlops_image_from_the_registry() -> Non
 
 
 def test_the_registry_overlays_templates_are_what_the_script_writes() -> None:
-    path = OVERLAYS / "registry" / "job-templates.yaml"
-    assert path.read_text() == sync_configmaps.render()[path], (
-        "run python tests/k8s/sync_configmaps.py"
-    )
+    rendered = sync_configmaps.render()
+    for name in ("job-templates.yaml", "kustomization.yaml"):
+        path = OVERLAYS / "registry" / name
+        assert path.read_text() == rendered[path], "run python tests/k8s/sync_configmaps.py"
+
+
+def test_the_setup_jobs_get_a_new_name_with_a_new_tag_or_an_edit() -> None:
+    """`kubectl apply -k overlays/registry` after a tag bump: new Jobs (they run, the new
+    migrations included) instead of "field is immutable" on the old ones."""
+    images = sync_configmaps.overlay_images()
+    names = sync_configmaps.setup_job_names(images)
+    jobs = {o["metadata"]["name"] for o in _render("registry") if o["kind"] == "Job"}
+    assert set(names.values()) <= jobs
+    assert not jobs & set(sync_configmaps.SETUP_JOBS), "no setup Job under its plain name"
+    assert sync_configmaps.setup_job_names(images) == names  # the same input: the same Jobs
+    bumped = {k: v.rsplit(":", 1)[0] + ":0.1.1" for k, v in images.items()}
+    renamed = sync_configmaps.setup_job_names(bumped)
+    for job in ("mlops-migrate", "mlops-mlflow-users"):  # mlops images: a new tag, new Jobs
+        assert renamed[job] != names[job] and renamed[job].startswith(f"{job}-")
 
 
 def test_setting_the_registry_rewrites_the_overlay(tmp_path: Path) -> None:
