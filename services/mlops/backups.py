@@ -268,10 +268,10 @@ def restore(
         path.write_bytes(data)
         options = ["--no-owner", "--no-acl", "--exit-on-error", "--single-transaction"]
         _run([tool, *options, f"--dbname={uri}", str(path)], env, "pg_restore")
+    revision: str | None = manifest.get("schema_revision")
     if manifest.get("application", True):
         revision = _as_migrate_leaves_it(engine)
-    else:  # another database's (MLflow's): its own server migrates it
-        revision = manifest.get("schema_revision")
+    # else another database's (MLflow's): its own server migrates it
     log.info("Restored %s into %s (schema %s)", manifest["key"], _database_name(settings), revision)
     return RestoreResult(
         manifest["key"], manifest["stamp"], _database_name(settings), None, revision
