@@ -133,6 +133,15 @@ def _shut(flight: _Flight, why: str) -> None:
 _watcher = _Watcher()
 
 
+def _after_fork() -> None:
+    """A forked child (a server's worker) has no watcher thread: start afresh."""
+    global _watcher
+    _watcher = _Watcher()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def watch(engine: Engine, statement_timeout: float, connect_timeout: int) -> None:
     """Register every statement of ``engine``; past the limits, its socket is shut down.
 
