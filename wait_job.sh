@@ -3,7 +3,7 @@
 # once, with the end of its log) or is still running at the timeout.
 #
 #   ./wait_job.sh mlops-migrate            # default timeout 600 s
-#   ./wait_job.sh mlops-train 2h           # s, m or h
+#   ./wait_job.sh mlops-train 2h           # s, m or h, or together: 1h30m
 #
 # (`kubectl wait --for=condition=complete` sits out its whole timeout when a Job fails.)
 # NAMESPACE (default mlops), KUBECTL (default kubectl), WAIT_POLL_SECONDS (default 5).
@@ -18,16 +18,18 @@ die() {
     exit 2
 }
 
-(($# >= 1 && $# <= 2)) || die "usage: wait_job.sh JOB [TIMEOUT, e.g. 600, 30m, 2h]"
+(($# >= 1 && $# <= 2)) || die "usage: wait_job.sh JOB [TIMEOUT, e.g. 600, 30m, 2h, 1h30m]"
 job="$1"
 timeout="${2:-600}"
-case "$timeout" in
-    *h) seconds=$((${timeout%h} * 3600)) ;;
-    *m) seconds=$((${timeout%m} * 60)) ;;
-    *s) seconds=${timeout%s} ;;
-    *) seconds=$timeout ;;
-esac
-[[ "$seconds" =~ ^[0-9]+$ ]] || die "invalid timeout '$timeout'"
+# Seconds (600), or hours, minutes and seconds in that order, each at most once (2h,
+# 1h30m, 90m, 45s). Digits are read as base 10 (08 is eight, not an octal error).
+[[ "$timeout" =~ ^([0-9]+)$|^(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?$ && -n "$timeout" ]] ||
+    die "invalid timeout '$timeout' (e.g. 600, 45s, 30m, 2h, 1h30m)"
+if [[ -n "${BASH_REMATCH[1]}" ]]; then
+    seconds=$((10#${BASH_REMATCH[1]}))
+else
+    seconds=$((10#${BASH_REMATCH[3]:-0} * 3600 + 10#${BASH_REMATCH[5]:-0} * 60 + 10#${BASH_REMATCH[7]:-0}))
+fi
 
 start=$SECONDS
 while :; do

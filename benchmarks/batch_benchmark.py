@@ -1,14 +1,19 @@
-"""Batch benchmark: the fast predictor against ``LudwigModel.predict``, and end to end.
+"""Batch benchmark: the NumPy and torch predictors against ``LudwigModel.predict``, and
+end to end.
 
 On the same registered model (see ``model_setup.py``):
 
 1. Prediction alone, on the sample's scorable rows tiled to ``--rows`` (default 1,000,000):
-   rows/s of ``FastPredictor.predict_frame`` (best of ``--repeats``) and of
+   rows/s of ``PortablePredictor.predict_frame`` (the portable export evaluated with NumPy
+   alone: what ``mlops batch-infer`` and ``mlops serve`` load), of
+   ``FastPredictor.predict_frame`` (the same network on the Ludwig weights with torch: the
+   fallback for a version without a portable export), best of ``--repeats`` each, and of
    ``LudwigModel.predict`` (on ``--ludwig-rows``, default 200,000: it runs at the same
-   rate on more), and whether the two give the same numbers on those rows. Single-row
-   latency of both too.
+   rate on more), and whether they give the same numbers on those rows. Single-row
+   latency of each too.
 2. End to end, what ``mlops batch-infer`` does, at scale: read a features Parquet file of
-   ``--e2e-rows`` rows, predict the next close, write the rows to the ``predictions``
+   ``--e2e-rows`` rows, predict the next close with the NumPy predictor, write the rows
+   to the ``predictions``
    table of a PostgreSQL database (``insert_new_bulk``: COPY into a temporary table, then
    ``INSERT ... ON CONFLICT DO NOTHING``). The tiled copies get distinct symbols in the
    written rows (``AAPL.0001``, ...) so every key is new; the model sees the real symbol.
@@ -21,7 +26,8 @@ PostgreSQL is a throwaway server started here (``initdb`` on 127.0.0.1) unless
     .venv/bin/python benchmarks/batch_benchmark.py
     .venv/bin/python benchmarks/batch_benchmark.py --rows 200000 --e2e-rows 200000
 
-Goal: the fast predictor at least 10x ``LudwigModel.predict`` in rows/s.
+Goal: the NumPy predictor (and the torch one) at least 10x ``LudwigModel.predict`` in
+rows/s.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ def main() -> None:
     from sqlalchemy import create_engine, delete, func, select
 
     from mlops.contracts.models import predict_close
+    from mlops.contracts.portable import PortablePredictor
     from mlops.contracts.predictions import PREDICTION_KEY
     from mlops.contracts.predictor import FastPredictor
     from mlops.db import migrate
@@ -111,13 +118,18 @@ def main() -> None:
         flush=True,
     )
 
+    lean, lean_load = timed(lambda: PortablePredictor.from_dir(model.mlflow_dir))
     fast, load_times = timed(lambda: FastPredictor.from_dir(model.mlflow_dir))
     inputs = list(fast.input_features)
     big = tile(sample, args.rows)
+    lean.predict_frame(big.head(10_000))  # warm up
+    lean_out, lean_times = timed(lambda: lean.predict_frame(big), args.repeats)
+    lean_rps = len(big) / min(lean_times)
+    print(f"NumPy predictor: {len(big):,} rows in {min(lean_times):.3f} s", flush=True)
     fast.predict_frame(big.head(10_000))  # warm up
     fast_out, fast_times = timed(lambda: fast.predict_frame(big), args.repeats)
     fast_rps = len(big) / min(fast_times)
-    print(f"fast predictor: {len(big):,} rows in {min(fast_times):.3f} s", flush=True)
+    print(f"torch predictor: {len(big):,} rows in {min(fast_times):.3f} s", flush=True)
 
     began = time.perf_counter()
     from ludwig.api import LudwigModel
@@ -129,14 +141,18 @@ def main() -> None:
     (lud_pred, _), lud_times = timed(lambda: ludwig.predict(part[inputs]))
     lud_out = lud_pred["next_return_predictions"].to_numpy(dtype="float64")
     ludwig_rps = len(part) / lud_times[0]
-    same = int(np.sum(lud_out == fast_out[: len(part)]))
     denom = np.maximum(np.abs(lud_out), 1e-12)
+    same = int(np.sum(lud_out == fast_out[: len(part)]))
     worst = float(np.max(np.abs(lud_out - fast_out[: len(part)]) / denom))
+    lean_same = int(np.sum(lud_out == lean_out[: len(part)]))
+    lean_worst = float(np.max(np.abs(lud_out - lean_out[: len(part)]) / denom))
     print(f"LudwigModel.predict: {len(part):,} rows in {lud_times[0]:.3f} s", flush=True)
 
     records = sample[inputs].head(200).to_dict("records")
+    _, single_lean = timed(lambda: [lean.predict_records([r]) for r in records])
     _, single_fast = timed(lambda: [fast.predict_records([r]) for r in records])
     _, single_lud = timed(lambda: [ludwig.predict(pd.DataFrame([r])) for r in records[:50]])
+    single_lean_ms = single_lean[0] / len(records) * 1000
     single_fast_ms = single_fast[0] / len(records) * 1000
     single_lud_ms = single_lud[0] / 50 * 1000
 
@@ -158,7 +174,7 @@ def main() -> None:
         began = time.perf_counter()
         frame = pd.read_parquet(e2e_path)
         t_read = time.perf_counter() - began
-        predicted = predict_close(fast, frame)
+        predicted = predict_close(lean, frame)
         t_predict = time.perf_counter() - began - t_read
         batch = batch_rows(frame, predicted, model.name, model.version)
         with engine.begin() as conn:
@@ -198,16 +214,23 @@ def main() -> None:
     print("| prediction | rows | seconds | rows/s | vs LudwigModel.predict |")
     print("|---|---|---|---|---|")
     print(
-        f"| fast predictor (best of {args.repeats}) | {len(big):,} | {min(fast_times):.3f} | "
-        f"{fast_rps:,.0f} | {fast_rps / ludwig_rps:.0f}x |"
+        f"| NumPy predictor, portable export (best of {args.repeats}) | {len(big):,} | "
+        f"{min(lean_times):.3f} | {lean_rps:,.0f} | {lean_rps / ludwig_rps:.0f}x |"
+    )
+    print(
+        f"| torch predictor, Ludwig weights (best of {args.repeats}) | {len(big):,} | "
+        f"{min(fast_times):.3f} | {fast_rps:,.0f} | {fast_rps / ludwig_rps:.0f}x |"
     )
     print(f"| LudwigModel.predict | {len(part):,} | {lud_times[0]:.2f} | {ludwig_rps:,.0f} | 1x |")
     print()
     print(
-        f"Same outputs on the {len(part):,} rows: {same:,} bitwise equal, max relative "
-        f"difference {worst:.1e}. Single row: fast {single_fast_ms * 1000:.0f} us, "
-        f"LudwigModel.predict {single_lud_ms:.1f} ms. Load: fast {load_times[0]:.2f} s "
-        f"(no Ludwig import), Ludwig {ludwig_load:.1f} s (import included)."
+        f"Against LudwigModel.predict on the {len(part):,} rows: NumPy {lean_same:,} "
+        f"bitwise equal, max relative difference {lean_worst:.1e}; torch {same:,} bitwise "
+        f"equal, max relative difference {worst:.1e}. Single row: NumPy "
+        f"{single_lean_ms * 1000:.0f} us, torch {single_fast_ms * 1000:.0f} us, "
+        f"LudwigModel.predict {single_lud_ms:.1f} ms. Load: NumPy {lean_load[0]:.3f} s, "
+        f"torch {load_times[0]:.2f} s (no Ludwig import), Ludwig {ludwig_load:.1f} s "
+        "(import included)."
     )
     print()
     print(
@@ -216,7 +239,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| fast predictor + COPY (insert_new_bulk) | {len(batch):,} | {t_read:.2f} | "
+        f"| NumPy predictor + COPY (insert_new_bulk) | {len(batch):,} | {t_read:.2f} | "
         f"{t_predict:.2f} | {t_write:.2f} | {e2e_total:.2f} | {len(batch) / e2e_total:,.0f} |"
     )
     print(

@@ -91,15 +91,34 @@ def ensure_model(home: Path, epochs: int = 2) -> BenchModel:
             )
             ref = champion(client, settings.model_name, settings.champion_alias)
     assert ref is not None
-    target = home / f"bench-model-v{ref.version}"
-    if not (target / "MLmodel").exists():
-        import mlflow
+    return fetch_version(home, ref.name, ref.version, settings.tracking_uri)
 
-        source = client.get_model_version_download_uri(ref.name, ref.version)
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=str(target), tracking_uri=settings.tracking_uri
+
+def fetch_version(home: Path, name: str, version: str, tracking_uri: str) -> BenchModel:
+    """The registered version's files, downloaded once to ``home/bench-model-v<version>``."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    target = home / f"bench-model-v{version}"
+    if _model_folder(target) is None:
+        source = MlflowClient(tracking_uri, tracking_uri).get_model_version_download_uri(
+            name, version
         )
-    return BenchModel(home, ref.name, ref.version, target, target / "model")
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(target), tracking_uri=tracking_uri
+        )
+    folder = _model_folder(target)
+    assert folder is not None, f"no MLmodel under {target}"
+    return BenchModel(home, name, version, folder, folder / "model")
+
+
+def _model_folder(target: Path) -> Path | None:
+    """The downloaded version's MLflow model folder: the download holds the artifact's
+    own folder (``model/``: MLmodel, the Ludwig model in ``model/model``, ``portable/``)."""
+    for folder in (target / "model", target):
+        if (folder / "MLmodel").is_file():
+            return folder
+    return None
 
 
 @contextmanager
@@ -166,9 +185,7 @@ def _register_served(model: BenchModel, url: str) -> None:
     for key, value in run.data.metrics.items():
         served.log_metric(new.info.run_id, key, value)
     # The version's folder as registered: the one holding portable/ (and MLmodel, model/).
-    files = model.mlflow_dir / "model"
-    files = files if (files / "portable").is_dir() else model.mlflow_dir
-    served.log_artifacts(new.info.run_id, str(files), "model")
+    served.log_artifacts(new.info.run_id, str(model.mlflow_dir), "model")
     served.set_terminated(new.info.run_id)
     served.create_registered_model(model.name)
     version = served.create_model_version(

@@ -28,7 +28,7 @@ PG_DEFAULT_BIN = Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")
 # Dummy credentials for moto; never real secrets.
 S3_TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
 }
 S3_REGION = "us-east-1"
 

@@ -4,7 +4,10 @@
 (custom format: compressed, restorable table by table) and puts it in the object store
 under ``backups/<database>/<UTC stamp>.dump``, then its manifest beside it
 (``<stamp>.json``: size, SHA-256, pg_dump's version, the schema revision). The manifest
-is written last: a backup without one is incomplete and never restored. Then only the
+is written last: a backup without one is incomplete and never restored. Other databases'
+dumps (``--dump-file NAME=FILE``: MLflow's, which the CronJob dumps beside the
+application's) are kept the same way under ``backups/<NAME>/``, marked as not the
+application's (a restore of one does not run the migrations). Then only the
 newest ``BACKUP_RETENTION`` backups are kept (older dumps and manifests are deleted, and
 incomplete ones older than the newest complete one). In the cluster the CronJob's first
 container runs ``pg_dump`` from the PostgreSQL server's own image (the client must be as
@@ -16,9 +19,10 @@ empty (a fresh database: nothing is overwritten), then does what ``mlops migrate
 (upgrade to the newest schema, roles and grants). ``--output FILE`` only fetches and
 checks it, for a ``pg_restore`` run elsewhere (the server's pod).
 
-The datasets, quarantines, predictions' files and models are in the object store and
-MLflow's own database; the store keeps them (bucket versioning), this keeps the rows that
-point at them.
+The datasets, quarantines, predictions' files and models' artifacts are in the object
+store (versioned buckets: an overwritten or deleted object is kept as a noncurrent
+version for the lifecycle's days); this keeps the rows that point at them, and MLflow's
+runs and registry.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +62,7 @@ class BackupResult:
     sha256: str
     kept: list[str] = field(default_factory=list)  # the stamps kept, newest first
     deleted: list[str] = field(default_factory=list)  # the keys deleted by the retention
+    others: list[BackupResult] = field(default_factory=list)  # other databases' dumps
 
 
 @dataclass(frozen=True)
@@ -121,35 +127,70 @@ def dump(settings: Settings, target: Path) -> None:
 
 
 def backup(
-    settings: Settings, store: ObjectStore, engine: Engine, dump_file: Path | None = None
+    settings: Settings,
+    store: ObjectStore,
+    engine: Engine,
+    dump_file: Path | None = None,
+    others: Mapping[str, Path] | None = None,
 ) -> BackupResult:
     """Dump the database (or take ``dump_file``, written by ``pg_dump -Fc``), upload it
-    with its manifest, then apply the retention."""
+    with its manifest, then apply the retention; the same for each of ``others`` (database
+    name -> its dump file), every file checked before anything is uploaded."""
     from mlops.db.migrate import current_revision
 
     stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
-    folder = f"{BACKUP_PREFIX}/{_database_name(settings)}"
+    extra = {name: _read_dump(path) for name, path in (others or {}).items()}
     with tempfile.TemporaryDirectory(prefix="mlops-backup-") as tmp:
         path = dump_file or Path(tmp) / "database.dump"
         if dump_file is None:
             dump(settings, path)
-        elif not dump_file.is_file() or dump_file.stat().st_size == 0:
-            raise DataError(f"The dump file {dump_file} is missing or empty: pg_dump failed.")
-        data = path.read_bytes()
+        data = _read_dump(path)
+    revision = current_revision(engine)
+    keep = settings.backup_retention
+    main = _upload(store, keep, _database_name(settings), data, stamp, revision, application=True)
+    uploaded = [
+        _upload(store, keep, name, other, stamp, None, application=False)
+        for name, other in extra.items()
+    ]
+    return BackupResult(
+        main.key, main.manifest_key, main.bytes, main.sha256, main.kept, main.deleted, uploaded
+    )
+
+
+def _read_dump(path: Path) -> bytes:
+    if not path.is_file() or path.stat().st_size == 0:
+        raise DataError(f"The dump file {path} is missing or empty: pg_dump failed.")
+    return path.read_bytes()
+
+
+def _upload(
+    store: ObjectStore,
+    retention: int,
+    database: str,
+    data: bytes,
+    stamp: str,
+    revision: str | None,
+    *,
+    application: bool,
+) -> BackupResult:
+    """One database's dump and its manifest (written last), then its retention."""
+    folder = f"{BACKUP_PREFIX}/{database}"
     digest = hashlib.sha256(data).hexdigest()
     key, manifest_key = f"{folder}/{stamp}{DUMP_SUFFIX}", f"{folder}/{stamp}{MANIFEST_SUFFIX}"
     manifest = {
         "stamp": stamp,
-        "database": _database_name(settings),
+        "database": database,
         "key": key,
         "bytes": len(data),
         "sha256": digest,
-        "schema_revision": current_revision(engine),
+        "schema_revision": revision,
+        # The application's database: a restore migrates it (another's is restored as is).
+        "application": application,
         "created_at": datetime.now(UTC).isoformat(),
     }
     store.put_bytes(key, data, "application/octet-stream")
     store.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode(), "application/json")
-    kept, deleted = _apply_retention(store, folder, settings.backup_retention)
+    kept, deleted = _apply_retention(store, folder, retention)
     log.info("Backup %s: %d bytes; %d kept, %d deleted", key, len(data), len(kept), len(deleted))
     return BackupResult(key, manifest_key, len(data), digest, kept, deleted)
 
@@ -227,7 +268,10 @@ def restore(
         path.write_bytes(data)
         options = ["--no-owner", "--no-acl", "--exit-on-error", "--single-transaction"]
         _run([tool, *options, f"--dbname={uri}", str(path)], env, "pg_restore")
-    revision = _as_migrate_leaves_it(engine)
+    revision: str | None = manifest.get("schema_revision")
+    if manifest.get("application", True):
+        revision = _as_migrate_leaves_it(engine)
+    # else another database's (MLflow's): its own server migrates it
     log.info("Restored %s into %s (schema %s)", manifest["key"], _database_name(settings), revision)
     return RestoreResult(
         manifest["key"], manifest["stamp"], _database_name(settings), None, revision

@@ -120,6 +120,7 @@ def migrate_cmd() -> None:
     from mlops.db import roles  # issue 12: the per-purpose roles and their grants
 
     roles.apply_from_environment(engine)
+    roles.apply_mlflow_grants_from_environment()  # the backup reads MLflow's database too
     typer.echo(f"Database schema at revision {after} (was {before or 'empty'}).", err=True)
     typer.echo(json.dumps({"revision": after, "previous": before}, indent=2))
 
@@ -307,18 +308,31 @@ def trading_halt_cmd(
         ),
     ] = False,
     strategy: StrategyName = None,
+    record_only: Annotated[
+        bool,
+        typer.Option(
+            "--record-only",
+            help="Only record the halt (as the dashboard does, without broker credentials): "
+            "the next `mlops trade` run cancels this system's open orders.",
+        ),
+    ] = False,
 ) -> None:
     """Halt trading (of one strategy, or of all): cancel its open orders at the broker (and
     with --flatten close its positions); `mlops trade` decides and sends nothing until
     `resume`."""
+    from mlops.errors import ConfigError
     from mlops.model_admin import default_actor
     from mlops.trading.switch import set_halted
+
+    if record_only and flatten:
+        raise ConfigError("--flatten needs the broker: it cannot go with --record-only.")
 
     state = set_halted(
         _context(),
         True,
         reason,
         actor=default_actor("cli"),
+        at_broker=not record_only,
         flatten=flatten,
         strategy=strategy,
     )
@@ -932,11 +946,13 @@ def daily_cmd(
 
 @app.command("backup")
 def backup_cmd(
-    dump_file: Annotated[
-        Path | None,
+    dump_files: Annotated[
+        list[str] | None,
         typer.Option(
             "--dump-file",
-            help="Upload this dump (pg_dump --format=custom) instead of running pg_dump.",
+            help="Upload this dump (pg_dump --format=custom) of DATABASE_URL's database "
+            "instead of running pg_dump; NAME=FILE (repeatable): another database's dump, "
+            "kept under backups/NAME/ (MLflow's).",
         ),
     ] = None,
 ) -> None:
@@ -944,13 +960,27 @@ def backup_cmd(
     from mlops import log
     from mlops.backups import backup
     from mlops.context import database_engine
+    from mlops.errors import ConfigError
     from mlops.settings import load_settings
     from mlops.store import open_store
 
+    own: list[Path] = []
+    others: dict[str, Path] = {}
+    for item in dump_files or []:
+        name, sep, file = item.partition("=")
+        if not sep:
+            own.append(Path(item))
+        elif not name.strip() or "/" in name or not file:
+            raise ConfigError(f"--dump-file {item!r} is neither FILE nor DATABASE=FILE.")
+        else:
+            others[name.strip()] = Path(file)
+    if len(own) > 1:
+        raise ConfigError("--dump-file names DATABASE_URL's dump more than once.")
     settings = load_settings()
     log.configure(settings.log_format, settings.log_level)
     log.bind(stage="backup")
-    result = backup(settings, open_store(settings), database_engine(settings), dump_file)
+    engine = database_engine(settings)
+    result = backup(settings, open_store(settings), engine, own[0] if own else None, others)
     _print_result(result, None)
 
 

@@ -253,6 +253,12 @@ def _database(exc: BaseException) -> MlopsError | None:
         return DiskFullError(f"The database could not write: {text}; free some space, then rerun.")
     if "attempt to write a readonly database" in text:
         return PermissionDeniedError(f"The database file is read-only: {text}.")
+    if "psycopg2.errors.InsufficientPrivilege" in names:
+        return ConfigError(
+            f"The database refused the statement ({text}): the role this command logs in as "
+            "(PGUSER) has no such grant (services/mlops/db/roles.py), or `mlops migrate` has "
+            "not run since the grants changed."
+        )
     if "psycopg2.errors.QueryCanceled" in names or "canceling statement due to statement" in text:
         return DatabaseError(
             f"A database query ran past DATABASE_STATEMENT_TIMEOUT_SECONDS and was cancelled: "

@@ -38,6 +38,7 @@ from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mlops import log as mlops_log
+from mlops.db import watchdog
 from mlops.db.schema import stage_runs
 from mlops.errors import AlreadyRunning, Terminated, classify
 
@@ -513,6 +514,7 @@ def _signals_raise_terminated() -> Iterator[None]:
     fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
+        watchdog.handler_ran()
         if fired:  # already unwinding: let the cleanup finish
             return
         fired.append(signum)
@@ -526,7 +528,10 @@ def _signals_raise_terminated() -> Iterator[None]:
         previous[sig] = current
         signal.signal(sig, handler)
     try:
-        yield
+        # A main thread blocked in a database statement cannot run the handler: the
+        # watchdog hears the signal too and frees it (mlops.db.watchdog).
+        with watchdog.hear_signals():
+            yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)

@@ -19,6 +19,9 @@ from mlops.errors import ConfigError
 from mlops.symbols import SYMBOL_RULE, is_symbol
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "replace-me", "your-key-here"}
+# The shortest password accepted for a server of the pipeline (Postgres, the S3 store,
+# MLflow); the template asks for 32 hex characters.
+MIN_PASSWORD_LENGTH = 12
 
 
 class Settings(BaseSettings):
@@ -49,7 +52,10 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(default=4, ge=1, le=20, alias="S3_MAX_ATTEMPTS")
 
     # Database: Postgres (postgresql+psycopg2://...) in the cluster, SQLite by default.
+    # DATABASE_URL names no user or password there: libpq takes them from PGUSER and
+    # PGPASSWORD (read here only to refuse a placeholder or short one at start).
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    pgpassword: SecretStr | None = Field(default=None, alias="PGPASSWORD")
     database_connect_attempts: int = Field(
         default=10, ge=1, le=100, alias="DATABASE_CONNECT_ATTEMPTS"
     )
@@ -63,8 +69,13 @@ class Settings(BaseSettings):
         default=300.0, ge=0, le=86_400, alias="DATABASE_STATEMENT_TIMEOUT_SECONDS"
     )
 
-    # MLflow tracking and registry.
+    # MLflow tracking and registry. Behind basic auth, the client sends
+    # MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the password is read here only
+    # to refuse a placeholder or short one at start).
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
+    mlflow_tracking_password: SecretStr | None = Field(
+        default=None, alias="MLFLOW_TRACKING_PASSWORD"
+    )
     mlflow_experiment: str = Field(default="stock-close", alias="MLFLOW_EXPERIMENT")
     # The trading model: its champion feeds trading and serving. Every model of the
     # catalog (MODEL_CONFIGS_DIR) is registered under its own name; the champions and
@@ -362,6 +373,8 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name} is still the template's placeholder value")
         if self.store_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET must be set when STORE_BACKEND=s3")
+        for name, password in self._server_passwords():
+            _check_password(name, password)
         if self.stage_lease_seconds < 2 * self.stage_heartbeat_seconds:
             raise ValueError(
                 f"STAGE_LEASE_SECONDS ({self.stage_lease_seconds:g}) must be at least twice "
@@ -369,6 +382,25 @@ class Settings(BaseSettings):
                 "could be taken for abandoned"
             )
         return self
+
+    def _server_passwords(self) -> list[tuple[str, str]]:
+        """(setting, password) of each server this configuration logs in to; the embedded
+        defaults (SQLite, the local store, MLflow on SQLite) have none."""
+        found: list[tuple[str, str]] = []
+        if self.database_url and not self.database_url.startswith("sqlite"):
+            in_url = urlsplit(self.database_url).password
+            if in_url is not None:
+                found.append(("DATABASE_URL's password", in_url))
+            if self.pgpassword is not None:
+                found.append(("PGPASSWORD", self.pgpassword.get_secret_value()))
+        if self.store_backend == "s3" and self.aws_secret_access_key is not None:
+            found.append(("AWS_SECRET_ACCESS_KEY", self.aws_secret_access_key.get_secret_value()))
+        tracking = (self.mlflow_tracking_uri or "").strip().lower()
+        if tracking.startswith(("http://", "https://")) and self.mlflow_tracking_password:
+            found.append(
+                ("MLFLOW_TRACKING_PASSWORD", self.mlflow_tracking_password.get_secret_value())
+            )
+        return found
 
     # Derived locations of the embedded defaults.
     @property
@@ -407,6 +439,27 @@ class Settings(BaseSettings):
     @property
     def symbol_list(self) -> list[str]:
         return [s.strip().upper() for s in self.symbols.split(",") if s.strip()]
+
+
+def password_problem(name: str, password: str) -> str | None:
+    """Why ``password`` may not be used (the template's placeholder, or too short), or None."""
+    if password.strip().lower() in PLACEHOLDER_SECRETS:
+        return (
+            f"{name} is still the template's placeholder value: set the password from the "
+            "Secret (secrets.env)"
+        )
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return (
+            f"{name} is shorter than {MIN_PASSWORD_LENGTH} characters (the value is not "
+            "shown): use the password from the Secret (secrets.env)"
+        )
+    return None
+
+
+def _check_password(name: str, password: str) -> None:
+    problem = password_problem(name, password)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def load_settings(**overrides: object) -> Settings:

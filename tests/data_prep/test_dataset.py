@@ -132,7 +132,7 @@ def test_data_prep_on_s3(make_ctx, s3_endpoint, s3_bucket) -> None:
         "S3_BUCKET": s3_bucket,
         "S3_ENDPOINT_URL": s3_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
         "DATA_PREP_SHARDS": 2,
     }
     results = [run(make_ctx(**env, JOB_COMPLETION_INDEX=i), as_of=LAST) for i in (0, 1)]

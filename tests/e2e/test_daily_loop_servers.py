@@ -37,7 +37,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def servers(postgres_server, s3_endpoint, tmp_path_factory) -> Iterator[dict[str, str]]:
     """Databases for the app and MLflow, a bucket, and an MLflow server in front of them."""
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-key"}
     bucket = "mlops-loop"
     boto3.client(
         "s3",

@@ -197,7 +197,7 @@ def test_data_prep_on_s3_and_postgres(
         "S3_ENDPOINT_URL": s3_endpoint,
         # Dummy credentials for moto.
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
         "DATABASE_URL": fresh_pg_database,
     }
     before = mlops("data-prep", **env)

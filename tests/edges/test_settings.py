@@ -126,6 +126,52 @@ def test_real_alpaca_keys_are_accepted(make_settings, tmp_path: Path) -> None:
     assert "PKREALKEY" not in repr(s)
 
 
+# Each server's password, and the settings that make the command log in to that server.
+SERVERS = {
+    "PGPASSWORD": {"DATABASE_URL": "postgresql+psycopg2://db:5432/mlops"},
+    "DATABASE_URL's password": {},
+    "AWS_SECRET_ACCESS_KEY": {"STORE_BACKEND": "s3", "AWS_ACCESS_KEY_ID": "mlops-data-prep"},
+    "MLFLOW_TRACKING_PASSWORD": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"},
+}
+
+
+def _with_password(name: str, password: str) -> dict[str, str]:
+    if name == "DATABASE_URL's password":
+        return {"DATABASE_URL": f"postgresql+psycopg2://mlops_trade:{password}@db:5432/mlops"}
+    return {**SERVERS[name], name: password}
+
+
+@pytest.mark.parametrize("name", list(SERVERS))
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [("changeme", "placeholder"), (" CHANGEME ", "placeholder"), ("s3cr3t-pw", "shorter than 12")],
+)
+def test_server_passwords_placeholder_or_short_are_refused_at_start(
+    make_settings, tmp_path: Path, name: str, password: str, why: str
+) -> None:
+    """Postgres, the S3 store (MinIO) and MLflow: the template's changeme, or a password
+    shorter than 12 characters, stops every command at start (the value never shown)."""
+    with pytest.raises(ConfigError) as info:
+        make_settings(tmp_path, **_with_password(name, password))
+    message = str(info.value)
+    assert name in message and why in message
+    assert password.strip() not in message.lower()
+    assert make_settings(tmp_path, **_with_password(name, "a5f0c3e9b7d21486"))
+
+
+def test_the_embedded_defaults_need_no_passwords(make_settings, tmp_path: Path) -> None:
+    """No server, nothing sent: a short or placeholder value left in the environment for
+    a server that is not used is not checked."""
+    s = make_settings(
+        tmp_path,
+        PGPASSWORD="x",
+        AWS_SECRET_ACCESS_KEY="changeme",
+        MLFLOW_TRACKING_PASSWORD="x",
+        DATABASE_URL="sqlite:///" + str(tmp_path / "m.db"),
+    )
+    assert s.store_backend == "local" and s.tracking_uri.startswith("sqlite")
+
+
 def test_data_files_source(make_settings, tmp_path: Path) -> None:
     s = make_settings(tmp_path, DATA_SOURCE="files", DATA_FILES=str(tmp_path / "bars.csv"))
     assert s.data_source == "files"

@@ -22,7 +22,7 @@ from mlops.store import (
 )
 
 # Dummy credentials: moto accepts any.
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-key"}
 
 
 def _s3_store(endpoint: str, bucket: str) -> S3Store:

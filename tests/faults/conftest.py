@@ -187,7 +187,7 @@ def template(postgres_server, s3_endpoint, mlflow_server, tmp_path_factory) -> T
         S3_BUCKET=TEMPLATE_BUCKET,
         S3_ENDPOINT_URL=s3_endpoint,
         AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SECRET_ACCESS_KEY="testing-secret-key",
         MLFLOW_TRACKING_URI=mlflow_server.url,
         MLFLOW_EXPERIMENT=EXPERIMENT,
         MODEL_NAME=MODEL_NAME,

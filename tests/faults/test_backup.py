@@ -38,12 +38,30 @@ def _fresh_database(postgres_server: Any) -> str:
     return name
 
 
+def _other_database_dump(postgres_server, path) -> str:
+    """A database that is not the application's (as MLflow's), dumped as the CronJob's
+    init container dumps it; its name."""
+    from mlops.backups import dump
+    from mlops.settings import load_settings
+
+    other = _fresh_database(postgres_server)
+    with create_engine(postgres_server.url(other)).begin() as conn:
+        conn.execute(text("CREATE TABLE runs (id int)"))
+        conn.execute(text("INSERT INTO runs VALUES (7)"))
+    dump(load_settings(DATABASE_URL=postgres_server.url(other)), path)
+    return other
+
+
 def test_backup_then_restore_into_a_fresh_database_and_score_the_next_day(
-    world, cli, postgres_server
+    world, cli, postgres_server, tmp_path
 ) -> None:
     env = world.with_env(BACKUP_RETENTION=2)
     before = _counts(world.db_url)
-    results = [assert_ok(cli(env, "backup")) for _ in range(3)]
+    # The last run also keeps another database's dump beside (MLflow's, as the CronJob
+    # hands it over: --dump-file mlflow=FILE).
+    other = _other_database_dump(postgres_server, tmp_path / "other.dump")
+    beside = ["--dump-file", f"mlflow-{other}={tmp_path / 'other.dump'}"]
+    results = [assert_ok(cli(env, "backup", *extra)) for extra in ([], [], beside)]
     folder = f"backups/{world.database}/"
     assert all(r["key"].startswith(folder) and r["bytes"] > 0 for r in results)
     # Three backups, the retention keeps two: the first one's dump and manifest are gone.
@@ -67,6 +85,25 @@ def test_backup_then_restore_into_a_fresh_database_and_score_the_next_day(
     again = cli(fresh_env, "restore", "--database", world.database)
     assert_fails(again, 2, "is not empty", "restore only into a fresh database")
     assert _counts(postgres_server.url(fresh))["predictions"] == before["predictions"] + 5
+
+    # The other database's dump: under backups/<its name>/, restored as it is (its own
+    # server migrates it, not `mlops migrate`).
+    (kept,) = results[-1]["others"]
+    assert kept["key"].startswith(f"backups/mlflow-{other}/")
+    target = _fresh_database(postgres_server)
+    target_env = {**env, "DATABASE_URL": postgres_server.url(target)}
+    assert (
+        assert_ok(cli(target_env, "restore", "--database", f"mlflow-{other}"))["key"]
+        == (kept["key"])
+    )
+    engine = create_engine(postgres_server.url(target))
+    try:
+        with engine.connect() as conn:
+            public = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            assert set(conn.execute(text(public)).scalars()) == {"runs"}, "no migrations"
+            assert conn.execute(text("SELECT id FROM runs")).scalar_one() == 7
+    finally:
+        engine.dispose()
 
 
 def test_restore_without_a_backup_and_backup_of_sqlite_say_so(world, cli, tmp_path) -> None:

@@ -49,7 +49,9 @@ def render(folder: Path) -> list[dict[str, Any]]:
         if path.is_dir():
             objects += render(path)
         else:
-            objects += [d for d in yaml.safe_load_all(path.read_text()) if d]
+            # libyaml's safe loader where there is one: the same objects, several times faster.
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            objects += [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
     keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
     if len(keys) != len(set(keys)):
         raise Unsupported(f"{folder}: the same object twice")

@@ -39,6 +39,8 @@ NON_SETTING_ENV = {
     "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false: artifacts through the tracking server",
     "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false: artifacts through the tracking server",
     "DB_ROLE_PASSWORDS_DIR": "mlops migrate: the per-purpose roles' password files",
+    "MLFLOW_DATABASE_URL": "mlops migrate: MLflow's database as its owner (backup's grants)",
+    "MLFLOW_DATABASE_PASSWORD": "mlops migrate: the password of MLflow's database owner",
     "OMP_NUM_THREADS": "OpenMP threads (torch, BLAS, Arrow) = the CPU limit",
     "MKL_NUM_THREADS": "MKL threads = the CPU limit",
     "OPENBLAS_NUM_THREADS": "OpenBLAS threads = the CPU limit",
@@ -87,8 +89,15 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 FINAL_EXIT_CODES = [2, 3, 4, 5, 12]
 
 
+PERSISTENT = DEPLOYMENTS / "persistent"  # the namespace and MinIO's claim: applied once
+
+
 def manifest_files() -> list[Path]:
-    return sorted(DEPLOYMENTS.glob("*.yaml")) + sorted(CONFIG_MAPS.glob("*.yaml"))
+    return (
+        sorted(DEPLOYMENTS.glob("*.yaml"))
+        + sorted(PERSISTENT.glob("*.yaml"))
+        + sorted(CONFIG_MAPS.glob("*.yaml"))
+    )
 
 
 @cache

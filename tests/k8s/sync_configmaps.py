@@ -13,6 +13,13 @@
   (``deployments/admission-policy.yaml``) with the registry overlay's image names, a
   JSON patch the overlay applies to the policy.
 
+- ``overlays/registry/kustomization.yaml``: the setup Jobs' names (``mlops-migrate``,
+  ``mlops-minio-buckets``, ``mlops-mlflow-users``) with a digest of what each runs - its
+  manifest, the ConfigMaps it mounts and the overlay's images - so a new tag or an edit
+  gives a new Job, which ``kubectl apply -k`` creates and runs (a Job's pod template is
+  immutable: applying a changed one under its old name fails with "field is immutable"),
+  while an unchanged one applies as it is.
+
 After editing any of those files run ``python tests/k8s/sync_configmaps.py``; the tests in
 ``tests/k8s`` fail while a ConfigMap differs from what this script writes. With
 ``--registry REGISTRY --tag TAG`` it first sets the registry overlay's images to
@@ -22,9 +29,13 @@ After editing any of those files run ``python tests/k8s/sync_configmaps.py``; th
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -134,6 +145,58 @@ def registry_policy_patch(images: dict[str, str]) -> str:
     )
 
 
+# The Jobs that set the platform up, renamed by their digest in the registry overlay.
+SETUP_JOBS = ("mlops-migrate", "mlops-minio-buckets", "mlops-mlflow-users")
+_SETUP_NAME = re.compile(rf"^(\s+value: )({'|'.join(SETUP_JOBS)})(-[0-9a-f]{{8}})?$", re.M)
+
+
+def _objects(kind: str) -> dict[str, dict]:
+    """The base's objects of ``kind`` (deployments/ and config-maps/), by name."""
+    paths = [*sorted(DEPLOYMENTS.glob("*.yaml")), *sorted(CONFIG_MAPS.glob("*.yaml"))]
+    return {
+        body["metadata"]["name"]: body
+        for path in paths
+        for body in _bodies(path.read_text())
+        if body and body.get("kind") == kind
+    }
+
+
+@functools.cache
+def _bodies(text: str) -> tuple[Any, ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there is one
+    return tuple(yaml.load_all(text, Loader=loader))
+
+
+def setup_job_names(images: dict[str, str]) -> dict[str, str]:
+    """Each setup Job's name in the registry overlay: ``<name>-<digest>`` of its manifest,
+    the ConfigMaps it mounts and the overlay's images."""
+    jobs, maps = _objects("Job"), _objects("ConfigMap")
+    names = {}
+    for name in SETUP_JOBS:
+        job = jobs[name]
+        volumes = job["spec"]["template"]["spec"].get("volumes", [])
+        mounted = sorted(v["configMap"]["name"] for v in volumes if "configMap" in v)
+        what = {"job": job, "config": {m: maps[m]["data"] for m in mounted}, "images": images}
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+        names[name] = f"{name}-{digest}"
+    return names
+
+
+def with_setup_names(kustomization: str, names: dict[str, str]) -> str:
+    """The overlay's kustomization with the setup Jobs' generated names."""
+    seen: set[str] = set()
+
+    def rename(match: re.Match[str]) -> str:
+        seen.add(match.group(2))
+        return f"{match.group(1)}{names[match.group(2)]}"
+
+    text = _SETUP_NAME.sub(rename, kustomization)
+    missing = sorted(set(names) - seen)
+    if missing:
+        raise SystemExit(f"{REGISTRY_OVERLAY}/kustomization.yaml renames no Job {missing}")
+    return text
+
+
 def render() -> dict[Path, str]:
     """Path -> the text it must have."""
     model = config_map(
@@ -170,11 +233,13 @@ def render() -> dict[Path, str]:
             for stage in TEMPLATE_STAGES
         },
     )
+    kustomization = REGISTRY_OVERLAY / "kustomization.yaml"
     return {
         CONFIG_MAPS / "model-configs.yaml": model,
         CONFIG_MAPS / "job-templates.yaml": templates,
         REGISTRY_OVERLAY / "job-templates.yaml": registry_templates,
         REGISTRY_OVERLAY / "admission-images.yaml": registry_policy_patch(images),
+        kustomization: with_setup_names(kustomization.read_text(), setup_job_names(images)),
     }
 
 
@@ -197,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
+    names = setup_job_names(overlay_images())
+    print(f"The registry overlay's setup Jobs: {', '.join(names.values())}")
     return 0
 
 

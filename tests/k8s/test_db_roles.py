@@ -32,14 +32,34 @@ def owned_database(postgres_server):
     drop_database_roles(postgres_server, roles.ROLES)  # cluster-wide: start from none
     admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'owner'"))
+        conn.execute(text(f"CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD 'owner-password'"))
         conn.execute(text(f"CREATE DATABASE {database} OWNER {owner}"))
         conn.execute(text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
-    url = make_url(postgres_server.url(database)).set(username=owner, password="owner")
+    url = make_url(postgres_server.url(database)).set(username=owner, password="owner-password")
     yield url
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
     drop_database_roles(postgres_server, [*roles.ROLES, owner])
+    admin.dispose()
+
+
+@pytest.fixture
+def mlflow_database(postgres_server, owned_database):
+    """MLflow's database as the init script makes it: its own owner, one table of its."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, database = f"mlflow_{suffix}", f"mlflow_{suffix}"
+    admin = create_engine(postgres_server.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {owner} LOGIN PASSWORD 'mlflow-password'"))
+        conn.execute(text(f"CREATE DATABASE {database} OWNER {owner}"))
+        conn.execute(text(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC"))
+    url = make_url(postgres_server.url(database)).set(username=owner, password="mlflow-password")
+    with create_engine(url).begin() as conn:
+        conn.execute(text("CREATE TABLE runs (id serial PRIMARY KEY, name text)"))
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+    drop_database_roles(postgres_server, [owner])
     admin.dispose()
 
 
@@ -51,11 +71,12 @@ def _password_dir(tmp_path: Path, tag: str = "") -> Path:
     return folder
 
 
-def _migrate(url, folder: Path, subprocess_env) -> subprocess.CompletedProcess:
+def _migrate(url, folder: Path, subprocess_env, **extra: str) -> subprocess.CompletedProcess:
     env = subprocess_env(
         DATABASE_URL=url.set(password=None).render_as_string(hide_password=False),
         PGPASSWORD=url.password,
         DB_ROLE_PASSWORDS_DIR=str(folder),
+        **extra,
     )
     mlops = Path(sys.executable).parent / "mlops"
     return subprocess.run(
@@ -65,6 +86,18 @@ def _migrate(url, folder: Path, subprocess_env) -> subprocess.CompletedProcess:
 
 def _as(url, role: str, tag: str = ""):
     return create_engine(url.set(username=role, password=f"pw-{role}{tag}"))
+
+
+def _halt(url, role: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """`mlops trading halt` logged in as ``role`` (in this process)."""
+    from conftest import run_in_process
+
+    login = url.set(username=role, password=f"pw-{role}")
+    env = {
+        "MLOPS_HOME": str(tmp_path / role),
+        "DATABASE_URL": login.render_as_string(hide_password=False),
+    }
+    return run_in_process(env, "trading", "halt", "--reason", "test", *options)
 
 
 def _can(engine, statement: str) -> bool:
@@ -117,15 +150,26 @@ def _tables_written_by(package: str) -> set[str]:
 )
 def test_each_stage_may_write_the_tables_its_code_writes(role: str, package: str) -> None:
     written = _tables_written_by(package)
+    if package == "trading":
+        # The kill switch's code is trading's, but its writer is the dashboard's role: the
+        # Job that trades only reads it (it cannot lift its own halt).
+        assert "trading_halts" in written
+        assert roles.ROLES["mlops_trade"]["trading_halts"] == roles.READ
+        assert roles.ROLES["mlops_dashboard"]["trading_halts"] == roles.WRITE
+        written -= {"trading_halts"}
     allowed = {t for t, p in roles.ROLES[role].items() if "INSERT" in p or "UPDATE" in p}
     assert written <= allowed, f"{package} writes {sorted(written - allowed)} as {role}"
 
 
 def test_migrate_creates_the_roles_with_exactly_their_rights(
-    owned_database, tmp_path, subprocess_env
+    owned_database, mlflow_database, tmp_path, subprocess_env
 ) -> None:
     url = owned_database
-    result = _migrate(url, _password_dir(tmp_path), subprocess_env)
+    mlflow = {
+        "MLFLOW_DATABASE_URL": mlflow_database.set(password=None).render_as_string(False),
+        "MLFLOW_DATABASE_PASSWORD": mlflow_database.password,
+    }
+    result = _migrate(url, _password_dir(tmp_path), subprocess_env, **mlflow)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Database schema at revision" in result.stderr
     assert json.loads(result.stdout) == {"revision": head_revision(), "previous": None}
@@ -160,8 +204,25 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     assert not _can(dashboard, "UPDATE action_requests SET status = 'succeeded'")
     assert not _can(orchestrator, request)
     assert _can(orchestrator, "UPDATE action_requests SET status = 'running'")
-    for engine in (reader, stage, orchestrator, dashboard):
+    # The kill switch: trading reads it and may not lift it; the dashboard's role writes it.
+    trade = _as(url, "mlops_trade")
+    halt = "INSERT INTO trading_halts (halted, reason, created_at) VALUES (false, 'x', now())"
+    assert _can(trade, "SELECT count(*) FROM trading_halts")
+    assert not _can(trade, halt)
+    assert not _can(trade, "UPDATE trading_halts SET halted = false")
+    assert _can(dashboard, halt)
+    for engine in (reader, stage, orchestrator, trade, dashboard):
         engine.dispose()
+    refused = _halt(url, "mlops_trade", tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: This command's database role may not halt trading")
+    )
+    done = _halt(url, "mlops_dashboard", tmp_path, "--record-only")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["halted"] is True
 
     # The backup role dumps everything (rows and sequences) and writes nothing.
     from mlops.backups import dump
@@ -171,6 +232,17 @@ def test_migrate_creates_the_roles_with_exactly_their_rights(
     dump(load_settings(DATABASE_URL=backup.render_as_string(hide_password=False)), tmp_path / "d")
     assert (tmp_path / "d").stat().st_size > 0
     assert not _can(_as(url, "mlops_backup"), "UPDATE retrain_requests SET status = 'x'")
+    # ... and MLflow's database, tables made later by its server included (and writes none).
+    with create_engine(mlflow_database).begin() as conn:
+        conn.execute(text("CREATE TABLE registered_models (name text)"))
+    backup_mlflow = mlflow_database.set(username="mlops_backup", password="pw-mlops_backup")
+    as_backup = create_engine(backup_mlflow)
+    assert _can(as_backup, "SELECT count(*) FROM registered_models")
+    assert not _can(as_backup, "INSERT INTO runs (name) VALUES ('x')")
+    as_backup.dispose()
+    mlflow_url = backup_mlflow.render_as_string(hide_password=False)
+    dump(load_settings(DATABASE_URL=mlflow_url), tmp_path / "mlflow.dump")
+    assert (tmp_path / "mlflow.dump").stat().st_size > 0
 
 
 def test_migrate_again_changes_passwords_and_keeps_rights(
@@ -210,3 +282,13 @@ def test_without_the_variable_nothing_happens(embedded_settings) -> None:
 
     engine = make_engine(embedded_settings.db_url)
     assert roles.apply_from_environment(engine) == []
+
+
+def test_placeholder_or_short_role_passwords_are_refused(tmp_path) -> None:
+    from mlops.errors import ConfigError
+
+    folder = _password_dir(tmp_path)
+    for weak, why in (("changeme", "placeholder"), ("short-pw", "shorter than 12")):
+        (folder / "mlops_trade").write_text(f"{weak}\n")
+        with pytest.raises(ConfigError, match=f"database role mlops_trade .*{why}"):
+            roles.passwords_from_dir(folder)

@@ -168,7 +168,7 @@ def _check_wait_job(words: list[str]) -> None:
     assert 2 <= len(words) <= 3, words
     _check_job_name(words[1])
     if len(words) == 3:
-        assert re.fullmatch(r"\d+[smh]?", words[2]), words[2]
+        assert re.fullmatch(r"\d+|(\d+h)?(\d+m)?(\d+s)?", words[2]), words[2]
 
 
 def _check_mlops(words: list[str]) -> None:
@@ -231,7 +231,8 @@ def test_walkthrough_command_matches_the_manifests(command: str) -> None:
 
 def test_the_walkthrough_runs_every_stage_and_service() -> None:
     text = " ".join(commands())
-    for name in ("namespace", "rbac", "network-policies", "postgres", "minio", "mlflow"):
+    assert "kubectl apply -k deployments/persistent" in text  # the namespace, MinIO's claim
+    for name in ("rbac", "network-policies", "postgres", "minio", "mlflow"):
         assert f"deployments/{name}.yaml" in text
     for stage in ("migrate", "data-prep", "train", "batch-infer", "trade", "monitor"):
         assert f"deployments/job-{stage}.yaml" in text

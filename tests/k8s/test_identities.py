@@ -45,12 +45,12 @@ EXPECTED = {
     "mlops-walk-forward-plan": ("mlops_train", "train", "mlops-train"),
     "mlops-walk-forward": ("mlops_train", "train", "mlops-train"),
     "mlops-walk-forward-finalize": ("mlops_train", "train", "mlops-train"),
-    "mlops-batch-infer": ("mlops_batch_infer", "batch-infer", "mlops-reader"),
+    "mlops-batch-infer": ("mlops_batch_infer", "batch-infer", "mlops-batch-infer"),
     "mlops-trade": ("mlops_trade", "trade", None),
-    "mlops-monitor": ("mlops_monitor", "monitor", "mlops-reader"),
+    "mlops-monitor": ("mlops_monitor", "monitor", "mlops-monitor"),
     "mlops-daily": ("mlops_orchestrator", None, None),
     "mlops-requests": ("mlops_orchestrator", None, None),
-    "mlops-serve": (None, None, "mlops-reader"),
+    "mlops-serve": (None, None, "mlops-serve"),
     "mlops-dashboard": ("mlops_dashboard", "dashboard", "mlops-dashboard"),
     # pg_dump (its init container, as the same role) and the upload of the dump.
     "mlops-backup": ("mlops_backup", "backup", None),
@@ -94,20 +94,62 @@ def test_every_mlops_workload_has_the_identities_of_its_purpose() -> None:
     assert seen == EXPECTED
 
 
-def test_the_backup_dumps_as_the_backup_role_from_the_servers_image() -> None:
-    """pg_dump must be as new as the server: the init container runs the server's image,
-    with the role and password of the mlops container."""
+# Workloads of one purpose: training, its schedule and the walk-forward (which trains).
+TRAINING = {
+    "mlops-train-weekly",
+    "mlops-walk-forward-plan",
+    "mlops-walk-forward",
+    "mlops-walk-forward-finalize",
+}
+
+
+def test_no_two_purposes_share_a_credential() -> None:
+    """Each Postgres role, MinIO user and MLflow user belongs to one purpose; the logins
+    for people (mlops_reader, mlops-reader) belong to no workload."""
+    for column, service in enumerate(("Postgres role", "MinIO user", "MLflow user")):
+        purposes: dict[str, set[str]] = {}
+        for workload, identities in EXPECTED.items():
+            if identities[column] is not None:
+                purpose = "mlops-train" if workload in TRAINING else workload
+                # The daily run and the request controller: the one orchestrator.
+                if workload in ("mlops-daily", "mlops-requests"):
+                    purpose = "orchestrator"
+                purposes.setdefault(identities[column], set()).add(purpose)
+        shared = {name: sorted(p) for name, p in purposes.items() if len(p) > 1}
+        assert shared == {}, f"{service}s shared by several purposes"
+    used = {name for identities in EXPECTED.values() for name in identities}
+    assert not used & {"mlops_reader", "mlops-reader"}
+
+
+def test_the_backup_dumps_both_databases_as_the_backup_role_from_the_servers_image() -> None:
+    """pg_dump must be as new as the server: the init containers run the server's image,
+    with the role and password of the mlops container, one per database (the
+    application's, MLflow's), and the mlops container uploads both dumps."""
     cronjob = doc("CronJob", "mlops-backup")
-    (dump,) = pod_template(cronjob)["spec"]["initContainers"]
+    dumps = pod_template(cronjob)["spec"]["initContainers"]
     (server,) = containers(doc("StatefulSet", "mlops-postgres"))
-    assert dump["image"] == server["image"]
     (mlops,) = pod_template(cronjob)["spec"]["containers"]
-    for name in ("PGUSER", "PGPASSWORD"):
-        assert env_of(dump)[name] == env_of(mlops)[name]
-    key = secret_key(env_of(dump)["PGPASSWORD"])
+    files = {}
+    for dump in dumps:
+        assert dump["image"] == server["image"]
+        for name in ("PGUSER", "PGPASSWORD"):
+            assert env_of(dump)[name] == env_of(mlops)[name]
+        files[env_of(dump)["PGDATABASE"]["value"]] = dump["args"][-1].removeprefix("--file=")
+    key = secret_key(env_of(dumps[0])["PGPASSWORD"])
     assert secret_volume_items(doc("Job", "mlops-migrate"))["mlops_backup"] == key
-    assert mlops["args"][:2] == ["backup", "--dump-file"]
-    assert mlops["args"][2] == dump["args"][-1].removeprefix("--file=")
+    assert mlops["args"] == [
+        "backup", "--dump-file", files["mlops"], "--dump-file", f"mlflow={files['mlflow']}"
+    ]  # fmt: skip
+    # The migrate Job grants the backup role its reads on MLflow's database, as its owner.
+    (migrate,) = containers(doc("Job", "mlops-migrate"))
+    backend = next(
+        a for a in containers(doc("Deployment", "mlops-mlflow"))[0]["args"]
+        if a.startswith("--backend-store-uri=")
+    )  # fmt: skip
+    assert env_of(migrate)[roles.MLFLOW_DATABASE_ENV]["value"] == backend.split("=", 1)[1]
+    password = secret_key(env_of(migrate)[roles.MLFLOW_PASSWORD_ENV])
+    assert password == "POSTGRES_MLFLOW_PASSWORD"
+    assert "mlops_backup" in roles.MLFLOW_DATABASE_READERS
 
 
 @pytest.mark.parametrize("pair", list(mlops_containers()), ids=lambda p: p[0].rel)
@@ -143,7 +185,7 @@ def test_each_credential_is_the_one_its_user_was_created_with(pair) -> None:
 def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() -> None:
     (serve,) = containers(doc("Deployment", "mlops-serve"))
     keys_used = {secret_key(e) for e in env_of(serve).values()} - {None}
-    assert keys_used == {"MLFLOW_READER_PASSWORD", "SERVE_API_TOKEN", "SERVE_ADMIN_TOKEN"}
+    assert keys_used == {"MLFLOW_SERVE_PASSWORD", "SERVE_API_TOKEN", "SERVE_ADMIN_TOKEN"}
     assert not secret_volume_items(doc("Deployment", "mlops-serve"))
     (dash,) = containers(doc("Deployment", "mlops-dashboard"))
     keys_used = {secret_key(e) for e in env_of(dash).values()} - {None}
@@ -188,11 +230,9 @@ def test_the_owners_credentials_stay_with_migrate_and_mlflow() -> None:
                 key = secret_key(env)
                 if key == "POSTGRES_MLOPS_PASSWORD":
                     assert item.name == "mlops-migrate"
-                if key in (
-                    "POSTGRES_MLFLOW_PASSWORD",
-                    "MLFLOW_ADMIN_PASSWORD",
-                    "MLFLOW_FLASK_SECRET_KEY",
-                ):
+                if key == "POSTGRES_MLFLOW_PASSWORD":  # migrate: the backup's grants there
+                    assert item.name in ("mlops-mlflow", "mlops-migrate"), f"{item}: {key}"
+                if key in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"):
                     assert item.name == "mlops-mlflow", f"{item}: {key}"
                 if key and key.startswith("MINIO_MLFLOW_"):
                     assert item.name == "mlops-mlflow", f"{item}: {key}"
@@ -360,6 +400,16 @@ READS = {
 
 @pytest.mark.parametrize("name", sorted(_minio_users()))
 def test_each_minio_user_may_exactly_what_its_stage_needs(name: str) -> None:
+    if name == "console":  # people: read and list the pipeline's bucket, nothing more
+        for key in ALL_KEYS:
+            assert _allowed(name, "s3:GetObject", BUCKET, key), key
+            for action in ("s3:PutObject", "s3:DeleteObject"):
+                assert not _allowed(name, action, BUCKET, key), (action, key)
+        assert _allowed(name, "s3:ListBucket", BUCKET, prefix="datasets/")
+        for action in ("s3:PutBucketPolicy", "s3:PutBucketVersioning", "s3:DeleteBucket"):
+            assert not _allowed(name, action, BUCKET), action
+        assert not _allowed(name, "s3:GetObject", MLFLOW_BUCKET, "artifacts/x")
+        return
     if name == "mlflow":
         for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
             assert _allowed(name, action, MLFLOW_BUCKET, "artifacts/1/abc/artifacts/model/x")

@@ -293,7 +293,10 @@ def test_the_manifests_run_the_pipeline_in_schedule_order(
         _wait_http(f"http://{LOOPBACK}:{mlflow_port}{probe}", mlflow, logs / "mlflow.log")
         users = cluster.pod(pod_template(doc("Job", "mlops-mlflow-users")), "mlflow-users")
         out = _ok(users.run(timeout=300), "job mlops-mlflow-users")
-        assert "MLflow users ready: mlops-dashboard, mlops-reader, mlops-train." in out, out
+        assert (
+            "MLflow users ready: mlops-batch-infer, mlops-dashboard, mlops-monitor, "
+            "mlops-reader, mlops-serve, mlops-train."
+        ) in out, out
         assert "mlops-train,mlops-dashboard may edit them" in out.replace(", ", ","), out
 
         # Migrations (and the roles), then each stage by hand, as docs/kubernetes.md does.

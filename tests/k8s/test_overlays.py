@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from . import kustomize, sync_configmaps
-from .manifests import CONFIG_MAPS, DEPLOYMENTS, ROOT, build_script_images, docs_of
+from .manifests import CONFIG_MAPS, DEPLOYMENTS, PERSISTENT, ROOT, build_script_images, docs_of
 from .test_scans import run_checkov
 
 OVERLAYS = ROOT / "overlays"
@@ -48,17 +48,18 @@ def _kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
-@pytest.mark.parametrize("name", ["minikube", "registry"])
+@pytest.mark.parametrize("name", ["minikube", "registry", "persistent"])
 def test_the_renderer_agrees_with_kubectl_kustomize(name: str) -> None:
     kubectl = _kubectl()
     if kubectl is None:
         pytest.skip("no kubectl here: the renderer of tests/k8s/kustomize.py stands alone")
+    folder = PERSISTENT if name == "persistent" else OVERLAYS / name
     result = subprocess.run(
-        [kubectl, "kustomize", str(OVERLAYS / name)], capture_output=True, text=True, timeout=120
+        [kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     theirs = {_key(o): o for o in yaml.safe_load_all(result.stdout) if o}
-    ours = {_key(o): o for o in _render(name)}
+    ours = {_key(o): o for o in kustomize.render(folder)}
     assert ours.keys() == theirs.keys()
     for key, obj in ours.items():
         assert obj == theirs[key], key
@@ -70,10 +71,35 @@ def test_the_base_holds_everything_but_the_stage_jobs_run_by_hand() -> None:
     assert set(base) == (files - BY_HAND) | {"../config-maps"}
     config = yaml.safe_load((CONFIG_MAPS / "Kustomization").read_text())["resources"]
     assert set(config) == {p.name for p in CONFIG_MAPS.glob("*.yaml")}
+    persistent = yaml.safe_load((PERSISTENT / "Kustomization").read_text())["resources"]
+    assert set(persistent) == {p.name for p in PERSISTENT.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("name", ["minikube", "registry"])
+def test_kubectl_delete_k_of_an_overlay_keeps_the_data(name: str) -> None:
+    """What `kubectl delete -k overlays/<name>` deletes is what the overlay renders: no
+    namespace (deleting it deletes the Secret and every claim in it), no claim, no Secret;
+    Postgres's claim outlives its StatefulSet. The data is deployments/persistent."""
+    rendered = _render(name)
+    kinds = {o["kind"] for o in rendered}
+    assert not kinds & {"Namespace", "PersistentVolumeClaim", "PersistentVolume", "Secret"}
+    (postgres,) = [o for o in rendered if o["kind"] == "StatefulSet"]
+    assert postgres["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for o in rendered
+        for v in (o.get("spec", {}).get("template", {}).get("spec", {}).get("volumes") or [])
+        if "persistentVolumeClaim" in v
+    }
+    data = {_key(o) for o in kustomize.render(PERSISTENT)}
+    assert data == {("Namespace", "mlops")} | {("PersistentVolumeClaim", c) for c in claims}
 
 
 def test_the_minikube_overlay_is_the_manifests_as_they_are() -> None:
-    names = sorted({p.name for p in DEPLOYMENTS.glob("*.yaml")} - BY_HAND)
+    names = sorted({p.name for p in DEPLOYMENTS.glob("*.yaml")} - BY_HAND)  # not persistent/
     paths = [*(DEPLOYMENTS / n for n in names), *sorted(CONFIG_MAPS.glob("*.yaml"))]
     expected = [d.body for path in paths for d in docs_of(path)]
     assert {_key(o): o for o in _render("minikube")} == {_key(o): o for o in expected}
@@ -117,10 +143,25 @@ def test_the_registry_overlay_pulls_every_mlops_image_from_the_registry() -> Non
 
 
 def test_the_registry_overlays_templates_are_what_the_script_writes() -> None:
-    path = OVERLAYS / "registry" / "job-templates.yaml"
-    assert path.read_text() == sync_configmaps.render()[path], (
-        "run python tests/k8s/sync_configmaps.py"
-    )
+    rendered = sync_configmaps.render()
+    for name in ("job-templates.yaml", "kustomization.yaml"):
+        path = OVERLAYS / "registry" / name
+        assert path.read_text() == rendered[path], "run python tests/k8s/sync_configmaps.py"
+
+
+def test_the_setup_jobs_get_a_new_name_with_a_new_tag_or_an_edit() -> None:
+    """`kubectl apply -k overlays/registry` after a tag bump: new Jobs (they run, the new
+    migrations included) instead of "field is immutable" on the old ones."""
+    images = sync_configmaps.overlay_images()
+    names = sync_configmaps.setup_job_names(images)
+    jobs = {o["metadata"]["name"] for o in _render("registry") if o["kind"] == "Job"}
+    assert set(names.values()) <= jobs
+    assert not jobs & set(sync_configmaps.SETUP_JOBS), "no setup Job under its plain name"
+    assert sync_configmaps.setup_job_names(images) == names  # the same input: the same Jobs
+    bumped = {k: v.rsplit(":", 1)[0] + ":0.1.1" for k, v in images.items()}
+    renamed = sync_configmaps.setup_job_names(bumped)
+    for job in ("mlops-migrate", "mlops-mlflow-users"):  # mlops images: a new tag, new Jobs
+        assert renamed[job] != names[job] and renamed[job].startswith(f"{job}-")
 
 
 def test_setting_the_registry_rewrites_the_overlay(tmp_path: Path) -> None:

@@ -322,6 +322,8 @@ case "${args[*]}" in
     "ready local") exit 0 ;;
     "mb --ignore-existing local/"*) /bin/mkdir -p "$MC_STATE/buckets/${args[2]#local/}" ;;
     "anonymous set none local/"*) exit 0 ;;
+    "version enable local/"*) : > "$MC_STATE/versioned-${args[2]#local/}" ;;
+    "ilm import local/"*) /bin/cat > "$MC_STATE/lifecycle-${args[2]#local/}" ;;
     "admin policy create local "*) /bin/cp "${args[5]}" "$MC_STATE/policy-${args[4]}" ;;
     "admin user add local "*) echo "${args[5]}" > "$MC_STATE/user-${args[4]}" ;;
     "admin policy attach local "*)
@@ -350,12 +352,14 @@ def bucket_job(tmp_path: Path) -> dict:
 
     script, mounts, volumes = _bucket_job()
     secrets, policies = tmp_path / "secrets", tmp_path / "policies"
-    for name, folder in (("secrets", secrets), ("policies", policies)):
+    lifecycle = tmp_path / "lifecycle"
+    folders = (("secrets", secrets), ("policies", policies), ("lifecycle", lifecycle))
+    for name, folder in folders:
         write_volume(volumes[name], folder, filled_secret(), str)
-    for name, path in (("secrets", secrets), ("policies", policies)):
-        line = f"{name}={mounts[name]}\n"
+    for name, path in folders:
+        line = f"{name}={mounts[name]}"
         assert script.count(line) == 1, f"the script sets {name} from its mount"
-        script = script.replace(line, f"{name}={path}\n")
+        script = script.replace(line, f"{name}={path}")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "mc").write_text(FAKE_MC)
@@ -385,6 +389,7 @@ def _run_bucket_job(job: dict, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_bucket_job_creates_buckets_policies_and_users_and_can_run_again(bucket_job) -> None:
+    from .manifests import config_maps
     from .pods import minio_users
 
     first = _run_bucket_job(bucket_job)
@@ -397,7 +402,12 @@ def test_bucket_job_creates_buckets_policies_and_users_and_can_run_again(bucket_
         assert policy == (bucket_job["secrets"].parent / "policies" / f"{name}.json").read_text()
     assert len(list(state.glob("user-*"))) == len(users)
     assert len(list(state.glob("attached-*"))) == len(users)
-    assert f"and {len(users)} users are ready." in first.stdout
+    assert f"(versioned) and {len(users)} users are ready." in first.stdout
+    # Both buckets versioned, with the lifecycle of the ConfigMap (noncurrent versions expire).
+    rules = config_maps()["mlops-minio-lifecycle"]["lifecycle.json"]
+    for bucket in ("mlops", "mlflow"):
+        assert (state / f"versioned-{bucket}").exists()
+        assert (state / f"lifecycle-{bucket}").read_text() == rules
     # Re-applying the Job (as the walkthrough does) must not fail: attach says "already".
     again = _run_bucket_job(bucket_job)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -410,6 +420,11 @@ def test_bucket_job_fails_for_good_without_a_secret_and_retries_other_errors(buc
     missing = _run_bucket_job(bucket_job)
     assert missing.returncode == 2, missing.stderr  # FailJob: podFailurePolicy
     assert "secret-key is missing or empty" in missing.stderr
+    # The template's placeholder, or a short secret, fails the Job for good (exit 2).
+    for weak, why in (("changeme", "still the template's placeholder"), ("short-key", "shorter")):
+        (bucket_job["secrets"] / "users" / "trade" / "secret-key").write_text(weak)
+        refused = _run_bucket_job(bucket_job)
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
 
 
 # wait_job.sh, against a fake kubectl whose Job is in the state $JOB_STATE.
@@ -452,3 +467,82 @@ def test_wait_job_gives_up_at_its_timeout(tmp_path: Path) -> None:
     assert running.returncode == 1 and "still running after 0s" in running.stderr
     bad, _ = _wait(tmp_path, "", "mlops-train", "soon")
     assert bad.returncode == 2 and "invalid timeout" in bad.stderr
+
+
+def test_wait_job_takes_hours_and_minutes_together(tmp_path: Path) -> None:
+    for timeout in ("1h30m", "2h5s", "08m"):
+        done, _ = _wait(tmp_path, "SuccessCriteriaMet Complete ", "mlops-train", timeout)
+        assert done.returncode == 0, (timeout, done.stderr)
+    for timeout in ("1m2h", "h", "1d"):
+        bad, _ = _wait(tmp_path, "", "mlops-train", timeout)
+        assert bad.returncode == 2 and "invalid timeout" in bad.stderr, (timeout, bad.stderr)
+
+
+def test_the_buckets_lifecycle_is_one_s3_accepts(s3_endpoint: str) -> None:
+    """The rules `mc ilm import` gets, put on a versioned bucket of the S3 server as they
+    are: valid lifecycle JSON, read back unchanged (noncurrent versions expire)."""
+    import json
+    import uuid
+
+    import boto3
+
+    from conftest import S3_TEST_CREDENTIALS
+
+    from .manifests import config_maps
+
+    rules = json.loads(config_maps()["mlops-minio-lifecycle"]["lifecycle.json"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    bucket = f"lifecycle-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=rules)
+    stored = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    by_id = {rule["ID"]: rule for rule in stored}
+    assert by_id["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 30
+    }
+    assert by_id["remove-expired-delete-markers"]["Expiration"] == {
+        "ExpiredObjectDeleteMarker": True
+    }
+
+
+def test_the_mlflow_users_job_refuses_placeholder_and_short_passwords(tmp_path: Path) -> None:
+    """Exit 2 (the Job fails for good) before the server is asked anything."""
+    import sys
+
+    from .manifests import config_maps
+
+    script = tmp_path / "users.py"
+    script.write_text(config_maps()["mlops-mlflow-setup"]["users.py"])
+    auth = tmp_path / "basic_auth.ini"
+    auth.write_text(config_maps()["mlops-mlflow-auth"]["basic_auth.ini"])
+    secrets = tmp_path / "secrets"
+    (secrets / "users").mkdir(parents=True)
+    (secrets / "users" / "mlops-train").write_text("a5f0c3e9b7d21486")
+    env = {
+        "PATH": os.environ["PATH"],
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # never reached
+        "MLFLOW_EXPERIMENT": "e",
+        "MODEL_NAME": "m",
+        "MLFLOW_EDITOR": "mlops-train",
+        "MLFLOW_MODEL_EDITORS": "mlops-train",
+        "MODEL_CONFIGS_DIR": str(tmp_path),
+        "MLFLOW_SECRETS_DIR": str(secrets),
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth),
+    }
+    for admin, why in (("changeme", "template's placeholder"), ("short-pw", "shorter than 12")):
+        (secrets / "admin-password").write_text(admin)
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and why in done.stderr, done.stderr

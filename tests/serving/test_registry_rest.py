@@ -160,7 +160,7 @@ def test_a_refused_login_is_a_setting_to_fix_not_a_missing_champion(
     from mlops.errors import ConfigError
     from mlops.serving.registry import connect
 
-    env = auth_server.env(MLFLOW_TRACKING_PASSWORD="wrong")
+    env = auth_server.env(MLFLOW_TRACKING_PASSWORD="wrong-password-x")
     with mock.patch.dict(os.environ, env):
         settings = trained.settings(MLFLOW_TRACKING_URI=auth_server.url)
         with pytest.raises(ConfigError, match=r"refused the login \(HTTP 401 on /api/2.0/mlflow/"):

@@ -6,6 +6,10 @@ Every connection has time limits, so no command can hang on the database:
   answers fails after it), ``statement_timeout`` (Postgres cancels a query running
   longer), and TCP keepalives plus ``tcp_user_timeout`` (a server that vanished
   mid-query is noticed instead of waited for);
+  Postgres: the client's own limit (:mod:`mlops.db.watchdog`): a statement with no
+  answer for the statement limit plus the connect limit (a server or network that froze
+  mid-query, which keepalives do not see behind a proxy that still acknowledges) has its
+  connection closed, and a signal during a stage run frees a main thread blocked in one;
 * SQLite: the busy timeout (how long to wait for another writer's lock).
 
 :func:`wait_for_database` retries the first connection a bounded number of times and
@@ -23,6 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
+from mlops.db import watchdog
 from mlops.errors import ConfigError, DatabaseError, PermissionDeniedError
 
 __all__ = ["DatabaseError", "make_engine", "wait_for_database"]
@@ -51,9 +56,10 @@ def make_engine(
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         connect_args: dict[str, Any] = {}
-        if url.startswith(("postgresql", "postgres")):
+        postgres = url.startswith(("postgresql", "postgres"))
+        if postgres:
             connect_args = _postgres_args(connect_timeout, statement_timeout)
-        return create_engine(
+        engine = create_engine(
             url,
             pool_pre_ping=True,
             pool_size=2,
@@ -61,6 +67,9 @@ def make_engine(
             pool_timeout=max(30.0, float(connect_timeout)),
             connect_args=connect_args,
         )
+        if postgres:
+            watchdog.watch(engine, statement_timeout, connect_timeout)
+        return engine
     except (ArgumentError, ImportError, ValueError) as exc:
         raise ConfigError(f"Setting DATABASE_URL is invalid: {exc}.") from None
 

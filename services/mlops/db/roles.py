@@ -10,9 +10,11 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 - the orchestrator reads the retrain requests and the training runs, audits the day's
   scheduled training in ``model_actions``, and as the controller of requests for work
   moves ``action_requests`` rows along (SELECT, UPDATE: it never adds one);
-- ``mlops_dashboard`` (the dashboard, and ``mlops models`` run in its pod) reads every
-  table and writes only the audit of its actions (``model_actions``), the kill switch
-  (``trading_halts``) and the alerts these send (``alerts``);
+- ``mlops_dashboard`` (the dashboard, and ``mlops models`` and ``mlops trading
+  halt|resume`` run in its pod) reads every table and writes only the audit of its
+  actions (``model_actions``), the kill switch (``trading_halts``, which the trading
+  stage only reads: the Job that trades cannot lift its own halt) and the alerts these
+  send (``alerts``);
 - every role that may send an alert (:mod:`mlops.alerts`) records it in ``alerts``
   (SELECT, INSERT: an alert is never changed);
 - the dashboard adds new requests for work (``action_requests``: INSERT, never
@@ -20,6 +22,12 @@ says, revoking anything else on the schema's tables and sequences, in one transa
 - ``mlops_reader`` reads every table and writes none (for people: psql, notebooks);
 - ``mlops_backup`` reads every table and the sequences' positions, what ``pg_dump`` needs
   (``mlops backup``, the backup CronJob), and writes none.
+
+``mlops_backup`` also reads MLflow's database (runs, the registry, its users), so the
+backup CronJob dumps both: when ``MLFLOW_DATABASE_URL`` (that database as its owner, the
+tracking server's role; password in ``MLFLOW_DATABASE_PASSWORD``) is set, ``mlops
+migrate`` connects as that owner and grants the backup role CONNECT, SELECT on its tables
+and sequences, and SELECT on the tables the server creates later (default privileges).
 
 The passwords come from files, one per role named after it, in the folder
 ``DB_ROLE_PASSWORDS_DIR`` (in the cluster: the Secret's keys mounted into the migrate
@@ -38,10 +46,13 @@ from sqlalchemy import Connection, Engine
 
 from mlops.db.schema import metadata
 from mlops.errors import ConfigError
+from mlops.settings import password_problem
 
 log = logging.getLogger(__name__)
 
 PASSWORDS_DIR_ENV = "DB_ROLE_PASSWORDS_DIR"
+MLFLOW_DATABASE_ENV = "MLFLOW_DATABASE_URL"
+MLFLOW_PASSWORD_ENV = "MLFLOW_DATABASE_PASSWORD"
 VERSION_TABLE = "alembic_version"  # read by every command (the schema check)
 
 READ = ("SELECT",)
@@ -77,9 +88,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "trade_decisions": WRITE,
         "orders": WRITE,
         "equity_snapshots": WRITE,
-        # The kill switch (`mlops trading halt|resume`) and `mlops backtest` belong to the
-        # trading package and run with its identity.
-        "trading_halts": WRITE,
+        # Trading reads the kill switch and may not lift it: halts and resumes are written
+        # by the dashboard's role (its buttons, `mlops trading halt|resume` in its pod).
+        "trading_halts": READ,
+        # `mlops backtest` belongs to the trading package and runs with its identity.
         "backtest_runs": WRITE,
         **ALERTS,
     },
@@ -111,6 +123,8 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 # Roles that also read every sequence's position (pg_dump saves them with the rows).
 SEQUENCE_READERS = frozenset({"mlops_backup"})
+# Roles that read MLflow's database (granted by its owner): pg_dump of it.
+MLFLOW_DATABASE_READERS = ("mlops_backup",)
 
 
 def writes(role: str) -> bool:
@@ -131,6 +145,10 @@ def passwords_from_dir(folder: Path) -> dict[str, str]:
     empty = sorted(role for role, password in passwords.items() if not password)
     if empty:
         raise ConfigError(f"The password files of database roles {empty} are empty.")
+    for role, password in passwords.items():
+        problem = password_problem(f"The password file of database role {role}", password)
+        if problem is not None:
+            raise ConfigError(f"{problem}; no role was changed.")
     return passwords
 
 
@@ -214,3 +232,62 @@ def _sequences(conn: Connection, table: str) -> list[str]:
         (table, table),
     ).scalars()
     return [row for row in rows if row]
+
+
+def apply_mlflow_grants_from_environment() -> list[str]:
+    """What ``mlops migrate`` calls after the roles: MLflow's database readable by the
+    backup role, when ``MLFLOW_DATABASE_URL`` is set (else nothing is done)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from mlops.db.engine import make_engine
+
+    text = os.environ.get(MLFLOW_DATABASE_ENV, "").strip()
+    if not text:
+        return []
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ConfigError(f"{MLFLOW_DATABASE_ENV} is not a database URL.") from None
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(f"{MLFLOW_DATABASE_ENV} must name MLflow's PostgreSQL database.")
+    password = os.environ.get(MLFLOW_PASSWORD_ENV) or url.password
+    engine = make_engine(url.set(password=password).render_as_string(hide_password=False))
+    try:
+        return grant_mlflow_readers(engine)
+    finally:
+        engine.dispose()
+
+
+def grant_mlflow_readers(engine: Engine) -> list[str]:
+    """As MLflow's database owner: :data:`MLFLOW_DATABASE_READERS` may read all of it."""
+    from psycopg2.errors import InsufficientPrivilege, UndefinedObject
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.begin() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            database = quote(conn.exec_driver_sql("SELECT current_database()").scalar_one())
+            for role in MLFLOW_DATABASE_READERS:
+                name = quote(role)
+                conn.exec_driver_sql(f"GRANT CONNECT ON DATABASE {database} TO {name}")
+                conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {name}")
+                for kind in ("TABLES", "SEQUENCES"):
+                    grant = f"GRANT SELECT ON {{}}{kind} {{}}TO {name}"
+                    conn.exec_driver_sql(grant.format("ALL ", "IN SCHEMA public "))
+                    # What the server creates later (its upgrades), as this owner.
+                    conn.exec_driver_sql(
+                        "ALTER DEFAULT PRIVILEGES IN SCHEMA public " + grant.format("", "")
+                    )
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, InsufficientPrivilege | UndefinedObject):
+            raise
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise ConfigError(
+            f"MLflow's database could not be made readable for its backup ({reason}): "
+            f"{MLFLOW_DATABASE_ENV} must name that database as its owner, after the roles "
+            "exist."
+        ) from None
+    readers = list(MLFLOW_DATABASE_READERS)
+    log.info("MLflow's database readable by %s", ", ".join(readers))
+    return readers

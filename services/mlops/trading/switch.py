@@ -33,7 +33,7 @@ from mlops.context import Context
 from mlops.contracts import strategies
 from mlops.contracts.strategies import Strategy
 from mlops.db.schema import ALL_STRATEGIES, DEFAULT_STRATEGY, datasets
-from mlops.errors import BrokerError, MlopsError
+from mlops.errors import BrokerError, ConfigError, MlopsError, classify
 from mlops.runs import utcnow
 from mlops.trading import book, execution
 from mlops.trading.broker import Broker
@@ -75,7 +75,7 @@ def set_halted(
         state = _resume(ctx, reason, actor, scope)
         alerts.send(ctx.settings, "trading resumed", f"{state['message']} (by {actor or '?'})")
         return state
-    row_id = book.set_halt(ctx.engine, True, reason, actor, strategy=scope)
+    row_id = _write_switch(ctx, True, reason, actor, scope)
     log.warning(
         "Trading halted%s by %s%s.",
         "" if strategy is None else f" for strategy {strategy}",
@@ -107,6 +107,24 @@ def set_halted(
     state.update(done)
     alerts.send(ctx.settings, "trading halted", f"{done['message']} ({who})")
     return state
+
+
+def _write_switch(ctx: Context, halted: bool, reason: str, actor: str, scope: str) -> int:
+    """The kill switch's new row; a role that may only read it (trading's) is told whose
+    it is."""
+    try:
+        return book.set_halt(ctx.engine, halted, reason, actor, strategy=scope)
+    except Exception as exc:
+        error = classify(exc)
+        if isinstance(error, ConfigError) and "permission denied" in str(error).lower():
+            verb = "halt" if halted else "resume"
+            raise ConfigError(
+                f"This command's database role may not {verb} trading (it only reads the "
+                "kill switch, trading_halts): in the cluster use the dashboard, or run "
+                f"`mlops trading {verb}{' --record-only' if halted else ''}` in its pod "
+                "(kubectl -n mlops exec deploy/mlops-dashboard -- ...), whose role writes it."
+            ) from None
+        raise
 
 
 def _stop_books(ctx: Context, strategy: str | None, why: str, flatten: bool) -> dict[str, Any]:
@@ -225,7 +243,7 @@ def _resume(ctx: Context, reason: str, actor: str, scope: str) -> dict[str, Any]
             " (TRADING_HALTED=true still halts it)." if ctx.settings.trading_halted else "."
         )
         return state
-    book.set_halt(ctx.engine, False, reason, actor, strategy=scope)
+    _write_switch(ctx, False, reason, actor, scope)
     details = json.loads(previous["details"]) if previous["details"] else {}
     books = list(details.get("strategies", {}).values()) or [details]
     resumed = {
