@@ -27,6 +27,29 @@ FEATURE_COLUMNS = [
     "close_to_ema_10",
     "close_to_dema_10",
 ]
+# What a bar holds (DATA_BARS, recorded in a dataset's manifest as ``bars``): ``ohlcv``, the
+# open, high, low, close and volume, or ``close_only``, a close and nothing else (index
+# levels, fund prices). A close-only dataset has the bar columns and features computable
+# from closes alone; those that need the high and low or the volume are left out, never
+# faked.
+OHLCV, CLOSE_ONLY = "ohlcv", "close_only"
+BAR_KINDS = (OHLCV, CLOSE_ONLY)
+CLOSE_ONLY_BAR_COLUMNS = ["date", "symbol", "close"]
+# The features that need more than the close: the high-low range and the volume.
+NOT_FROM_CLOSES = frozenset({"range_pct", "log_volume"})
+CLOSE_FEATURE_COLUMNS = [c for c in FEATURE_COLUMNS if c not in NOT_FROM_CLOSES]
+
+
+def bar_columns(bars: str) -> list[str]:
+    """The canonical bar columns of ``bars`` (``ohlcv`` or ``close_only``)."""
+    return list(CLOSE_ONLY_BAR_COLUMNS if bars == CLOSE_ONLY else BAR_COLUMNS)
+
+
+def feature_columns(bars: str) -> list[str]:
+    """The feature columns a dataset of ``bars`` has, in the dataset's order."""
+    return list(CLOSE_FEATURE_COLUMNS if bars == CLOSE_ONLY else FEATURE_COLUMNS)
+
+
 # Features that do not depend on a symbol's price level: comparable across symbols and
 # over time, so they are the ones monitored for drift.
 PRICE_LEVEL_FEATURES = frozenset({"close", "sma_10", "ema_10", "dema_10", "change"})
