@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from mlops.errors import ConfigError
 
 if TYPE_CHECKING:  # serving reads the names here without importing pandas
     import pandas as pd
@@ -38,6 +41,27 @@ CLOSE_ONLY_BAR_COLUMNS = ["date", "symbol", "close"]
 # The features that need more than the close: the high-low range and the volume.
 NOT_FROM_CLOSES = frozenset({"range_pct", "log_volume"})
 CLOSE_FEATURE_COLUMNS = [c for c in FEATURE_COLUMNS if c not in NOT_FROM_CLOSES]
+
+
+def require_inputs(
+    model: str, inputs: Iterable[str], columns: Collection[str], dataset: str
+) -> None:
+    """Refuse, in one sentence naming them, a model whose input features ``dataset`` (its
+    ``columns``) lacks: a model of every feature on a close-only dataset, say. Training,
+    the walk-forward and batch inference ask this before they use a model on a dataset."""
+    missing = [name for name in inputs if name not in columns]
+    if not missing:
+        return
+    remedy = "use a model whose input features it has"
+    if set(missing) <= NOT_FROM_CLOSES:
+        remedy = (
+            "a close-only dataset (DATA_BARS=close_only) has only the features computable "
+            "from closes: use a model of those, such as stock-close-only"
+        )
+    raise ConfigError(
+        f"{model} needs input features that dataset {dataset} does not have: "
+        f"{', '.join(missing)}; {remedy}."
+    )
 
 
 def bar_columns(bars: str) -> list[str]:

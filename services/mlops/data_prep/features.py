@@ -44,7 +44,9 @@ def symbol_features(bars: pd.DataFrame, segment_starts: np.ndarray | None = None
 def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
     new = segment_arrays(
         bars["close"].to_numpy(dtype="float64"),
-        *(_column(bars, c) for c in ("high", "low", "volume")),
+        _column(bars, "high"),
+        _column(bars, "low"),
+        _column(bars, "volume"),
         bars["date"].to_numpy(dtype="datetime64[ns]"),
     )
     out = {c: bars[c] for c in bars.columns}
@@ -104,7 +106,7 @@ def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> dict[str, 
     """
     n = len(bars)
     close = bars["close"].to_numpy(dtype="float64")
-    others = [_column(bars, c) for c in ("high", "low", "volume")]  # None: close-only bars
+    high, low, volume = (_column(bars, c) for c in ("high", "low", "volume"))  # close-only: None
     dates = bars["date"].to_numpy(dtype="datetime64[ns]")
     edges = [*np.flatnonzero(segment_starts).tolist(), n]
     if edges[0] != 0:
@@ -113,7 +115,9 @@ def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> dict[str, 
     for lo, hi in itertools.pairwise(edges):
         new = segment_arrays(
             close[lo:hi],
-            *(None if c is None else c[lo:hi] for c in others),
+            None if high is None else high[lo:hi],
+            None if low is None else low[lo:hi],
+            None if volume is None else volume[lo:hi],
             dates[lo:hi],
         )
         if not out:

@@ -137,7 +137,7 @@ def _reasons(bars: pd.DataFrame, latest: pd.Timestamp | None, keys: _RowKeys) ->
             missing_adjusted = carries.to_numpy(dtype=bool) & ~(adjusted > 0)
     present = [c for c in PRICE_COLUMNS if c in bars.columns]  # the close alone: close-only
     prices = bars[present].to_numpy(dtype="float64", na_value=np.nan)
-    price = dict(zip(present, prices.T, strict=True))
+    price: dict[str, np.ndarray] = dict(zip(present, prices.T, strict=True))
     close = price["close"]
     open_, high, low = (price.get(c, close) for c in ("open", "high", "low"))
     volume = np.zeros(len(bars))

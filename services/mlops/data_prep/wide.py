@@ -170,8 +170,9 @@ def _symbols(
             hint = ""
             if not close_only and "close" in fields and missing == NOT_IN_CLOSE_ONLY:
                 hint = " (for closes only, set DATA_BARS=close_only)"
+            columns = "column" if len(missing) == 1 else "columns"
             raise ConfigError(
-                f"{source} is a wide file without {symbol}'s {', '.join(missing)} column "
+                f"{source} is a wide file without {symbol}'s {', '.join(missing)} {columns} "
                 f"(e.g. {symbol}.{missing[0].capitalize()}): each symbol needs "
                 f"{', '.join(required)}{hint}."
             )
