@@ -32,6 +32,10 @@ days absorbs):
 
 A batch whose share of bad rows passes ``QUALITY_MAX_BAD_SHARE`` is refused whole, and
 nothing is published. Missing prices are never filled in.
+
+Close-only bars (``DATA_BARS=close_only``: no open, high, low or volume) go through the
+same rules on what they have: the close is the only price, a split is matched on the
+close-to-close move alone, and there is no volume to flag.
 """
 
 from __future__ import annotations
