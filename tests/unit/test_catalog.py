@@ -61,4 +61,3 @@ def test_close_only_data_has_the_packaged_close_only_catalog():
     assert {n: s.config_path.name for n, s in mine.items()} == {"levels": "stock-close-only.yaml"}
     with pytest.raises(ConfigError, match=r"known: stock-close, .*DATA_BARS=close_only\)\.$"):
         spec(load_settings(), "stock-close-only")
-
