@@ -28,6 +28,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from mlops.errors import ConfigError
 from mlops.trading import strategy
 from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
 
@@ -134,6 +135,11 @@ class Market:
     ) -> Market:
         """``frame``: date, symbol, open, close rows; ``predicted``: aligned to its index
         (``probability``: a classifier's probabilities of a rise)."""
+        if "open" not in frame.columns:
+            raise ConfigError(
+                "A backtest fills orders at the next session's open, which close-only bars "
+                "(DATA_BARS=close_only) do not have: backtests and walk-forwards need OHLCV bars."
+            )
         data = frame[["date", "symbol", "open", "close"]].assign(predicted=predicted.to_numpy())
         wide = data.pivot(index="date", columns="symbol", values=["open", "close", "predicted"])
         wide = wide.sort_index()
