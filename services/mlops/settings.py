@@ -22,6 +22,8 @@ PLACEHOLDER_SECRETS = {"changeme", "change-me", "replace-me", "your-key-here"}
 # The shortest password accepted for a server of the pipeline (Postgres, the S3 store,
 # MLflow); the template asks for 32 hex characters.
 MIN_PASSWORD_LENGTH = 12
+# The trading model when MODEL_NAME is not set, by DATA_BARS: the packaged catalog's.
+DEFAULT_MODEL_NAMES = {"ohlcv": "stock-close", "close_only": "stock-close-only"}
 
 
 class Settings(BaseSettings):
@@ -80,6 +82,7 @@ class Settings(BaseSettings):
     # The trading model: its champion feeds trading and serving. Every model of the
     # catalog (MODEL_CONFIGS_DIR) is registered under its own name; the champions and
     # challengers of the others are scored in shadow.
+    # Default: stock-close, or stock-close-only with DATA_BARS=close_only (DEFAULT_MODEL_NAMES).
     model_name: str = Field(default="stock-close", alias="MODEL_NAME")
     champion_alias: str = Field(default="champion", alias="CHAMPION_ALIAS")
     # Time limits on MLflow's HTTP calls (set as MLflow's own MLFLOW_HTTP_REQUEST_TIMEOUT
@@ -124,6 +127,10 @@ class Settings(BaseSettings):
     data_adjust_prices: Literal["auto", "always", "never"] = Field(
         default="auto", alias="DATA_ADJUST_PRICES"
     )
+    # What a bar holds: "ohlcv" (open, high, low, close, volume) or "close_only" (a date, a
+    # symbol and a close: index levels, fund prices). Close-only data gets the features
+    # computable from closes alone, and the packaged model catalog is the close-only one.
+    data_bars: Literal["ohlcv", "close_only"] = Field(default="ohlcv", alias="DATA_BARS")
     # Kubernetes Indexed Job: DATA_PREP_SHARDS = completions; the index is set by Kubernetes.
     data_prep_shards: int = Field(default=1, ge=1, le=1000, alias="DATA_PREP_SHARDS")
     job_completion_index: int = Field(default=0, ge=0, alias="JOB_COMPLETION_INDEX")
@@ -345,13 +352,15 @@ class Settings(BaseSettings):
             )
         return value.strip()
 
-    @field_validator("trade_rule", "trade_sell", mode="before")
+    @field_validator("trade_rule", "trade_sell", "data_bars", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
+        if "model_name" not in self.model_fields_set:
+            self.model_name = DEFAULT_MODEL_NAMES[self.data_bars]
         if self.data_source == "files" and not self.data_files:
             raise ValueError("DATA_FILES must name a file or folder when DATA_SOURCE=files")
         if self.data_source == "alphavantage" and self.alphavantage_api_key is None:

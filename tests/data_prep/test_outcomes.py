@@ -72,7 +72,7 @@ def test_an_unknown_symbol_is_listed_in_the_result_and_the_manifest(make_ctx, tm
     assert result.skipped_symbols == {"NOPE": "the source has no bars for it"}
     manifest = datasets.read_manifest(ctx.store, result.version)
     assert manifest.skipped_symbols == result.skipped_symbols
-    assert manifest.schema_version == datasets.SCHEMA_VERSION == 3
+    assert manifest.schema_version == datasets.SCHEMA_VERSION == 4
     # The same rows without the unknown symbol asked for are another dataset version.
     assert run(make_ctx(home=tmp_path / "plain", SYMBOLS="AAPL")).version != result.version
 

@@ -221,3 +221,15 @@ def test_champion_backtest_logs_its_table_and_chart_to_the_models_run(
     seen = days[(days >= "2017-01-03") & (days <= "2017-05-31")].nunique()
     assert inside.in_sample_sessions == seen and inside.sessions == seen + result.sessions
     assert inside.notes[0].startswith(f"{seen} of {inside.sessions} sessions in sample")
+
+
+def test_close_only_bars_have_no_open_to_fill_at_one_sentence() -> None:
+    from mlops.trading.paper import PaperBroker
+
+    bars = pd.DataFrame(
+        {"date": pd.to_datetime(["2017-01-03"]), "symbol": ["SPX"], "close": [2257.83]}
+    )
+    with pytest.raises(ConfigError, match=r"^A backtest fills orders at the next session's open"):
+        Market.from_frame(bars, pd.Series([2260.0]))
+    with pytest.raises(ConfigError, match=r"do not have: trade such a universe with BROKER=alpaca"):
+        PaperBroker(None, 100_000.0).sync(bars, date(2017, 1, 4))  # type: ignore[arg-type]

@@ -49,3 +49,17 @@ def test_an_unknown_name_lists_the_known_ones():
         match="known: stock-close, stock-close-mlp, stock-close-pooled, stock-direction",
     ):
         spec(load_settings(), None, "nope")
+
+
+def test_close_only_data_has_the_packaged_close_only_catalog():
+    settings = load_settings(DATA_BARS="close_only")
+    assert settings.model_name == "stock-close-only"  # MODEL_NAME's default follows DATA_BARS
+    assert model_names(settings, None) == ["stock-close-only"]
+    assert spec(settings, None, "stock-close-only").config_path == (
+        packaged_dir("close_only") / "stock-close-only.yaml"
+    )
+    # A trading model named otherwise is the close-only config under that name.
+    mine = catalog(load_settings(DATA_BARS="close_only", MODEL_NAME="levels"), None)
+    assert {n: s.config_path.name for n, s in mine.items()} == {"levels": "stock-close-only.yaml"}
+    with pytest.raises(ConfigError, match=r"known: stock-close, .*DATA_BARS=close_only\)\.$"):
+        spec(load_settings(), None, "stock-close-only")

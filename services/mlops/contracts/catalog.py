@@ -3,7 +3,9 @@
 A catalog is a folder of Ludwig configs, one ``<model name>.yaml`` per model
 (``MODEL_CONFIGS_DIR``; the packaged default holds ``stock-close``, ``stock-close-mlp``,
 ``stock-close-pooled`` and the direction classifier ``stock-direction``; in the cluster
-the ConfigMap ``mlops-model-configs``). Each
+the ConfigMap ``mlops-model-configs``). With ``DATA_BARS=close_only`` the packaged default
+is its ``close-only`` folder instead, whose ``stock-close-only`` uses features computed
+from closes alone (and is then ``MODEL_NAME``'s default). Each
 model is registered in the MLflow registry under its own name. ``MODEL_NAME`` names the
 trading model, whose champion feeds trading and serving; ``MODEL_CONFIG_PATH``, when set,
 is that model's config (and adds it to the catalog when the folder lacks it); without
@@ -45,6 +47,10 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SUFFIX = MODEL_CONFIG_SUFFIX
 # The packaged model config of the default trading model.
 DEFAULT_CONFIG = f"stock-close{SUFFIX}"
+# The packaged catalog of close-only data (DATA_BARS=close_only), a folder of the packaged
+# one, and its default trading model.
+CLOSE_ONLY_FOLDER = "close-only"
+CLOSE_ONLY_MODEL = "stock-close-only"
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,14 @@ class ModelSpec:
     stored: bool = False  # from the stored catalog (``mlops models create``)
 
 
-def packaged_dir() -> Path:
-    return Path(str(resources.files("mlops") / "resources" / "models"))
+def packaged_dir(bars: str = "ohlcv") -> Path:
+    """The packaged catalog of ``bars`` (``DATA_BARS``: ``ohlcv`` or ``close_only``)."""
+    folder = Path(str(resources.files("mlops") / "resources" / "models"))
+    return folder / CLOSE_ONLY_FOLDER if bars == "close_only" else folder
+
+
+def _default_config(bars: str) -> str:
+    return f"{CLOSE_ONLY_MODEL}{SUFFIX}" if bars == "close_only" else DEFAULT_CONFIG
 
 
 def catalog(settings: Settings, store: ObjectStore | None) -> dict[str, ModelSpec]:
@@ -71,7 +83,7 @@ def catalog(settings: Settings, store: ObjectStore | None) -> dict[str, ModelSpe
             continue
         specs[name] = found
     if settings.model_name not in specs:
-        folder = settings.model_configs_dir or packaged_dir()
+        folder = settings.model_configs_dir or packaged_dir(settings.data_bars)
         raise ConfigError(
             f"The trading model {settings.model_name!r} (MODEL_NAME) has no config in {folder}: "
             f"add {settings.model_name}{SUFFIX} or set MODEL_CONFIG_PATH."
@@ -84,7 +96,7 @@ def catalog(settings: Settings, store: ObjectStore | None) -> dict[str, ModelSpe
 def bundled(settings: Settings, also: frozenset[str] = frozenset()) -> dict[str, ModelSpec]:
     """The bundled catalog: the folder's models (and MODEL_CONFIG_PATH's); ``also``: the
     stored catalog's names (a trading model among them keeps its own config)."""
-    folder = settings.model_configs_dir or packaged_dir()
+    folder = settings.model_configs_dir or packaged_dir(settings.data_bars)
     if not folder.is_dir():
         raise ConfigError(f"MODEL_CONFIGS_DIR points at {folder}, which is not a folder.")
     specs: dict[str, ModelSpec] = {}
@@ -105,7 +117,7 @@ def bundled(settings: Settings, also: frozenset[str] = frozenset()) -> dict[str,
     ):
         # The packaged folder and a trading model named otherwise: the default model goes
         # by that name (as before the catalog existed), not by both.
-        default = specs.pop(DEFAULT_CONFIG[: -len(SUFFIX)])
+        default = specs.pop(_default_config(settings.data_bars)[: -len(SUFFIX)])
         specs[settings.model_name] = ModelSpec(settings.model_name, default.config_path)
     return specs
 
@@ -146,7 +158,12 @@ def spec(settings: Settings, store: ObjectStore | None, name: str) -> ModelSpec:
     """The model called ``name``; a sentence listing the catalog when there is none."""
     models = catalog(settings, store)
     if name not in models:
-        raise ConfigError(f"No model named {name!r} in the catalog; known: {', '.join(models)}.")
+        hint = ""
+        if name == CLOSE_ONLY_MODEL and settings.data_bars != "close_only":
+            hint = f" ({name} is the packaged catalog's with DATA_BARS=close_only)"
+        raise ConfigError(
+            f"No model named {name!r} in the catalog; known: {', '.join(models)}{hint}."
+        )
     return models[name]
 
 

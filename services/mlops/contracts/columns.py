@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from mlops.errors import ConfigError
 
 if TYPE_CHECKING:  # serving reads the names here without importing pandas
     import pandas as pd
@@ -27,6 +30,50 @@ FEATURE_COLUMNS = [
     "close_to_ema_10",
     "close_to_dema_10",
 ]
+# What a bar holds (DATA_BARS, recorded in a dataset's manifest as ``bars``): ``ohlcv``, the
+# open, high, low, close and volume, or ``close_only``, a close and nothing else (index
+# levels, fund prices). A close-only dataset has the bar columns and features computable
+# from closes alone; those that need the high and low or the volume are left out, never
+# faked.
+OHLCV, CLOSE_ONLY = "ohlcv", "close_only"
+BAR_KINDS = (OHLCV, CLOSE_ONLY)
+CLOSE_ONLY_BAR_COLUMNS = ["date", "symbol", "close"]
+# The features that need more than the close: the high-low range and the volume.
+NOT_FROM_CLOSES = frozenset({"range_pct", "log_volume"})
+CLOSE_FEATURE_COLUMNS = [c for c in FEATURE_COLUMNS if c not in NOT_FROM_CLOSES]
+
+
+def require_inputs(
+    model: str, inputs: Iterable[str], columns: Collection[str], dataset: str
+) -> None:
+    """Refuse, in one sentence naming them, a model whose input features ``dataset`` (its
+    ``columns``) lacks: a model of every feature on a close-only dataset, say. Training,
+    the walk-forward and batch inference ask this before they use a model on a dataset."""
+    missing = [name for name in inputs if name not in columns]
+    if not missing:
+        return
+    remedy = "use a model whose input features it has"
+    if set(missing) <= NOT_FROM_CLOSES:
+        remedy = (
+            "a close-only dataset (DATA_BARS=close_only) has only the features computable "
+            "from closes: use a model of those, such as stock-close-only"
+        )
+    raise ConfigError(
+        f"{model} needs input features that dataset {dataset} does not have: "
+        f"{', '.join(missing)}; {remedy}."
+    )
+
+
+def bar_columns(bars: str) -> list[str]:
+    """The canonical bar columns of ``bars`` (``ohlcv`` or ``close_only``)."""
+    return list(CLOSE_ONLY_BAR_COLUMNS if bars == CLOSE_ONLY else BAR_COLUMNS)
+
+
+def feature_columns(bars: str) -> list[str]:
+    """The feature columns a dataset of ``bars`` has, in the dataset's order."""
+    return list(CLOSE_FEATURE_COLUMNS if bars == CLOSE_ONLY else FEATURE_COLUMNS)
+
+
 # Features that do not depend on a symbol's price level: comparable across symbols and
 # over time, so they are the ones monitored for drift.
 PRICE_LEVEL_FEATURES = frozenset({"close", "sma_10", "ema_10", "dema_10", "change"})

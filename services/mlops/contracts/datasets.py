@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from mlops import market_calendar
-from mlops.contracts.columns import with_direction
+from mlops.contracts.columns import OHLCV, with_direction
 from mlops.contracts.keys import manifest_key
 from mlops.db.schema import datasets
 from mlops.errors import DataError
@@ -26,9 +26,10 @@ from mlops.store import ObjectStore, get_json, get_parquet
 
 # 1: one ``data_key``; 2: ``parts``, ``quarantine_keys``, ``stale_symbols``, quality flags;
 # 3: ``skipped_symbols`` and ``adjusted_symbols`` (in older manifests they are unknown, and
-# read as empty). Readers take any version: fields added later have defaults, and fields a
-# reader does not know (a manifest newer than its code) are ignored.
-SCHEMA_VERSION = 3
+# read as empty); 4: ``bars`` (``ohlcv``, as every older dataset, or ``close_only``).
+# Readers take any version: fields added later have defaults, and fields a reader does not
+# know (a manifest newer than its code) are ignored.
+SCHEMA_VERSION = 4
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class Manifest:
     skipped_symbols: dict[str, str] = field(default_factory=dict)
     # Symbols whose prices were put on the scale of their adjusted close.
     adjusted_symbols: list[str] = field(default_factory=list)
+    # What its bars hold (DATA_BARS): "ohlcv", or "close_only" (a close alone: no open,
+    # high, low or volume column, and only the features computable from closes).
+    bars: str = OHLCV
 
     @property
     def key(self) -> str:

@@ -329,6 +329,13 @@ def predict_scores(model: Any, frame: pd.DataFrame) -> Scores:
     return Scores(kind, values, close)
 
 
+def input_features(model: Any) -> list[str]:
+    """The input features a model (a predictor or a ``LudwigModel``) reads."""
+    from mlops.contracts.predictor import as_predictor
+
+    return list(as_predictor(model).input_features)
+
+
 def target_of(model: Any) -> str:
     """The target a model (a predictor or a ``LudwigModel``) was trained on."""
     from mlops.contracts.predictor import as_predictor

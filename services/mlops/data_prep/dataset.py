@@ -59,6 +59,7 @@ from pandas.core.util.hashing import combine_hash_arrays
 from sqlalchemy import Engine
 
 from mlops.contracts import keys
+from mlops.contracts.columns import OHLCV
 from mlops.contracts.datasets import Manifest, read_manifest
 from mlops.data_prep.background import WriteBehind
 from mlops.db.schema import datasets
@@ -91,6 +92,7 @@ class Contents:
     quality_flag_count: int = 0
     skipped_symbols: dict[str, str] = field(default_factory=dict)  # symbol: why
     adjusted_symbols: list[str] = field(default_factory=list)
+    bars: str = OHLCV  # what the bars hold: ohlcv or close_only (DATA_BARS)
 
     @staticmethod
     def combine(items: list[Contents]) -> Contents:
@@ -117,6 +119,7 @@ class Contents:
                 sorted((k, v) for c in items for k, v in c.skipped_symbols.items())
             ),
             adjusted_symbols=sorted({s for c in items for s in c.adjusted_symbols}),
+            bars=items[0].bars if items else OHLCV,
         )
 
     def dataset_hash(self) -> str:
@@ -539,6 +542,7 @@ def _quality_fields(quality: Contents, quarantine_keys: list[str]) -> dict[str, 
         "quality_flag_count": quality.quality_flag_count,
         "skipped_symbols": dict(sorted(quality.skipped_symbols.items())),
         "adjusted_symbols": sorted(quality.adjusted_symbols),
+        "bars": quality.bars,
     }
 
 
@@ -615,6 +619,7 @@ def publish_contents(
         shards=shards,
         skipped_symbols=contents.skipped_symbols,
         adjusted_symbols=contents.adjusted_symbols,
+        bars=contents.bars,
     )
     if _claim(store, engine, manifest, write=True):
         return manifest, True

@@ -2,6 +2,8 @@
 
 RSI 14 (Wilder), SMA 10, EMA 10 and DEMA 10 on the close come from TA-Lib itself.
 Rows whose indicators are still warming up are marked ``warmup`` and are not trained on.
+Close-only bars (no high, low or volume) get the features computable from closes alone:
+``range_pct`` and ``log_volume`` are left out (``contracts.columns.NOT_FROM_CLOSES``).
 Every feature of a row depends only on that row and the rows before it (TA-Lib's
 indicators are causal, the differences look back); only the target looks one day ahead.
 """
@@ -42,9 +44,9 @@ def symbol_features(bars: pd.DataFrame, segment_starts: np.ndarray | None = None
 def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
     new = segment_arrays(
         bars["close"].to_numpy(dtype="float64"),
-        bars["high"].to_numpy(dtype="float64"),
-        bars["low"].to_numpy(dtype="float64"),
-        bars["volume"].to_numpy(dtype="float64"),
+        _column(bars, "high"),
+        _column(bars, "low"),
+        _column(bars, "volume"),
         bars["date"].to_numpy(dtype="datetime64[ns]"),
     )
     out = {c: bars[c] for c in bars.columns}
@@ -52,11 +54,21 @@ def _segment_features(bars: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=bars.index)
 
 
+def _column(bars: pd.DataFrame, name: str) -> np.ndarray | None:
+    """A float64 column of the bars, None when they have none (close-only bars)."""
+    return bars[name].to_numpy(dtype="float64") if name in bars.columns else None
+
+
 def segment_arrays(
-    close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray, dates: np.ndarray
+    close: np.ndarray,
+    high: np.ndarray | None,
+    low: np.ndarray | None,
+    volume: np.ndarray | None,
+    dates: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """The feature and target columns of one unbroken, date-sorted series (contiguous
-    float64 arrays; ``dates`` as datetime64[ns]), in the dataset's column order."""
+    float64 arrays; ``dates`` as datetime64[ns]), in the dataset's column order. Without
+    a high and low (or a volume) the feature made of them is left out."""
     previous = np.r_[np.nan, close[:-1]]
     with np.errstate(divide="ignore", invalid="ignore"):
         new: dict[str, np.ndarray] = {
@@ -66,12 +78,16 @@ def segment_arrays(
             "dema_10": talib.DEMA(close, timeperiod=10),
             "change": close - previous,
             "return_1d": close / previous - 1.0,
-            "range_pct": (high - low) / close,
-            "log_volume": np.log1p(volume),
         }
+        if high is not None and low is not None:
+            new["range_pct"] = (high - low) / close
+        if volume is not None:
+            new["log_volume"] = np.log1p(volume)
         for name in ("sma_10", "ema_10", "dema_10"):
             new[f"close_to_{name}"] = close / new[name] - 1.0
-        features = [close if c == "close" else new[c] for c in FEATURE_COLUMNS]
+        features = [
+            close if c == "close" else new[c] for c in FEATURE_COLUMNS if c in new or c == "close"
+        ]
         new[WARMUP_COLUMN] = np.isnan(np.column_stack(features)).any(axis=1)
         # The target looks one trading day ahead; the last day of a symbol has none yet.
         new[TARGET_COLUMN] = np.r_[close[1:], np.nan]
@@ -89,7 +105,8 @@ def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> dict[str, 
     or a break); each segment is computed on its own, on contiguous slices of the columns.
     """
     n = len(bars)
-    columns = {c: bars[c].to_numpy(dtype="float64") for c in ("close", "high", "low", "volume")}
+    close = bars["close"].to_numpy(dtype="float64")
+    high, low, volume = (_column(bars, c) for c in ("high", "low", "volume"))  # close-only: None
     dates = bars["date"].to_numpy(dtype="datetime64[ns]")
     edges = [*np.flatnonzero(segment_starts).tolist(), n]
     if edges[0] != 0:
@@ -97,10 +114,10 @@ def batch_features(bars: pd.DataFrame, segment_starts: np.ndarray) -> dict[str, 
     out: dict[str, np.ndarray] = {}
     for lo, hi in itertools.pairwise(edges):
         new = segment_arrays(
-            columns["close"][lo:hi],
-            columns["high"][lo:hi],
-            columns["low"][lo:hi],
-            columns["volume"][lo:hi],
+            close[lo:hi],
+            None if high is None else high[lo:hi],
+            None if low is None else low[lo:hi],
+            None if volume is None else volume[lo:hi],
             dates[lo:hi],
         )
         if not out:

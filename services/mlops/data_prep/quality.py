@@ -32,6 +32,10 @@ days absorbs):
 
 A batch whose share of bad rows passes ``QUALITY_MAX_BAD_SHARE`` is refused whole, and
 nothing is published. Missing prices are never filled in.
+
+Close-only bars (``DATA_BARS=close_only``: no open, high, low or volume) go through the
+same rules on what they have: the close is the only price, a split is matched on the
+close-to-close move alone, and there is no volume to flag.
 """
 
 from __future__ import annotations
@@ -135,9 +139,14 @@ def _reasons(bars: pd.DataFrame, latest: pd.Timestamp | None, keys: _RowKeys) ->
         carries = present.groupby(bars["symbol"].fillna(""), sort=False).transform("any")
         with np.errstate(invalid="ignore"):
             missing_adjusted = carries.to_numpy(dtype=bool) & ~(adjusted > 0)
-    prices = bars[PRICE_COLUMNS].to_numpy(dtype="float64", na_value=np.nan)
-    open_, high, low, close = prices.T
-    volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
+    present = [c for c in PRICE_COLUMNS if c in bars.columns]  # the close alone: close-only
+    prices = bars[present].to_numpy(dtype="float64", na_value=np.nan)
+    price: dict[str, np.ndarray] = dict(zip(present, prices.T, strict=True))
+    close = price["close"]
+    open_, high, low = (price.get(c, close) for c in ("open", "high", "low"))
+    volume = np.zeros(len(bars))
+    if "volume" in bars.columns:
+        volume = bars["volume"].to_numpy(dtype="float64", na_value=np.nan)
     no_date = keys.days == np.iinfo(np.int64).min  # NaT
     no_symbol = keys.empty_symbol()
     future = np.zeros(len(bars), dtype=bool)
@@ -199,8 +208,7 @@ def series_breaks(
         return starts, []
     days = _days(bars["date"])
     missing = np.busday_count(days[:-1] + np.timedelta64(1, "D"), days[1:])
-    open_ = bars["open"].to_numpy(dtype="float64")
-    close = bars["close"].to_numpy(dtype="float64")
+    open_, close = _open_and_close(bars)
     ratio = close[1:] / close[:-1]
     gap = missing > max_gap_days
     split = match_splits(open_, close)
@@ -236,6 +244,13 @@ def series_breaks(
     return starts, flags
 
 
+def _open_and_close(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The opens and closes; close-only bars have no open: their close stands for it, so
+    a split is matched on the close-to-close move alone."""
+    close = bars["close"].to_numpy(dtype="float64")
+    return (bars["open"].to_numpy(dtype="float64") if "open" in bars.columns else close), close
+
+
 def _split_detail(found: Split, before: float, after: float, open_after: float) -> str:
     return (
         f"matches a {found.name} {found.kind} (x{found.factor:.3f}): close moved "
@@ -245,7 +260,10 @@ def _split_detail(found: Split, before: float, after: float, open_after: float) 
 
 
 def zero_volume_flags(bars: pd.DataFrame) -> list[QualityFlag]:
-    """One flag per run of consecutive bars with a volume of 0 in one symbol's sorted bars."""
+    """One flag per run of consecutive bars with a volume of 0 in one symbol's sorted bars
+    (none for close-only bars, which have no volume)."""
+    if "volume" not in bars.columns:
+        return []
     zero = bars["volume"].to_numpy(dtype="float64") == 0
     if not zero.any():
         return []
@@ -279,8 +297,7 @@ def _suspect_symbols(
     if n < 2:
         return np.ones(n, dtype=bool)
     days = _days(good["date"])
-    open_ = good["open"].to_numpy(dtype="float64")
-    close = good["close"].to_numpy(dtype="float64")
+    open_, close = _open_and_close(good)
     hit = np.zeros(n, dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):  # the same expressions as theirs
         ratio = close[1:] / close[:-1]
@@ -291,7 +308,8 @@ def _suspect_symbols(
             | split_candidates(open_, close)
         )
     hit[edges[1:-1]] = False  # from one symbol's last row to the next one's first
-    hit |= good["volume"].to_numpy(dtype="float64") == 0
+    if "volume" in good.columns:
+        hit |= good["volume"].to_numpy(dtype="float64") == 0
     return _spread(hit, edges)
 
 

@@ -10,6 +10,9 @@ by the largest symbol rather than by the universe:
   ``CHUNK_ROWS`` rows, rows of other shards are dropped at once, and the rest is regrouped
   by symbol through a few temporary Parquet "bucket" files (``BUCKET_ROWS`` rows each on
   average) when it is too large to regroup in memory;
+* wide layout (``AAPL.Open, ..., MSFT.Open, ...``: a row per day, each symbol's columns
+  side by side, the symbol from their prefix, see ``wide``): read in chunks like a long
+  file, each chunk turned into the long layout (only this shard's symbols);
 * Alpha Vantage: one request per symbol (see ``alphavantage.py``).
 
 ``DATA_COLUMN_MAP`` (``date=Date,symbol=Ticker,...``, or per file, see ``columns``) maps
@@ -19,6 +22,10 @@ recognised without it, and still are for the columns a map does not name.
 An adjusted close (``adjusted_close``: ``Adj Close``, ``AdjClose``, ``X.Adjusted`` or a
 mapped column) is passed on for the quality gate to adjust the prices by, as
 ``DATA_ADJUST_PRICES`` says (``adjusts``); otherwise it is dropped here.
+
+Close-only bars (``DATA_BARS=close_only``, ``close_only`` below): files are read for the
+date, symbol, close and adjusted close only, and every source's frames come without an
+open, high, low or volume.
 """
 
 from __future__ import annotations
@@ -36,9 +43,18 @@ import numpy as np
 import pandas as pd
 
 from mlops.data_prep.background import read_ahead
-from mlops.data_prep.bars import ADJUSTED_CLOSE, BAR_COLUMNS, canonicalize, column_sources
+from mlops.data_prep.bars import (
+    ADJUSTED_CLOSE,
+    BAR_COLUMNS,
+    canonicalize,
+    closes_only,
+    column_sources,
+    wanted_columns,
+)
 from mlops.data_prep.columns import ColumnMaps
 from mlops.data_prep.shards import Shard, stable_hash
+from mlops.data_prep.wide import WideLayout, unpivot
+from mlops.data_prep.wide import layout as wide_layout
 from mlops.errors import DataError, MlopsError
 from mlops.settings import Settings
 from mlops.store import ObjectStore
@@ -88,8 +104,10 @@ def _file_symbol(path: Path) -> str:
     return path.stem.split("_")[0].strip().upper()
 
 
-def read_bar_file(path: Path, mapping: dict[str, str] | None = None) -> pd.DataFrame:
-    """Read one CSV or Parquet file of bars, long layout or one symbol per file."""
+def read_bar_file(
+    path: Path, mapping: dict[str, str] | None = None, *, close_only: bool = False
+) -> pd.DataFrame:
+    """Read one CSV or Parquet file of bars: long or wide layout, or one symbol per file."""
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path)
@@ -105,11 +123,32 @@ def read_bar_file(path: Path, mapping: dict[str, str] | None = None) -> pd.DataF
         raise _unreadable(path, exc) from None
     if frame.empty:
         raise DataError(f"Data file {path} holds no rows.")
+    frame = _index_as_columns(frame)
+    wide = _wide(path, list(frame.columns), mapping, close_only)
+    if wide is not None:
+        return canonicalize(unpivot(frame, wide), source=str(path), close_only=close_only)
     if not _has_symbol_column(list(frame.columns), mapping):
         frame = frame.assign(symbol=_file_symbol(path))
         if mapping and "symbol" in mapping:
             mapping = {k: v for k, v in mapping.items() if k != "symbol"}
-    return canonicalize(frame, source=str(path), mapping=mapping)
+    return canonicalize(frame, source=str(path), mapping=mapping, close_only=close_only)
+
+
+def _index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """A named index (pandas writes a frame's index into Parquet, e.g. its dates) as the
+    column it was in the file."""
+    if all(name is None for name in frame.index.names):
+        return frame
+    return frame.reset_index()
+
+
+def _wide(
+    path: Path, columns: list, mapping: dict[str, str] | None, close_only: bool
+) -> WideLayout | None:
+    """The file's wide layout (``wide.layout``), None for a long file or one of one symbol."""
+    if _has_symbol_column(columns, mapping):
+        return None
+    return wide_layout(columns, mapping, str(path), close_only=close_only)
 
 
 def _has_symbol_column(columns: list, mapping: dict[str, str] | None) -> bool:
@@ -139,10 +178,12 @@ def _parquet_schema(path: Path) -> Any:
     return pq.read_schema(path)
 
 
-def _needed_columns(columns: list[str], mapping: dict[str, str] | None) -> list[str] | None:
+def _needed_columns(
+    columns: list[str], mapping: dict[str, str] | None, close_only: bool
+) -> list[str] | None:
     """The file's columns that become canonical ones (``None``: read all, to report gaps)."""
     try:
-        chosen = set(column_sources(columns, mapping, "the file").values())
+        chosen = set(column_sources(columns, mapping, "the file", close_only=close_only).values())
     except Exception:
         return None
     return [c for c in columns if c in chosen] or None
@@ -169,32 +210,59 @@ def _as_maps(mapping: ColumnMaps | dict[str, str] | None) -> ColumnMaps:
     return ColumnMaps.parse(json.dumps(mapping))
 
 
-def load_files(location: str, mapping: ColumnMaps | dict[str, str] | None = None) -> pd.DataFrame:
+def load_files(
+    location: str,
+    mapping: ColumnMaps | dict[str, str] | None = None,
+    *,
+    close_only: bool = False,
+) -> pd.DataFrame:
     """Read a file, or every CSV and Parquet file of a folder, whole (small data only)."""
     maps = _as_maps(mapping)
     files = list_files(location)
     maps.check_files(files)
-    return pd.concat([read_bar_file(p, maps.for_file(p)) for p in files], ignore_index=True)
+    frames = [read_bar_file(p, maps.for_file(p), close_only=close_only) for p in files]
+    return pd.concat(frames, ignore_index=True)
 
 
-def iter_file_chunks(path: Path, mapping: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
-    """A long-layout file in canonical chunks of at most ``CHUNK_ROWS`` rows."""
-    columns = _needed_columns(_file_columns(path), mapping)  # Parquet reads only these
+def iter_file_chunks(
+    path: Path,
+    mapping: dict[str, str] | None = None,
+    *,
+    close_only: bool = False,
+    owned: Callable[[object], bool] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """A long- or wide-layout file in canonical chunks of at most ``CHUNK_ROWS`` rows (of
+    the long layout: a wide file's chunks hold fewer of its rows); only the symbols
+    ``owned`` of a wide file are turned into bars."""
+    header = _file_columns(path)
+    wide = _wide(path, header, mapping, close_only)
+    # Parquet reads only these columns (all of a wide file's).
+    columns = None if wide else _needed_columns(header, mapping, close_only)
+    chunk_rows = CHUNK_ROWS if wide is None else max(1, CHUNK_ROWS // len(wide.symbols))
+
+    def canonical(chunk: pd.DataFrame) -> pd.DataFrame:
+        chunk = _index_as_columns(chunk)
+        if wide is not None:
+            chunk, theirs = unpivot(chunk, wide, owned), None
+        else:
+            theirs = mapping
+        return canonicalize(chunk, source=str(path), mapping=theirs, close_only=close_only)
+
     rows = 0
     try:
         if path.suffix.lower() == ".csv":
             # All columns: with ``usecols`` pandas would accept ragged rows silently.
-            with pd.read_csv(path, chunksize=CHUNK_ROWS) as reader:
+            with pd.read_csv(path, chunksize=chunk_rows) as reader:
                 for chunk in reader:
                     rows += len(chunk)
-                    yield canonicalize(chunk, source=str(path), mapping=mapping)
+                    yield canonical(chunk)
         else:
             import pyarrow.parquet as pq
 
             with pq.ParquetFile(path) as parquet:
-                for batch in parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+                for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
                     rows += batch.num_rows
-                    yield canonicalize(batch.to_pandas(), source=str(path), mapping=mapping)
+                    yield canonical(batch.to_pandas())
     except MlopsError:
         raise
     except Exception as exc:
@@ -217,10 +285,11 @@ def _estimated_rows(path: Path) -> int:
 class _SymbolBuckets:
     """Rows regrouped by symbol, in memory or through temporary Parquet bucket files."""
 
-    def __init__(self, count: int, shard_count: int, folder: Path) -> None:
+    def __init__(self, count: int, shard_count: int, folder: Path, close_only: bool) -> None:
         self.count = max(1, count)
         self.shard_count = shard_count
         self.folder = folder
+        self.schema = _bucket_schema(close_only)
         self.memory: list[pd.DataFrame] = []
         self.writers: dict[int, Any] = {}
         self._bucket_of: dict[str, int] = {}
@@ -245,7 +314,7 @@ class _SymbolBuckets:
         buckets = {s: self._bucket(s) for s in frame["symbol"].dropna().unique()}
         ids = frame["symbol"].map(buckets).fillna(0).astype("int64")
         for bucket, part in frame.groupby(ids.to_numpy(), sort=True):
-            table = pa.Table.from_pandas(part, schema=_bucket_schema(), preserve_index=False)
+            table = pa.Table.from_pandas(part, schema=self.schema, preserve_index=False)
             writer = self.writers.get(int(bucket))
             if writer is None:
                 path = self.folder / f"bucket-{int(bucket):05d}.parquet"
@@ -280,11 +349,11 @@ class _SymbolBuckets:
             yield frame
 
 
-def _bucket_schema() -> Any:
+def _bucket_schema(close_only: bool) -> Any:
     import pyarrow as pa
 
     fields = [pa.field("date", pa.timestamp("ns")), pa.field("symbol", pa.string())]
-    fields += [pa.field(c, pa.float64()) for c in [*BAR_COLUMNS[2:], ADJUSTED_CLOSE]]
+    fields += [pa.field(c, pa.float64()) for c in wanted_columns(close_only)[2:]]
     return pa.schema(fields)
 
 
@@ -302,29 +371,35 @@ def _owned_rows(frame: pd.DataFrame, owned: Callable[[object], bool]) -> pd.Data
     return frame[mask] if not mask.all() else frame
 
 
-def _read_symbol(paths: list[Path], maps: ColumnMaps) -> pd.DataFrame:
-    parts = [read_bar_file(p, maps.for_file(p)) for p in paths]
+def _read_symbol(paths: list[Path], maps: ColumnMaps, close_only: bool) -> pd.DataFrame:
+    parts = [read_bar_file(p, maps.for_file(p), close_only=close_only) for p in paths]
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def _symbol_frames(
-    symbols: list[str], files: dict[str, list[Path]], maps: ColumnMaps, batch_rows: int
+    symbols: list[str],
+    files: dict[str, list[Path]],
+    maps: ColumnMaps,
+    batch_rows: int,
+    close_only: bool,
 ) -> Iterator[pd.DataFrame]:
     """The frames of these symbols' files (one symbol per frame, or batched through Arrow
     where they qualify: read ahead in a thread, see ``background``)."""
     if batch_rows <= 0:
         for symbol in symbols:
-            yield _read_symbol(files[symbol], maps)
+            yield _read_symbol(files[symbol], maps, close_only)
         return
 
     def read(symbol: str) -> list[Any]:
-        return [_arrow_piece(path, symbol, maps.for_file(path)) for path in files[symbol]]
+        return [
+            _arrow_piece(path, symbol, maps.for_file(path), close_only) for path in files[symbol]
+        ]
 
-    pieces = _ArrowPieces()
+    pieces = _ArrowPieces(close_only)
     for symbol, tables in zip(symbols, read_ahead(read, symbols), strict=True):
         if not pieces.add(tables):
             yield from pieces.flush()
-            yield _read_symbol(files[symbol], maps)
+            yield _read_symbol(files[symbol], maps, close_only)
         elif pieces.rows >= batch_rows:
             yield from pieces.flush()
     yield from pieces.flush()
@@ -341,9 +416,10 @@ class _ArrowPieces:
     caller flushes the batch and reads that symbol the usual way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, close_only: bool) -> None:
         self.tables: list[Any] = []
         self.rows = 0
+        self.close_only = close_only
 
     def add(self, tables: list[Any]) -> bool:
         """Take one symbol's files (``_arrow_piece`` of each); False when one is None."""
@@ -363,10 +439,10 @@ class _ArrowPieces:
 
         table = pa.concat_tables(self.tables)
         self.tables, self.rows = [], 0
-        yield canonicalize(table.to_pandas(), source="Parquet files")
+        yield canonicalize(table.to_pandas(), source="Parquet files", close_only=self.close_only)
 
 
-def _arrow_piece(path: Path, symbol: str, mapping: dict[str, str]) -> Any:
+def _arrow_piece(path: Path, symbol: str, mapping: dict[str, str], close_only: bool) -> Any:
     """One symbol's Parquet file as an Arrow table of canonical columns, or None when it
     does not qualify (see ``_ArrowPieces``; ``read_bar_file`` then reads it, or says why not)."""
     import pyarrow as pa
@@ -376,7 +452,7 @@ def _arrow_piece(path: Path, symbol: str, mapping: dict[str, str]) -> Any:
         return None
     try:
         parquet = pq.ParquetFile(path)
-        chosen = _arrow_columns(parquet, path, mapping)
+        chosen = _arrow_columns(parquet, path, mapping, close_only)
         if chosen is None:
             return None
         table = parquet.read(columns=list(chosen.values()), use_threads=False)
@@ -388,7 +464,9 @@ def _arrow_piece(path: Path, symbol: str, mapping: dict[str, str]) -> Any:
     return table.append_column("symbol", symbols)  # a categorical for pandas: made once
 
 
-def _arrow_columns(parquet: Any, path: Path, mapping: dict[str, str]) -> dict[str, str] | None:
+def _arrow_columns(
+    parquet: Any, path: Path, mapping: dict[str, str], close_only: bool
+) -> dict[str, str] | None:
     """The file's column for each canonical one but the symbol (the file's name), when they
     are plain: a date or timestamp, numbers; None otherwise."""
     import pyarrow as pa
@@ -399,7 +477,8 @@ def _arrow_columns(parquet: Any, path: Path, mapping: dict[str, str]) -> dict[st
     if parquet.metadata.num_rows == 0 or len(set(names)) < len(names):
         return None
     theirs = {k: v for k, v in mapping.items() if k != "symbol"}
-    chosen = {k: str(v) for k, v in column_sources([*names, "symbol"], theirs, str(path)).items()}
+    found = column_sources([*names, "symbol"], theirs, str(path), close_only=close_only)
+    chosen = {k: str(v) for k, v in found.items()}
     del chosen["symbol"]
     types = {ours: schema.field(column).type for ours, column in chosen.items()}
     if not (pa.types.is_timestamp(types["date"]) or pa.types.is_date(types["date"])):
@@ -417,6 +496,7 @@ def iter_file_bars(
     owned: Callable[[object], bool] = lambda _symbol: True,
     shard_count: int = 1,
     batch_rows: int = 0,
+    close_only: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Bars of the files at ``location``, one symbol per frame, only symbols ``owned``.
 
@@ -428,10 +508,14 @@ def iter_file_bars(
     files = list_files(location)
     maps.check_files(files)
     per_symbol: dict[str, list[Path]] = {}
-    long_files: list[Path] = []
+    long_files: dict[Path, int] = {}  # several symbols each: how many bars a row holds
     for path in files:
-        if _has_symbol_column(_file_columns(path), maps.for_file(path)):
-            long_files.append(path)
+        header, theirs = _file_columns(path), maps.for_file(path)
+        wide = _wide(path, header, theirs, close_only)
+        if wide is not None:
+            long_files[path] = len(wide.symbols)
+        elif _has_symbol_column(header, theirs):
+            long_files[path] = 1
         else:
             per_symbol.setdefault(_file_symbol(path), []).append(path)
 
@@ -439,11 +523,12 @@ def iter_file_bars(
         buckets: _SymbolBuckets | None = None
         seen: set[str] = set()
         if long_files:
-            estimate = sum(_estimated_rows(p) for p in long_files) / shard_count
+            estimate = sum(_estimated_rows(p) * n for p, n in long_files.items()) / shard_count
             count = math.ceil(estimate / BUCKET_ROWS)
-            buckets = _SymbolBuckets(count, shard_count, Path(folder))
+            buckets = _SymbolBuckets(count, shard_count, Path(folder), close_only)
             for path in long_files:
-                for chunk in iter_file_chunks(path, maps.for_file(path)):
+                theirs = maps.for_file(path)
+                for chunk in iter_file_chunks(path, theirs, close_only=close_only, owned=owned):
                     chunk = _owned_rows(chunk, owned)
                     if not chunk.empty:
                         buckets.add(chunk)
@@ -451,9 +536,9 @@ def iter_file_bars(
         symbols = [s for s in sorted(per_symbol) if owned(s)]
         if buckets is not None:
             for symbol in (s for s in symbols if s in seen):  # in a long file too: merged
-                buckets.add(_read_symbol(per_symbol[symbol], maps))
+                buckets.add(_read_symbol(per_symbol[symbol], maps, close_only))
             symbols = [s for s in symbols if s not in seen]
-        yield from _symbol_frames(symbols, per_symbol, maps, batch_rows)
+        yield from _symbol_frames(symbols, per_symbol, maps, batch_rows, close_only)
         if buckets is not None:
             yield from buckets.groups()
 
@@ -485,6 +570,7 @@ def iter_bars(
     report = skipped is None  # the caller reports what it collects
     skipped = {} if skipped is None else skipped
     adjust = adjusts(settings)
+    close_only = settings.data_bars == "close_only"
 
     def owned(symbol: object) -> bool:
         if wanted and symbol not in wanted:
@@ -498,13 +584,18 @@ def iter_bars(
         assert settings.data_files is not None
         maps = ColumnMaps.parse(settings.data_column_map)  # checked before any file is read
         frames = iter_file_bars(
-            settings.data_files, maps, owned=owned, shard_count=shard.count, batch_rows=batch_rows
+            settings.data_files,
+            maps,
+            owned=owned,
+            shard_count=shard.count,
+            batch_rows=batch_rows,
+            close_only=close_only,
         )
     else:
         frames = _alphavantage_frames(settings, store, shard, as_of, skipped, fetch)
 
     found: set[str] = set()
-    frames = _noted(frames, found if wanted else None, adjust)
+    frames = _noted(frames, found if wanted else None, adjust, close_only)
     yield from batched(frames, batch_rows) if batch_rows > 0 else frames
     missing = sorted(s for s in wanted if shard.owns(s) and s not in found)
     for symbol in missing:
@@ -531,15 +622,18 @@ def _alphavantage_frames(
 
 
 def _noted(
-    frames: Iterable[pd.DataFrame], found: set[str] | None, adjust: bool
+    frames: Iterable[pd.DataFrame], found: set[str] | None, adjust: bool, close_only: bool
 ) -> Iterator[pd.DataFrame]:
     """The frames, their symbols added to ``found`` (when given: to tell the wanted symbols
-    that had no bars), their ``adjusted_close`` dropped unless ``adjust``."""
+    that had no bars), their ``adjusted_close`` dropped unless ``adjust``, their open,
+    high, low and volume with ``close_only`` (the sample's, Alpha Vantage's)."""
     for frame in frames:
         if found is not None:
             found.update(s for s in frame["symbol"].unique() if isinstance(s, str))
         if not adjust and ADJUSTED_CLOSE in frame.columns:
             frame = frame.drop(columns=ADJUSTED_CLOSE)
+        if close_only:
+            frame = closes_only(frame)
         yield frame
 
 

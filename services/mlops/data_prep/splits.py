@@ -134,6 +134,8 @@ def back_adjust(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     factor = np.where(usable, adjusted / close, 1.0)
     bars = bars.copy()
     for column in PRICE_COLUMNS:  # one factor for all four keeps low <= open, close <= high
-        bars[column] = bars[column].to_numpy(dtype="float64") * factor
-    bars["volume"] = bars["volume"].to_numpy(dtype="float64") / factor
+        if column in bars.columns:  # close-only bars: the close alone
+            bars[column] = bars[column].to_numpy(dtype="float64") * factor
+    if "volume" in bars.columns:
+        bars["volume"] = bars["volume"].to_numpy(dtype="float64") / factor
     return bars, symbols

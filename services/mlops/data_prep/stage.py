@@ -35,6 +35,7 @@ import pandas as pd
 
 from mlops import market_calendar
 from mlops.context import Context
+from mlops.contracts.columns import OHLCV
 from mlops.contracts.datasets import Manifest
 from mlops.data_prep import background, dataset
 from mlops.data_prep.dataset import (
@@ -76,6 +77,7 @@ class DataPrepResult:
     adjusted_symbols: list[str] = field(default_factory=list)  # on their adjusted close
     quarantine_keys: list[str] = field(default_factory=list)  # this run's quarantined rows
     requests: int = 0  # sent to Alpha Vantage by this run (retries included)
+    bars: str = OHLCV  # what the dataset's bars hold: ohlcv or close_only (DATA_BARS)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Prepared:
     skipped_symbols: dict[str, str] = field(default_factory=dict)
     adjusted_symbols: list[str] = field(default_factory=list)
     requests: int = 0  # to Alpha Vantage
+    bars: str = OHLCV  # DATA_BARS
 
 
 class _Timer:
@@ -233,6 +236,7 @@ def _shard_published(
         skipped_symbols=contents.skipped_symbols,
         adjusted_symbols=contents.adjusted_symbols,
         quarantine_keys=contents.quarantine_keys,
+        bars=contents.bars,
     )
 
 
@@ -308,6 +312,7 @@ def prepare(
         skipped_symbols=dict(sorted(staging.skipped.items())),
         adjusted_symbols=sorted(staging.adjusted),
         requests=fetch.requests,
+        bars=settings.data_bars,
     )
 
 
@@ -452,6 +457,7 @@ def _quality(prepared: Prepared) -> Contents:
         quality_flag_count=len(prepared.flags),
         skipped_symbols=prepared.skipped_symbols,
         adjusted_symbols=prepared.adjusted_symbols,
+        bars=prepared.bars,
     )
 
 
@@ -534,4 +540,5 @@ def _result(
         skipped_symbols=run.skipped_symbols,
         adjusted_symbols=run.adjusted_symbols,
         quarantine_keys=run.quarantine_keys,
+        bars=manifest.bars,
     )

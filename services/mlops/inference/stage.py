@@ -36,12 +36,13 @@ from sqlalchemy import case, update
 from mlops import market_calendar
 from mlops.context import Context
 from mlops.contracts import catalog, datasets, keys
-from mlops.contracts.columns import WARMUP_COLUMN
+from mlops.contracts.columns import WARMUP_COLUMN, require_inputs
 from mlops.contracts.models import (
     ModelRef,
     Scores,
     archived_champion,
     champion,
+    input_features,
     is_archived,
     load_registered,
     predict_scores,
@@ -156,6 +157,8 @@ def run(
     for ref, role in plan:
         try:
             model = load_registered(ctx.mlflow, ref)
+            name = f"{ref.name} version {ref.version}"
+            require_inputs(name, input_features(model), rows.columns, manifest.version)
             predicted = predict_scores(model, rows)
         except Exception as exc:
             if not scored:  # the trading champion: nothing to trade without it

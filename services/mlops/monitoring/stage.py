@@ -372,19 +372,20 @@ def _check_drift(
     if reference is None:
         return
     method = settings.monitor_drift_method
-    html, share = drift_report(reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS], method)
+    columns = [c for c in DRIFT_COLUMNS if c in recent.columns]  # close-only: no range, volume
+    html, share = drift_report(reference[columns], recent[columns], method)
     ctx.store.put_bytes(f"{prefix}/drift.html", html, "text/html; charset=utf-8")
     result.reports["drift"] = ctx.store.uri(f"{prefix}/drift.html")
     threshold = None
     if method == drift.KS_METHOD:
-        result.drift_p_values = drift.ks_p_values(reference[DRIFT_COLUMNS], recent[DRIFT_COLUMNS])
+        result.drift_p_values = drift.ks_p_values(reference[columns], recent[columns])
         share = drift.drift_share(result.drift_p_values)
         shares = drift.calibration(
             ctx.store,
             ref.name,
             ref.version,
             settings.monitor_window_days,
-            list(DRIFT_COLUMNS),
+            columns,
             reference,
         ).shares
         threshold = drift.quantile_threshold(shares, settings.monitor_drift_false_alarm_rate)

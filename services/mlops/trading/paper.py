@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 
 from mlops import market_calendar
 from mlops.db.schema import DEFAULT_STRATEGY, orders
+from mlops.errors import ConfigError
 from mlops.trading import book, order_types
 from mlops.trading.broker import (
     Account,
@@ -128,6 +129,12 @@ class PaperBroker:
 
     def sync(self, bars: pd.DataFrame, day: date) -> int:
         """Fill or expire accepted orders decided before ``day``; returns how many changed."""
+        if "open" not in bars.columns:
+            raise ConfigError(
+                "The paper broker fills orders at the next session's open, which close-only "
+                "bars (DATA_BARS=close_only) do not have: trade such a universe with "
+                "BROKER=alpaca, or prepare OHLCV bars."
+            )
         pending = [
             row
             for row in book.open_orders(self.engine, NAME, ACCOUNT, self.strategy)

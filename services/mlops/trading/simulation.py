@@ -36,6 +36,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from mlops.errors import ConfigError
 from mlops.trading import order_types, strategy
 from mlops.trading.risk import Portfolio, RiskLimits, apply_limits
 
@@ -148,6 +149,11 @@ class Market:
     ) -> Market:
         """``frame``: date, symbol, open, close (and high, low) rows; ``predicted``: aligned
         to its index (``probability``: a classifier's probabilities of a rise)."""
+        if "open" not in frame.columns:
+            raise ConfigError(
+                "A backtest fills orders at the next session's open, which close-only bars "
+                "(DATA_BARS=close_only) do not have: backtests and walk-forwards need OHLCV bars."
+            )
         prices = ["open", "close", *(c for c in ("high", "low") if c in frame.columns)]
         data = frame[["date", "symbol", *prices]].assign(predicted=predicted.to_numpy())
         wide = data.pivot(index="date", columns="symbol", values=[*prices, "predicted"])

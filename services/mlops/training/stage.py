@@ -53,7 +53,12 @@ from sqlalchemy import Engine, insert, select, update
 from mlops import alerts, market_calendar, runs, tracking
 from mlops.context import Context
 from mlops.contracts import catalog, datasets
-from mlops.contracts.columns import TARGET_COLUMN, TARGET_UP_COLUMN, is_classifier
+from mlops.contracts.columns import (
+    TARGET_COLUMN,
+    TARGET_UP_COLUMN,
+    is_classifier,
+    require_inputs,
+)
 from mlops.contracts.datasets import Manifest
 from mlops.contracts.models import (
     CHALLENGER_ALIAS,
@@ -85,7 +90,7 @@ from mlops.metrics import (
 from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.training import direction
-from mlops.training.model_config import load_model_config
+from mlops.training.model_config import input_names, load_model_config
 from mlops.training.promotion import PROMOTION_METRIC, Decision, decide
 from mlops.training.splits import Splits, split_by_date
 
@@ -237,6 +242,7 @@ def run(
     config = load_model_config(settings, spec.config_path)
     version = datasets.version_for_day(ctx.engine, as_of, allow_older=allow_older_dataset)
     manifest, frame = datasets.load(ctx.store, version)
+    require_inputs(name, input_names(config), frame.columns, version)  # before any run
     splits = split_by_date(
         frame, validation_days=settings.validation_days, holdout_days=settings.holdout_days
     )

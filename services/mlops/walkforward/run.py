@@ -34,6 +34,7 @@ from sqlalchemy import select, update
 
 from mlops.context import Context
 from mlops.contracts import catalog, datasets
+from mlops.contracts.columns import require_inputs
 from mlops.contracts.keys import walkforward_output_keys
 from mlops.db.schema import walkforward_runs
 from mlops.db.upsert import insert_new
@@ -42,7 +43,7 @@ from mlops.runs import utcnow
 from mlops.settings import Settings
 from mlops.store import ObjectStore, open_store
 from mlops.trading.backtest import rules_from
-from mlops.training.model_config import is_classifier_config, load_model_config
+from mlops.training.model_config import input_names, is_classifier_config, load_model_config
 from mlops.walkforward import experiment, points, publish
 from mlops.walkforward.plan import Plan, Window, plan_key, retrain_points, sessions_of
 
@@ -232,6 +233,8 @@ def make_plan(
         n: load_model_config(settings, catalog.spec(settings, store, n).config_path) for n in names
     }
     names, configs = _regressors(names, configs, asked=models is not None)
+    for name in names:  # a model the dataset cannot feed, before any training
+        require_inputs(name, input_names(configs[name]), frame.columns, version)
     trainings = {
         "dataset": version,
         "from": start,
