@@ -20,6 +20,7 @@ from inference.trained_model import (
     CLASSIFIER_INPUTS,
     CLASSIFIER_NORMALIZATIONS,
     Trained,
+    copy_database,
 )
 from mlops.contracts.portable import PortablePredictor
 from mlops.contracts.predictor import FastPredictor
@@ -80,14 +81,12 @@ def test_batch_infer_stores_and_serve_answers_the_probability_without_torch_or_l
     """One process where torch, Ludwig, TA-Lib and pyarrow cannot be imported: batch-infer
     stores the classifier champion's probabilities, then the server answers them.
     """
-    import shutil
-
     from sqlalchemy import create_engine, select
 
     from mlops.db.schema import predictions
 
-    database = tmp_path / "mlops.db"  # a copy: the rows written here stay out of the others'
-    shutil.copy(trained.home / "mlops.db", database)
+    # A copy: the rows written here stay out of the others'.
+    database = copy_database(trained, tmp_path / "mlops.db")
     rows = trained.scorable.tail(4).reset_index(drop=True)
     code = blocked() + (
         "import json, time\n"

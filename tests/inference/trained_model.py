@@ -165,3 +165,18 @@ def _classifier_settings(home: Path):  # -> Settings
         **{**PINNED, "MODEL_CONFIG_PATH": str(path)},
         MODEL_NAME=CLASSIFIER,
     )
+
+
+def copy_database(trained: Trained, path: Path) -> Path:
+    """A copy of the trained home's SQLite database at ``path``, through SQLite's backup
+    API: the database is in WAL mode, so its file alone may lack what the open engine
+    has not checkpointed yet (the schema itself, right after training)."""
+    import sqlite3
+
+    source, target = sqlite3.connect(trained.home / "mlops.db"), sqlite3.connect(path)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return path

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inference.torch_free import INFER_ABSENT, SERVE_ABSENT, blocked, run
-from inference.trained_model import INPUTS, Trained
+from inference.trained_model import INPUTS, Trained, copy_database
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +60,9 @@ def test_serve_answers_without_torch_ludwig_or_pyarrow(trained, subprocess_env) 
 
 
 def test_batch_infer_scores_without_torch_or_ludwig(trained, subprocess_env, tmp_path) -> None:
-    import shutil
-
     trained.set_champion(trained.versions[0])
     # A copy of the shared database: the predictions written here stay out of the others'.
-    database = tmp_path / "mlops.db"
-    shutil.copy(trained.home / "mlops.db", database)
+    database = copy_database(trained, tmp_path / "mlops.db")
     code = blocked(INFER_ABSENT) + (
         "from mlops.cli import main\n"
         "sys.argv = ['mlops', 'batch-infer', '--as-of', '2017-05-31']\n"
