@@ -553,10 +553,11 @@ def models_create_cmd(
         text = config.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config {config} cannot be read ({exc}).") from None
-    ctx, _, actor = _admin("create", name)
+    ctx, client, actor = _admin("create", name)
     done = create(
-        ctx.engine, ctx.store, ctx.settings, name, text, reason=reason, actor=actor, replace=replace
-    )
+        ctx.engine, ctx.store, ctx.settings, name, text,
+        reason=reason, actor=actor, replace=replace, client=client,
+    )  # fmt: skip
     _print_action(done)
 
 

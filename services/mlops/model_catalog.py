@@ -62,15 +62,42 @@ def create(
     reason: str,
     actor: str,
     replace: bool = False,
+    client: MlflowClient | None = None,
 ) -> Action:
     """Check ``text`` (a Ludwig YAML) and store it as model ``name``'s config (see the
-    module doc); a refusal is audited, then raised."""
+    module doc); a refusal is audited, then raised. With ``client``, the registered model
+    is made too, editable by ``MLFLOW_MODEL_EDITORS`` (:func:`open_in_registry`)."""
     try:
-        return _create(engine, store, settings, name, text, reason, actor, replace)
+        done = _create(engine, store, settings, name, text, reason, actor, replace)
     except REFUSALS as exc:
         record_refusal(engine, CREATE, name, None, actor=actor, reason=str(exc))
         exc.audited = True
         raise
+    if client is not None:
+        open_in_registry(client, settings, name)
+    return done
+
+
+def open_in_registry(client: MlflowClient, settings: Settings, name: str) -> None:
+    """Registered model ``name`` (made here when missing: behind MLflow's basic auth its
+    maker, the dashboard's user, then manages it and may delete it), and ``EDIT`` on it for
+    each user of ``MLFLOW_MODEL_EDITORS`` (training, which registers its versions; a
+    non-admin may not even read a registered model it has no permission on)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    editors = [u.strip() for u in settings.mlflow_model_editors.split(",") if u.strip()]
+    if not editors:
+        return
+    from mlflow.server.auth.client import AuthServiceClient
+
+    auth = AuthServiceClient(client.tracking_uri)
+    for user in editors:
+        auth.grant_user_permission(user, "registered_model", name, "EDIT")
 
 
 def _create(

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
         default=None, alias="MLFLOW_TRACKING_PASSWORD"
     )
     mlflow_experiment: str = Field(default="stock-close", alias="MLFLOW_EXPERIMENT")
+    # Behind basic auth: the MLflow users given EDIT on a model `mlops models create` makes
+    # (comma-separated; the dashboard's pod: mlops-train). Empty: no grants (no auth).
+    mlflow_model_editors: str = Field(default="", alias="MLFLOW_MODEL_EDITORS")
     # The trading model: its champion feeds trading and serving. Every model of the
     # catalog (MODEL_CONFIGS_DIR) is registered under its own name; the champions and
     # challengers of the others are scored in shadow.

@@ -669,7 +669,7 @@ def test_a_model_is_created_and_deleted_from_the_page_by_the_roles_that_may(seed
     answer = client.post("/api/actions", json=delete, headers=_as("otto"))
     assert answer.status_code == 403 and "delete needs the role admin" in answer.text
     answer = client.post("/api/actions", json={**delete, "version": "3"}, headers=_as("ada"))
-    assert answer.status_code == 409 and "No registered model named" in answer.text
+    assert answer.status_code == 409 and "has no version 3" in answer.text
     answer = client.post("/api/actions", json=delete, headers=_as("ada"))
     assert answer.status_code == 200, answer.text
     assert not seeded.store.exists(key)

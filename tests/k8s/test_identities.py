@@ -219,8 +219,12 @@ def test_serve_reads_only_and_the_dashboard_writes_only_what_its_actions_need() 
         != env_of(serve)["MLFLOW_TRACKING_USERNAME"]["value"]
     )
     editors = mlflow_users["MLFLOW_MODEL_EDITORS"].split(",")
-    assert sorted(editors) == ["mlops-dashboard", "mlops-train"]
-    assert env_of(serve)["MLFLOW_TRACKING_USERNAME"]["value"] not in editors
+    managers = mlflow_users["MLFLOW_MODEL_MANAGERS"].split(",")
+    assert (editors, managers) == (["mlops-train"], ["mlops-dashboard"])
+    assert env_of(serve)["MLFLOW_TRACKING_USERNAME"]["value"] not in editors + managers
+    # A model the dashboard creates (mlops models create): training may register to it.
+    (dashboard,) = containers(doc("Deployment", "mlops-dashboard"))
+    assert env_of(dashboard)["MLFLOW_MODEL_EDITORS"]["value"] == "mlops-train"
 
 
 def test_the_owners_credentials_stay_with_migrate_and_mlflow() -> None:

@@ -532,6 +532,7 @@ def test_the_mlflow_users_job_refuses_placeholder_and_short_passwords(tmp_path: 
         "MODEL_NAME": "m",
         "MLFLOW_EDITOR": "mlops-train",
         "MLFLOW_MODEL_EDITORS": "mlops-train",
+        "MLFLOW_MODEL_MANAGERS": "mlops-dashboard",
         "MODEL_CONFIGS_DIR": str(tmp_path),
         "MLFLOW_SECRETS_DIR": str(secrets),
         "MLFLOW_AUTH_CONFIG_PATH": str(auth),

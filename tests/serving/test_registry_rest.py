@@ -202,3 +202,53 @@ def test_serve_gets_the_champion_through_the_proxy_without_mlflow_or_pandas(
     assert out["body"]["model_version"] == "1"
     assert out["model"]["holdout_metrics"] == {"mae": 1.5}
     assert out["model"]["predictor"] == "portable"
+
+
+def test_a_created_model_is_managed_by_its_maker_and_editable_by_training(
+    trained: Trained, auth_server: AuthServer
+) -> None:
+    """Behind basic auth, as in the cluster: the dashboard's user makes the registered
+    model of ``mlops models create`` (so it manages it: it may delete versions) and gives
+    training EDIT (so it may register versions); others only read."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from mlops.model_catalog import open_in_registry
+
+    users = {"dash-user": "a-long-dash-password", "train-user": "a-long-train-password"}
+    users["other-user"] = "a-long-other-password"
+    with mock.patch.dict(os.environ, auth_server.env()):
+        admin = AuthServiceClient(auth_server.url)
+        for name, password in users.items():
+            admin.create_user(name, password)
+
+    def as_user(name: str) -> mock._patch:
+        creds = {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": users[name]}
+        return mock.patch.dict(os.environ, {**auth_server.env(), **creds})
+
+    def register(model: str) -> str:
+        client = MlflowClient(auth_server.url, auth_server.url)
+        experiment = client.create_experiment(f"train-{model}")
+        run = client.create_run(experiment)
+        version = client.create_model_version(model, f"{run.info.artifact_uri}/m", run.info.run_id)
+        return version.version
+
+    settings = trained.settings(MLFLOW_TRACKING_URI=auth_server.url)
+    with as_user("dash-user"):
+        client = MlflowClient(auth_server.url, auth_server.url)
+        open_in_registry(
+            client, settings.model_copy(update={"mlflow_model_editors": "train-user"}), "made-here"
+        )
+        open_in_registry(client, settings, "made-closed")  # no editors named
+        open_in_registry(client, settings, "made-closed")  # again: nothing changes
+    with as_user("train-user"):
+        version = register("made-here")
+        with pytest.raises(MlflowException, match="Permission denied"):
+            register("made-closed")
+    with as_user("other-user"), pytest.raises(MlflowException, match="Permission denied"):
+        MlflowClient(auth_server.url, auth_server.url).delete_model_version("made-here", version)
+    with as_user("dash-user"):
+        client = MlflowClient(auth_server.url, auth_server.url)
+        client.delete_model_version("made-here", version)
+        assert client.search_model_versions("name='made-here'") == []

@@ -189,8 +189,9 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
         return requested(ctx, request.action, name if needs_model else None, actor, reason)
     if request.action == "create":
         created = model_catalog.create(
-            ctx.engine, ctx.store, ctx.settings, name, request.config, reason=reason, actor=actor
-        )
+            ctx.engine, ctx.store, ctx.settings, name, request.config,
+            reason=reason, actor=actor, client=ctx.mlflow,
+        )  # fmt: skip
         return f"Done: {created.sentence()}"
     if request.action == "delete":
         deleted = model_catalog.delete(
