@@ -260,12 +260,15 @@ def _holder(engine: Engine, key: str) -> Any:
 
 def _busy_sentence(run: StageRun, holder: Any) -> str:
     day = run.run_date.isoformat() if run.run_date else "the latest day"
+    # The part of the lease (a strategy, a model, a shard), when the stage has parts.
+    part = run.lease_key.split("|", 2)[2] if run.lease_key.count("|") >= 2 else ""
+    what = f"Stage {run.stage}" + (f" ({part})" if part else "")
     if holder is None:
-        return f"Stage {run.stage} for {day} is already running elsewhere; nothing was done."
+        return f"{what} for {day} is already running elsewhere; nothing was done."
     seen = _aware(holder.heartbeat_at or holder.started_at)
     age = (utcnow() - seen).total_seconds()
     return (
-        f"Stage {run.stage} for {day} is already running (run {holder.run_id[:8]} on "
+        f"{what} for {day} is already running (run {holder.run_id[:8]} on "
         f"{holder.host or '?'}, pid {holder.pid or '?'}, last heartbeat {age:.0f} s ago); "
         "nothing was done: wait for it to end, or rerun once it is marked abandoned."
     )

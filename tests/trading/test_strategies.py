@@ -87,10 +87,14 @@ def test_two_strategies_trade_the_same_day_at_once_each_on_its_own_account(
             assert red_account.held.wait(timeout=30), "red's run never reached the broker"
             cli_env = subprocess_env(MLOPS_HOME=str(tmp_path), **env)
             done = run_in_process(cli_env, "trade", "--as-of", "2017-06-01", "--strategy", "blue")
+            # A second run of red meanwhile: its own lease is held, and the sentence says whose.
+            again = run_in_process(cli_env, "trade", "--as-of", "2017-06-01", "--strategy", "red")
         finally:
             red_account.release()
             thread.join(timeout=60)
         assert done.returncode == 0, done.stderr
+        assert again.returncode == 11, again.stderr
+        assert "Stage trade (red) for 2017-06-01 is already running" in again.stderr
         blue_result = json.loads(done.stdout)
         assert (blue_result["strategy"], blue_result["account"]) == ("blue", "PABLUE001")
         assert blue_result["decisions"]["COKE"] == "buy"
