@@ -237,6 +237,27 @@ def test_refusals_of_the_actions_are_their_sentences(seeded):
     assert state["by"] == "dashboard:token"
     resumed = actions.perform(armed, gate, actions.ActionRequest("unhalt"), key).sentence
     assert resumed.startswith("Trading resumed: the halt of ") and "(test) is lifted" in resumed
+    # One strategy: the dialog says whose; an unknown one is refused, nothing written.
+    one = actions.ActionRequest("halt", reason="one", strategy="default")
+    assert actions.question(one, "champion").startswith("Halt trading of strategy default")
+    assert actions.question(actions.ActionRequest("halt"), "champion").startswith(
+        "Halt trading of every strategy"
+    )
+    assert actions.perform(armed, gate, one, key).ok
+    assert status(armed, "default")["halted"] is True
+    from sqlalchemy import select
+
+    from mlops.db.schema import trading_halts
+
+    with armed.engine.connect() as conn:
+        whose = conn.execute(select(trading_halts.c.strategy).order_by(trading_halts.c.id))
+        assert whose.scalars().all()[-1] == "default"
+    unknown = actions.ActionRequest("halt", strategy="nope")
+    refused = actions.perform(armed, gate, unknown, key)
+    assert not refused.ok and "nope" in refused.sentence, refused
+    back = actions.ActionRequest("unhalt", strategy="default")
+    assert actions.perform(armed, gate, back, key).ok
+    assert status(armed, "default")["halted"] is False
 
 
 def test_routes(seeded, tmp_path):
@@ -390,11 +411,11 @@ def test_wrong_credentials_are_throttled_per_client_and_audited(seeded):
     # Another address is not throttled.
     assert api(unhalt, _as("ada"), other).status_code == 200
     # Audited: each wrong password (who was claimed, from where), then the throttle once.
-    rows = audit_rows(seeded.engine, action="halt", outcome="refused")
+    # (Anonymous: a signed-in caller's refused halt elsewhere in this module is not one.)
+    rows = audit_rows(seeded.engine, action="halt", outcome="refused", actor="dashboard:anonymous")
     assert [r["reason"] for r in rows] == [WRONG_CREDENTIALS] * 3 + [
         throttled.get_json()["sentence"]
     ]
-    assert {r["actor"] for r in rows} == {"dashboard:anonymous"}
     details = [json.loads(r["details"]) for r in rows]
     assert details[0] == {"client": "192.0.2.7", "claimed_user": "ada"}
     # Once the window has passed, the right password works again.

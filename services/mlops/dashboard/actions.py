@@ -50,8 +50,8 @@ ACTIONS: dict[str, tuple[str, bool, bool]] = {
     "resume": ("Resume the scheduled training of {model}", True, False),
     "retrain": ("Retrain {model} now", True, False),
     "monitor": ("Run monitoring now (score, drift, retrain triggers)", False, False),
-    "halt": ("Halt trading (no decision and no order until resumed)", False, False),
-    "unhalt": ("Resume trading", False, False),
+    "halt": ("Halt trading of {strategy} (no decision and no order until resumed)", False, False),
+    "unhalt": ("Resume trading of {strategy}", False, False),
     "create": (
         "Create model {model} from the config in the box (checked, then stored in the catalog; "
         "train it with Retrain now)",
@@ -73,6 +73,7 @@ class ActionRequest:
     reason: str = ""
     force: bool = False
     config: str = ""  # create: the model's Ludwig YAML
+    strategy: str = ""  # halt, unhalt: one strategy (empty: every strategy)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def question(request: ActionRequest, alias: str) -> str:
     text, _, _ = ACTIONS[request.action]
     model, version = request.model or "?", request.version.strip()
     what = f"{model} version {version}" if version else f"the whole model {model} (every version)"
-    asked = text.format(model=model, version=version or "?", alias=alias, what=what)
+    strategy = request.strategy.strip()
+    whose = f"strategy {strategy}" if strategy else "every strategy"
+    asked = text.format(model=model, version=version or "?", alias=alias, what=what, strategy=whose)
     forced = " even if it loses to the naive forecast (force)" if request.force else ""
     why = f" Reason: {request.reason.strip()}." if request.reason.strip() else ""
     return f"{asked}{forced if request.action == 'promote' else ''}?{why}"
@@ -183,7 +186,14 @@ def _act(ctx: Context, request: ActionRequest, actor: str) -> str:
     reason = request.reason.strip()
     if request.action == "halt" or request.action == "unhalt":
         halted = request.action == "halt"
-        state = switch.set_halted(ctx, halted, reason, actor=actor, at_broker=False)
+        state = switch.set_halted(
+            ctx,
+            halted,
+            reason,
+            actor=actor,
+            at_broker=False,
+            strategy=request.strategy.strip() or None,
+        )
         return _trading_sentence(state)
     if request.action in ("retrain", "monitor"):
         return requested(ctx, request.action, name if needs_model else None, actor, reason)

@@ -193,6 +193,7 @@ def _action_form(enabled: bool) -> Any:
                     html.Datalist(id="names"),
                     field("Version", box("version")),
                     field("Reason", box("reason")),
+                    field("Strategy (halt, resume; empty: all)", box("strategy")),
                     dcc.Checklist(
                         id="force",
                         options=[{"label": "force (promote a loser)", "value": "force"}],
@@ -547,10 +548,11 @@ def _action_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
         State("reason", "value"),
         State("force", "value"),
         State("config", "value"),
+        State("strategy", "value"),
         prevent_initial_call=True,
     )
     def ask(*args: Any) -> tuple[Any, ...]:
-        model, version, reason, force, config = args[len(BUTTONS) :]
+        model, version, reason, force, config, strategy = args[len(BUTTONS) :]
         pressed = str(callback_context.triggered_id or "").removeprefix("btn-")
         if pressed not in BUTTONS:
             return no_update, no_update, no_update, no_update
@@ -561,6 +563,7 @@ def _action_callbacks(app: Any, ctx: Context, gate: Gate) -> None:
             reason or "",
             "force" in (force or []),
             (config or "") if pressed == "create" else "",
+            (strategy or "") if pressed in ("halt", "unhalt") else "",
         )
         asked = actions.question(request, ctx.settings.champion_alias)
         return True, asked, asdict(request), ""
@@ -619,6 +622,7 @@ def _fields(pending: dict[str, Any]) -> dict[str, Any]:
         "reason": str(pending.get("reason") or ""),
         "force": bool(pending.get("force")),
         "config": str(pending.get("config") or ""),
+        "strategy": str(pending.get("strategy") or ""),
     }
 
 
