@@ -52,6 +52,21 @@ StrategyName = Annotated[
 ]
 
 
+# The orchestrator's commands (mlops daily, mlops requests process): where Jobs go and
+# the templates they are made from.
+Namespace = Annotated[
+    str | None,
+    typer.Option(envvar="POD_NAMESPACE", help="Namespace; default: the pod's own."),
+]
+TemplatesDir = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="JOB_TEMPLATES_DIR",
+        help="Folder of the job-<stage>.yaml templates; default: /etc/mlops/jobs.",
+    ),
+]
+
+
 AllowOlder = Annotated[
     bool,
     typer.Option(
@@ -670,17 +685,8 @@ def requests_run_cmd(
 
 @requests_app.command("process")
 def requests_process_cmd(
-    namespace: Annotated[
-        str | None,
-        typer.Option(envvar="POD_NAMESPACE", help="Namespace; default: the pod's own."),
-    ] = None,
-    templates_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="JOB_TEMPLATES_DIR",
-            help="Folder of the job-<stage>.yaml templates; default: /etc/mlops/jobs.",
-        ),
-    ] = None,
+    namespace: Namespace = None,
+    templates_dir: TemplatesDir = None,
 ) -> None:
     """The cluster's controller, one pass: queued requests become Jobs from their fixed
     template; running ones' Jobs are read and their end recorded."""
@@ -874,17 +880,8 @@ def daily_cmd(
     rerun_failed: Annotated[
         bool, typer.Option("--rerun-failed", help="Delete and rerun a stage Job that failed.")
     ] = False,
-    namespace: Annotated[
-        str | None,
-        typer.Option(envvar="POD_NAMESPACE", help="Namespace; default: the pod's own."),
-    ] = None,
-    templates_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="JOB_TEMPLATES_DIR",
-            help="Folder of the job-<stage>.yaml templates; default: /etc/mlops/jobs.",
-        ),
-    ] = None,
+    namespace: Namespace = None,
+    templates_dir: TemplatesDir = None,
     poll_seconds: Annotated[
         float,
         typer.Option(
