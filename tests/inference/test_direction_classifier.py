@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inference.torch_free import blocked, run
+from inference.torch_free import SERVE_WHEN_READY, blocked, run
 from inference.trained_model import (
     CLASSIFIER,
     CLASSIFIER_ALIAS,
@@ -89,23 +89,14 @@ def test_batch_infer_stores_and_serve_answers_the_probability_without_torch_or_l
     database = copy_database(trained, tmp_path / "mlops.db")
     rows = trained.scorable.tail(4).reset_index(drop=True)
     code = blocked() + (
-        "import json, time\n"
         "from mlops.cli import main\n"
         "try:\n"
         "    main(['batch-infer', '--as-of', '2017-05-31'])\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
         "sys.modules['pyarrow'] = None  # the serve image has none\n"
-        "from fastapi.testclient import TestClient\n"
-        "from mlops.serving.app import create_app\n"
-        "from mlops.settings import load_settings\n"
-        "records = json.loads(sys.stdin.read())\n"
-        "with TestClient(create_app(load_settings())) as client:\n"
-        "    deadline = time.monotonic() + 300\n"
-        "    while client.get('/readyz').status_code != 200:\n"
-        "        assert time.monotonic() < deadline, client.get('/readyz').text\n"
-        "        time.sleep(0.1)\n"
-        "    answer = client.post('/predict', json=records)\n"
+        + SERVE_WHEN_READY
+        + "    answer = client.post('/predict', json=records)\n"
         "    form = client.post('/predict', data=records[0])\n"
         "print(json.dumps({'status': answer.status_code, 'body': answer.json(),\n"
         "    'form': form.json(), 'heavy': sorted(m for m in ('torch', 'ludwig')\n"

@@ -32,3 +32,19 @@ def run(code: str, env: dict[str, str], stdin: str = "") -> subprocess.Completed
         timeout=600,
         check=False,
     )
+
+
+# The serving app on the records read from stdin (JSON), once the champion is loaded:
+# the code that follows runs inside ``with ... as client`` (indented four spaces).
+SERVE_WHEN_READY = (
+    "import json, time\n"
+    "from fastapi.testclient import TestClient\n"
+    "from mlops.serving.app import create_app\n"
+    "from mlops.settings import load_settings\n"
+    "records = json.loads(sys.stdin.read())\n"
+    "with TestClient(create_app(load_settings())) as client:\n"
+    "    deadline = time.monotonic() + 300\n"
+    "    while client.get('/readyz').status_code != 200:\n"
+    "        assert time.monotonic() < deadline, client.get('/readyz').text\n"
+    "        time.sleep(0.1)\n"
+)

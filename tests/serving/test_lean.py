@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from inference.torch_free import INFER_ABSENT, SERVE_ABSENT, blocked, run
+from inference.torch_free import INFER_ABSENT, SERVE_ABSENT, SERVE_WHEN_READY, blocked, run
 from inference.trained_model import INPUTS, Trained, copy_database
 
 pytestmark = pytest.mark.slow
@@ -36,18 +36,10 @@ def _ludwig_closes(trained: Trained, rows) -> np.ndarray:
 def test_serve_answers_without_torch_ludwig_or_pyarrow(trained, subprocess_env) -> None:
     trained.set_champion(trained.versions[0])
     rows = trained.scorable.tail(3).reset_index(drop=True)
-    code = blocked(SERVE_ABSENT) + (
-        "import json, time\n"
-        "from fastapi.testclient import TestClient\n"
-        "from mlops.serving.app import create_app\n"
-        "from mlops.settings import load_settings\n"
-        "records = json.loads(sys.stdin.read())\n"
-        "with TestClient(create_app(load_settings())) as client:\n"
-        "    deadline = time.monotonic() + 300\n"
-        "    while client.get('/readyz').status_code != 200:\n"
-        "        assert time.monotonic() < deadline, client.get('/readyz').text\n"
-        "        time.sleep(0.1)\n"
-        "    answer = client.post('/predict', json=records)\n"
+    code = (
+        blocked(SERVE_ABSENT)
+        + SERVE_WHEN_READY
+        + "    answer = client.post('/predict', json=records)\n"
         "print(json.dumps({'status': answer.status_code, 'body': answer.json()}))\n"
     )
     env = subprocess_env(MLOPS_HOME=str(trained.home), SERVE_POLL_SECONDS="0.2")
